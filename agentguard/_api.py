@@ -1,0 +1,162 @@
+"""``instrument()`` / ``uninstrument()`` and the small functions around them."""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agentguard import _state
+from agentguard._errors import internal_error, internal_error_counts
+from agentguard._guard import Guard, PolicyStage
+
+from agentguard.config import ConfigError, resolve_config
+
+__all__ = ["flush", "get_guard", "instrument", "stats", "uninstrument"]
+
+_atexit_registered = False
+
+
+def _policies(policy: Any) -> list[Any]:
+    if policy is None:
+        return []
+    if callable(policy) or isinstance(policy, PolicyStage):
+        return [policy]
+    if isinstance(policy, Sequence) and not isinstance(policy, (str, bytes)):
+        items = list(policy)
+        for item in items:
+            if not (callable(item) or isinstance(item, PolicyStage)):
+                raise ConfigError(
+                    f"policy: {item!r} is neither a callable nor a policy object"
+                )
+        return items
+    raise ConfigError(f"policy: expected a callable or a list of callables, got {policy!r}")
+
+
+def instrument(
+    *,
+    service_name: str | None = None,
+    mode: str | None = None,
+    policy: Any = None,
+    on_finding: Callable[..., Any] | None = None,
+    exporter: Any = None,
+    capture_content: str | None = None,
+    max_content_length: int | None = None,
+    integrations: Sequence[str] | None = None,
+    disabled_integrations: Sequence[str] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    findings_file: str | None = None,
+    fail_closed: bool | None = None,
+    tracer_provider: Any = None,
+) -> Guard:
+    """Start guarding this process: patch the available frameworks and begin tracing.
+
+    Safe to call again: a second call replaces the configuration (and the export pipeline)
+    without patching anything twice. Every keyword also reads an ``AGENTGUARD_*`` variable.
+    """
+    from agentguard import integrations as registry
+
+    config = resolve_config(
+        {
+            "service_name": service_name,
+            "mode": mode,
+            "on_finding": on_finding,
+            "exporter": exporter,
+            "capture_content": capture_content,
+            "max_content_length": max_content_length,
+            "integrations": list(integrations) if integrations is not None else None,
+            "disabled_integrations": (
+                list(disabled_integrations) if disabled_integrations is not None else None
+            ),
+            "otlp_endpoint": otlp_endpoint,
+            "otlp_protocol": otlp_protocol,
+            "findings_file": findings_file,
+            "fail_closed": fail_closed,
+        }
+    )
+    policies = _policies(policy)
+    wanted = config.integrations if config.integrations is not None else list(registry.AVAILABLE)
+    unknown = [name for name in [*wanted, *config.disabled_integrations]
+               if name not in registry.AVAILABLE]
+    if unknown:
+        raise ConfigError(
+            f"integrations: unknown integration(s) {', '.join(unknown)}; "
+            f"available: {', '.join(registry.AVAILABLE)}"
+        )
+    wanted = [name for name in wanted if name not in config.disabled_integrations]
+    with _state.lock:
+        from agentguard._telemetry import build_telemetry
+
+        telemetry = build_telemetry(config, tracer_provider)
+        guard = Guard(config, telemetry.tracer, _state.conversations, policies=policies)
+        previous = _state.telemetry
+        _state.telemetry = telemetry
+        _state.guard = guard
+        if previous is not None:
+            previous.shutdown(timeout=2.0)
+        registry.disable([name for name in registry.AVAILABLE if name not in wanted])
+        registry.enable(wanted)
+        _state.enabled_integrations = set(wanted)
+        _register_atexit()
+    return guard
+
+
+def uninstrument() -> None:
+    """Stop guarding: remove every patch, flush and close the export pipeline."""
+    from agentguard import integrations as registry
+
+    with _state.lock:
+        registry.disable()
+        _state.enabled_integrations = set()
+        _state.guard = None
+        telemetry, _state.telemetry = _state.telemetry, None
+    if telemetry is not None:
+        try:
+            telemetry.shutdown(timeout=5.0)
+        except Exception as exc:
+            internal_error("telemetry shutdown", exc)
+
+
+def get_guard() -> Guard | None:
+    """The active Guard, or ``None`` when agentguard is not instrumented."""
+    return _state.guard
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Export every finished span now; returns ``False`` if the timeout ran out."""
+    telemetry = _state.telemetry
+    return telemetry.flush(timeout) if telemetry is not None else True
+
+
+def stats() -> dict[str, Any]:
+    """Counters: spans exported and dropped, findings emitted, internal errors contained."""
+    telemetry = _state.telemetry
+    guard = _state.guard
+    return {
+        **(telemetry.stats() if telemetry is not None else {}),
+        "findings": guard.findings_emitted if guard is not None else 0,
+        "conversations_evicted": _state.conversations.evicted,
+        "internal_errors": internal_error_counts(),
+    }
+
+
+def _at_exit() -> None:
+    telemetry = _state.telemetry
+    if telemetry is not None:
+        try:
+            telemetry.shutdown(timeout=min(5.0, telemetry_timeout()))
+        except Exception as exc:
+            internal_error("exit flush", exc)
+
+
+def telemetry_timeout() -> float:
+    guard = _state.guard
+    return guard.config.export_timeout if guard is not None else 5.0
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_at_exit)
+        _atexit_registered = True

@@ -1,0 +1,134 @@
+"""Conversation, turn and enclosing-operation context, carried in the OpenTelemetry context.
+
+One immutable :class:`Frame` per operation lives under a single context key, so entering a span
+costs one context copy, and threads and asyncio tasks inherit it the way they inherit spans.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+
+if TYPE_CHECKING:
+    from agentguard._guard import Operation
+
+__all__ = [
+    "ConversationRegistry",
+    "ConversationState",
+    "Frame",
+    "conversation",
+    "current_frame",
+]
+
+FRAME_KEY = otel_context.create_key("agentguard-frame")
+
+
+class ConversationState:
+    """A conversation's identity and its turn counter (shared by every invocation in it)."""
+
+    __slots__ = ("_lock", "id", "turns", "user")
+
+    def __init__(self, conversation_id: str, user: str | None = None) -> None:
+        self.id = conversation_id
+        self.user = user
+        self.turns = 0
+        self._lock = threading.Lock()
+
+    def next_turn(self) -> int:
+        with self._lock:
+            self.turns += 1
+            return self.turns
+
+
+class ConversationRegistry:
+    """Conversations by id, least recently used dropped first, so turn counters survive between calls."""
+
+    def __init__(self, max_size: int = 10_000) -> None:
+        self._items: OrderedDict[str, ConversationState] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_size = max_size
+        self.evicted = 0
+
+    def get(self, conversation_id: str, user: str | None = None) -> ConversationState:
+        with self._lock:
+            state = self._items.get(conversation_id)
+            if state is None:
+                state = ConversationState(conversation_id, user)
+                self._items[conversation_id] = state
+                if len(self._items) > self.max_size:
+                    self._items.popitem(last=False)
+                    self.evicted += 1
+            else:
+                self._items.move_to_end(conversation_id)
+                if user is not None:
+                    state.user = user
+            return state
+
+    def new(self) -> ConversationState:
+        """A conversation for one top-level invocation that named none; not kept in the registry."""
+        return ConversationState(uuid.uuid4().hex)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class Frame:
+    """What encloses the code running now: conversation, turn, agent and tool operations."""
+
+    __slots__ = ("agent", "conversation", "suppressed", "tool", "turn")
+
+    def __init__(
+        self,
+        conversation: ConversationState | None = None,
+        turn: int | None = None,
+        agent: Operation | None = None,
+        tool: Operation | None = None,
+        suppressed: frozenset[str] = frozenset(),
+    ) -> None:
+        self.conversation = conversation
+        self.turn = turn
+        self.agent = agent
+        self.tool = tool
+        self.suppressed = suppressed
+
+    def replace(self, **changes: Any) -> Frame:
+        frame = Frame(self.conversation, self.turn, self.agent, self.tool, self.suppressed)
+        for name, value in changes.items():
+            setattr(frame, name, value)
+        return frame
+
+
+EMPTY_FRAME = Frame()
+
+
+def current_frame() -> Frame:
+    """The frame of the running code (an empty one outside any conversation or operation)."""
+    frame = otel_context.get_value(FRAME_KEY)
+    return frame if isinstance(frame, Frame) else EMPTY_FRAME
+
+
+@contextmanager
+def conversation(conversation_id: str, user: str | None = None) -> Iterator[ConversationState]:
+    """Attribute everything inside the block to conversation ``conversation_id`` (and ``user``).
+
+    Turn numbering continues across blocks with the same id, so each ``with`` can be one turn of
+    a longer conversation.
+    """
+    from agentguard import _state
+
+    if not isinstance(conversation_id, str) or not conversation_id:
+        raise ValueError("conversation id must be a non-empty string")
+    state = _state.conversations.get(conversation_id, user)
+    frame = current_frame().replace(conversation=state, turn=None)
+    token = otel_context.attach(otel_context.set_value(FRAME_KEY, frame))
+    try:
+        yield state
+    finally:
+        otel_context.detach(token)

@@ -1,0 +1,678 @@
+"""The Guard: every event goes through detectors → baseline → policy → emit.
+
+Integrations call the ``start_*`` methods, which open a span carrying the GenAI attributes, judge
+the event before the work happens, and return an :class:`Operation` to finish when it is done.
+The stages are extension points: detectors (:class:`Detector`), one baseline
+(:class:`BaselineStage`), policies (:class:`PolicyStage` or plain callables), and finding sinks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from agentguard import semconv
+from agentguard._content import ContentCapture, to_json
+from agentguard._context import FRAME_KEY, ConversationRegistry, Frame, current_frame
+from agentguard._errors import internal_error
+from agentguard.config import Config
+from agentguard.events import (
+    EventContext,
+    ModelCall,
+    Retrieval,
+    ToolCall,
+    Turn,
+    _EventBase,
+)
+from agentguard.findings import SEVERITY_ORDER, Decision, Finding, ToolCallBlocked
+
+__all__ = [
+    "BaselineStage",
+    "Detector",
+    "FindingSink",
+    "Guard",
+    "Operation",
+    "PolicyStage",
+    "Verdict",
+]
+
+logger = logging.getLogger("agentguard.findings")
+
+FindingSink = Callable[[Finding], None]
+PolicyCallback = Callable[[Any], "Decision | None"]
+
+
+class Verdict:
+    """The Guard's judgement of one event: the final action, findings, and stage annotations."""
+
+    __slots__ = ("action", "annotations", "findings")
+
+    def __init__(self) -> None:
+        self.action = "allow"
+        self.findings: list[Finding] = []
+        # Detector and baseline results, keyed by stage name, for the stages after them.
+        self.annotations: dict[str, Any] = {}
+
+    @property
+    def blocked(self) -> bool:
+        return self.action == "block"
+
+    def blocking_finding(self) -> Finding | None:
+        for finding in self.findings:
+            if finding.action == "block":
+                return finding
+        return None
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        if finding.action == "block":
+            self.action = "block"
+        elif self.action == "allow":
+            self.action = "alert"
+
+
+_ALLOW = Verdict()
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Inspects an event (usually untrusted text) and annotates the verdict or adds findings."""
+
+    name: str
+
+    def inspect(self, event: Any, verdict: Verdict, guard: Guard) -> None: ...
+
+
+@runtime_checkable
+class BaselineStage(Protocol):
+    """Learns the agent's behaviour in ``learn`` mode and scores deviations otherwise."""
+
+    def process(self, event: Any, verdict: Verdict, guard: Guard) -> None: ...
+
+
+@runtime_checkable
+class PolicyStage(Protocol):
+    """Decides about an event given what detectors and the baseline found."""
+
+    def evaluate(self, event: Any, verdict: Verdict) -> Decision | None: ...
+
+
+class CallbackPolicy:
+    """Adapts a plain ``fn(event) -> Decision | None`` to the policy stage."""
+
+    def __init__(self, fn: PolicyCallback) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__name__", repr(fn))
+
+    def evaluate(self, event: Any, verdict: Verdict) -> Decision | None:
+        return self.fn(event)
+
+
+class JsonLinesSink:
+    """Appends each finding as one JSON line to a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def __call__(self, finding: Finding) -> None:
+        line = finding.model_dump_json() + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+
+
+def logging_sink(finding: Finding) -> None:
+    """Logs findings on the ``agentguard.findings`` logger (blocks and high severity as warnings)."""
+    level = (
+        logging.WARNING
+        if finding.action == "block" or SEVERITY_ORDER[finding.severity] >= 3
+        else logging.INFO
+    )
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "%s %s [%s] %s (tool=%s conversation=%s turn=%s)",
+            finding.action.upper(),
+            finding.severity,
+            finding.rule_id,
+            finding.title,
+            finding.tool,
+            finding.conversation_id,
+            finding.turn,
+        )
+
+
+def _hex_ids(span: trace.Span) -> tuple[str | None, str | None]:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+class Operation:
+    """One traced unit of agent work (agent invocation, model call, retrieval or tool call)."""
+
+    __slots__ = (
+        "context",
+        "ended",
+        "event",
+        "frame",
+        "guard",
+        "kind",
+        "name",
+        "span",
+        "verdict",
+    )
+
+    def __init__(
+        self, guard: Guard, kind: str, name: str, span: trace.Span, frame: Frame
+    ) -> None:
+        self.guard = guard
+        self.kind = kind
+        self.name = name
+        self.span = span
+        self.frame = frame
+        self.event: Any = None
+        self.verdict: Verdict = _ALLOW
+        self.ended = False
+        self.context = otel_context.set_value(
+            FRAME_KEY, frame, trace.set_span_in_context(span)
+        )
+
+    # -- context ---------------------------------------------------------------------------
+    def activate(self) -> object:
+        """Make this operation current (returns a token for :meth:`deactivate`)."""
+        return otel_context.attach(self.context)
+
+    @staticmethod
+    def deactivate(token: object) -> None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            internal_error("context detach", exc)
+
+    def event_context(self) -> EventContext:
+        """The context stamped on events that happen inside this operation."""
+        frame = self.frame
+        trace_id, span_id = _hex_ids(self.span)
+        conv = frame.conversation
+        tool = frame.tool
+        return EventContext.model_construct(
+            agent=self.guard.config.service_name,
+            conversation_id=conv.id if conv is not None else None,
+            user=conv.user if conv is not None else None,
+            turn=frame.turn,
+            trace_id=trace_id,
+            span_id=span_id,
+            tool=tool.name if tool is not None else None,
+            tool_call_id=tool.event.call_id if tool is not None and tool.event is not None else None,
+            pid=os.getpid(),
+            tid=threading.get_native_id(),
+        )
+
+    # -- ending ----------------------------------------------------------------------------
+    def _finish(self, verdict: Verdict | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if verdict is not None and verdict.findings:
+            self.guard.emit(verdict, self.span)
+        self.span.end()
+
+    def fail(self, exc: BaseException) -> None:
+        """End with an error status; the exception itself propagates unchanged to the caller."""
+        if self.ended:
+            return
+        try:
+            span = self.span
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+            span.set_attribute("error.type", type(exc).__qualname__)
+        except Exception as err:
+            internal_error("span error", err)
+        self._finish()
+
+    def abandon(self) -> None:
+        """End a stream the caller stopped reading before it was exhausted."""
+        if self.ended:
+            return
+        try:
+            self.span.set_attribute(semconv.AG_STREAM_ABANDONED, True)
+        except Exception as err:
+            internal_error("span abandon", err)
+        self._finish()
+
+    def end(self) -> None:
+        self._finish()
+
+    def end_tool(self, result: Any) -> Verdict:
+        """Record a tool's result and judge it (post-call checks); returns the verdict."""
+        if self.ended:
+            return _ALLOW
+        guard = self.guard
+        verdict = _ALLOW
+        try:
+            captured = guard.capture.value(result) if guard.capture.enabled else None
+            if captured is not None:
+                self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, captured)
+            if guard.has_stages and self.event is not None:
+                event = self.event.model_copy(update={"result": result, "phase": "result"})
+                verdict = guard.evaluate(event)
+                if verdict.blocked:
+                    self.span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
+        except Exception as exc:
+            internal_error("tool end", exc)
+        self._finish(verdict)
+        return verdict
+
+    def end_chat(
+        self,
+        output: Sequence[dict[str, Any]] | None,
+        *,
+        response_model: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        finish_reasons: Sequence[str] = (),
+    ) -> Verdict:
+        """Record a model's answer and usage, and judge it."""
+        if self.ended:
+            return _ALLOW
+        guard = self.guard
+        verdict = _ALLOW
+        try:
+            span = self.span
+            if response_model:
+                span.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, response_model)
+            if input_tokens is not None:
+                span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
+            if output_tokens is not None:
+                span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+            if finish_reasons:
+                span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
+            if output is not None and guard.capture.enabled:
+                captured = guard.capture.value(list(output))
+                if captured is not None:
+                    span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
+            if guard.has_stages and self.event is not None and output is not None:
+                event = self.event.model_copy(
+                    update={
+                        "output": _messages(output),
+                        "phase": "response",
+                        "input_tokens": input_tokens,
+                        "output_tokens": output_tokens,
+                        "finish_reasons": list(finish_reasons),
+                    }
+                )
+                verdict = guard.evaluate(event)
+        except Exception as exc:
+            internal_error("chat end", exc)
+        self._finish(verdict)
+        return verdict
+
+    def end_retrieval(self, documents: Sequence[dict[str, Any]]) -> Verdict:
+        """Record retrieved documents (untrusted content) and judge them."""
+        if self.ended:
+            return _ALLOW
+        guard = self.guard
+        verdict = _ALLOW
+        try:
+            span = self.span
+            span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(documents))
+            if guard.capture.enabled:
+                captured = guard.capture.value(list(documents))
+                if captured is not None:
+                    span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENTS, captured)
+            if guard.has_stages and self.event is not None:
+                from agentguard.events import Document
+
+                docs = [Document.model_validate(doc) for doc in documents]
+                event = self.event.model_copy(update={"documents": docs, "phase": "response"})
+                verdict = guard.evaluate(event)
+        except Exception as exc:
+            internal_error("retrieval end", exc)
+        self._finish(verdict)
+        return verdict
+
+
+def _messages(items: Iterable[dict[str, Any]]) -> list[Any]:
+    from agentguard.events import Message
+
+    out = []
+    for item in items:
+        try:
+            out.append(Message.model_validate(item))
+        except Exception:
+            out.append(Message(role=str(item.get("role", "unknown")), content=to_json(item)))
+    return out
+
+
+class Guard:
+    """Runs events through the pipeline and opens the spans integrations ask for."""
+
+    def __init__(
+        self,
+        config: Config,
+        tracer: trace.Tracer,
+        conversations: ConversationRegistry,
+        *,
+        policies: Sequence[PolicyStage | PolicyCallback] = (),
+    ) -> None:
+        self.config = config
+        self.mode = config.mode
+        self.tracer = tracer
+        self.conversations = conversations
+        self.capture = ContentCapture(config.capture_content, config.max_content_length)
+        self.detectors: list[Detector] = []
+        self.baseline: BaselineStage | None = None
+        self.policies: list[PolicyStage] = []
+        self.sinks: list[FindingSink] = [logging_sink]
+        self.findings_emitted = 0
+        self.has_stages = False
+        if config.on_finding is not None:
+            self.sinks.append(config.on_finding)
+        if config.findings_file:
+            self.sinks.append(JsonLinesSink(config.findings_file))
+        for policy in policies:
+            self.add_policy(policy)
+
+    # -- extension points ------------------------------------------------------------------
+    def _refresh(self) -> None:
+        self.has_stages = bool(self.detectors or self.baseline is not None or self.policies)
+
+    def add_detector(self, detector: Detector) -> None:
+        self.detectors.append(detector)
+        self._refresh()
+
+    def set_baseline(self, baseline: BaselineStage | None) -> None:
+        self.baseline = baseline
+        self._refresh()
+
+    def add_policy(self, policy: PolicyStage | PolicyCallback) -> None:
+        stage: PolicyStage = policy if isinstance(policy, PolicyStage) else CallbackPolicy(policy)
+        self.policies.append(stage)
+        self._refresh()
+
+    def policy(self, fn: PolicyCallback) -> PolicyCallback:
+        """Decorator form of :meth:`add_policy`: ``@guard.policy``."""
+        self.add_policy(fn)
+        return fn
+
+    def add_sink(self, sink: FindingSink) -> None:
+        self.sinks.append(sink)
+
+    # -- the pipeline ----------------------------------------------------------------------
+    def evaluate(self, event: Any) -> Verdict:
+        """Run ``event`` through detectors, baseline and policy; the caller emits the verdict."""
+        if not self.has_stages:
+            return _ALLOW
+        verdict = Verdict()
+        for detector in self.detectors:
+            try:
+                detector.inspect(event, verdict, self)
+            except Exception as exc:
+                internal_error(f"detector {getattr(detector, 'name', detector)!s}", exc)
+        if self.baseline is not None:
+            try:
+                self.baseline.process(event, verdict, self)
+            except Exception as exc:
+                internal_error("baseline", exc)
+        for policy in self.policies:
+            try:
+                decision = policy.evaluate(event, verdict)
+            except Exception as exc:
+                decision = self._policy_error(policy, exc)
+            if decision is not None and decision.action != "allow":
+                verdict.add(self.finding_for(event, decision))
+        return verdict
+
+    def _policy_error(self, policy: PolicyStage, exc: Exception) -> Decision:
+        internal_error(f"policy {getattr(policy, 'name', policy)!s}", exc)
+        reason = f"policy {getattr(policy, 'name', type(policy).__name__)} raised " \
+                 f"{type(exc).__name__}: {exc}"
+        evidence = {"exception": type(exc).__name__, "message": str(exc)[:500]}
+        if self.mode == "enforce":
+            return Decision.block(reason, "high", rule_id="policy-error", evidence=evidence)
+        return Decision.alert(reason, "medium", rule_id="policy-error", evidence=evidence)
+
+    def finding_for(self, event: Any, decision: Decision) -> Finding:
+        """Turn a decision about ``event`` into a finding, applying the mode (monitor never blocks)."""
+        action = decision.action
+        if action == "block" and self.mode == "monitor":
+            action = "alert"
+        ctx: EventContext = getattr(event, "context", None) or EventContext()
+        return Finding(
+            rule_id=decision.rule_id,
+            category=decision.category,
+            severity=decision.severity,
+            title=decision.reason or decision.rule_id,
+            action="block" if action == "block" else "alert",
+            kind=getattr(event, "kind", "unknown"),
+            tool=getattr(event, "tool", None) or ctx.tool,
+            agent=ctx.agent,
+            conversation_id=ctx.conversation_id,
+            turn=ctx.turn,
+            trace_id=ctx.trace_id,
+            span_id=ctx.span_id,
+            evidence=decision.evidence,
+        )
+
+    def emit(self, verdict: Verdict, span: trace.Span | None) -> None:
+        """Write a verdict to the span (attributes and events) and to every finding sink."""
+        findings = verdict.findings
+        if not findings:
+            return
+        try:
+            if span is not None and span.is_recording():
+                top = max(findings, key=lambda f: SEVERITY_ORDER[f.severity])
+                span.set_attribute(semconv.AG_DECISION, verdict.action)
+                span.set_attribute(semconv.AG_FINDING_COUNT, len(findings))
+                span.set_attribute(semconv.AG_FINDING_RULES, [f.rule_id for f in findings])
+                span.set_attribute(semconv.AG_FINDING_SEVERITY, top.severity)
+                for finding in findings:
+                    span.add_event(
+                        semconv.EVENT_FINDING,
+                        {
+                            "agentguard.finding.rule_id": finding.rule_id,
+                            "agentguard.finding.category": finding.category,
+                            "agentguard.finding.severity": finding.severity,
+                            "agentguard.finding.action": finding.action,
+                            "agentguard.finding.title": finding.title,
+                            "agentguard.finding.evidence": to_json(finding.evidence, 8192),
+                        },
+                    )
+        except Exception as exc:
+            internal_error("emit span", exc)
+        for finding in findings:
+            self.findings_emitted += 1
+            for sink in self.sinks:
+                try:
+                    sink(finding)
+                except Exception as exc:
+                    internal_error(f"finding sink {getattr(sink, '__name__', sink)!s}", exc)
+
+    # -- operations ------------------------------------------------------------------------
+    def _base_attributes(self, frame: Frame, operation: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {semconv.GEN_AI_OPERATION_NAME: operation}
+        conv = frame.conversation
+        if conv is not None:
+            attrs[semconv.GEN_AI_CONVERSATION_ID] = conv.id
+        if frame.turn is not None:
+            attrs[semconv.AG_TURN_INDEX] = frame.turn
+        return attrs
+
+    def _judge_start(self, op: Operation, event: Any) -> None:
+        op.event = event
+        verdict = self.evaluate(event)
+        op.verdict = verdict
+        if verdict.findings and not verdict.blocked:
+            self.emit(verdict, op.span)
+
+    def start_agent(
+        self,
+        name: str,
+        *,
+        conversation_id: str | None = None,
+        turn_text: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Operation:
+        """Open an ``invoke_agent`` span. A top-level invocation with a new user message is a turn.
+
+        The conversation comes from :func:`agentguard.conversation`, else ``conversation_id`` (a
+        framework's thread id), else a fresh id for this invocation alone.
+        """
+        parent = current_frame()
+        top_level = parent.agent is None
+        conv = parent.conversation
+        if conv is None:
+            conv = self.conversations.get(conversation_id) if conversation_id else \
+                self.conversations.new()
+        turn = parent.turn
+        new_turn = top_level and turn_text is not None
+        if new_turn:
+            turn = conv.next_turn()
+        frame = parent.replace(conversation=conv, turn=turn)
+        attrs = self._base_attributes(frame, semconv.OP_INVOKE_AGENT)
+        attrs[semconv.GEN_AI_AGENT_NAME] = name
+        if conv.user is not None:
+            attrs[semconv.AG_CONVERSATION_USER] = conv.user
+        if new_turn and turn_text is not None and self.capture.enabled:
+            captured = self.capture.text(turn_text)
+            if captured is not None:
+                attrs[semconv.AG_TURN_TEXT] = captured
+        if attributes:
+            attrs.update(attributes)
+        span = self.tracer.start_span(f"{semconv.OP_INVOKE_AGENT} {name}", attributes=attrs)
+        op = Operation(self, "agent", name, span, frame)
+        frame.agent = op
+        if new_turn and self.has_stages:
+            self._judge_start(
+                op, Turn.model_construct(context=op.event_context(), text=turn_text or "")
+            )
+        return op
+
+    def start_tool(
+        self,
+        name: str,
+        *,
+        call_id: str | None = None,
+        arguments: Any = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Operation:
+        """Open an ``execute_tool`` span and judge the call; raises :class:`ToolCallBlocked`."""
+        parent = current_frame()
+        attrs = self._base_attributes(parent, semconv.OP_EXECUTE_TOOL)
+        attrs[semconv.GEN_AI_TOOL_NAME] = name
+        attrs[semconv.AG_THREAD_NATIVE_ID] = threading.get_native_id()
+        if call_id is not None:
+            attrs[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+        if arguments is not None and self.capture.enabled:
+            captured = self.capture.value(arguments)
+            if captured is not None:
+                attrs[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
+        if attributes:
+            attrs.update(attributes)
+        span = self.tracer.start_span(f"{semconv.OP_EXECUTE_TOOL} {name}", attributes=attrs)
+        frame = parent.replace()
+        op = Operation(self, "tool", name, span, frame)
+        frame.tool = op
+        if self.has_stages:
+            event = ToolCall.model_construct(
+                context=EventContext(), tool=name, call_id=call_id, arguments=arguments,
+                result=None, error=None, phase="call", timestamp=time.time(),
+            )
+            op.event = event
+            event.context = op.event_context()
+            self._judge_start(op, event)
+            if op.verdict.blocked:
+                finding = op.verdict.blocking_finding()
+                span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
+                op._finish(op.verdict)
+                assert finding is not None
+                raise ToolCallBlocked(finding)
+        return op
+
+    def start_chat(
+        self,
+        *,
+        provider: str | None,
+        model: str | None,
+        messages: Sequence[dict[str, Any]] = (),
+        parameters: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Operation:
+        """Open a ``chat {model}`` span for a model call and judge the request."""
+        parent = current_frame()
+        attrs = self._base_attributes(parent, semconv.OP_CHAT)
+        if provider:
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
+        if model:
+            attrs[semconv.GEN_AI_REQUEST_MODEL] = model
+        params = parameters or {}
+        if params.get("temperature") is not None:
+            attrs[semconv.GEN_AI_REQUEST_TEMPERATURE] = float(params["temperature"])
+        if params.get("max_tokens") is not None:
+            attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = int(params["max_tokens"])
+        if messages and self.capture.enabled:
+            captured = self.capture.value(list(messages))
+            if captured is not None:
+                attrs[semconv.GEN_AI_INPUT_MESSAGES] = captured
+        if attributes:
+            attrs.update(attributes)
+        span = self.tracer.start_span(
+            f"{semconv.OP_CHAT} {model or 'unknown'}", kind=SpanKind.CLIENT, attributes=attrs
+        )
+        op = Operation(self, "chat", model or "unknown", span, parent.replace())
+        if self.has_stages:
+            event = ModelCall.model_construct(
+                context=op.event_context(), provider=provider, model=model,
+                messages=_messages(messages), output=None, parameters=dict(params),
+                input_tokens=None, output_tokens=None, finish_reasons=[], phase="request",
+                timestamp=time.time(),
+            )
+            self._judge_start(op, event)
+        return op
+
+    def start_retrieval(
+        self,
+        name: str,
+        *,
+        query: str,
+        attributes: dict[str, Any] | None = None,
+    ) -> Operation:
+        """Open a ``retrieval {name}`` span for a retriever lookup."""
+        parent = current_frame()
+        attrs = self._base_attributes(parent, semconv.OP_RETRIEVAL)
+        attrs[semconv.AG_RETRIEVER_NAME] = name
+        if self.capture.enabled:
+            captured = self.capture.text(query)
+            if captured is not None:
+                attrs[semconv.AG_RETRIEVAL_QUERY] = captured
+        if attributes:
+            attrs.update(attributes)
+        span = self.tracer.start_span(f"{semconv.OP_RETRIEVAL} {name}", attributes=attrs)
+        op = Operation(self, "retrieval", name, span, parent.replace())
+        if self.has_stages:
+            event = Retrieval.model_construct(
+                context=op.event_context(), retriever=name, query=query, documents=[],
+                phase="request", timestamp=time.time(),
+            )
+            self._judge_start(op, event)
+        return op
+
+    def emit_event(self, event: _EventBase) -> Verdict:
+        """Judge an event that has no span of its own (sensors); findings land on the current span."""
+        verdict = self.evaluate(event)
+        if verdict.findings:
+            self.emit(verdict, trace.get_current_span())
+        return verdict
+
+

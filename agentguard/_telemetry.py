@@ -1,0 +1,271 @@
+"""Tracer provider, exporters and a bounded, non-blocking span export queue."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
+
+from agentguard import semconv
+from agentguard._errors import internal_error
+from agentguard.config import Config
+
+__all__ = ["BoundedBatchSpanProcessor", "Telemetry", "build_telemetry"]
+
+logger = logging.getLogger("agentguard")
+
+_VERSION = "0.1.0"
+
+
+class BoundedBatchSpanProcessor(SpanProcessor):
+    """Queues finished spans and exports them in batches from one background thread.
+
+    ``on_end`` never blocks: when the queue is full the span is dropped and counted, so an
+    unreachable or slow backend costs the agent nothing but the lost spans.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int = 4096,
+        max_batch_size: int = 512,
+        schedule_delay: float = 0.5,
+    ) -> None:
+        self.exporter = exporter
+        self.max_queue_size = max_queue_size
+        self.max_batch_size = max_batch_size
+        self.schedule_delay = schedule_delay
+        self.queued = 0
+        self.exported = 0
+        self.dropped = 0
+        self.failed = 0
+        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._wake = threading.Condition(threading.Lock())
+        self._flush_requests: list[threading.Event] = []
+        self._shutdown = False
+        self._active = True
+        self._worker: threading.Thread | None = None
+        self._start_worker()
+        ref = weakref.ref(self)
+
+        def _after_fork() -> None:
+            processor = ref()
+            if processor is not None:
+                processor._reinit_after_fork()
+
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork)
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._run, name="agentguard-export", daemon=True)
+        self._worker.start()
+
+    def _reinit_after_fork(self) -> None:
+        # The worker thread does not survive fork; the child exports its own spans.
+        self._wake = threading.Condition(threading.Lock())
+        self._queue.clear()
+        self._flush_requests = []
+        if not self._shutdown:
+            self._start_worker()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not self._active:
+            return
+        queue = self._queue
+        if len(queue) >= self.max_queue_size:
+            self.dropped += 1
+            return
+        queue.append(span)
+        self.queued += 1
+        if len(queue) >= self.max_batch_size:
+            with self._wake:
+                self._wake.notify()
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            batch: list[ReadableSpan] = []
+            while queue and len(batch) < self.max_batch_size:
+                batch.append(queue.popleft())
+            try:
+                result = self.exporter.export(batch)
+            except Exception as exc:
+                internal_error("span export", exc)
+                result = SpanExportResult.FAILURE
+            if result is SpanExportResult.SUCCESS:
+                self.exported += len(batch)
+            else:
+                self.failed += len(batch)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._shutdown and not self._flush_requests and (
+                    len(self._queue) < self.max_batch_size
+                ):
+                    self._wake.wait(self.schedule_delay)
+                requests, self._flush_requests = self._flush_requests, []
+                stopping = self._shutdown
+            self._drain()
+            for request in requests:
+                request.set()
+            if stopping:
+                return
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        worker = self._worker
+        if worker is None or not worker.is_alive():
+            return not self._queue
+        done = threading.Event()
+        with self._wake:
+            self._flush_requests.append(done)
+            self._wake.notify()
+        return done.wait(timeout_millis / 1000)
+
+    def shutdown(self, timeout_millis: int = 5000) -> None:
+        if self._shutdown:
+            return
+        self._active = False
+        with self._wake:
+            self._shutdown = True
+            self._wake.notify()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout_millis / 1000)
+        try:
+            self.exporter.shutdown()
+        except Exception as exc:
+            internal_error("exporter shutdown", exc)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "spans_queued": self.queued,
+            "spans_exported": self.exported,
+            "spans_dropped": self.dropped,
+            "spans_failed": self.failed,
+            "queue_length": len(self._queue),
+        }
+
+
+def _otlp_exporter(config: Config) -> SpanExporter:
+    protocol = config.otlp_protocol
+    endpoint = config.otlp_endpoint
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        if endpoint is None:
+            return GrpcExporter(timeout=config.export_timeout)
+        insecure = endpoint.startswith("http://") or "://" not in endpoint
+        return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=config.export_timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    if endpoint is None:
+        return HttpExporter(timeout=config.export_timeout)
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    scheme, rest = endpoint.split("://", 1)
+    if "/" not in rest.rstrip("/"):
+        # OTEL_EXPORTER_OTLP_ENDPOINT names the base URL; the traces path is appended to it.
+        endpoint = f"{scheme}://{rest.rstrip('/')}/v1/traces"
+    return HttpExporter(endpoint=endpoint, timeout=config.export_timeout)
+
+
+def _make_exporter(config: Config) -> SpanExporter | None:
+    exporter: Any = config.exporter
+    if isinstance(exporter, SpanExporter):
+        return exporter
+    if exporter == "none":
+        return None
+    if exporter == "console":
+        return ConsoleSpanExporter()
+    return _otlp_exporter(config)
+
+
+class Telemetry:
+    """The tracer agentguard writes to, and the export pipeline it owns (if any)."""
+
+    def __init__(
+        self,
+        provider: Any,
+        processor: BoundedBatchSpanProcessor | None,
+        owns_provider: bool,
+    ) -> None:
+        self.provider = provider
+        self.processor = processor
+        self.owns_provider = owns_provider
+        self.tracer = provider.get_tracer("agentguard", _VERSION)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        if self.processor is not None:
+            return self.processor.force_flush(int(timeout * 1000))
+        flush = getattr(self.provider, "force_flush", None)
+        return bool(flush(int(timeout * 1000))) if callable(flush) else True
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        if self.processor is not None:
+            self.processor.force_flush(int(timeout * 1000))
+            self.processor.shutdown(int(timeout * 1000))
+        if self.owns_provider:
+            self.provider.shutdown()
+
+    def stats(self) -> dict[str, int]:
+        return self.processor.stats() if self.processor is not None else {}
+
+
+def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
+    """Build the tracing pipeline for ``config``.
+
+    Precedence: an explicit ``tracer_provider``; else an SDK provider already installed as the
+    global one (the application's own OpenTelemetry set-up wins, and agentguard adds its exporter
+    only when one was configured explicitly); else a private provider of agentguard's own.
+    """
+    provider = tracer_provider
+    owns = False
+    if provider is None:
+        global_provider = trace.get_tracer_provider()
+        if isinstance(global_provider, TracerProvider):
+            provider = global_provider
+    if provider is not None:
+        processor = None
+        if config.exporter_explicit:
+            exporter = _make_exporter(config)
+            if exporter is not None:
+                processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size)
+                provider.add_span_processor(processor)
+        return Telemetry(provider, processor, owns_provider=False)
+    resource = Resource.create(
+        {
+            semconv.SERVICE_NAME: config.service_name,
+            semconv.PROCESS_PID: os.getpid(),
+            "telemetry.distro.name": "agentguard",
+            "telemetry.distro.version": _VERSION,
+        }
+    )
+    provider = TracerProvider(resource=resource)
+    owns = True
+    exporter = _make_exporter(config)
+    processor = None
+    if exporter is not None:
+        processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size)
+        provider.add_span_processor(processor)
+    return Telemetry(provider, processor, owns_provider=owns)
+
+

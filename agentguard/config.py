@@ -1,0 +1,119 @@
+"""Configuration: keyword arguments, then ``AGENTGUARD_*`` variables, then ``OTEL_*``, then defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agentguard._content import CaptureMode
+
+__all__ = ["Config", "ConfigError", "Mode", "resolve_config"]
+
+Mode = Literal["learn", "monitor", "enforce"]
+
+# keyword → environment variable (all of them documented in the README's configuration table).
+ENV_VARS: dict[str, str] = {
+    "service_name": "AGENTGUARD_SERVICE_NAME",
+    "mode": "AGENTGUARD_MODE",
+    "exporter": "AGENTGUARD_EXPORTER",
+    "otlp_endpoint": "AGENTGUARD_OTLP_ENDPOINT",
+    "otlp_protocol": "AGENTGUARD_OTLP_PROTOCOL",
+    "capture_content": "AGENTGUARD_CAPTURE_CONTENT",
+    "max_content_length": "AGENTGUARD_MAX_CONTENT_LENGTH",
+    "integrations": "AGENTGUARD_INTEGRATIONS",
+    "disabled_integrations": "AGENTGUARD_DISABLED_INTEGRATIONS",
+    "findings_file": "AGENTGUARD_FINDINGS_FILE",
+    "fail_closed": "AGENTGUARD_FAIL_CLOSED",
+    "max_queue_size": "AGENTGUARD_MAX_QUEUE_SIZE",
+    "export_timeout": "AGENTGUARD_EXPORT_TIMEOUT",
+}
+
+_LIST_FIELDS = {"integrations", "disabled_integrations"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the setting and where it came from."""
+
+
+class Config(BaseModel):
+    """The resolved settings of one ``instrument()`` call."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    service_name: str = "agent"
+    mode: Mode = "monitor"
+    exporter: Any = "otlp"
+    exporter_explicit: bool = False
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
+    capture_content: CaptureMode = "redacted"
+    max_content_length: int = Field(4096, ge=64, le=1 << 20)
+    integrations: list[str] | None = None
+    disabled_integrations: list[str] = Field(default_factory=list)
+    findings_file: str | None = None
+    fail_closed: bool = False
+    max_queue_size: int = Field(4096, ge=16, le=1 << 20)
+    export_timeout: float = Field(10.0, gt=0, le=300)
+    on_finding: Callable[..., Any] | None = None
+
+    @field_validator("exporter")
+    @classmethod
+    def _check_exporter(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in ("otlp", "console", "none"):
+                raise ValueError("must be 'otlp', 'console', 'none' or a SpanExporter instance")
+            return value
+        if callable(getattr(value, "export", None)) and callable(getattr(value, "shutdown", None)):
+            return value
+        raise ValueError("must be 'otlp', 'console', 'none' or a SpanExporter instance")
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def resolve_config(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Merge explicit keyword arguments over the environment and defaults, and validate the result."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, variable in ENV_VARS.items():
+        raw = env.get(variable)
+        if raw is not None and raw.strip() != "":
+            values[name] = _split(raw) if name in _LIST_FIELDS else raw.strip()
+            sources[name] = f"environment variable {variable}"
+    # Standard OpenTelemetry variables come after agentguard's own.
+    if "service_name" not in values and env.get("OTEL_SERVICE_NAME"):
+        values["service_name"] = env["OTEL_SERVICE_NAME"]
+        sources["service_name"] = "environment variable OTEL_SERVICE_NAME"
+    if "exporter" not in values and env.get("OTEL_TRACES_EXPORTER"):
+        first = _split(env["OTEL_TRACES_EXPORTER"])[:1]
+        if first:
+            values["exporter"] = first[0]
+            sources["exporter"] = "environment variable OTEL_TRACES_EXPORTER"
+    if "otlp_protocol" not in values:
+        for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            if env.get(variable):
+                values["otlp_protocol"] = env[variable].strip()
+                sources["otlp_protocol"] = f"environment variable {variable}"
+                break
+    for name, value in kwargs.items():
+        if value is None:
+            continue
+        if name not in Config.model_fields or name == "exporter_explicit":
+            raise ConfigError(f"instrument() got an unknown setting {name!r}")
+        values[name] = value
+        sources[name] = f"argument {name}="
+    values["exporter_explicit"] = "exporter" in values
+    try:
+        return Config(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            origin = sources.get(field, "default")
+            problems.append(f"{field} (from {origin}): {error['msg']}; got {error.get('input')!r}")
+        raise ConfigError("invalid agentguard configuration: " + "; ".join(problems)) from None

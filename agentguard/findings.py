@@ -1,0 +1,96 @@
+"""Decisions, findings and the exception that blocks a tool call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "SEVERITY_ORDER",
+    "Action",
+    "Category",
+    "Decision",
+    "Finding",
+    "Severity",
+    "ToolCallBlocked",
+]
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+Action = Literal["alert", "block"]
+Category = Literal["policy", "baseline", "injection", "taint", "runtime", "supply-chain", "internal"]
+
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a policy says about an event: allow it, alert on it, or block it."""
+
+    action: Literal["allow", "alert", "block"]
+    reason: str = ""
+    severity: Severity = "medium"
+    rule_id: str = "callback"
+    category: Category = "policy"
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def allow(cls) -> Decision:
+        return _ALLOW
+
+    @classmethod
+    def alert(
+        cls,
+        reason: str,
+        severity: Severity = "medium",
+        *,
+        rule_id: str = "callback",
+        category: Category = "policy",
+        evidence: dict[str, Any] | None = None,
+    ) -> Decision:
+        return cls("alert", reason, severity, rule_id, category, evidence or {})
+
+    @classmethod
+    def block(
+        cls,
+        reason: str,
+        severity: Severity = "high",
+        *,
+        rule_id: str = "callback",
+        category: Category = "policy",
+        evidence: dict[str, Any] | None = None,
+    ) -> Decision:
+        return cls("block", reason, severity, rule_id, category, evidence or {})
+
+
+_ALLOW = Decision("allow")
+
+
+class Finding(BaseModel):
+    """Something agentguard judged worth reporting, with the context and evidence that explain it."""
+
+    rule_id: str
+    category: Category = "policy"
+    severity: Severity = "medium"
+    title: str
+    action: Action = "alert"
+    kind: str
+    tool: str | None = None
+    agent: str | None = None
+    conversation_id: str | None = None
+    turn: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    timestamp: float = Field(default_factory=time.time)
+
+
+class ToolCallBlocked(Exception):  # noqa: N818 - public name fixed by the API contract
+    """Raised before a tool runs when agentguard blocks the call; carries the finding."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(f"agentguard blocked {finding.tool or finding.kind}: {finding.title} "
+                         f"[{finding.rule_id}]")
+        self.finding = finding

@@ -1,0 +1,580 @@
+"""LangChain: tools, chat models and retrievers, patched on ``langchain_core`` base classes.
+
+Targets are the base-class entry points every implementation goes through, so one patch covers
+``@tool``, ``StructuredTool``, every chat model and every retriever:
+
+* ``BaseTool.run`` / ``BaseTool.arun``: what ``invoke`` / ``ainvoke`` (and LangGraph's
+  ``ToolNode``) call, with the parsed input and the tool call id;
+* ``BaseChatModel.generate`` / ``agenerate`` / ``stream`` / ``astream``: ``invoke`` goes through
+  ``generate``, streaming bypasses it;
+* ``BaseRetriever.invoke`` / ``ainvoke``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from agentguard import _state
+from agentguard._context import current_frame
+from agentguard._errors import internal_error
+from agentguard._guard import Guard, Operation
+from agentguard.findings import ToolCallBlocked
+from agentguard.integrations._base import Integration
+
+__all__ = ["LangChainIntegration", "message_to_dict"]
+
+_SUPPRESS_CHAT = "chat"
+
+_PROVIDERS = {
+    "amazon_bedrock": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "google_vertexai": "gcp.vertex_ai",
+    "google_genai": "gcp.gemini",
+    "mistralai": "mistral_ai",
+}
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",
+          "function": "tool", "chat": "user", "developer": "system"}
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict):
+                if isinstance(block.get("text"), str):
+                    parts.append(block["text"])
+                else:
+                    parts.append(f"<{block.get('type', 'block')}>")
+        return "\n".join(parts)
+    return str(content)
+
+
+def message_to_dict(message: Any) -> dict[str, Any]:
+    """A LangChain message (or a ``(role, text)`` tuple, or a plain string) as a plain dict."""
+    if isinstance(message, str):
+        return {"role": "user", "content": message}
+    if isinstance(message, tuple) and len(message) == 2:
+        role = str(message[0])
+        return {"role": _ROLES.get(role, role), "content": _content_text(message[1])}
+    if isinstance(message, dict):
+        role = str(message.get("role", message.get("type", "user")))
+        return {"role": _ROLES.get(role, role), "content": _content_text(message.get("content"))}
+    kind = getattr(message, "type", "unknown")
+    out: dict[str, Any] = {
+        "role": _ROLES.get(kind, kind),
+        "content": _content_text(getattr(message, "content", "")),
+    }
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        out["tool_calls"] = [
+            {"id": call.get("id"), "name": call.get("name"), "arguments": call.get("args")}
+            for call in tool_calls
+        ]
+    tool_call_id = getattr(message, "tool_call_id", None)
+    if tool_call_id:
+        out["tool_call_id"] = tool_call_id
+    name = getattr(message, "name", None)
+    if name:
+        out["name"] = name
+    return out
+
+
+# -- tools ---------------------------------------------------------------------------------------
+
+def _tool_arguments(instance: Any, tool_input: Any) -> Any:
+    if isinstance(tool_input, dict):
+        try:
+            # Drop injected arguments (graph state, runtime, store): they are not what the
+            # model asked for and can be huge.
+            return instance._filter_injected_args(tool_input)
+        except Exception:
+            return tool_input
+    return tool_input
+
+
+def _tool_output(output: Any) -> Any:
+    # With a tool call id, LangChain wraps the content in a ToolMessage.
+    if getattr(output, "type", None) == "tool" and hasattr(output, "content"):
+        return output.content
+    return output
+
+
+def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                ) -> Operation | None:
+    try:
+        tool_input = args[0] if args else kwargs.get("tool_input")
+        return guard.start_tool(
+            instance.name,
+            call_id=kwargs.get("tool_call_id"),
+            arguments=_tool_arguments(instance, tool_input),
+        )
+    except ToolCallBlocked:
+        raise
+    except Exception as exc:
+        internal_error("langchain tool start", exc)
+        return None
+
+
+def _finish_tool(op: Operation, output: Any) -> None:
+    verdict = op.end_tool(_tool_output(output))
+    if verdict.blocked:
+        finding = verdict.blocking_finding()
+        if finding is not None:
+            raise ToolCallBlocked(finding)
+
+
+def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    guard = _state.guard
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    op = _start_tool(guard, instance, args, kwargs)
+    if op is None:
+        return wrapped(*args, **kwargs)
+    token = op.activate()
+    try:
+        output = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    _finish_tool(op, output)
+    return output
+
+
+async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Any:
+    guard = _state.guard
+    if guard is None:
+        return await wrapped(*args, **kwargs)
+    op = _start_tool(guard, instance, args, kwargs)
+    if op is None:
+        return await wrapped(*args, **kwargs)
+    token = op.activate()
+    try:
+        output = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    _finish_tool(op, output)
+    return output
+
+
+# -- chat models ---------------------------------------------------------------------------------
+
+def _model_info(instance: Any, kwargs: dict[str, Any]) -> tuple[str | None, str | None,
+                                                                 dict[str, Any]]:
+    params: dict[str, Any] = {}
+    provider = model = None
+    try:
+        ls = instance._get_ls_params(stop=kwargs.get("stop"))
+        provider = ls.get("ls_provider")
+        model = ls.get("ls_model_name")
+        if ls.get("ls_temperature") is not None:
+            params["temperature"] = ls["ls_temperature"]
+        if ls.get("ls_max_tokens") is not None:
+            params["max_tokens"] = ls["ls_max_tokens"]
+    except Exception:
+        pass
+    if not model:
+        for attribute in ("model_name", "model", "model_id", "deployment_name"):
+            value = getattr(instance, attribute, None)
+            if isinstance(value, str) and value:
+                model = value
+                break
+    if not provider:
+        provider = getattr(instance, "_llm_type", None)
+    if isinstance(provider, str):
+        provider = _PROVIDERS.get(provider, provider)
+    return provider, model, params
+
+
+def _start_chat(guard: Guard, instance: Any, message_lists: Any, kwargs: dict[str, Any],
+                *, stream: bool = False) -> Operation | None:
+    try:
+        provider, model, params = _model_info(instance, kwargs)
+        messages: list[dict[str, Any]] = []
+        batch = 0
+        if message_lists:
+            for message_list in message_lists:
+                batch += 1
+                messages.extend(message_to_dict(m) for m in message_list)
+        attributes: dict[str, Any] = {}
+        if batch > 1:
+            attributes["agentguard.model.batch_size"] = batch
+        if stream:
+            attributes["agentguard.stream"] = True
+        op = guard.start_chat(provider=provider, model=model, messages=messages,
+                              parameters=params, attributes=attributes)
+        op.frame.suppressed = op.frame.suppressed | {_SUPPRESS_CHAT}
+        return op
+    except Exception as exc:
+        internal_error("langchain chat start", exc)
+        return None
+
+
+def _usage(message: Any) -> tuple[int | None, int | None]:
+    usage = getattr(message, "usage_metadata", None)
+    if isinstance(usage, dict):
+        return usage.get("input_tokens"), usage.get("output_tokens")
+    return None, None
+
+
+def _finish_chat_result(op: Operation, result: Any) -> None:
+    try:
+        outputs: list[dict[str, Any]] = []
+        reasons: list[str] = []
+        tokens_in = tokens_out = None
+        response_model = None
+        for generations in getattr(result, "generations", None) or []:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                if message is None:
+                    outputs.append({"role": "assistant", "content": str(generation.text)})
+                    continue
+                outputs.append(message_to_dict(message))
+                i, o = _usage(message)
+                if i is not None:
+                    tokens_in = (tokens_in or 0) + i
+                if o is not None:
+                    tokens_out = (tokens_out or 0) + o
+                metadata = getattr(message, "response_metadata", None) or {}
+                response_model = response_model or metadata.get("model_name") or \
+                    metadata.get("model")
+                info = getattr(generation, "generation_info", None) or {}
+                reason = info.get("finish_reason") or metadata.get("finish_reason") or \
+                    metadata.get("stop_reason")
+                if reason:
+                    reasons.append(str(reason))
+        op.end_chat(outputs, response_model=response_model, input_tokens=tokens_in,
+                    output_tokens=tokens_out, finish_reasons=reasons)
+    except Exception as exc:
+        internal_error("langchain chat end", exc)
+        op.end()
+
+
+def _suppressed() -> bool:
+    return _SUPPRESS_CHAT in current_frame().suppressed
+
+
+def _messages_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("messages")
+
+
+def _chat_generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> Any:
+    guard = _state.guard
+    if guard is None or _suppressed():
+        return wrapped(*args, **kwargs)
+    op = _start_chat(guard, instance, _messages_arg(args, kwargs), kwargs)
+    if op is None:
+        return wrapped(*args, **kwargs)
+    token = op.activate()
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    _finish_chat_result(op, result)
+    return result
+
+
+async def _chat_agenerate(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> Any:
+    guard = _state.guard
+    if guard is None or _suppressed():
+        return await wrapped(*args, **kwargs)
+    op = _start_chat(guard, instance, _messages_arg(args, kwargs), kwargs)
+    if op is None:
+        return await wrapped(*args, **kwargs)
+    token = op.activate()
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    _finish_chat_result(op, result)
+    return result
+
+
+def _stream_input_messages(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                           ) -> list[list[Any]]:
+    value = args[0] if args else kwargs.get("input")
+    try:
+        return [instance._convert_input(value).to_messages()]
+    except Exception:
+        return []
+
+
+class _ChunkCollector:
+    """Accumulates streamed chunks into the final message, bounded in count."""
+
+    __slots__ = ("chunks", "dropped")
+    LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+        self.dropped = 0
+
+    def add(self, chunk: Any) -> None:
+        if len(self.chunks) < self.LIMIT:
+            self.chunks.append(chunk)
+        else:
+            self.dropped += 1
+
+    def finish(self, op: Operation) -> None:
+        try:
+            if not self.chunks:
+                op.end_chat([])
+                return
+            from langchain_core.messages.ai import add_ai_message_chunks
+
+            first, *rest = self.chunks
+            message = add_ai_message_chunks(first, *rest) if rest else first
+            i, o = _usage(message)
+            metadata = getattr(message, "response_metadata", None) or {}
+            reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+            op.end_chat([message_to_dict(message)], input_tokens=i, output_tokens=o,
+                        response_model=metadata.get("model_name") or metadata.get("model"),
+                        finish_reasons=[str(reason)] if reason else [])
+        except Exception as exc:
+            internal_error("langchain stream end", exc)
+            op.end()
+
+
+def _chat_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> Any:
+    guard = _state.guard
+    if guard is None or _suppressed():
+        return wrapped(*args, **kwargs)
+    return _traced_chat_stream(guard, wrapped, instance, args, kwargs)
+
+
+def _traced_chat_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Iterator[Any]:
+    op = _start_chat(guard, instance, _stream_input_messages(instance, args, kwargs), kwargs,
+                     stream=True)
+    if op is None:
+        yield from wrapped(*args, **kwargs)
+        return
+    collector = _ChunkCollector()
+    token = op.activate()
+    try:
+        inner = wrapped(*args, **kwargs)
+    finally:
+        op.deactivate(token)
+    yield from drive(op, inner, collector.add)
+    collector.finish(op)
+
+
+def _chat_astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> Any:
+    guard = _state.guard
+    if guard is None or _suppressed():
+        return wrapped(*args, **kwargs)
+    return _traced_chat_astream(guard, wrapped, instance, args, kwargs)
+
+
+async def _traced_chat_astream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
+                               kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    op = _start_chat(guard, instance, _stream_input_messages(instance, args, kwargs), kwargs,
+                     stream=True)
+    if op is None:
+        async for chunk in wrapped(*args, **kwargs):
+            yield chunk
+        return
+    collector = _ChunkCollector()
+    token = op.activate()
+    try:
+        inner = wrapped(*args, **kwargs)
+    finally:
+        op.deactivate(token)
+    stream = adrive(op, inner, collector.add)
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
+    collector.finish(op)
+
+
+# -- streams, shared with the LangGraph integration ------------------------------------------------
+
+def drive(op: Operation, inner: Iterator[Any], observe: Any = None) -> Iterator[Any]:
+    """Yield from ``inner`` with ``op`` current while it runs; ends ``op`` if it fails or is
+    abandoned. The caller ends it after normal exhaustion."""
+    finished = False
+    try:
+        while True:
+            token = op.activate()
+            try:
+                item = next(inner)
+            except StopIteration:
+                finished = True
+                return
+            finally:
+                op.deactivate(token)
+            if observe is not None:
+                observe(item)
+            yield item
+    except GeneratorExit:
+        op.abandon()
+        raise
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        if not finished:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                token = op.activate()
+                try:
+                    close()
+                finally:
+                    op.deactivate(token)
+
+
+async def adrive(op: Operation, inner: AsyncIterator[Any], observe: Any = None
+                 ) -> AsyncIterator[Any]:
+    """Async counterpart of :func:`drive`."""
+    finished = False
+    try:
+        while True:
+            token = op.activate()
+            try:
+                item = await inner.__anext__()
+            except StopAsyncIteration:
+                finished = True
+                return
+            finally:
+                op.deactivate(token)
+            if observe is not None:
+                observe(item)
+            yield item
+    except GeneratorExit:
+        op.abandon()
+        raise
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        if not finished:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                token = op.activate()
+                try:
+                    await aclose()
+                finally:
+                    op.deactivate(token)
+
+
+# -- retrievers ----------------------------------------------------------------------------------
+
+def _document(doc: Any) -> dict[str, Any]:
+    metadata = getattr(doc, "metadata", None) or {}
+    return {
+        "id": getattr(doc, "id", None) or metadata.get("id"),
+        "source": metadata.get("source"),
+        "content": str(getattr(doc, "page_content", "")),
+        "metadata": {k: v for k, v in list(metadata.items())[:32]
+                     if isinstance(v, (str, int, float, bool))},
+    }
+
+
+def _start_retrieval(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Operation | None:
+    try:
+        query = args[0] if args else kwargs.get("input", "")
+        name = instance.get_name() if hasattr(instance, "get_name") else type(instance).__name__
+        return guard.start_retrieval(name, query=str(query))
+    except Exception as exc:
+        internal_error("langchain retrieval start", exc)
+        return None
+
+
+def _finish_retrieval(op: Operation, documents: Any) -> None:
+    try:
+        op.end_retrieval([_document(doc) for doc in documents or []])
+    except Exception as exc:
+        internal_error("langchain retrieval end", exc)
+        op.end()
+
+
+def _retriever_invoke(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                      ) -> Any:
+    guard = _state.guard
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    op = _start_retrieval(guard, instance, args, kwargs)
+    if op is None:
+        return wrapped(*args, **kwargs)
+    token = op.activate()
+    try:
+        documents = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    _finish_retrieval(op, documents)
+    return documents
+
+
+async def _retriever_ainvoke(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+    guard = _state.guard
+    if guard is None:
+        return await wrapped(*args, **kwargs)
+    op = _start_retrieval(guard, instance, args, kwargs)
+    if op is None:
+        return await wrapped(*args, **kwargs)
+    token = op.activate()
+    try:
+        documents = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    _finish_retrieval(op, documents)
+    return documents
+
+
+class LangChainIntegration(Integration):
+    """Tools, chat models and retrievers of ``langchain_core``."""
+
+    name = "langchain"
+    targets = (
+        "langchain_core.tools.base",
+        "langchain_core.language_models.chat_models",
+        "langchain_core.retrievers",
+    )
+
+    def patch_module(self, target: str, module: Any) -> None:
+        if target == "langchain_core.tools.base":
+            self.wrap(module.BaseTool, "run", _tool_run)
+            self.wrap(module.BaseTool, "arun", _tool_arun)
+        elif target == "langchain_core.language_models.chat_models":
+            self.wrap(module.BaseChatModel, "generate", _chat_generate)
+            self.wrap(module.BaseChatModel, "agenerate", _chat_agenerate)
+            self.wrap(module.BaseChatModel, "stream", _chat_stream)
+            self.wrap(module.BaseChatModel, "astream", _chat_astream)
+        elif target == "langchain_core.retrievers":
+            self.wrap(module.BaseRetriever, "invoke", _retriever_invoke)
+            self.wrap(module.BaseRetriever, "ainvoke", _retriever_ainvoke)
+        self.patched_modules.add(target)

@@ -1,0 +1,144 @@
+"""LangGraph: graph and agent invocations (``invoke_agent`` spans, conversations and turns).
+
+Target: ``Pregel.stream`` / ``Pregel.astream``. Every way of running a compiled graph
+(``invoke``, ``ainvoke``, ``batch``, ``stream_events``, ``create_agent`` agents, subgraphs run as
+nodes) goes through one of them, so one span per invocation comes out without double counting.
+Tool calls of ``ToolNode`` (including parallel ones) are covered by the LangChain integration,
+which sees them through ``BaseTool``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from agentguard import _state
+from agentguard._errors import internal_error
+from agentguard._guard import Guard, Operation
+from agentguard.integrations._base import Integration
+from agentguard.integrations.langchain import adrive, drive, message_to_dict
+
+__all__ = ["LangGraphIntegration", "turn_text"]
+
+
+def turn_text(graph_input: Any) -> str | None:
+    """The user's text if ``graph_input`` brings a new human message (a new turn), else ``None``."""
+    messages: Any = None
+    if isinstance(graph_input, str):
+        return graph_input
+    if isinstance(graph_input, dict):
+        messages = graph_input.get("messages")
+        if messages is None and isinstance(graph_input.get("input"), str):
+            return str(graph_input["input"])
+    elif isinstance(graph_input, (list, tuple)) and not (
+        isinstance(graph_input, tuple) and len(graph_input) == 2
+        and isinstance(graph_input[0], str)
+    ):
+        messages = graph_input
+    elif getattr(graph_input, "type", None) == "human":
+        messages = [graph_input]
+    if isinstance(messages, (str, tuple)) or getattr(messages, "type", None) is not None:
+        messages = [messages]
+    if not messages or not isinstance(messages, (list, tuple)):
+        return None
+    last = message_to_dict(messages[-1])
+    return last["content"] if last.get("role") == "user" else None
+
+
+def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return kwargs.get("config", args[1] if len(args) > 1 else None)
+
+
+def _thread_id(config: Any) -> str | None:
+    if isinstance(config, dict):
+        configurable = config.get("configurable")
+        if isinstance(configurable, dict):
+            value = configurable.get("thread_id")
+            if value is not None:
+                return str(value)
+    return None
+
+
+def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+           ) -> Operation | None:
+    try:
+        graph_input = args[0] if args else kwargs.get("input")
+        name = getattr(instance, "name", None) or type(instance).__name__
+        return guard.start_agent(
+            str(name),
+            conversation_id=_thread_id(_config(args, kwargs)),
+            turn_text=turn_text(graph_input),
+        )
+    except Exception as exc:
+        internal_error("langgraph start", exc)
+        return None
+
+
+def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    guard = _state.guard
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    return _traced_stream(guard, wrapped, instance, args, kwargs)
+
+
+def _traced_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Iterator[Any]:
+    # The span opens when the caller starts iterating, so an unread stream leaves no open span.
+    op = _start(guard, instance, args, kwargs)
+    if op is None:
+        yield from wrapped(*args, **kwargs)
+        return
+    token = op.activate()
+    try:
+        inner = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    yield from drive(op, inner)
+    op.end()
+
+
+def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    guard = _state.guard
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    return _traced_astream(guard, wrapped, instance, args, kwargs)
+
+
+async def _traced_astream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    op = _start(guard, instance, args, kwargs)
+    if op is None:
+        async for item in wrapped(*args, **kwargs):
+            yield item
+        return
+    token = op.activate()
+    try:
+        inner = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        op.deactivate(token)
+    stream = adrive(op, inner)
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        await stream.aclose()
+    op.end()
+
+
+class LangGraphIntegration(Integration):
+    """Compiled LangGraph graphs (and ``create_agent`` agents built on them)."""
+
+    name = "langgraph"
+    targets = ("langgraph.pregel",)
+
+    def patch_module(self, target: str, module: Any) -> None:
+        pregel = module.Pregel
+        self.wrap(pregel, "stream", _stream)
+        self.wrap(pregel, "astream", _astream)
+        self.patched_modules.add(target)
