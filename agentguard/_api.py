@@ -9,7 +9,6 @@ from typing import Any
 from agentguard import _state
 from agentguard._errors import internal_error, internal_error_counts
 from agentguard._guard import Guard, PolicyStage
-
 from agentguard.config import ConfigError, resolve_config
 
 __all__ = ["flush", "get_guard", "instrument", "stats", "uninstrument"]

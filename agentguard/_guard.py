@@ -8,7 +8,6 @@ The stages are extension points: detectors (:class:`Detector`), one baseline
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading

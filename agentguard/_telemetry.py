@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace

@@ -87,7 +87,7 @@ class Finding(BaseModel):
     timestamp: float = Field(default_factory=time.time)
 
 
-class ToolCallBlocked(Exception):  # noqa: N818 - public name fixed by the API contract
+class ToolCallBlocked(Exception):
     """Raised before a tool runs when agentguard blocks the call; carries the finding."""
 
     def __init__(self, finding: Finding) -> None:

@@ -12,7 +12,7 @@ Targets are the base-class entry points every implementation goes through, so on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 from agentguard import _state
@@ -450,7 +450,7 @@ def drive(op: Operation, inner: Iterator[Any], observe: Any = None) -> Iterator[
 
 
 async def adrive(op: Operation, inner: AsyncIterator[Any], observe: Any = None
-                 ) -> AsyncIterator[Any]:
+                 ) -> AsyncGenerator[Any, None]:
     """Async counterpart of :func:`drive`."""
     finished = False
     try:

@@ -69,7 +69,7 @@ class ScriptedChatModel(BaseChatModel):
                 self._position = 0
             step = self.script[self._position]
             self._position += 1
-        message = step(messages) if callable(step) else step
+        message: AIMessage = step(messages) if callable(step) else step
         return message.model_copy()
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,

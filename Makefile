@@ -1,0 +1,40 @@
+# The two set-up commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
+
+$(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[langchain]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/agentguard demo
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check agentguard integrations collector tests bench
+
+# mypy cannot follow the package-dir mapping of an editable install, so it checks a symlink view
+# of the assembled package under build/typecheck.
+typecheck: $(VENV)/.dev-installed
+	$(PY) scripts/typecheck_tree.py build/typecheck
+	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p agentguard
+
+test: lint typecheck
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.dev-installed
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) build demo-output

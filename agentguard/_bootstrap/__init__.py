@@ -1,0 +1,1 @@
+"""Directory put first on ``PYTHONPATH`` by ``agentguard run`` (it holds ``sitecustomize.py``)."""

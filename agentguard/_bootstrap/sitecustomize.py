@@ -1,0 +1,40 @@
+"""Instruments a program started by ``agentguard run`` before its own code runs.
+
+Configured entirely by ``AGENTGUARD_*`` / ``OTEL_*`` variables. Any ``sitecustomize`` this one
+shadows is loaded afterwards, so the program's own start-up hooks keep working.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+
+def _instrument() -> None:
+    if os.environ.get("AGENTGUARD_AUTO_INSTRUMENT") != "1":
+        return
+    try:
+        import agentguard
+
+        agentguard.instrument()
+    except Exception as exc:  # a bad setting must not stop the program from starting
+        print(f"agentguard: not instrumenting this program: {exc}", file=sys.stderr)
+
+
+def _chain() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        if not entry or os.path.abspath(entry) == here:
+            continue
+        candidate = os.path.join(entry, "sitecustomize.py")
+        if os.path.isfile(candidate):
+            spec = importlib.util.spec_from_file_location("_agentguard_next_sitecustomize", candidate)
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            return
+
+
+_instrument()
+_chain()

@@ -1,0 +1,114 @@
+"""The ``agentguard`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+_RUN_OPTIONS = {
+    "service_name": "AGENTGUARD_SERVICE_NAME",
+    "mode": "AGENTGUARD_MODE",
+    "exporter": "AGENTGUARD_EXPORTER",
+    "capture_content": "AGENTGUARD_CAPTURE_CONTENT",
+    "otlp_endpoint": "AGENTGUARD_OTLP_ENDPOINT",
+    "otlp_protocol": "AGENTGUARD_OTLP_PROTOCOL",
+    "findings_file": "AGENTGUARD_FINDINGS_FILE",
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("agentguard run: give the command to run, e.g. agentguard run -- python agent.py",
+              file=sys.stderr)
+        return 2
+    if command[0].endswith(".py"):
+        command = [sys.executable, *command]
+    env = dict(os.environ)
+    for option, variable in _RUN_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            env[variable] = str(value)
+    # Validate the configuration here, where a mistake can be reported before the program starts.
+    from agentguard.config import ConfigError, resolve_config
+
+    try:
+        resolve_config({}, env)
+    except ConfigError as exc:
+        print(f"agentguard run: {exc}", file=sys.stderr)
+        return 2
+    bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (bootstrap, env.get("PYTHONPATH")) if p)
+    env["AGENTGUARD_AUTO_INSTRUMENT"] = "1"
+    executable = shutil.which(command[0], path=env.get("PATH")) or command[0]
+    try:
+        os.execve(executable, command, env)
+    except OSError as exc:
+        print(f"agentguard run: cannot start {command[0]}: {exc}", file=sys.stderr)
+        return 127
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from agentguard.demo.runner import run_demo
+    except ImportError as exc:
+        print(f"agentguard demo needs the langchain extra (pip install 'agentguard[langchain]'): {exc}",
+              file=sys.stderr)
+        return 2
+    return run_demo(otlp=args.otlp)
+
+
+def _version(args: argparse.Namespace) -> int:
+    import agentguard
+
+    print(f"agentguard {agentguard.__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentguard", description="Runtime security for AI agents.")
+    commands = parser.add_subparsers(dest="command_name", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a Python program with agentguard instrumentation, without changing its code",
+        description="Run COMMAND with agentguard instrumentation. Settings come from the options "
+                    "below or the AGENTGUARD_* / OTEL_* environment variables.",
+    )
+    run.add_argument("--service-name", dest="service_name")
+    run.add_argument("--mode", choices=["learn", "monitor", "enforce"])
+    run.add_argument("--exporter", choices=["otlp", "console", "none"])
+    run.add_argument("--capture-content", dest="capture_content",
+                     choices=["full", "redacted", "hash", "none"])
+    run.add_argument("--otlp-endpoint", dest="otlp_endpoint")
+    run.add_argument("--otlp-protocol", dest="otlp_protocol", choices=["grpc", "http/protobuf"])
+    run.add_argument("--findings-file", dest="findings_file")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="run the built-in demo (an instrumented LangGraph agent)")
+    demo.add_argument("--otlp", action="store_true",
+                      help="also export the demo's spans by OTLP (OTEL_EXPORTER_OTLP_* settings)")
+    demo.set_defaults(handler=_demo)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
