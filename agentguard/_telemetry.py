@@ -135,7 +135,7 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             self._wake.notify()
         return done.wait(timeout_millis / 1000)
 
-    def shutdown(self, timeout_millis: int = 5000) -> None:
+    def shutdown(self, timeout_millis: int = 5000, *, close_exporter: bool = True) -> None:
         if self._shutdown:
             return
         self._active = False
@@ -145,6 +145,8 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout_millis / 1000)
+        if not close_exporter:
+            return
         try:
             self.exporter.shutdown()
         except Exception as exc:
@@ -218,10 +220,12 @@ class Telemetry:
         flush = getattr(self.provider, "force_flush", None)
         return bool(flush(int(timeout * 1000))) if callable(flush) else True
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    def shutdown(self, timeout: float = 5.0, *, keep_exporter: object = None) -> None:
+        """Flush and stop; an exporter the next configuration reuses (``keep_exporter``) stays open."""
         if self.processor is not None:
             self.processor.force_flush(int(timeout * 1000))
-            self.processor.shutdown(int(timeout * 1000))
+            self.processor.shutdown(int(timeout * 1000),
+                                    close_exporter=self.processor.exporter is not keep_exporter)
         if self.owns_provider:
             self.provider.shutdown()
 

@@ -1,0 +1,245 @@
+"""Chat models, retrievers and tools used directly (outside an agent) are traced correctly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.tools import BaseTool, StructuredTool
+
+import agentguard
+from tests.integrations.langchain.agents import ScriptedChatModel, call, lookup_customer, say
+
+
+class Docs(BaseRetriever):
+    """A retriever over three fixed passages."""
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+                                ) -> list[Document]:
+        return [Document(page_content=f"passage {i} about {query}", id=f"d{i}",
+                         metadata={"source": f"kb://{i}"}) for i in range(3)]
+
+
+def test_chat_invoke_is_one_chat_span(guarded: Any, spans: Any) -> None:
+    """A direct ``invoke`` of a chat model yields exactly one chat span with usage."""
+    guarded()
+    model = ScriptedChatModel(script=[say("hello")])
+    assert model.invoke("hi").content == "hello"
+    span = spans.one("chat scripted-1")
+    assert span.attributes["gen_ai.output.messages"] == '[{"role":"assistant","content":"hello"}]'
+    assert span.attributes["gen_ai.usage.output_tokens"] == 7
+    assert span.kind.name == "CLIENT"
+
+
+def test_chat_stream_is_one_span_with_the_assembled_answer(guarded: Any, spans: Any) -> None:
+    """Streaming yields every chunk to the caller and records the assembled answer once."""
+    guarded()
+    model = ScriptedChatModel(script=[say("one two three", call("get_weather", city="Oslo"))])
+    chunks = list(model.stream("hi"))
+    assert "".join(str(c.content) for c in chunks) == "one two three"
+    span = spans.one("chat scripted-1")
+    output = json.loads(span.attributes["gen_ai.output.messages"])
+    assert output[0]["content"] == "one two three"
+    assert output[0]["tool_calls"][0]["name"] == "get_weather"
+    assert span.attributes["agentguard.stream"] is True
+    assert span.attributes["gen_ai.usage.input_tokens"] == 12
+
+
+def test_abandoned_chat_stream_ends_its_span(guarded: Any, spans: Any) -> None:
+    """A chat stream the caller stops reading still ends its span, marked abandoned."""
+    guarded()
+    model = ScriptedChatModel(script=[say("one two three four")])
+    stream = model.stream("hi")
+    next(stream)
+    del stream
+    span = spans.one("chat scripted-1")
+    assert span.attributes["agentguard.stream.abandoned"] is True
+
+
+async def test_async_chat_stream_and_abandon(guarded: Any, spans: Any) -> None:
+    """``astream`` is traced like ``stream``, including when abandoned."""
+    guarded()
+    model = ScriptedChatModel(script=[say("a b c"), say("d e f")])
+    assert "".join([str(c.content) async for c in model.astream("hi")]) == "a b c"
+    stream = model.astream("again")
+    async for _ in stream:
+        break
+    await stream.aclose()
+    first, second = sorted(spans.named("chat"), key=lambda s: s.start_time)
+    assert "agentguard.stream.abandoned" not in first.attributes
+    assert second.attributes["agentguard.stream.abandoned"] is True
+
+
+async def test_async_chat_invoke(guarded: Any, spans: Any) -> None:
+    """``ainvoke`` of a chat model yields one chat span."""
+    guarded()
+    model = ScriptedChatModel(script=[say("async hello")])
+    assert (await model.ainvoke("hi")).content == "async hello"
+    assert len(spans.named("chat")) == 1
+
+
+def test_retriever_documents_are_captured(guarded: Any, spans: Any) -> None:
+    """Retrieved documents are recorded (as untrusted content) on a retrieval span."""
+    guarded()
+    docs = Docs().invoke("refunds")
+    assert len(docs) == 3
+    span = spans.one("retrieval Docs")
+    assert span.attributes["gen_ai.operation.name"] == "retrieval"
+    assert span.attributes["agentguard.retrieval.query"] == "refunds"
+    assert span.attributes["agentguard.retrieval.document_count"] == 3
+    captured = json.loads(span.attributes["agentguard.retrieval.documents"])
+    assert captured[0] == {"id": "d0", "source": "kb://0", "content": "passage 0 about refunds",
+                           "metadata": {"source": "kb://0"}}
+
+
+async def test_async_retriever(guarded: Any, spans: Any) -> None:
+    """``ainvoke`` of a retriever is traced the same way."""
+    guarded()
+    assert len(await Docs().ainvoke("x")) == 3
+    assert spans.one("retrieval Docs").attributes["agentguard.retrieval.document_count"] == 3
+
+
+def test_structured_tool_and_basetool_subclass(guarded: Any, spans: Any) -> None:
+    """``StructuredTool.from_function`` and hand-written ``BaseTool`` subclasses are traced."""
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    class Echo(BaseTool):
+        name: str = "echo"
+        description: str = "echo"
+
+        def _run(self, text: str) -> str:
+            return text
+
+    guarded()
+    assert StructuredTool.from_function(add, name="add", description="add").invoke(
+        {"a": 1, "b": 2}) == 3
+    assert Echo().invoke("ping") == "ping"
+    assert spans.one("execute_tool add").attributes["gen_ai.tool.call.result"] == "3"
+    echo = spans.one("execute_tool echo")
+    assert echo.attributes["gen_ai.tool.call.arguments"] == "ping"
+    assert "gen_ai.tool.call.id" not in echo.attributes
+
+
+def test_tool_invoked_with_a_tool_call_records_the_call_id(guarded: Any, spans: Any) -> None:
+    """Invoking a tool with a ToolCall dict records the call id and returns a ToolMessage."""
+    guarded()
+    message = lookup_customer.invoke(
+        {"name": "lookup_customer", "args": {"customer_id": 5}, "id": "call-5",
+         "type": "tool_call"})
+    assert message.tool_call_id == "call-5"
+    assert spans.one("execute_tool lookup_customer").attributes["gen_ai.tool.call.id"] == "call-5"
+
+
+def test_unserialisable_result_still_ends_the_span(guarded: Any, spans: Any) -> None:
+    """A tool returning an object that cannot be JSON-encoded or even repr'd is still traced."""
+
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    def weird() -> Any:
+        return {"obj": Hostile(), "loop": []}
+
+    tool = StructuredTool.from_function(weird, name="weird", description="weird")
+    guarded()
+    result = tool.invoke({})
+    assert isinstance(result["obj"], Hostile)
+    span = spans.one("execute_tool weird")
+    assert span.end_time is not None
+    assert "gen_ai.tool.call.result" in span.attributes
+
+
+@pytest.mark.parametrize("mode", ["none", "hash", "full", "redacted"])
+def test_capture_modes_control_what_leaves_the_process(guarded: Any, spans: Any, mode: str
+                                                       ) -> None:
+    """``capture_content`` decides whether arguments appear in full, redacted, hashed or not at all."""
+    secret_args = {"customer_id": 1, "note": "password=hunter22"}
+
+    def noted(customer_id: int, note: str) -> str:
+        return "ok"
+
+    tool = StructuredTool.from_function(noted, name="noted", description="noted")
+    guarded(capture_content=mode)
+    tool.invoke(secret_args)
+    attrs = spans.one("execute_tool noted").attributes
+    encoded = '{"customer_id":1,"note":"password=hunter22"}'
+    expected = {
+        "none": None,
+        "hash": "sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
+        "full": encoded,
+        "redacted": '{"customer_id":1,"note":"password=[REDACTED:secret]"}',
+    }[mode]
+    assert attrs.get("gen_ai.tool.call.arguments") == expected
+
+
+def test_policy_callback_alert_reaches_every_sink(guarded: Any, spans: Any, tmp_path: Any) -> None:
+    """A policy callback's alert becomes a finding on the span, in on_finding and in the JSONL file."""
+    seen: list[agentguard.Finding] = []
+    findings_file = tmp_path / "findings.jsonl"
+
+    def too_many(event: Any) -> agentguard.Decision | None:
+        if event.kind == "tool_call" and event.phase == "call" and event.tool == "lookup_customer":
+            return agentguard.Decision.alert("customer lookup", "low", rule_id="T1")
+        return None
+
+    guarded(policy=[too_many], on_finding=seen.append, findings_file=str(findings_file))
+    with agentguard.conversation("c-9"):
+        lookup_customer.invoke({"customer_id": 3})
+    assert [f.rule_id for f in seen] == ["T1"]
+    finding = seen[0]
+    span = spans.one("execute_tool lookup_customer")
+    assert finding.conversation_id == "c-9"
+    assert finding.tool == "lookup_customer"
+    assert finding.trace_id == format(span.context.trace_id, "032x")
+    assert finding.span_id == format(span.context.span_id, "016x")
+    assert span.attributes["agentguard.decision"] == "alert"
+    assert span.attributes["agentguard.finding.rule_ids"] == ("T1",)
+    assert [e.name for e in span.events] == ["agentguard.finding"]
+    assert json.loads(findings_file.read_text())["rule_id"] == "T1"
+
+
+def test_block_decision_stops_the_tool_before_it_runs(guarded: Any, spans: Any) -> None:
+    """A block decision in enforce mode raises ToolCallBlocked and the tool body never runs."""
+    ran: list[int] = []
+
+    def delete(customer_id: int) -> str:
+        ran.append(customer_id)
+        return "deleted"
+
+    tool = StructuredTool.from_function(delete, name="delete_customer", description="delete")
+    guarded(mode="enforce", policy=lambda e: agentguard.Decision.block("no deletes", rule_id="D1")
+            if getattr(e, "tool", None) == "delete_customer" else None)
+    with pytest.raises(agentguard.ToolCallBlocked) as info:
+        tool.invoke({"customer_id": 1})
+    assert ran == []
+    assert info.value.finding.rule_id == "D1"
+    assert spans.one("execute_tool delete_customer").status.status_code.name == "ERROR"
+
+
+def test_monitor_mode_turns_blocks_into_alerts(guarded: Any, spans: Any) -> None:
+    """In monitor mode a block decision is reported as an alert and the tool runs."""
+    seen: list[agentguard.Finding] = []
+    guarded(mode="monitor", on_finding=seen.append,
+            policy=lambda e: agentguard.Decision.block("would block", rule_id="M1"))
+    assert lookup_customer.invoke({"customer_id": 2})["id"] == 2
+    assert {(f.rule_id, f.action) for f in seen} == {("M1", "alert")}
+
+
+def test_a_crashing_policy_never_breaks_the_tool_in_monitor_mode(guarded: Any) -> None:
+    """A policy that raises is contained, reported as a finding, and the tool still runs."""
+    seen: list[agentguard.Finding] = []
+
+    def broken(event: Any) -> None:
+        raise KeyError("oops")
+
+    guarded(policy=broken, on_finding=seen.append)
+    assert lookup_customer.invoke({"customer_id": 2})["id"] == 2
+    assert seen and seen[0].rule_id == "policy-error"
+    assert seen[0].action == "alert"
