@@ -177,7 +177,7 @@ def test_bad_settings_fail_with_the_setting_and_its_source(kwargs: dict[str, Any
 
 def test_unknown_integration_is_refused() -> None:
     """Naming an integration that does not exist is an error that lists the available ones."""
-    with pytest.raises(agentguard.ConfigError, match="unknown integration.*mcp.*available: langchain"):
+    with pytest.raises(agentguard.ConfigError, match=r"unknown integration.*mcp.*available: langchain"):
         agentguard.instrument(integrations=["mcp"], exporter="none")
 
 
