@@ -442,6 +442,27 @@ class Guard:
             return Decision.block(reason, "high", rule_id="policy-error", evidence=evidence)
         return Decision.alert(reason, "medium", rule_id="policy-error", evidence=evidence)
 
+    @property
+    def fails_closed(self) -> bool:
+        """Whether an internal error must block (``enforce`` mode with ``fail_closed=True``)."""
+        return self.mode == "enforce" and self.config.fail_closed
+
+    def internal_failure_finding(self, where: str, exc: BaseException, *, kind: str,
+                                 tool: str | None = None) -> Finding:
+        """The blocking finding for an internal error when failing closed."""
+        conv = current_frame().conversation
+        finding = Finding(
+            rule_id="internal-error", category="internal", severity="high",
+            title=f"agentguard could not judge this {kind} ({where}) and fails closed",
+            action="block", kind=kind, tool=tool, agent=self.config.service_name,
+            conversation_id=conv.id if conv is not None else None, turn=current_frame().turn,
+            evidence={"exception": type(exc).__name__, "message": str(exc)[:500]},
+        )
+        verdict = Verdict()
+        verdict.add(finding)
+        self.emit(verdict, trace.get_current_span())
+        return finding
+
     def finding_for(self, event: Any, decision: Decision) -> Finding:
         """Turn a decision about ``event`` into a finding, applying the mode (monitor never blocks)."""
         action = decision.action

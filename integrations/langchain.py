@@ -121,6 +121,9 @@ def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict
         raise
     except Exception as exc:
         internal_error("langchain tool start", exc)
+        if guard.fails_closed:
+            raise ToolCallBlocked(guard.internal_failure_finding(
+                "tool start", exc, kind="tool_call", tool=getattr(instance, "name", None))) from exc
         return None
 
 

@@ -243,3 +243,30 @@ def test_a_crashing_policy_never_breaks_the_tool_in_monitor_mode(guarded: Any) -
     assert lookup_customer.invoke({"customer_id": 2})["id"] == 2
     assert seen and seen[0].rule_id == "policy-error"
     assert seen[0].action == "alert"
+
+
+def test_fail_closed_blocks_a_tool_agentguard_cannot_judge(guarded: Any, spans: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With enforce + fail_closed, an internal error blocks the tool instead of letting it run."""
+    guard = guarded(mode="enforce", fail_closed=True)
+
+    def broken_start(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("internal failure")
+
+    monkeypatch.setattr(guard, "start_tool", broken_start)
+    with pytest.raises(agentguard.ToolCallBlocked) as info:
+        lookup_customer.invoke({"customer_id": 1})
+    assert info.value.finding.rule_id == "internal-error"
+
+
+def test_fail_open_by_default_runs_the_tool_despite_internal_errors(
+        guarded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default an internal error is contained and the tool runs untraced."""
+    guard = guarded(mode="enforce")
+
+    def broken_start(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("internal failure")
+
+    monkeypatch.setattr(guard, "start_tool", broken_start)
+    assert lookup_customer.invoke({"customer_id": 1})["id"] == 1
+    assert agentguard.stats()["internal_errors"]["langchain tool start"] >= 1
