@@ -47,6 +47,8 @@ def instrument(
     otlp_protocol: str | None = None,
     findings_file: str | None = None,
     fail_closed: bool | None = None,
+    max_queue_size: int | None = None,
+    export_timeout: float | None = None,
     tracer_provider: Any = None,
 ) -> Guard:
     """Start guarding this process: patch the available frameworks and begin tracing.
@@ -72,6 +74,8 @@ def instrument(
             "otlp_protocol": otlp_protocol,
             "findings_file": findings_file,
             "fail_closed": fail_closed,
+            "max_queue_size": max_queue_size,
+            "export_timeout": export_timeout,
         }
     )
     policies = _policies(policy)
@@ -115,6 +119,8 @@ def uninstrument() -> None:
             telemetry.shutdown(timeout=5.0)
         except Exception as exc:
             internal_error("telemetry shutdown", exc)
+        # Kept so the outcome of the final flush can still be read from stats().
+        _state.last_export_stats = telemetry.stats()
 
 
 def get_guard() -> Guard | None:
@@ -133,7 +139,7 @@ def stats() -> dict[str, Any]:
     telemetry = _state.telemetry
     guard = _state.guard
     return {
-        **(telemetry.stats() if telemetry is not None else {}),
+        **(telemetry.stats() if telemetry is not None else _state.last_export_stats),
         "findings": guard.findings_emitted if guard is not None else 0,
         "conversations_evicted": _state.conversations.evicted,
         "internal_errors": internal_error_counts(),

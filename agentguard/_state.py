@@ -22,3 +22,5 @@ telemetry: Telemetry | None = None
 conversations = ConversationRegistry()
 # Integration names the user asked for, and the ones currently patched into their framework.
 enabled_integrations: set[str] = set()
+# Export counters of the last pipeline shut down by uninstrument().
+last_export_stats: dict[str, int] = {}

@@ -40,8 +40,14 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         max_queue_size: int = 4096,
         max_batch_size: int = 512,
         schedule_delay: float = 0.5,
+        only_scope: str | None = None,
     ) -> None:
         self.exporter = exporter
+        # On a provider agentguard does not own, export only agentguard's spans: the
+        # application's own pipeline already exports the rest.
+        self.only_scope = only_scope
+        # Wake the worker early enough that a small queue is drained before it fills up.
+        self._wake_at = max(1, min(max_batch_size, max_queue_size // 2))
         self.max_queue_size = max_queue_size
         self.max_batch_size = max_batch_size
         self.schedule_delay = schedule_delay
@@ -84,13 +90,17 @@ class BoundedBatchSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if not self._active:
             return
+        if self.only_scope is not None:
+            scope = span.instrumentation_scope
+            if scope is None or scope.name != self.only_scope:
+                return
         queue = self._queue
         if len(queue) >= self.max_queue_size:
             self.dropped += 1
             return
         queue.append(span)
         self.queued += 1
-        if len(queue) >= self.max_batch_size:
+        if len(queue) >= self._wake_at:
             with self._wake:
                 self._wake.notify()
 
@@ -114,7 +124,7 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         while True:
             with self._wake:
                 if not self._shutdown and not self._flush_requests and (
-                    len(self._queue) < self.max_batch_size
+                    len(self._queue) < self._wake_at
                 ):
                     self._wake.wait(self.schedule_delay)
                 requests, self._flush_requests = self._flush_requests, []
@@ -251,7 +261,8 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
         if config.exporter_explicit:
             exporter = _make_exporter(config)
             if exporter is not None:
-                processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size)
+                processor = BoundedBatchSpanProcessor(
+                    exporter, max_queue_size=config.max_queue_size, only_scope="agentguard")
                 provider.add_span_processor(processor)
         return Telemetry(provider, processor, owns_provider=False)
     resource = Resource.create(

@@ -107,7 +107,10 @@ def resolve_config(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None 
             raise ConfigError(f"instrument() got an unknown setting {name!r}")
         values[name] = value
         sources[name] = f"argument {name}="
-    values["exporter_explicit"] = "exporter" in values
+    # OTEL_TRACES_EXPORTER usually accompanies the application's own OpenTelemetry set-up; only a
+    # choice made for agentguard adds an exporter to a provider the application owns.
+    values["exporter_explicit"] = "exporter" in values and \
+        sources["exporter"] != "environment variable OTEL_TRACES_EXPORTER"
     try:
         return Config(**values)
     except ValidationError as exc:
