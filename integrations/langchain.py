@@ -90,15 +90,32 @@ def message_to_dict(message: Any) -> dict[str, Any]:
 
 # -- tools ---------------------------------------------------------------------------------------
 
+# (tool class, schema, function, input keys) → the keys LangChain injects (not from the model).
+_INJECTED: dict[tuple[Any, ...], frozenset[str]] = {}
+_INJECTED_LIMIT = 4096
+
+
 def _tool_arguments(instance: Any, tool_input: Any) -> Any:
-    if isinstance(tool_input, dict):
+    """The arguments the model asked for: injected ones (graph state, runtime, store) dropped."""
+    if not isinstance(tool_input, dict):
+        return tool_input
+    key = (type(instance), id(instance.args_schema), id(getattr(instance, "func", None)),
+           frozenset(tool_input))
+    injected = _INJECTED.get(key)
+    if injected is None:
+        # Asking LangChain which keys it filters is slow; the answer depends only on the tool's
+        # schema and signature and on which keys are present, so it is cached.
         try:
-            # Drop injected arguments (graph state, runtime, store): they are not what the
-            # model asked for and can be huge.
-            return instance._filter_injected_args(tool_input)
+            kept = instance._filter_injected_args(tool_input)
         except Exception:
             return tool_input
-    return tool_input
+        injected = frozenset(k for k in tool_input if k not in kept)
+        if len(_INJECTED) >= _INJECTED_LIMIT:
+            _INJECTED.clear()
+        _INJECTED[key] = injected
+    if not injected:
+        return tool_input
+    return {k: v for k, v in tool_input.items() if k not in injected}
 
 
 def _tool_output(output: Any) -> Any:
