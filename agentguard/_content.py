@@ -7,132 +7,317 @@ Modes: ``full`` (truncated only), ``redacted`` (secrets removed, then truncated)
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import enum
 import hashlib
 import json
-from typing import Any, Literal
+import uuid
+from collections.abc import Callable
+from pathlib import PurePath
+from typing import Any, Literal, get_args
 
 from agentguard.redaction import redact
 
 __all__ = ["CaptureMode", "ContentCapture", "to_json"]
 
 CaptureMode = Literal["full", "redacted", "hash", "none"]
+_MODES: tuple[str, ...] = get_args(CaptureMode)
 
-# Redaction looks this far past the cut, so a secret straddling the truncation point is still
+# Redaction looks at least this far past the cut, so a secret straddling the truncation point is
 # recognised whole (private keys and JWTs are the longest).
 _REDACT_MARGIN = 4096
-# Above this many nodes a value is serialised by the bounded encoder instead of json.dumps.
+# Small values of plain JSON types are serialised by json.dumps; anything else by the bounded
+# encoder, which stops at the size limit.
 _NODE_BUDGET = 2000
+# The bounded encoder hands plain values with at most this many nodes to json.
+_SMALL_ITEM = 64
+# Nesting deeper than this is written as a placeholder by the bounded encoder.
+_MAX_DEPTH = 32
+# `hash` mode of a non-string value covers at most this much of its JSON text.
+_HASH_LIMIT = 1 << 24
+# Appended by to_json when it had to cut a value.
+_JSON_CUT = "...[truncated]"
+_REDACTED = "[REDACTED:"
+
+_PLAIN_LEAVES = (str, int, float, bool, type(None))
+# One encoder for every call (json.dumps with arguments builds a new one each time).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def _default(obj: Any) -> Any:
-    """``json.dumps`` fallback for the objects tools commonly return."""
-    dump = getattr(obj, "model_dump", None)
-    if callable(dump):
-        try:
-            return dump(mode="json")
-        except Exception:
-            return repr(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return f"<{len(obj)} bytes>"
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
+def _no_default(obj: Any) -> Any:
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-def _small(obj: Any, budget: int) -> int:
-    """Count nodes of ``obj`` up to ``budget``; returns the remaining budget (negative: too big)."""
-    stack = [obj]
+def _make_plain_encoder() -> Callable[[Any], str]:
+    """The fastest encoder for acyclic values of plain JSON types.
+
+    ``JSONEncoder.encode`` builds its C encoder on every call, which costs more than encoding a
+    small dict; this builds it once (without the cycle check: callers rule cycles out).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:
+        return _ENCODER.encode
+    try:
+        chunks = make(None, _no_default, basestring, None, ":", ",", False, False, True)
+        if "".join(chunks({"a": [1, 2.5, None, True]}, 0)) != '{"a":[1,2.5,null,true]}':
+            return _ENCODER.encode
+    except Exception:
+        return _ENCODER.encode
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode_plain = _make_plain_encoder()
+
+
+def _safe_repr(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = None
+    if isinstance(text, str):
+        return text
+    try:
+        name = type(obj).__name__
+    except Exception:
+        name = "object"
+    return f"<unrepresentable {name}>"
+
+
+def _convert(obj: Any) -> Any:
+    """A JSON-friendly stand-in for an object json.dumps cannot encode (never raises)."""
+    try:
+        dump = getattr(obj, "model_dump", None)
+        if callable(dump):  # pydantic models
+            try:
+                return dump(mode="json")
+            except Exception:
+                return _safe_repr(obj)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return f"<{len(obj)} bytes>"  # the content may be anything; only its size is kept
+        if isinstance(obj, (set, frozenset, tuple)):
+            return list(obj)
+        if isinstance(obj, enum.Enum):
+            return obj.value
+        if isinstance(obj, (datetime.date, datetime.time)):
+            return obj.isoformat()
+        if isinstance(obj, (uuid.UUID, decimal.Decimal, PurePath)):
+            return str(obj)
+    except Exception:
+        pass
+    return _safe_repr(obj)
+
+
+def _is_small(value: Any, limit: int, budget: int = _NODE_BUDGET) -> bool:
+    """Whether ``value`` is made of plain JSON types only, has few nodes and short strings."""
+    stack = [value]
+    nodes = 0
+    chars = 0
     while stack:
-        budget -= 1
-        if budget < 0:
-            return budget
         item = stack.pop()
-        if isinstance(item, dict):
+        nodes += 1
+        if nodes > budget:
+            return False
+        kind = type(item)
+        if kind is str:
+            chars += len(item)
+        elif kind is dict:
+            if len(item) > budget:
+                return False
+            for key in item:
+                if type(key) is not str:
+                    return False
+                chars += len(key)
             stack.extend(item.values())
-            budget -= len(item)
-        elif isinstance(item, (list, tuple, set, frozenset)):
+        elif kind is list or kind is tuple:
+            if len(item) > budget:
+                return False
             stack.extend(item)
-        elif isinstance(item, str) and len(item) > 65536:
-            return -1
-    return budget
+        elif kind not in _PLAIN_LEAVES:  # subclasses (enums, ...) go to the bounded encoder
+            return False
+        if chars > limit:
+            return False
+    return True
 
 
 class _Bounded:
-    """A JSON writer that stops after ``limit`` characters (for huge or hostile values)."""
+    """A JSON writer that stops after ``limit`` characters (for huge, deep or hostile values)."""
 
     def __init__(self, limit: int) -> None:
         self.parts: list[str] = []
-        self.size = 0
-        self.limit = limit
+        self.room = limit
+        self.cut = False
+        self.active: set[int] = set()  # ids of the containers being written (cycle detection)
 
     def put(self, text: str) -> bool:
-        room = self.limit - self.size
-        if room <= 0:
+        """Append ``text``; False once the limit is reached (the rest is not needed)."""
+        if len(text) > self.room:
+            self.parts.append(text[: self.room])
+            self.room = 0
+            self.cut = True
             return False
-        if len(text) > room:
-            text = text[:room]
         self.parts.append(text)
-        self.size += len(text)
-        return self.size < self.limit
+        self.room -= len(text)
+        return True
+
+    def string(self, text: str) -> bool:
+        # Escaping only lengthens a string, so the part past the room is never needed.
+        return self.put(_ENCODER.encode(text[: self.room + 1]))
 
     def value(self, obj: Any, depth: int = 0) -> bool:
-        if depth > 32:
-            return self.put('"<nested too deep>"')
-        if isinstance(obj, dict):
-            if not self.put("{"):
-                return False
-            for i, (key, val) in enumerate(obj.items()):
-                if (i and not self.put(",")) or not self.put(json.dumps(str(key)) + ":"):
-                    return False
-                if not self.value(val, depth + 1):
-                    return False
-            return self.put("}")
-        if isinstance(obj, (list, tuple, set, frozenset)):
-            if not self.put("["):
-                return False
-            for i, val in enumerate(obj):
-                if (i and not self.put(",")) or not self.value(val, depth + 1):
-                    return False
-            return self.put("]")
         if isinstance(obj, str):
-            return self.put(json.dumps(obj[: self.limit]))
+            return self.string(obj)
         if obj is None or isinstance(obj, (bool, int, float)):
-            return self.put(json.dumps(obj))
-        converted = _default(obj)
+            try:
+                return self.put(json.dumps(obj))
+            except Exception:  # ints too long to print
+                return self.string(_safe_repr(obj))
+        if isinstance(obj, (dict, list)):
+            if _is_small(obj, self.room, _SMALL_ITEM):
+                # Plain and small (the items of a big list usually are): the C encoder is faster.
+                try:
+                    return self.put(_encode_plain(obj))
+                except Exception:
+                    pass
+            return self.container(obj, depth)
+        return self.value_of(_convert(obj), depth)
+
+    def value_of(self, converted: Any, depth: int) -> bool:
+        if isinstance(converted, (dict, list)):
+            return self.container(converted, depth)
         if isinstance(converted, str):
-            return self.put(json.dumps(converted[: self.limit]))
-        return self.value(converted, depth + 1)
+            return self.string(converted)
+        if converted is None or isinstance(converted, (bool, int, float)):
+            return self.value(converted, depth)
+        return self.string(_safe_repr(converted))
+
+    def container(self, obj: dict[Any, Any] | list[Any], depth: int) -> bool:
+        if depth >= _MAX_DEPTH:
+            return self.put('"<nested too deep>"')
+        if id(obj) in self.active:
+            return self.put('"<circular>"')
+        self.active.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                return self.mapping(obj, depth)
+            return self.sequence(obj, depth)
+        finally:
+            self.active.discard(id(obj))
+
+    def mapping(self, obj: dict[Any, Any], depth: int) -> bool:
+        if not self.put("{"):
+            return False
+        for i, (key, val) in enumerate(obj.items()):
+            if i and not self.put(","):
+                return False
+            if not self.string(_key(key)) or not self.put(":"):
+                return False
+            if not self.value(val, depth + 1):
+                return False
+        return self.put("}")
+
+    def sequence(self, obj: list[Any], depth: int) -> bool:
+        if not self.put("["):
+            return False
+        for i, val in enumerate(obj):
+            if (i and not self.put(",")) or not self.value(val, depth + 1):
+                return False
+        return self.put("]")
+
+
+def _key(key: Any) -> str:
+    """A dict key as json.dumps would write it (non-string keys included)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        try:
+            return json.dumps(key)
+        except Exception:
+            return _safe_repr(key)
+    return _safe_repr(key)
+
+
+def _encode(value: Any, limit: int) -> tuple[str, bool]:
+    """JSON text of ``value``, at most ``limit`` characters, and whether it is complete."""
+    if isinstance(value, str):
+        return (value, True) if len(value) <= limit else (value[:limit], False)
+    try:
+        if _is_small(value, limit):
+            text = _encode_plain(value)
+            return (text, True) if len(text) <= limit else (text[:limit], False)
+    except Exception:
+        pass  # circular references, deep nesting, huge ints: the bounded encoder copes
+    writer = _Bounded(limit)
+    try:
+        writer.value(value)
+    except Exception:  # a hostile container (items() raising, mutation while iterating, ...)
+        text = _safe_repr(value)
+        return (text, True) if len(text) <= limit else (text[:limit], False)
+    return "".join(writer.parts), not writer.cut
 
 
 def to_json(value: Any, limit: int = 1 << 20) -> str:
     """Serialise ``value`` to JSON text, never raising and never producing more than ``limit`` chars.
 
-    Strings are returned as they are. Values that cannot be encoded fall back to ``repr``.
+    Strings are returned as they are when they fit. Objects json.dumps cannot encode are written
+    as what they stand for (pydantic models and dataclasses as objects, sets and tuples as arrays,
+    bytes as their size, anything else as its ``repr``); circular references as ``"<circular>"``.
+    A value that does not fit is cut and ends with ``...[truncated]`` (the result is then no
+    longer valid JSON).
     """
-    if isinstance(value, str):
-        return value
-    try:
-        if _small(value, _NODE_BUDGET) >= 0:
-            return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
-        writer = _Bounded(limit)
-        writer.value(value)
-        return "".join(writer.parts)
-    except (ValueError, TypeError, RecursionError, OverflowError):
-        # Circular references and exotic objects end up here.
-        try:
-            return repr(value)[:limit]
-        except Exception:
-            return f"<unrepresentable {type(value).__name__}>"
+    limit = max(limit, 0)
+    text, complete = _encode(value, limit)
+    if complete:
+        return text
+    if limit <= len(_JSON_CUT):
+        return text
+    return text[: limit - len(_JSON_CUT)] + _JSON_CUT
+
+
+def _redact_head(text: str, keep: int) -> tuple[str, bool]:
+    """Redacted text covering at least the first ``keep`` characters that will be shown.
+
+    Returns the redacted text and whether it covers all of ``text``. When it does not, it is
+    longer than ``keep + _REDACT_MARGIN // 2``, so a secret reaching past the part that is shown
+    was redacted as a whole, even when redaction shortened what came before it.
+    """
+    window = keep + _REDACT_MARGIN
+    while True:
+        if window >= len(text):
+            return redact(text), True
+        redacted = redact(text[:window])
+        if len(redacted) > keep + _REDACT_MARGIN // 2:
+            return redacted, False
+        window *= 2
+
+
+def _cut(text: str, keep: int) -> str:
+    """``text[:keep]``, ending before a redaction marker rather than inside one."""
+    head = text[:keep]
+    start = head.rfind(_REDACTED, max(0, keep - 40))
+    if start >= 0 and "]" not in head[start:]:
+        return head[:start]
+    return head
 
 
 class ContentCapture:
-    """Applies the capture mode and size cap to content before it becomes a span attribute."""
+    """Applies the capture mode and size cap to content before it becomes a span attribute.
+
+    ``text`` and ``value`` never raise. Their result is at most ``max_length`` characters plus a
+    truncation marker ``...[truncated, N chars]`` (N: the size of the whole text) or, when a value
+    was too large to serialise completely, ``...[truncated, more than N chars]``.
+    """
 
     __slots__ = ("enabled", "max_length", "mode")
 
     def __init__(self, mode: CaptureMode = "redacted", max_length: int = 4096) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"capture mode must be one of {', '.join(_MODES)}, not {mode!r}")
+        if max_length < 0:
+            raise ValueError(f"max_length must not be negative, not {max_length}")
         self.mode = mode
         self.max_length = max_length
         self.enabled = mode != "none"
@@ -142,20 +327,45 @@ class ContentCapture:
         mode = self.mode
         if mode == "none":
             return None
+        if not isinstance(text, str):
+            return self.value(text)
         if mode == "hash":
             return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        limit = self.max_length
-        total = len(text)
-        if mode == "redacted":
-            text = redact(text[: limit + _REDACT_MARGIN] if total > limit + _REDACT_MARGIN else text)
-        if len(text) > limit:
-            return text[:limit] + f"...[truncated, {total} chars]"
-        return text
+        return self._shown(text, complete=True)
 
     def value(self, value: Any) -> str | None:
         """Captured JSON form of any value (dicts, lists, models, strings)."""
         if self.mode == "none":
             return None
-        # A hash must cover the whole value; otherwise serialising past the cut is wasted work.
-        limit = (1 << 24) if self.mode == "hash" else self.max_length + _REDACT_MARGIN
-        return self.text(to_json(value, limit))
+        if isinstance(value, str):
+            return self.text(value)
+        if self.mode == "hash":
+            # The whole JSON text, up to _HASH_LIMIT characters.
+            return self.text(_encode(value, _HASH_LIMIT)[0])
+        # Serialising past what can be shown is wasted work; the margin leaves room for redaction
+        # to see a secret straddling the cut. When redaction shrank the text a lot, serialise more.
+        limit = self.max_length + _REDACT_MARGIN
+        while True:
+            encoded, complete = _encode(value, limit)
+            if complete or self.mode == "full":
+                return self._shown(encoded, complete)
+            redacted = redact(encoded)
+            if len(redacted) > self.max_length + _REDACT_MARGIN // 2 or limit >= _HASH_LIMIT:
+                return self._marked(redacted, f"more than {len(encoded)}")
+            limit *= 4
+
+    def _shown(self, text: str, complete: bool) -> str:
+        """``text`` (redacted in ``redacted`` mode) within ``max_length``, marked when cut."""
+        size = str(len(text)) if complete else f"more than {len(text)}"
+        if self.mode == "redacted":
+            redacted, whole = _redact_head(text, self.max_length)
+            if whole and complete and len(redacted) <= self.max_length:
+                return redacted
+            return self._marked(redacted, size)
+        if complete and len(text) <= self.max_length:
+            return text
+        return self._marked(text, size)
+
+    def _marked(self, text: str, size: str) -> str:
+        shown = _cut(text, self.max_length) if self.mode == "redacted" else text[: self.max_length]
+        return f"{shown}...[truncated, {size} chars]"

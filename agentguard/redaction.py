@@ -1,105 +1,489 @@
 """Secret redaction for captured content: cloud keys, tokens, private keys, URL passwords, JWTs.
 
-Every pattern is anchored on a literal and uses bounded repetition, so the work is linear in the
-input. A cheap substring pre-check on the lower-cased text skips the patterns that cannot match,
-which keeps the common case (no secret anywhere) at a few microseconds per kilobyte.
+Every pattern starts with a literal and uses bounded repetition, so the work is linear in the
+input. Look-behinds are placed after the leading literal (a leading look-behind would stop the
+regex engine from skipping ahead to the literal), and each rule is gated on a character or
+substring it cannot match without. Together this keeps the common case (no secret anywhere) at a
+few microseconds per kilobyte.
+
+Secret-looking assignments (``password=...``, ``"api_key": "..."``, ``Authorization: ...``) are
+found by searching the lower-cased text for a handful of key words with ``str.find`` and matching
+the key name, separator and value at each hit, rather than by one case-insensitive regex scan.
+
+Recognised (and replaced by ``[REDACTED:<kind>]``):
+
+* PEM private keys (``-----BEGIN ... PRIVATE KEY-----``, including PGP key blocks); a key without
+  its ``-----END`` line is redacted to the end of the text.
+* AWS access key ids (``AKIA...`` / ``ASIA...``).
+* JWTs (``eyJ...eyJ...``), also when cut before the signature.
+* Provider tokens: OpenAI / Anthropic (``sk-``), GitHub (``ghp_`` and friends, ``github_pat_``),
+  Slack (``xox?-``, ``xapp-``), GitLab (``glpat-`` and friends), Google (``AIza``, ``ya29.``),
+  Stripe (``sk_live_``/``rk_test_``...), Hugging Face (``hf_``), npm (``npm_``), PyPI.
+* Slack and Discord webhook URLs.
+* Passwords in URLs (``scheme://user:password@host``; the user name is kept).
+* ``Bearer <token>`` and ``Basic <base64 of user:password>``.
+* ``--password <value>``-style command-line flags and ``-u/--user user:password``. Short flags
+  such as ``-p`` are not recognised: they are too ambiguous (``-p 8080``).
+* Assignments whose key names a secret: passwords, pass phrases, secrets, tokens (but not
+  ``max_tokens``), credentials, ``Authorization``, cookies, URL signatures and ``*_key`` names
+  qualified as secret (``api_key``, ``secret_access_key``, ``AccountKey``, upper-case
+  ``FOO_KEY``; not ``primary_key`` or ``sort_key``). Separators ``=``, ``:``, ``:=``, ``=>``
+  and ``==``; values bare, quoted, or quoted with escaped quotes inside JSON strings.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 
 __all__ = ["REDACTION_RULES", "redact"]
-
-_Sub = Callable[[str], str]
 
 
 def _marker(name: str) -> str:
     return f"[REDACTED:{name}]"
 
 
-# (name, triggers on the lower-cased text, pattern, replacement). A rule runs only when one of
-# its triggers occurs in the text.
-_RULES: list[tuple[str, tuple[str, ...], re.Pattern[str], str]] = [
+_ALREADY = "[REDACTED"
+
+_Edit = tuple[int, int, str]  # replace text[start:end] with the string
+
+
+def _splice(text: str, edits: list[_Edit]) -> str:
+    """Apply non-overlapping ``edits`` given in increasing order."""
+    if not edits:
+        return text
+    parts: list[str] = []
+    done = 0
+    for start, end, replacement in edits:
+        parts.append(text[done:start])
+        parts.append(replacement)
+        done = end
+    parts.append(text[done:])
+    return "".join(parts)
+
+# --------------------------------------------------------------------------------------------
+# Secrets recognised by their own shape.
+
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    r"[\s\S]*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)"
+)
+
+def _starts_word(prefix: str) -> str:
+    """A look-behind, placed right after ``prefix``: the prefix starts a word.
+
+    Before it may be anything but a word character or '-', except the 'n' of a JSON escape such
+    as ``\n`` (a token at the start of a line of JSON-encoded text).
+    """
+    return rf"(?:(?<![\w-]{prefix})|(?<=\\[nrt]{prefix}))"
+
+
+# AWS access key ids and Google API keys, found by one search led by 'A'.
+_AWS_OR_GOOGLE = re.compile(
+    r"A(?:(?P<aws>(?<![A-Z0-9]A)[KS]IA[A-Z0-9]{16}(?![A-Z0-9]))"
+    rf"|(?P<google>{_starts_word('A')}Iza[0-9A-Za-z_-]{{35}}))"
+)
+
+_JWT = re.compile(
+    rf"eyJ{_starts_word('eyJ')}[\w-]{{4,8192}}\.eyJ[\w-]{{4,65536}}(?:\.[\w-]{{0,8192}})?"
+)
+
+# Provider tokens. Those containing '-' or '_' are found by one search each, led by that
+# character, with fixed-width look-behinds for the prefix in front of it; the group name says how
+# long the prefix is. (One search led by a single character is much cheaper than a dozen searches
+# led by the prefixes.)
+_TOKENS_DASH = re.compile(
+    r"-(?:"
+    rf"(?P<p2>(?<=sk-){_starts_word('sk-')}[A-Za-z0-9_-]{{20,1024}})"
+    rf"|(?P<p4>(?<=xox[abposre]-){_starts_word('xox[abposre]-')}[A-Za-z0-9-]{{10,255}}"
+    rf"|(?<=xapp-){_starts_word('xapp-')}[0-9]-[A-Za-z0-9-]{{10,255}}"
+    rf"|(?<=pypi-){_starts_word('pypi-')}AgE[A-Za-z0-9_-]{{50,1024}}"
+    rf"|(?<=gl(?:dt|rt|ft)-){_starts_word('gl(?:dt|rt|ft)-')}[A-Za-z0-9_-]{{20,255}})"
+    rf"|(?P<p5>(?<=gl(?:pat|ptt|cbt|imt)-){_starts_word('gl(?:pat|ptt|cbt|imt)-')}"
+    r"[A-Za-z0-9_-]{20,255})"
+    r")"
+)
+_TOKENS_UNDERSCORE = re.compile(
+    r"_(?:"
+    rf"(?P<p3>(?<=gh[pousr]_){_starts_word('gh[pousr]_')}[A-Za-z0-9]{{36,255}}"
+    rf"|(?<=npm_){_starts_word('npm_')}[A-Za-z0-9]{{36,64}})"
+    rf"|(?P<p6>(?<=github_){_starts_word('github_')}pat_[A-Za-z0-9_]{{22,255}})"
+    rf"|(?P<p2>(?<=[rs]k_){_starts_word('[rs]k_')}(?:live|test)_[A-Za-z0-9]{{16,247}}"
+    rf"|(?<=hf_){_starts_word('hf_')}[A-Za-z0-9]{{30,64}})"
+    r")"
+)
+_PREFIX_LENGTH = {"p2": 2, "p3": 3, "p4": 4, "p5": 5, "p6": 6}
+_GOOGLE_OAUTH = re.compile(rf"ya29\.{_starts_word('ya29.')}[0-9A-Za-z_-]{{20,2048}}")
+
+_WEBHOOKS = [
     (
-        "private_key",
-        ("private key",),
-        re.compile(
-            r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----"
-            r"[\s\S]*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z)"
-        ),
-        _marker("private_key"),
-    ),
-    (
-        "aws_access_key_id",
-        ("akia", "asia"),
-        re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
-        _marker("aws_access_key_id"),
-    ),
-    (
-        "jwt",
-        ("eyj",),
-        re.compile(r"(?<![\w-])eyJ[\w-]{4,4096}\.eyJ[\w-]{4,8192}\.[\w-]{0,4096}"),
-        _marker("jwt"),
-    ),
-    (
-        "url_password",
-        ("://",),
-        re.compile(r"(?<=[a-zA-Z0-9+.-]://)([^/\s:@]{1,256}):[^/\s@]{1,256}@"),
-        r"\1:" + _marker("password") + "@",
-    ),
-    (
-        "bearer",
-        ("bearer",),
-        re.compile(r"(?i)(\bbearer\s{1,8})[A-Za-z0-9._~+/=-]{8,4096}"),
+        re.compile(r"(hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9_/-]{8,256}"),
         r"\1" + _marker("token"),
     ),
     (
-        "basic_auth",
-        ("basic ",),
-        re.compile(r"(\bBasic\s{1,8})[A-Za-z0-9+/]{12,4096}={0,2}"),
-        r"\1" + _marker("credentials"),
-    ),
-    (
-        "provider_token",
-        ("sk-", "gh", "xox", "glpat-", "aiza"),
-        re.compile(
-            r"(?<![\w-])(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,512}"
-            r"|gh[pousr]_[A-Za-z0-9]{36,255}"
-            r"|github_pat_[A-Za-z0-9_]{22,255}"
-            r"|xox[abposr]-[A-Za-z0-9-]{10,255}"
-            r"|glpat-[A-Za-z0-9_-]{20,64}"
-            r"|AIza[0-9A-Za-z_-]{35})"
-        ),
-        _marker("token"),
-    ),
-    (
-        "assignment",
-        ("pass", "pwd", "secret", "key", "token", "credential", "authorization"),
-        # A secret-looking key name, then ':' or '=', then the value (JSON, YAML, env, query
-        # strings, headers). Bare prose ("the token expired") has no separator and is left alone.
-        re.compile(
-            r"(?i)((?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?key"
-            r"|private[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token"
-            r"|session[_-]?token|security[_-]?token|id[_-]?token|client[_-]?secret|credentials?"
-            r"|authorization)[\w-]{0,40}[\"']?\s{0,3}[:=]\s{0,3}[\"']?)"
-            r"(?!\[REDACTED|(?i:bearer|basic)\s)([^\s\"',;&}<>]{1,1024})"
-        ),
-        r"\1" + _marker("secret"),
+        re.compile(r"(discord(?:app)?\.com/api/webhooks/[0-9]{1,30}/)[A-Za-z0-9_-]{8,256}"),
+        r"\1" + _marker("token"),
     ),
 ]
 
-REDACTION_RULES: tuple[str, ...] = tuple(rule[0] for rule in _RULES)
+# scheme://user:password@host. The password may contain '@' and ':' (the last '@' ends it) but
+# not whitespace, '/', quotes or ','; the user name may be empty (redis://:password@host).
+_URL_PASSWORD = re.compile(
+    r"://(?<=[A-Za-z0-9]://)([^\s/:@\"'<>]{0,256}):[^\s/\"'<>\\,]{1,256}@"
+)
+
+_BEARER_TOKEN = r"(\s{1,8})([A-Za-z0-9._~+/=-]{8,4096})"
+_BASIC_CREDENTIALS = r"(\s{1,8})([A-Za-z0-9+/]{8,4096}={0,2})(?![A-Za-z0-9+/=])"
+_BEARER = [
+    re.compile(rf"earer(?<=[Bb]earer){_starts_word('.earer')}{_BEARER_TOKEN}"),
+    re.compile(rf"BEARER{_starts_word('BEARER')}{_BEARER_TOKEN}"),
+]
+_BASIC = [
+    re.compile(rf"asic(?<=[Bb]asic){_starts_word('.asic')}{_BASIC_CREDENTIALS}"),
+    re.compile(rf"BASIC{_starts_word('BASIC')}{_BASIC_CREDENTIALS}"),
+]
+_BEARER_OR_BASIC = re.compile(r"b(?:earer|asic)")  # searched for in the lower-cased text
+_DIGIT = re.compile(r"[0-9]")
+
+# --------------------------------------------------------------------------------------------
+# Assignments. For each key word, one pattern (run on the lower-cased text, which has the same
+# length) matches the key name, the separator and the value; the value is the last named group.
+#
+# Values: quoted values run to the closing quote (which need not be there: the text may have been
+# cut), and escaped quotes (\" inside a JSON string) are understood. After '=' a bare value ends
+# at whitespace (key=value, as in env files, query strings and logs); after ':' (YAML, headers)
+# or ' = ' (INI, TOML) it runs to the end of the line or a ',', ';', '}', ']'. A literal "\n",
+# "\r" or "\t" escape ends a bare value, since the text is often JSON-encoded. A value starting
+# with '{' or '[' is a nested structure whose own keys are looked at instead.
+
+_WORD_CHAR = r"""(?:[^\s"'\\,;&)}\]<>]|\\\\|\\(?![nrt"']))"""
+_LINE_CHAR = r"""(?:[^\n\r"'\\,;}\]<>]|\\\\|\\(?![nrt"']))"""
+_COOKIE_CHAR = r"""(?:[^\n\r"'\\]|\\\\|\\(?![nrt"']))"""  # Cookie: a=1; b=2 -- all of it
+
+
+def _quoted(group: str, quote: str, content: str) -> str:
+    """A quoted value: as much ``content`` as there is (the look-ahead makes the repetition
+    atomic), unless its closing quote is followed by a separator -- then it is the next key."""
+    return (
+        quote
+        + "(?=(?P<" + group + ">(?:" + content + "){1,8192}))(?P=" + group + ")"
+        + "(?!" + quote + r"[ \t]{0,3}[:=])"
+    )
+
+
+def _values(tag: str, first: str, char: str) -> str:
+    """Alternatives for a value; each puts the value in its own group named ``<tag>_<form>``."""
+    return "|".join(
+        [
+            _quoted(tag + "_dq", '"', r'[^"\\\n]|\\[^\n]'),
+            _quoted(tag + "_edq", r'\\"', r'[^"\\\n]|\\[^"\n]'),
+            _quoted(tag + "_sq", "'", r"[^'\\\n]|\\[^\n]"),
+            _quoted(tag + "_esq", r"\\'", r"[^'\\\n]|\\[^'\n]"),
+            "(?P<" + tag + "_bare>" + first + char + char + "{0,8191})",
+        ]
+    )
+
+
+def _assignment(name: str, cookie: bool = False) -> re.Pattern[str]:
+    word = _values("w", r"(?![{\[])", _COOKIE_CHAR if cookie else _WORD_CHAR)
+    line = _values("l", r"(?![\s{\[])", _COOKIE_CHAR if cookie else _LINE_CHAR)
+    return re.compile(
+        name
+        + r"""(?:(?:\\?["'])?[ \t]{0,3}"""  # the key's closing quote, maybe escaped
+        + r"(?:=(?![ \t=>])(?:" + word + ")"
+        + r"|(?::=|=>|==|:(?!//)|=(?=[ \t]))[ \t]{0,3}(?:" + line + "))"
+        + r"|>(?P<xml>[^<\s][^<\n]{0,8191}))"  # <password>value</password>
+    )
+
+
+_ASSIGNMENTS: dict[str, re.Pattern[str]] = {
+    "pass": _assignment(
+        r"pass(?P<full>word|wd|phrase)?"
+        r"(?:[0-9]{1,2}|[_-]?(?:hash|value|plain(?:text)?|confirm(?:ation)?))?"
+    ),
+    "pwd": _assignment(r"pwd(?:[0-9]{1,2})?"),
+    "secret": _assignment(
+        r"secret(?:[_-]?(?:access[_-]?)?key)?(?:[_-]?(?:id|value|base|pem|string|str))?"
+    ),
+    "token": _assignment(r"token(?:[_-]?(?:secret|value|string|str))?"),
+    "key": _assignment(r"key(?:[_-]?(?:id|value|base|pem|string|str|secret))?"),
+    "credential": _assignment(r"credentials?(?:[_-]?(?:json|value|secret))?"),
+    "authori": _assignment(r"authori[sz]ation(?:[_-]?code)?"),
+    "cookie": _assignment(r"cookie", cookie=True),
+    "sig": _assignment(r"sig(?:nature)?"),
+}
+_TRIMMED = frozenset({"l_bare", "xml"})  # values that may end in spaces
+
+# '*key' names are secrets only with one of these qualifiers in front ('api_key', 'AccountKey').
+_KEY_QUALIFIER = re.compile(
+    r"(?:api|access|secret|private|signing|encryption|master|account|client|subscription|app"
+    r"|consumer|storage|shared|license|auth|session|service|admin|deploy|webhook|hmac|root|write"
+    r"|ingest|sas)[_.-]?\Z"
+)
+_TO_SEMICOLON = re.compile(r"[^;\n\r\"']{0,8192}")
+_XML_OPEN = re.compile(r"<[\w.:-]{0,48}\Z")  # <password>, <db.password>
+_SCHEME = re.compile(r"[A-Za-z][\w-]{0,20}[ \t]{1,3}(?=\S)")  # Authorization: <scheme> <secret>
+
+
+def _lower(text: str) -> str:
+    """Lower-cased ``text`` with the same length (positions in it are positions in ``text``)."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # 'İ' lower-cases to two code points
+        lowered = text.replace("\u0130", "i").lower()
+    return lowered
+
+
+def _left_ok(word: str, text: str, p: int, full: bool) -> bool:
+    """Whether the character before a key word at ``p`` allows it to start (part of) a key name."""
+    before = text[p - 1] if p else ""
+    if before == "/":  # a path such as /etc/passwd, not a key
+        return False
+    if word in ("pwd", "sig") or (word == "pass" and not full):
+        # Short words need a separator or a camel-case hump in front: DB_PASS, dbPass, db_pwd,
+        # ;Pwd=, ?sig=, X-Amz-Signature; not 'bypass', 'compass', 'PWD' (the working directory).
+        if word == "sig":
+            return before in ("?", "&", "-", "_")
+        if word == "pass" and before in ('"', "'"):  # {"user": "bob", "pass": "..."}
+            return True
+        return before in ("_", "-", ".", ";") or (before.islower() and text[p].isupper())
+    return True
+
+
+def _assigned_secret(text: str, lowered: str, word: str, match: re.Match[str]) -> _Edit | None:
+    """The edit replacing the value of an assignment ``match``, or None if it is not a secret."""
+    p = match.start()
+    if not _left_ok(word, text, p, word != "pass" or match.group("full") is not None):
+        return None
+    if word == "key" and not (
+        _KEY_QUALIFIER.search(lowered, max(0, p - 16), p)
+        or (p and text[p - 1] == "_" and text.startswith("KEY", p))  # env files: FOO_KEY=...
+    ):
+        return None
+    group = match.lastgroup or ""
+    if group == "xml" and not _XML_OPEN.search(text, max(0, p - 49), p):
+        return None
+    start, end = match.span(group)
+    if group == "w_bare" and p and text[p - 1] == ";":
+        # A connection string (Server=db;Password=p@ss w0rd;): the value runs to the next ';'.
+        stop = _TO_SEMICOLON.match(text, end)
+        if stop is not None:
+            end = start + len(text[start : stop.end()].rstrip())
+    elif group in _TRIMMED:
+        end = start + len(match.group(group).rstrip())
+    if word == "authori":  # Authorization: Bearer <token> -- keep the scheme
+        scheme = _SCHEME.match(text, start, end)
+        if scheme is not None:
+            start = scheme.end()
+    if text.startswith(_ALREADY, start):  # replaced by an earlier rule
+        return None
+    return start, end, _marker("secret")
+
+
+def _rule_assignment(text: str, lowered: str) -> str:
+    if ":" not in text and "=" not in text and ">" not in text:
+        return text
+    # The next match of each key word's pattern; always the earliest one is looked at.
+    upcoming: dict[str, re.Match[str]] = {}
+    for word, pattern in _ASSIGNMENTS.items():
+        match = pattern.search(lowered)
+        if match is not None:
+            upcoming[word] = match
+    edits: list[_Edit] = []
+    done = 0  # text[:done] is settled
+    while upcoming:
+        word = min(upcoming, key=lambda w: upcoming[w].start())
+        p = upcoming[word].start()
+        edit = _assigned_secret(text, lowered, word, upcoming[word]) if p >= done else None
+        if edit is not None:
+            edits.append(edit)
+            done = edit[1]
+        match = _ASSIGNMENTS[word].search(lowered, max(p + 1, done))
+        if match is None:
+            del upcoming[word]
+        else:
+            upcoming[word] = match
+    return _splice(text, edits)
+
+
+# --------------------------------------------------------------------------------------------
+# Command-line flags: --password hunter2, --api-key "x", -u user:password, --user user:password.
+
+_CLI_FLAG = re.compile(
+    rf"-{_starts_word('-')}(?:-(?P<name>[A-Za-z][\w-]{{0,47}})|u)[ \t]{{1,3}}"
+    r"(?P<value>\"[^\"\n]{1,8192}\"?|'[^'\n]{1,8192}'?|(?!-)[^\s\"']{1,8192})"
+)
+_CLI_SECRET_NAME = re.compile(
+    r"(?:[\w-]*[_-])?(?:password|passwd|pass|pwd|passphrase|secret|token|credentials?|bearer"
+    r"|oauth2-bearer|auth|(?:api|access|secret|private|signing|encryption|master|account|client"
+    r"|subscription|app|storage|shared|license|auth|session|service|admin|deploy|webhook)[_-]?key)",
+    re.IGNORECASE,
+)
+_USER_PASSWORD = re.compile(r"[\"']?([^\s:\"']{1,256}:)(?![0-9]{1,10}[\"']?\Z)([^\s\"']{1,8192})")
+
+
+# --------------------------------------------------------------------------------------------
+# Rules. Each takes the text and its lower-cased copy and returns the text itself (the same
+# object) when it has nothing to replace.
+
+def _cli_edit(match: re.Match[str]) -> _Edit | None:
+    name = match.group("name")
+    value = match.group("value")
+    start, end = match.span("value")
+    if value.startswith(_ALREADY):
+        return None
+    if name is None or name.lower() == "user":
+        # -u user:password (curl and friends); a numeric uid:gid is left alone.
+        user = _USER_PASSWORD.match(value)
+        if user is None:
+            return None
+        return start + user.end(1), start + user.end(2), _marker("password")
+    if not _CLI_SECRET_NAME.fullmatch(name):
+        return None
+    if value[0] in "\"'":  # keep the quotes
+        start += 1
+        if len(value) > 1 and value.endswith(value[0]):
+            end -= 1
+    return start, end, _marker("secret")
+
+
+def _bearer_edit(match: re.Match[str]) -> _Edit | None:
+    token = match.group(2)
+    # Real bearer tokens carry digits or are long; 'Bearer authentication' is prose.
+    if len(token) < 20 and _DIGIT.search(token) is None:
+        return None
+    return match.start(2), match.end(2), _marker("token")
+
+
+def _basic_edit(match: re.Match[str]) -> _Edit | None:
+    token = match.group(2)
+    try:
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Basic credentials are base64("user:password"); 'Basic understanding' is prose.
+    if b":" not in decoded:
+        return None
+    return match.start(2), match.end(2), _marker("credentials")
+
+
+def _edits(
+    pattern: re.Pattern[str], text: str, edit: Callable[[re.Match[str]], _Edit | None]
+) -> str:
+    if pattern.search(text) is None:  # the common case, without building anything
+        return text
+    return _splice(text, [e for e in map(edit, pattern.finditer(text)) if e is not None])
+
+
+def _aws_or_google_edit(match: re.Match[str]) -> _Edit:
+    kind = "aws_access_key_id" if match.lastgroup == "aws" else "token"
+    return match.start(), match.end(), _marker(kind)
+
+
+def _provider_edit(match: re.Match[str]) -> _Edit:
+    # The match starts at the '-' or '_'; the group name says how long the prefix before it is.
+    return match.start() - _PREFIX_LENGTH[match.lastgroup or ""], match.end(), _marker("token")
+
+
+def _rule_private_key(text: str, lowered: str) -> str:
+    if "-" not in text or "-----BEGIN" not in text:
+        return text
+    return _PRIVATE_KEY.sub(_marker("private_key"), text)
+
+
+def _rule_jwt(text: str, lowered: str) -> str:
+    if "J" not in text:
+        return text
+    return _JWT.sub(_marker("jwt"), text)
+
+
+def _rule_aws_or_google(text: str, lowered: str) -> str:
+    return _edits(_AWS_OR_GOOGLE, text, _aws_or_google_edit)
+
+
+def _rule_provider(text: str, lowered: str) -> str:
+    if "-" in text:
+        text = _edits(_TOKENS_DASH, text, _provider_edit)
+    if "_" in text:
+        text = _edits(_TOKENS_UNDERSCORE, text, _provider_edit)
+    if "9" in text:
+        text = _GOOGLE_OAUTH.sub(_marker("token"), text)
+    return text
+
+
+def _rule_webhook(text: str, lowered: str) -> str:
+    if "/" not in text or "hooks" not in text:
+        return text
+    for pattern, replacement in _WEBHOOKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _rule_url_password(text: str, lowered: str) -> str:
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"://\1:" + _marker("password") + "@", text)
+
+
+def _rule_bearer_basic(text: str, lowered: str) -> str:
+    if _BEARER_OR_BASIC.search(lowered) is None:
+        return text
+    if "bearer" in lowered:
+        for pattern in _BEARER:
+            text = _edits(pattern, text, _bearer_edit)
+    if "basic" in lowered:
+        for pattern in _BASIC:
+            text = _edits(pattern, text, _basic_edit)
+    return text
+
+
+def _rule_cli_flag(text: str, lowered: str) -> str:
+    if "-" not in text:
+        return text
+    return _edits(_CLI_FLAG, text, _cli_edit)
+
+
+# In this order: a JWT inside 'Bearer eyJ...' is reported as a JWT, an assignment whose value an
+# earlier rule already replaced is left alone, and a flag value cannot swallow the key of an
+# assignment ('--password password: x').
+_RULES: tuple[Callable[[str, str], str], ...] = (
+    _rule_private_key,
+    _rule_jwt,
+    _rule_aws_or_google,
+    _rule_provider,
+    _rule_webhook,
+    _rule_url_password,
+    _rule_bearer_basic,
+    _rule_assignment,
+    _rule_cli_flag,
+)
+
+# The kinds of secret recognised (the <kind> in [REDACTED:<kind>] is one of these or 'token',
+# 'password', 'credentials', 'secret').
+REDACTION_RULES: tuple[str, ...] = (
+    "private_key",
+    "aws_access_key_id",
+    "jwt",
+    "url_password",
+    "bearer",
+    "basic_auth",
+    "provider_token",
+    "assignment",
+    "webhook_url",
+    "cli_flag",
+)
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with every recognised secret replaced by ``[REDACTED:<kind>]``."""
-    lowered = text.lower()
-    for _name, triggers, pattern, replacement in _RULES:
-        for trigger in triggers:
-            if trigger in lowered:
-                text = pattern.sub(replacement, text)
-                lowered = text.lower()
-                break
+    """Return ``text`` with every recognised secret replaced by ``[REDACTED:<kind>]``.
+
+    Linear in the length of ``text``; a text without secrets is returned unchanged.
+    """
+    lowered = _lower(text)
+    for rule in _RULES:
+        redacted = rule(text, lowered)
+        if redacted is not text:
+            text = redacted
+            lowered = _lower(text)
     return text
