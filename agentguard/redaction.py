@@ -164,13 +164,7 @@ _COOKIE_CHAR = r"""(?:[^\n\r"'\\]|\\\\|\\(?![nrt"']))"""  # Cookie: a=1; b=2 -- 
 
 
 def _quoted(group: str, quote: str, content: str) -> str:
-    """A quoted value: as much ``content`` as there is (the look-ahead makes the repetition
-    atomic), unless its closing quote is followed by a separator -- then it is the next key."""
-    return (
-        quote
-        + "(?=(?P<" + group + ">(?:" + content + "){1,8192}))(?P=" + group + ")"
-        + "(?!" + quote + r"[ \t]{0,3}[:=])"
-    )
+    return quote + "(?P<" + group + ">(?:" + content + "){1,8192})"
 
 
 def _values(tag: str, first: str, char: str) -> str:
@@ -222,6 +216,7 @@ _KEY_QUALIFIER = re.compile(
     r"|consumer|storage|shared|license|auth|session|service|admin|deploy|webhook|hmac|root|write"
     r"|ingest|sas)[_.-]?\Z"
 )
+_SHORT_VALUE = 256
 _TO_SEMICOLON = re.compile(r"[^;\n\r\"']{0,8192}")
 _XML_OPEN = re.compile(r"<[\w.:-]{0,48}\Z")  # <password>, <db.password>
 _SCHEME = re.compile(r"[A-Za-z][\w-]{0,20}[ \t]{1,3}(?=\S)")  # Authorization: <scheme> <secret>
@@ -292,14 +287,18 @@ def _rule_assignment(text: str, lowered: str) -> str:
             upcoming[word] = match
     edits: list[_Edit] = []
     done = 0  # text[:done] is settled
+    # Where the next key may start. A short value may hold the next key ('api_key= password = x'
+    # or 'password= "password": "x"'), so keys inside it are still looked at.
+    floor = 0
     while upcoming:
         word = min(upcoming, key=lambda w: upcoming[w].start())
         p = upcoming[word].start()
-        edit = _assigned_secret(text, lowered, word, upcoming[word]) if p >= done else None
-        if edit is not None:
+        edit = _assigned_secret(text, lowered, word, upcoming[word]) if p >= floor else None
+        if edit is not None and edit[0] >= done:
             edits.append(edit)
             done = edit[1]
-        match = _ASSIGNMENTS[word].search(lowered, max(p + 1, done))
+            floor = edit[0] if done - edit[0] <= _SHORT_VALUE else done
+        match = _ASSIGNMENTS[word].search(lowered, max(p + 1, floor))
         if match is None:
             del upcoming[word]
         else:
