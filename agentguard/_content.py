@@ -2,6 +2,13 @@
 
 Modes: ``full`` (truncated only), ``redacted`` (secrets removed, then truncated), ``hash``
 (``sha256:<hex>`` of the full text) and ``none`` (nothing captured).
+
+Text over the size cap is cut and marked ``...[truncated, N chars]``. In ``redacted`` mode the
+text is redacted before it is cut, looking well past the cut, so a secret straddling it is
+replaced whole and never shown in part. Values are serialised to compact JSON by ``to_json``,
+which never raises and stops at a size limit, so a huge value costs no more than what is shown;
+when a value was cut that way its full size is unknown and the marker says
+``...[truncated, more than N chars]``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import decimal
 import enum
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import PurePath
@@ -39,6 +47,8 @@ _HASH_LIMIT = 1 << 24
 # Appended by to_json when it had to cut a value.
 _JSON_CUT = "...[truncated]"
 _REDACTED = "[REDACTED:"
+_LONG_WINDOW = 1 << 20
+_ENDS_REDACTED = re.compile(r"\[REDACTED:[a-z_]{1,32}\]\Z")
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None))
 # One encoder for every call (json.dumps with arguments builds a new one each time).
@@ -253,14 +263,13 @@ def _encode(value: Any, limit: int) -> tuple[str, bool]:
     writer = _Bounded(limit)
     try:
         writer.value(value)
-    except Exception:  # a hostile container (items() raising, mutation while iterating, ...)
-        text = _safe_repr(value)
-        return (text, True) if len(text) <= limit else (text[:limit], False)
+    except Exception:  # a hostile container (items() raising, changed while iterating, ...)
+        return "".join(writer.parts), False  # what could be written, marked as cut
     return "".join(writer.parts), not writer.cut
 
 
 def to_json(value: Any, limit: int = 1 << 20) -> str:
-    """Serialise ``value`` to JSON text, never raising and never producing more than ``limit`` chars.
+    """Serialise ``value`` to JSON text; never raises, never returns more than ``limit`` chars.
 
     Strings are returned as they are when they fit. Objects json.dumps cannot encode are written
     as what they stand for (pydantic models and dataclasses as objects, sets and tuples as arrays,
@@ -277,30 +286,43 @@ def to_json(value: Any, limit: int = 1 << 20) -> str:
     return text[: limit - len(_JSON_CUT)] + _JSON_CUT
 
 
+def _far_enough(redacted: str, keep: int, window: int) -> bool:
+    """Whether the redacted start (``window`` characters) of a text reaches far enough past what
+    is shown.
+
+    A secret cut by the end of the part redacted would be shown in part if that end were close
+    to the part shown; it is far enough when at least half the margin lies between them. A long
+    start that ends in a redaction (a private key without its END line runs to the end) is far
+    enough too: redacting more of it would show nothing more.
+    """
+    if len(redacted) > keep + _REDACT_MARGIN // 2:
+        return True
+    tail = max(0, len(redacted) - 40)
+    return window >= _LONG_WINDOW and _ENDS_REDACTED.search(redacted, tail) is not None
+
+
 def _redact_head(text: str, keep: int) -> tuple[str, bool]:
     """Redacted text covering at least the first ``keep`` characters that will be shown.
 
-    Returns the redacted text and whether it covers all of ``text``. When it does not, it is
-    longer than ``keep + _REDACT_MARGIN // 2``, so a secret reaching past the part that is shown
-    was redacted as a whole, even when redaction shortened what came before it.
+    Returns the redacted text and whether it covers all of ``text``. Only the start of a long
+    text is redacted: ``keep`` characters and a margin, more when redaction shortened it a lot.
     """
     window = keep + _REDACT_MARGIN
     while True:
         if window >= len(text):
             return redact(text), True
         redacted = redact(text[:window])
-        if len(redacted) > keep + _REDACT_MARGIN // 2:
+        if _far_enough(redacted, keep, window):
             return redacted, False
         window *= 2
 
 
 def _cut(text: str, keep: int) -> str:
     """``text[:keep]``, ending before a redaction marker rather than inside one."""
-    head = text[:keep]
-    start = head.rfind(_REDACTED, max(0, keep - 40))
-    if start >= 0 and "]" not in head[start:]:
-        return head[:start]
-    return head
+    start = text.rfind(_REDACTED, max(0, keep - 40), keep + len(_REDACTED))
+    if 0 <= start < keep and text.find("]", start) >= keep:
+        return text[:start]
+    return text[:keep]
 
 
 class ContentCapture:
@@ -350,7 +372,7 @@ class ContentCapture:
             if complete or self.mode == "full":
                 return self._shown(encoded, complete)
             redacted = redact(encoded)
-            if len(redacted) > self.max_length + _REDACT_MARGIN // 2 or limit >= _HASH_LIMIT:
+            if _far_enough(redacted, self.max_length, limit) or limit >= _HASH_LIMIT:
                 return self._marked(redacted, f"more than {len(encoded)}")
             limit *= 4
 

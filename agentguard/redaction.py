@@ -1,14 +1,14 @@
 """Secret redaction for captured content: cloud keys, tokens, private keys, URL passwords, JWTs.
 
-Every pattern starts with a literal and uses bounded repetition, so the work is linear in the
-input. Look-behinds are placed after the leading literal (a leading look-behind would stop the
-regex engine from skipping ahead to the literal), and each rule is gated on a character or
-substring it cannot match without. Together this keeps the common case (no secret anywhere) at a
-few microseconds per kilobyte.
-
-Secret-looking assignments (``password=...``, ``"api_key": "..."``, ``Authorization: ...``) are
-found by searching the lower-cased text for a handful of key words with ``str.find`` and matching
-the key name, separator and value at each hit, rather than by one case-insensitive regex scan.
+Every pattern starts with a literal and uses bounded repetition (the body of a private key, which
+runs to its END line or to the end of the text, is matched lazily), so the work is linear in the
+input. Look-behinds are placed after the leading literal: a leading look-behind would stop the
+regex engine from skipping ahead to the literal, making every search an order of magnitude
+slower. Rules are gated on a character or substring they cannot match without, tokens with a
+'-' or '_' are found by one search led by that character, and secret-looking assignments
+(``password=...``, ``"api_key": "..."``, ``Authorization: ...``) by one pattern per key word run
+on the lower-cased text instead of one case-insensitive pattern. Together this keeps the common
+case (no secret anywhere) at a few microseconds per kilobyte.
 
 Recognised (and replaced by ``[REDACTED:<kind>]``):
 
@@ -28,13 +28,15 @@ Recognised (and replaced by ``[REDACTED:<kind>]``):
   ``max_tokens``), credentials, ``Authorization``, cookies, URL signatures and ``*_key`` names
   qualified as secret (``api_key``, ``secret_access_key``, ``AccountKey``, upper-case
   ``FOO_KEY``; not ``primary_key`` or ``sort_key``). Separators ``=``, ``:``, ``:=``, ``=>``
-  and ``==``; values bare, quoted, or quoted with escaped quotes inside JSON strings.
+  and ``==``, or an XML element (``<password>...</password>``); values bare, quoted, or quoted
+  with escaped quotes inside JSON strings.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import re
 from collections.abc import Callable
 
@@ -63,13 +65,6 @@ def _splice(text: str, edits: list[_Edit]) -> str:
     parts.append(text[done:])
     return "".join(parts)
 
-# --------------------------------------------------------------------------------------------
-# Secrets recognised by their own shape.
-
-_PRIVATE_KEY = re.compile(
-    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-    r"[\s\S]*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)"
-)
 
 def _starts_word(prefix: str) -> str:
     """A look-behind, placed right after ``prefix``: the prefix starts a word.
@@ -79,6 +74,14 @@ def _starts_word(prefix: str) -> str:
     """
     return rf"(?:(?<![\w-]{prefix})|(?<=\\[nrt]{prefix}))"
 
+
+# --------------------------------------------------------------------------------------------
+# Secrets recognised by their own shape.
+
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    r"[\s\S]*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)"
+)
 
 # AWS access key ids and Google API keys, found by one search led by 'A'.
 _AWS_OR_GOOGLE = re.compile(
@@ -129,7 +132,8 @@ _WEBHOOKS = [
 ]
 
 # scheme://user:password@host. The password may contain '@' and ':' (the last '@' ends it) but
-# not whitespace, '/', quotes or ','; the user name may be empty (redis://:password@host).
+# not white space, '/', '\\', ',', quotes or angle brackets; the user name may be empty
+# (redis://:password@host).
 _URL_PASSWORD = re.compile(
     r"://(?<=[A-Za-z0-9]://)([^\s/:@\"'<>]{0,256}):[^\s/\"'<>\\,]{1,256}@"
 )
@@ -148,8 +152,8 @@ _BEARER_OR_BASIC = re.compile(r"b(?:earer|asic)")  # searched for in the lower-c
 _DIGIT = re.compile(r"[0-9]")
 
 # --------------------------------------------------------------------------------------------
-# Assignments. For each key word, one pattern (run on the lower-cased text, which has the same
-# length) matches the key name, the separator and the value; the value is the last named group.
+# Assignments: a key whose name says it holds a secret, a separator and a value. The patterns run
+# on the lower-cased text (which has the same length), led by a key word such as 'pass' or 'token'.
 #
 # Values: quoted values run to the closing quote (which need not be there: the text may have been
 # cut), and escaped quotes (\" inside a JSON string) are understood. After '=' a bare value ends
@@ -163,60 +167,103 @@ _LINE_CHAR = r"""(?:[^\n\r"'\\,;}\]<>]|\\\\|\\(?![nrt"']))"""
 _COOKIE_CHAR = r"""(?:[^\n\r"'\\]|\\\\|\\(?![nrt"']))"""  # Cookie: a=1; b=2 -- all of it
 
 
-def _quoted(group: str, quote: str, content: str) -> str:
-    return quote + "(?P<" + group + ">(?:" + content + "){1,8192})"
-
-
-def _values(tag: str, first: str, char: str) -> str:
-    """Alternatives for a value; each puts the value in its own group named ``<tag>_<form>``."""
+def _values(first: str, char: str, whole: bool) -> str:
+    """A value: quoted (maybe with escaped quotes) or bare, starting with ``first``. Only its first
+    character (after the quote) unless ``whole``."""
+    more, rest = ("{1,8192}", char + "{0,8191}") if whole else ("", "")
     return "|".join(
         [
-            _quoted(tag + "_dq", '"', r'[^"\\\n]|\\[^\n]'),
-            _quoted(tag + "_edq", r'\\"', r'[^"\\\n]|\\[^"\n]'),
-            _quoted(tag + "_sq", "'", r"[^'\\\n]|\\[^\n]"),
-            _quoted(tag + "_esq", r"\\'", r"[^'\\\n]|\\[^'\n]"),
-            "(?P<" + tag + "_bare>" + first + char + char + "{0,8191})",
+            r'"(?:[^"\\\n]|\\[^\n])' + more,
+            r'\\"(?:[^"\\\n]|\\[^"\n])' + more,
+            r"'(?:[^'\\\n]|\\[^\n])" + more,
+            r"\\'(?:[^'\\\n]|\\[^'\n])" + more,
+            first + char + rest,
         ]
     )
 
 
-def _assignment(name: str, cookie: bool = False) -> re.Pattern[str]:
-    word = _values("w", r"(?![{\[])", _COOKIE_CHAR if cookie else _WORD_CHAR)
-    line = _values("l", r"(?![\s{\[])", _COOKIE_CHAR if cookie else _LINE_CHAR)
-    return re.compile(
-        name
-        + r"""(?:(?:\\?["'])?[ \t]{0,3}"""  # the key's closing quote, maybe escaped
-        + r"(?:=(?![ \t=>])(?:" + word + ")"
-        + r"|(?::=|=>|==|:(?!//)|=(?=[ \t]))[ \t]{0,3}(?:" + line + "))"
-        + r"|>(?P<xml>[^<\s][^<\n]{0,8191}))"  # <password>value</password>
+# '*key' names are secrets only with one of these qualifiers in front ('api_key', 'AccountKey'),
+# or in upper case after '_' (FOO_KEY=..., as in env files).
+_KEY_QUALIFIERS = [
+    *("api", "access", "secret", "private", "signing", "encryption", "master", "account"),
+    *("client", "subscription", "app", "consumer", "storage", "shared", "license", "auth"),
+    *("session", "service", "admin", "deploy", "webhook", "hmac", "root", "write", "ingest"),
+    "sas",
+]
+
+
+def _qualified_key() -> str:
+    """'key' preceded by a qualifier: 'key' first, then one look-behind per width (a look-behind
+    must have a fixed width; see the module docstring for why the literal comes first)."""
+    by_width: dict[int, list[str]] = {}
+    for qualifier in _KEY_QUALIFIERS:
+        for separator in ("", "_", "-", "."):
+            by_width.setdefault(len(qualifier + separator), []).append(
+                re.escape(qualifier + separator)
+            )
+    return (
+        "key(?:"
+        + "|".join(f"(?<=(?:{'|'.join(names)})key)" for names in by_width.values())
+        + ")"
     )
 
 
-_ASSIGNMENTS: dict[str, re.Pattern[str]] = {
-    "pass": _assignment(
-        r"pass(?P<full>word|wd|phrase)?"
-        r"(?:[0-9]{1,2}|[_-]?(?:hash|value|plain(?:text)?|confirm(?:ation)?))?"
-    ),
-    "pwd": _assignment(r"pwd(?:[0-9]{1,2})?"),
-    "secret": _assignment(
-        r"secret(?:[_-]?(?:access[_-]?)?key)?(?:[_-]?(?:id|value|base|pem|string|str))?"
-    ),
-    "token": _assignment(r"token(?:[_-]?(?:secret|value|string|str))?"),
-    "key": _assignment(r"key(?:[_-]?(?:id|value|base|pem|string|str|secret))?"),
-    "credential": _assignment(r"credentials?(?:[_-]?(?:json|value|secret))?"),
-    "authori": _assignment(r"authori[sz]ation(?:[_-]?code)?"),
-    "cookie": _assignment(r"cookie", cookie=True),
-    "sig": _assignment(r"sig(?:nature)?"),
-}
-_TRIMMED = frozenset({"l_bare", "xml"})  # values that may end in spaces
+class _Assignment:
+    """The patterns of a key name followed by a separator and a value.
 
-# '*key' names are secrets only with one of these qualifiers in front ('api_key', 'AccountKey').
-_KEY_QUALIFIER = re.compile(
-    r"(?:api|access|secret|private|signing|encryption|master|account|client|subscription|app"
-    r"|consumer|storage|shared|license|auth|session|service|admin|deploy|webhook|hmac|root|write"
-    r"|ingest|sas)[_.-]?\Z"
+    ``key`` matches the name and the separator and looks ahead at the first character of the
+    value (an empty group 'word', 'line' or 'xml', after the kind of separator, marks where the
+    value starts); it is what is searched for, cheaply. ``value`` then matches the whole value
+    where a key was found.
+    """
+
+    __slots__ = ("cased", "key", "value", "word")
+
+    def __init__(self, word: str, name: str, cookie: bool = False, cased: bool = False) -> None:
+        self.word = word
+        self.cased = cased  # run on the text itself rather than its lower-cased copy
+        self.key = self._compile(name, cookie, whole=False)
+        self.value = self._compile(name, cookie, whole=True)
+
+    @staticmethod
+    def _compile(name: str, cookie: bool, whole: bool) -> re.Pattern[str]:
+        word = _values(r"(?![{\[])", _COOKIE_CHAR if cookie else _WORD_CHAR, whole)
+        line = _values(r"(?![\s{\[])", _COOKIE_CHAR if cookie else _LINE_CHAR, whole)
+        xml = r"[^<\s][^<\n]{0,8191}" if whole else r"[^<\s]"
+        if not whole:
+            word, line, xml = f")(?={word}", f")(?={line}", f")(?={xml}"
+        return re.compile(
+            name
+            + r"""(?:(?:\\?["'])?[ \t]{0,3}"""  # the key's closing quote, maybe escaped
+            + r"(?:=(?![ \t=>])(?P<word>" + word + ")"
+            + r"|(?::=|=>|==|:(?!//)|=(?=[ \t]))[ \t]{0,3}(?P<line>" + line + "))"
+            + r"|>(?P<xml>" + xml + "))"  # <password>value</password>
+        )
+
+
+_ASSIGNMENTS = (
+    _Assignment(
+        "pass",
+        r"pass(?P<full>word|wd|phrase)?"
+        r"(?:[0-9]{1,2}|[_-]?(?:hash|value|plain(?:text)?|confirm(?:ation)?))?",
+    ),
+    _Assignment("pwd", r"pwd(?:[0-9]{1,2})?"),
+    _Assignment(
+        "secret", r"secret(?:[_-]?(?:access[_-]?)?key)?(?:[_-]?(?:id|value|base|pem|string|str))?"
+    ),
+    _Assignment("token", r"token(?:[_-]?(?:secret|value|string|str))?"),
+    _Assignment("key", _qualified_key() + r"(?:[_-]?(?:id|value|base|pem|string|str|secret))?"),
+    _Assignment("KEY", r"KEY(?<=_KEY)(?:_(?:ID|VALUE|BASE|PEM|STRING|STR|SECRET))?", cased=True),
+    _Assignment("credential", r"credentials?(?:[_-]?(?:json|value|secret))?"),
+    _Assignment("authori", r"authori[sz]ation(?:[_-]?code)?"),
+    _Assignment("cookie", r"cookie", cookie=True),
+    _Assignment("sig", r"sig(?:nature)?"),
 )
-_SHORT_VALUE = 256
+
+_SHORT_WORDS = frozenset({"pass", "pwd", "sig"})
+_SECRET = _marker("secret")
+_REWIND = 64
+_KEY_LAST = re.compile(r"""[ \t]{0,3}(?:\\?["']|[:=])""")
 _TO_SEMICOLON = re.compile(r"[^;\n\r\"']{0,8192}")
 _XML_OPEN = re.compile(r"<[\w.:-]{0,48}\Z")  # <password>, <db.password>
 _SCHEME = re.compile(r"[A-Za-z][\w-]{0,20}[ \t]{1,3}(?=\S)")  # Authorization: <scheme> <secret>
@@ -230,79 +277,86 @@ def _lower(text: str) -> str:
     return lowered
 
 
-def _left_ok(word: str, text: str, p: int, full: bool) -> bool:
-    """Whether the character before a key word at ``p`` allows it to start (part of) a key name."""
+def _key_ok(text: str, word: str, key: re.Match[str]) -> bool:
+    """Whether what precedes a key found at ``key`` lets it be a key."""
+    p = key.start()
     before = text[p - 1] if p else ""
     if before == "/":  # a path such as /etc/passwd, not a key
         return False
-    if word in ("pwd", "sig") or (word == "pass" and not full):
-        # Short words need a separator or a camel-case hump in front: DB_PASS, dbPass, db_pwd,
-        # ;Pwd=, ?sig=, X-Amz-Signature; not 'bypass', 'compass', 'PWD' (the working directory).
-        if word == "sig":
-            return before in ("?", "&", "-", "_")
-        if word == "pass" and before in ('"', "'"):  # {"user": "bob", "pass": "..."}
-            return True
-        return before in ("_", "-", ".", ";") or (before.islower() and text[p].isupper())
-    return True
+    if key.lastgroup == "xml" and not _XML_OPEN.search(text, max(0, p - 49), p):
+        return False
+    if word not in _SHORT_WORDS or (word == "pass" and key.group("full") is not None):
+        return True
+    # Short words need a separator or a camel-case hump in front: DB_PASS, dbPass, db_pwd,
+    # ;Pwd=, ?sig=, X-Amz-Signature; not 'bypass', 'compass', 'PWD' (the working directory).
+    if word == "sig":
+        return before in ("?", "&", "-", "_")
+    if word == "pass" and before in ('"', "'"):  # {"user": "bob", "pass": "..."}
+        return True
+    return before in ("_", "-", ".", ";") or (before.islower() and text[p].isupper())
 
 
-def _assigned_secret(text: str, lowered: str, word: str, match: re.Match[str]) -> _Edit | None:
-    """The edit replacing the value of an assignment ``match``, or None if it is not a secret."""
-    p = match.start()
-    if not _left_ok(word, text, p, word != "pass" or match.group("full") is not None):
-        return None
-    if word == "key" and not (
-        _KEY_QUALIFIER.search(lowered, max(0, p - 16), p)
-        or (p and text[p - 1] == "_" and text.startswith("KEY", p))  # env files: FOO_KEY=...
-    ):
-        return None
-    group = match.lastgroup or ""
-    if group == "xml" and not _XML_OPEN.search(text, max(0, p - 49), p):
-        return None
-    start, end = match.span(group)
-    if group == "w_bare" and p and text[p - 1] == ";":
+def _value_span(text: str, word: str, value: re.Match[str]) -> tuple[int, int]:
+    """Where the secret is in a value matched by ``value``: inside the quotes, without trailing
+    spaces, after an Authorization scheme; to the next ';' in a connection string."""
+    group = value.lastgroup or ""
+    start, end = value.span(group)
+    first = text[start]
+    if first in "\"'":
+        start += 1
+    elif first == "\\" and text[start + 1 : start + 2] in ('"', "'"):
+        start += 2
+    elif group == "word" and value.start() and text[value.start() - 1] == ";":
         # A connection string (Server=db;Password=p@ss w0rd;): the value runs to the next ';'.
         stop = _TO_SEMICOLON.match(text, end)
         if stop is not None:
-            end = start + len(text[start : stop.end()].rstrip())
-    elif group in _TRIMMED:
-        end = start + len(match.group(group).rstrip())
+            end = stop.end()
+        end = start + len(text[start:end].rstrip())
+    elif group != "word":
+        end = start + len(text[start:end].rstrip())
     if word == "authori":  # Authorization: Bearer <token> -- keep the scheme
         scheme = _SCHEME.match(text, start, end)
         if scheme is not None:
             start = scheme.end()
-    if text.startswith(_ALREADY, start):  # replaced by an earlier rule
-        return None
-    return start, end, _marker("secret")
+    return start, end
 
 
 def _rule_assignment(text: str, lowered: str) -> str:
     if ":" not in text and "=" not in text and ">" not in text:
         return text
-    # The next match of each key word's pattern; always the earliest one is looked at.
-    upcoming: dict[str, re.Match[str]] = {}
-    for word, pattern in _ASSIGNMENTS.items():
-        match = pattern.search(lowered)
-        if match is not None:
-            upcoming[word] = match
+    # The next key of each key word, earliest first.
+    upcoming: list[tuple[int, int, re.Match[str]]] = []
+    for index, assignment in enumerate(_ASSIGNMENTS):
+        key = assignment.key.search(text if assignment.cased else lowered)
+        if key is not None:
+            upcoming.append((key.start(), index, key))
+    heapq.heapify(upcoming)
     edits: list[_Edit] = []
     done = 0  # text[:done] is settled
-    # Where the next key may start. A short value may hold the next key ('api_key= password = x'
-    # or 'password= "password": "x"'), so keys inside it are still looked at.
+    # Where the next key may start. A value next to a separator or a quote may end with the next
+    # key ('a=b:password: x', 'a=(password = x', 'a= "password": "x"'), so the end of it is
+    # looked at again.
     floor = 0
     while upcoming:
-        word = min(upcoming, key=lambda w: upcoming[w].start())
-        p = upcoming[word].start()
-        edit = _assigned_secret(text, lowered, word, upcoming[word]) if p >= floor else None
-        if edit is not None and edit[0] >= done:
-            edits.append(edit)
-            done = edit[1]
-            floor = edit[0] if done - edit[0] <= _SHORT_VALUE else done
-        match = _ASSIGNMENTS[word].search(lowered, max(p + 1, floor))
-        if match is None:
-            del upcoming[word]
+        p, index, key = upcoming[0]
+        assignment = _ASSIGNMENTS[index]
+        haystack = text if assignment.cased else lowered
+        # A key inside the last value counts only if its own value starts after that value.
+        value_after = key.start(key.lastgroup or 0) >= done
+        if p >= floor and value_after and _key_ok(text, assignment.word, key):
+            value = assignment.value.match(haystack, p)
+            if value is not None:
+                start, end = _value_span(text, assignment.word, value)
+                if not text.startswith(_ALREADY, start):  # not replaced by an earlier rule
+                    edits.append((start, end, _SECRET))
+                done = end
+                key_last = text[done - 1] in ":=" or _KEY_LAST.match(text, done) is not None
+                floor = max(start, done - _REWIND) if key_last else done
+        following = assignment.key.search(haystack, p + 1 if p + 1 > floor else floor)
+        if following is None:
+            heapq.heappop(upcoming)
         else:
-            upcoming[word] = match
+            heapq.heapreplace(upcoming, (following.start(), index, following))
     return _splice(text, edits)
 
 
@@ -310,8 +364,10 @@ def _rule_assignment(text: str, lowered: str) -> str:
 # Command-line flags: --password hunter2, --api-key "x", -u user:password, --user user:password.
 
 _CLI_FLAG = re.compile(
-    rf"-{_starts_word('-')}(?:-(?P<name>[A-Za-z][\w-]{{0,47}})|u)[ \t]{{1,3}}"
+    rf"-{_starts_word('-')}(?:"
+    r"-(?P<name>[A-Za-z][\w-]{0,47})[ \t]{1,3}"
     r"(?P<value>\"[^\"\n]{1,8192}\"?|'[^'\n]{1,8192}'?|(?!-)[^\s\"']{1,8192})"
+    r"|u[ \t]{1,3}[\"']?(?P<user>[^\s:\"']{1,256}):(?P<password>[^\s\"']{1,8192}))"
 )
 _CLI_SECRET_NAME = re.compile(
     r"(?:[\w-]*[_-])?(?:password|passwd|pass|pwd|passphrase|secret|token|credentials?|bearer"
@@ -319,32 +375,36 @@ _CLI_SECRET_NAME = re.compile(
     r"|subscription|app|storage|shared|license|auth|session|service|admin|deploy|webhook)[_-]?key)",
     re.IGNORECASE,
 )
-_USER_PASSWORD = re.compile(r"[\"']?([^\s:\"']{1,256}:)(?![0-9]{1,10}[\"']?\Z)([^\s\"']{1,8192})")
+_USER_PASSWORD = re.compile(r"[\"']?(?P<user>[^\s:\"']{1,256}):(?P<password>[^\s\"']{1,8192})")
+_PASSWORD = _marker("password")
 
-
-# --------------------------------------------------------------------------------------------
-# Rules. Each takes the text and its lower-cased copy and returns the text itself (the same
-# object) when it has nothing to replace.
 
 def _cli_edit(match: re.Match[str]) -> _Edit | None:
+    password = match.group("password")
+    if password is not None:
+        # -u user:password (curl and friends); a numeric uid:gid is left alone.
+        if password.isdigit() and match.group("user").isdigit():
+            return None
+        if password.startswith(_ALREADY):
+            return None
+        return match.start("password"), match.end("password"), _PASSWORD
     name = match.group("name")
     value = match.group("value")
     start, end = match.span("value")
     if value.startswith(_ALREADY):
         return None
-    if name is None or name.lower() == "user":
-        # -u user:password (curl and friends); a numeric uid:gid is left alone.
+    if name.lower() == "user":  # --user user:password
         user = _USER_PASSWORD.match(value)
-        if user is None:
+        if user is None or (user.group("user").isdigit() and user.group("password").isdigit()):
             return None
-        return start + user.end(1), start + user.end(2), _marker("password")
+        return start + user.start("password"), start + user.end("password"), _PASSWORD
     if not _CLI_SECRET_NAME.fullmatch(name):
         return None
     if value[0] in "\"'":  # keep the quotes
         start += 1
         if len(value) > 1 and value.endswith(value[0]):
             end -= 1
-    return start, end, _marker("secret")
+    return start, end, _SECRET
 
 
 def _bearer_edit(match: re.Match[str]) -> _Edit | None:
@@ -365,6 +425,11 @@ def _basic_edit(match: re.Match[str]) -> _Edit | None:
     if b":" not in decoded:
         return None
     return match.start(2), match.end(2), _marker("credentials")
+
+
+# --------------------------------------------------------------------------------------------
+# Rules. Each takes the text and its lower-cased copy and returns the text itself (the same
+# object) when it has nothing to replace.
 
 
 def _edits(
@@ -440,7 +505,18 @@ def _rule_bearer_basic(text: str, lowered: str) -> str:
 def _rule_cli_flag(text: str, lowered: str) -> str:
     if "-" not in text:
         return text
-    return _edits(_CLI_FLAG, text, _cli_edit)
+    edits: list[_Edit] = []
+    done = 0
+    match = _CLI_FLAG.search(text)
+    while match is not None:
+        edit = _cli_edit(match)
+        if edit is not None and edit[0] >= done:
+            edits.append(edit)
+            done = edit[1]
+        # A value may hold the next flag ('--token (--password x'): look inside it again.
+        dash = text.find("-", match.start() + 2, match.end())
+        match = _CLI_FLAG.search(text, dash if dash >= 0 else match.end())
+    return _splice(text, edits)
 
 
 # In this order: a JWT inside 'Bearer eyJ...' is reported as a JWT, an assignment whose value an
@@ -458,8 +534,9 @@ _RULES: tuple[Callable[[str, str], str], ...] = (
     _rule_cli_flag,
 )
 
-# The kinds of secret recognised (the <kind> in [REDACTED:<kind>] is one of these or 'token',
-# 'password', 'credentials', 'secret').
+# The names of the redaction rules, one per kind of secret recognised. (The <kind> in a marker is
+# what replaced the secret: private_key, aws_access_key_id, jwt, token, password, credentials or
+# secret.)
 REDACTION_RULES: tuple[str, ...] = (
     "private_key",
     "aws_access_key_id",

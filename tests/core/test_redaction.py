@@ -151,7 +151,8 @@ CASES = [
     (
         "java-properties",
         "spring.datasource.url=jdbc:postgresql://db/app\nspring.datasource.password=s3cret",
-        "spring.datasource.url=jdbc:postgresql://db/app\nspring.datasource.password=[REDACTED:secret]",
+        "spring.datasource.url=jdbc:postgresql://db/app\n"
+        "spring.datasource.password=[REDACTED:secret]",
     ),
     (
         "xml-element",
@@ -386,9 +387,9 @@ CASES = [
     ),
     (
         "comparison-and-ruby-hash",
-        "if password == 'abc': ... {:password => 'x'} ... $pass := \"y\"",
+        "if password == 'abc': ... {:password => 'x'} ... $db_pass := \"y\"",
         "if password == '[REDACTED:secret]': ... {:password => '[REDACTED:secret]'} ... "
-        '$pass := "y"',
+        '$db_pass := "[REDACTED:secret]"',
     ),
     (
         "several-secrets-on-one-line",
@@ -453,7 +454,8 @@ def test_ordinary_text_is_left_intact(text: str) -> None:
 
 def test_unicode_text_keeps_its_positions() -> None:
     """Characters whose lower-case form is longer (İ) do not shift what is replaced."""
-    assert redact("İstanbul İ password=hunter2 İ") == "İstanbul İ password=[REDACTED:secret] İ"
+    expected = "İstanbul İ password=[REDACTED:secret] İ"
+    assert redact("İstanbul İ password=hunter2 İ") == expected
 
 
 def test_rule_names_are_listed() -> None:
@@ -475,14 +477,19 @@ def test_rule_names_are_listed() -> None:
 # ---------------------------------------------------------------------------------------------
 # Properties.
 
-SEPARATORS = st.sampled_from([" ", "\n", "\t", '"', "'", "(", ",", ";", "[", "= ", ": ", "\\n"])
+# What separates a secret from the text around it: white space (also JSON-escaped), quotes and
+# punctuation.
+LEFT = st.sampled_from([" ", "\n", "\t", "\r\n", "\\n", ", ", "; ", '"', "'", "= ", ": "])
+RIGHT = st.sampled_from([" ", "\n", "\t", "\\n", '"', "'", ",", ";", ")", "]", "}", ". "])
 BODY = st.text(ALNUM, min_size=16, max_size=16)
 
 
 @st.composite
 def secrets(draw: st.DrawFn) -> tuple[str, str]:
     """A generated secret and the part of it that must not survive redaction."""
-    kind = draw(st.sampled_from(["aws", "jwt", "provider", "url", "bearer", "assignment"]))
+    kind = draw(
+        st.sampled_from(["aws", "jwt", "provider", "url", "bearer", "cli", "xml", "assignment"])
+    )
     if kind == "aws":
         body = draw(st.text(string.ascii_uppercase + string.digits, min_size=16, max_size=16))
         return draw(st.sampled_from(["AKIA", "ASIA"])) + body, body
@@ -523,13 +530,21 @@ def secrets(draw: st.DrawFn) -> tuple[str, str]:
         )
         token = token.rjust(8, "0")
         return f"Authorization: Bearer {token}", token
+    value = draw(st.text(ALNUM + "!#$%*+-./@^_~", min_size=6, max_size=30))
+    if kind == "cli":
+        flag = draw(st.sampled_from(["--password", "--api-key", "--token", "--client-secret"]))
+        if value.startswith("-"):
+            value = "x" + value
+        forms = [f"{flag} {value}", f"{flag}={value}", f"-u bob:{value}"]
+        return draw(st.sampled_from(forms)), value
+    if kind == "xml":
+        return f"<password>{value}</password>", value
     key = draw(
         st.sampled_from(
             ["password", "DB_PASSWORD", "api_key", "apiKey", "client_secret", "auth_token",
              "SECRET_KEY", "x-api-key", "passphrase", "credentials"]
         )
     )
-    value = draw(st.text(ALNUM + "!#$%*+-./@^_~", min_size=6, max_size=30))
     form = draw(st.sampled_from(["{k}={v}", "{k}: {v}", '"{k}": "{v}"', "{k} = '{v}'"]))
     return form.format(k=key, v=value), value
 
@@ -541,8 +556,37 @@ def test_redact_never_raises(text: str) -> None:
     assert isinstance(redact(text), str)
 
 
+# Pieces of secrets and their surroundings, to build texts that exercise every rule.
+PIECES = st.lists(
+    st.sampled_from(
+        [
+            *string.printable,
+            *("İ", "é", "password", "token", "api_key", "KEY", "Bearer ", "Basic ", "://", "@"),
+            *("eyJ", "sk-", "ghp_", "AKIA", "-----BEGIN PRIVATE KEY-----", "--password ", "-u "),
+            *("<password>", "\\n", '\\"', "= ", ": ", "Authorization: ", "Cookie: ", ";Pwd="),
+            "&sig=",
+        ]
+    ),
+    max_size=80,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PIECES)
+def test_redact_never_raises_on_secret_like_text(text: str) -> None:
+    """Text made of pieces of secrets, cut anywhere, can be redacted."""
+    assert isinstance(redact(text), str)
+
+
+def test_every_prefix_of_a_text_full_of_secrets_can_be_redacted() -> None:
+    """Captured text is often cut; a text cut at any character can still be redacted."""
+    for _, text, _ in CASES:
+        for end in range(len(text) + 1):
+            assert isinstance(redact(text[:end]), str)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(st.sampled_from(string.printable + "\"'{}[]:=-_/@.İ é"), max_size=400))
+@given(PIECES)
 def test_redact_is_idempotent(text: str) -> None:
     """Redacting an already redacted text changes nothing more."""
     once = redact(text)
@@ -550,7 +594,7 @@ def test_redact_is_idempotent(text: str) -> None:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(secrets(), st.text(max_size=200), SEPARATORS, SEPARATORS, st.text(max_size=200))
+@given(secrets(), st.text(max_size=200), LEFT, RIGHT, st.text(max_size=200))
 def test_embedded_secret_never_survives(
     secret: tuple[str, str], before: str, left: str, right: str, after: str
 ) -> None:
