@@ -38,42 +38,29 @@ def test_importing_agentguard_patches_nothing_and_imports_no_framework() -> None
     assert out.strip() == "False"
 
 
-def test_instrument_before_the_framework_import_patches_it_on_import() -> None:
-    """Calling instrument() before ``import langchain_core`` still traces its tools."""
-    out = _run("""
-        import agentguard
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        exporter = InMemorySpanExporter()
-        agentguard.instrument(exporter=exporter)
-        from langchain_core.tools import tool
-        @tool
-        def ping(x: int) -> int:
-            "ping"
-            return x
-        ping.invoke({"x": 1})
-        agentguard.uninstrument()
-        print([s.name for s in exporter.get_finished_spans()])
-    """)
-    assert out.strip() == "['execute_tool ping']"
+_INSTRUMENT = """
+import agentguard
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+agentguard.instrument(exporter=exporter)
+"""
+_IMPORT = "from langchain_core.tools import tool\n"
+_USE = """
+@tool
+def ping(x: int) -> int:
+    "ping"
+    return x
+ping.invoke({"x": 1})
+agentguard.uninstrument()
+print([s.name for s in exporter.get_finished_spans()])
+"""
 
 
-def test_instrument_after_the_framework_import_patches_it_immediately() -> None:
-    """Calling instrument() after ``import langchain_core`` traces its tools too."""
-    out = _run("""
-        from langchain_core.tools import tool
-        import agentguard
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        exporter = InMemorySpanExporter()
-        agentguard.instrument(exporter=exporter)
-        @tool
-        def ping(x: int) -> int:
-            "ping"
-            return x
-        ping.invoke({"x": 1})
-        agentguard.uninstrument()
-        print([s.name for s in exporter.get_finished_spans()])
-    """)
-    assert out.strip() == "['execute_tool ping']"
+@pytest.mark.parametrize("order", ["instrument-first", "import-first"])
+def test_instrument_before_or_after_the_framework_import_traces_its_tools(order: str) -> None:
+    """instrument() traces LangChain tools whether it runs before or after ``import langchain_core``."""
+    setup = _INSTRUMENT + _IMPORT if order == "instrument-first" else _IMPORT + _INSTRUMENT
+    assert _run(setup + _USE).strip() == "['execute_tool ping']"
 
 
 def test_double_instrument_gives_one_span_per_call(guarded: Any, spans: Any) -> None:
