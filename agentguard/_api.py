@@ -16,20 +16,32 @@ __all__ = ["flush", "get_guard", "instrument", "stats", "uninstrument"]
 _atexit_registered = False
 
 
-def _policies(policy: Any) -> list[Any]:
+def _normalise_policy(policy: Any) -> list[Any] | None:
+    """``policy=`` may be one item or a list; each item a file path, a callable or a policy object."""
     if policy is None:
-        return []
-    if callable(policy) or isinstance(policy, PolicyStage):
+        return None
+    if isinstance(policy, (str, bytes)) or callable(policy) or isinstance(policy, PolicyStage):
         return [policy]
-    if isinstance(policy, Sequence) and not isinstance(policy, (str, bytes)):
-        items = list(policy)
-        for item in items:
-            if not (callable(item) or isinstance(item, PolicyStage)):
-                raise ConfigError(
-                    f"policy: {item!r} is neither a callable nor a policy object"
-                )
-        return items
-    raise ConfigError(f"policy: expected a callable or a list of callables, got {policy!r}")
+    if isinstance(policy, Sequence):
+        return list(policy)
+    raise ConfigError(
+        f"policy: expected a file path, a callable, a policy object or a list of them, got {policy!r}"
+    )
+
+
+def _policies(items: Sequence[Any]) -> list[Any]:
+    """The policy stages named by the configuration, in order."""
+    stages: list[Any] = []
+    for item in items:
+        if callable(item) or isinstance(item, PolicyStage):
+            stages.append(item)
+        else:
+            raise ConfigError(f"policy: {item!r} is neither a callable nor a policy object")
+    return stages
+
+
+def _build_stages(guard: Guard) -> None:
+    """Attach the pipeline stages the configuration asks for (detectors, baseline, sensors)."""
 
 
 def instrument(
@@ -49,6 +61,14 @@ def instrument(
     fail_closed: bool | None = None,
     max_queue_size: int | None = None,
     export_timeout: float | None = None,
+    on_block: str | None = None,
+    on_policy_error: str | None = None,
+    builtin_rules: bool | None = None,
+    disabled_rules: Sequence[str] | None = None,
+    injection_detection: bool | None = None,
+    runtime_sensor: bool | None = None,
+    propagate_context: bool | None = None,
+    profile: str | None = None,
     tracer_provider: Any = None,
 ) -> Guard:
     """Start guarding this process: patch the available frameworks and begin tracing.
@@ -76,9 +96,18 @@ def instrument(
             "fail_closed": fail_closed,
             "max_queue_size": max_queue_size,
             "export_timeout": export_timeout,
+            "policy": _normalise_policy(policy),
+            "on_block": on_block,
+            "on_policy_error": on_policy_error,
+            "builtin_rules": builtin_rules,
+            "disabled_rules": list(disabled_rules) if disabled_rules is not None else None,
+            "injection_detection": injection_detection,
+            "runtime_sensor": runtime_sensor,
+            "propagate_context": propagate_context,
+            "profile": profile,
         }
     )
-    policies = _policies(policy)
+    policies = _policies(config.policy)
     wanted = config.integrations if config.integrations is not None else list(registry.AVAILABLE)
     unknown = [name for name in [*wanted, *config.disabled_integrations]
                if name not in registry.AVAILABLE]
@@ -93,6 +122,7 @@ def instrument(
 
         telemetry = build_telemetry(config, tracer_provider)
         guard = Guard(config, telemetry.tracer, _state.conversations, policies=policies)
+        _build_stages(guard)
         previous = _state.telemetry
         _state.telemetry = telemetry
         _state.guard = guard

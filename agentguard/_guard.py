@@ -100,9 +100,13 @@ class BaselineStage(Protocol):
 
 @runtime_checkable
 class PolicyStage(Protocol):
-    """Decides about an event given what detectors and the baseline found."""
+    """Decides about an event given what detectors and the baseline found.
 
-    def evaluate(self, event: Any, verdict: Verdict) -> Decision | None: ...
+    ``evaluate`` returns ``None`` (nothing to say), one :class:`Decision`, or several (a rule set
+    where more than one rule matched); each non-allow decision becomes a finding.
+    """
+
+    def evaluate(self, event: Any, verdict: Verdict) -> Decision | Iterable[Decision] | None: ...
 
 
 class CallbackPolicy:
@@ -112,7 +116,7 @@ class CallbackPolicy:
         self.fn = fn
         self.name = getattr(fn, "__name__", repr(fn))
 
-    def evaluate(self, event: Any, verdict: Verdict) -> Decision | None:
+    def evaluate(self, event: Any, verdict: Verdict) -> Decision | Iterable[Decision] | None:
         return self.fn(event)
 
 
@@ -426,11 +430,21 @@ class Guard:
                 internal_error("baseline", exc)
         for policy in self.policies:
             try:
-                decision = policy.evaluate(event, verdict)
+                result = policy.evaluate(event, verdict)
             except Exception as exc:
-                decision = self._policy_error(policy, exc)
-            if decision is not None and decision.action != "allow":
-                verdict.add(self.finding_for(event, decision))
+                result = self._policy_error(policy, exc)
+            if result is None:
+                continue
+            if isinstance(result, Decision):
+                if result.action != "allow":
+                    verdict.add(self.finding_for(event, result))
+                continue
+            try:
+                for decision in result:
+                    if decision.action != "allow":
+                        verdict.add(self.finding_for(event, decision))
+            except Exception as exc:
+                verdict.add(self.finding_for(event, self._policy_error(policy, exc)))
         return verdict
 
     def _policy_error(self, policy: PolicyStage, exc: Exception) -> Decision:
@@ -438,7 +452,8 @@ class Guard:
         reason = f"policy {getattr(policy, 'name', type(policy).__name__)} raised " \
                  f"{type(exc).__name__}: {exc}"
         evidence = {"exception": type(exc).__name__, "message": str(exc)[:500]}
-        if self.mode == "enforce":
+        on_error = self.config.on_policy_error or ("block" if self.mode == "enforce" else "allow")
+        if on_error == "block":
             return Decision.block(reason, "high", rule_id="policy-error", evidence=evidence)
         return Decision.alert(reason, "medium", rule_id="policy-error", evidence=evidence)
 
@@ -687,6 +702,25 @@ class Guard:
             )
             self._judge_start(op, event)
         return op
+
+    def context_here(self) -> EventContext:
+        """The context of whatever is running in this thread or task right now (for sensors).
+
+        Inside a tool call that is the tool's span; else the innermost agent operation; else just
+        the agent identity, pid and thread.
+        """
+        frame = current_frame()
+        op = frame.tool or frame.agent
+        if op is not None:
+            return op.event_context()
+        conv = frame.conversation
+        return EventContext.model_construct(
+            agent=self.config.service_name,
+            conversation_id=conv.id if conv is not None else None,
+            user=conv.user if conv is not None else None,
+            turn=frame.turn, trace_id=None, span_id=None, tool=None, tool_call_id=None,
+            pid=os.getpid(), tid=threading.get_native_id(),
+        )
 
     def emit_event(self, event: _EventBase) -> Verdict:
         """Judge an event that has no span of its own (sensors); findings land on the current span."""

@@ -29,9 +29,18 @@ ENV_VARS: dict[str, str] = {
     "fail_closed": "AGENTGUARD_FAIL_CLOSED",
     "max_queue_size": "AGENTGUARD_MAX_QUEUE_SIZE",
     "export_timeout": "AGENTGUARD_EXPORT_TIMEOUT",
+    "policy": "AGENTGUARD_POLICY",
+    "on_block": "AGENTGUARD_ON_BLOCK",
+    "on_policy_error": "AGENTGUARD_ON_POLICY_ERROR",
+    "builtin_rules": "AGENTGUARD_BUILTIN_RULES",
+    "disabled_rules": "AGENTGUARD_DISABLED_RULES",
+    "injection_detection": "AGENTGUARD_INJECTION_DETECTION",
+    "runtime_sensor": "AGENTGUARD_RUNTIME_SENSOR",
+    "propagate_context": "AGENTGUARD_PROPAGATE_CONTEXT",
+    "profile": "AGENTGUARD_PROFILE",
 }
 
-_LIST_FIELDS = {"integrations", "disabled_integrations"}
+_LIST_FIELDS = {"integrations", "disabled_integrations", "disabled_rules", "policy"}
 
 
 class ConfigError(ValueError):
@@ -58,6 +67,18 @@ class Config(BaseModel):
     max_queue_size: int = Field(4096, ge=16, le=1 << 20)
     export_timeout: float = Field(10.0, gt=0, le=300)
     on_finding: Callable[..., Any] | None = None
+    # Policy files (paths), callables and policy objects, in the order they were given.
+    policy: list[Any] = Field(default_factory=list)
+    # A blocked LangChain tool call: the model gets an error tool message, or the caller an exception.
+    on_block: Literal["tool_message", "raise"] = "tool_message"
+    # A policy that raises: None means allow in learn/monitor and block in enforce.
+    on_policy_error: Literal["allow", "block"] | None = None
+    builtin_rules: bool = True
+    disabled_rules: list[str] = Field(default_factory=list)
+    injection_detection: bool = True
+    runtime_sensor: bool = True
+    propagate_context: bool = True
+    profile: str | None = None
 
     @field_validator("exporter")
     @classmethod
