@@ -152,11 +152,39 @@ def _finish_tool(op: Operation, output: Any) -> None:
             raise ToolCallBlocked(finding)
 
 
+def _blocked_reply(guard: Guard, instance: Any, kwargs: dict[str, Any],
+                   blocked: ToolCallBlocked) -> Any:
+    """What a blocked call returns: an error tool message for the model, or the exception.
+
+    With ``on_block="tool_message"`` (the default) and a call the model asked for (it has a tool
+    call id), the model gets an error ``ToolMessage`` naming the rule, as LangChain reports a tool
+    error, so the agent can recover; the blocked result never reaches it. A direct call from code
+    has no model to tell, so it raises, as does every call with ``on_block="raise"``.
+    """
+    call_id = kwargs.get("tool_call_id")
+    if guard.config.on_block == "raise" or not call_id:
+        raise blocked
+    from langchain_core.messages import ToolMessage
+
+    finding = blocked.finding
+    return ToolMessage(
+        content=f"Error: agentguard blocked this call to {instance.name} "
+                f"[{finding.rule_id}]: {finding.title}",
+        tool_call_id=call_id,
+        name=instance.name,
+        status="error",
+        additional_kwargs={"agentguard_rule_id": finding.rule_id},
+    )
+
+
 def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     guard = _state.guard
     if guard is None:
         return wrapped(*args, **kwargs)
-    op = _start_tool(guard, instance, args, kwargs)
+    try:
+        op = _start_tool(guard, instance, args, kwargs)
+    except ToolCallBlocked as blocked:
+        return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return wrapped(*args, **kwargs)
     token = op.activate()
@@ -167,7 +195,10 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         raise
     finally:
         op.deactivate(token)
-    _finish_tool(op, output)
+    try:
+        _finish_tool(op, output)
+    except ToolCallBlocked as blocked:
+        return _blocked_reply(guard, instance, kwargs, blocked)
     return output
 
 
@@ -176,7 +207,10 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     guard = _state.guard
     if guard is None:
         return await wrapped(*args, **kwargs)
-    op = _start_tool(guard, instance, args, kwargs)
+    try:
+        op = _start_tool(guard, instance, args, kwargs)
+    except ToolCallBlocked as blocked:
+        return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return await wrapped(*args, **kwargs)
     token = op.activate()
@@ -187,7 +221,10 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
         raise
     finally:
         op.deactivate(token)
-    _finish_tool(op, output)
+    try:
+        _finish_tool(op, output)
+    except ToolCallBlocked as blocked:
+        return _blocked_reply(guard, instance, kwargs, blocked)
     return output
 
 

@@ -270,3 +270,78 @@ def test_fail_open_by_default_runs_the_tool_despite_internal_errors(
     monkeypatch.setattr(guard, "start_tool", broken_start)
     assert lookup_customer.invoke({"customer_id": 1})["id"] == 1
     assert agentguard.stats()["internal_errors"]["langchain tool start"] >= 1
+
+
+def _block_tool(name: str, phase: str = "call") -> Any:
+    def policy(event: Any) -> agentguard.Decision | None:
+        if getattr(event, "tool", None) == name and getattr(event, "phase", None) == phase:
+            return agentguard.Decision.block(f"{name} is not allowed", rule_id="B1")
+        return None
+    return policy
+
+
+def test_a_blocked_model_tool_call_answers_the_model_with_an_error_message(
+        guarded: Any, spans: Any) -> None:
+    """A blocked call the model asked for returns an error ToolMessage naming the rule, and the
+    tool body never runs."""
+    ran: list[int] = []
+
+    def delete(customer_id: int) -> str:
+        ran.append(customer_id)
+        return "deleted"
+
+    tool = StructuredTool.from_function(delete, name="delete_customer", description="delete")
+    guarded(mode="enforce", policy=_block_tool("delete_customer"))
+    reply = tool.invoke({"name": "delete_customer", "args": {"customer_id": 1}, "id": "call-9",
+                         "type": "tool_call"})
+    assert ran == []
+    assert reply.status == "error"
+    assert reply.tool_call_id == "call-9"
+    assert "[B1]" in reply.content and "delete_customer is not allowed" in reply.content
+    span = spans.one("execute_tool delete_customer")
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["agentguard.decision"] == "block"
+
+
+async def test_a_blocked_async_tool_call_answers_the_model_with_an_error_message(
+        guarded: Any) -> None:
+    """The async path converts a block into the same error ToolMessage."""
+    from tests.integrations.langchain.agents import async_weather
+
+    guarded(mode="enforce", policy=_block_tool("async_weather"))
+    reply = await async_weather.ainvoke({"name": "async_weather", "args": {"city": "Oslo"},
+                                         "id": "call-3", "type": "tool_call"})
+    assert reply.status == "error" and "[B1]" in reply.content
+
+
+def test_on_block_raise_propagates_to_the_caller(guarded: Any) -> None:
+    """With on_block="raise" a blocked model tool call raises ToolCallBlocked instead."""
+    guarded(mode="enforce", on_block="raise", policy=_block_tool("lookup_customer"))
+    with pytest.raises(agentguard.ToolCallBlocked) as info:
+        lookup_customer.invoke({"name": "lookup_customer", "args": {"customer_id": 1},
+                                "id": "call-1", "type": "tool_call"})
+    assert info.value.finding.rule_id == "B1"
+
+
+def test_a_result_blocked_after_the_call_never_reaches_the_model(guarded: Any, spans: Any) -> None:
+    """A block on the result (post-call check) replaces the tool's output with an error message."""
+    guarded(mode="enforce", policy=_block_tool("lookup_customer", phase="result"))
+    reply = lookup_customer.invoke({"name": "lookup_customer", "args": {"customer_id": 1},
+                                    "id": "call-2", "type": "tool_call"})
+    assert reply.status == "error"
+    assert "Ada" not in reply.content
+    assert spans.one("execute_tool lookup_customer").attributes["agentguard.decision"] == "block"
+
+
+def test_an_agent_recovers_from_a_blocked_tool_call(guarded: Any, spans: Any) -> None:
+    """Inside a real agent the model reads the block as a tool error and answers the user."""
+    from tests.integrations.langchain.agents import make_agent
+
+    guarded(mode="enforce", policy=_block_tool("lookup_customer"))
+    agent = make_agent([say("", call("lookup_customer", "c7", customer_id=7)),
+                        say("I cannot look that up.")])
+    result = agent.invoke({"messages": [("user", "who is customer 7?")]})
+    tool_messages = [m for m in result["messages"] if m.type == "tool"]
+    assert len(tool_messages) == 1 and tool_messages[0].status == "error"
+    assert "[B1]" in tool_messages[0].content
+    assert result["messages"][-1].content == "I cannot look that up."
