@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
+from agentguard._spans import PendingContent
 from agentguard.redaction import redact
 
 __all__ = ["CaptureMode", "ContentCapture", "to_json"]
@@ -48,6 +49,8 @@ _HASH_LIMIT = 1 << 24
 _JSON_CUT = "...[truncated]"
 _REDACTED = "[REDACTED:"
 _LONG_WINDOW = 1 << 20
+# Longer strings are redacted at once rather than kept alive until they are exported.
+_PENDING_LIMIT = 1 << 16
 _ENDS_REDACTED = re.compile(r"\[REDACTED:[a-z_]{1,32}\]\Z")
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None))
@@ -375,6 +378,24 @@ class ContentCapture:
             if _far_enough(redacted, self.max_length, limit) or limit >= _HASH_LIMIT:
                 return self._marked(redacted, f"more than {len(encoded)}")
             limit *= 4
+
+    def pending(self, value: Any) -> Any:
+        """Like :meth:`value`, but may leave redaction for later: returns ``None``, the captured
+        text, or a :class:`~agentguard._spans.PendingContent` whose ``resolve()`` gives it.
+
+        Serialising happens now (the value may change after the call); redacting and cutting
+        the resulting immutable text can happen in the export thread, with the same result.
+        """
+        if self.mode != "redacted":
+            return self.value(value)
+        if isinstance(value, str):
+            if len(value) > _PENDING_LIMIT:
+                return self._shown(value, complete=True)
+            return PendingContent(value, True, self._shown)
+        encoded, complete = _encode(value, self.max_length + _REDACT_MARGIN)
+        if not complete:
+            return self.value(value)
+        return PendingContent(encoded, True, self._shown)
 
     def _shown(self, text: str, complete: bool) -> str:
         """``text`` (redacted in ``redacted`` mode) within ``max_length``, marked when cut."""

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from agentguard._guard import Operation
 
 __all__ = [
@@ -80,9 +82,10 @@ class ConversationRegistry:
 
 
 class Frame:
-    """What encloses the code running now: conversation, turn, agent and tool operations."""
+    """What encloses the code running now: conversation, turn, agent and tool operations, and
+    the innermost agentguard span (``span``), the parent of the next one agentguard opens."""
 
-    __slots__ = ("agent", "conversation", "suppressed", "tool", "turn")
+    __slots__ = ("agent", "conversation", "span", "suppressed", "tool", "turn")
 
     def __init__(
         self,
@@ -91,15 +94,18 @@ class Frame:
         agent: Operation | None = None,
         tool: Operation | None = None,
         suppressed: frozenset[str] = frozenset(),
+        span: Span | None = None,
     ) -> None:
         self.conversation = conversation
         self.turn = turn
         self.agent = agent
         self.tool = tool
         self.suppressed = suppressed
+        self.span = span
 
     def replace(self, **changes: Any) -> Frame:
-        frame = Frame(self.conversation, self.turn, self.agent, self.tool, self.suppressed)
+        frame = Frame(self.conversation, self.turn, self.agent, self.tool, self.suppressed,
+                      self.span)
         for name, value in changes.items():
             setattr(frame, name, value)
         return frame

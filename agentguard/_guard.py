@@ -23,6 +23,7 @@ from agentguard import semconv
 from agentguard._content import ContentCapture, to_json
 from agentguard._context import FRAME_KEY, ConversationRegistry, Frame, current_frame
 from agentguard._errors import internal_error
+from agentguard._spans import LightTracer
 from agentguard.config import Config
 from agentguard.events import (
     EventContext,
@@ -31,6 +32,7 @@ from agentguard.events import (
     ToolCall,
     Turn,
     _EventBase,
+    trusted,
 )
 from agentguard.findings import SEVERITY_ORDER, Decision, Finding, ToolCallBlocked
 
@@ -154,11 +156,21 @@ def logging_sink(finding: Finding) -> None:
         )
 
 
-def _hex_ids(span: trace.Span) -> tuple[str | None, str | None]:
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
-        return None, None
-    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+_SPAN_KEY: str | None
+try:
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # pragma: no cover - the key's home moved
+    _SPAN_KEY = None
+
+
+def _context_with(span: trace.Span, frame: Frame) -> otel_context.Context:
+    """The current context with ``span`` current and ``frame`` set, built in one copy."""
+    if _SPAN_KEY is None:
+        return otel_context.set_value(FRAME_KEY, frame, trace.set_span_in_context(span))
+    values = dict(otel_context.get_current())
+    values[_SPAN_KEY] = span
+    values[FRAME_KEY] = frame
+    return otel_context.Context(values)
 
 
 class Operation:
@@ -187,9 +199,8 @@ class Operation:
         self.event: Any = None
         self.verdict: Verdict = _ALLOW
         self.ended = False
-        self.context = otel_context.set_value(
-            FRAME_KEY, frame, trace.set_span_in_context(span)
-        )
+        frame.span = span
+        self.context = _context_with(span, frame)
 
     # -- context ---------------------------------------------------------------------------
     def activate(self) -> object:
@@ -206,21 +217,22 @@ class Operation:
     def event_context(self) -> EventContext:
         """The context stamped on events that happen inside this operation."""
         frame = self.frame
-        trace_id, span_id = _hex_ids(self.span)
+        span_context = self.span.get_span_context()
         conv = frame.conversation
         tool = frame.tool
-        return EventContext.model_construct(
-            agent=self.guard.config.service_name,
-            conversation_id=conv.id if conv is not None else None,
-            user=conv.user if conv is not None else None,
-            turn=frame.turn,
-            trace_id=trace_id,
-            span_id=span_id,
-            tool=tool.name if tool is not None else None,
-            tool_call_id=tool.event.call_id if tool is not None and tool.event is not None else None,
-            pid=os.getpid(),
-            tid=threading.get_native_id(),
-        )
+        tool_event = tool.event if tool is not None else None
+        return trusted(EventContext, {
+            "agent": self.guard.config.service_name,
+            "conversation_id": conv.id if conv is not None else None,
+            "user": conv.user if conv is not None else None,
+            "turn": frame.turn,
+            "trace_id": format(span_context.trace_id, "032x") if span_context.is_valid else None,
+            "span_id": format(span_context.span_id, "016x") if span_context.is_valid else None,
+            "tool": tool.name if tool is not None else None,
+            "tool_call_id": tool_event.call_id if tool_event is not None else None,
+            "pid": os.getpid(),
+            "tid": threading.get_native_id(),
+        })
 
     # -- ending ----------------------------------------------------------------------------
     def _finish(self, verdict: Verdict | None = None) -> None:
@@ -264,12 +276,16 @@ class Operation:
         guard = self.guard
         verdict = _ALLOW
         try:
-            captured = guard.capture.value(result) if guard.capture.enabled else None
+            captured = guard.content(result) if guard.capture.enabled else None
             if captured is not None:
                 self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, captured)
-            if guard.has_stages and self.event is not None:
-                event = self.event.model_copy(update={"result": result, "phase": "result"})
-                verdict = guard.evaluate(event)
+            call = self.event
+            if guard.has_stages and call is not None:
+                verdict = guard.evaluate(trusted(ToolCall, {
+                    "context": call.context, "timestamp": time.time(), "kind": "tool_call",
+                    "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
+                    "result": result, "error": None, "phase": "result",
+                }))
                 if verdict.blocked:
                     self.span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
         except Exception as exc:
@@ -302,7 +318,7 @@ class Operation:
             if finish_reasons:
                 span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
             if output is not None and guard.capture.enabled:
-                captured = guard.capture.value(list(output))
+                captured = guard.content(list(output))
                 if captured is not None:
                     span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
             if guard.has_stages and self.event is not None and output is not None:
@@ -331,7 +347,7 @@ class Operation:
             span = self.span
             span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(documents))
             if guard.capture.enabled:
-                captured = guard.capture.value(list(documents))
+                captured = guard.content(list(documents))
                 if captured is not None:
                     span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENTS, captured)
             if guard.has_stages and self.event is not None:
@@ -344,6 +360,45 @@ class Operation:
             internal_error("retrieval end", exc)
         self._finish(verdict)
         return verdict
+
+    def end_cloud_call(
+        self,
+        status: int | None = None,
+        *,
+        request_id: str | None = None,
+        error: str | None = None,
+        exception: BaseException | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a cloud call's outcome (HTTP status, request id, error code) and end its span.
+
+        The call was judged before it was sent; the outcome is kept on the event (``status``,
+        ``error``) for whoever reads it later, and is not judged again.
+        """
+        if self.ended:
+            return
+        try:
+            span = self.span
+            if status is not None:
+                span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status)
+            provider = getattr(self.event, "provider", None)
+            if request_id:
+                span.set_attribute(semconv.AWS_REQUEST_ID if provider == "aws" else
+                                   semconv.AG_CLOUD_REQUEST_ID, request_id)
+            if attributes:
+                span.set_attributes(attributes)
+            if exception is not None:
+                span.record_exception(exception)
+            if error or exception is not None:
+                kind = error or type(exception).__qualname__
+                detail = f"{kind}: {exception}" if exception is not None else kind
+                span.set_status(Status(StatusCode.ERROR, detail[:512]))
+                span.set_attribute(semconv.ERROR_TYPE, kind)
+            if self.event is not None and (status is not None or error):
+                self.event = self.event.model_copy(update={"status": status, "error": error})
+        except Exception as exc:
+            internal_error("cloud call end", exc)
+        self._finish()
 
 
 def _messages(items: Iterable[dict[str, Any]]) -> list[Any]:
@@ -374,6 +429,9 @@ class Guard:
         self.tracer = tracer
         self.conversations = conversations
         self.capture = ContentCapture(config.capture_content, config.max_content_length)
+        # Light spans take content whose redaction is left to the export thread.
+        self.content = self.capture.pending if isinstance(tracer, LightTracer) else \
+            self.capture.value
         self.detectors: list[Detector] = []
         self.baseline: BaselineStage | None = None
         self.policies: list[PolicyStage] = []
@@ -535,6 +593,27 @@ class Guard:
                     internal_error(f"finding sink {getattr(sink, '__name__', sink)!s}", exc)
 
     # -- operations ------------------------------------------------------------------------
+    def _open_span(self, frame: Frame, name: str, attributes: dict[str, Any],
+                   kind: SpanKind = SpanKind.INTERNAL) -> trace.Span:
+        """Start a span under the innermost agentguard span of ``frame``.
+
+        Another instrumentor may have made its own span current inside ours (OpenLLMetry does,
+        from LangChain callbacks); agentguard's spans still nest under agentguard's, so its own
+        export is always one complete tree, and the interleaved span is kept as a link.
+        """
+        ours = frame.span
+        if ours is None:
+            return self.tracer.start_span(name, kind=kind, attributes=attributes)
+        current = trace.get_current_span()
+        if current is ours:
+            return self.tracer.start_span(name, kind=kind, attributes=attributes)
+        links = None
+        foreign = current.get_span_context()
+        if foreign.is_valid:
+            links = [trace.Link(foreign, {semconv.AG_LINK_REASON: "interleaved"})]
+        return self.tracer.start_span(name, context=trace.set_span_in_context(ours), kind=kind,
+                                      attributes=attributes, links=links)
+
     def _base_attributes(self, frame: Frame, operation: str) -> dict[str, Any]:
         attrs: dict[str, Any] = {semconv.GEN_AI_OPERATION_NAME: operation}
         conv = frame.conversation
@@ -580,12 +659,12 @@ class Guard:
         if conv.user is not None:
             attrs[semconv.AG_CONVERSATION_USER] = conv.user
         if new_turn and turn_text is not None and self.capture.enabled:
-            captured = self.capture.text(turn_text)
+            captured = self.content(turn_text)
             if captured is not None:
                 attrs[semconv.AG_TURN_TEXT] = captured
         if attributes:
             attrs.update(attributes)
-        span = self.tracer.start_span(f"{semconv.OP_INVOKE_AGENT} {name}", attributes=attrs)
+        span = self._open_span(parent, f"{semconv.OP_INVOKE_AGENT} {name}", attrs)
         op = Operation(self, "agent", name, span, frame)
         frame.agent = op
         if new_turn and self.has_stages:
@@ -610,22 +689,24 @@ class Guard:
         if call_id is not None:
             attrs[semconv.GEN_AI_TOOL_CALL_ID] = call_id
         if arguments is not None and self.capture.enabled:
-            captured = self.capture.value(arguments)
+            captured = self.content(arguments)
             if captured is not None:
                 attrs[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
         if attributes:
             attrs.update(attributes)
-        span = self.tracer.start_span(f"{semconv.OP_EXECUTE_TOOL} {name}", attributes=attrs)
+        span = self._open_span(parent, f"{semconv.OP_EXECUTE_TOOL} {name}", attrs)
         frame = parent.replace()
         op = Operation(self, "tool", name, span, frame)
         frame.tool = op
         if self.has_stages:
-            event = ToolCall.model_construct(
-                context=EventContext(), tool=name, call_id=call_id, arguments=arguments,
-                result=None, error=None, phase="call", timestamp=time.time(),
-            )
+            event = trusted(ToolCall, {
+                "context": None, "timestamp": time.time(), "kind": "tool_call", "tool": name,
+                "call_id": call_id, "arguments": arguments, "result": None, "error": None,
+                "phase": "call",
+            })
+            # The context names this call's id, read from the event of the frame's tool.
             op.event = event
-            event.context = op.event_context()
+            event.__dict__["context"] = op.event_context()
             self._judge_start(op, event)
             if op.verdict.blocked:
                 finding = op.verdict.blocking_finding()
@@ -657,14 +738,13 @@ class Guard:
         if params.get("max_tokens") is not None:
             attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = int(params["max_tokens"])
         if messages and self.capture.enabled:
-            captured = self.capture.value(list(messages))
+            captured = self.content(list(messages))
             if captured is not None:
                 attrs[semconv.GEN_AI_INPUT_MESSAGES] = captured
         if attributes:
             attrs.update(attributes)
-        span = self.tracer.start_span(
-            f"{semconv.OP_CHAT} {model or 'unknown'}", kind=SpanKind.CLIENT, attributes=attrs
-        )
+        span = self._open_span(parent, f"{semconv.OP_CHAT} {model or 'unknown'}", attrs,
+                               SpanKind.CLIENT)
         op = Operation(self, "chat", model or "unknown", span, parent.replace())
         if self.has_stages:
             event = ModelCall.model_construct(
@@ -688,12 +768,12 @@ class Guard:
         attrs = self._base_attributes(parent, semconv.OP_RETRIEVAL)
         attrs[semconv.AG_RETRIEVER_NAME] = name
         if self.capture.enabled:
-            captured = self.capture.text(query)
+            captured = self.content(query)
             if captured is not None:
                 attrs[semconv.AG_RETRIEVAL_QUERY] = captured
         if attributes:
             attrs.update(attributes)
-        span = self.tracer.start_span(f"{semconv.OP_RETRIEVAL} {name}", attributes=attrs)
+        span = self._open_span(parent, f"{semconv.OP_RETRIEVAL} {name}", attrs)
         op = Operation(self, "retrieval", name, span, parent.replace())
         if self.has_stages:
             event = Retrieval.model_construct(
@@ -728,5 +808,60 @@ class Guard:
         if verdict.findings:
             self.emit(verdict, trace.get_current_span())
         return verdict
+
+    def start_cloud_call(
+        self,
+        service: str,
+        operation: str,
+        *,
+        provider: str = "aws",
+        region: str | None = None,
+        resource: dict[str, str] | None = None,
+        parameters: dict[str, Any] | None = None,
+        name: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Operation:
+        """Open a CLIENT span for a cloud API call and judge the call before it is sent.
+
+        The span nests under the enclosing tool or agent operation, and the ``CloudCall`` event
+        names that tool in its context. A block raises :class:`CloudCallBlocked` (a
+        :class:`ToolCallBlocked`): the caller must not send the request. Finish with
+        :meth:`Operation.end_cloud_call`.
+        """
+        from agentguard.events import CloudCall
+        from agentguard.findings import CloudCallBlocked
+
+        parent = current_frame()
+        attrs: dict[str, Any] = {semconv.CLOUD_PROVIDER: provider}
+        conv = parent.conversation
+        if conv is not None:
+            attrs[semconv.GEN_AI_CONVERSATION_ID] = conv.id
+        if parent.turn is not None:
+            attrs[semconv.AG_TURN_INDEX] = parent.turn
+        if region:
+            attrs[semconv.CLOUD_REGION] = region
+        if attributes:
+            attrs.update(attributes)
+        call = f"{service}.{operation}"
+        span = self._open_span(parent, name or f"{provider}.{call}", attrs, SpanKind.CLIENT)
+        op = Operation(self, "cloud", call, span, parent.replace())
+        # Built even without stages: end_cloud_call reads the provider from it.
+        event = CloudCall.model_construct(
+            context=EventContext(), provider=provider, service=service, operation=operation,
+            region=region, resource=dict(resource) if resource else {},
+            parameters=dict(parameters) if parameters else {}, status=None, error=None,
+            timestamp=time.time(),
+        )
+        op.event = event
+        if self.has_stages:
+            event.context = op.event_context()
+            self._judge_start(op, event)
+            if op.verdict.blocked:
+                finding = op.verdict.blocking_finding()
+                span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
+                op._finish(op.verdict)
+                assert finding is not None
+                raise CloudCallBlocked(finding, call)
+        return op
 
 

@@ -14,9 +14,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from agentguard import semconv
 from agentguard._errors import internal_error
+from agentguard._spans import LightSpan, LightTracer, to_readable
 from agentguard.config import Config
 
 __all__ = ["BoundedBatchSpanProcessor", "Telemetry", "build_telemetry"]
@@ -55,7 +57,7 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         self.exported = 0
         self.dropped = 0
         self.failed = 0
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._queue: collections.deque[ReadableSpan | LightSpan] = collections.deque()
         self._wake = threading.Condition(threading.Lock())
         self._flush_requests: list[threading.Event] = []
         self._shutdown = False
@@ -87,10 +89,10 @@ class BoundedBatchSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: ReadableSpan | LightSpan) -> None:
         if not self._active:
             return
-        if self.only_scope is not None:
+        if self.only_scope is not None and not isinstance(span, LightSpan):
             scope = span.instrumentation_scope
             if scope is None or scope.name != self.only_scope:
                 return
@@ -109,7 +111,18 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         while queue:
             batch: list[ReadableSpan] = []
             while queue and len(batch) < self.max_batch_size:
-                batch.append(queue.popleft())
+                span = queue.popleft()
+                if isinstance(span, LightSpan):
+                    # Light spans become SDK spans here, off the agent's threads.
+                    try:
+                        batch.append(to_readable(span))
+                    except Exception as exc:
+                        internal_error("span conversion", exc)
+                        self.failed += 1
+                    continue
+                batch.append(span)
+            if not batch:
+                continue
             try:
                 result = self.exporter.export(batch)
             except Exception as exc:
@@ -211,23 +224,30 @@ def _make_exporter(config: Config) -> SpanExporter | None:
 
 
 class Telemetry:
-    """The tracer agentguard writes to, and the export pipeline it owns (if any)."""
+    """The tracer agentguard writes to, and the export pipeline it owns (if any).
+
+    ``provider`` is the application's SDK provider when agentguard writes to it; ``None`` when
+    agentguard owns its pipeline and writes light spans to its own processor.
+    """
 
     def __init__(
         self,
         provider: Any,
         processor: BoundedBatchSpanProcessor | None,
         owns_provider: bool,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.provider = provider
         self.processor = processor
         self.owns_provider = owns_provider
-        self.tracer = provider.get_tracer("agentguard", _VERSION)
+        self.tracer = tracer if tracer is not None else provider.get_tracer("agentguard", _VERSION)
+        # Content can be left for the export thread to redact only on light spans.
+        self.light = isinstance(self.tracer, LightTracer)
 
     def flush(self, timeout: float = 5.0) -> bool:
         if self.processor is not None:
             return self.processor.force_flush(int(timeout * 1000))
-        flush = getattr(self.provider, "force_flush", None)
+        flush = getattr(self.provider, "force_flush", None) if self.provider is not None else None
         return bool(flush(int(timeout * 1000))) if callable(flush) else True
 
     def shutdown(self, timeout: float = 5.0, *, keep_exporter: object = None) -> None:
@@ -236,7 +256,7 @@ class Telemetry:
             self.processor.force_flush(int(timeout * 1000))
             self.processor.shutdown(int(timeout * 1000),
                                     close_exporter=self.processor.exporter is not keep_exporter)
-        if self.owns_provider:
+        if self.owns_provider and self.provider is not None:
             self.provider.shutdown()
 
     def stats(self) -> dict[str, int]:
@@ -251,7 +271,6 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
     only when one was configured explicitly); else a private provider of agentguard's own.
     """
     provider = tracer_provider
-    owns = False
     if provider is None:
         global_provider = trace.get_tracer_provider()
         if isinstance(global_provider, TracerProvider):
@@ -273,13 +292,25 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
             "telemetry.distro.version": _VERSION,
         }
     )
-    provider = TracerProvider(resource=resource)
-    owns = True
     exporter = _make_exporter(config)
     processor = None
     if exporter is not None:
         processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size)
+    if _default_sampling():
+        on_end = processor.on_end if processor is not None else _discard
+        tracer = LightTracer(resource, InstrumentationScope("agentguard", _VERSION), on_end)
+        return Telemetry(None, processor, owns_provider=True, tracer=tracer)
+    # A sampler chosen by OTEL_TRACES_SAMPLER needs the SDK's sampling machinery.
+    provider = TracerProvider(resource=resource)
+    if processor is not None:
         provider.add_span_processor(processor)
-    return Telemetry(provider, processor, owns_provider=owns)
+    return Telemetry(provider, processor, owns_provider=True)
 
 
+def _discard(span: Any) -> None:
+    return None
+
+
+def _default_sampling() -> bool:
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    return sampler in ("", "parentbased_always_on", "always_on")

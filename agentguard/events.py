@@ -8,7 +8,7 @@ on hot paths; events read from files or the network go through :func:`parse_even
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -29,6 +29,7 @@ __all__ = [
     "ToolCall",
     "Turn",
     "parse_event",
+    "trusted",
 ]
 
 
@@ -208,3 +209,22 @@ def parse_event(data: dict[str, Any] | str | bytes) -> Event:
     if isinstance(data, (str, bytes)):
         return _EVENT_ADAPTER.validate_json(data)
     return _EVENT_ADAPTER.validate_python(data)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
+    """A model built from values this process produced itself, without validation or defaults.
+
+    ``model_construct`` still walks every field to fill defaults, which costs more than a whole
+    policy check on the hot path. ``values`` must name every field of ``cls`` in declaration
+    order (``kind`` included); the test suite checks the result equals a validated model.
+    """
+    obj = object.__new__(cls)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj

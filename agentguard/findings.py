@@ -12,6 +12,7 @@ __all__ = [
     "SEVERITY_ORDER",
     "Action",
     "Category",
+    "CloudCallBlocked",
     "Decision",
     "Finding",
     "Severity",
@@ -94,3 +95,19 @@ class ToolCallBlocked(Exception):
         super().__init__(f"agentguard blocked {finding.tool or finding.kind}: {finding.title} "
                          f"[{finding.rule_id}]")
         self.finding = finding
+
+
+class CloudCallBlocked(ToolCallBlocked):
+    """Raised before a cloud API request is sent when agentguard blocks it; carries the finding.
+
+    A subclass of :class:`ToolCallBlocked` (a cloud call is one of the things a tool does), so one
+    ``except ToolCallBlocked`` handles both; it is not an SDK error such as botocore's
+    ``ClientError``, so code that retries or ignores AWS errors does not swallow it by accident.
+    """
+
+    def __init__(self, finding: Finding, call: str = "") -> None:
+        super().__init__(finding)
+        where = f" in tool {finding.tool}" if finding.tool else ""
+        self.args = (f"agentguard blocked cloud call {call or finding.kind}{where}: "
+                     f"{finding.title} [{finding.rule_id}]",)
+        self.call = call

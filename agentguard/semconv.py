@@ -14,6 +14,7 @@ __all__ = [
     "AG_FINDING_COUNT",
     "AG_FINDING_RULES",
     "AG_FINDING_SEVERITY",
+    "AG_LINK_REASON",
     "AG_MODE",
     "AG_RETRIEVAL_DOCUMENTS",
     "AG_RETRIEVAL_DOCUMENT_COUNT",
@@ -105,6 +106,122 @@ AG_RETRIEVER_NAME = "agentguard.retriever.name"
 AG_RETRIEVAL_QUERY = "agentguard.retrieval.query"
 AG_RETRIEVAL_DOCUMENTS = "agentguard.retrieval.documents"
 AG_RETRIEVAL_DOCUMENT_COUNT = "agentguard.retrieval.document_count"
+# On a link from an agentguard span to another instrumentor's span that was current when it began.
+AG_LINK_REASON = "agentguard.link.reason"
 
 # Span event names.
 EVENT_FINDING = "agentguard.finding"
+
+# Cloud API calls (OpenTelemetry RPC, cloud, HTTP and AWS conventions) and Bedrock.
+RPC_SYSTEM = "rpc.system"
+RPC_SERVICE = "rpc.service"
+RPC_METHOD = "rpc.method"
+RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
+CLOUD_PROVIDER = "cloud.provider"
+CLOUD_REGION = "cloud.region"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+ERROR_TYPE = "error.type"
+FAAS_INVOKED_NAME = "faas.invoked_name"
+AWS_REGION = "aws.region"
+AWS_REQUEST_ID = "aws.request_id"
+AWS_EXTENDED_REQUEST_ID = "aws.extended_request_id"
+AWS_S3_BUCKET = "aws.s3.bucket"
+AWS_S3_KEY = "aws.s3.key"
+AWS_S3_COPY_SOURCE = "aws.s3.copy_source"
+AWS_S3_UPLOAD_ID = "aws.s3.upload_id"
+AWS_DYNAMODB_TABLE_NAMES = "aws.dynamodb.table_names"
+AWS_SQS_QUEUE_URL = "aws.sqs.queue.url"
+AWS_SNS_TOPIC_ARN = "aws.sns.topic.arn"
+AWS_SECRETSMANAGER_SECRET_ARN = "aws.secretsmanager.secret.arn"
+AWS_KINESIS_STREAM_NAME = "aws.kinesis.stream_name"
+AWS_STEP_FUNCTIONS_STATE_MACHINE_ARN = "aws.step_functions.state_machine.arn"
+AWS_LOG_GROUP_NAMES = "aws.log.group.names"
+AWS_BEDROCK_GUARDRAIL_ID = "aws.bedrock.guardrail.id"
+AWS_BEDROCK_KNOWLEDGE_BASE_ID = "aws.bedrock.knowledge_base.id"
+GEN_AI_AGENT_ID = "gen_ai.agent.id"
+GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+PROVIDER_AWS_BEDROCK = "aws.bedrock"
+RPC_SYSTEM_AWS = "aws-api"
+# A resource a cloud call touches that has no OpenTelemetry attribute: prefix + resource key.
+AG_CLOUD_RESOURCE_PREFIX = "agentguard.cloud.resource."
+AG_CLOUD_RETRY_ATTEMPTS = "agentguard.cloud.retry_attempts"
+AG_CLOUD_REQUEST_ID = "agentguard.cloud.request_id"
+AG_BEDROCK_AGENT_ALIAS_ID = "agentguard.bedrock.agent.alias_id"
+AG_BEDROCK_ACTION_GROUP = "agentguard.bedrock.action_group"
+AG_BEDROCK_EXECUTION = "agentguard.bedrock.action_execution"
+AG_BEDROCK_TRACE_ID = "agentguard.bedrock.trace_id"
+AG_BEDROCK_GUARDRAIL_VERSION = "agentguard.bedrock.guardrail.version"
+AG_BEDROCK_GUARDRAIL_ACTION = "agentguard.bedrock.guardrail.action"
+AG_BEDROCK_STEP = "agentguard.bedrock.agent.step"
+AG_TOOL_PENDING = "agentguard.tool.pending"
+EVENT_BEDROCK_GUARDRAIL = "agentguard.bedrock.guardrail"
+EVENT_BEDROCK_FAILURE = "agentguard.bedrock.failure"
+
+__all__ += [
+    "AG_BEDROCK_ACTION_GROUP", "AG_BEDROCK_AGENT_ALIAS_ID", "AG_BEDROCK_EXECUTION",
+    "AG_BEDROCK_GUARDRAIL_ACTION", "AG_BEDROCK_GUARDRAIL_VERSION", "AG_BEDROCK_STEP",
+    "AG_BEDROCK_TRACE_ID", "AG_CLOUD_REQUEST_ID", "AG_CLOUD_RESOURCE_PREFIX",
+    "AG_CLOUD_RETRY_ATTEMPTS",
+    "AG_TOOL_PENDING", "AWS_BEDROCK_GUARDRAIL_ID", "AWS_BEDROCK_KNOWLEDGE_BASE_ID",
+    "AWS_DYNAMODB_TABLE_NAMES", "AWS_EXTENDED_REQUEST_ID", "AWS_KINESIS_STREAM_NAME",
+    "AWS_LOG_GROUP_NAMES", "AWS_REGION", "AWS_REQUEST_ID", "AWS_S3_BUCKET", "AWS_S3_COPY_SOURCE",
+    "AWS_S3_KEY", "AWS_S3_UPLOAD_ID", "AWS_SECRETSMANAGER_SECRET_ARN", "AWS_SNS_TOPIC_ARN",
+    "AWS_SQS_QUEUE_URL", "AWS_STEP_FUNCTIONS_STATE_MACHINE_ARN", "CLOUD_PROVIDER", "CLOUD_REGION",
+    "ERROR_TYPE", "EVENT_BEDROCK_FAILURE", "EVENT_BEDROCK_GUARDRAIL", "FAAS_INVOKED_NAME",
+    "GEN_AI_AGENT_ID", "GEN_AI_DATA_SOURCE_ID", "GEN_AI_REQUEST_STOP_SEQUENCES",
+    "GEN_AI_REQUEST_TOP_P", "GEN_AI_RESPONSE_ID", "HTTP_RESPONSE_STATUS_CODE", "PROVIDER_AWS_BEDROCK",
+    "RPC_METHOD", "RPC_RESPONSE_STATUS_CODE", "RPC_SERVICE", "RPC_SYSTEM", "RPC_SYSTEM_AWS",
+]
+
+# Runtime sensor: span events on the tool span for what the process did while it ran
+# (OpenTelemetry process, network, DNS and file conventions where they exist).
+EVENT_PROCESS_EXEC = "process.exec"
+EVENT_NET_CONNECT = "net.connect"
+EVENT_DNS_LOOKUP = "dns.lookup"
+EVENT_FILE_OPEN = "file.open"
+EVENT_MODULE_LOAD = "module.load"
+EVENT_MODEL_LOAD = "model.load"
+PROCESS_EXECUTABLE_PATH = "process.executable.path"
+PROCESS_COMMAND_LINE = "process.command_line"
+PROCESS_PARENT_PID = "process.parent_pid"
+PROCESS_WORKING_DIRECTORY = "process.working_directory"
+NETWORK_PEER_ADDRESS = "network.peer.address"
+NETWORK_PEER_PORT = "network.peer.port"
+NETWORK_TRANSPORT = "network.transport"
+NETWORK_TYPE = "network.type"
+SERVER_ADDRESS = "server.address"
+DNS_QUESTION_NAME = "dns.question.name"
+FILE_PATH = "file.path"
+# On the tool span: every child process it started (updated as they start).
+AG_PROCESS_CHILD_PIDS = "agentguard.process.child_pids"
+AG_PROCESS_OPERATION = "agentguard.process.operation"
+AG_NET_OPERATION = "agentguard.net.operation"
+AG_FILE_WRITE = "agentguard.file.write"
+AG_FILE_CATEGORY = "agentguard.file.category"
+AG_MODULE_NAME = "agentguard.module.name"
+AG_MODULE_DISTRIBUTION = "agentguard.module.distribution"
+AG_MODULE_VERSION = "agentguard.module.version"
+AG_MODULE_ORIGIN = "agentguard.module.origin"
+AG_MODEL_FORMAT = "agentguard.model.format"
+AG_MODEL_SHA256 = "agentguard.model.sha256"
+AG_MODEL_SIZE = "agentguard.model.size"
+AG_MODEL_SOURCE = "agentguard.model.source"
+# On a process.exec or net.connect event: the model file being deserialised when it happened.
+AG_MODEL_LOADING = "agentguard.model.loading"
+AG_SENSOR_AUDIT_EVENT = "agentguard.sensor.audit_event"
+# On the tool span: sensor events not written (repeats of one already written, or over budget).
+AG_SENSOR_SUPPRESSED = "agentguard.sensor.events_suppressed"
+
+__all__ += [
+    "AG_FILE_CATEGORY", "AG_FILE_WRITE", "AG_MODEL_FORMAT", "AG_MODEL_LOADING", "AG_MODEL_SHA256",
+    "AG_MODEL_SIZE", "AG_MODEL_SOURCE", "AG_MODULE_DISTRIBUTION", "AG_MODULE_NAME",
+    "AG_MODULE_ORIGIN", "AG_MODULE_VERSION", "AG_NET_OPERATION", "AG_PROCESS_CHILD_PIDS",
+    "AG_PROCESS_OPERATION", "AG_SENSOR_AUDIT_EVENT", "AG_SENSOR_SUPPRESSED", "DNS_QUESTION_NAME",
+    "EVENT_DNS_LOOKUP", "EVENT_FILE_OPEN", "EVENT_MODEL_LOAD", "EVENT_MODULE_LOAD",
+    "EVENT_NET_CONNECT", "EVENT_PROCESS_EXEC", "FILE_PATH", "NETWORK_PEER_ADDRESS",
+    "NETWORK_PEER_PORT", "NETWORK_TRANSPORT", "NETWORK_TYPE", "PROCESS_COMMAND_LINE",
+    "PROCESS_EXECUTABLE_PATH", "PROCESS_PARENT_PID", "PROCESS_WORKING_DIRECTORY", "SERVER_ADDRESS",
+]

@@ -214,3 +214,29 @@ def test_agentguard_run_rejects_bad_settings_before_starting(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "started" not in done.stdout
     assert "mode (from environment variable AGENTGUARD_MODE)" in done.stderr
+
+
+def test_events_built_on_the_hot_path_equal_validated_ones() -> None:
+    """Events the Guard builds without validation are the same as validated events, field for
+    field, so policies and sinks see exactly what a parsed event would give them."""
+    import time
+
+    from agentguard.events import EventContext, ToolCall, parse_event, trusted
+
+    ctx_values = {"agent": "a", "conversation_id": "c", "user": None, "turn": 2,
+                  "trace_id": "0" * 31 + "1", "span_id": "0" * 15 + "2", "tool": "t",
+                  "tool_call_id": "id", "pid": 1, "tid": 2}
+    assert list(ctx_values) == list(EventContext.model_fields)
+    ctx = trusted(EventContext, dict(ctx_values))
+    values = {"context": ctx, "timestamp": time.time(), "kind": "tool_call", "tool": "t",
+              "call_id": "id", "arguments": {"q": 1}, "result": [1], "error": None,
+              "phase": "result"}
+    assert list(values) == list(ToolCall.model_fields)
+    event = trusted(ToolCall, values)
+    validated = parse_event(event.model_dump())
+    assert validated == event
+    assert event.model_dump_json() == validated.model_dump_json()
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        ctx.agent = "changed"  # type: ignore[misc]
