@@ -6,6 +6,7 @@ import collections
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -57,6 +58,10 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         self.exported = 0
         self.dropped = 0
         self.failed = 0
+        # Whether the backend took the last batch, and since when an export is under way: a
+        # backend that is down must not hold up shutdown for the exporter's whole retry budget.
+        self.last_export_ok: bool | None = None
+        self.exporting_since: float | None = None
         self._queue: collections.deque[ReadableSpan | LightSpan] = collections.deque()
         self._wake = threading.Condition(threading.Lock())
         self._flush_requests: list[threading.Event] = []
@@ -123,15 +128,20 @@ class BoundedBatchSpanProcessor(SpanProcessor):
                 batch.append(span)
             if not batch:
                 continue
+            self.exporting_since = time.monotonic()
             try:
                 result = self.exporter.export(batch)
             except Exception as exc:
                 internal_error("span export", exc)
                 result = SpanExportResult.FAILURE
+            finally:
+                self.exporting_since = None
             if result is SpanExportResult.SUCCESS:
                 self.exported += len(batch)
+                self.last_export_ok = True
             else:
                 self.failed += len(batch)
+                self.last_export_ok = False
 
     def _run(self) -> None:
         while True:
@@ -158,6 +168,13 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             self._wake.notify()
         return done.wait(timeout_millis / 1000)
 
+    def backend_down(self, stalled_after: float = 1.0) -> bool:
+        """Whether the backend looks unreachable: the last export failed, or one has been
+        retrying for longer than ``stalled_after`` seconds."""
+        since = self.exporting_since
+        return self.last_export_ok is False or (
+            since is not None and time.monotonic() - since > stalled_after)
+
     def shutdown(self, timeout_millis: int = 5000, *, close_exporter: bool = True) -> None:
         if self._shutdown:
             return
@@ -166,10 +183,16 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             self._shutdown = True
             self._wake.notify()
         worker = self._worker
+        if close_exporter and self.exporting_since is not None and self.backend_down():
+            # Shutting the OTLP exporter down cuts its retry back-off short.
+            self._close_exporter()
+            close_exporter = False
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout_millis / 1000)
-        if not close_exporter:
-            return
+        if close_exporter:
+            self._close_exporter()
+
+    def _close_exporter(self) -> None:
         try:
             self.exporter.shutdown()
         except Exception as exc:
@@ -253,7 +276,9 @@ class Telemetry:
     def shutdown(self, timeout: float = 5.0, *, keep_exporter: object = None) -> None:
         """Flush and stop; an exporter the next configuration reuses (``keep_exporter``) stays open."""
         if self.processor is not None:
-            self.processor.force_flush(int(timeout * 1000))
+            # Waiting for a backend that is down would only delay the agent's exit.
+            flush_timeout = min(timeout, 0.5) if self.processor.backend_down() else timeout
+            self.processor.force_flush(int(flush_timeout * 1000))
             self.processor.shutdown(int(timeout * 1000),
                                     close_exporter=self.processor.exporter is not keep_exporter)
         if self.owns_provider and self.provider is not None:

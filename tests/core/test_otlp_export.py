@@ -204,6 +204,21 @@ def test_unreachable_endpoint_never_breaks_the_agent(
     assert agentguard.get_guard() is None
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_uninstrument_does_not_wait_out_retries_to_a_dead_backend(protocol: str) -> None:
+    """With the default 10 s export timeout, uninstrument() during an export that keeps being
+    refused returns in about a second instead of waiting for the exporter's retries."""
+    with _dead_endpoint("refused") as endpoint:
+        agentguard.instrument(exporter="otlp", otlp_protocol=protocol, otlp_endpoint=endpoint)
+        assert _run_weather_agent() == ANSWER
+        agentguard.flush(timeout=1.5)  # the export is now retrying with back-off
+        started = time.monotonic()
+        agentguard.uninstrument()
+        assert time.monotonic() - started < 2.5
+    stats = agentguard.stats()
+    assert stats["spans_exported"] == 0 and stats["spans_failed"] == stats["spans_queued"]
+
+
 @pytest.mark.parametrize("kind", ["silent"])
 def test_tiny_queue_drops_spans_but_not_tool_results(
     monkeypatch: pytest.MonkeyPatch, kind: str
