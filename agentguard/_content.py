@@ -49,6 +49,11 @@ _HASH_LIMIT = 1 << 24
 _JSON_CUT = "...[truncated]"
 _REDACTED = "[REDACTED:"
 _LONG_WINDOW = 1 << 20
+# A dict of at most this many scalar values, none a string longer than _FLAT_STRING, is encoded
+# without the size walk (its JSON text is then at most about 16 * (key + 1 KiB)).
+_FLAT_ITEMS = 16
+_FLAT_STRING = 1024
+_FLAT = frozenset({str, int, float, bool, type(None)})
 # Longer strings are redacted at once rather than kept alive until they are exported.
 _PENDING_LIMIT = 1 << 16
 _ENDS_REDACTED = re.compile(r"\[REDACTED:[a-z_]{1,32}\]\Z")
@@ -392,6 +397,15 @@ class ContentCapture:
             if len(value) > _PENDING_LIMIT:
                 return self._shown(value, complete=True)
             return PendingContent(value, True, self._shown)
+        if type(value) is dict and len(value) <= _FLAT_ITEMS:
+            # Tool arguments are usually a few scalars: no need to walk them as a tree.
+            for key, item in value.items():
+                kind = type(item)
+                if type(key) is not str or kind not in _FLAT or (
+                        kind is str and len(item) > _FLAT_STRING):
+                    break
+            else:
+                return PendingContent(_encode_plain(value), True, self._shown)
         encoded, complete = _encode(value, self.max_length + _REDACT_MARGIN)
         if not complete:
             return self.value(value)

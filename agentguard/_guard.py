@@ -430,8 +430,8 @@ class Guard:
         self.conversations = conversations
         self.capture = ContentCapture(config.capture_content, config.max_content_length)
         # Light spans take content whose redaction is left to the export thread.
-        self.content = self.capture.pending if isinstance(tracer, LightTracer) else \
-            self.capture.value
+        self._light = tracer if isinstance(tracer, LightTracer) else None
+        self.content = self.capture.pending if self._light is not None else self.capture.value
         self.detectors: list[Detector] = []
         self.baseline: BaselineStage | None = None
         self.policies: list[PolicyStage] = []
@@ -602,16 +602,18 @@ class Guard:
         export is always one complete tree, and the interleaved span is kept as a link.
         """
         ours = frame.span
-        if ours is None:
-            return self.tracer.start_span(name, kind=kind, attributes=attributes)
         current = trace.get_current_span()
-        if current is ours:
-            return self.tracer.start_span(name, kind=kind, attributes=attributes)
         links = None
-        foreign = current.get_span_context()
-        if foreign.is_valid:
-            links = [trace.Link(foreign, {semconv.AG_LINK_REASON: "interleaved"})]
-        return self.tracer.start_span(name, context=trace.set_span_in_context(ours), kind=kind,
+        parent = current
+        if ours is not None and current is not ours:
+            parent = ours
+            foreign = current.get_span_context()
+            if foreign.is_valid:
+                links = [trace.Link(foreign, {semconv.AG_LINK_REASON: "interleaved"})]
+        light = self._light
+        if light is not None:
+            return light.start_child(name, parent.get_span_context(), kind, attributes, links)
+        return self.tracer.start_span(name, context=trace.set_span_in_context(parent), kind=kind,
                                       attributes=attributes, links=links)
 
     def _base_attributes(self, frame: Frame, operation: str) -> dict[str, Any]:

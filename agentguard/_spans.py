@@ -211,6 +211,26 @@ class LightTracer(trace.Tracer):
             self,
         )
 
+    def start_child(self, name: str, parent: SpanContext, kind: SpanKind,
+                    attributes: dict[str, Any], links: Sequence[Link] | None) -> trace.Span:
+        """``start_span`` for callers that already hold the parent's context and hand over
+        their attribute dict (agentguard's own hot path)."""
+        if parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return trace.NonRecordingSpan(SpanContext(
+                    parent.trace_id, _getrandbits(64) or 1, False, _NOT_SAMPLED,
+                    parent.trace_state))
+            span_context = SpanContext(parent.trace_id, _getrandbits(64) or 1, False, _SAMPLED,
+                                       parent.trace_state)
+            return LightSpan(name, span_context, parent, kind, attributes,
+                             [link for link in links if link.context.is_valid] if links else (),
+                             time.time_ns(), self)
+        span_context = SpanContext(_getrandbits(128) or 1, _getrandbits(64) or 1, False, _SAMPLED,
+                                   None)
+        return LightSpan(name, span_context, None, kind, attributes,
+                         [link for link in links if link.context.is_valid] if links else (),
+                         time.time_ns(), self)
+
     @contextmanager
     def start_as_current_span(  # type: ignore[override]
         self,
