@@ -347,7 +347,12 @@ def _rule_assignment(text: str, lowered: str) -> str:
             value = assignment.value.match(haystack, p)
             if value is not None:
                 start, end = _value_span(text, assignment.word, value)
-                if not text.startswith(_ALREADY, start):  # not replaced by an earlier rule
+                # Not replaced already (by an earlier rule, or an earlier pass: a second pass
+                # over 'password:= [REDACTED:secret]' sees the value start at the '=').
+                first = start
+                while first < end and text[first] in ":= \t":
+                    first += 1
+                if not text.startswith(_ALREADY, first):
                     edits.append((start, end, _SECRET))
                 done = end
                 key_last = text[done - 1] in ":=" or _KEY_LAST.match(text, done) is not None
