@@ -1,0 +1,742 @@
+"""The compiler: policy documents → rules as closures, indexed by event kind.
+
+Several sources (the built-in pack, user files) share one namespace of lists and macros, in
+order: a later source may ``append`` to or ``override`` a list or macro defined earlier, and may
+change a rule defined earlier through ``overrides``. Each condition becomes a closure
+``test(fields, scratch) -> bool``; the explain functions walk the same conditions again, slowly
+and only when asked (a rule fired, or ``agentguard policy explain``), to say why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentguard.policy._errors import (
+    MAX_ISSUES,
+    PolicyError,
+    PolicyIssue,
+    did_you_mean,
+    rule_id_hint,
+)
+from agentguard.policy._memory import RateWindow
+from agentguard.policy._models import (
+    CONTEXT_FIELDS,
+    EVENT_KINDS,
+    KIND_FIELDS,
+    NAME_PATTERN,
+    After,
+    Condition,
+    PolicyDocument,
+    Rule,
+)
+from agentguard.policy._nodes import (
+    AllNode,
+    AnyNode,
+    Const,
+    FieldNode,
+    MacroNode,
+    Node,
+    NotNode,
+    Test,
+)
+from agentguard.policy._ops import (
+    TRANSFORM_FUNCTIONS,
+    Op,
+    bounds_test,
+    cidr_op,
+    glob_literal,
+    literal_set,
+    lowercase,
+    membership,
+    number_text,
+    numeric_op,
+    regex_op,
+    short_label,
+    show,
+    text_op,
+    trie_pattern,
+)
+from agentguard.policy._paths import FieldPath, PathSyntaxError, Scratch
+from agentguard.policy._regex import RegexProblem, compile_regex
+
+if TYPE_CHECKING:
+    from agentguard.policy._yaml import Marks
+
+__all__ = [
+    "BUILTIN_ID",
+    "CompiledAfter",
+    "CompiledPolicy",
+    "CompiledRule",
+    "Gate",
+    "Source",
+    "compile_sources",
+]
+
+Path = tuple[str | int, ...]
+
+BUILTIN_ID = re.compile(r"^AG\d+$")
+_NAME = re.compile(NAME_PATTERN)
+_ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_PLACEHOLDER = re.compile(r"\{([^{}]{1,200})\}")
+
+# Event kind → (fields that only exist once the work is done, that phase, the phase before it).
+PHASED: dict[str, tuple[frozenset[str], str, str]] = {
+    "tool_call": (frozenset({"result", "error"}), "result", "call"),
+    "model_call": (frozenset({"output", "finish_reasons", "input_tokens", "output_tokens"}),
+                   "response", "request"),
+    "retrieval": (frozenset({"documents"}), "response", "request"),
+}
+
+
+@dataclass
+class Source:
+    """One parsed policy document and where it came from."""
+
+    name: str
+    document: PolicyDocument
+    marks: Marks
+    builtin: bool = False
+    include_rules: bool = True
+
+
+
+# -- compiled rules ------------------------------------------------------------------------------
+
+@dataclass
+class CompiledAfter:
+    """A compiled sequence condition."""
+
+    tool: re.Pattern[str] | None
+    tool_globs: tuple[str, ...]
+    flagged: bool
+    within: float | None
+    same_turn: bool
+
+    def describe(self) -> str:
+        what = f"after tool {' or '.join(self.tool_globs)}" if self.tool is not None else \
+            "after untrusted content was flagged"
+        if self.within is not None:
+            what += f" within {number_text(self.within)}s"
+        if self.same_turn:
+            what += " in the same turn"
+        return what
+
+
+@dataclass
+class CompiledRule:
+    """A rule ready to run: its match filters, condition closure and what it decides."""
+
+    id: str
+    description: str
+    severity: str
+    action: str
+    category: str
+    tags: tuple[str, ...]
+    source: str
+    line: int | None
+    kinds: tuple[str, ...] | None
+    tool_globs: tuple[str, ...] | None
+    agent_globs: tuple[str, ...] | None
+    phases: dict[str, str | None]
+    when: Node
+    unless: Node | None
+    # Per event kind: the condition specialised for that kind (kinds where it never holds left out).
+    tests: dict[str, Test]
+    # Per event kind: whether the condition always holds (no test to call).
+    tests_always: dict[str, bool]
+    # Per event kind: the condition with the tests of fields that kind lacks folded away.
+    specials: dict[str, Node]
+    # Per event kind: (text key, text builder, regex sources) of a necessary text condition.
+    gates: dict[str, Any]
+
+    def condition_for(self, kind: Any) -> Node:
+        """The condition as it applies to events of ``kind`` (for explanations)."""
+        return self.specials.get(kind, self.when) if isinstance(kind, str) else self.when
+    after: tuple[CompiledAfter, ...]
+    rate: RateWindow | None
+    rate_by: tuple[str, ...]
+    title: tuple[str | FieldPath, ...] | None
+    tool: re.Pattern[str] | None = None
+    agent: re.Pattern[str] | None = None
+
+    def render_title(self, fields: Any, scratch: Scratch) -> str:
+        if self.title is None:
+            return self.description
+        parts: list[str] = []
+        for part in self.title:
+            if isinstance(part, str):
+                parts.append(part)
+            else:
+                values = part.get(fields, scratch)
+                shown = show(values[0], 120) if values else "?"
+                parts.append(str(shown))
+        return "".join(parts)[:500]
+
+
+@dataclass
+class CompiledPolicy:
+    """Every rule of a set of sources, indexed by event kind, with the namespace they used."""
+
+    rules: list[CompiledRule]
+    lists: dict[str, tuple[Any, ...]]
+    macros: dict[str, str]
+    by_kind: dict[str, list[tuple[CompiledRule, str | None, Test, Gate | None]]]
+    after_tools: re.Pattern[str] | None
+    tracks_flags: bool
+    known_ids: frozenset[str]
+
+
+
+
+class Gate:
+    """A necessary condition several rules share: their joined text holds one of some strings.
+
+    ``passed(fields, scratch)`` runs one linear search per event and remembers the answer.
+    """
+
+    __slots__ = ("key", "result_key", "search", "text")
+
+    def __init__(self, key: tuple[str, ...], text: Callable[[Any, Scratch], str],
+                 search: Callable[[str], Any]) -> None:
+        self.key = key
+        self.result_key = ("g", *key)
+        self.text = text
+        self.search = search
+
+    def passed(self, fields: Any, scratch: Scratch) -> bool:
+        cache = scratch.cache
+        joined = cache.get(self.key)
+        if joined is None:
+            joined = self.text(fields, scratch)
+        result = cache[self.result_key] = self.search(joined) is not None
+        return result
+
+
+
+def _gates(entries: list[tuple[CompiledRule, Any]]) -> dict[str, Gate]:
+    """Rules that can only fire when the same joined text holds one of some strings share one
+    linear search for all those strings: when it finds none (most events), none of them fire."""
+    by_key: dict[tuple[str, ...], list[tuple[CompiledRule, Any]]] = {}
+    for rule, gate in entries:
+        by_key.setdefault(gate[0], []).append((rule, gate))
+    out: dict[str, Gate] = {}
+    for key, group in by_key.items():
+        if len(group) < 2:
+            continue
+        words = {word for _, gate in group for word in gate[2]}
+        if not words or "" in words:
+            continue
+        shared = Gate(key, group[0][1][1], re.compile(trie_pattern(sorted(words))).search)
+        for rule, _ in group:
+            out[rule.id] = shared
+    return out
+
+
+def _and_not(positive: Test, negative: Test | None) -> Test:
+    if negative is None:
+        return positive
+
+    def test(fields: Any, scratch: Scratch) -> bool:
+        return positive(fields, scratch) and not negative(fields, scratch)
+    return test
+
+
+def _globs_regex(globs: Sequence[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+
+
+class _Compiler:
+    def __init__(self, sources: Sequence[Source], disabled: frozenset[str],
+                 environ: dict[str, str] | None) -> None:
+        self.sources = sources
+        self.disabled = disabled
+        self.environ = os.environ if environ is None else environ
+        self.issues: list[PolicyIssue] = []
+        # name → (items, source index, path)
+        self.raw_lists: dict[str, tuple[list[Any], int, Path]] = {}
+        self.lists: dict[str, tuple[Any, ...]] = {}
+        self.raw_macros: dict[str, tuple[Condition, int, Path, str | None]] = {}
+        self.macro_nodes: dict[str, Node | None] = {}
+        self.macro_stack: list[str] = []
+
+    def error(self, source: int, path: Path, message: str, hint: str | None = None, *,
+              key: bool = False) -> None:
+        self.issues.append(self.sources[source].marks.issue(path, message, hint, key=key))
+
+    def where(self, source: int, path: Path) -> str:
+        marks = self.sources[source].marks
+        line, _ = marks.locate(path)
+        return f"{marks.file}:{line}" if line else marks.file
+
+    # -- namespace -------------------------------------------------------------------------
+    def collect(self) -> None:
+        for index, source in enumerate(self.sources):
+            doc = source.document
+            for name, definition in doc.lists.items():
+                path: Path = ("lists", name)
+                if not _NAME.match(name):
+                    self.error(index, path, f"invalid list name {name!r}",
+                               "use letters, digits and _, starting with a letter", key=True)
+                    continue
+                known = self.raw_lists.get(name)
+                if known is None:
+                    if definition.append:
+                        self.error(index, path, f"list {name!r} appends to a list that is not "
+                                   "defined", did_you_mean(name, self.raw_lists) or
+                                   "drop append: true to define it here", key=True)
+                        continue
+                    self.raw_lists[name] = (list(definition.items), index, path)
+                elif definition.append:
+                    self.raw_lists[name] = (known[0] + list(definition.items), index, path)
+                elif definition.override:
+                    self.raw_lists[name] = (list(definition.items), index, path)
+                else:
+                    self.error(index, path, f"list {name!r} is already defined "
+                               f"({self.where(known[1], known[2])})",
+                               "add append: true to extend it, or override: true to replace it",
+                               key=True)
+            for name, macro in doc.macros.items():
+                path = ("macros", name)
+                if not _NAME.match(name):
+                    self.error(index, path, f"invalid macro name {name!r}",
+                               "use letters, digits and _, starting with a letter", key=True)
+                    continue
+                known_macro = self.raw_macros.get(name)
+                if known_macro is not None and not macro.override:
+                    self.error(index, path, f"macro {name!r} is already defined "
+                               f"({self.where(known_macro[1], known_macro[2])})",
+                               "add override: true to replace it", key=True)
+                    continue
+                # The long form has its condition under 'condition:'; the short form is one.
+                long_form = (*path, "condition") in source.marks.keys
+                self.raw_macros[name] = (macro.condition, index,
+                                         (*path, "condition") if long_form else path,
+                                         macro.description)
+        for name in self.raw_lists:
+            self.resolve_list(name, [])
+
+    def resolve_list(self, name: str, stack: list[str]) -> tuple[Any, ...] | None:
+        if name in self.lists:
+            return self.lists[name]
+        items, index, path = self.raw_lists[name]
+        if name in stack:
+            self.error(index, path, f"list {name!r} includes itself "
+                       f"({' → '.join([*stack, name])})", key=True)
+            return None
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, str):
+                env = _ENV.match(item)
+                if env:
+                    value = self.environ.get(env.group(1), "").strip()
+                    if value:
+                        out.append(value)
+                    continue
+                if item in self.raw_lists and item != name:
+                    nested = self.resolve_list(item, [*stack, name])
+                    if nested is not None:
+                        out.extend(nested)
+                    continue
+            out.append(item)
+        resolved = tuple(dict.fromkeys(out))
+        self.lists[name] = resolved
+        return resolved
+
+    # -- conditions ------------------------------------------------------------------------
+    def value_list(self, source: int, path: Path, value: list[Any] | str
+                   ) -> tuple[list[Any], str | None] | None:
+        if isinstance(value, str):
+            if value in self.lists:
+                return list(self.lists[value]), value
+            self.error(source, path, f"{value!r} is not a defined list",
+                       did_you_mean(value, self.lists) or
+                       "write [a, b] for literal values, or define the list under 'lists:'")
+            return None
+        return list(value), None
+
+    def pattern_list(self, patterns: list[str]) -> tuple[list[str], str | None]:
+        if len(patterns) == 1 and patterns[0] in self.lists:
+            name = patterns[0]
+            return [str(item) for item in self.lists[name]], name
+        return patterns, None
+
+    def condition(self, cond: Condition, source: int, path: Path,
+                  kinds: tuple[str, ...] | None) -> Node | None:
+        if cond.all_ is not None or cond.any_ is not None:
+            key = "all" if cond.all_ is not None else "any"
+            items = cond.all_ if cond.all_ is not None else cond.any_
+            assert items is not None
+            children = [self.condition(child, source, (*path, key, i), kinds)
+                        for i, child in enumerate(items)]
+            if any(child is None for child in children):
+                return None
+            kept = [child for child in children if child is not None]
+            return AllNode(kept) if key == "all" else AnyNode(kept)
+        if cond.not_ is not None:
+            inner = self.condition(cond.not_, source, (*path, "not"), kinds)
+            return NotNode(inner) if inner is not None else None
+        if cond.macro is not None:
+            return self.macro(cond.macro, source, (*path, "macro"))
+        assert cond.field is not None
+        return self.field(cond, source, path, kinds)
+
+    def macro(self, name: str, source: int, path: Path) -> Node | None:
+        if name not in self.raw_macros:
+            self.error(source, path, f"unknown macro {name!r}",
+                       did_you_mean(name, self.raw_macros) or "define it under 'macros:'")
+            return None
+        if name in self.macro_stack:
+            cycle = " → ".join([*self.macro_stack[self.macro_stack.index(name):], name])
+            self.error(source, path, f"macros refer to each other in a cycle: {cycle}",
+                       "a macro cannot use itself, directly or through other macros")
+            return None
+        if name in self.macro_nodes:
+            node = self.macro_nodes[name]
+            return MacroNode(name, node) if node is not None else None
+        condition, index, macro_path, _ = self.raw_macros[name]
+        self.macro_stack.append(name)
+        try:
+            inner = self.condition(condition, index, macro_path, None)
+        finally:
+            self.macro_stack.pop()
+        self.macro_nodes[name] = inner
+        return MacroNode(name, inner) if inner is not None else None
+
+    def field_path(self, text: str, source: int, path: Path,
+                   kinds: tuple[str, ...] | None) -> FieldPath | None:
+        try:
+            parsed = FieldPath(text)
+        except PathSyntaxError as exc:
+            self.error(source, path, f"invalid field path: {exc}",
+                       "e.g. arguments.query.limit, result[*].email, argv[0], arguments.**")
+            return None
+        allowed: set[str] = set()
+        for kind in kinds or EVENT_KINDS:
+            allowed |= KIND_FIELDS[kind]
+        if parsed.context:
+            if parsed.head not in CONTEXT_FIELDS:
+                self.error(source, path, f"unknown context field {parsed.head!r}",
+                           did_you_mean(parsed.head, CONTEXT_FIELDS) or
+                           "context fields: " + ", ".join(sorted(CONTEXT_FIELDS)))
+                return None
+        elif parsed.head not in allowed:
+            scope = f"{'/'.join(kinds)} events" if kinds else "any event"
+            self.error(source, path, f"{parsed.head!r} is not a field of {scope}",
+                       did_you_mean(parsed.head, allowed | {"context"}) or
+                       "fields: " + ", ".join(sorted(allowed)))
+            return None
+        return parsed
+
+    def field(self, cond: Condition, source: int, path: Path,
+              kinds: tuple[str, ...] | None) -> Node | None:
+        assert cond.field is not None
+        parsed = self.field_path(cond.field, source, (*path, "field"), kinds)
+        if parsed is None:
+            return None
+        fold = cond.ignore_case
+        transforms = [(name, TRANSFORM_FUNCTIONS[name]) for name in cond.transform or ()]
+        if fold:
+            transforms.append(("lower", lowercase))
+        ops: list[Op] = []
+        ok = True
+
+        def fold_text(items: Iterable[str]) -> list[str]:
+            return [i.lower() for i in items] if fold else list(items)
+
+        if cond.equals is not None:
+            literal = literal_set([cond.equals], fold)
+            ops.append(Op("equals", f"equals {cond.equals!r}", membership(literal)))
+        if cond.not_equals is not None:
+            different = membership(literal_set([cond.not_equals], fold))
+            ops.append(Op("not_equals", f"differs from {cond.not_equals!r}",
+                           lambda x: isinstance(x, (str, int, float)) and not different(x)))
+        for key, negate in (("in", False), ("not_in", True)):
+            raw = cond.in_ if key == "in" else cond.not_in
+            if raw is None:
+                continue
+            found = self.value_list(source, (*path, key), raw)
+            if found is None:
+                ok = False
+                continue
+            items, name = found
+            member = membership(literal_set(items, fold))
+            label = short_label(items, name)
+            if negate:
+                def not_member(x: Any, member: Callable[[Any], bool] = member) -> bool:
+                    return isinstance(x, (str, int, float)) and not member(x)
+                ops.append(Op(key, f"not in {label}", not_member))
+            else:
+                words = [i.lower() if fold else i for i in items if isinstance(i, str) and i]
+                ops.append(Op(key, f"in {label}", member,
+                               gate=tuple(words) if len(words) == len(items) else None))
+        for key in ("contains", "startswith", "endswith"):
+            raw_patterns = getattr(cond, key)
+            if raw_patterns is None:
+                continue
+            patterns, name = self.pattern_list(raw_patterns)
+            needles = tuple(fold_text(patterns))
+            ops.append(text_op(key, needles, short_label(patterns, name)))
+        if cond.glob is not None:
+            patterns, name = self.pattern_list(cond.glob)
+            globs = fold_text(patterns)
+            regex = _globs_regex(globs)
+
+            def glob_why(x: Any, globs: list[str] = globs) -> str:
+                hit = next((g for g in globs if fnmatch.fnmatchcase(x, g)), "?")
+                return f"matches {hit!r}"
+            chunks = [glob_literal(g) for g in globs]
+            def glob_test(x: Any, regex: re.Pattern[str] = regex) -> bool:
+                return isinstance(x, str) and regex.match(x) is not None
+            ops.append(Op("glob", f"matches {short_label(patterns, name)}", glob_test, glob_why,
+                           gate=tuple(chunks) if all(chunks) else None))
+        if cond.regex is not None:
+            patterns, name = self.pattern_list(cond.regex)
+            compiled = []
+            for i, pattern in enumerate(patterns):
+                try:
+                    compiled.append(compile_regex(pattern, fold))
+                except RegexProblem as exc:
+                    where = (*path, "regex") if name is None else ("lists", name)
+                    if name is None and len(cond.regex) > 1:
+                        where = (*where, i)
+                    self.error(source if name is None else self._list_source(name), where,
+                               f"regex {pattern[:80]!r} refused: {exc}", exc.hint)
+                    ok = False
+            if compiled:
+                # The gate literals are matched on lower-cased text only when the values are
+                # lower-cased (ignore_case or a 'lower' transform).
+                lowered = fold or "lower" in (cond.transform or ())
+                ops.append(regex_op(compiled, short_label(patterns, name), lowered))
+        if cond.cidr is not None:
+            patterns, name = self.pattern_list(cond.cidr)
+            networks = []
+            for pattern in patterns:
+                try:
+                    networks.append(ipaddress.ip_network(pattern.strip(), strict=False))
+                except ValueError:
+                    # A bad item of a named list is reported where the list is defined.
+                    self.error(source if name is None else self._list_source(name),
+                               (*path, "cidr") if name is None else ("lists", name),
+                               f"{pattern!r} is not an IP address or network",
+                               "e.g. 169.254.169.254, 10.0.0.0/8, fd00:ec2::254")
+                    ok = False
+            ops.append(cidr_op(tuple(networks), short_label(patterns, name)))
+        numeric = [(sym, getattr(cond, key)) for key, sym in
+                   (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))
+                   if getattr(cond, key) is not None]
+        if numeric:
+            ops.append(numeric_op(numeric))
+        count = bounds_test(cond.count) if cond.count is not None else None
+        length = bounds_test(cond.length) if cond.length is not None else None
+        if not ok:
+            return None
+        node = FieldNode(parsed, transforms, ops, cond.exists, count, length)
+        if cond.count is not None:
+            # The smallest count the bounds accept (counts are whole numbers).
+            floors = [float(cond.count.equals)] if cond.count.equals is not None else []
+            if cond.count.gt is not None:
+                floors.append(float(int(cond.count.gt) + 1) if cond.count.gt >= 0 else 0.0)
+            if cond.count.gte is not None:
+                floors.append(max(0.0, float(cond.count.gte)))
+            node.count_floor = max(floors, default=0.0)
+        return node
+
+    def _list_source(self, name: str) -> int:
+        return self.raw_lists[name][1]
+
+
+    # -- rules -----------------------------------------------------------------------------
+    def phases(self, rule: Rule, kinds: tuple[str, ...] | None, nodes: list[Node],
+               title: Sequence[str | FieldPath], source: int, path: Path
+               ) -> dict[str, str | None] | None:
+        heads = {p.first for node in nodes for p in node.paths()}
+        heads |= {p.first for p in title if isinstance(p, FieldPath)}
+        out: dict[str, str | None] = {}
+        explicit = rule.match.phase
+        for kind in kinds or EVENT_KINDS:
+            phased = PHASED.get(kind)
+            if phased is None:
+                out[kind] = None
+                continue
+            late_fields, late, early = phased
+            if explicit is not None:
+                if explicit in (late, early):
+                    out[kind] = explicit
+                continue
+            out[kind] = late if heads & late_fields else early
+        if explicit is not None and not any(v == explicit for v in out.values()):
+            where = "tool_call" if explicit in ("call", "result") else "model_call/retrieval"
+            self.error(source, (*path, "match", "phase"), f"phase {explicit!r} applies to "
+                       f"{where} events only", "set match.kind accordingly or drop the phase")
+            return None
+        if explicit is not None:
+            out = {k: v for k, v in out.items() if v == explicit}
+        return out
+
+    def title(self, rule: Rule, source: int, path: Path, kinds: tuple[str, ...] | None
+              ) -> tuple[str | FieldPath, ...] | None:
+        if rule.message is None:
+            return None
+        parts: list[str | FieldPath] = []
+        pos = 0
+        for found in _PLACEHOLDER.finditer(rule.message):
+            parts.append(rule.message[pos:found.start()])
+            parsed = self.field_path(found.group(1).strip(), source, (*path, "message"), kinds)
+            if parsed is None:
+                return None
+            parts.append(parsed)
+            pos = found.end()
+        parts.append(rule.message[pos:])
+        return tuple(p for p in parts if p != "")
+
+    def globs(self, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """Name patterns; a single name of a defined list stands for that list's items."""
+        if value is not None and len(value) == 1 and value[0] in self.lists:
+            return tuple(str(item) for item in self.lists[value[0]]) or ("\x00",)
+        return value
+
+    def after(self, items: list[After]) -> tuple[CompiledAfter, ...]:
+        out = []
+        for item in items:
+            globs = self.globs(item.tool)
+            out.append(CompiledAfter(
+                tool=_globs_regex(globs) if globs else None, tool_globs=globs or (),
+                flagged=item.untrusted_content_flagged, within=item.within,
+                same_turn=item.same_turn))
+        return tuple(out)
+
+    def rule(self, rule: Rule, source: int, path: Path, extra_unless: list[tuple[Condition, int,
+             Path]]) -> CompiledRule | None:
+        kinds = rule.match.kind
+        when = self.condition(rule.when, source, (*path, "when"), kinds) if rule.when else \
+            Const(True)
+        unless_nodes: list[Node | None] = []
+        if rule.unless is not None:
+            unless_nodes.append(self.condition(rule.unless, source, (*path, "unless"), kinds))
+        for cond, index, where in extra_unless:
+            unless_nodes.append(self.condition(cond, index, where, kinds))
+        title = self.title(rule, source, path, kinds)
+        if when is None or any(node is None for node in unless_nodes) or \
+                (rule.message is not None and title is None):
+            return None
+        unless_list = [node for node in unless_nodes if node is not None]
+        unless: Node | None = None
+        if unless_list:
+            unless = unless_list[0] if len(unless_list) == 1 else AnyNode(unless_list)
+        phases = self.phases(rule, kinds, [when, *unless_list], title or (), source, path)
+        if phases is None:
+            return None
+        tests: dict[str, Test] = {}
+        always: dict[str, bool] = {}
+        specials: dict[str, Node] = {}
+        gates: dict[str, Any] = {}
+        for kind in phases:
+            special = when.specialize(kind)
+            exception = unless.specialize(kind) if unless is not None else Const(False)
+            if (isinstance(special, Const) and not special.value) or \
+                    (isinstance(exception, Const) and exception.value):
+                continue  # never fires for this kind
+            specials[kind] = special
+            tests[kind] = _and_not(special.compile(), None if isinstance(exception, Const)
+                                   else exception.compile())
+            always[kind] = isinstance(special, Const) and isinstance(exception, Const)
+            gate = special.gate()
+            if gate is not None:
+                gates[kind] = gate
+        rate = RateWindow(rule.rate_limit.max, rule.rate_limit.per) if rule.rate_limit else None
+        line, _ = self.sources[source].marks.locate(path)
+        tools = self.globs(rule.match.tool)
+        agents = self.globs(rule.match.agent)
+        compiled = CompiledRule(
+            id=rule.id, description=rule.description, severity=rule.severity,
+            action=rule.action, category=rule.category, tags=tuple(rule.tags),
+            source=self.sources[source].name, line=line, kinds=kinds,
+            tool_globs=tools, agent_globs=agents, phases=phases, when=when,
+            unless=unless, tests=tests, tests_always=always, specials=specials, gates=gates,
+            after=self.after(rule.after), rate=rate,
+            rate_by=rule.rate_limit.by if rule.rate_limit else (), title=title,
+            tool=_globs_regex(tools) if tools else None,
+            agent=_globs_regex(agents) if agents else None,
+        )
+        return compiled
+
+    def run(self) -> CompiledPolicy:
+        self.collect()
+        # Every rule id any source defines (overrides may target rules not included here).
+        defined: dict[str, tuple[int, Path]] = {}
+        included: list[tuple[Rule, int, Path]] = []
+        for index, source in enumerate(self.sources):
+            for position, rule in enumerate(source.document.rules):
+                path: Path = ("rules", position)
+                if not source.builtin and BUILTIN_ID.match(rule.id):
+                    self.error(index, (*path, "id"), f"rule id {rule.id!r} is reserved for "
+                               "built-in rules", "choose another id; to change a built-in rule "
+                               "use overrides: {" + rule.id + ": {...}}")
+                    continue
+                if rule.id in defined:
+                    first = defined[rule.id]
+                    self.error(index, (*path, "id"), f"duplicate rule id {rule.id!r} (first "
+                               f"defined at {self.where(*first)})", "rule ids must be unique")
+                    continue
+                defined[rule.id] = (index, path)
+                if source.include_rules:
+                    included.append((rule, index, path))
+        changes: dict[str, dict[str, Any]] = {}
+        extra_unless: dict[str, list[tuple[Condition, int, Path]]] = {}
+        for index, source in enumerate(self.sources):
+            for rule_id, override in source.document.overrides.items():
+                path = ("overrides", rule_id)
+                if rule_id not in defined:
+                    self.error(index, path, f"overrides an unknown rule {rule_id!r}",
+                               rule_id_hint(rule_id, defined), key=True)
+                    continue
+                values = {k: v for k, v in (("action", override.action),
+                                            ("severity", override.severity),
+                                            ("enabled", override.enabled)) if v is not None}
+                changes.setdefault(rule_id, {}).update(values)
+                if override.unless is not None:
+                    extra_unless.setdefault(rule_id, []).append(
+                        (override.unless, index, (*path, "unless")))
+        # Every macro is compiled (and so checked) even when no rule uses it.
+        for name in self.raw_macros:
+            self.macro(name, self.raw_macros[name][1], self.raw_macros[name][2])
+        rules: list[CompiledRule] = []
+        for rule, index, path in included:
+            if rule.id in changes:
+                rule = rule.model_copy(update=changes[rule.id])
+            compiled = self.rule(rule, index, path, extra_unless.get(rule.id, []))
+            if compiled is None or not rule.enabled or rule.id in self.disabled:
+                continue
+            rules.append(compiled)
+        if self.issues:
+            raise PolicyError(self.issues[:MAX_ISSUES], max(0, len(self.issues) - MAX_ISSUES))
+        by_kind: dict[str, list[tuple[CompiledRule, str | None, Test, Gate | None]]] = {}
+        for kind in EVENT_KINDS:
+            gated = _gates([(r, r.gates[kind]) for r in rules if kind in r.gates])
+            for compiled in rules:
+                if kind in compiled.tests:
+                    by_kind.setdefault(kind, []).append(
+                        (compiled, compiled.phases[kind], compiled.tests[kind],
+                         gated.get(compiled.id)))
+        after_globs = [g for r in rules for a in r.after for g in a.tool_globs]
+        return CompiledPolicy(
+            rules=rules, lists=dict(self.lists),
+            macros={name: (entry[3] or "") for name, entry in self.raw_macros.items()},
+            by_kind=by_kind,
+            after_tools=_globs_regex(after_globs) if after_globs else None,
+            tracks_flags=any(a.flagged for r in rules for a in r.after),
+            known_ids=frozenset(defined),
+        )
+
+
+def compile_sources(sources: Sequence[Source], *, disabled: Iterable[str] = (),
+                    environ: dict[str, str] | None = None) -> CompiledPolicy:
+    """Compile sources in order into one rule set; raises :class:`PolicyError`."""
+    return _Compiler(sources, frozenset(disabled), environ).run()
+

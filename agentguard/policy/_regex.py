@@ -1,0 +1,432 @@
+"""Regular expressions in policies: refuse those that backtrack catastrophically, bound the rest.
+
+Python's ``re`` is a backtracking engine: a pattern such as ``(a+)+b`` takes exponential time and
+``a.*b.*c`` cubic time on text chosen by an attacker (a tool argument, a tool result). A policy
+regex runs on exactly that text, so each pattern is analysed when the policy loads, on the parse
+tree ``re`` itself builds, and refused when it has one of the shapes that cause super-linear
+backtracking:
+
+* a quantifier inside a quantifier where one of them is unbounded (``(a+)+``, ``(a*b?)*``,
+  ``(\\w+\\s?)+``) — unless the inner one is possessive or atomic (``(?:a++b)+``, Python 3.11+);
+* alternatives inside an unbounded quantifier that can start with the same character
+  (``(a|ab)*``, ``(\\w|\\d)+``) or that can match nothing (``(a|)*``);
+* two unbounded quantifiers that can consume the same characters with nothing between them that
+  only one can match (``a.*b.*c``, ``\\d+\\w+``); a separator the first cannot consume makes
+  them safe (``\\d+\\.\\d+``, ``[^/]*/[^/]*``);
+* an unbounded quantifier inside a look-ahead or look-behind, back-references and conditional
+  groups, counted repetitions above 1000, patterns longer than 1000 characters.
+
+What remains is at worst quadratic in the input (a search restarts at every position), so a
+regex sees at most :data:`MAX_REGEX_INPUT` characters of each value; the other operators
+(``contains``, ``glob``, ``startswith`` ...) are linear and see the whole value. A leading or
+trailing ``.*`` is dropped: for a yes/no search it changes nothing and costs quadratic time.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import re._constants as _c
+    import re._parser as _parser
+else:  # pragma: no cover - Python 3.10
+    import sre_constants as _c
+    import sre_parse as _parser
+
+__all__ = ["MAX_PATTERN_LENGTH", "MAX_REGEX_INPUT", "RegexProblem", "check_regex", "compile_regex"]
+
+MAX_REGEX_INPUT = 4096
+MAX_PATTERN_LENGTH = 1000
+MAX_COUNTED_REPEAT = 1000
+# Counted repetitions larger than this behave like unbounded ones for backtracking.
+_LARGE = 32
+_TOP = 0x10FFFF
+
+_ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
+_POSSESSIVE = getattr(_c, "POSSESSIVE_REPEAT", None)
+_REPEATS = tuple(op for op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _POSSESSIVE) if op is not None)
+
+Ranges = tuple[tuple[int, int], ...]
+_ALL: Ranges = ((0, _TOP),)
+_NONE: Ranges = ()
+
+
+class RegexProblem(ValueError):
+    """A pattern refused by :func:`check_regex`; ``hint`` says how to rewrite it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# -- character sets as sorted, merged, inclusive code-point ranges ---------------------------------
+
+def _merge(ranges: list[tuple[int, int]]) -> Ranges:
+    ranges.sort()
+    out: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _union(*sets: Ranges) -> Ranges:
+    return _merge([r for s in sets for r in s])
+
+
+def _complement(ranges: Ranges) -> Ranges:
+    out: list[tuple[int, int]] = []
+    start = 0
+    for lo, hi in ranges:
+        if lo > start:
+            out.append((start, lo - 1))
+        start = hi + 1
+    if start <= _TOP:
+        out.append((start, _TOP))
+    return tuple(out)
+
+
+def _overlap(a: Ranges, b: Ranges) -> bool:
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i][1] < b[j][0]:
+            i += 1
+        elif b[j][1] < a[i][0]:
+            j += 1
+        else:
+            return True
+    return False
+
+
+def _fold(ranges: Ranges) -> Ranges:
+    """Add the other ASCII case of every letter (for IGNORECASE)."""
+    extra: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        for base, other in ((65, 97), (97, 65)):
+            a, b = max(lo, base), min(hi, base + 25)
+            if a <= b:
+                extra.append((a - base + other, b - base + other))
+    return _union(ranges, tuple(extra)) if extra else ranges
+
+
+_SPACE: Ranges = _merge([(9, 13), (28, 32), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
+                         (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F),
+                         (0x3000, 0x3000)])
+_ASCII_WORD: Ranges = _merge([(48, 57), (65, 90), (95, 95), (97, 122)])
+# \w and \d also match non-ASCII letters and digits; every non-ASCII code point that is not a
+# space is counted in, which can only make the analysis stricter.
+_NON_ASCII: Ranges = tuple(r for r in _complement(_SPACE) if r[0] >= 0x80) or ((0x80, _TOP),)
+_WORD = _union(_ASCII_WORD, _NON_ASCII)
+_DIGIT = _union(((48, 57),), _NON_ASCII)
+_CATEGORIES: dict[Any, Ranges] = {}
+for _name, _ranges in (("DIGIT", _DIGIT), ("WORD", _WORD), ("SPACE", _SPACE),
+                       ("LINEBREAK", ((10, 10),))):
+    for _prefix in ("CATEGORY_", "CATEGORY_UNI_", "CATEGORY_LOC_"):
+        _pos = getattr(_c, f"{_prefix}{_name}", None)
+        _neg = getattr(_c, f"{_prefix}NOT_{_name}", None)
+        if _pos is not None:
+            _CATEGORIES[_pos] = _ranges
+        if _neg is not None:
+            # The complement of the ASCII part: larger than the true set, so again stricter.
+            ascii_part = tuple(r for r in _ranges if r[1] < 0x80)
+            _CATEGORIES[_neg] = _complement(ascii_part)
+
+
+def _in_set(items: list[tuple[Any, Any]]) -> Ranges:
+    negate = False
+    parts: list[tuple[int, int]] = []
+    for op, av in items:
+        if op == _c.NEGATE:
+            negate = True
+        elif op == _c.LITERAL:
+            parts.append((av, av))
+        elif op == _c.RANGE:
+            parts.append((av[0], av[1]))
+        elif op == _c.CATEGORY:
+            parts.extend(_CATEGORIES.get(av, _ALL))
+        else:
+            parts.append((0, _TOP))
+    ranges = _merge(parts)
+    return _complement(ranges) if negate else ranges
+
+
+class _Analyser:
+    def __init__(self, ignore_case: bool) -> None:
+        self.ignore_case = ignore_case
+
+    # What characters an item can consume anywhere inside it.
+    def chars(self, seq: Any) -> Ranges:
+        out: list[Ranges] = []
+        for op, av in seq:
+            if op == _c.LITERAL:
+                out.append(((av, av),))
+            elif op == _c.NOT_LITERAL:
+                out.append(_complement(((av, av),)))
+            elif op == _c.ANY:
+                out.append(_ALL)
+            elif op == _c.IN:
+                out.append(_in_set(av))
+            elif op == _c.CATEGORY:
+                out.append(_CATEGORIES.get(av, _ALL))
+            elif op == _c.BRANCH:
+                out.extend(self.chars(alt) for alt in av[1])
+            elif op == _c.SUBPATTERN:
+                out.append(self.chars(av[3]))
+            elif op in _REPEATS:
+                out.append(self.chars(av[2]))
+            elif _ATOMIC is not None and op == _ATOMIC:
+                out.append(self.chars(av))
+        ranges = _union(*out) if out else _NONE
+        return _fold(ranges) if self.ignore_case else ranges
+
+    def first(self, seq: Any) -> tuple[Ranges, bool]:
+        """The characters a sequence can start with, and whether it can match nothing."""
+        out: list[Ranges] = []
+        for op, av in seq:
+            if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+                continue
+            if op == _c.BRANCH:
+                nullable = False
+                for alt in av[1]:
+                    chars, empty = self.first(alt)
+                    out.append(chars)
+                    nullable = nullable or empty
+                if not nullable:
+                    return _union(*out), False
+                continue
+            if op == _c.SUBPATTERN or (_ATOMIC is not None and op == _ATOMIC):
+                chars, empty = self.first(av[3] if op == _c.SUBPATTERN else av)
+                out.append(chars)
+                if not empty:
+                    return _union(*out), False
+                continue
+            if op in _REPEATS:
+                chars, empty = self.first(av[2])
+                out.append(chars)
+                if av[0] > 0 and not empty:
+                    return _union(*out), False
+                continue
+            out.append(self.chars([(op, av)]))
+            return _union(*out), False
+        return (_union(*out) if out else _NONE), True
+
+    # -- the checks ------------------------------------------------------------------------
+    def check(self, seq: Any, in_repeat: bool, in_unbounded: bool) -> None:
+        self.sequence(seq)
+        for op, av in seq:
+            if op in (_c.GROUPREF, getattr(_c, "GROUPREF_EXISTS", None)):
+                raise RegexProblem("back-references and conditional groups can take exponential "
+                                   "time", "match the repeated text explicitly")
+            if op in (_c.ASSERT, _c.ASSERT_NOT):
+                if self.has_unbounded(av[1]):
+                    raise RegexProblem(
+                        "an unbounded quantifier inside a look-ahead/look-behind is re-run at "
+                        "every position", "use a bounded repetition such as .{0,100}, or drop "
+                        "the look-around")
+                self.check(av[1], in_repeat, in_unbounded)
+            elif op == _c.BRANCH:
+                if in_unbounded:
+                    self.branch_disjoint(av[1])
+                for alt in av[1]:
+                    self.check(alt, in_repeat, in_unbounded)
+            elif op == _c.SUBPATTERN:
+                self.check(av[3], in_repeat, in_unbounded)
+            elif _ATOMIC is not None and op == _ATOMIC:
+                # Nothing inside an atomic group is backtracked into from outside.
+                self.check(av, False, False)
+            elif op in _REPEATS:
+                lo, hi, body = av
+                if hi != _c.MAXREPEAT and hi > MAX_COUNTED_REPEAT:
+                    raise RegexProblem(f"a counted repetition above {MAX_COUNTED_REPEAT}",
+                                       "use a smaller count")
+                possessive = _POSSESSIVE is not None and op == _POSSESSIVE
+                unbounded = hi == _c.MAXREPEAT or hi > _LARGE
+                variable = hi != lo
+                if possessive:
+                    self.check(body, False, False)
+                    continue
+                if in_repeat and variable and (unbounded or in_unbounded):
+                    raise RegexProblem(
+                        "nested quantifiers (a quantified group that contains another "
+                        "quantifier, like (a+)+) can take exponential time",
+                        "remove the inner quantifier, or make it possessive (a++) or atomic "
+                        "((?>...)) so it never gives characters back")
+                repeats = hi > 1 and (variable or unbounded)
+                if unbounded and repeats:
+                    _, empty = self.first(body)
+                    if empty and body:
+                        raise RegexProblem("a repeated group that can match nothing",
+                                           "make the group consume at least one character")
+                self.check(body, in_repeat or repeats, in_unbounded or (unbounded and repeats))
+                if hi >= 2 and self.has_unbounded(body, backtracking=True):
+                    # A repeated body follows itself: (?:a.*){2} is a.*a.*.
+                    self.sequence(list(body) * 2)
+
+    def branch_disjoint(self, alternatives: list[Any]) -> None:
+        seen: list[Ranges] = []
+        for alt in alternatives:
+            chars, empty = self.first(alt)
+            if empty:
+                raise RegexProblem("an alternative that can match nothing, inside a repeated "
+                                   "group", "remove the empty alternative; use ? on the group")
+            for other in seen:
+                if _overlap(chars, other):
+                    raise RegexProblem(
+                        "alternatives inside a repeated group that can start with the same "
+                        "character (like (a|ab)*) can take exponential time",
+                        "merge the alternatives into a character class, or factor out their "
+                        "common start")
+            seen.append(chars)
+
+    def has_unbounded(self, seq: Any, backtracking: bool = False) -> bool:
+        """Whether ``seq`` has an unbounded quantifier (only ones that backtrack, if asked)."""
+        for op, av in seq:
+            possessive = _POSSESSIVE is not None and op == _POSSESSIVE
+            atomic = _ATOMIC is not None and op == _ATOMIC
+            if backtracking and (possessive or atomic):
+                continue
+            if op in _REPEATS:
+                if av[1] == _c.MAXREPEAT or av[1] > _LARGE or self.has_unbounded(av[2], backtracking):
+                    return True
+            elif op == _c.SUBPATTERN:
+                if self.has_unbounded(av[3], backtracking):
+                    return True
+            elif op == _c.BRANCH:
+                if any(self.has_unbounded(alt, backtracking) for alt in av[1]):
+                    return True
+            elif atomic and self.has_unbounded(av, backtracking):
+                return True
+        return False
+
+    def sequence(self, seq: Any) -> None:
+        """Two unbounded quantifiers in a row that can consume the same text are ambiguous."""
+        pending: Ranges | None = None
+        for op, av in _flatten(seq):
+            if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+                continue
+            item = [(op, av)]
+            chars = self.chars(item)
+            _, nullable = self.first(item)
+            if self.has_unbounded(item, backtracking=True):
+                if pending is not None and _overlap(pending, chars):
+                    raise RegexProblem(
+                        "two unbounded quantifiers that can match the same characters, with "
+                        "nothing between them that only one can match (like a.*b.*c), take "
+                        "polynomial time", "use a negated class ([^b]*), a bounded repetition "
+                        "(.{0,100}), or two separate conditions under all:")
+                # One that must consume something the earlier ones cannot separates them.
+                pending = chars if pending is None or not nullable else _union(pending, chars)
+            elif pending is not None and not nullable and not _overlap(pending, chars):
+                pending = None
+
+
+def _flatten(seq: Any) -> list[tuple[Any, Any]]:
+    """Items of a sequence with plain (unrepeated) groups inlined."""
+    out: list[tuple[Any, Any]] = []
+    for op, av in seq:
+        if op == _c.SUBPATTERN:
+            out.extend(_flatten(av[3]))
+        else:
+            out.append((op, av))
+    return out
+
+
+_LEADING_ANY = re.compile(r"^(?:\.\*\??)+(?!\*|\+|\?|\{)")
+_TRAILING_ANY = re.compile(r"(?<!\\)(?:\.\*\??)+$")
+
+
+def _trim(pattern: str) -> str:
+    if pattern.startswith("(?"):
+        return pattern
+    trimmed = _LEADING_ANY.sub("", pattern, count=1)
+    if not trimmed.endswith("\\.*"):
+        trimmed = _TRAILING_ANY.sub("", trimmed, count=1)
+    return trimmed or pattern
+
+
+def check_regex(pattern: str, ignore_case: bool = False) -> str:
+    """The pattern to compile (a leading/trailing ``.*`` dropped); raises :class:`RegexProblem`."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise RegexProblem(f"the pattern is longer than {MAX_PATTERN_LENGTH} characters",
+                           "split it into several patterns (a list is any-of)")
+    trimmed = _trim(pattern)
+    try:
+        tree = _parser.parse(trimmed)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise RegexProblem(f"invalid regular expression: {exc}", "check the escaping; in YAML, "
+                           "single-quote patterns so backslashes stay as written") from None
+    # Case-insensitive anywhere (flag, inline group or the condition's ignore_case) folds the
+    # character sets everywhere: stricter, never laxer.
+    folded = ignore_case or bool(tree.state.flags & re.IGNORECASE) or \
+        re.search(r"\(\?[a-zA-Z]*i[a-zA-Z]*[:)]", trimmed) is not None
+    analyser = _Analyser(folded)
+    try:
+        analyser.check(tree, False, False)
+    except RecursionError:
+        raise RegexProblem("the pattern nests too deeply", "simplify the pattern") from None
+    return trimmed
+
+
+def compile_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
+    """Check and compile a policy regex; raises :class:`RegexProblem`."""
+    text = check_regex(pattern, ignore_case)
+    try:
+        return re.compile(text, re.IGNORECASE if ignore_case else 0)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise RegexProblem(f"invalid regular expression: {exc}", "check the escaping") from None
+
+
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """Strings one of which every match of ``pattern`` contains (lower-cased when the pattern
+    ignores case), or None when no such set is found. Used to skip regexes on text that holds
+    none of them."""
+    try:
+        tree = _parser.parse(pattern)
+    except (re.error, OverflowError, RecursionError):
+        return None
+    fold = bool(tree.state.flags & re.IGNORECASE)
+    try:
+        found = _required(tree)
+    except RecursionError:
+        return None
+    if not found:
+        return None
+    return tuple(sorted({s.lower() if fold else s for s in found}))
+
+
+def _required(seq: Any) -> list[str] | None:
+    best: list[str] | None = None
+
+    def consider(candidate: list[str] | None) -> None:
+        nonlocal best
+        if not candidate or any(not s for s in candidate):
+            return
+        # The most selective set: the one whose shortest string is longest.
+        if best is None or min(map(len, candidate)) > min(map(len, best)):
+            best = candidate
+
+    run: list[str] = []
+    for op, av in seq:
+        if op == _c.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            consider(["".join(run)])
+            run = []
+        if op == _c.SUBPATTERN:
+            consider(_required(av[3]))
+        elif _ATOMIC is not None and op == _ATOMIC:
+            consider(_required(av))
+        elif op == _c.BRANCH:
+            alternatives = [_required(alt) for alt in av[1]]
+            if all(alternatives):
+                consider([s for alt in alternatives if alt for s in alt])
+        elif op in _REPEATS and av[0] >= 1:
+            consider(_required(av[2]))
+    if run:
+        consider(["".join(run)])
+    return best

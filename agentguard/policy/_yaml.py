@@ -1,0 +1,196 @@
+"""YAML that remembers where every value came from, so errors can name the line.
+
+PyYAML's composer gives nodes with marks; this module builds plain Python values from them and a
+map from each value's path (``("rules", 0, "severity")``) to its line and column. It also refuses
+what a policy file never needs and an attacker could use: duplicate keys (PyYAML silently keeps
+the last), non-string keys, recursive aliases and alias expansion beyond a node budget (the
+"billion laughs"), nesting deep enough to exhaust the stack, and files over a size limit.
+Booleans follow YAML 1.2 (``true``/``false`` only), so ``no`` stays the string ``"no"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from agentguard.policy._errors import MAX_ISSUES, PolicyError, PolicyIssue, format_path
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_SOURCE_BYTES", "Marks", "load_yaml"]
+
+MAX_SOURCE_BYTES = 1 << 20
+MAX_NODES = 50_000
+MAX_DEPTH = 64
+
+Path = tuple[str | int, ...]
+
+
+class Marks:
+    """Line and column (1-based) of each value, and of each mapping key, by path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.values: dict[Path, tuple[int, int]] = {}
+        self.keys: dict[Path, tuple[int, int]] = {}
+
+    def locate(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
+        """The position of ``path``, or of its longest known prefix."""
+        table = self.keys if key else self.values
+        if key and path not in table:
+            table = self.values
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if probe in self.values:
+                return self.values[probe]
+            probe = probe[:-1]
+        return self.values.get((), (None, None))
+
+    def issue(self, path: Path, message: str, hint: str | None = None, *, key: bool = False
+              ) -> PolicyIssue:
+        line, column = self.locate(path, key=key)
+        return PolicyIssue(self.file, line, column, format_path(path), message, hint)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, node: yaml.Node | None = None) -> None:
+        super().__init__(message)
+        self.mark = node.start_mark if node is not None else None
+
+
+class _Builder:
+    def __init__(self, loader: _Loader, marks: Marks) -> None:
+        self.loader = loader
+        self.marks = marks
+        self.nodes = 0
+        self.active: set[int] = set()
+        self.issues: list[PolicyIssue] = []
+
+    def _mark(self, node: yaml.Node) -> tuple[int, int]:
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(f"the policy has more than {MAX_NODES} values (aliases included)",
+                          node)
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(f"the policy nests deeper than {MAX_DEPTH} levels", node)
+        self.marks.values.setdefault(path, self._mark(node))
+        if isinstance(node, yaml.ScalarNode):
+            return self.loader.construct_object(node, deep=True)
+        if id(node) in self.active:
+            raise _TooBig("a YAML alias refers to the value that contains it", node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+        raise _TooBig(f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        # Expands ``<<: *anchor`` merge keys the way PyYAML does.
+        self.loader.flatten_mapping(node)
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issues.append(PolicyIssue(
+                    self.marks.file, *self._mark(key_node), format_path(path),
+                    "a mapping key must be a plain string, not a list or mapping"))
+                continue
+            key = self.loader.construct_object(key_node)
+            if not isinstance(key, str):
+                self.issues.append(PolicyIssue(
+                    self.marks.file, *self._mark(key_node), format_path(path),
+                    f"mapping keys must be strings; got {type(key).__name__} {key!r}",
+                    "quote the key"))
+                continue
+            child = (*path, key)
+            if key in out:
+                first = self.marks.keys.get(child)
+                self.issues.append(PolicyIssue(
+                    self.marks.file, *self._mark(key_node), format_path(child),
+                    f"duplicate key {key!r}" + (f" (first at line {first[0]})" if first else ""),
+                    "YAML keeps only the last value of a repeated key; remove one of them"))
+                continue
+            self.marks.keys[child] = self._mark(key_node)
+            out[key] = self.build(value_node, child)
+        return out
+
+
+def load_yaml(text: str | bytes, file: str) -> tuple[Any, Marks]:
+    """Parse one YAML document into plain values and their marks; raises :class:`PolicyError`."""
+    marks = Marks(file)
+    if isinstance(text, bytes):
+        if len(text) > MAX_SOURCE_BYTES:
+            raise PolicyError.single(file, f"the policy is larger than {MAX_SOURCE_BYTES} bytes")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError.single(file, f"the policy is not valid UTF-8 ({exc.reason} at byte "
+                                           f"{exc.start})") from None
+    if len(text) > MAX_SOURCE_BYTES:
+        raise PolicyError.single(file, f"the policy is larger than {MAX_SOURCE_BYTES} characters")
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise PolicyError.single(file, "the policy is empty",
+                                     hint="start with 'rules:' (see docs/policy.md)")
+        builder = _Builder(loader, marks)
+        data = builder.build(node, ())
+    except PolicyError:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = None
+        if "'\\t'" in problem or "\t" in problem:
+            hint = "indent with spaces; YAML does not allow tabs"
+        elif "expected a single document" in str(exc):
+            hint = "put every rule in one document (one policy per file, no '---')"
+        raise PolicyError.single(
+            file, f"YAML syntax error: {problem}",
+            line=mark.line + 1 if mark is not None else None,
+            column=mark.column + 1 if mark is not None else None, hint=hint) from None
+    except yaml.reader.ReaderError as exc:
+        before = text[:exc.position]
+        line = before.count("\n") + 1
+        raise PolicyError.single(
+            file, f"character U+{exc.character:04X} is not allowed in YAML",
+            line=line, column=len(before) - (before.rfind("\n") + 1) + 1,
+            hint="remove control characters; write them as escapes inside double quotes") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        # Constructor errors without a mark, bad escapes, out-of-range values.
+        raise PolicyError.single(file, f"YAML error: {str(exc)[:300]}") from None
+    except _TooBig as exc:
+        raise PolicyError.single(
+            file, str(exc), line=exc.mark.line + 1 if exc.mark is not None else None,
+            column=exc.mark.column + 1 if exc.mark is not None else None) from None
+    except RecursionError:
+        raise PolicyError.single(file, f"the policy nests deeper than {MAX_DEPTH} levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if builder.issues:
+        raise PolicyError(builder.issues[:MAX_ISSUES], max(0, len(builder.issues) - MAX_ISSUES))
+    return data, marks
