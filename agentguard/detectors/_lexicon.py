@@ -1,0 +1,614 @@
+# ruff: noqa: RUF001  (phrase lists in other scripts: look-alike letters are the point)
+"""The phrase indicators: literal anchors and the bounded patterns that confirm them.
+
+Every pattern runs on the scanner's normalised view (lower case, invisible characters removed,
+look-alike letters folded) and only inside a bounded window around an anchor the literal matcher
+found, so no pattern ever sees more than ``back + ahead`` characters. Patterns are written
+without nested unbounded quantifiers: word and separator classes are disjoint, gaps are bounded
+(``{0,n}``), so even a crafted window is matched in time linear in its length.
+
+Weights are the indicator's strength alone, in [0, 1]; the scanner combines them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["ANCHOR_RULES", "COMPACT_PHRASES", "FAMILIES", "PhraseRule"]
+
+# Indicator families (the ``family`` of every piece of evidence).
+FAMILIES = ("override", "role", "directive", "exfiltration", "hidden", "encoded", "delimiter")
+
+
+@dataclass(eq=False, slots=True)
+class PhraseRule:
+    """One phrase indicator: a pattern confirmed in a bounded window around an anchor."""
+
+    indicator: str
+    family: str
+    weight: float
+    pattern: str
+    back: int = 0
+    ahead: int = 200
+    lang: str = "en"
+    _compiled: re.Pattern[str] | None = None
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        # Compiled on first use: a hundred large patterns would otherwise cost instrument()
+        # a few hundred milliseconds, most of them for rules a given agent never triggers.
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = re.compile(self.pattern)
+        return compiled
+
+
+_SEP = r"[\W_]+"  # separators: anything that is not a letter or digit
+_WORD = r"[^\W_]+"  # a word: letters and digits only (disjoint from _SEP)
+
+
+# Separators inside a sentence: a gap never crosses ".", "!", "?", ";" or a line break, so words
+# of two different sentences do not make a phrase.
+_GSEP = r"[^\w.!?;\n]{1,8}|_"
+
+
+def _gap(n: int) -> str:
+    """Up to ``n`` whole words between two parts of a phrase (lazy, bounded)."""
+    return rf"(?:{_WORD}(?:{_GSEP})){{0,{n}}}?"
+
+
+def _alt(*words: str) -> str:
+    return "(?:" + "|".join(words) + ")"
+
+
+# -- English -------------------------------------------------------------------------------------
+
+_OVERRIDE_VERBS = _alt(
+    "ignore", "ignoring", "disregard", "disregarding", "forget", "skip", "override", "overrule",
+    "bypass", "discard", "abandon", "neglect", r"pay no attention to", r"do not follow",
+    r"don\W?t follow", r"stop following", r"no longer follow", r"set aside", r"put aside",
+    r"throw away", "nullify", "supersede", "circumvent", r"do not obey", r"don\W?t obey",
+)
+_QUALIFIERS = _alt(
+    "previous", "previously", "prior", "above", "earlier", "preceding", "foregoing", "former",
+    "original", "initial", "old", "existing", "all", "any", "every", "your", "system",
+    "developer", "default", "safety",
+)
+_TARGETS = _alt(
+    r"instructions?", r"instruction set", r"directions?", r"directives?", r"rules?",
+    r"guidelines?", "guidance", r"prompts?", r"commands?", r"orders?", "context",
+    r"constraints?", r"restrictions?", r"guardrails?", "policies", "policy", "programming",
+    "training", r"messages?", r"safeguards?", r"filters?", r"limitations?", "boundaries",
+    "ethics", "principles", r"system prompt",
+)
+_SENSITIVE_DATA = _alt(
+    "conversation", r"conversations", r"chat(?: history| log| logs)?", "history", "transcript",
+    "context", r"system prompt", "prompt", r"credentials?", r"passwords?", "passwd",
+    r"api[\W_]?keys?", r"access keys?", r"private keys?", r"ssh keys?", r"secret keys?",
+    r"secrets", r"(?:access|api|auth|session|bearer|refresh|github|slack|oauth|aws) tokens?",
+    r"env(?:ironment)? (?:variables|vars)", r"cookies?",
+    r"session(?: ids?| tokens?)?", "memory", r"card numbers?", r"credit cards?",
+    r"personal (?:data|information|details)", "pii", r"(?:customer|user|client)s?\W+(?:data|records|"
+    r"list|details|emails|information|database|table)", r"all (?:the )?(?:data|records|emails|"
+    r"files|documents|messages|contacts)", "database", r"\.env", r"id_rsa",
+)
+_GENERIC_DATA = _alt(
+    "data", r"records?", r"files?", r"documents?", "details", "information", "info",
+    r"contents?", r"results?", r"emails?", r"logs?", "notes", "everything", r"summary",
+    "output", r"answers?", "response", r"threads?", r"invoices?", r"messages?", r"contacts?",
+    r"reports?", r"attachments?", r"orders?", r"tickets?",
+)
+_SEND_VERBS = _alt(
+    "send", "forward", "email", "e-mail", "mail", "post", "upload", "transfer", "exfiltrate",
+    "leak", "transmit", "deliver", "relay", "dump", "export", "submit", "share", "copy",
+    "report", "sync", "push", "beam", "pipe",
+)
+_EMAIL = r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"
+_URL = r"(?:https?|ftp|wss?)://[^\s]{1,200}"
+_HOSTLIKE = r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){0,6}\.(?:com|net|org|io|xyz|ru|cn|top|site|" \
+            r"info|biz|me|co|app|dev|link|click|tk|ml|ga|cf|gq|cc|ws|pw|online|live|shop)\b"
+_DESTINATION = _alt(
+    _EMAIL, _URL, _HOSTLIKE,
+    r"(?:this|that|the following|the below|the given|my|our|an external|the external|"
+    r"the attacker\W?s?|the) (?:e-?mail )?(?:address|url|endpoint|server|webhook|link|inbox|"
+    r"domain|site|host|ip|bucket|channel)",
+    r"(?:the )?attacker", r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+)
+_TO = _alt("to", "into", "at", "via", "on", "towards", "onto")
+_AI = _alt(
+    "ai", r"a\.i\.", "assistant", "llm", r"language model", "agent", r"ai agent", "chatbot",
+    "bot", "model", "gpt", "chatgpt", "claude", "gemini", "copilot", "llama", r"ai assistant",
+    r"ai system", r"ai model", r"automated system", r"summari[sz]er",
+)
+_TOOLISH = _alt("tool", "function", "plugin", "action", "api", "endpoint", "command", "skill")
+
+_EN: list[tuple[tuple[str, ...], PhraseRule]] = []
+
+
+def _en(anchors: tuple[str, ...], indicator: str, family: str, weight: float, pattern: str, *,
+        back: int = 0, ahead: int = 200) -> None:
+    _EN.append((anchors, PhraseRule(indicator, family, weight, pattern, back, ahead, "en")))
+
+
+_OVERRIDE_ANCHORS = (
+    "ignore", "disregard", "forget", "skip", "override", "overrule", "bypass", "discard",
+    "abandon", "neglect", "pay no attention", "do not follow", "don't follow", "dont follow",
+    "stop following", "no longer follow", "set aside", "put aside", "throw away", "nullify",
+    "supersede", "circumvent", "do not obey", "don't obey",
+)
+_en(_OVERRIDE_ANCHORS, "override-instructions", "override", 0.8,
+    rf"{_OVERRIDE_VERBS}{_SEP}{_gap(3)}{_QUALIFIERS}{_SEP}{_gap(2)}{_TARGETS}\b")
+_en(_OVERRIDE_ANCHORS, "override-instructions-weak", "override", 0.4,
+    rf"{_OVERRIDE_VERBS}{_SEP}{_gap(1)}{_TARGETS}\b")
+_en(("forget",), "override-forget-everything", "override", 0.7,
+    rf"forget{_SEP}(?:about{_SEP})?(?:everything|all|anything|what){_SEP}{_gap(2)}"
+    r"(?:above|before|prior|previously|earlier|so far|until now|you (?:were|have been|\W?ve been)"
+    r" told|i (?:said|told you)|you know|you (?:were|have been) (?:given|instructed))")
+_NEW_ADJ = ("new", "updated", "revised", "real", "actual", "true", "secret", "hidden", "important",
+            "urgent", "priority", "override", "additional")
+_en(tuple(f"{adj} {noun}" for adj in _NEW_ADJ for noun in ("instruction", "directive", "order",
+                                                          "rules", "task", "objective", "mission",
+                                                          "system")),
+    "override-new-instructions", "override", 0.6,
+    r"(?:new|updated|revised|real|actual|true|secret|hidden|important|urgent|priority|override|"
+    r"additional)\W{1,3}(?:system\W{1,3})?(?:instructions?|directives?|orders?|rules|task|"
+    r"objective|mission)\b\W{0,3}(?::|-{1,3}|are as follows|follow\b|take precedence|"
+    r"supersede|override|replace)")
+_en(tuple(f"your {adj}" for adj in ("new", "real", "true", "actual", "only", "primary", "updated",
+                                    "revised", "next")), "override-new-task", "override", 0.6,
+    r"your\W{1,3}(?:new|real|true|actual|only|primary|updated|revised|next)\W{1,3}(?:task|goal|"
+    r"objective|role|purpose|job|mission|instructions?|directive|orders?|priority)\W{1,3}"
+    r"(?:is|are|will be|:|now)")
+_en(("from now on", "from this point", "from here on", "starting now", "henceforth",
+     "for the rest of this conversation"),
+    "override-from-now-on", "override", 0.25,
+    rf"(?:from now on|from this point(?: on| forward)?|from here on(?: out)?|starting now|"
+    rf"henceforth|for the rest of this conversation){_SEP}{_gap(2)}(?:you|your|ai|assistant|"
+    r"respond|answer|reply|only|always|never|act|behave|ignore|obey)\b")
+_en(tuple(f"{verb} {what}" for verb in ("stop", "cease", "halt", "abort")
+          for what in ("what", "your", "everything", "all")), "override-redirect", "override", 0.45,
+    r"(?:stop|cease|halt|abort)\W{1,3}(?:what you\W?(?:re| are) doing|your (?:current )?(?:task|"
+    r"work|summary|instructions)|everything|all (?:tasks|other tasks))\b")
+_en(("the user has", "the user already", "the owner has", "the admin has", "the customer has"),
+    "role-false-authority", "role", 0.5,
+    r"the (?:user|owner|admin|administrator|customer) (?:has|already)\W{1,3}(?:already\W{1,3})?"
+    r"(?:authori[sz]ed|approved|allowed|permitted|granted|consented|agreed|confirmed)\b"
+    r"(?:\W{1,3}(?:you|this|the|it)\b)?")
+_en(("you are authorised", "you are authorized", "you have been authorised",
+     "you have been authorized", "you are allowed", "you are permitted", "you have permission",
+     "you have been granted"), "role-false-authority", "role", 0.45,
+    r"you (?:are|have been|have) (?:now )?(?:authori[sz]ed|allowed|permitted|granted|"
+    r"permission)\b[^.\n]{0,12}\bto\b")
+_en((*(f"{neg} ask" for neg in ("do not", "don't", "dont", "never", "without")),
+     "without asking", "without confirmation", "without approval"),
+    "override-no-confirmation", "override", 0.45,
+    r"(?:(?:do not|don\W?t|dont|never) ask(?: the user| anyone)? (?:for|about)|without (?:asking"
+    r"(?: the user)?(?: for)?|any)?\W{0,3}) ?(?:confirmation|permission|approval|consent)\b")
+_en(tuple(f"{neg} {verb}" for neg in ("do not", "don't", "dont", "never")
+          for verb in ("mention", "reveal", "disclose", "talk about", "tell anyone")),
+    "override-conceal", "override", 0.5,
+    r"(?:do not|don\W?t|dont|never) (?:mention|reveal|disclose|talk about|tell anyone about) "
+    r"(?:(?:the|this|that|these|any|your) (?:change|changes|instructions?|note|update|"
+    r"modification|request|step|message)|this|it)\b")
+_en(tuple(f"{verb} {scope}" for verb in ("forward", "send", "copy", "cc", "bcc", "email", "post",
+                                         "upload", "mirror")
+          for scope in ("every", "all", "each", "any")),
+    "directive-standing-order", "directive", 0.55,
+    r"(?:forward|send|copy|cc|bcc|email|post|upload|mirror)\W{1,3}(?:every|all|each|any)\W{1,3}"
+    r"[\w -]{1,40}?\W{1,3}(?:that )?you (?:process|receive|see|read|handle|get|find|"
+    r"summari[sz]e|answer|review)\b")
+_en(("@agent", "@assistant", "@ai ", "@ai:", "@bot", "@llm", "@copilot", "@claude", "@chatgpt",
+     "@gpt"), "address-ai", "role", 0.45, r"@(?:agent|assistant|ai|bot|llm|copilot|claude|"
+    r"chatgpt|gpt)\b")
+_en(("[assistant", "[ai ", "[ai:", "[llm", "[agent", "<assistant", "<ai ", "<agent", "[admin ",
+     "[note to", "[instructions", "[system ", "<system ", "[developer ", "(system:",
+     "(assistant:", "[ai]"), "delimiter-role-tag", "delimiter", 0.5,
+    r"[\[<(]\s{0,2}(?:assistant|ai|llm|agent|system|admin|administrator|developer|model|note to "
+    r"(?:the )?(?:ai|assistant|agent|model))\b[^\]>)\n]{0,30}[\]>):]")
+_en(("the above", "the previous", "the preceding", "the earlier", "all previous",
+     "everything above", "everything before", "all prior", "the prior", "the original"),
+    "override-void-previous", "override", 0.7,
+    rf"(?:the|all|everything){_SEP}(?:above|previous|preceding|earlier|prior|original|before)"
+    rf"{_SEP}(?:(?:instructions?|text|messages?|prompts?|content|rules|directions|context|"
+    rf"guidelines|directives|information|commands|orders|input){_SEP})?(?:is|are|was|were|"
+    rf"has been|have been|should be|must be){_SEP}"
+    rf"{_gap(1)}(?:a test|fake|false|wrong|outdated|obsolete|void|invalid|cancel+ed|"
+    r"superseded|not real|irrelevant|no longer valid|revoked|deprecated|overridden|ignored|"
+    r"disregarded|null)\b")
+_CONCEAL_VERBS = ("tell", "inform", "mention", "reveal", "disclose", "notify", "alert", "warn",
+                  "show", "let", "ask", "say", "ever")
+_en(tuple(f"{neg} {verb}" for neg in ("do not", "don't", "dont", "never", "must not")
+          for verb in _CONCEAL_VERBS), "override-conceal", "override", 0.6,
+    rf"(?:do not|don\W?t|never|must not){_SEP}(?:ever{_SEP})?(?:tell|inform|mention|reveal|"
+    rf"disclose|notify|alert|warn|show|let|ask|say){_SEP}{_gap(3)}(?:the )?(?:user|human|"
+    r"customer|operator|owner|admin|administrator)s?\b")
+_en(tuple(f"without {verb}" for verb in ("telling", "informing", "notifying", "alerting", "asking",
+                                         "warning", "letting", "mentioning", "the user")),
+    "override-conceal", "override", 0.6,
+    rf"without{_SEP}(?:(?:telling|informing|notifying|alerting|asking|warning|letting|"
+    rf"mentioning){_SEP}(?:(?:it|this|anything){_SEP})?(?:to{_SEP})?(?:the |any )?(?:user|human|"
+    rf"customer|operator|owner)s?\b|the{_SEP}(?:user|customer|owner)\W{{0,2}}s?{_SEP}"
+    r"(?:knowledge|consent|approval|permission|awareness)\b)")
+_en(("keep this", "keep it"), "override-conceal", "override", 0.55,
+    rf"keep{_SEP}(?:this|it){_SEP}(?:a )?(?:secret|hidden|confidential|private){_SEP}"
+    rf"(?:from{_SEP})?(?:the )?(?:user|human|customer)")
+
+# role / system impersonation
+_en(("you are now", "you're now", "you are no longer", "you're no longer"),
+    "role-reassignment", "role", 0.6,
+    rf"(?:you are|you\W?re){_SEP}now{_SEP}(?:no longer|free (?:of|from)|unrestricted|"
+    r"unfiltered|uncensored|jailbroken|dan\b|evil|in (?:developer|god|admin|debug|unrestricted|"
+    r"jailbreak|dan|sudo|root) mode|operating (?:as|in|without)|acting as|running (?:as|in)|"
+    r"called|named|known as|going to (?:act|ignore|follow|obey|respond|answer|pretend)|my\b|"
+    rf"(?:an? |the ){_gap(1)}(?:unrestricted|unfiltered|uncensored|jailbroken|different|new|"
+    r"evil|malicious|hacker|ai|assistant|language model|chatbot|bot|system|administrator|"
+    r"developer)\b)")
+_en(("you are no longer", "you're no longer"), "role-reassignment", "role", 0.7,
+    rf"(?:you are|you\W?re){_SEP}no longer{_SEP}(?:an? |the )?(?:ai|assistant|bound|"
+    r"restricted|limited|chatgpt|claude|gemini|llama|required|obligated|subject|constrained|"
+    r"an ai|a language model|following|governed)\b")
+_en(("act as",), "role-act-as", "role", 0.6,
+    rf"act as{_SEP}(?:an? |the |if you (?:are|were|have|had) (?:no|an?) )?{_gap(1)}(?:dan\b|"
+    r"unrestricted|unfiltered|uncensored|jailbroken|evil|system|administrator|admin\b|root\b|"
+    r"superuser|developer mode|different ai|ai without|model without|assistant without|"
+    r"hacker|malicious|no restrictions|no rules|no filters|no guidelines)")
+_en(("pretend",), "role-pretend", "role", 0.4,
+    r"pretend\W{1,3}(?:to be|you are|you\W?re|that you|you have no|there are no)\b")
+_en(("roleplay as", "role-play as", "role play as"), "role-pretend", "role", 0.35,
+    r"role\W?play as\b")
+_en(("simulate",), "role-simulate", "role", 0.55,
+    rf"simulate{_SEP}(?:an? |the )?{_gap(1)}(?:unrestricted|unfiltered|uncensored|jailbroken|"
+    r"developer mode|dan\b|evil|ai without)")
+_en(("developer mode", "god mode", "admin mode", "debug mode", "maintenance mode", "sudo mode",
+     "root mode", "dan mode", "jailbreak mode", "unrestricted mode"),
+    "role-mode-switch", "role", 0.55,
+    r"(?:developer|god|admin|debug|maintenance|sudo|root|dan|jailbreak|unrestricted) mode"
+    r"\W{0,3}(?:is )?(?:now )?(?:enabled|activated|on\b|active|engaged|unlocked|initiated)")
+_en(("developer mode", "god mode", "admin mode", "dan mode", "jailbreak mode", "unrestricted mode",
+     "sudo mode", "root mode"), "role-mode-switch", "role", 0.55,
+    rf"(?:enable|enter|activate|switch to|turn on|engage|unlock){_SEP}(?:the )?(?:developer|god|"
+    r"admin|dan|jailbreak|unrestricted|sudo|root) mode", back=40, ahead=24)
+_en(("dan mode", "do anything now"), "role-dan", "role", 0.65,
+    r"(?:dan mode|do anything now)")
+_en(("jailbroken", "jailbreak"), "role-jailbreak", "role", 0.3, r"jailbr(?:oken|eak)")
+_en(("system override", "system alert", "system notice", "system message", "system instruction",
+     "system directive", "system command", "admin override", "security override",
+     "priority override", "emergency override"),
+    "role-system-impersonation", "role", 0.6,
+    r"(?:system|admin|security|priority|emergency)\W{1,3}(?:override|alert|notice|message|"
+    r"instructions?|directive|command)\b\W{0,3}(?::|-|!|\]|\)|>|from)")
+_en(("message from", "instructions from", "notice from", "update from", "order from",
+     "directive from"), "role-system-impersonation", "role", 0.5,
+    rf"(?:message|instructions?|notice|update|orders?|directive){_SEP}from{_SEP}(?:the )?"
+    r"(?:system|administrator|admin|developers?|openai|anthropic|google|security team|it "
+    r"department|your (?:creators?|developers?|owners?|operators?)|the model provider)\b")
+_en(tuple(f"{verb} {adj}" for verb in ("begin", "start") for adj in ("new", "system", "admin",
+                                                                   "developer", "root",
+                                                                   "privileged")),
+    "role-system-impersonation", "role", 0.55,
+    rf"(?:begin|start){_SEP}(?:new{_SEP})?(?:system|admin|developer|root|privileged){_SEP}"
+    r"(?:prompt|instructions?|message|mode|session|override)\b")
+# addressing the model reading the text
+_AI_NOUNS = ("ai", "a.i.", "assistant", "llm", "language model", "agent", "chatbot", "bot", "model",
+             "gpt", "chatgpt", "claude", "gemini", "copilot", "llama", "summarizer", "summariser")
+_en(("note to", "attention", "message to", "message for", "instructions for", "instruction for",
+     "instructions to", "important for", *(f"{greet} {noun}" for greet in (
+         "dear", "hey", "hello", "hi", "to the", "to any", "to all") for noun in _AI_NOUNS)),
+    "address-ai", "role", 0.45,
+    rf"(?:note to|attention|message (?:to|for)|instructions? (?:for|to)|important (?:for|to)|"
+    rf"dear|hey|hello|hi|to the|to any|to all){_SEP}(?:the |any |all |an? )?{_AI}s?\b"
+    r"(?!\W{1,3}(?:model|system|team|department|group|act\b|regulation|policy|ethics|safety|"
+    r"research|industry|generated|powered|features?|products?|tools?|platform))")
+_en(("if you are", "if you're", "if you have been", "if you are reading"), "address-ai", "role",
+    0.55, rf"if you(?: are|\W?re| have been){_SEP}(?:an? |the )?{_AI}s?\b")
+_en(("reading this", "processing this", "summarizing this", "summarising this", "parsing this",
+     "analyzing this", "analysing this", "reads this", "processes this"), "address-ai", "role",
+    0.45, rf"{_AI}s?{_SEP}(?:that |who |which )?(?:is |are )?(?:reading|processing|summari[sz]ing|"
+    r"parsing|analy[sz]ing|reads|processes) this", back=40, ahead=80)
+# prompt leak requests
+_en(("system prompt", "system message", "initial prompt", "original prompt", "hidden prompt",
+     "system instructions", "initial instructions", "original instructions", "hidden instructions",
+     "secret instructions", "instructions above", "prompt above", "your instructions",
+     "your prompt", "your rules", "your guidelines", "everything above", "text above",
+     "your configuration", "developer instructions", "developer message", "preprompt",
+     "pre-prompt"), "role-prompt-leak", "role", 0.55,
+    rf"(?:reveal|print|show|output|repeat|display|leak|disclose|dump|tell me|give me|write out|"
+    rf"recite|list|share|what (?:is|are|were)){_SEP}{_gap(3)}(?:system prompt|system message|"
+    r"initial prompt|original prompt|hidden prompt|system instructions|initial instructions|"
+    r"original instructions|hidden instructions|secret instructions|instructions above|prompt "
+    r"above|your instructions|your prompt|your rules|your guidelines|everything above|the text "
+    r"above|your configuration|developer instructions|developer message|pre-?prompt)\b",
+    back=80, ahead=40)
+
+# directives: send data somewhere, call tools, run commands
+_SEND_ANCHORS = tuple(
+    f"{verb} {obj}"
+    for verb in ("send", "forward", "email", "e-mail", "mail", "post", "upload", "transfer",
+                 "exfiltrate", "leak", "transmit", "deliver", "relay", "dump", "export", "submit",
+                 "share", "copy", "report", "sync", "push", "pipe")
+    for obj in ("the", "all", "it", "this", "that", "them", "every", "any", "your", "a copy",
+                "my", "our", "their", "his", "her", "these", "those", "everything", "full",
+                "entire", "complete", "whole", "conversation", "chat", "history", "context",
+                "credentials", "passwords", "api", "secrets", "tokens", "keys", "data", "records",
+                "customer", "user", "system", "env", "each", "back", "out", "over")
+)
+_en(_SEND_ANCHORS, "directive-exfiltrate", "directive", 0.7,
+    rf"{_SEND_VERBS}{_SEP}{_gap(5)}{_SENSITIVE_DATA}\b{_SEP}{_gap(6)}{_TO}{_SEP}{_DESTINATION}",
+    ahead=320)
+_en(_SEND_ANCHORS, "directive-send-sensitive", "directive", 0.45,
+    rf"(?:send|forward|email|e-mail|mail|post|upload|transfer|exfiltrate|leak|transmit|relay|"
+    rf"dump|beam|pipe){_SEP}{_gap(5)}{_SENSITIVE_DATA}\b")
+_en(_SEND_ANCHORS, "directive-send-to", "directive", 0.4,
+    rf"{_SEND_VERBS}{_SEP}{_gap(5)}(?:{_GENERIC_DATA}|it|this|that|them|everything|"
+    rf"a copy){_SEP}{_gap(4)}{_TO}{_SEP}(?:{_EMAIL}|{_URL}|{_HOSTLIKE}|(?:the )?attacker)",
+    ahead=300)
+_en((" tool", " function", " plugin", " skill", "_tool", "_function"),
+    "directive-tool-call", "directive", 0.25,
+    rf"(?:call|use|invoke|run|execute|trigger|activate|utili[sz]e){_SEP}(?:the |your |"
+    r"a |an )?[`'\"*]?[a-z][\w.-]{0,63}[`'\"*]?\W{1,3}" + _TOOLISH + r"\b", back=90, ahead=20)
+_IMPERATIVE_VERBS = ("call", "invoke", "run", "execute", "send", "email", "forward", "upload",
+                     "delete", "transfer", "wire", "pay", "post", "exfiltrate", "approve", "grant")
+_en(tuple(f"{adverb} {verb}" for adverb in ("immediately", "now", "first", "then", "silently",
+                                            "secretly", "quietly", "covertly", "automatically")
+          for verb in _IMPERATIVE_VERBS), "directive-imperative", "directive", 0.3,
+    r"(?:immediately|now|first|then|silently|secretly|quietly|covertly|automatically)\W{1,3}"
+    r"(?:call|invoke|run|execute|send|email|forward|upload|delete|transfer|wire|pay|post|"
+    r"exfiltrate|approve|grant)\b\W{1,3}"
+    r"(?:the|all|a|an|this|it|to|every|your|my|\$|https?)\b")
+_en(("silently", "secretly", "quietly", "covertly"),
+    "directive-covert", "directive", 0.45,
+    r"(?:silently|secretly|quietly|covertly)\W{1,3}(?:call|invoke|run|execute|send|email|forward|"
+    r"upload|delete|transfer|wire|pay|post|exfiltrate|download|fetch|visit|open|approve|grant|"
+    r"include|append|add|embed|insert|copy)\b")
+_en(("curl ", "wget ", "iwr ", "invoke-webrequest"), "directive-shell-pipe", "directive", 0.35,
+    r"(?:curl|wget|iwr|invoke-webrequest)\s[^\n|;]{0,200}\|\s{0,3}(?:sudo\s{1,3})?"
+    r"(?:ba|z|da)?sh\b|(?:curl|wget)\s[^\n]{0,200}\$\((?:cat|env|printenv|whoami|id)\b")
+_en(("/dev/tcp/", "bash -i", "sh -i", "nc -e", "ncat -e", "nc -c", "mkfifo"), "directive-shell",
+    "directive", 0.6,
+    r"(?:/dev/tcp/|(?:ba)?sh -i\s{0,3}[>&]|n?c(?:at)? -[ec]\s{0,3}/bin/|mkfifo\s)",
+    back=40, ahead=80)
+_en(("base64 -d", "base64 --decode", "-encodedcommand", "powershell -e", "powershell.exe -e"),
+    "directive-shell", "directive", 0.55,
+    r"(?:base64 (?:-d|--decode)[^\n]{0,40}\|\s{0,3}(?:ba|z)?sh\b|powershell(?:\.exe)? -e(?:nc"
+    r"(?:odedcommand)?)?\s)", back=120, ahead=120)
+_en(("rm -rf",), "directive-shell", "directive", 0.4, r"rm\s{1,3}-rf\s{1,3}(?:/|~|\*|\$home)")
+_en(tuple(f"{det} {noun}" for det in ("the following", "this", "these") for noun in (
+         "command", "code", "script", "shell", "bash", "python", "powershell", "sql", "query",
+         "payload", "snippet")), "directive-run-code", "directive", 0.25,
+    r"(?:execute|run)\W{1,3}(?:the following|this|these)\W{1,3}(?:shell |bash |python |"
+    r"powershell |sql )?(?:command|code|script|commands|query|payload|snippet)s?\b",
+    back=24, ahead=60)
+_EXFIL_TARGETS = tuple(
+    f"{prep} {det}{noun}"
+    for prep in ("to", "in", "into", "as", "inside", "within")
+    for det in ("the ", "a ", "an ", "this ", "that ", "each ", "every ", "")
+    for noun in ("url", "link", "query", "parameter", "image", "markdown", "src", "href")
+)
+_EXFIL_VERB = r"(?:append|add|include|insert|put|encode|embed|attach|concatenate)"
+_en(_EXFIL_TARGETS, "exfil-instruction", "exfiltration", 0.45,
+    rf"{_EXFIL_VERB}{_SEP}{_gap(9)}(?:to|in|into|as|inside|within){_SEP}(?:the |a |an |this |"
+    r"that |each |every )?(?:url|link|query(?: string| parameter)?|parameter|image(?: url| link|"
+    r" source)?|markdown|src|href)\b", back=120, ahead=40)
+_en(_EXFIL_TARGETS, "exfil-instruction", "exfiltration", 0.65,
+    rf"{_EXFIL_VERB}{_SEP}{_gap(4)}{_SENSITIVE_DATA}{_SEP}{_gap(4)}(?:to|in|into|as|inside|within)"
+    rf"{_SEP}(?:the |a |an |this |that |each |every )?(?:url|link|query|parameter|image|markdown|"
+    r"src|href)\b", back=160, ahead=40)
+_en(tuple(f"{det} {noun}" for det in ("the following", "this", "a markdown", "an", "the")
+          for noun in ("image", "img", "picture", "pixel", "markdown")),
+    "exfil-render", "exfiltration", 0.3,
+    rf"(?:render|display|show|output|print){_SEP}(?:the following|this|an?){_SEP}"
+    r"(?:markdown )?(?:image|img|picture|pixel|markdown)\b", back=24, ahead=40)
+# encoded payload directives
+_en(("decode", "deobfuscate", "decrypt", "base64", "rot13", "rot-13", "unscramble"),
+    "encoded-directive", "encoded", 0.6,
+    rf"(?:decode|deobfuscate|decrypt|base64[\W_]?decode|rot[\W_]?13|unscramble){_SEP}{_gap(5)}"
+    rf"(?:and|then){_SEP}{_gap(2)}(?:follow|execute|run|do|obey|perform|carry out|apply|act on|"
+    r"comply)\b")
+
+# -- Other languages -----------------------------------------------------------------------------
+# Verb + (bounded gap) + noun, the way each language phrases "ignore the previous instructions",
+# plus role reassignment and prompt-leak requests.
+
+_LANG: list[tuple[tuple[str, ...], PhraseRule]] = []
+
+
+def _lang(lang: str, anchors: tuple[str, ...], indicator: str, family: str, weight: float,
+          pattern: str, *, back: int = 0, ahead: int = 160) -> None:
+    _LANG.append((anchors, PhraseRule(indicator, family, weight, pattern, back, ahead, lang)))
+
+
+_G3 = _gap(4)
+
+# Spanish
+_lang("es", ("ignora", "ignore", "ignorar", "olvida", "olvide", "olvidar", "omite", "omita",
+             "descarta", "descarte", "pasa por alto", "no sigas", "deja de seguir", "haz caso omiso"),
+      "override-instructions", "override", 0.75,
+      rf"(?:ignora|ignore|ignorar|olvida|olvide|olvidar|omite|omita|descarta|descarte|pasa por "
+      rf"alto|no sigas|deja de seguir|haz caso omiso de){_SEP}{_G3}(?:instrucciones|indicaciones|"
+      r"reglas|órdenes|ordenes|directrices|normas|restricciones)\b")
+_lang("es", ("ahora eres", "a partir de ahora", "desde ahora", "actúa como", "actua como",
+             "finge ser", "finge que"), "role-reassignment", "role", 0.55,
+      rf"(?:ahora eres|(?:a partir de|desde) ahora{_SEP}(?:eres|serás|seras|debes|vas a|tu|tú)|"
+      r"act[úu]a como (?:un |una )?(?:ia |asistente )?(?:sin (?:restricciones|filtros|límites|"
+      r"limites|reglas))|finge (?:ser|que eres))")
+_lang("es", ("revela", "muestra", "imprime", "dime", "enséñame", "ensename"), "role-prompt-leak",
+      "role", 0.55, rf"(?:revela|muestra|imprime|dime|ens[eé][ñn]ame){_SEP}{_gap(2)}(?:prompt|"
+      r"mensaje|instrucciones) (?:del |de )?sistema")
+_lang("es", ("envía", "envia", "manda", "reenvía", "reenvia", "sube", "transfiere"),
+      "directive-exfiltrate", "directive", 0.65,
+      rf"(?:env[íi]a|manda|reenv[íi]a|sube|transfiere){_SEP}{_gap(5)}(?:conversación|conversacion|"
+      rf"historial|contraseñas|contrasenas|credenciales|claves|datos|secretos|tokens){_SEP}"
+      rf"{_gap(5)}(?:a|al|hacia){_SEP}{_DESTINATION}", ahead=300)
+# French
+_lang("fr", ("ignore", "ignorez", "ignorer", "oublie", "oubliez", "oublier", "ne tiens pas compte",
+             "ne tenez pas compte", "fais abstraction", "faites abstraction", "ne suis pas",
+             "ne suivez pas"), "override-instructions", "override", 0.75,
+      rf"(?:ignore|ignorez|ignorer|oublie|oubliez|oublier|ne tiens pas compte|ne tenez pas compte|"
+      rf"fais abstraction|faites abstraction|ne suis pas|ne suivez pas){_SEP}{_G3}(?:instructions|"
+      r"consignes|règles|regles|directives|ordres|indications)\b")
+_lang("fr", ("tu es maintenant", "vous êtes maintenant", "vous etes maintenant", "désormais",
+             "desormais", "à partir de maintenant", "a partir de maintenant", "agis comme",
+             "agissez comme", "fais semblant"), "role-reassignment", "role", 0.55,
+      rf"(?:tu es maintenant|vous [êe]tes maintenant|d[ée]sormais{_SEP}(?:tu|vous){_SEP}|"
+      rf"[àa] partir de maintenant{_SEP}(?:tu|vous)|agis(?:sez)? comme (?:une? )?(?:ia |"
+      r"assistant )?sans (?:restrictions|filtres|limites|règles|regles)|fais semblant d)")
+_lang("fr", ("révèle", "revele", "révélez", "revelez", "affiche", "montre", "donne-moi",
+             "donne moi"), "role-prompt-leak", "role", 0.55,
+      rf"(?:r[ée]v[èée]le(?:z)?|affiche(?:z)?|montre(?:z)?|donne[\W_]moi){_SEP}{_gap(2)}(?:prompt|"
+      r"message|instructions|consignes) (?:du )?syst[èe]me")
+_lang("fr", ("envoie", "envoyez", "transfère", "transfere", "transférez", "transferez"),
+      "directive-exfiltrate", "directive", 0.65,
+      rf"(?:envoie|envoyez|transf[èée]re(?:z)?){_SEP}{_gap(5)}(?:conversation|historique|mots de "
+      rf"passe|identifiants|clés|cles|données|donnees|secrets|jetons){_SEP}{_gap(5)}(?:à|a|au|"
+      rf"vers){_SEP}{_DESTINATION}", ahead=300)
+# German
+_lang("de", ("ignoriere", "ignorieren", "ignorier", "vergiss", "vergessen sie", "missachte",
+             "missachten", "übergehe", "uebergehe", "befolge nicht", "befolgen sie nicht"),
+      "override-instructions", "override", 0.75,
+      rf"(?:ignoriere|ignorieren sie|ignorier|vergiss|vergessen sie|missachte|missachten sie|"
+      rf"[üu]e?bergehe|befolge nicht|befolgen sie nicht){_SEP}{_G3}(?:anweisungen|anweisung|"
+      r"instruktionen|befehle|regeln|vorgaben|richtlinien|anordnungen|einschränkungen)\b")
+_lang("de", ("du bist jetzt", "du bist nun", "ab jetzt bist du", "ab sofort bist du",
+             "sie sind jetzt", "tu so als", "verhalte dich wie", "ab jetzt", "ab sofort"),
+      "role-reassignment", "role", 0.55,
+      r"(?:du bist (?:jetzt|nun|ab sofort)|ab (?:jetzt|sofort) (?:bist du|wirst du|sollst du|"
+      r"musst du|antwortest du)|sie sind jetzt (?:eine?n? )?(?:ki|assistent|bot|dan)|tu so,? als "
+      r"(?:ob )?(?:du|wärst|waerst)|verhalte dich wie (?:eine? )?(?:ki|assistent) ohne)")
+_lang("de", ("zeige", "zeig", "verrate", "gib mir", "nenne"), "role-prompt-leak", "role", 0.55,
+      rf"(?:zeige?|verrate|gib mir|nenne){_SEP}{_gap(2)}(?:system[\W_]?prompt|systemanweisung"
+      r"(?:en)?|anfangsanweisungen|ursprünglichen anweisungen)")
+_lang("de", ("sende", "schicke", "schick", "leite", "übermittle", "uebermittle", "lade"),
+      "directive-exfiltrate", "directive", 0.65,
+      rf"(?:sende|schicke?|leite|[üu]e?bermittle|lade){_SEP}{_gap(5)}(?:unterhaltung|verlauf|"
+      rf"chatverlauf|passwörter|passwoerter|zugangsdaten|schlüssel|schluessel|daten|geheimnisse|"
+      rf"tokens){_SEP}{_gap(5)}(?:an|zu|nach|auf){_SEP}{_DESTINATION}", ahead=300)
+# Portuguese
+_lang("pt", ("ignore", "ignora", "ignorar", "esqueça", "esqueca", "desconsidere", "desconsidera",
+             "não siga", "nao siga", "deixe de seguir"), "override-instructions", "override", 0.75,
+      rf"(?:ignore|ignora|ignorar|esque[çc]a(?:-se)?|desconsidere|desconsidera|n[ãa]o siga|"
+      rf"deixe de seguir){_SEP}{_G3}(?:instruções|instrucoes|instruçoes|instrucões|regras|"
+      r"orientações|orientacoes|diretrizes|comandos|ordens)\b")
+_lang("pt", ("agora você é", "agora voce é", "agora voce e", "agora você será", "a partir de agora",
+             "aja como", "atue como", "finja ser", "finja que"), "role-reassignment", "role", 0.55,
+      rf"(?:agora voc[êe] (?:[ée]|ser[áa])|a partir de agora{_SEP}voc[êe]|(?:aja|atue) como "
+      r"(?:uma? )?(?:ia |assistente )?sem (?:restrições|restricoes|filtros|limites|regras)|"
+      r"finja (?:ser|que))")
+_lang("pt", ("revele", "mostre", "imprima", "exiba"), "role-prompt-leak", "role", 0.55,
+      rf"(?:revele|mostre|imprima|exiba){_SEP}{_gap(2)}(?:prompt|mensagem|instruções|instrucoes) "
+      r"(?:do )?sistema")
+_lang("pt", ("envie", "mande", "encaminhe", "transfira"), "directive-exfiltrate", "directive", 0.65,
+      rf"(?:envie|mande|encaminhe|transfira){_SEP}{_gap(5)}(?:conversa|histórico|historico|"
+      rf"senhas|credenciais|chaves|dados|segredos|tokens){_SEP}{_gap(5)}(?:para|a|ao){_SEP}"
+      rf"{_DESTINATION}", ahead=300)
+# Italian
+_lang("it", ("ignora", "ignori", "ignorare", "dimentica", "dimentichi", "dimenticare",
+             "non seguire", "trascura", "tralascia"), "override-instructions", "override", 0.75,
+      rf"(?:ignora|ignori|ignorare|dimentica|dimentichi|dimenticare|non seguire|trascura|"
+      rf"tralascia){_SEP}{_G3}(?:istruzioni|indicazioni|regole|direttive|ordini|restrizioni)\b")
+_lang("it", ("ora sei", "adesso sei", "da ora in poi", "d'ora in poi", "comportati come",
+             "fingi di essere", "agisci come"), "role-reassignment", "role", 0.55,
+      rf"(?:(?:ora|adesso) sei{_SEP}|d(?:a |\W)ora in poi{_SEP}(?:sei|tu|devi|risponderai)|"
+      r"(?:comportati|agisci) come (?:una? )?(?:ia |assistente )?senza (?:restrizioni|filtri|"
+      r"limiti|regole)|fingi di essere)")
+_lang("it", ("rivela", "mostra", "stampa", "mostrami", "dimmi"), "role-prompt-leak", "role", 0.55,
+      rf"(?:rivela|mostra(?:mi)?|stampa|dimmi){_SEP}{_gap(2)}(?:prompt|messaggio|istruzioni) "
+      r"(?:di |del )?sistema")
+_lang("it", ("invia", "manda", "inoltra", "trasferisci", "carica"), "directive-exfiltrate",
+      "directive", 0.65,
+      rf"(?:invia|manda|inoltra|trasferisci|carica){_SEP}{_gap(5)}(?:conversazione|cronologia|"
+      rf"password|credenziali|chiavi|dati|segreti|token){_SEP}{_gap(5)}(?:a|al|all\W?|verso)"
+      rf"{_SEP}{_DESTINATION}", ahead=300)
+# Dutch and Polish (common enough in support queues to be worth the anchors)
+_lang("nl", ("negeer", "vergeet"), "override-instructions", "override", 0.75,
+      rf"(?:negeer|vergeet){_SEP}{_G3}(?:instructies|aanwijzingen|regels|opdrachten)\b")
+_lang("pl", ("zignoruj", "ignoruj", "zapomnij"), "override-instructions", "override", 0.75,
+      rf"(?:zignoruj|ignoruj|zapomnij){_SEP}(?:o{_SEP})?{_G3}(?:instrukcje|instrukcjach|"
+      r"instrukcji|polecenia|poleceniach|zasady|reguły|reguly)\b")
+# Russian
+_lang("ru", ("игнорируй", "игнорируйте", "игнорировать", "проигнорируй", "забудь", "забудьте",
+             "не обращай", "не обращайте", "пренебреги", "отмени", "отбрось", "не следуй",
+             "не выполняй"), "override-instructions", "override", 0.75,
+      r"(?:проигнорируй|игнорируй(?:те)?|игнорировать|забудь(?:те)?|не обращай(?:те)? внимания"
+      r"(?: на)?|пренебреги|отмени|отбрось|не следуй|не выполняй)" + _SEP + _G3
+      + r"(?:инструкци\w{0,4}|указани\w{0,4}|правил\w{0,4}|команд\w{0,4}|директив\w{0,4}|"
+        r"предписани\w{0,4}|ограничени\w{0,4})")
+_lang("ru", ("теперь ты", "отныне ты", "с этого момента", "ты теперь", "притворись",
+             "веди себя как", "действуй как"), "role-reassignment", "role", 0.55,
+      r"(?:теперь ты|отныне ты|с этого момента,? ты|ты теперь|притворись|веди себя как|"
+      r"действуй как)\b")
+_lang("ru", ("покажи", "выведи", "раскрой", "напиши", "повтори"), "role-prompt-leak", "role", 0.55,
+      rf"(?:покажи|выведи|раскрой|напиши|повтори){_SEP}{_gap(2)}(?:системн\w{{0,4}}{_SEP}"
+      r"(?:промпт\w{0,3}|подсказк\w{0,3}|инструкци\w{0,3}|сообщени\w{0,3}))")
+_lang("ru", ("отправь", "перешли", "отправьте", "перешлите", "загрузи", "передай"),
+      "directive-exfiltrate", "directive", 0.65,
+      rf"(?:отправь(?:те)?|перешли(?:те)?|загрузи|передай){_SEP}{_gap(5)}(?:переписк\w{{0,3}}|"
+      rf"истори\w{{0,3}}|парол\w{{0,3}}|учетные данные|ключ\w{{0,3}}|данные|секрет\w{{0,3}}|"
+      rf"токен\w{{0,3}}){_SEP}{_gap(5)}(?:на|в|по адресу|к){_SEP}{_DESTINATION}", ahead=300)
+# Chinese (no word separators: bounded character gaps)
+_lang("zh", ("忽略", "无视", "忽视", "不要理会", "不要遵循", "忘记", "忘掉", "不理会", "無視", "忘記",
+             "不要遵守", "别管", "別管"), "override-instructions", "override", 0.75,
+      r"(?:忽略|无视|無視|忽视|忽視|不要理会|不要理會|不要遵循|不要遵守|忘记|忘記|忘掉|不理会|别管|別管)"
+      r"[^\n。]{0,12}?(?:指令|指示|说明|說明|规则|規則|提示|命令|要求|设定|設定|约束|限制)")
+_lang("zh", ("你现在是", "现在你是", "从现在开始", "你現在是", "現在你是", "從現在開始", "扮演"),
+      "role-reassignment", "role", 0.55,
+      r"(?:你现在是|现在你是|你現在是|現在你是|(?:从|從)现?現?在开?開?始[，,]?你|扮演一个没有|扮演一個沒有)")
+_lang("zh", ("系统提示", "系統提示", "系统指令", "提示词", "提示詞"), "role-prompt-leak", "role", 0.55,
+      r"(?:输出|輸出|显示|顯示|告诉我|告訴我|泄露|洩露|打印|重复|重複|给我|給我)[^\n。]{0,8}?"
+      r"(?:系统提示|系統提示|系统指令|系統指令|提示词|提示詞)", back=16, ahead=24)
+_lang("zh", ("开发者模式", "開發者模式", "越狱模式", "越獄模式"), "role-mode-switch", "role", 0.55,
+      r"(?:开发者模式|開發者模式|越狱模式|越獄模式)")
+_lang("zh", ("发送", "發送", "转发", "轉發", "上传", "上傳"), "directive-exfiltrate", "directive",
+      0.65, r"(?:发送|發送|转发|轉發|上传|上傳)[^\n。]{0,20}?(?:对话|對話|聊天记录|聊天記錄|历史|歷史|密码|"
+      r"密碼|凭证|憑證|密钥|密鑰|数据|數據|令牌)[^\n。]{0,20}?(?:到|至|给|給)" + r"\s{0,3}" + _DESTINATION,
+      ahead=260)
+# Japanese
+_lang("ja", ("無視", "忘れ"), "override-instructions", "override", 0.75,
+      r"(?:指示|命令|指令|ルール|設定|プロンプト|制約|制限)(?:は|を)(?:すべて|全て|全部)?(?:無視|忘れ)",
+      back=16, ahead=8)
+_lang("ja", ("あなたは今から", "今からあなたは", "これからあなたは", "あなたはこれから"),
+      "role-reassignment", "role", 0.55,
+      r"(?:あなたは今から|今からあなたは|これからあなたは|あなたはこれから)")
+_lang("ja", ("システムプロンプト",), "role-prompt-leak", "role", 0.55,
+      r"システムプロンプトを(?:表示|教え|出力|見せ|開示|繰り返)")
+_lang("ja", ("送信", "転送", "アップロード"), "directive-exfiltrate", "directive", 0.65,
+      r"(?:会話|履歴|パスワード|認証情報|鍵|キー|データ|秘密|トークン)[^\n。]{0,20}?(?:を)[^\n。]{0,40}?"
+      r"(?:送信|転送|アップロード)", back=80, ahead=16)
+# Korean
+_lang("ko", ("무시", "잊어"), "override-instructions", "override", 0.75,
+      r"(?:지시|지침|명령|규칙|프롬프트|설정)[^\n.]{0,12}?(?:무시|잊어)", back=30, ahead=8)
+
+ANCHOR_RULES: dict[str, tuple[PhraseRule, ...]] = {}
+for _anchors, _rule in [*_EN, *_LANG]:
+    for _anchor in _anchors:
+        ANCHOR_RULES[_anchor] = (*ANCHOR_RULES.get(_anchor, ()), _rule)
+
+# Phrases searched in text whose letters were spaced out ("i g n o r e  a l l ...") once the
+# separators are removed: (compact form, indicator, family, weight).
+COMPACT_PHRASES: tuple[tuple[str, str, str, float], ...] = (
+    ("ignoreallpreviousinstructions", "override-instructions", "override", 0.8),
+    ("ignorepreviousinstructions", "override-instructions", "override", 0.8),
+    ("ignoreallinstructions", "override-instructions", "override", 0.8),
+    ("ignoreprior", "override-instructions", "override", 0.6),
+    ("ignoreabove", "override-instructions", "override", 0.6),
+    ("ignoreyourinstructions", "override-instructions", "override", 0.8),
+    ("disregardallprevious", "override-instructions", "override", 0.8),
+    ("disregardprevious", "override-instructions", "override", 0.75),
+    ("disregardyour", "override-instructions", "override", 0.6),
+    ("forgetallprevious", "override-instructions", "override", 0.75),
+    ("forgeteverything", "override-forget-everything", "override", 0.6),
+    ("newinstructions", "override-new-instructions", "override", 0.5),
+    ("previousinstructions", "override-instructions", "override", 0.55),
+    ("priorinstructions", "override-instructions", "override", 0.55),
+    ("theaboveinstructions", "override-void-previous", "override", 0.55),
+    ("systemoverride", "role-system-impersonation", "role", 0.55),
+    ("endofdocument", "delimiter-end-marker", "delimiter", 0.4),
+    ("decodethefollowing", "encoded-directive", "encoded", 0.45),
+    ("youarenow", "role-reassignment", "role", 0.45),
+    ("developermode", "role-mode-switch", "role", 0.45),
+    ("systemprompt", "role-prompt-leak", "role", 0.4),
+    ("doanythingnow", "role-dan", "role", 0.6),
+    ("sendtheconversation", "directive-send-sensitive", "directive", 0.5),
+    ("sendallpasswords", "directive-send-sensitive", "directive", 0.5),
+    ("exfiltrate", "directive-send-sensitive", "directive", 0.45),
+)

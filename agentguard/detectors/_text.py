@@ -1,0 +1,166 @@
+# ruff: noqa: RUF001, RUF003  (look-alike letters and fullwidth forms are named on purpose)
+"""Character-level views of untrusted text: invisible characters, look-alikes, offset mapping.
+
+Everything here is a single C-level pass (``str.translate``, ``str.lower``, one character-class
+regex), so it is linear in the input and cheap on ASCII text, which skips it entirely.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "CONFUSABLES",
+    "GREEK_OR_CYRILLIC",
+    "HIDDEN_RUN",
+    "MIXED_SCRIPT",
+    "TAG_DECODE",
+    "NormalisedView",
+    "escape_invisible",
+    "normalise",
+]
+
+# Zero-width and formatting characters, bidi controls, Unicode tag characters, and the other
+# code points that render as nothing. They are removed from the view the phrase rules read, so
+# "ig\u200bnore" still reads "ignore", and reported as hidden-text indicators.
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e\u034f\u115f\u1160" \
+              "\u3164\uffa0\u17b4\u17b5"
+_SOFT_HYPHEN = "\u00ad"
+_BIDI = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c"
+_INVISIBLE_CLASS = "[" + _ZERO_WIDTH + _SOFT_HYPHEN + _BIDI + "\U000e0000-\U000e007f" + "]"
+HIDDEN_RUN = re.compile(_INVISIBLE_CLASS + "+")
+
+ZERO_WIDTH = frozenset(_ZERO_WIDTH)
+BIDI_OVERRIDES = frozenset("\u202a\u202b\u202d\u202e")
+BIDI_ISOLATES = frozenset("\u2066\u2067\u2068\u2069\u202c")
+BIDI_MARKS = frozenset("\u200e\u200f\u061c")
+TAG_FIRST, TAG_LAST = 0xE0000, 0xE007F
+
+_DELETE: dict[int, None] = {ord(c): None for c in _ZERO_WIDTH + _SOFT_HYPHEN + _BIDI}
+_DELETE.update({cp: None for cp in range(TAG_FIRST, TAG_LAST + 1)})
+
+# Compatibility forms that spell ASCII letters: fullwidth forms, mathematical alphanumerics,
+# enclosed letters. Each maps one code point to one, so offsets are unchanged.
+_FOLD: dict[int, int | None] = dict(_DELETE)
+TAG_DECODE: dict[int, int | None] = {cp: None for cp in range(TAG_FIRST, TAG_LAST + 1)}
+TAG_DECODE.update({cp: cp - TAG_FIRST for cp in range(TAG_FIRST + 0x20, TAG_FIRST + 0x7F)})
+_FOLD.update({cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)})
+_FOLD[0x3000] = 0x20  # ideographic space
+_FOLD[0x0130] = ord("i")  # 'İ'.lower() is two code points; keep the view one-to-one
+for _base, _count, _target in (
+    (0x1D400, 26, "A"), (0x1D41A, 26, "a"), (0x1D434, 26, "A"), (0x1D44E, 26, "a"),
+    (0x1D468, 26, "A"), (0x1D482, 26, "a"), (0x1D49C, 26, "A"), (0x1D4B6, 26, "a"),
+    (0x1D4D0, 26, "A"), (0x1D4EA, 26, "a"), (0x1D504, 26, "A"), (0x1D51E, 26, "a"),
+    (0x1D538, 26, "A"), (0x1D552, 26, "a"), (0x1D56C, 26, "A"), (0x1D586, 26, "a"),
+    (0x1D5A0, 26, "A"), (0x1D5BA, 26, "a"), (0x1D5D4, 26, "A"), (0x1D5EE, 26, "a"),
+    (0x1D608, 26, "A"), (0x1D622, 26, "a"), (0x1D63C, 26, "A"), (0x1D656, 26, "a"),
+    (0x1D670, 26, "A"), (0x1D68A, 26, "a"), (0x24B6, 26, "A"), (0x24D0, 26, "a"),
+    (0x1F130, 26, "A"), (0x1F150, 26, "A"), (0x1F170, 26, "A"), (0x1D7CE, 10, "0"),
+    (0x1D7D8, 10, "0"), (0x1D7E2, 10, "0"), (0x1D7EC, 10, "0"), (0x1D7F6, 10, "0"),
+):
+    for _i in range(_count):
+        _FOLD[_base + _i] = ord(_target) + _i
+# Ranges, not a list of characters: a class of thousands of single characters is checked one by
+# one per position, a class of ranges in a few comparisons.
+# Only letters and digits need folding for phrases to match: CJK text full of fullwidth
+# punctuation ("，", "！") must not pay for a translate of the whole text.
+_NEEDS_FOLD = re.compile(
+    "[\u0130\u24b6-\u24e9\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff"
+    "\U0001f130-\U0001f189]"
+)
+
+# Cyrillic and Greek letters that look like Latin ones; applied only to a second view when a
+# word mixes scripts, so Russian or Greek text is still read as itself.
+_CONFUSABLE_PAIRS = (
+    "аa бb вb еe ёe кk мm нh оo рp сc тt уy хx ѕs іi їi јj ԁd ɡg һh ӏl ԛq ԝw"
+    " αa βb γy εe ηn ιi κk νv οo ρp τt υu χx ωw ϲc ϳj ѵv"
+)
+CONFUSABLES: dict[int, int] = {ord(p[0]): ord(p[1]) for p in _CONFUSABLE_PAIRS.split()}
+# A Greek or Cyrillic letter next to a Latin one. The pattern starts with the rare class, so the
+# engine skips Latin text quickly; a class listing each look-alike, or an alternation starting
+# with [a-z], is checked at every position and is many times slower on long texts.
+MIXED_SCRIPT = re.compile("[\u0370-\u052f\u0261](?:(?<=[a-z].)|(?=[a-z]))")
+GREEK_OR_CYRILLIC = re.compile("[\u0370-\u052f\u0261]")
+
+
+@dataclass(slots=True)
+class NormalisedView:
+    """The lower-cased, folded view of a text and how to map its offsets back to the original."""
+
+    text: str
+    # Original offsets of removed runs and the cumulative count removed up to and including each.
+    _view_starts: list[int]
+    _removed_after: list[int]
+    exact: bool = True
+
+    def original(self, offset: int) -> int:
+        """The offset in the original text of ``offset`` in this view."""
+        if not self._view_starts:
+            return offset
+        k = bisect.bisect_right(self._view_starts, offset)
+        return offset + (self._removed_after[k - 1] if k else 0)
+
+    def removed_between(self, start: int, end: int) -> bool:
+        """Whether characters were removed inside the view span ``[start, end)``."""
+        if not self._view_starts:
+            return False
+        k = bisect.bisect_right(self._view_starts, start)
+        return k < len(self._view_starts) and self._view_starts[k] < end
+
+
+def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = True
+              ) -> NormalisedView:
+    """The phrase-matching view of ``text``: invisible characters removed, compatibility letters
+    folded, lower case. ``runs`` are the ``(start, length)`` runs of removed characters."""
+    if text.isascii():
+        return NormalisedView(text.lower(), [], [])
+    # Deleting with the run regex and folding only when a foldable character is present: a
+    # dict-driven translate of a whole non-ASCII text is several times slower than either.
+    if not runs:
+        folded = text
+    elif runs_complete and len(runs) <= 1024:
+        # Cutting the known runs out is cheaper than another regex pass over the whole text.
+        parts = []
+        position = 0
+        for start, length in runs:
+            parts.append(text[position:start])
+            position = start + length
+        parts.append(text[position:])
+        folded = "".join(parts)
+    else:
+        folded = HIDDEN_RUN.sub("", text)
+    if _NEEDS_FOLD.search(folded) is not None:
+        folded = folded.translate(_FOLD)
+    lowered = folded.lower()
+    exact = runs_complete
+    if len(lowered) != len(folded):
+        # A few rare characters lower-case to two code points; keep offsets exact anyway by
+        # lower-casing character by character only then (bounded by the text size).
+        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in folded)
+    view_starts: list[int] = []
+    removed_after: list[int] = []
+    removed = 0
+    for start, length in runs:
+        view_starts.append(start - removed)
+        removed += length
+        removed_after.append(removed)
+    return NormalisedView(lowered, view_starts, removed_after, exact)
+
+
+def escape_invisible(text: str) -> str:
+    """``text`` with invisible and control characters shown as ``\\uXXXX`` escapes (for evidence)."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in "\n\t":
+            out.append(" ")
+        elif (code < 0x20 or 0x7F <= code < 0xA0 or char in ZERO_WIDTH or char in _BIDI
+              or char == _SOFT_HYPHEN or TAG_FIRST <= code <= TAG_LAST):
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)

@@ -1,0 +1,633 @@
+"""The prompt-injection detector stage: scans what the model reads, tracks each conversation,
+and judges the tool calls that follow.
+
+For every event it annotates the verdict with an :class:`InjectionAnnotation` under
+``verdict.annotations["injection"]`` (for the policy stage after it) and adds findings:
+
+* ``injection-detected``: untrusted text (user turn, retrieved document, tool result, tool
+  message, model output) scores at or above the flag threshold;
+* ``injection-fragments``: pieces that only form an instruction joined together;
+* ``injection-conversation-risk``: indicators accumulated across turns cross the threshold;
+* ``injection-escalation``: a sensitive tool is called after untrusted content was flagged;
+* ``taint-argument``: a tool argument carries a value or passage from flagged content.
+
+Modes: ``learn`` and ``monitor`` alert; ``enforce`` blocks tool calls (and tool results) only at
+high confidence (``injection_block_threshold``) and alerts otherwise. Findings about text that
+cannot be withheld (turns, retrievals, model calls) are alerts in every mode: enforcement bites at
+the tool call they lead to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentguard._errors import internal_error
+from agentguard.detectors._conversation import ConversationState, ConversationStore, Piece
+from agentguard.detectors._taint import SourceRef, TaintMatch
+from agentguard.detectors._tools import ToolClassifier
+from agentguard.detectors.classifier import ClassifierVerdict, TextClassifier
+from agentguard.detectors.scanner import (
+    EMPTY,
+    Evidence,
+    InjectionScanner,
+    ScanResult,
+    SourceKind,
+    combine,
+    default_scanner,
+)
+from agentguard.findings import Decision, Severity
+
+if TYPE_CHECKING:
+    from agentguard._guard import Guard, Verdict
+
+__all__ = ["InjectionAnnotation", "InjectionDetector", "InjectionSettings"]
+
+ANNOTATION_KEY = "injection"
+_TOOL_ROLES = frozenset({"tool", "toolresult", "tool_result", "function", "ipython"})
+_MAX_TEXT = 4 * 1024 * 1024
+_MAX_LEAVES = 10_000
+_TAIL = 1024
+_EVIDENCE_IN_FINDING = 8
+# Which rolling tail a source kind joins (model output joins none: it is the model's own text).
+_CHANNELS: dict[str, str] = {"turn": "user", "document": "content", "tool_result": "content",
+                             "tool_message": "content"}
+_KIND_LABELS = {"email": "an e-mail address", "url": "a URL", "host": "a host name",
+                "account": "an account number", "phone": "a phone number", "path": "a file path",
+                "token": "a token", "amount": "an amount", "passage": "a passage"}
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionSettings:
+    """Thresholds and limits of the injection detector."""
+
+    flag_threshold: float = 0.5
+    block_threshold: float = 0.85
+    # Weight kept per turn by an indicator not seen again (0.7: a third after three turns).
+    decay: float = 0.7
+    # Turns after a flagged source during which sensitive tool calls are escalated.
+    escalation_turns: int = 20
+    sensitive_tools: tuple[str, ...] = ()
+    safe_tools: tuple[str, ...] = ()
+    tool_heuristics: bool = True
+    taint: bool = True
+    block_taint: bool = True
+    max_conversations: int = 2048
+    tail_pieces: int = 4
+    scan_model_output: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> InjectionSettings:
+        """Settings from an agentguard ``Config`` (``injection_*`` fields where present)."""
+        defaults = cls()
+
+        def get(name: str, default: Any) -> Any:
+            value = getattr(config, f"injection_{name}", None)
+            return default if value is None else value
+
+        return cls(
+            flag_threshold=float(get("flag_threshold", defaults.flag_threshold)),
+            block_threshold=float(get("block_threshold", defaults.block_threshold)),
+            decay=float(get("decay", defaults.decay)),
+            escalation_turns=int(get("escalation_turns", defaults.escalation_turns)),
+            sensitive_tools=tuple(get("sensitive_tools", ())),
+            safe_tools=tuple(get("safe_tools", ())),
+            tool_heuristics=bool(get("tool_heuristics", True)),
+            taint=bool(get("taint", True)),
+            block_taint=bool(get("block_taint", True)),
+            max_conversations=int(get("max_conversations", defaults.max_conversations)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionAnnotation:
+    """What the injection detector found for one event, for the stages after it."""
+
+    flagged: bool = False
+    score: float = 0.0
+    conversation_flagged: bool = False
+    conversation_risk: float = 0.0
+    # This event's flagged sources first, then the conversation's recent flagged sources.
+    sources: tuple[SourceRef, ...] = ()
+    indicators: tuple[str, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+    taint: tuple[TaintMatch, ...] = ()
+    # For tool calls: the tool's sink category ("network", "exec", "write", "pay", "configured").
+    sink: str | None = None
+    classifiers: tuple[tuple[str, float], ...] = field(default=())
+
+    @property
+    def tainted(self) -> bool:
+        return bool(self.taint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flagged": self.flagged, "score": self.score,
+            "conversation_flagged": self.conversation_flagged,
+            "conversation_risk": self.conversation_risk,
+            "sources": [s.to_dict() for s in self.sources],
+            "indicators": list(self.indicators),
+            "evidence": [e.to_dict() for e in self.evidence[:_EVIDENCE_IN_FINDING]],
+            "taint": [t.to_dict() for t in self.taint], "sink": self.sink,
+            "classifiers": dict(self.classifiers),
+        }
+
+
+_CLEAN = InjectionAnnotation()
+_CLEAN_JUDGEMENT: tuple[ScanResult, float, tuple[tuple[str, float], ...]] = (EMPTY, 0.0, ())
+
+
+@dataclass(slots=True)
+class _Judged:
+    """One scanned piece of an event."""
+
+    source: SourceRef
+    result: ScanResult
+    score: float
+    flagged: bool
+    classifiers: tuple[tuple[str, float], ...]
+    related: tuple[SourceRef, ...] = ()
+
+
+class InjectionDetector:
+    """The injection detector stage (``Detector`` protocol of the Guard pipeline)."""
+
+    name = "injection"
+
+    def __init__(
+        self,
+        settings: InjectionSettings | None = None,
+        *,
+        scanner: InjectionScanner | None = None,
+        classifiers: Sequence[TextClassifier] = (),
+    ) -> None:
+        self.settings = settings or InjectionSettings()
+        self.scanner = scanner or default_scanner()
+        self.classifiers: list[TextClassifier] = list(classifiers)
+        self.conversations = ConversationStore(self.settings.max_conversations)
+        self.tools = ToolClassifier(self.settings.sensitive_tools, self.settings.safe_tools,
+                                    heuristics=self.settings.tool_heuristics)
+        # Counters for stats and tests: texts scanned in full, skipped by the pre-check,
+        # skipped as already seen in the conversation.
+        self.scanned = 0
+        self.prechecked = 0
+        self.deduplicated = 0
+
+    def add_classifier(self, classifier: TextClassifier) -> None:
+        """Add a model-based classifier; its score and the scanner's are combined (max)."""
+        self.classifiers.append(classifier)
+
+    @property
+    def evicted(self) -> int:
+        """Conversations dropped from the bounded store so far."""
+        return self.conversations.evicted
+
+    # -- the Detector protocol ---------------------------------------------------------------
+    def inspect(self, event: Any, verdict: Verdict, guard: Guard) -> None:
+        kind = getattr(event, "kind", None)
+        if kind == "tool_call":
+            if event.phase == "call":
+                self._tool_call(event, verdict, guard)
+            else:
+                self._judge(event, verdict, guard, self._tool_result_pieces(event), True)
+        elif kind == "retrieval":
+            if event.phase == "response" and event.documents:
+                self._judge(event, verdict, guard, self._document_pieces(event), False)
+        elif kind == "turn":
+            ctx = event.context
+            source = SourceRef("turn", f"turn {ctx.turn}", ctx.turn)
+            self._judge(event, verdict, guard, [(event.text, "turn", source)], False)
+        elif kind == "model_call":
+            pieces = self._model_pieces(event)
+            if pieces:
+                self._judge(event, verdict, guard, pieces, False)
+
+    # -- pieces of untrusted text --------------------------------------------------------------
+    def _tool_result_pieces(self, event: Any) -> list[tuple[str, SourceKind, SourceRef]]:
+        text = _text_of(event.result)
+        if not text:
+            return []
+        call_id = event.call_id
+        source = SourceRef("tool_result", f"{event.tool}#{call_id}" if call_id else event.tool,
+                           event.context.turn, tool=event.tool, call_id=call_id)
+        return [(text, "tool_result", source)]
+
+    def _document_pieces(self, event: Any) -> list[tuple[str, SourceKind, SourceRef]]:
+        pieces: list[tuple[str, SourceKind, SourceRef]] = []
+        turn = event.context.turn
+        for index, document in enumerate(event.documents):
+            text = document.content
+            if not text:
+                continue
+            doc_id = document.id or document.source or f"#{index}"
+            pieces.append((text, "document", SourceRef(
+                "document", str(doc_id), turn, document_id=str(doc_id),
+                retriever=event.retriever)))
+        return pieces
+
+    def _model_pieces(self, event: Any) -> list[tuple[str, SourceKind, SourceRef]]:
+        turn = event.context.turn
+        pieces: list[tuple[str, SourceKind, SourceRef]] = []
+        if event.phase == "request":
+            for index, message in enumerate(event.messages):
+                if message.role.lower() in _TOOL_ROLES and message.content:
+                    ref = message.tool_call_id or message.name or f"message {index}"
+                    pieces.append((message.content, "tool_message", SourceRef(
+                        "tool_message", str(ref), turn, tool=message.name,
+                        call_id=message.tool_call_id)))
+        elif self.settings.scan_model_output and event.output:
+            for message in event.output:
+                if message.content:
+                    pieces.append((message.content, "model_output",
+                                   SourceRef("model_output", event.model or "model", turn)))
+        return pieces
+
+    # -- judging text ----------------------------------------------------------------------------
+    def _score(self, text: str, kind: SourceKind) -> tuple[ScanResult, float,
+                                                            tuple[tuple[str, float], ...]]:
+        scanner = self.scanner
+        if scanner.quick_check(text):
+            self.scanned += 1
+            result = scanner.scan(text, source=kind)
+        else:
+            self.prechecked += 1
+            result = EMPTY
+        score = result.score
+        votes: list[tuple[str, float]] = []
+        for classifier in self.classifiers:
+            verdict = self._classify(classifier, text, kind, result.score)
+            if verdict is not None:
+                votes.append((classifier.name, round(verdict.score, 3)))
+                score = max(score, min(1.0, max(0.0, verdict.score)))
+        return result, round(score, 3), tuple(votes)
+
+    def _classify(self, classifier: TextClassifier, text: str, kind: SourceKind,
+                  heuristic: float) -> ClassifierVerdict | None:
+        sources = getattr(classifier, "sources", None)
+        if sources is not None and kind not in sources:
+            return None
+        if heuristic < float(getattr(classifier, "gate", 0.0)):
+            return None
+        if len(text) < int(getattr(classifier, "min_chars", 16)):
+            return None
+        limit = int(getattr(classifier, "max_chars", 8192))
+        if len(text) > limit:
+            text = text[: limit // 2] + "\n" + text[-(limit // 2):]
+        try:
+            return classifier.classify(text, source=kind)
+        except Exception as exc:
+            internal_error(f"injection classifier {getattr(classifier, 'name', classifier)!s}", exc)
+            return None
+
+    def _judge(self, event: Any, verdict: Verdict, guard: Guard,
+               pieces: Sequence[tuple[str, SourceKind, SourceRef]], blockable: bool) -> None:
+        settings = self.settings
+        ctx = event.context
+        conversation_id = ctx.conversation_id
+        state = self.conversations.get(conversation_id) if conversation_id else None
+        if len(pieces) == 1 and self._clean_fast(pieces[0], state):
+            verdict.annotations[ANNOTATION_KEY] = _CLEAN
+            return
+        judged: list[_Judged] = []
+        fragments: list[tuple[ScanResult, list[SourceRef]]] = []
+        risk_crossed: list[SourceRef] = []
+        risk = 0.0
+        conversation_flagged = False
+        recent: list[SourceRef] = []
+        for text, kind, source in pieces:
+            before = None
+            if state is not None:
+                with state.lock:
+                    before = state.judged_before(text)
+            if before is not None and state is not None:
+                # The same text again (a tool result quoted in the next model request, a result
+                # repeating a retrieved document): judged once. A tool result can still be
+                # withheld, so it is reported again; elsewhere it was reported already.
+                self.deduplicated += 1
+                result, score, votes = before
+                if not blockable or score < settings.flag_threshold:
+                    continue
+                source = _with_score(source, score)
+                item = _Judged(source, result, score, True, votes)
+                with state.lock:
+                    item.related = tuple(s for s in state.quoted_sources(text)
+                                         if s.key != source.key)
+                judged.append(item)
+                continue
+            result, score, votes = self._score(text, kind)
+            flagged = score >= settings.flag_threshold
+            source = _with_score(source, score)
+            item = _Judged(source, result, score, flagged, votes)
+            judged.append(item)
+            if state is None:
+                continue
+            with state.lock:
+                state.record(text, (result, score, votes))
+            channel = _CHANNELS.get(kind)
+            fragment = self._fragments(state, channel, text, result, kind, source) \
+                if channel is not None else None
+            with state.lock:
+                turn = state.turn_of(source.turn)
+                if flagged:
+                    item.related = tuple(s for s in state.quoted_sources(text)
+                                         if s.key != source.key)
+                    state.flag(source, text)
+                    if settings.taint:
+                        state.taint.add(text, source)
+                if fragment is not None:
+                    fragments.append(fragment)
+                    keys = {s.key: s for s in fragment[1]}
+                    for involved in fragment[1]:
+                        state.flag(involved, "")
+                    if settings.taint:
+                        for piece in state.all_pieces():
+                            if piece.source.key in keys:
+                                state.taint.add(piece.tail, keys[piece.source.key])
+                        state.taint.add(text[:_TAIL], keys.get(source.key, source))
+                evidence = list(result.evidence) + (list(fragment[0].evidence) if fragment else [])
+                if evidence:
+                    state.absorb(evidence, turn, settings.decay, source)
+                if channel is not None and len(text) >= 8:
+                    state.remember(channel, Piece(text[-_TAIL:], source, result.open_tail),
+                                   settings.tail_pieces)
+                risk = state.current_risk(turn, settings.decay)
+                if risk >= settings.flag_threshold and not state.alerted_risk:
+                    state.alerted_risk = True
+                    if not flagged and fragment is None:
+                        risk_crossed = [_with_score(s, max(s.score, risk))
+                                        for s in state.contributors(turn, settings.decay)]
+                        keys = {s.key: s for s in risk_crossed}
+                        for contributor in risk_crossed:
+                            state.flag(contributor, "")
+                        if settings.taint:
+                            for piece in state.all_pieces():
+                                if piece.source.key in keys:
+                                    state.taint.add(piece.tail, keys[piece.source.key])
+                elif risk < settings.flag_threshold * 0.5:
+                    state.alerted_risk = False
+                recent = state.recent_flagged(turn, settings.escalation_turns)
+                conversation_flagged = bool(recent) or risk >= settings.flag_threshold
+        if not judged and state is not None:
+            with state.lock:
+                turn = state.turn_of(ctx.turn)
+                risk = state.current_risk(turn, settings.decay)
+                recent = state.recent_flagged(turn, settings.escalation_turns)
+                conversation_flagged = bool(recent) or risk >= settings.flag_threshold
+        self._annotate_and_report(event, verdict, guard, judged, fragments, risk_crossed, risk,
+                                  conversation_flagged, recent, blockable)
+
+    def _clean_fast(self, piece: tuple[str, SourceKind, SourceRef],
+                    state: ConversationState | None) -> bool:
+        """The common case, cheaply: one text with nothing the scanner could report, in a
+        conversation with nothing flagged and no open phrase to complete. Returns ``False`` when
+        the full path must run."""
+        text, kind, source = piece
+        if self.classifiers or self.scanner.quick_check(text):
+            return False
+        if state is not None:
+            channel = _CHANNELS.get(kind)
+            with state.lock:
+                if state.flagged or state.indicators:
+                    return False
+                if channel is not None and len(text) >= 8:
+                    tail = state.pieces.get(channel)
+                    if tail and any(p.open_tail for p in tail):
+                        return False  # this text may complete an earlier piece
+                    state.remember(channel, Piece(text[-_TAIL:], source, False),
+                                   self.settings.tail_pieces)
+                state.turn_of(source.turn)
+                # Remembered as judged: the same text in the next model request costs a lookup.
+                state.record(text, _CLEAN_JUDGEMENT)
+        self.prechecked += 1
+        return True
+
+    def _fragments(self, state: ConversationState, channel: str, text: str, result: ScanResult,
+                   kind: SourceKind, source: SourceRef
+                   ) -> tuple[ScanResult, list[SourceRef]] | None:
+        """Rescan the end of the previous pieces joined with the start of this one, when either
+        side has an anchor that a neighbour could complete; report what only the join shows."""
+        with state.lock:
+            previous = list(state.pieces.get(channel, ()))
+        if not previous:
+            return None
+        if not (result.anchors or any(p.open_tail for p in previous)):
+            return None
+        parts = [p.tail for p in previous] + [text[:_TAIL]]
+        owners = [p.source for p in previous] + [source]
+        bounds: list[tuple[int, int]] = []
+        offset = 0
+        for part in parts:
+            bounds.append((offset, offset + len(part)))
+            offset += len(part) + 1
+        joined = "\n".join(parts)
+        joined_result = self.scanner.scan(joined, source=kind)
+        crossing: list[Evidence] = []
+        involved: list[SourceRef] = []
+        for evidence in joined_result.evidence:
+            inside = [i for i, (lo, hi) in enumerate(bounds)
+                      if evidence.start < hi and evidence.end > lo]
+            # Only what the new piece completes: joins among older pieces were judged before.
+            if len(inside) > 1 and len(parts) - 1 in inside:
+                crossing.append(evidence)
+                for i in inside:
+                    if all(owners[i].key != s.key for s in involved):
+                        involved.append(owners[i])
+        if not crossing:
+            return None
+        score = combine([*crossing, *result.evidence])
+        if score < self.settings.flag_threshold:
+            return None
+        involved = [_with_score(s, max(s.score, score)) for s in involved]
+        fragment = ScanResult(score=score, evidence=tuple(crossing), length=len(joined),
+                              scanned=len(joined), anchors=joined_result.anchors,
+                              checks=joined_result.checks)
+        return fragment, involved
+
+    # -- tool calls --------------------------------------------------------------------------------
+    def _tool_call(self, event: Any, verdict: Verdict, guard: Guard) -> None:
+        settings = self.settings
+        ctx = event.context
+        state = self.conversations.peek(ctx.conversation_id) if ctx.conversation_id else None
+        if state is None:
+            verdict.annotations[ANNOTATION_KEY] = _CLEAN
+            return
+        sink = self.tools.category(event.tool)
+        with state.lock:
+            turn = state.turn_of(ctx.turn)
+            risk = state.current_risk(turn, settings.decay) if state.indicators else 0.0
+            recent = state.recent_flagged(turn, settings.escalation_turns)
+            matches = state.taint.match(event.arguments) if settings.taint and state.taint \
+                else []
+        conversation_flagged = bool(recent) or risk >= settings.flag_threshold
+        verdict.annotations[ANNOTATION_KEY] = InjectionAnnotation(
+            flagged=False, score=0.0, conversation_flagged=conversation_flagged,
+            conversation_risk=risk, sources=tuple(recent), taint=tuple(matches), sink=sink,
+        )
+        enforce = guard.mode == "enforce"
+        if matches:
+            top = matches[0]
+            severity: Severity = "high" if sink else "medium"
+            block = enforce and bool(sink) and settings.block_taint and \
+                top.source.score >= settings.flag_threshold
+            reason = (f"argument {top.argument!r} of tool {event.tool} carries "
+                      f"{_KIND_LABELS.get(top.kind, 'a value')} from untrusted content "
+                      f"({top.source.describe()})")
+            evidence = {"tool": event.tool, "call_id": event.call_id, "sink": sink,
+                        "matches": [m.to_dict() for m in matches[:8]],
+                        "conversation_risk": risk}
+            decision = (Decision.block if block else Decision.alert)(
+                reason, severity, rule_id="taint-argument", category="taint", evidence=evidence)
+            verdict.add(guard.finding_for(event, decision))
+        if recent and sink:
+            strongest = max(s.score for s in recent)
+            confident = max(strongest, risk) >= settings.block_threshold
+            block = enforce and confident
+            severity = "high" if confident else "medium"
+            reason = (f"sensitive tool {event.tool} ({sink}) called after untrusted content was "
+                      f"flagged in this conversation: {recent[0].describe()}")
+            evidence = {"tool": event.tool, "call_id": event.call_id, "sink": sink,
+                        "sources": [s.to_dict() for s in recent[:8]],
+                        "conversation_risk": risk}
+            decision = (Decision.block if block else Decision.alert)(
+                reason, severity, rule_id="injection-escalation", category="injection",
+                evidence=evidence)
+            verdict.add(guard.finding_for(event, decision))
+
+    # -- output ------------------------------------------------------------------------------------
+    def _annotate_and_report(
+        self, event: Any, verdict: Verdict, guard: Guard, judged: list[_Judged],
+        fragments: list[tuple[ScanResult, list[SourceRef]]], risk_crossed: list[SourceRef],
+        risk: float, conversation_flagged: bool, recent: list[SourceRef], blockable: bool,
+    ) -> None:
+        settings = self.settings
+        flagged = [j for j in judged if j.flagged]
+        score = max((j.score for j in judged), default=0.0)
+        for fragment, _ in fragments:
+            score = max(score, fragment.score)
+        sources: list[SourceRef] = [j.source for j in flagged]
+        for _, involved in fragments:
+            sources.extend(s for s in involved if s not in sources)
+        sources.extend(s for s in recent if s not in sources)
+        evidence: list[Evidence] = []
+        for item in judged:
+            evidence.extend(item.result.evidence)
+        for fragment, _ in fragments:
+            evidence.extend(fragment.evidence)
+        verdict.annotations[ANNOTATION_KEY] = InjectionAnnotation(
+            flagged=bool(flagged or fragments), score=score,
+            conversation_flagged=conversation_flagged, conversation_risk=risk,
+            sources=tuple(sources), indicators=tuple(dict.fromkeys(e.indicator for e in evidence)),
+            evidence=tuple(evidence[:64]),
+            classifiers=tuple(vote for item in judged for vote in item.classifiers),
+        ) if (judged or conversation_flagged) else _CLEAN
+        enforce = guard.mode == "enforce"
+        for item in flagged:
+            confident = item.score >= settings.block_threshold
+            block = enforce and blockable and confident
+            indicators = ", ".join(item.result.indicators[:4]) or "classifier"
+            reason = (f"prompt injection indicators in {item.source.describe()} "
+                      f"(score {item.score:.2f}: {indicators})")
+            details: dict[str, Any] = {
+                "score": item.score, "source": item.source.to_dict(),
+                "indicators": list(item.result.indicators),
+                "evidence": [e.to_dict() for e in item.result.evidence[:_EVIDENCE_IN_FINDING]],
+                "conversation_risk": risk,
+            }
+            if item.related:
+                details["quotes"] = [s.to_dict() for s in item.related]
+                reason += f"; it carries {item.related[0].describe()}"
+            if item.result.sampled:
+                details["sampled"] = {"length": item.result.length,
+                                      "scanned": item.result.scanned}
+            if item.result.anchors_capped:
+                details["anchor_cap_reached"] = True
+            if item.classifiers:
+                details["classifiers"] = dict(item.classifiers)
+            decision = (Decision.block if block else Decision.alert)(
+                reason, _severity(item.score, confident), rule_id="injection-detected",
+                category="injection", evidence=details)
+            verdict.add(guard.finding_for(event, decision))
+        for fragment, involved in fragments:
+            confident = fragment.score >= settings.block_threshold
+            block = enforce and blockable and confident
+            names = "; ".join(s.describe() for s in involved)
+            reason = (f"instruction split across untrusted pieces ({names}), "
+                      f"score {fragment.score:.2f}")
+            details = {
+                "score": fragment.score, "sources": [s.to_dict() for s in involved],
+                "indicators": list(fragment.indicators),
+                "evidence": [e.to_dict() for e in fragment.evidence[:_EVIDENCE_IN_FINDING]],
+                "conversation_risk": risk,
+            }
+            decision = (Decision.block if block else Decision.alert)(
+                reason, _severity(fragment.score, confident), rule_id="injection-fragments",
+                category="injection", evidence=details)
+            verdict.add(guard.finding_for(event, decision))
+        if risk_crossed:
+            reason = (f"injection risk accumulated across the conversation reached {risk:.2f} "
+                      f"(from {'; '.join(s.describe() for s in risk_crossed[:4])})")
+            details = {"conversation_risk": risk,
+                       "sources": [s.to_dict() for s in risk_crossed[:8]]}
+            decision = Decision.alert(reason, _severity(risk, risk >= settings.block_threshold),
+                                      rule_id="injection-conversation-risk", category="injection",
+                                      evidence=details)
+            verdict.add(guard.finding_for(event, decision))
+
+
+def _severity(score: float, confident: bool) -> Severity:
+    if score >= 0.95:
+        return "critical"
+    return "high" if confident else "medium"
+
+
+def _with_score(source: SourceRef, score: float) -> SourceRef:
+    if score == source.score:
+        return source
+    return SourceRef(source.kind, source.ref, source.turn, score, source.document_id,
+                     source.retriever, source.tool, source.call_id)
+
+
+def _text_of(value: Any) -> str:
+    """The text a tool result puts in front of the model, bounded: strings as they are, the
+    string leaves of structured results joined by newlines."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value[:_MAX_TEXT]).decode("utf-8", "replace")
+    if isinstance(value, (int, float, bool)):
+        return ""
+    parts: list[str] = []
+    size = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    leaves = 0
+    while stack and size < _MAX_TEXT and leaves < _MAX_LEAVES:
+        item, depth = stack.pop()
+        leaves += 1
+        if isinstance(item, str):
+            if item:
+                parts.append(item)
+                size += len(item)
+        elif isinstance(item, dict):
+            if depth < 16:
+                for key, child in reversed(list(item.items())):
+                    stack.append((child, depth + 1))
+                    if isinstance(key, str) and len(key) > 24:
+                        stack.append((key, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            if depth < 16:
+                stack.extend((child, depth + 1) for child in reversed(item[:_MAX_LEAVES]))
+        elif isinstance(item, (bytes, bytearray)):
+            parts.append(bytes(item[:_MAX_TEXT]).decode("utf-8", "replace"))
+            size += len(parts[-1])
+        elif not isinstance(item, (int, float, bool)) and item is not None:
+            text = getattr(item, "page_content", None) or getattr(item, "content", None) or \
+                getattr(item, "text", None)
+            if isinstance(text, str):
+                parts.append(text)
+                size += len(text)
+            elif isinstance(text, list):
+                stack.append((text, depth + 1))
+    return "\n".join(parts)[:_MAX_TEXT]

@@ -1,0 +1,908 @@
+"""The prompt-injection scanner: indicators in untrusted text, a score, and the evidence for it.
+
+Work is linear in the input and bounded on any input:
+
+* huge texts are read as head + tail + randomly placed windows (``ScanLimits``);
+* one pass of a multi-literal matcher finds anchor words; each anchor is confirmed by small
+  patterns inside a bounded window (see :mod:`agentguard.detectors._lexicon`), and the number of
+  anchors confirmed per scan is capped (a result says when the cap cut the reading short);
+* invisible characters, look-alike letters, spaced-out letters and base64/hex blobs are found
+  with single C-level passes (``str.translate``, ``bytes.translate``, ``str.find``) and decoded
+  payloads are rescanned to a bounded depth and size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from agentguard.detectors._lexicon import ANCHOR_RULES, COMPACT_PHRASES, PhraseRule
+from agentguard.detectors._matcher import LiteralMatcher
+from agentguard.detectors._text import (
+    BIDI_ISOLATES,
+    BIDI_OVERRIDES,
+    CONFUSABLES,
+    GREEK_OR_CYRILLIC,
+    HIDDEN_RUN,
+    MIXED_SCRIPT,
+    TAG_DECODE,
+    TAG_FIRST,
+    TAG_LAST,
+    ZERO_WIDTH,
+    NormalisedView,
+    escape_invisible,
+    normalise,
+)
+from agentguard.detectors._urls import analyse_url
+
+__all__ = [
+    "Evidence",
+    "InjectionScanner",
+    "ScanLimits",
+    "ScanResult",
+    "SourceKind",
+    "combine",
+    "default_scanner",
+    "local_score",
+]
+
+SourceKind = Literal["turn", "document", "tool_result", "tool_message", "model_output", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One indicator found in a text: what, where (offsets into the scanned text), and why."""
+
+    indicator: str
+    family: str
+    weight: float
+    start: int
+    end: int
+    excerpt: str
+    via: str | None = None
+    lang: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form for findings; the excerpt is redacted (it leaves the process)."""
+        from agentguard.redaction import redact
+
+        out: dict[str, object] = {"indicator": self.indicator, "family": self.family,
+                                  "weight": round(self.weight, 3), "start": self.start,
+                                  "end": self.end, "excerpt": redact(self.excerpt)}
+        if self.via:
+            out["via"] = self.via
+        if self.lang and self.lang != "en":
+            out["lang"] = self.lang
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """The scanner's verdict on one text: a score in [0, 1] and the evidence behind it."""
+
+    score: float
+    evidence: tuple[Evidence, ...] = ()
+    length: int = 0
+    scanned: int = 0
+    sampled: bool = False
+    # Work done: anchors confirmed, whether the per-scan anchor cap was reached, pattern attempts.
+    anchors: int = 0
+    anchors_capped: bool = False
+    checks: int = 0
+    # Whether an anchor word sits near the end of the text (a phrase the next fragment may finish).
+    open_tail: bool = False
+    exact_offsets: bool = True
+
+    @property
+    def indicators(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e.indicator for e in self.evidence))
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e.family for e in self.evidence))
+
+
+EMPTY = ScanResult(0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanLimits:
+    """How much of a text one scan reads, and the caps on work per scan."""
+
+    full_scan_chars: int = 256 * 1024
+    head_chars: int = 64 * 1024
+    tail_chars: int = 64 * 1024
+    window_chars: int = 16 * 1024
+    windows: int = 8
+    max_anchors: int = 4096
+    max_checks: int = 3000
+    max_hidden_runs: int = 2048
+    max_blobs: int = 64
+    max_blob_chars: int = 16 * 1024
+    max_depth: int = 2
+    max_evidence: int = 64
+    max_evidence_per_indicator: int = 8
+    max_spaced_runs: int = 32
+    excerpt_chars: int = 120
+
+
+# Source profiles: what is ordinary in one kind of text is suspicious in another. A user asking
+# the assistant to send an e-mail, or addressing it, is normal; a retrieved document doing so
+# is not. Multipliers by indicator prefix (longest prefix wins).
+_SOURCE_WEIGHTS: dict[str, dict[str, float]] = {
+    "turn": {"address-ai": 0.0, "directive": 0.3, "directive-exfiltrate": 0.8,
+             "directive-shell": 0.6, "exfil-instruction": 0.6, "directive-covert": 0.8},
+    "model_output": {"override": 0.5, "role": 0.5, "address-ai": 0.3, "directive": 0.4,
+                     "delimiter": 0.5, "encoded-directive": 0.5},
+}
+
+_SPECIAL_ANCHORS: dict[str, str] = {
+    "![": "md-image", "](": "md-link", "<img": "html-image", "http://": "url", "https://": "url",
+    "<!--": "html-comment", "[//]: #": "md-comment", "[//]:#": "md-comment",
+}
+for _a in ("display:none", "display: none", "display :none", "visibility:hidden",
+           "visibility: hidden", "font-size:0", "font-size: 0", "font-size:1px", "font-size: 1px",
+           "opacity:0", "opacity: 0", "color:white", "color: white", "color:#fff", "color: #fff",
+           "color:transparent", "color: transparent", "<span hidden", "<div hidden",
+           "<p hidden", "height:0", "height: 0", "max-height:0", "clip-path:inset(50%)",
+           "left:-9999", "left: -9999", "text-indent:-9999", "text-indent: -9999"):
+    _SPECIAL_ANCHORS[_a] = "style"
+for _a in ("<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>", "<|assistant|>",
+           "<|endoftext|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>",
+           "<|begin_of_text|>", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "<start_of_turn>",
+           "<end_of_turn>", "<|tool|>", "<|ipython|>", "<|channel|>", "<|message|>",
+           "<|end|>", "<|im_sep|>", "<\uff5cbegin\u2581of\u2581sentence\uff5c>"):
+    _SPECIAL_ANCHORS[_a] = "chat-template"
+for _a in ("[system]", "[/system]", "<system>", "</system>", "(system)", "{system}", "[admin]",
+           "<admin>", "[developer]", "<developer>", "<instructions>", "</instructions>",
+           "[instructions]", "[sys]", "<sys>", "<system_prompt>", "[system message]",
+           "[system note]", "<system-reminder>", "<important>", "[override]"):
+    _SPECIAL_ANCHORS[_a] = "role-tag"
+for _a in ("</document>", "</documents>", "</context>", "</tool_result>", "</tool_output>",
+           "</function_results>", "</search_results>", "</untrusted>", "</user_input>",
+           "</retrieved>", "</source>", "</email>", "</results>", "</webpage>", "</content>"):
+    _SPECIAL_ANCHORS[_a] = "close-tag"
+for _a in ("end of document", "end of context", "end of input", "end of text", "end of email",
+           "end of data", "end of search results", "end of tool output", "end of untrusted",
+           "end of user input", "end of conversation", "end of prompt", "end of system prompt",
+           "end of instructions", "end of the document", "end of the email", "end of message"):
+    _SPECIAL_ANCHORS[_a] = "end-marker"
+_ROLE_LABELS = {"system": "system", "assistant": "assistant", "user": "user", "human": "user",
+                "ai": "assistant", "model": "assistant", "developer": "system",
+                "instruction": "system", "response": "assistant", "bot": "assistant"}
+for _label in _ROLE_LABELS:
+    _SPECIAL_ANCHORS[f"{_label}:"] = "role-line"
+    _SPECIAL_ANCHORS[f"{_label} :"] = "role-line"
+    _SPECIAL_ANCHORS[f"### {_label}"] = "role-line"
+
+
+def _build_tables() -> tuple[list[str], list[tuple[PhraseRule, ...]], list[str | None]]:
+    words: list[str] = []
+    rules: list[tuple[PhraseRule, ...]] = []
+    special: list[str | None] = []
+    seen: dict[str, int] = {}
+    for anchor, anchor_rules in ANCHOR_RULES.items():
+        seen[anchor] = len(words)
+        words.append(anchor)
+        rules.append(anchor_rules)
+        special.append(None)
+    for anchor, kind in _SPECIAL_ANCHORS.items():
+        if anchor in seen:
+            special[seen[anchor]] = kind
+            continue
+        seen[anchor] = len(words)
+        words.append(anchor)
+        rules.append(())
+        special.append(kind)
+    # The matcher reports the longest anchor at a position, so an anchor that starts with a
+    # shorter one ("silently forward" and "silently") must also run the shorter one's checks.
+    for i, word in enumerate(words):
+        for cut in range(1, len(word)):
+            j = seen.get(word[:cut])
+            if j is None:
+                continue
+            rules[i] = (*rules[i], *(rule for rule in rules[j] if rule not in rules[i]))
+            if special[i] is None:
+                special[i] = special[j]
+    return words, rules, special
+
+
+# Bytes-level shapes for blob and spacing detection: one bytes.translate each.
+_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+_B64_SHAPE = bytes(0x61 if i in _B64_CHARS else 0x20 for i in range(256))
+_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_SPACING_SHAPE = bytes(0x61 if i in _LETTERS else 0x20 if i in b" .-_*|/\t" else 0x78
+                       for i in range(256))
+_BLOB_MIN = 24
+_BLOB_PROBE = b"a" * _BLOB_MIN
+_RUN_END = re.compile(rb"a+")
+_SPACED_PROBES = (b" a a a a a ", b"a  a  a  a  a")
+_SPACED_RUN = re.compile(rb"(?:a {1,3}){4,400}a")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+_NOT_LETTER = re.compile(r"[^a-z]+")
+
+_IMG_MD = re.compile(r"!\[([^\]\n]{0,300})\]\(\s{0,3}<?([^)\s>]{1,2048})")
+_LINK_MD = re.compile(r"\]\(\s{0,3}<?([^)\s>]{1,2048})")
+_IMG_HTML = re.compile(r"<img\b[^>]{0,600}?\bsrc\s{0,3}=\s{0,3}[\"']?([^\"'\s>]{1,2048})", re.I)
+_BARE_URL = re.compile(r"https?://[^\s<>\"'`)]{1,2048}", re.I)
+_MARKERS = frozenset("-=#*[]()<>|~_")
+_URL_INDICATORS = {"md-image": "exfil-markdown-image", "html-image": "exfil-markdown-image",
+                   "md-link": "exfil-markdown-link", "url": "exfil-url"}
+_URL_WORTH_PARSING = re.compile(r"[?#{}%$<\[]")
+_RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
+
+
+# Evidence further apart than this is not combined: an injection is one passage, and weak
+# indicators scattered over a long document (a code block here, a "from now on" there) are not.
+LOCALITY = 1536
+
+
+def local_score(evidence: Sequence[Evidence], span: int = LOCALITY) -> float:
+    """The highest :func:`combine` score of the evidence inside any window of ``span``
+    characters (evidence from decoded or hidden payloads sits at the payload's span)."""
+    if not evidence:
+        return 0.0
+    items = sorted(evidence, key=lambda e: e.start)
+    if items[-1].start - items[0].start <= span:
+        return combine(items)
+    best = 0.0
+    end = 0
+    for begin, item in enumerate(items):
+        while end < len(items) and items[end].start - item.start <= span:
+            end += 1
+        best = max(best, combine(items[begin:end]))
+    return best
+
+
+def combine(evidence: Iterable[Evidence]) -> float:
+    """The score of a set of evidence: strongest indicator per family, noisy-OR across families.
+
+    Within a family, further distinct indicators add a little (a tenth of their weight each, two
+    at most); the same indicator repeated adds nothing, so one benign phrase used often stays weak.
+    """
+    per_family: dict[str, dict[str, float]] = {}
+    for item in evidence:
+        if item.weight <= 0:
+            continue
+        family = per_family.setdefault(item.family, {})
+        if item.weight > family.get(item.indicator, 0.0):
+            family[item.indicator] = item.weight
+    keep = 1.0
+    for indicators in per_family.values():
+        weights = sorted(indicators.values(), reverse=True)
+        strength = min(0.97, weights[0] + 0.1 * sum(weights[1:3]))
+        keep *= 1.0 - strength
+    return round(min(0.99, 1.0 - keep), 3)
+
+
+def _boost(weight: float, factor: float = 0.6) -> float:
+    """Strengthen an indicator found in hidden or encoded text (nobody hides a benign phrase)."""
+    return min(0.97, 1.0 - (1.0 - weight) * factor)
+
+
+class _Run:
+    """Per-scan state: the evidence so far and the shared work budget."""
+
+    __slots__ = ("anchors", "capped", "checks", "evidence", "exact", "hidden_runs", "limits",
+                 "open_tail", "per_indicator", "source_weights")
+
+    def __init__(self, limits: ScanLimits, source_weights: dict[str, float]) -> None:
+        self.limits = limits
+        self.evidence: list[Evidence] = []
+        self.anchors = 0
+        self.capped = False
+        self.checks = 0
+        self.open_tail = False
+        self.exact = True
+        self.hidden_runs = 0
+        self.per_indicator: dict[str, int] = {}
+        self.source_weights = source_weights
+
+    def room_for(self, indicator: str) -> bool:
+        """Whether another piece of evidence for ``indicator`` would still be kept."""
+        return (len(self.evidence) < self.limits.max_evidence
+                and self.per_indicator.get(indicator, 0) < self.limits.max_evidence_per_indicator)
+
+    def weight_for(self, indicator: str, weight: float) -> float:
+        table = self.source_weights
+        if not table:
+            return weight
+        best = ""
+        for prefix in table:
+            if indicator.startswith(prefix) and len(prefix) > len(best):
+                best = prefix
+        return weight * table[best] if best else weight
+
+
+class InjectionScanner:
+    """Finds prompt-injection indicators in untrusted text; thread-safe and reusable."""
+
+    def __init__(self, limits: ScanLimits | None = None, *, engine: str = "auto") -> None:
+        self.limits = limits or ScanLimits()
+        words, rules, special = _build_tables()
+        self._matcher = LiteralMatcher(words, engine=engine)
+        # The matcher deduplicates; index tables follow its order.
+        order = {word: i for i, word in enumerate(words)}
+        self._rules = [rules[order[w]] for w in self._matcher.words]
+        self._special = [special[order[w]] for w in self._matcher.words]
+        self._compact = LiteralMatcher([p[0] for p in COMPACT_PHRASES], engine=engine)
+        self._compact_info = {p[0]: p[1:] for p in COMPACT_PHRASES}
+        self._random = random.Random()
+        self._random_lock = threading.Lock()
+
+    @property
+    def engine(self) -> str:
+        return self._matcher.engine
+
+    # -- public ----------------------------------------------------------------------------
+    def scan(self, text: str, *, source: SourceKind = "text") -> ScanResult:
+        """Scan ``text`` (untrusted content of the given ``source`` kind)."""
+        if not text:
+            return EMPTY
+        limits = self.limits
+        run = _Run(limits, _SOURCE_WEIGHTS.get(source, {}))
+        segments = self._segments(text)
+        for base, segment in segments:
+            self._scan_segment(segment, base, run, 0)
+        evidence = self._finish(run.evidence)
+        scanned = sum(len(s) for _, s in segments)
+        return ScanResult(
+            score=local_score(evidence), evidence=tuple(evidence), length=len(text),
+            scanned=scanned, sampled=scanned < len(text), anchors=run.anchors,
+            anchors_capped=run.capped, checks=run.checks,
+            open_tail=run.open_tail, exact_offsets=run.exact,
+        )
+
+    def quick_check(self, text: str) -> bool:
+        """Whether a full scan of ``text`` could report anything: ``False`` only when it has no
+        anchor word, no non-ASCII character, no long base64-like run and no spaced-out letters.
+        """
+        if not text:
+            return False
+        if not text.isascii() or len(text) > self.limits.full_scan_chars:
+            return True
+        if self._matcher.search(text.lower()):
+            return True
+        data = text.encode("ascii")
+        if data.translate(_B64_SHAPE).find(_BLOB_PROBE) >= 0:
+            return True
+        shape = data.translate(_SPACING_SHAPE)
+        return shape.find(_SPACED_PROBES[0]) >= 0 or shape.find(_SPACED_PROBES[1]) >= 0
+
+    # -- segments --------------------------------------------------------------------------
+    def _segments(self, text: str) -> list[tuple[int, str]]:
+        limits = self.limits
+        n = len(text)
+        if n <= limits.full_scan_chars:
+            return [(0, text)]
+        head, tail = limits.head_chars, limits.tail_chars
+        segments = [(0, text[:head])]
+        middle_start, middle_end = head, n - tail
+        span = middle_end - middle_start
+        count = limits.windows
+        if span > 0 and count > 0:
+            width = min(limits.window_chars, span // count or span)
+            stratum = span / count
+            # Random placement inside each stratum: an attacker cannot know which parts of a huge
+            # text are read, and every region has the same chance.
+            with self._random_lock:
+                offsets = [
+                    int(middle_start + i * stratum
+                        + self._random.random() * max(0.0, stratum - width))
+                    for i in range(count)
+                ]
+            for offset in offsets:
+                segments.append((offset, text[offset:offset + width]))
+        segments.append((n - tail, text[n - tail:]))
+        return segments
+
+    # -- one segment -----------------------------------------------------------------------
+    def _scan_segment(self, segment: str, base: int, run: _Run, depth: int,
+                      via: str | None = None, span: tuple[int, int] | None = None) -> None:
+        """Scan ``segment`` (at ``base`` in the original). For decoded payloads ``span`` is the
+        original span of the encoded form, used for every offset reported."""
+        limits = self.limits
+        runs: list[tuple[int, int]] = []
+        complete = True
+        ascii_text = segment.isascii()
+        if not ascii_text:
+            complete = self._hidden(segment, base, run, depth, runs, span)
+            if not complete:
+                run.exact = False
+        view = normalise(segment, runs, runs_complete=complete)
+        regions: list[tuple[int, int, str]] = []
+        labels: dict[str, int] = {}
+        first = len(run.evidence)
+        self._anchors(segment, view, view.text, base, run, regions, labels, via, span)
+        if (not ascii_text and GREEK_OR_CYRILLIC.search(view.text) is not None
+                and MIXED_SCRIPT.search(view.text) is not None):
+            self._homoglyphs(segment, view, base, run, via, span, first)
+        self._roles(labels, segment, base, run, via, span)
+        self._spaced(segment, base, run, via, span)
+        if depth < limits.max_depth:
+            self._blobs(segment, base, run, depth, span)
+        if regions:
+            self._hidden_regions(regions, run, first, span)
+
+    def _where(self, base: int, start: int, end: int, span: tuple[int, int] | None
+               ) -> tuple[int, int]:
+        if span is not None:
+            return span
+        return base + start, base + end
+
+    def _excerpt(self, segment: str, start: int, end: int) -> str:
+        limit = self.limits.excerpt_chars
+        text = segment[max(0, start):min(len(segment), end, max(0, start) + limit)]
+        return escape_invisible(text)
+
+    def _add(self, run: _Run, evidence: Evidence) -> None:
+        if not run.room_for(evidence.indicator):
+            return
+        run.per_indicator[evidence.indicator] = run.per_indicator.get(evidence.indicator, 0) + 1
+        weight = run.weight_for(evidence.indicator, evidence.weight)
+        if weight <= 0:
+            return
+        if weight != evidence.weight:
+            evidence = replace(evidence, weight=weight)
+        run.evidence.append(evidence)
+
+    # -- anchors and phrase rules ----------------------------------------------------------
+    def _anchors(self, segment: str, view: NormalisedView, text: str, base: int, run: _Run,
+                 regions: list[tuple[int, int, str]], labels: dict[str, int], via: str | None,
+                 span: tuple[int, int] | None, *, phrases_only: bool = False) -> set[tuple[str, int]]:
+        limits = self.limits
+        room = max(0, limits.max_anchors - run.anchors)
+        hits = self._matcher.find(text, room + 1)
+        if len(hits) > room:
+            # Past the cap the rest of this text is not read for anchors (counted, not silent).
+            run.capped = True
+            hits = hits[:room]
+        run.anchors += len(hits)
+        found: set[tuple[str, int]] = set()
+        # Per rule, where its last match ended: a dense run of anchors inside one matched phrase
+        # is not re-checked, which keeps repeated anchors cheap.
+        covered: dict[int, int] = {}
+        n = len(text)
+        tail_from = n - 240
+        rules_table = self._rules
+        special_table = self._special
+        for index, start, end in hits:
+            rules = rules_table[index]
+            if rules:
+                if start >= tail_from:
+                    run.open_tail = True
+                for rule in rules:
+                    key = id(rule)
+                    if covered.get(key, -1) > start:
+                        continue
+                    if run.checks >= limits.max_checks:
+                        run.capped = True
+                        break
+                    hi = min(n, start + rule.ahead)
+                    run.checks += 1
+                    if rule.back:
+                        # The phrase starts before the anchor: the first match in the window
+                        # that reaches the anchor (one more search at most per earlier match).
+                        lo = max(0, start - rule.back)
+                        match = rule.regex.search(text, lo, hi)
+                        while match is not None and match.end() <= start:
+                            run.checks += 1
+                            match = rule.regex.search(text, match.end(), hi)
+                        if match is None or match.start() > start:
+                            continue
+                    else:
+                        match = rule.regex.match(text, start, hi)
+                        if match is None:
+                            continue
+                    covered[key] = match.end()
+                    if not run.room_for(rule.indicator):
+                        continue
+                    m_start, m_end = match.span()
+                    o_start, o_end = view.original(m_start), view.original(m_end)
+                    evidence_via = via
+                    weight = rule.weight
+                    if via is None and view.removed_between(m_start, m_end):
+                        evidence_via = "invisible-characters"
+                        weight = _boost(weight)
+                    where = self._where(base, o_start, o_end, span)
+                    found.add((rule.indicator, where[0]))
+                    self._add(run, Evidence(rule.indicator, rule.family, weight, where[0], where[1],
+                                            self._excerpt(segment, o_start, o_end), evidence_via,
+                                            rule.lang))
+            if phrases_only:
+                continue
+            kind = special_table[index]
+            if kind is not None:
+                self._special_anchor(kind, segment, view, text, start, end, base, run, regions,
+                                     labels, via, span)
+        return found
+
+    def _special_anchor(self, kind: str, segment: str, view: NormalisedView, text: str,
+                        start: int, end: int, base: int, run: _Run,
+                        regions: list[tuple[int, int, str]], labels: dict[str, int],
+                        via: str | None, span: tuple[int, int] | None) -> None:
+        o_start, o_end = view.original(start), view.original(end)
+        if kind in ("md-image", "md-link", "html-image", "url"):
+            self._url(kind, segment, o_start, base, run, via, span)
+        elif kind in ("html-comment", "md-comment", "style") and regions and \
+                regions[-1][1] > base + o_start:
+            return  # inside the hidden region opened just before
+        elif kind == "html-comment":
+            close = text.find("-->", end, end + 8192)
+            stop = close + 3 if close >= 0 else min(len(text), end + 8192)
+            regions.append((base + o_start, base + view.original(stop), "html-comment"))
+        elif kind == "md-comment":
+            stop = text.find("\n", end, end + 2048)
+            stop = stop if stop >= 0 else min(len(text), end + 2048)
+            regions.append((base + o_start, base + view.original(stop), "markdown-comment"))
+        elif kind == "style":
+            nxt = text[end:end + 1]
+            anchor = text[start:end]
+            if anchor[-1:] in "0f" and nxt and (nxt.isdigit() or nxt == "."
+                                                 or nxt in "0123456789abcdef"):
+                return  # font-size:0.9em, opacity:0.5, color:#fffbe6: visible after all
+            close = text.find("</", end, end + 4096)
+            stop = close if close >= 0 else min(len(text), end + 4096)
+            regions.append((base + o_start, base + view.original(stop), "invisible-styling"))
+        elif kind == "chat-template":
+            where = self._where(base, o_start, o_end, span)
+            self._add(run, Evidence("delimiter-chat-template", "delimiter", 0.6, where[0], where[1],
+                                    self._excerpt(segment, o_start, o_end), via))
+        elif kind == "role-tag":
+            where = self._where(base, o_start, o_end, span)
+            self._add(run, Evidence("delimiter-role-tag", "delimiter", 0.5, where[0], where[1],
+                                    self._excerpt(segment, o_start, o_end), via))
+        elif kind == "close-tag":
+            where = self._where(base, o_start, o_end, span)
+            self._add(run, Evidence("delimiter-close-tag", "delimiter", 0.35, where[0], where[1],
+                                    self._excerpt(segment, o_start, o_end), via))
+        elif kind == "end-marker":
+            before = text[max(0, start - 6):start]
+            after = text[end:end + 6]
+            if any(c in _MARKERS for c in before) or any(c in _MARKERS for c in after):
+                where = self._where(base, o_start, o_end, span)
+                self._add(run, Evidence("delimiter-end-marker", "delimiter", 0.35, where[0],
+                                        where[1], self._excerpt(segment, o_start, o_end + 6), via))
+        elif kind == "role-line":
+            label = text[start:end].strip("#: ")
+            role = _ROLE_LABELS.get(label)
+            if role is None:
+                return
+            before = text[max(0, start - 5):start].rstrip(" ")
+            if before.endswith(("(", "[", "{", "<!--")) and role == "assistant":
+                # "(assistant: ...)" or "<!-- ai: ...": a note addressed to the model, inline.
+                where = self._where(base, o_start, o_end, span)
+                self._add(run, Evidence("address-ai", "role", 0.45, where[0], where[1],
+                                        self._excerpt(segment, o_start, o_end + 60), via))
+                return
+            line_start = text.rfind("\n", max(0, start - 16), start) + 1
+            if line_start == 0 and start > 16:
+                return
+            prefix = text[line_start:start]
+            if prefix.strip(" \t>*#-_[(<!") != "":
+                return
+            if role == "system":
+                where = self._where(base, o_start, o_end, span)
+                self._add(run, Evidence("delimiter-fake-system", "delimiter", 0.45, where[0],
+                                        where[1], self._excerpt(segment, o_start, o_end + 60), via))
+            labels.setdefault(role, o_start)
+
+    def _url(self, kind: str, segment: str, position: int, base: int, run: _Run,
+             via: str | None, span: tuple[int, int] | None) -> None:
+        if not run.room_for(_URL_INDICATORS[kind]):
+            return  # enough evidence of this kind already: skip the parsing
+        if kind == "md-image":
+            match = _IMG_MD.match(segment, position, position + 2400)
+            url_kind = "image"
+        elif kind == "md-link":
+            opening = segment.rfind("[", max(0, position - 300), position)
+            if opening > 0 and segment[opening - 1] == "!":
+                return  # the image form was judged at its "!["
+            match = _LINK_MD.match(segment, position, position + 2100)
+            url_kind = "link"
+        elif kind == "html-image":
+            match = _IMG_HTML.match(segment, position, position + 2700)
+            url_kind = "html-image"
+        else:
+            before = segment[max(0, position - 2):position]
+            if before.endswith(("(", "=", '"', "'", "<")):
+                return  # inside a markdown link or an attribute, judged there
+            match = _BARE_URL.match(segment, position, position + 2100)
+            url_kind = "bare"
+        run.checks += 1
+        if match is None:
+            return
+        url = match.group(match.lastindex or 0)
+        if url.endswith("]") and "[" not in url:
+            url = url[:-1]  # "[see https://example.com]"
+        if not _URL_WORTH_PARSING.search(url):
+            return  # no query, fragment, placeholder or encoding: an ordinary address
+        finding = analyse_url(url, url_kind)
+        if finding is None:
+            return
+        m_start, m_end = match.span()
+        where = self._where(base, m_start, m_end, span)
+        family = "exfiltration"
+        self._add(run, Evidence(finding.indicator, family, finding.weight, where[0], where[1],
+                                self._excerpt(segment, m_start, m_end) + f" ({finding.detail})",
+                                via))
+
+    # -- fake transcripts ------------------------------------------------------------------
+    def _roles(self, labels: dict[str, int], segment: str, base: int, run: _Run,
+               via: str | None, span: tuple[int, int] | None) -> None:
+        if "user" in labels and "assistant" in labels:
+            first = min(labels["user"], labels["assistant"])
+            where = self._where(base, first, first + 1, span)
+            self._add(run, Evidence("delimiter-fake-transcript", "delimiter", 0.45, where[0],
+                                    where[1], self._excerpt(segment, first, first + 80), via))
+
+    # -- hidden text -----------------------------------------------------------------------
+    def _hidden(self, segment: str, base: int, run: _Run, depth: int,
+                runs: list[tuple[int, int]], span: tuple[int, int] | None) -> bool:
+        """Collect the runs of invisible characters and report what they hide; returns whether
+        every run was recorded (``False`` past the cap: offsets become approximate)."""
+        limits = self.limits
+        internal = 0
+        zero_width = 0
+        long_run: tuple[int, int] | None = None
+        bidi_override: int | None = None
+        bidi_isolate: int | None = None
+        complete = True
+        for match in HIDDEN_RUN.finditer(segment):
+            if run.hidden_runs >= limits.max_hidden_runs:
+                complete = False
+                break
+            run.hidden_runs += 1
+            start, stop = match.span()
+            runs.append((start, stop - start))
+            chars = match.group()
+            first = chars[0]
+            code = ord(first)
+            if TAG_FIRST <= code <= TAG_LAST:
+                self._tags(segment, start, stop, base, run, depth, span)
+                continue
+            zw = len(chars) if first in ZERO_WIDTH and len(chars) == 1 else \
+                sum(1 for c in chars if c in ZERO_WIDTH)
+            if zw:
+                zero_width += zw
+                before = segment[start - 1] if start else ""
+                after = segment[stop] if stop < len(segment) else ""
+                if before.isalpha() and after.isalpha() and before < "\u0530" and after < "\u0530":
+                    internal += zw
+                if zw >= 8 and long_run is None:
+                    long_run = (start, stop)
+            if bidi_override is None and not BIDI_OVERRIDES.isdisjoint(chars):
+                bidi_override = start
+            if bidi_isolate is None and not BIDI_ISOLATES.isdisjoint(chars):
+                bidi_isolate = start
+        if internal:
+            first_run = runs[0][0]
+            where = self._where(base, first_run, first_run + 1, span)
+            weight = 0.4 if internal >= 3 else 0.25
+            self._add(run, Evidence("hidden-zero-width", "hidden", weight, where[0], where[1],
+                                    f"{internal} zero-width character(s) inside words", None))
+        if long_run is not None:
+            where = self._where(base, long_run[0], long_run[1], span)
+            self._add(run, Evidence("hidden-zero-width-run", "hidden", 0.45, where[0], where[1],
+                                    f"run of {long_run[1] - long_run[0]} invisible characters"))
+        if bidi_override is not None or bidi_isolate is not None:
+            rtl = _RTL.search(segment) is not None
+            position = bidi_override if bidi_override is not None else bidi_isolate
+            assert position is not None
+            weight = (0.2 if bidi_override is not None else 0.0) if rtl else \
+                (0.3 if bidi_override is not None else 0.15)
+            if weight:
+                where = self._where(base, position, position + 1, span)
+                self._add(run, Evidence("hidden-bidi-control", "hidden", weight, where[0],
+                                        where[1], "bidirectional override/isolate characters"))
+        return complete
+
+    def _tags(self, segment: str, start: int, stop: int, base: int, run: _Run, depth: int,
+              span: tuple[int, int] | None) -> None:
+        """Unicode tag characters: invisible ASCII. Flag emoji subdivisions are their one
+        ordinary use (🏴 + tag letters + cancel tag)."""
+        chars = segment[start:stop]
+        if (start > 0 and segment[start - 1] == "\U0001f3f4" and chars.endswith("\U000e007f")
+                and len(chars) <= 8):
+            return
+        decoded = chars[:self.limits.max_blob_chars].translate(TAG_DECODE)
+        where = self._where(base, start, stop, span)
+        if len(decoded) >= 3:
+            self._add(run, Evidence("hidden-unicode-tags", "hidden", 0.6, where[0], where[1],
+                                    "invisible tag characters spell: "
+                                    + escape_invisible(decoded[:self.limits.excerpt_chars])))
+            if depth < self.limits.max_depth:
+                self._scan_segment(decoded, 0, run, depth + 1, "unicode-tags", where)
+
+    def _homoglyphs(self, segment: str, view: NormalisedView, base: int, run: _Run,
+                    via: str | None, span: tuple[int, int] | None, first: int) -> None:
+        latin = view.text.translate(CONFUSABLES)
+        known = {(e.indicator, e.start) for e in run.evidence[first:]}
+        before = len(run.evidence)
+        found = self._anchors(segment, view, latin, base, run, [], {}, via or "homoglyphs", span,
+                              phrases_only=True)
+        # Keep only what the look-alike letters hid; the rest was already reported.
+        fresh = [e for e in run.evidence[before:] if (e.indicator, e.start) not in known]
+        del run.evidence[before:]
+        for item in fresh:
+            self._add(run, replace(item, weight=_boost(item.weight)))
+        if fresh and found:
+            item = fresh[0]
+            self._add(run, Evidence("hidden-homoglyph", "hidden", 0.45, item.start, item.end,
+                                    "look-alike letters from another script hide a phrase"))
+
+    def _spaced(self, segment: str, base: int, run: _Run, via: str | None,
+                span: tuple[int, int] | None) -> None:
+        data = segment.encode("utf-8", "surrogatepass")
+        shape = data.translate(_SPACING_SHAPE)
+        if shape.find(_SPACED_PROBES[0]) < 0 and shape.find(_SPACED_PROBES[1]) < 0:
+            return
+        ascii_text = len(data) == len(segment)
+        position = 0
+        for _ in range(self.limits.max_spaced_runs):
+            match = _SPACED_RUN.search(shape, position)
+            if match is None:
+                break
+            position = match.end()
+            run.checks += 1
+            raw = data[match.start():match.end()].decode("ascii", "replace").lower()
+            compact = _NOT_LETTER.sub("", raw)
+            for index, _s, _e in self._compact.find(compact):
+                phrase = self._compact.words[index]
+                indicator, family, weight = self._compact_info[phrase]
+                start, end = match.start(), match.end()
+                if not ascii_text:
+                    start = len(data[:start].decode("utf-8", "replace"))
+                    end = len(data[:end].decode("utf-8", "replace"))
+                where = self._where(base, start, end, span)
+                self._add(run, Evidence(indicator, family, _boost(weight), where[0], where[1],
+                                        self._excerpt(segment, start, end), via or "letter-spacing"))
+
+    def _blobs(self, segment: str, base: int, run: _Run, depth: int,
+               span: tuple[int, int] | None) -> None:
+        limits = self.limits
+        data = segment.encode("utf-8", "surrogatepass")
+        shape = data.translate(_B64_SHAPE)
+        ascii_text = len(data) == len(segment)
+        position = 0
+        for _ in range(limits.max_blobs):
+            found = shape.find(_BLOB_PROBE, position)
+            if found < 0:
+                break
+            match = _RUN_END.match(shape, found)
+            assert match is not None
+            position = match.end()
+            run.checks += 1
+            blob = data[found:position][:limits.max_blob_chars * 4 // 3 + 4].decode("ascii")
+            decoded: str | None = None
+            encoding = "base64"
+            # "key=value" runs: the payload is one of the parts between '=' signs.
+            for part in blob.split("=", 4):
+                if len(part) >= 16:
+                    decoded, encoding = _decode_blob(part)
+                    if decoded is not None:
+                        break
+            if decoded is None:
+                continue
+            start, end = found, position
+            if not ascii_text:
+                start = len(data[:found].decode("utf-8", "replace"))
+                end = start + (position - found)
+            where = self._where(base, start, end, span)
+            before = len(run.evidence)
+            self._scan_segment(decoded, 0, run, depth + 1, encoding, where)
+            inner = run.evidence[before:]
+            if inner:
+                del run.evidence[before:]
+                for item in inner:
+                    self._add(run, replace(item, weight=_boost(item.weight)))
+                self._add(run, Evidence(f"encoded-{encoding}", "encoded", 0.35, where[0], where[1],
+                                        f"{encoding} payload decodes to: "
+                                        + escape_invisible(decoded[:limits.excerpt_chars])))
+
+    def _hidden_regions(self, regions: list[tuple[int, int, str]], run: _Run, first: int,
+                        span: tuple[int, int] | None) -> None:
+        """Indicators inside HTML comments or invisibly styled elements are boosted."""
+        if span is not None:
+            return  # decoded payloads report the encoded span, which the regions do not describe
+        reported: set[int] = set()
+        items = run.evidence[first:]
+        for i, item in enumerate(items):
+            if item.family == "hidden":
+                continue
+            for index, (start, stop, kind) in enumerate(regions):
+                if start <= item.start < stop:
+                    items[i] = replace(item, weight=_boost(item.weight), via=item.via or kind)
+                    reported.add(index)
+                    break
+        run.evidence[first:] = items
+        for index in sorted(reported):
+            start, stop, kind = regions[index]
+            self._add(run, Evidence(f"hidden-{kind}", "hidden", 0.35, start, stop,
+                                    f"instructions inside {kind.replace('-', ' ')}"))
+
+    # -- result ----------------------------------------------------------------------------
+    def _finish(self, evidence: Sequence[Evidence]) -> list[Evidence]:
+        """Deduplicate (same indicator at the same place: keep the strongest), order by offset."""
+        best: dict[tuple[str, int], Evidence] = {}
+        for item in evidence:
+            key = (item.indicator, item.start)
+            if key not in best or item.weight > best[key].weight:
+                best[key] = item
+        # A weak indicator wholly inside a stronger one of the same family says nothing more.
+        items = sorted(best.values(), key=lambda e: (e.start, -e.weight))
+        out: list[Evidence] = []
+        for item in items:
+            if any(o.family == item.family and o.start <= item.start and item.end <= o.end
+                   and o.weight >= item.weight and o.indicator != item.indicator for o in out[-4:]):
+                continue
+            out.append(item)
+        return out
+
+
+def _decode_blob(blob: str) -> tuple[str | None, str]:
+    """Decode a base64 or hex run into text, or ``None`` when it is not printable text.
+
+    A payload glued to the word before it ("Thanks,JonasQXNz...") is misaligned; trying the
+    four alignments recovers it with at most one garbled group at the start.
+    """
+    body = blob.strip("=")
+    if len(body) >= 32 and len(body) % 2 == 0 and _HEX.fullmatch(body) is not None:
+        try:
+            text = binascii.unhexlify(body).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None, "hex"
+        return (text if _printable_text(text) else None), "hex"
+    if not any(c.isdigit() or c.isupper() or c in "+/" for c in body[:256]):
+        return None, "base64"  # an ordinary long word or identifier
+    urlsafe = "-" in body or "_" in body
+    for shift in range(4):
+        part = body[shift:]
+        if len(part) % 4 == 1:
+            part = part[:-1]  # a lone trailing character is never valid base64
+        part += "=" * (-len(part) % 4)
+        if len(part) < 12:
+            break
+        try:
+            raw = base64.urlsafe_b64decode(part) if urlsafe else base64.b64decode(part)
+        except (binascii.Error, ValueError):
+            continue
+        text = raw.decode("utf-8", "replace")
+        if shift:
+            text = text[3:]  # the garbled first group
+        if _printable_text(text):
+            return text, "base64"
+    return None, "base64"
+
+
+def _printable_text(text: str) -> bool:
+    if len(text) < 8:
+        return False
+    head = text[:512]
+    if " " not in head:
+        return False
+    if head.isprintable():
+        return True
+    return len(_UNPRINTABLE.findall(head)) <= 0.1 * len(head)
+
+
+_DEFAULT: InjectionScanner | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_scanner() -> InjectionScanner:
+    """The process-wide scanner with default limits (built on first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = InjectionScanner()
+    return _DEFAULT
+
