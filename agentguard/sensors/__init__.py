@@ -1,0 +1,115 @@
+"""In-process runtime sensor: what the agent's process does, attributed to the tool call doing it.
+
+A ``sys.addaudithook`` hook turns process spawns, connections, DNS lookups, sensitive file opens,
+module and native library loads and model loads into typed events (``ProcessExec``,
+``NetConnect``, ``DnsLookup``, ``FileOpen``, ``ModuleLoad``, ``ModelLoad``) carrying the context
+of the tool call running in that thread or asyncio task. Each is judged by the Guard, written as a
+span event on the tool's span and, when blocked in ``enforce`` mode, refused with a
+:class:`PermissionError` (:class:`OperationBlocked`) before it happens. Child processes started
+inside a tool call get ``TRACEPARENT`` and the agent's identity in their environment.
+
+``instrument()`` starts the sensor when ``runtime_sensor`` is on (the default); importing this
+package installs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agentguard.sensors import _state
+from agentguard.sensors._emit import (
+    RULE_LOAD_SPAWN,
+    RULE_TAMPER,
+    RULE_UNSAFE_PICKLE,
+    OperationBlocked,
+)
+
+if TYPE_CHECKING:
+    from agentguard._guard import Guard
+
+__all__ = [
+    "RULE_LOAD_SPAWN",
+    "RULE_TAMPER",
+    "RULE_UNSAFE_PICKLE",
+    "OperationBlocked",
+    "before_uninstrument",
+    "installed",
+    "quiet_thread",
+    "start",
+    "stats",
+    "stop",
+]
+
+
+def start(guard: Guard) -> None:
+    """Install the hook (once) and the wrappers; called by ``instrument()`` under its lock."""
+    from agentguard import _context, _guard
+    from agentguard.sensors import (
+        _emit,
+        _hook,
+        _models,
+        _modules,
+        _patches,
+        _propagation,
+        _tamper,
+    )
+
+    _modules.prime()
+    # Verdicts cached for datagram destinations belong to the previous configuration.
+    _state.datagrams.clear()
+    _patches.install()
+    protected: set[Any] = {_hook.HOOK, *_patches.wrapper_functions(), _context.current_frame}
+    for module in (_emit, _hook, _models, _modules, _propagation, _tamper):
+        protected.update(value for value in vars(module).values()
+                         if callable(value) and getattr(value, "__module__", None) ==
+                         module.__name__ and hasattr(value, "__code__"))
+    for name in ("evaluate", "emit", "finding_for", "context_here", "emit_event"):
+        method = getattr(_guard.Guard, name, None)
+        if method is not None:
+            protected.add(method)
+    _tamper.protect(frozenset(protected))
+    _tamper.guard_state_module()
+    _hook.install()
+
+
+def stop() -> None:
+    """Remove the wrappers (the hook stays, and does nothing while agentguard is off)."""
+    from agentguard.sensors import _patches
+
+    _patches.remove()
+
+
+def before_uninstrument() -> None:
+    """Report (and in ``enforce`` mode refuse) ``uninstrument()`` called from inside a tool."""
+    from agentguard.sensors import _tamper
+
+    _tamper.before_uninstrument()
+
+
+def quiet_thread() -> None:
+    """Mark the calling thread as agentguard's own (the span exporter): the sensor ignores it.
+
+    Called from inside a tool call it is refused, and reported as tampering.
+    """
+    from agentguard._context import current_frame
+
+    if current_frame().tool is not None:
+        from agentguard import _state as agentguard_state
+        from agentguard.sensors import _tamper
+
+        guard = agentguard_state.guard
+        if guard is not None and guard.config.runtime_sensor:
+            _tamper.report_tamper(guard, "a tool call tried to hide its thread from agentguard",
+                                  {"call": "agentguard.sensors.quiet_thread"}, "quiet_thread()")
+        return
+    _state.local.state = _state.QUIET
+
+
+def installed() -> bool:
+    """Whether the audit hook is in place (once added, it stays for the life of the process)."""
+    return _state.hook_installed
+
+
+def stats() -> dict[str, int]:
+    """Counters: events seen, span events written and suppressed, blocks, tamper findings."""
+    return _state.stats()

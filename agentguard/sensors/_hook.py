@@ -1,0 +1,703 @@
+"""The audit hook: a dictionary lookup for events nobody asked for, then one handler per event.
+
+CPython calls the hook for every audit event in the process, on the thread that raised it and
+before the operation happens, so a handler sees the tool call's context (contextvars) and can
+refuse the operation by raising. The hook is installed once and stays (audit hooks cannot be
+removed); it returns at once when agentguard is not instrumented, when the sensor is off, on
+agentguard's own threads and while it is already running on this thread (our own opens, imports
+and sockets, and whatever policy callbacks do). It never raises anything but the deliberate
+:class:`~agentguard.sensors._emit.OperationBlocked`.
+"""
+
+from __future__ import annotations
+
+import _socket
+import logging
+import os
+import shlex
+import shutil
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentguard import _state as _agentguard_state
+from agentguard import semconv
+from agentguard._errors import internal_error
+from agentguard.events import (
+    DnsLookup,
+    EventContext,
+    FileOpen,
+    ModelLoad,
+    ModuleLoad,
+    NetConnect,
+    ProcessExec,
+)
+from agentguard.findings import Decision
+from agentguard.sensors import _state
+from agentguard.sensors._emit import (
+    RULE_LOAD_SPAWN,
+    RULE_UNSAFE_PICKLE,
+    Observation,
+    OperationBlocked,
+    current_operation,
+    emit_native,
+    native_finding,
+    needless,
+    report,
+    rule_enabled,
+)
+from agentguard.sensors._models import current_load, digest, unsafe_global
+from agentguard.sensors._modules import first_load
+from agentguard.sensors._paths import MODEL, classify_path, model_format, sensitive_unix_socket
+from agentguard.sensors._tamper import check_patches, on_setattr
+
+if TYPE_CHECKING:
+    from agentguard._guard import Guard
+
+__all__ = ["HANDLERS", "install", "installed", "report_import", "report_model_load", "run_handler"]
+
+Handler = Callable[["Guard", tuple[Any, ...]], None]
+
+logger = logging.getLogger("agentguard")
+
+# argv entries kept on an event (the rest are dropped; the executable is always argv[0]).
+MAX_ARGV = 1024
+MAX_DATAGRAM_CACHE = 1024
+# Paths already read and found ordinary (classification is a pure function of the path).
+MAX_ORDINARY_READS = 4096
+# Reads of code by the import system: the bulk of all opens, never an event.
+_CODE_SUFFIXES = (".pyc", ".py")
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_FAMILY = _socket.socket.family.__get__
+_TYPE = _socket.socket.type.__get__
+_AF_UNIX = getattr(socket, "AF_UNIX", -1)
+# Writes nobody needs to hear about: the null device, terminals, bytecode caches.
+_QUIET_WRITES = ("/dev/null", "/dev/tty", "/dev/zero", "/dev/stdout", "/dev/stderr")
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
+                             "os.spawn", "os.fork", "os.forkpty", "pty.spawn", "os.startfile"})
+# Events the fail-closed rule applies to (an internal error on these blocks in enforce mode).
+_JUDGED = _PROCESS_EVENTS | {"socket.connect", "socket.sendto", "socket.sendmsg", "open",
+                             "socket.getaddrinfo", "socket.gethostbyname"}
+
+
+# -- small helpers -------------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return os.fsdecode(bytes(value))
+    try:
+        return os.fsdecode(os.fspath(value))
+    except TypeError:
+        return str(value)
+
+
+def _argv(argv: Any) -> list[str]:
+    if argv is None:
+        return []
+    if isinstance(argv, (str, bytes, os.PathLike)):
+        return [_text(argv)]
+    out = []
+    for index, item in enumerate(argv):
+        if index >= MAX_ARGV:
+            break
+        out.append(_text(item))
+    return out
+
+
+def _env_path(env: Any) -> str | None:
+    """``PATH`` of a child's environment (str or bytes keys; ``os.environ`` refuses bytes)."""
+    if not isinstance(env, Mapping):
+        return os.environ.get("PATH")
+    for key in ("PATH", b"PATH"):
+        try:
+            value = env.get(key)
+        except (TypeError, ValueError):
+            continue
+        if value is not None:
+            return _text(value)
+    return None
+
+
+def _resolve_executable(executable: str, env: Any, cwd: str | None) -> str:
+    if not executable:
+        return executable
+    if "/" in executable:
+        if not os.path.isabs(executable):
+            return os.path.normpath(os.path.join(cwd or os.getcwd(), executable))
+        return executable
+    found = shutil.which(executable, path=_env_path(env))
+    return found or executable
+
+
+_inet_pton = socket.inet_pton
+
+
+def _is_ip(host: str) -> bool:
+    """Whether ``host`` is a literal IPv4 or IPv6 address (nothing to resolve)."""
+    try:
+        _inet_pton(socket.AF_INET, host)
+        return True
+    except (OSError, ValueError):
+        pass
+    if ":" not in host:
+        return False
+    try:
+        _inet_pton(socket.AF_INET6, host.partition("%")[0])
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _seconds(time_ns: int) -> float:
+    return time_ns / 1e9
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+def _process(guard: Guard, operation: str, executable: Any, argv: Any, cwd: Any, env: Any,
+             audit_event: str, *, pid: int | None = None, park_kind: str | None = None) -> None:
+    check_patches(guard)
+    op = current_operation()
+    if op is None and not guard.has_stages and not _state.local.loads:
+        return  # nobody would read it: no tool span, no pipeline stage, no load in progress
+    args = _argv(argv)
+    cwd_text = _text(cwd) if cwd is not None else None
+    exe = _text(executable) if executable is not None else (args[0] if args else "")
+    path = _resolve_executable(exe, env, cwd_text)
+    parent = os.getpid()
+    attributes: dict[str, Any] = {
+        semconv.PROCESS_EXECUTABLE_PATH: path,
+        semconv.AG_PROCESS_OPERATION: operation,
+        semconv.PROCESS_PARENT_PID: parent,
+        semconv.AG_SENSOR_AUDIT_EVENT: audit_event,
+    }
+    if op is not None and args and guard.capture.enabled:
+        captured = guard.capture.text(shlex.join(args))
+        if captured is not None:
+            attributes[semconv.PROCESS_COMMAND_LINE] = captured
+    if cwd_text:
+        attributes[semconv.PROCESS_WORKING_DIRECTORY] = cwd_text
+
+    def make(context: EventContext) -> ProcessExec:
+        return ProcessExec.model_construct(
+            context=context, timestamp=_seconds(obs.time_ns), executable=path, argv=args, pid=pid,
+            ppid=parent, cwd=cwd_text)
+
+    obs = Observation(semconv.EVENT_PROCESS_EXEC, attributes, make, f"process {path}",
+                      filename=path)
+    _during_load(guard, obs, f"process {path} started")
+    park = None
+    spawns = _state.local.spawns
+    if park_kind is not None and spawns:
+        top = spawns[-1]
+        if top.kind == park_kind and top.observation is None:
+            park = top
+    report(guard, obs, park=park, op=op)
+
+
+def _during_load(guard: Guard, obs: Observation, what: str) -> None:
+    """Attribute an observation to the model load in progress and apply the load rule."""
+    load = current_load()
+    if load is None:
+        return
+    source = load.path or f"<{load.source}>"
+    obs.attributes[semconv.AG_MODEL_LOADING] = source
+    if rule_enabled(guard, RULE_LOAD_SPAWN):
+        obs.decisions.append(Decision.block(
+            f"{what} while deserialising {source}", "critical", rule_id=RULE_LOAD_SPAWN,
+            category="supply-chain",
+            evidence={"model": source, "format": load.format, "loader": load.source}))
+
+
+def _on_popen(guard: Guard, args: tuple[Any, ...]) -> None:
+    executable, argv, cwd, env = args[:4]
+    _process(guard, "spawn", executable, argv, cwd, env, "subprocess.Popen", park_kind="popen")
+
+
+def _on_system(guard: Guard, args: tuple[Any, ...]) -> None:
+    command = _text(args[0])
+    _process(guard, "system", "/bin/sh", ["/bin/sh", "-c", command], None, None, "os.system")
+
+
+def _on_exec(guard: Guard, args: tuple[Any, ...]) -> None:
+    path, argv, env = args[:3]
+    _process(guard, "exec", path, argv, None, env, "os.exec", pid=os.getpid())
+
+
+def _on_posix_spawn(guard: Guard, args: tuple[Any, ...]) -> None:
+    spawns = _state.local.spawns
+    if spawns and spawns[-1].kind == "popen":
+        return  # subprocess's own posix_spawn: the subprocess.Popen event already covered it
+    path, argv, env = args[:3]
+    _process(guard, "spawn", path, argv, None, env, "os.posix_spawn", park_kind="posix_spawn")
+
+
+def _on_spawn(guard: Guard, args: tuple[Any, ...]) -> None:
+    _mode, path, argv, env = args[:4]
+    _process(guard, "spawn", path, argv, None, env, "os.spawn")
+
+
+def _on_fork(guard: Guard, args: tuple[Any, ...]) -> None:
+    _process(guard, "fork", sys.executable, [], None, None, "os.fork")
+
+
+def _on_pty_spawn(guard: Guard, args: tuple[Any, ...]) -> None:
+    argv = _argv(args[0])
+    _process(guard, "spawn", argv[0] if argv else "", argv, None, None, "pty.spawn")
+
+
+def _on_startfile(guard: Guard, args: tuple[Any, ...]) -> None:
+    path = _text(args[0])
+    _process(guard, "spawn", path, [path], None, None, "os.startfile")
+
+
+# -- network -------------------------------------------------------------------------------------
+
+def _on_connect(guard: Guard, args: tuple[Any, ...]) -> None:
+    _network(guard, args[0], args[1], "connect")
+
+
+def _on_send(guard: Guard, args: tuple[Any, ...]) -> None:
+    if len(args) > 1 and args[1] is not None:
+        _network(guard, args[0], args[1], "sendto")
+
+
+def _network(guard: Guard, sock: Any, address: Any, operation: str) -> None:
+    try:
+        family = _FAMILY(sock)
+        kind = _TYPE(sock)
+    except Exception:
+        return
+    hostname: str | None = None
+    if family == socket.AF_INET or family == socket.AF_INET6:
+        if not isinstance(address, tuple) or len(address) < 2:
+            return
+        host = _text(address[0])
+        port: int | None = address[1] if isinstance(address[1], int) else None
+        if not _is_ip(host):
+            hostname = host  # resolved inside connect(), with no separate lookup event
+        transport = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        network_type: str | None = "ipv6" if family == socket.AF_INET6 else "ipv4"
+        family_name = "inet6" if family == socket.AF_INET6 else "inet"
+    elif family == _AF_UNIX:
+        host = _text(address) if not isinstance(address, bytes) else \
+            address.decode("utf-8", "backslashreplace")
+        if not sensitive_unix_socket(host):
+            return  # local IPC; only a container runtime's API socket matters
+        port = None
+        transport = "unix"
+        network_type = None
+        family_name = "unix"
+    else:
+        return
+    op = current_operation()
+    key = ("net", operation, host, port)
+    if needless(guard, op, key):
+        return
+    datagram_key = None
+    if operation == "sendto":
+        span_id = op.span.get_span_context().span_id if op is not None else 0
+        datagram_key = (id(guard), span_id, host, port)
+        if datagram_key in _state.datagrams:
+            _state.counters["datagrams_cached"] += 1
+            return
+    attributes: dict[str, Any] = {
+        semconv.NETWORK_PEER_ADDRESS: host,
+        semconv.NETWORK_TRANSPORT: transport,
+        semconv.AG_NET_OPERATION: operation,
+    }
+    if port is not None:
+        attributes[semconv.NETWORK_PEER_PORT] = port
+    if network_type is not None:
+        attributes[semconv.NETWORK_TYPE] = network_type
+    if hostname is not None:
+        attributes[semconv.SERVER_ADDRESS] = hostname
+
+    def make(context: EventContext) -> NetConnect:
+        return NetConnect.model_construct(
+            context=context, timestamp=_seconds(obs.time_ns), address=host, port=port,
+            family=family_name, protocol=transport, hostname=hostname)
+
+    target = f"{host}:{port}" if port is not None else host
+    obs = Observation(semconv.EVENT_NET_CONNECT, attributes, make, f"connection to {target}",
+                      key=key)
+    _during_load(guard, obs, f"connection to {target} opened")
+    verdict = report(guard, obs, op=op)
+    if datagram_key is not None and not verdict.findings:
+        datagrams = _state.datagrams
+        if len(datagrams) >= MAX_DATAGRAM_CACHE:
+            datagrams.clear()
+        datagrams[datagram_key] = True
+
+
+def _lookup(guard: Guard, host: Any, port: Any, audit_event: str) -> None:
+    if host is None:
+        return
+    name = _text(host)
+    if not name or _is_ip(name):
+        return  # a literal address: nothing is resolved
+    op = current_operation()
+    key = ("dns", name)
+    if needless(guard, op, key):
+        return
+    number = port if isinstance(port, int) else None
+    if isinstance(port, (str, bytes)) and port.isdigit():
+        number = int(port)
+    attributes: dict[str, Any] = {semconv.DNS_QUESTION_NAME: name,
+                                  semconv.AG_SENSOR_AUDIT_EVENT: audit_event}
+
+    def make(context: EventContext) -> DnsLookup:
+        return DnsLookup.model_construct(context=context, timestamp=_seconds(obs.time_ns),
+                                         hostname=name, port=number)
+
+    obs = Observation(semconv.EVENT_DNS_LOOKUP, attributes, make, f"lookup of {name}", key=key)
+    report(guard, obs, op=op)
+
+
+def _on_getaddrinfo(guard: Guard, args: tuple[Any, ...]) -> None:
+    _lookup(guard, args[0], args[1] if len(args) > 1 else None, "socket.getaddrinfo")
+
+
+def _on_gethostbyname(guard: Guard, args: tuple[Any, ...]) -> None:
+    _lookup(guard, args[0], None, "socket.gethostbyname")
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+def _mode_of(mode: Any, flags: int) -> str:
+    if isinstance(mode, str):
+        return mode
+    if flags & os.O_RDWR:
+        return "r+"
+    if flags & os.O_APPEND:
+        return "a"
+    if flags & os.O_WRONLY:
+        return "w"
+    return "r"
+
+
+def _own_paths(guard: Guard) -> frozenset[str]:
+    cached = _state.own_paths
+    if cached is not None and cached[0] is guard:
+        return cached[1]
+    config = guard.config
+    paths = frozenset(os.path.abspath(path) for path in (config.findings_file, config.profile)
+                      if path)
+    _state.own_paths = (guard, paths)
+    return paths
+
+
+def _on_open(guard: Guard, args: tuple[Any, ...]) -> None:
+    path, mode, flags = args
+    if type(path) is not str:
+        if isinstance(path, int):
+            return  # an already open descriptor
+        path = _text(path)
+    if type(flags) is not int:
+        flags = 0
+    write = bool(flags & _WRITE_FLAGS) if flags else (
+        isinstance(mode, str) and any(c in mode for c in "wax+"))
+    if path[:1] != "/":
+        path = os.path.abspath(path)
+    if not write:
+        if path in _state.ordinary_reads or path.endswith(_CODE_SUFFIXES):
+            return
+        category = classify_path(path, False)
+        if category is None:
+            ordinary = _state.ordinary_reads
+            if len(ordinary) >= MAX_ORDINARY_READS:
+                ordinary.clear()
+            ordinary.add(path)
+            return
+        if category == MODEL:
+            load = current_load()
+            if load is not None and load.reported and load.path == path:
+                return  # the loader already reported this file
+            report_model_load(guard, path, model_format(path) or "unknown", "open")
+            return
+    elif path in _QUIET_WRITES or path.startswith("/dev/pts/") or "/__pycache__/" in path or \
+            path in _own_paths(guard):
+        return
+    op = current_operation()
+    key = ("file", path, write)
+    if needless(guard, op, key):
+        return
+    if write:
+        category = classify_path(path, True)
+    text_mode = _mode_of(mode, flags)
+    attributes: dict[str, Any] = {semconv.FILE_PATH: path, semconv.AG_FILE_WRITE: write}
+    if category is not None:
+        attributes[semconv.AG_FILE_CATEGORY] = category
+
+    def make(context: EventContext) -> FileOpen:
+        return FileOpen.model_construct(context=context, timestamp=_seconds(obs.time_ns), path=path,
+                                        mode=text_mode, write=write)
+
+    verb = "write to" if write else "read of"
+    obs = Observation(semconv.EVENT_FILE_OPEN, attributes, make, f"{verb} {path}", key=key,
+                      filename=path)
+    report(guard, obs, op=op)
+
+
+def _on_sqlite(guard: Guard, args: tuple[Any, ...]) -> None:
+    """``sqlite3.connect``: SQLite opens the database file in C, unseen by the ``open`` event."""
+    database = _text(args[0]) if args and args[0] is not None else ""
+    if not database or database == ":memory:":
+        return
+    write = True
+    if database.startswith("file:"):
+        database, _, query = database[5:].partition("?")
+        if "mode=memory" in query or not database:
+            return
+        write = "mode=ro" not in query
+    flags = os.O_RDWR if write else os.O_RDONLY
+    _on_open(guard, (database, None, flags))
+
+
+def report_model_load(guard: Guard, path: str, format: str, source: str) -> None:
+    """Report a model artifact about to be loaded from ``path`` (size and digest included)."""
+    op = current_operation()
+    key = ("model", path)
+    if needless(guard, op, key):
+        return
+    with _state.busy():
+        size, sha256 = digest(path)
+    attributes: dict[str, Any] = {semconv.FILE_PATH: path, semconv.AG_MODEL_FORMAT: format,
+                                  semconv.AG_MODEL_SOURCE: source}
+    if size is not None:
+        attributes[semconv.AG_MODEL_SIZE] = size
+    if sha256 is not None:
+        attributes[semconv.AG_MODEL_SHA256] = sha256
+
+    def make(context: EventContext) -> ModelLoad:
+        return ModelLoad.model_construct(context=context, timestamp=_seconds(obs.time_ns), path=path,
+                                         format=format, sha256=sha256, size=size, source=source,
+                                         model_id=None)
+
+    obs = Observation(semconv.EVENT_MODEL_LOAD, attributes, make, f"model load of {path}",
+                      key=key, filename=path)
+    report(guard, obs, op=op)
+
+
+# -- code ----------------------------------------------------------------------------------------
+
+def _on_import(guard: Guard, args: tuple[Any, ...]) -> None:
+    if len(args) > 2 and args[2] is None:
+        return  # the second event of an extension module (its file), after the first
+    name = args[0]
+    if isinstance(name, str):
+        report_import(guard, name)
+
+
+def report_import(guard: Guard, name: str) -> None:
+    """Report the first load of ``name``'s top-level package (nothing for any later import)."""
+    info = first_load(name)
+    if info is None:
+        return
+    op = current_operation()
+    key = ("module", info.name)
+    if needless(guard, op, key):
+        return
+    attributes: dict[str, Any] = {semconv.AG_MODULE_NAME: info.name,
+                                  semconv.AG_MODULE_ORIGIN: info.origin}
+    if info.distribution is not None:
+        attributes[semconv.AG_MODULE_DISTRIBUTION] = info.distribution
+    elif len(info.candidates) > 1:
+        attributes[semconv.AG_MODULE_DISTRIBUTION] = list(info.candidates)
+    if info.version is not None:
+        attributes[semconv.AG_MODULE_VERSION] = info.version
+    if info.file is not None:
+        attributes[semconv.FILE_PATH] = info.file
+
+    def make(context: EventContext) -> ModuleLoad:
+        return ModuleLoad.model_construct(context=context, timestamp=_seconds(obs.time_ns),
+                                          module=info.name, distribution=info.distribution,
+                                          version=info.version)
+
+    obs = Observation(semconv.EVENT_MODULE_LOAD, attributes, make, f"import of {info.name}",
+                      key=key)
+    report(guard, obs, op=op)
+
+
+def _on_dlopen(guard: Guard, args: tuple[Any, ...]) -> None:
+    if not args or args[0] is None:
+        return
+    library = _text(args[0])
+    op = current_operation()
+    key = ("dlopen", library)
+    if needless(guard, op, key):
+        return
+    attributes: dict[str, Any] = {semconv.AG_MODULE_NAME: library,
+                                  semconv.AG_MODULE_ORIGIN: "native",
+                                  semconv.AG_SENSOR_AUDIT_EVENT: "ctypes.dlopen"}
+
+    def make(context: EventContext) -> ModuleLoad:
+        return ModuleLoad.model_construct(context=context, timestamp=_seconds(obs.time_ns),
+                                          module=library, distribution=None, version=None)
+
+    obs = Observation(semconv.EVENT_MODULE_LOAD, attributes, make,
+                      f"native library load of {library}", key=key)
+    report(guard, obs, op=op)
+
+
+_UNSAFE_TEXT = {
+    "exec": ("run commands or code", "critical"),
+    "network": ("open network connections", "high"),
+    "reflection": ("reach any object by name", "medium"),
+}
+
+
+def _on_find_class(guard: Guard, args: tuple[Any, ...]) -> None:
+    module, name = args[:2]
+    if not isinstance(module, str) or not isinstance(name, str):
+        return
+    why = unsafe_global(module, name)
+    if why is None or not rule_enabled(guard, RULE_UNSAFE_PICKLE):
+        return
+    load = current_load()
+    source = (load.path or f"<{load.source}>") if load is not None else None
+    text, severity = _UNSAFE_TEXT[why]
+    reason = f"pickle data names {module}.{name}, which can {text} while it loads"
+    if source is not None:
+        reason += f" ({source})"
+    evidence = {"module": module, "name": name, "capability": why, "model": source,
+                "format": load.format if load is not None else "pickle"}
+    # Naming a process or network primitive is never needed by model data: block. Reflection
+    # helpers have rare legitimate uses: alert.
+    factory: Callable[..., Decision] = Decision.block if why != "reflection" else Decision.alert
+    decision = factory(reason, severity, rule_id=RULE_UNSAFE_PICKLE, category="supply-chain",
+                       evidence=evidence)
+    finding = native_finding(guard, "model_load", decision)
+    emit_native(guard, finding, f"unpickling of {module}.{name}", source)
+
+
+# -- the hook ------------------------------------------------------------------------------------
+
+HANDLERS: dict[str, Handler] = {
+    "subprocess.Popen": _on_popen,
+    "os.system": _on_system,
+    "os.exec": _on_exec,
+    "os.posix_spawn": _on_posix_spawn,
+    "os.spawn": _on_spawn,
+    "os.fork": _on_fork,
+    "os.forkpty": _on_fork,
+    "pty.spawn": _on_pty_spawn,
+    "os.startfile": _on_startfile,
+    "socket.connect": _on_connect,
+    "socket.sendto": _on_send,
+    "socket.sendmsg": _on_send,
+    "socket.getaddrinfo": _on_getaddrinfo,
+    "socket.gethostbyname": _on_gethostbyname,
+    "socket.gethostbyname_ex": _on_gethostbyname,
+    "open": _on_open,
+    "sqlite3.connect": _on_sqlite,
+    "import": _on_import,
+    "ctypes.dlopen": _on_dlopen,
+    "pickle.find_class": _on_find_class,
+    "object.__setattr__": on_setattr,
+}
+
+
+def _contain(guard: Guard, event: str, exc: Exception) -> None:
+    """Contain an internal error; fail closed (block) when the configuration asks for it."""
+    internal_error(f"sensor {event}", exc)
+    if not (event in _JUDGED and guard.fails_closed):
+        return
+    try:
+        with _state.busy():
+            finding = guard.internal_failure_finding(f"sensor {event}", exc, kind=event)
+    except Exception as err:
+        internal_error("sensor fail closed", err)
+        return
+    raise OperationBlocked(finding, event) from None
+
+
+def run_handler(guard: Guard, event: str, handler: Callable[..., None], *args: Any) -> None:
+    """Run ``handler(guard, *args)`` as the hook would, internal errors contained."""
+    if _state.local.state:
+        return
+    try:
+        handler(guard, *args)
+    except OperationBlocked:
+        raise
+    except Exception as exc:
+        _contain(guard, event, exc)
+
+
+def _on_probe(guard: Guard, args: tuple[Any, ...]) -> None:
+    """Answers :func:`install`'s probe (handled inside the hook, whatever the state)."""
+
+
+PROBE_EVENT = "agentguard.sensors.probe"
+
+
+def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]], None]:
+    lookup = handlers.get
+    local = _state.local
+    agentguard_state = _agentguard_state
+    on_open = handlers.get("open")
+    on_probe = handlers.get(PROBE_EVENT)
+    ordinary = _state.ordinary_reads
+    write_flags = _WRITE_FLAGS
+    code_suffixes = _CODE_SUFFIXES
+
+    def agentguard_audit_hook(event: str, args: tuple[Any, ...]) -> None:
+        handler = lookup(event)
+        if handler is None:
+            return
+        guard = None
+        try:
+            if handler is on_open:
+                # Reads of code and of files read before are most of all events: settled here,
+                # before anything else is looked at.
+                path = args[0]
+                if type(path) is str and type(args[2]) is int and not args[2] & write_flags \
+                        and (path in ordinary or path.endswith(code_suffixes)):
+                    return
+            elif handler is on_probe:
+                args[0].append(True)
+                return
+            guard = agentguard_state.guard
+            # local.state is non-zero while the sensor itself runs on this thread (its own
+            # opens, imports, sockets, and whatever policies and sinks do) and on agentguard's
+            # own threads.
+            if guard is None or local.state or not guard.config.runtime_sensor:
+                return
+            # Handlers filter cheaply first and mark the thread busy before doing anything that
+            # raises audit events of its own.
+            handler(guard, args)
+        except OperationBlocked:
+            raise
+        except Exception as exc:
+            if guard is None:
+                internal_error(f"sensor {event}", exc)
+            else:
+                _contain(guard, event, exc)
+
+    return agentguard_audit_hook
+
+
+HOOK = _make_hook({**HANDLERS, PROBE_EVENT: _on_probe})
+
+
+def installed() -> bool:
+    """Whether the audit hook is in place (it stays for the life of the process)."""
+    return _state.hook_installed
+
+
+def install() -> None:
+    """Add the audit hook to the interpreter, once, and check that it runs."""
+    if _state.hook_installed:
+        return
+    sys.addaudithook(HOOK)
+    # CPython silently skips a new hook when an existing one refuses it with RuntimeError.
+    answered: list[bool] = []
+    sys.audit(PROBE_EVENT, answered)
+    _state.hook_installed = bool(answered)
+    if not answered:
+        logger.warning("agentguard runtime sensor: the audit hook could not be added (another "
+                       "audit hook refused it); processes, connections and files are not watched")

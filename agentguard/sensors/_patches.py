@@ -1,0 +1,394 @@
+"""The wrappers audit events cannot replace: child environments, child pids, model loads, DNS.
+
+An audit hook sees a spawn before it happens but cannot change its environment, and never learns
+the child's pid. So the spawn entry points are wrapped with ``wrapt``:
+
+* ``subprocess.Popen._execute_child``: every ``Popen`` (``run``, ``check_output``, asyncio's
+  subprocess transport) goes through it with the resolved arguments and ``env``; after it returns
+  the instance has its ``pid``. Wrapping it rather than ``__init__`` leaves Popen's own argument
+  handling untouched.
+* ``os.posix_spawn`` / ``os.posix_spawnp`` (they return the pid) and ``os.execv`` / ``os.execve``,
+  which every ``os.exec*`` and ``os.spawn*`` variant ends in (``execv`` becomes ``execve`` with
+  the child environment).
+* ``pickle.load`` / ``pickle.loads`` and, once imported, ``joblib.load`` and ``torch.load``:
+  they mark a load in progress, so what a payload does while it is deserialised is attributed
+  to the file (the audit events of the load itself come from the hook).
+* ``asyncio`` ``BaseEventLoop.getaddrinfo``: it resolves in the default executor, where the
+  task's context is lost; the wrapper runs the lookup in a copy of the caller's context.
+* ``importlib._bootstrap._gcd_import``: ``importlib.import_module`` (however it was imported)
+  ends there without the ``import`` audit event the import statement raises.
+
+Every wrapper calls straight through when agentguard is not instrumented or the sensor is off.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import importlib.util
+import inspect
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from agentguard import _state as _agentguard_state
+from agentguard import semconv
+from agentguard._context import current_frame
+from agentguard._errors import internal_error
+from agentguard.sensors import _state
+from agentguard.sensors._emit import OperationBlocked, add_child_pid, write_span_event
+from agentguard.sensors._hook import report_import, report_model_load, run_handler
+from agentguard.sensors._models import Load
+from agentguard.sensors._propagation import child_environment
+
+if TYPE_CHECKING:
+    from agentguard._guard import Guard
+
+__all__ = ["Spawn", "install", "remove", "wrapper_functions"]
+
+Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+class Spawn:
+    """A process spawn in progress on this thread; the hook parks its observation here."""
+
+    __slots__ = ("kind", "observation", "operation")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.observation: Any = None
+        self.operation: Any = None
+
+
+def _sensor_guard() -> Guard | None:
+    guard = _agentguard_state.guard
+    if guard is None or not guard.config.runtime_sensor:
+        return None
+    if _state.local.state:
+        return None
+    return guard
+
+
+def _with_child_env(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any], index: int
+                    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``args``/``kwargs`` with the ``env`` argument (at ``index``) replaced by the child's."""
+    if not guard.config.propagate_context:
+        return args, kwargs
+    op = current_frame().tool
+    if op is None:
+        return args, kwargs
+    try:
+        if "env" in kwargs:
+            return args, {**kwargs, "env": child_environment(guard, op, kwargs["env"])}
+        if len(args) > index:
+            env = child_environment(guard, op, args[index])
+            return (*args[:index], env, *args[index + 1:]), kwargs
+        return args, {**kwargs, "env": child_environment(guard, op, None)}
+    except Exception as exc:
+        internal_error("sensor child environment", exc)
+        return args, kwargs
+
+
+def _finish_spawn(spawn: Spawn, pid: Any, exc: BaseException | None) -> None:
+    """Write the parked process.exec event with the child's pid (or the error) and record it."""
+    obs = spawn.observation
+    if obs is None:
+        return
+    try:
+        extra: dict[str, Any] = {}
+        if isinstance(pid, int):
+            extra[semconv.PROCESS_PID] = pid
+        if exc is not None and not isinstance(exc, OperationBlocked):
+            extra[semconv.ERROR_TYPE] = type(exc).__qualname__
+        write_span_event(spawn.operation, obs, extra)
+        if isinstance(pid, int):
+            add_child_pid(spawn.operation, pid)
+    except Exception as err:
+        internal_error("sensor spawn record", err)
+
+
+def _spawning(kind: str, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+              pid_of: Callable[[Any], Any]) -> Any:
+    spawn = Spawn(kind)
+    spawns = _state.local.spawns
+    spawns.append(spawn)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _finish_spawn(spawn, None, exc)
+        raise
+    finally:
+        if spawns and spawns[-1] is spawn:
+            spawns.pop()
+        elif spawn in spawns:
+            spawns.remove(spawn)
+    _finish_spawn(spawn, pid_of(result), None)
+    return result
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+def _env_index() -> int:
+    """Position of ``env`` among ``Popen._execute_child``'s arguments (after ``self``)."""
+    try:
+        names = list(inspect.signature(subprocess.Popen._execute_child).parameters)  # type: ignore[attr-defined]
+        return names.index("env") - 1
+    except (ValueError, TypeError):
+        return -1
+
+
+_POPEN_ENV_INDEX = _env_index()
+
+
+def _execute_child(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> Any:
+    guard = _sensor_guard()
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    if _POPEN_ENV_INDEX >= 0:
+        args, kwargs = _with_child_env(guard, args, kwargs, _POPEN_ENV_INDEX)
+    return _spawning("popen", wrapped, args, kwargs, lambda _: getattr(instance, "pid", None))
+
+
+def _posix_spawn(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> Any:
+    guard = _sensor_guard()
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    spawns = _state.local.spawns
+    if spawns and spawns[-1].kind == "popen":
+        return wrapped(*args, **kwargs)  # subprocess's own call: Popen's wrapper handles it
+    if len(args) >= 3:
+        args, kwargs = _with_child_env(guard, args, kwargs, 2)
+    return _spawning("posix_spawn", wrapped, args, kwargs, lambda pid: pid)
+
+
+def _execv(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    guard = _sensor_guard()
+    if guard is None or len(args) != 2 or kwargs:
+        return wrapped(*args, **kwargs)
+    new_args, _ = _with_child_env(guard, (*args, None), {}, 2)
+    if new_args[2] is None:
+        return wrapped(*args, **kwargs)
+    # execv inherits os.environ; the child environment needs execve.
+    return _original("execve")(*new_args)
+
+
+def _execve(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    guard = _sensor_guard()
+    if guard is None or len(args) < 3:
+        return wrapped(*args, **kwargs)
+    args, kwargs = _with_child_env(guard, args, kwargs, 2)
+    return wrapped(*args, **kwargs)
+
+
+def _original(name: str) -> Any:
+    for owner, attribute, original, _wrapper in _state.patches:
+        if owner is os and attribute == name:
+            return original
+    return getattr(os, name)
+
+
+# -- model loads ---------------------------------------------------------------------------------
+
+def _file_path(target: Any) -> str | None:
+    """The absolute path a load reads from (a path, or an open file's name)."""
+    if isinstance(target, (str, bytes, os.PathLike)):
+        try:
+            return os.path.abspath(os.fsdecode(os.fspath(target)))
+        except (TypeError, ValueError):
+            return None
+    name = getattr(target, "name", None)
+    if isinstance(name, str) and name:
+        return os.path.abspath(name)
+    return None
+
+
+def _loading(load: Load, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    loads = _state.local.loads
+    loads.append(load)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        if loads and loads[-1] is load:
+            loads.pop()
+        elif load in loads:
+            loads.remove(load)
+
+
+def _pickle_load(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> Any:
+    if _sensor_guard() is None:
+        return wrapped(*args, **kwargs)
+    target = args[0] if args else kwargs.get("file")
+    return _loading(Load(_file_path(target), "pickle", "pickle.load"), wrapped, args, kwargs)
+
+
+def _pickle_loads(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> Any:
+    if _sensor_guard() is None:
+        return wrapped(*args, **kwargs)
+    return _loading(Load(None, "pickle", "pickle.loads"), wrapped, args, kwargs)
+
+
+def _model_loader(format: str, source: str, keyword: str) -> Wrapper:
+    """A wrapper for a library's model loader (``joblib.load``, ``torch.load``)."""
+
+    def load_model(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> Any:
+        guard = _sensor_guard()
+        if guard is None:
+            return wrapped(*args, **kwargs)
+        path = _file_path(args[0] if args else kwargs.get(keyword))
+        load = Load(path, format, source)
+        if path is not None and os.path.isfile(path):
+            run_handler(guard, source, report_model_load, path, format, source)
+            load.reported = True
+        return _loading(load, wrapped, args, kwargs)
+
+    load_model.__name__ = f"load_model_{format}"
+    return load_model
+
+
+_LOADERS: dict[str, tuple[str, Wrapper]] = {
+    # Wrapped when imported: each is the library's public entry point for reading a model file.
+    "joblib": ("load", _model_loader("joblib", "joblib.load", "filename")),
+    "torch": ("load", _model_loader("pytorch", "torch.load", "f")),
+}
+
+
+# -- asyncio DNS ---------------------------------------------------------------------------------
+
+async def _loop_getaddrinfo(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+    if _sensor_guard() is None or getattr(instance, "_debug", False) or len(args) != 2 or \
+            set(kwargs) - {"family", "type", "proto", "flags"}:
+        return await wrapped(*args, **kwargs)
+    host, port = args
+    context = contextvars.copy_context()
+    # As BaseEventLoop.getaddrinfo does, with the caller's context carried into the executor.
+    return await instance.run_in_executor(
+        None, context.run, socket.getaddrinfo, host, port, kwargs.get("family", 0),
+        kwargs.get("type", 0), kwargs.get("proto", 0), kwargs.get("flags", 0))
+
+
+# -- imports -------------------------------------------------------------------------------------
+
+def _gcd_import(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                ) -> Any:
+    name = args[0] if args else kwargs.get("name")
+    if not isinstance(name, str) or name in sys.modules:
+        return wrapped(*args, **kwargs)
+    guard = _sensor_guard()
+    if guard is None:
+        return wrapped(*args, **kwargs)
+    level = args[2] if len(args) > 2 else kwargs.get("level", 0)
+    if level:
+        package = args[1] if len(args) > 1 else kwargs.get("package")
+        try:
+            name = importlib.util.resolve_name("." * level + name, package)
+        except (ImportError, ValueError, TypeError):
+            return wrapped(*args, **kwargs)
+    run_handler(guard, "import", report_import, name)
+    return wrapped(*args, **kwargs)
+
+
+# -- bookkeeping ---------------------------------------------------------------------------------
+
+def _wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
+    for patched_owner, patched_attribute, _, _ in _state.patches:
+        if patched_owner is owner and patched_attribute == attribute:
+            return
+    original = owner.__dict__.get(attribute) if attribute in owner.__dict__ else \
+        getattr(owner, attribute, None)
+    if original is None:
+        return
+    wrapped = wrapt.FunctionWrapper(original, wrapper)
+    setattr(owner, attribute, wrapped)
+    _state.patches.append((owner, attribute, original, wrapped))
+
+
+def _patch_loader(module: Any) -> None:
+    name = getattr(module, "__name__", "")
+    entry = _LOADERS.get(name)
+    if entry is None:
+        return
+    with _state.patch_lock:
+        if not _state.patching:
+            return
+        try:
+            _wrap(module, entry[0], entry[1])
+        except Exception as exc:
+            internal_error(f"sensor patch {name}", exc)
+
+
+def install() -> None:
+    """Put the wrappers in place (idempotent; called under agentguard's state lock)."""
+    import asyncio.base_events
+    import pickle
+
+    with _state.patch_lock:
+        _install(asyncio.base_events, pickle)
+    for target in _LOADERS:
+        if target in _state.import_hooks:
+            module = sys.modules.get(target)
+            if module is not None:
+                _patch_loader(module)
+            continue
+        _state.import_hooks.add(target)
+        # Registered once for good (wrapt cannot remove one); it patches only while the sensor
+        # runs, and at once when the library is already imported. Outside patch_lock: wrapt
+        # calls the hook with its own lock held.
+        wrapt.register_post_import_hook(_patch_loader, target)
+
+
+def _install(base_events: Any, pickle: Any) -> None:
+    _state.patching = True
+    _state.reported_patches.clear()
+    targets: list[tuple[Any, str, Wrapper]] = [
+        (subprocess.Popen, "_execute_child", _execute_child),
+        (pickle, "load", _pickle_load),
+        (pickle, "loads", _pickle_loads),
+        (base_events.BaseEventLoop, "getaddrinfo", _loop_getaddrinfo),
+        (importlib._bootstrap, "_gcd_import", _gcd_import),
+    ]
+    for name in ("posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            targets.append((os, name, _posix_spawn))
+    if hasattr(os, "execv"):
+        targets.append((os, "execv", _execv))
+    if hasattr(os, "execve"):
+        targets.append((os, "execve", _execve))
+    for owner, attribute, wrapper in targets:
+        try:
+            _wrap(owner, attribute, wrapper)
+        except Exception as exc:
+            internal_error(f"sensor patch {attribute}", exc)
+
+
+def remove() -> None:
+    """Restore every wrapped attribute that still holds our wrapper.
+
+    A wrapper someone stacked on top of ours stays; ours underneath calls straight through.
+    """
+    with _state.patch_lock:
+        _state.patching = False
+        for owner, attribute, original, wrapped in reversed(_state.patches):
+            try:
+                if owner.__dict__.get(attribute) is wrapped:
+                    setattr(owner, attribute, original)
+            except Exception as exc:
+                internal_error(f"sensor unpatch {attribute}", exc)
+        _state.patches.clear()
+
+
+def wrapper_functions() -> frozenset[Any]:
+    """The wrapper functions (their code must not be replaced while they run)."""
+    loaders = [wrapper for _, wrapper in _LOADERS.values()]
+    return frozenset({_execute_child, _posix_spawn, _execv, _execve, _pickle_load, _pickle_loads,
+                      _loop_getaddrinfo, _gcd_import, *loaders})

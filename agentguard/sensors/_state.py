@@ -1,0 +1,170 @@
+"""All of the runtime sensor's mutable state lives in this module, and nowhere else.
+
+Per thread (``local``): whether the sensor is already running on this thread (re-entrancy) or
+the thread is one of agentguard's own (the span exporter), the process spawn or model load the
+thread is in the middle of, and a small cache of the event context. Process-wide: counters, the
+per-span bookkeeping (events written, child pids) and the datagram verdict cache, each bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["BUSY", "IDLE", "QUIET", "SpanState", "busy", "counters", "local", "span_state",
+           "stats"]
+
+# Spans tracked at once; an evicted span starts a fresh tally (its earlier child pids are reseeded
+# from the span when it can be read).
+MAX_TRACKED_SPANS = 1024
+# Sensor span events on one span; past this they are counted, not written.
+MAX_EVENTS_PER_SPAN = 64
+# Distinct things (destinations, paths) remembered per span to skip repeated span events.
+MAX_KEYS_PER_SPAN = 256
+MAX_CHILD_PIDS = 64
+
+
+IDLE = 0
+BUSY = 1  # the sensor is running on this thread: its own operations are not events
+QUIET = 2  # one of agentguard's own threads: nothing it does is an event
+
+
+class _Local(threading.local):
+    """Per-thread flags and scratch space of the hook."""
+
+    def __init__(self) -> None:
+        # One integer for both flags, so the hook reads a single thread-local value.
+        self.state = IDLE
+        # (operation, guard, EventContext) of the last event on this thread.
+        self.context: tuple[Any, Any, Any] | None = None
+        # The spawn wrappers in progress (innermost last); the hook parks its observation there.
+        self.spawns: list[Any] = []
+        # Model loads in progress (innermost last).
+        self.loads: list[Any] = []
+        # (span, SpanState) of the last span this thread wrote to.
+        self.last_span: tuple[Any, Any] | None = None
+
+
+local = _Local()
+
+
+class busy:  # lower case: it reads as a statement, ``with busy():``
+    """Marks the sensor as running on this thread for the duration of a ``with`` block."""
+
+    __slots__ = ("previous",)
+
+    def __enter__(self) -> None:
+        self.previous = local.state
+        local.state = BUSY
+
+    def __exit__(self, *exc: object) -> None:
+        local.state = self.previous
+
+
+class SpanState:
+    """What the sensor has written on one span so far."""
+
+    __slots__ = ("child_pids", "keys", "suppressed", "written")
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.suppressed = 0
+        self.keys: set[Any] = set()
+        self.child_pids: list[int] = []
+
+
+_spans: OrderedDict[int, SpanState] = OrderedDict()
+_spans_lock = threading.Lock()
+
+counters: dict[str, int] = {
+    "events": 0,
+    "span_events": 0,
+    "span_events_suppressed": 0,
+    "blocked": 0,
+    "tamper": 0,
+    "spans_evicted": 0,
+    "child_pids_dropped": 0,
+    "datagrams_cached": 0,
+}
+
+
+# Module loads: top-level names already loaded, names looked for and not found (with when), the
+# distributions of each top-level name (read once, refreshed at most every few seconds on a
+# miss), and distribution versions.
+modules_seen: set[str] = set()
+modules_missing: dict[str, float] = {}
+distributions: dict[str, list[str]] | None = None
+distributions_read_at = 0.0
+versions: dict[str, str | None] = {}
+# Absolute paths whose reads are not events (cleared when full).
+ordinary_reads: set[str] = set()
+# Model files hashed: (path, size, mtime_ns) -> sha256.
+digests: dict[tuple[str, int, int], str] = {}
+# The audit hook is added once and stays for the life of the process.
+hook_installed = False
+# agentguard's own files for the active guard (findings file, profile): (guard, paths).
+own_paths: tuple[Any, frozenset[str]] | None = None
+# wrapt patches in place: (owner, attribute, original, wrapper), and the targets whose import
+# hooks are registered (they stay registered; they patch only while the sensor runs).
+patches: list[tuple[Any, str, Any, Any]] = []
+import_hooks: set[str] = set()
+patching = False
+# Guards ``patches``: import hooks patch from whichever thread imports the library.
+patch_lock = threading.RLock()
+# Functions whose code must not be replaced (the hook, its handlers, the Guard's judgement), and
+# the patches already reported as removed.
+protected: frozenset[Any] = frozenset()
+reported_patches: set[tuple[int, str]] = set()
+# Datagram destinations already judged as allowed: (guard id, span id, address) -> True.
+datagrams: dict[tuple[Any, ...], bool] = {}
+
+
+def span_state(span: Any, seed: Any = None) -> SpanState:
+    """The bookkeeping of ``span`` (created on first use; least recently used dropped)."""
+    last = local.last_span
+    if last is not None and last[0] is span:
+        state: SpanState = last[1]
+        return state
+    span_id: int = span.get_span_context().span_id
+    with _spans_lock:
+        found = _spans.get(span_id)
+        if found is not None:
+            _spans.move_to_end(span_id)
+        else:
+            found = SpanState()
+            if seed:
+                found.child_pids = [pid for pid in seed if isinstance(pid, int)][:MAX_CHILD_PIDS]
+            _spans[span_id] = found
+            if len(_spans) > MAX_TRACKED_SPANS:
+                _spans.popitem(last=False)
+                counters["spans_evicted"] += 1
+    local.last_span = (span, found)
+    return found
+
+
+def stats() -> dict[str, int]:
+    """A copy of the counters, with the number of spans currently tracked."""
+    with _spans_lock:
+        tracked = len(_spans)
+    return {**counters, "spans_tracked": tracked}
+
+
+def _after_fork() -> None:
+    # The child's only thread is the one that forked: forget what it was doing, and replace a
+    # lock another thread may have held at the moment of the fork.
+    global _spans_lock
+    _spans_lock = threading.Lock()
+    if local.state == BUSY:
+        local.state = IDLE
+    local.context = None
+    local.spawns = []
+    local.loads = []
+    local.last_span = None
+    with _spans_lock:
+        _spans.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
