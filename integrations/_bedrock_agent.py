@@ -1,0 +1,535 @@
+"""bedrock-agent-runtime: ``InvokeAgent``, ``Retrieve``, ``RetrieveAndGenerate``.
+
+``InvokeAgent`` is one ``invoke_agent {agentId}`` span (the session id is the conversation, the
+input text a turn). With ``enableTrace`` the orchestration trace events the stream carries
+become child spans as the caller reads them: model invocations (``chat``), action-group calls
+(``execute_tool``) and knowledge-base lookups (``retrieval``, whose passages the Guard sees as
+untrusted content).
+
+Action groups with ``RETURN_CONTROL`` hand the tool call to the application: each one becomes a
+``ToolCall`` judged when its ``returnControl`` event arrives. A block raises
+:class:`~agentguard.ToolCallBlocked` from the iteration that would have yielded that event, so
+the application never sees the request. Otherwise the ``execute_tool`` span stays open until the
+application sends the results back (``sessionState.returnControlInvocationResults`` of the next
+``InvokeAgent`` call), where they are judged as the tool's result; a block there raises before
+the results are sent. Server-side (Lambda) action groups have already run when their trace event
+arrives: a block on one stops the application from receiving the rest of the agent's answer.
+
+``Retrieve`` and ``RetrieveAndGenerate`` are ``retrieval {knowledgeBaseId}`` spans whose
+documents are the retrieved passages (for ``RetrieveAndGenerate``, those its citations name).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from agentguard import semconv
+from agentguard._guard import Guard, Operation
+from agentguard.findings import ToolCallBlocked
+from agentguard.integrations._aws_call import CallInfo, Handler, record_response
+from agentguard.integrations._aws_streams import (
+    StreamFollower,
+    TracedAioEventStream,
+    TracedEventStream,
+)
+from agentguard.integrations._bedrock_models import MAX_TEXT, text_of
+
+__all__ = ["HANDLERS", "PendingReturnControl", "pending_return_control"]
+
+# Trace steps open at once in one agent stream (a step is closed by its observation).
+MAX_OPEN_STEPS = 256
+MAX_DOCUMENTS = 100
+
+
+class PendingReturnControl:
+    """Tool calls handed to the application (``RETURN_CONTROL``) whose results are not back yet.
+
+    Keyed by invocation id, bounded: the oldest invocation is dropped first and its spans end
+    as abandoned, so an application that never answers cannot make this grow.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, list[tuple[str, Operation]]] = OrderedDict()
+        self.dropped = 0
+
+    def add(self, invocation_id: str, calls: list[tuple[str, Operation]]) -> None:
+        evicted: list[tuple[str, Operation]] = []
+        with self._lock:
+            self._items.setdefault(invocation_id, []).extend(calls)
+            while len(self._items) > self.LIMIT:
+                evicted.extend(self._items.popitem(last=False)[1])
+                self.dropped += 1
+        for _, op in evicted:
+            op.abandon()
+
+    def take(self, invocation_id: str) -> list[tuple[str, Operation]]:
+        with self._lock:
+            return self._items.pop(invocation_id, [])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+        for calls in items:
+            for _, op in calls:
+                op.abandon()
+
+
+pending_return_control = PendingReturnControl()
+
+
+def _scalar_params(items: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(items, list):
+        for item in items[:64]:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                out[item["name"]] = item.get("value")
+    return out
+
+
+def _action(item: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """Tool name, arguments and action group of an action-group invocation input."""
+    group = str(item.get("actionGroup") or item.get("actionGroupName") or "action_group")
+    arguments = _scalar_params(item.get("parameters"))
+    body = item.get("requestBody")
+    content = body.get("content") if isinstance(body, dict) else None
+    if isinstance(content, dict):
+        for media in content.values():
+            if isinstance(media, dict):
+                arguments.update(_scalar_params(media.get("properties")))
+            elif isinstance(media, list):
+                arguments.update(_scalar_params(media))
+    if item.get("function"):
+        return f"{group}::{item['function']}", arguments, group
+    verb = str(item.get("httpMethod") or item.get("verb") or "").upper()
+    return f"{group}::{verb}::{item.get('apiPath', '')}", arguments, group
+
+
+def _result_text(result: dict[str, Any]) -> tuple[str, Any]:
+    """Tool name and returned body of one ``returnControlInvocationResults`` item."""
+    inner = result.get("functionResult") or result.get("apiResult") or {}
+    if not isinstance(inner, dict):
+        return "", None
+    name, _, _ = _action(inner)
+    response = inner.get("responseBody")
+    body: Any = None
+    if isinstance(response, dict):
+        for media in response.values():
+            if isinstance(media, dict) and "body" in media:
+                body = media["body"]
+                break
+    if inner.get("responseState"):
+        body = {"state": inner["responseState"], "body": body}
+    return name, body
+
+
+def _source(location: Any) -> str | None:
+    if not isinstance(location, dict):
+        return None
+    for value in location.values():
+        if isinstance(value, dict):
+            for key in ("uri", "url", "id"):
+                if isinstance(value.get(key), str):
+                    return str(value[key])
+    return None
+
+
+def _document(reference: Any) -> dict[str, Any] | None:
+    if not isinstance(reference, dict):
+        return None
+    content = reference.get("content")
+    text = content.get("text") if isinstance(content, dict) else None
+    metadata = reference.get("metadata")
+    kept = {str(k): v for k, v in list(metadata.items())[:32]
+            if isinstance(v, (str, int, float, bool))} if isinstance(metadata, dict) else {}
+    if isinstance(reference.get("score"), (int, float)):
+        kept["score"] = reference["score"]
+    return {"id": None, "source": _source(reference.get("location")),
+            "content": str(text or ""), "metadata": kept}
+
+
+def _documents(references: Any) -> list[dict[str, Any]]:
+    docs = []
+    if isinstance(references, list):
+        for reference in references[:MAX_DOCUMENTS]:
+            doc = _document(reference)
+            if doc is not None:
+                docs.append(doc)
+    return docs
+
+
+def _prompt_messages(text: Any) -> list[dict[str, Any]]:
+    """The prompt of an agent's model invocation: its messages when it is JSON, else one text."""
+    if not isinstance(text, str):
+        return []
+    if text[:1] == "{" and len(text) <= MAX_TEXT:
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("messages"), list):
+            messages: list[dict[str, Any]] = []
+            if parsed.get("system"):
+                messages.append({"role": "system", "content": text_of(parsed["system"])})
+            for message in parsed["messages"][:MAX_DOCUMENTS]:
+                if isinstance(message, dict):
+                    messages.append({"role": str(message.get("role", "user")),
+                                     "content": text_of(message.get("content"))})
+            return messages
+    return [{"role": "user", "content": text}]
+
+
+# -- InvokeAgent ---------------------------------------------------------------------------------
+
+class _AgentState:
+    __slots__ = ("call", "guard", "op")
+
+    def __init__(self, guard: Guard, op: Operation, call: CallInfo) -> None:
+        self.guard = guard
+        self.op = op
+        self.call = call
+
+
+class _AgentFollower(StreamFollower):
+    """Turns an ``InvokeAgent`` stream into child spans and ``ToolCall`` events."""
+
+    __slots__ = ("answer", "answer_size", "call", "guard", "op", "steps")
+
+    def __init__(self, state: _AgentState) -> None:
+        super().__init__()
+        self.guard = state.guard
+        self.op = state.op
+        self.call = state.call
+        self.answer: list[str] = []
+        self.answer_size = 0
+        self.steps: dict[tuple[str, str], Operation] = {}
+
+    # -- events ----------------------------------------------------------------------------
+    def observe(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        chunk = event.get("chunk")
+        if isinstance(chunk, dict):
+            data = chunk.get("bytes")
+            if isinstance(data, (bytes, bytearray)) and self.answer_size < MAX_TEXT:
+                text = bytes(data[:MAX_TEXT - self.answer_size]).decode("utf-8", "replace")
+                self.answer.append(text)
+                self.answer_size += len(text)
+            return
+        token = self.op.activate()
+        try:
+            trace_part = event.get("trace")
+            if isinstance(trace_part, dict) and isinstance(trace_part.get("trace"), dict):
+                self._trace(trace_part["trace"])
+            elif isinstance(event.get("returnControl"), dict):
+                self._return_control(event["returnControl"])
+        finally:
+            self.op.deactivate(token)
+
+    def _trace(self, trace: dict[str, Any]) -> None:
+        for key, step in trace.items():
+            if not isinstance(step, dict):
+                continue
+            if key == "guardrailTrace":
+                self.op.span.add_event(semconv.EVENT_BEDROCK_GUARDRAIL, {
+                    semconv.AG_BEDROCK_GUARDRAIL_ACTION: str(step.get("action", "")),
+                    semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))})
+            elif key == "failureTrace":
+                self.op.span.add_event(semconv.EVENT_BEDROCK_FAILURE, {
+                    "message": str(step.get("failureReason", ""))[:1024],
+                    semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))})
+            else:
+                # orchestration, pre-/post-processing, routing, custom orchestration
+                self._step(key, step)
+
+    def _step(self, phase: str, step: dict[str, Any]) -> None:
+        model_input = step.get("modelInvocationInput")
+        if isinstance(model_input, dict):
+            self._model_input(phase, model_input)
+        model_output = step.get("modelInvocationOutput")
+        if isinstance(model_output, dict):
+            self._model_output(model_output)
+        invocation = step.get("invocationInput")
+        if isinstance(invocation, dict):
+            self._invocation(invocation)
+        observation = step.get("observation")
+        if isinstance(observation, dict):
+            self._observation(observation)
+
+    def _open(self, kind: str, trace_id: Any, op: Operation) -> None:
+        key = (kind, str(trace_id))
+        previous = self.steps.pop(key, None)
+        if previous is not None:
+            previous.end()
+        if len(self.steps) >= MAX_OPEN_STEPS:
+            oldest = next(iter(self.steps))
+            self.steps.pop(oldest).end()
+        self.steps[key] = op
+
+    def _model_input(self, phase: str, item: dict[str, Any]) -> None:
+        config = item.get("inferenceConfiguration")
+        config = config if isinstance(config, dict) else {}
+        params = {"temperature": config.get("temperature"),
+                  "max_tokens": config.get("maximumLength"), "top_p": config.get("topP")}
+        attrs: dict[str, Any] = {semconv.AG_BEDROCK_STEP: phase}
+        if item.get("traceId"):
+            attrs[semconv.AG_BEDROCK_TRACE_ID] = str(item["traceId"])
+        model = item.get("foundationModel")
+        op = self.guard.start_chat(
+            provider=semconv.PROVIDER_AWS_BEDROCK, model=str(model) if model else None,
+            messages=_prompt_messages(item.get("text")),
+            parameters={k: v for k, v in params.items() if v is not None}, attributes=attrs)
+        self._open("model", item.get("traceId"), op)
+
+    def _model_output(self, item: dict[str, Any]) -> None:
+        op = self.steps.pop(("model", str(item.get("traceId"))), None)
+        if op is None:
+            return
+        raw = item.get("rawResponse")
+        content = raw.get("content") if isinstance(raw, dict) else None
+        metadata = item.get("metadata")
+        usage = metadata.get("usage") if isinstance(metadata, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        output = [{"role": "assistant", "content": str(content)}] if content is not None else []
+        op.end_chat(output, input_tokens=usage.get("inputTokens"),
+                    output_tokens=usage.get("outputTokens"))
+
+    def _invocation(self, item: dict[str, Any]) -> None:
+        trace_id = item.get("traceId")
+        action = item.get("actionGroupInvocationInput")
+        if isinstance(action, dict):
+            if action.get("executionType") == "RETURN_CONTROL":
+                return  # judged when the returnControl event hands it to the application
+            name, arguments, group = _action(action)
+            attrs = {semconv.AG_BEDROCK_EXECUTION: str(action.get("executionType") or "LAMBDA")}
+            if group:
+                attrs[semconv.AG_BEDROCK_ACTION_GROUP] = group
+            # A block raises ToolCallBlocked out of the caller's iteration.
+            op = self.guard.start_tool(name, call_id=str(trace_id) if trace_id else None,
+                                       arguments=arguments, attributes=attrs)
+            self._open("tool", trace_id, op)
+            return
+        lookup = item.get("knowledgeBaseLookupInput")
+        if isinstance(lookup, dict):
+            kb = str(lookup.get("knowledgeBaseId") or "knowledge_base")
+            op = self.guard.start_retrieval(kb, query=str(lookup.get("text") or ""), attributes={
+                semconv.GEN_AI_DATA_SOURCE_ID: kb, semconv.AWS_BEDROCK_KNOWLEDGE_BASE_ID: kb})
+            self._open("kb", trace_id, op)
+
+    def _observation(self, item: dict[str, Any]) -> None:
+        trace_id = str(item.get("traceId"))
+        output = item.get("actionGroupInvocationOutput")
+        if isinstance(output, dict):
+            op = self.steps.pop(("tool", trace_id), None)
+            if op is not None:
+                verdict = op.end_tool(output.get("text"))
+                if verdict.blocked:
+                    finding = verdict.blocking_finding()
+                    if finding is not None:
+                        raise ToolCallBlocked(finding)
+            return
+        lookup = item.get("knowledgeBaseLookupOutput")
+        if isinstance(lookup, dict):
+            op = self.steps.pop(("kb", trace_id), None)
+            if op is not None:
+                op.end_retrieval(_documents(lookup.get("retrievedReferences")))
+
+    def _return_control(self, event: dict[str, Any]) -> None:
+        invocation_id = str(event.get("invocationId") or "")
+        started: list[tuple[str, Operation]] = []
+        try:
+            for entry in event.get("invocationInputs") or []:
+                if not isinstance(entry, dict):
+                    continue
+                item = entry.get("functionInvocationInput") or entry.get("apiInvocationInput")
+                if not isinstance(item, dict):
+                    continue
+                name, arguments, group = _action(item)
+                attrs = {semconv.AG_BEDROCK_EXECUTION: "RETURN_CONTROL"}
+                if group:
+                    attrs[semconv.AG_BEDROCK_ACTION_GROUP] = group
+                op = self.guard.start_tool(name, call_id=invocation_id or None,
+                                           arguments=arguments, attributes=attrs)
+                started.append((name, op))
+        except ToolCallBlocked:
+            # The application will not get this event, so none of its calls will run.
+            for _, op in started:
+                op.abandon()
+            raise
+        if started:
+            pending_return_control.add(invocation_id, started)
+
+    # -- end -------------------------------------------------------------------------------
+    def _close_steps(self) -> None:
+        steps, self.steps = self.steps, {}
+        for op in steps.values():
+            op.end()
+
+    def _record_answer(self) -> None:
+        guard = self.guard
+        if self.answer and guard.capture.enabled:
+            captured = guard.content([{"role": "assistant", "content": "".join(self.answer)}])
+            if captured is not None:
+                self.op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
+
+    def complete(self) -> None:
+        self._close_steps()
+        self._record_answer()
+        self.op.end()
+
+    def failed(self, exc: BaseException) -> None:
+        self._close_steps()
+        self.op.fail(exc)
+
+    def abandoned(self) -> None:
+        self._close_steps()
+        self._record_answer()
+        self.op.abandon()
+
+
+def _return_results(guard: Guard, params: dict[str, Any]) -> None:
+    """Judge the results an application sends back for ``RETURN_CONTROL`` calls, and end them."""
+    state = params.get("sessionState")
+    if not isinstance(state, dict):
+        return
+    results = state.get("returnControlInvocationResults")
+    invocation_id = state.get("invocationId")
+    if not isinstance(results, list) or not invocation_id:
+        return
+    calls = pending_return_control.take(str(invocation_id))
+    if not calls:
+        return
+    by_name: dict[str, Any] = {}
+    for result in results:
+        if isinstance(result, dict):
+            name, body = _result_text(result)
+            by_name.setdefault(name, body)
+    blocked = None
+    for name, op in calls:
+        if name not in by_name:
+            op.abandon()
+            continue
+        verdict = op.end_tool(by_name[name])
+        if verdict.blocked and blocked is None:
+            blocked = verdict.blocking_finding()
+    if blocked is not None:
+        raise ToolCallBlocked(blocked)
+
+
+class InvokeAgent(Handler):
+    """``InvokeAgent``: an agent span, child spans from the trace, RETURN_CONTROL tool calls."""
+
+    def start(self, guard: Guard, call: CallInfo) -> _AgentState:
+        params = call.params
+        _return_results(guard, params)
+        agent_id = str(params.get("agentId") or "agent")
+        attrs = call.rpc_attributes()
+        attrs[semconv.GEN_AI_AGENT_ID] = agent_id
+        attrs[semconv.GEN_AI_PROVIDER_NAME] = semconv.PROVIDER_AWS_BEDROCK
+        if params.get("agentAliasId"):
+            attrs[semconv.AG_BEDROCK_AGENT_ALIAS_ID] = str(params["agentAliasId"])
+        text = params.get("inputText")
+        session = params.get("sessionId")
+        op = guard.start_agent(agent_id, conversation_id=str(session) if session else None,
+                               turn_text=text if isinstance(text, str) and text else None,
+                               attributes=attrs)
+        return _AgentState(guard, op, call)
+
+    def done(self, state: _AgentState, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        follower = _AgentFollower(state)
+        stream = result.get("completion") if isinstance(result, dict) else None
+        if stream is None:
+            follower.on_complete()
+            return
+        result["completion"] = (TracedAioEventStream if asynchronous else TracedEventStream)(
+            stream, follower)
+
+
+# -- Retrieve / RetrieveAndGenerate ----------------------------------------------------------------
+
+class _RetrievalState:
+    __slots__ = ("op",)
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+
+
+def _kb_attributes(call: CallInfo, kb: str | None) -> dict[str, Any]:
+    attrs = call.rpc_attributes()
+    if kb:
+        attrs[semconv.GEN_AI_DATA_SOURCE_ID] = kb
+        attrs[semconv.AWS_BEDROCK_KNOWLEDGE_BASE_ID] = kb
+    return attrs
+
+
+class Retrieve(Handler):
+    """``Retrieve``: the query and the passages a knowledge base returned."""
+
+    def start(self, guard: Guard, call: CallInfo) -> _RetrievalState:
+        params = call.params
+        kb = str(params.get("knowledgeBaseId") or "knowledge_base")
+        query = params.get("retrievalQuery")
+        text = query.get("text") if isinstance(query, dict) else None
+        return _RetrievalState(guard.start_retrieval(kb, query=str(text or ""),
+                                                     attributes=_kb_attributes(call, kb)))
+
+    def done(self, state: _RetrievalState, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        results = result.get("retrievalResults") if isinstance(result, dict) else None
+        state.op.end_retrieval(_documents(results))
+
+
+class RetrieveAndGenerate(Handler):
+    """``RetrieveAndGenerate``: the passages its citations name, and the generated answer."""
+
+    def start(self, guard: Guard, call: CallInfo) -> _RetrievalState:
+        params = call.params
+        config = params.get("retrieveAndGenerateConfiguration")
+        config = config if isinstance(config, dict) else {}
+        kb_config = config.get("knowledgeBaseConfiguration")
+        kb_config = kb_config if isinstance(kb_config, dict) else {}
+        kb = kb_config.get("knowledgeBaseId")
+        attrs = _kb_attributes(call, str(kb) if kb else None)
+        model = kb_config.get("modelArn")
+        if model:
+            attrs[semconv.GEN_AI_REQUEST_MODEL] = str(model)
+        query = params.get("input")
+        text = query.get("text") if isinstance(query, dict) else None
+        name = str(kb) if kb else str(config.get("type") or "retrieve_and_generate").lower()
+        return _RetrievalState(guard.start_retrieval(name, query=str(text or ""),
+                                                     attributes=attrs))
+
+    def done(self, state: _RetrievalState, result: Any, asynchronous: bool) -> None:
+        op = state.op
+        record_response(op.span, result)
+        docs: list[dict[str, Any]] = []
+        output = None
+        if isinstance(result, dict):
+            for citation in result.get("citations") or []:
+                if isinstance(citation, dict) and len(docs) < MAX_DOCUMENTS:
+                    docs.extend(_documents(citation.get("retrievedReferences")))
+            out = result.get("output")
+            output = out.get("text") if isinstance(out, dict) else None
+        guard = op.guard
+        if output is not None and guard.capture.enabled:
+            captured = guard.content([{"role": "assistant", "content": str(output)}])
+            if captured is not None:
+                op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
+        op.end_retrieval(docs[:MAX_DOCUMENTS])
+
+
+HANDLERS: dict[str, Handler] = {
+    "InvokeAgent": InvokeAgent(),
+    "Retrieve": Retrieve(),
+    "RetrieveAndGenerate": RetrieveAndGenerate(),
+}

@@ -1,0 +1,369 @@
+"""bedrock-runtime: ``Converse``, ``ConverseStream``, ``InvokeModel``, ``InvokeModelWithResponseStream``.
+
+Each call is one ``chat {model}`` span (``gen_ai.provider.name=aws.bedrock``) carrying the request
+messages (system, user, assistant ``toolUse`` requests, ``toolResult`` blocks as ``tool``
+messages: untrusted content the Guard scans, which Bedrock Guardrails never looks at), sampling
+parameters, the guardrail, and once the answer is in, output, usage and finish reasons. Streams
+are proxied (:mod:`._aws_streams`): the span ends when the caller has read, closed or dropped it.
+Tool calls the model asks for are noted for ``@agentguard.tool`` (:func:`expect_tool_call`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from agentguard import semconv
+from agentguard._guard import Guard, Operation
+from agentguard._tool import expect_tool_call
+from agentguard.integrations._aws_call import CallerError, CallInfo, Handler, record_response
+from agentguard.integrations._aws_streams import (
+    StreamFollower,
+    TracedAioEventStream,
+    TracedEventStream,
+    buffered_aio_body,
+    buffered_body,
+)
+from agentguard.integrations._bedrock_models import (
+    ModelReply,
+    StreamAccumulator,
+    converse_messages,
+    converse_output,
+    family_of,
+    parse_request,
+    parse_response,
+)
+
+__all__ = ["HANDLERS"]
+
+# Request and response bodies parsed at most this large; a larger body passes untouched.
+MAX_BODY = 8 * 1024 * 1024
+
+
+class _State:
+    __slots__ = ("family", "op")
+
+    def __init__(self, op: Operation, family: str = "converse") -> None:
+        self.op = op
+        self.family = family
+
+
+def _parameters(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sampling parameters for the Guard, and their span attributes beyond the core two."""
+    attrs: dict[str, Any] = {}
+    if isinstance(params.get("top_p"), (int, float)):
+        attrs[semconv.GEN_AI_REQUEST_TOP_P] = float(params["top_p"])
+    stops = params.get("stop_sequences")
+    if isinstance(stops, list) and stops:
+        attrs[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stops[:16]]
+    return params, attrs
+
+
+def _guardrail_attributes(identifier: Any, version: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    if identifier:
+        attrs[semconv.AWS_BEDROCK_GUARDRAIL_ID] = str(identifier)
+        if version:
+            attrs[semconv.AG_BEDROCK_GUARDRAIL_VERSION] = str(version)
+    return attrs
+
+
+def _start_chat(guard: Guard, call: CallInfo, messages: list[dict[str, Any]],
+                params: dict[str, Any], extra: dict[str, Any], stream: bool) -> Operation:
+    params, param_attrs = _parameters(params)
+    attrs = call.rpc_attributes()
+    attrs.update(param_attrs)
+    attrs.update(extra)
+    if stream:
+        attrs[semconv.AG_STREAM] = True
+    model = call.params.get("modelId")
+    return guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
+                            model=str(model) if model else None, messages=messages,
+                            parameters=params, attributes=attrs)
+
+
+def _finish(op: Operation, reply: ModelReply, abandoned: bool = False) -> None:
+    """End the chat span with the reply and note the tool calls it asks for."""
+    span = op.span
+    if reply.response_id:
+        span.set_attribute(semconv.GEN_AI_RESPONSE_ID, str(reply.response_id))
+    if abandoned:
+        span.set_attribute(semconv.AG_STREAM_ABANDONED, True)
+    if "guardrail_intervened" in reply.finish_reasons:
+        span.set_attribute(semconv.AG_BEDROCK_GUARDRAIL_ACTION, "INTERVENED")
+    op.end_chat(reply.output, response_model=reply.response_model,
+                input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+                finish_reasons=reply.finish_reasons)
+    if abandoned:
+        return  # the caller never saw the whole answer, so it will not run these tools
+    for message in reply.output:
+        for tool_call in message.get("tool_calls", ()):
+            name, call_id = tool_call.get("name"), tool_call.get("id")
+            if isinstance(name, str) and isinstance(call_id, str):
+                expect_tool_call(name, call_id, tool_call.get("arguments"))
+
+
+# -- Converse / ConverseStream -------------------------------------------------------------------
+
+def _converse_request(call: CallInfo) -> tuple[list[dict[str, Any]], dict[str, Any],
+                                               dict[str, Any]]:
+    params = call.params
+    messages = converse_messages(params.get("messages"), params.get("system"))
+    config = params.get("inferenceConfig")
+    config = config if isinstance(config, dict) else {}
+    sampling = {"max_tokens": config.get("maxTokens"), "temperature": config.get("temperature"),
+                "top_p": config.get("topP"), "stop_sequences": config.get("stopSequences")}
+    guardrail = params.get("guardrailConfig")
+    guardrail = guardrail if isinstance(guardrail, dict) else {}
+    extra = _guardrail_attributes(guardrail.get("guardrailIdentifier"),
+                                  guardrail.get("guardrailVersion"))
+    return messages, {k: v for k, v in sampling.items() if v is not None}, extra
+
+
+def _converse_reply(result: dict[str, Any]) -> ModelReply:
+    reply = ModelReply()
+    output = result.get("output")
+    if isinstance(output, dict):
+        reply.output = [converse_output(output.get("message"))]
+    if result.get("stopReason"):
+        reply.finish_reasons = [str(result["stopReason"])]
+    usage = result.get("usage")
+    if isinstance(usage, dict):
+        reply.input_tokens = usage.get("inputTokens")
+        reply.output_tokens = usage.get("outputTokens")
+    return reply
+
+
+class Converse(Handler):
+    """``Converse``: the whole answer is in the parsed response."""
+
+    model_call = True
+
+    def start(self, guard: Guard, call: CallInfo) -> _State:
+        messages, sampling, extra = _converse_request(call)
+        return _State(_start_chat(guard, call, messages, sampling, extra, stream=False))
+
+    def done(self, state: _State, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        _finish(state.op, _converse_reply(result))
+
+
+class _ConverseStreamFollower(StreamFollower):
+    """Accumulates ``ConverseStream`` events (the same shapes as Nova's stream chunks)."""
+
+    __slots__ = ("acc", "op")
+
+    def __init__(self, op: Operation) -> None:
+        super().__init__()
+        self.op = op
+        self.acc = StreamAccumulator("nova")
+
+    def observe(self, event: Any) -> None:
+        if isinstance(event, dict):
+            self.acc.add(event)
+
+    def complete(self) -> None:
+        _finish(self.op, self.acc.result())
+
+    def failed(self, exc: BaseException) -> None:
+        self.op.fail(exc)
+
+    def abandoned(self) -> None:
+        _finish(self.op, self.acc.result(), abandoned=True)
+
+
+def _trace_stream(result: Any, key: str, follower: StreamFollower, asynchronous: bool) -> None:
+    stream = result.get(key) if isinstance(result, dict) else None
+    if stream is None:
+        follower.on_complete()
+        return
+    result[key] = (TracedAioEventStream if asynchronous else TracedEventStream)(stream, follower)
+
+
+class ConverseStream(Handler):
+    """``ConverseStream``: the span ends when the event stream does."""
+
+    model_call = True
+
+    def start(self, guard: Guard, call: CallInfo) -> _State:
+        messages, sampling, extra = _converse_request(call)
+        return _State(_start_chat(guard, call, messages, sampling, extra, stream=True))
+
+    def done(self, state: _State, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        _trace_stream(result, "stream", _ConverseStreamFollower(state.op), asynchronous)
+
+
+# -- InvokeModel / InvokeModelWithResponseStream ---------------------------------------------------
+
+def _request_body(body: Any) -> Any:
+    """The JSON request body, if it can be read without disturbing the caller's object."""
+    data: Any = None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
+    elif isinstance(body, str):
+        data = body
+    elif hasattr(body, "read") and hasattr(body, "seek") and hasattr(body, "tell"):
+        try:  # a seekable file: read, then put the position back for botocore
+            position = body.tell()
+            data = body.read(MAX_BODY + 1)
+            body.seek(position)
+        except Exception:
+            return None
+    if data is None or len(data) > MAX_BODY:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
+    params = call.params
+    body = _request_body(params.get("body"))
+    family = family_of(str(params.get("modelId") or ""), body)
+    messages: list[dict[str, Any]] = []
+    sampling: dict[str, Any] = {}
+    if isinstance(body, dict):
+        messages, sampling = parse_request(family, body)
+    extra = _guardrail_attributes(params.get("guardrailIdentifier"),
+                                  params.get("guardrailVersion"))
+    return _State(_start_chat(guard, call, messages, sampling, extra, stream=stream), family)
+
+
+def _header_usage(result: Any, reply: ModelReply) -> None:
+    # InvokeModel reports token counts in response headers for every model family.
+    headers = result.get("ResponseMetadata", {}).get("HTTPHeaders", {}) if isinstance(
+        result, dict) else {}
+    if not isinstance(headers, dict):
+        return
+    for header, slot in (("x-amzn-bedrock-input-token-count", "input_tokens"),
+                         ("x-amzn-bedrock-output-token-count", "output_tokens")):
+        value = headers.get(header)
+        if value is not None and getattr(reply, slot) is None:
+            with contextlib.suppress(ValueError):
+                setattr(reply, slot, int(value))
+
+
+def _body_size(result: dict[str, Any]) -> int | None:
+    metadata = result.get("ResponseMetadata")
+    headers = metadata.get("HTTPHeaders") if isinstance(metadata, dict) else None
+    length = headers.get("content-length") if isinstance(headers, dict) else None
+    try:
+        return int(length) if length is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _reply_from(family: str, data: bytes | None, result: Any) -> ModelReply:
+    reply = ModelReply()
+    if data is not None:
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            reply = parse_response(family, parsed)
+    _header_usage(result, reply)
+    return reply
+
+
+class InvokeModel(Handler):
+    """``InvokeModel``: the body is read here and handed back as a new body over the same bytes.
+
+    Bodies larger than :data:`MAX_BODY` (or of unknown length) are left alone; the span then
+    has the usage the response headers carry, and no output.
+    """
+
+    model_call = True
+
+    def start(self, guard: Guard, call: CallInfo) -> _State:
+        return _invoke_start(guard, call, stream=False)
+
+    def _body(self, result: Any) -> Any:
+        if not isinstance(result, dict):
+            return None
+        body = result.get("body")
+        size = _body_size(result)
+        return body if body is not None and size is not None and size <= MAX_BODY else None
+
+    def done(self, state: _State, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        body = self._body(result)
+        data = None
+        if body is not None:
+            try:
+                data = body.read()
+            except Exception as exc:
+                # The caller would have met this error reading the body; it meets it here.
+                state.op.fail(exc)
+                raise CallerError(exc) from exc
+            result["body"] = buffered_body(data)
+        _finish(state.op, _reply_from(state.family, data, result))
+
+    async def adone(self, state: _State, result: Any) -> None:
+        record_response(state.op.span, result)
+        body = self._body(result)
+        data = None
+        if body is not None:
+            try:
+                data = await body.read()
+            except Exception as exc:
+                state.op.fail(exc)
+                raise CallerError(exc) from exc
+            result["body"] = buffered_aio_body(body, data)
+        _finish(state.op, _reply_from(state.family, data, result))
+
+
+class _InvokeStreamFollower(StreamFollower):
+    """Decodes the JSON chunks of ``InvokeModelWithResponseStream``."""
+
+    __slots__ = ("acc", "op")
+
+    def __init__(self, op: Operation, family: str) -> None:
+        super().__init__()
+        self.op = op
+        self.acc = StreamAccumulator(family)
+
+    def observe(self, event: Any) -> None:
+        chunk = event.get("chunk") if isinstance(event, dict) else None
+        data = chunk.get("bytes") if isinstance(chunk, dict) else None
+        if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BODY:
+            return
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(decoded, dict):
+            self.acc.add(decoded)
+
+    def complete(self) -> None:
+        _finish(self.op, self.acc.result())
+
+    def failed(self, exc: BaseException) -> None:
+        self.op.fail(exc)
+
+    def abandoned(self) -> None:
+        _finish(self.op, self.acc.result(), abandoned=True)
+
+
+class InvokeModelWithResponseStream(Handler):
+    """``InvokeModelWithResponseStream``: chunks decoded as the caller reads them."""
+
+    model_call = True
+
+    def start(self, guard: Guard, call: CallInfo) -> _State:
+        return _invoke_start(guard, call, stream=True)
+
+    def done(self, state: _State, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        _trace_stream(result, "body", _InvokeStreamFollower(state.op, state.family), asynchronous)
+
+
+HANDLERS: dict[str, Handler] = {
+    "Converse": Converse(),
+    "ConverseStream": ConverseStream(),
+    "InvokeModel": InvokeModel(),
+    "InvokeModelWithResponseStream": InvokeModelWithResponseStream(),
+}
