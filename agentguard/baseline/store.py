@@ -1,0 +1,116 @@
+"""Profile files: strict loading, atomic writes, and read-merge-write under a lock.
+
+A profile is written to a temporary file in the same directory, flushed to disk and renamed over
+the old one, so a reader sees the old profile or the new one, never half of one. A file that
+cannot be read as a profile is refused with an error naming it and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+from agentguard.baseline.profile import Profile, ProfileError
+
+__all__ = ["MAX_FILE_SIZE", "load_profile", "locked", "merge_into_file", "save_profile",
+           "write_text_atomic"]
+
+# A profile is bounded far below this; a larger file is not one of ours.
+MAX_FILE_SIZE = 64 << 20
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks between processes
+    fcntl = None  # type: ignore[assignment]
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and check a profile file; raises :class:`ProfileError` naming the file."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read(MAX_FILE_SIZE + 1)
+    except FileNotFoundError:
+        raise ProfileError(f"{name}: no such profile file") from None
+    except OSError as exc:
+        raise ProfileError(f"{name}: cannot read the profile ({exc.strerror or exc})") from None
+    if len(data) > MAX_FILE_SIZE:
+        raise ProfileError(f"{name}: larger than {MAX_FILE_SIZE >> 20} MiB, not a profile")
+    return Profile.from_json(data, name)
+
+
+def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
+    """Write ``profile`` to ``path`` atomically (temporary file, fsync, rename)."""
+    write_bytes_atomic(path, profile.to_json())
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
+    name = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(name))
+    try:
+        mode = os.stat(name).st_mode & 0o777
+    except OSError:
+        mode = None
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(name)}.",
+                                     suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    # The rename itself is durable only once the directory is flushed.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a hidden ``.NAME.lock`` beside it) between processes."""
+    name = os.path.abspath(os.fspath(path))
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path = os.path.join(os.path.dirname(name), f".{os.path.basename(name)}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def merge_into_file(path: str | os.PathLike[str], learned: Profile,
+                    base: Profile | None = None) -> Profile:
+    """Add ``learned`` to the profile in ``path`` and write the result atomically.
+
+    The file is re-read under the lock, so processes sharing one profile file each add what they
+    learned without losing the others'. When the file does not exist, ``learned`` is added to
+    ``base`` (what was loaded before the file went away). A file that is not a valid profile
+    raises :class:`ProfileError` and is left as it is.
+    """
+    with locked(path):
+        current = load_profile(path) if os.path.exists(path) else base
+        merged = current.merge(learned) if current is not None else learned
+        save_profile(merged, path)
+    return merged
