@@ -1,0 +1,565 @@
+"""Joins kernel events to the agent spans that caused them.
+
+An event from an agent process (one that sends us spans) belongs to the tool span of the same
+process and native thread that was open at that moment. An event from a descendant process
+belongs to the span that started it: the one whose child pids (recorded by the in-process sensor)
+include it, else the one its ``TRACEPARENT`` names, else whatever its parent's fork belonged to.
+
+Spans arrive after they end, so an event that needs a span not yet seen waits (bounded in time
+and number) and is retried when spans from its agent arrive; when the wait runs out it is
+resolved with what is known (the agent invocation span of that time, or unattributed).
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import itertools
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentguard.collector import _names as names
+from agentguard.collector import procfs
+from agentguard.collector.model import (
+    CONNECT,
+    DNS,
+    EXEC,
+    EXIT,
+    FORK,
+    GAP,
+    LOST,
+    OPEN,
+    SENT,
+    UNATTRIBUTED,
+    Attribution,
+    KernelEvent,
+    SpanInfo,
+)
+
+__all__ = ["AgentInfo", "Correlator", "ProcInfo"]
+
+_MAX_DEPTH = 64
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class AgentInfo:
+    """An instrumented agent process, known from the spans it sends."""
+
+    pid: int
+    service: str | None
+    registered_ns: int
+    # The TRACEPARENT in the agent's own environment: children inherit it without the library,
+    # so it names no tool span.
+    own_traceparent: tuple[str, str] | None = None
+    # Whether the in-process sensor runs in that agent (it reported spawns or connections).
+    library_sensor: bool = False
+    exited_ns: int | None = None
+    # In a pid namespace of its own (a container): its spans carry that namespace's pids and
+    # thread ids, which the kernel's host ids are translated to before comparing.
+    namespaced: bool = False
+    thread_ids: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ProcInfo:
+    """A process in a watched tree."""
+
+    pid: int
+    ppid: int | None
+    start_ns: int
+    fork_tid: int = 0
+    exe: str | None = None
+    argv: list[str] = field(default_factory=list)
+    traceparent: tuple[str, str] | None = None
+    markers: dict[str, str] = field(default_factory=dict)
+    agent_pid: int | None = None
+    resolved: Attribution | None = None
+    exited_ns: int | None = None
+    # Its pid as its agent sees it (differs from ``pid`` when the agent is in a container).
+    agent_view_pid: int | None = None
+
+
+class Correlator:
+    """The process table, the span index and the events waiting for their span."""
+
+    def __init__(
+        self,
+        *,
+        hold_seconds: float = 10.0,
+        max_pending: int = 100_000,
+        max_spans: int = 200_000,
+        max_processes: int = 65_536,
+        slack_ns: int = 2_000_000,
+    ) -> None:
+        self.hold_seconds = hold_seconds
+        self.max_pending = max_pending
+        self.max_pending_per_agent = max(100, max_pending // 8)
+        self.max_spans = max_spans
+        self.max_processes = max_processes
+        self.slack_ns = slack_ns
+        self.agents: dict[int, AgentInfo] = {}
+        self.procs: collections.OrderedDict[int, ProcInfo] = collections.OrderedDict()
+        self.spans: collections.OrderedDict[str, SpanInfo] = collections.OrderedDict()
+        # pid → native thread id → tool spans of that thread; pid → agent invocation spans.
+        self._tools: dict[int, dict[int, list[SpanInfo]]] = {}
+        self._invocations: dict[int, list[SpanInfo]] = {}
+        # (agent pid, child pid as the agent recorded it) → the span that started the child.
+        self._by_child: dict[tuple[int, int], SpanInfo] = {}
+        # (pid, port) → (address as the library saw it, span) of connections it reported.
+        self._connects: dict[tuple[int, int], list[tuple[str, SpanInfo]]] = {}
+        self._pending: dict[int, collections.deque[KernelEvent]] = {}
+        self._forced: list[KernelEvent] = []
+        # Whether a process lives in a pid namespace below ours (cached per parent process).
+        self._namespaced: dict[int, bool] = {}
+        self._own_depth = len(procfs.read_nspid(os.getpid()) or [0])
+        self.pending_count = 0
+        self.counters = {
+            "correlated": 0, "unattributed": 0, "ambiguous": 0, "pending_expired": 0,
+            "pending_forced": 0, "spans_evicted": 0, "processes_evicted": 0,
+        }
+
+    # -- agents and spans ------------------------------------------------------------------
+
+    def register_agent(self, pid: int, service: str | None,
+                       namespaced: bool = False) -> AgentInfo | None:
+        """Note an agent process (``service`` unknown: a watched root that may send spans);
+        returns it when it is new."""
+        agent = self.agents.get(pid)
+        if agent is not None:
+            if service and not agent.service:
+                agent.service = service
+            agent.namespaced = agent.namespaced or namespaced
+            return None
+        markers = procfs.read_environ_markers(pid) or {}
+        agent = AgentInfo(pid, service, time.time_ns(),
+                          own_traceparent=procfs.parse_traceparent(markers.get(names.ENV_TRACEPARENT)),
+                          namespaced=namespaced)
+        self.agents[pid] = agent
+        proc = self.procs.get(pid)
+        if proc is not None:
+            # The agent was first seen as a process below another watched root (a launcher,
+            # a container's init): it and its own descendants are the new agent's from now on,
+            # and what of theirs waits under the old root is moved over.
+            previous = proc.agent_pid
+            proc.agent_pid = pid
+            below = set(self.descendants_of(pid, 0))
+            for child in below:
+                self.procs[child].agent_pid = pid
+            if previous is not None and previous != pid and previous in self._pending:
+                mine = collections.deque(e for e in self._pending[previous]
+                                         if e.pid == pid or e.pid in below)
+                if mine:
+                    self._pending[previous] = collections.deque(
+                        e for e in self._pending[previous] if e.pid != pid and e.pid not in below)
+                    for event in mine:
+                        event.agent_pid = pid
+                    self._pending.setdefault(pid, collections.deque()).extend(mine)
+        return agent
+
+    def add_spans(self, spans: Iterable[SpanInfo]) -> list[KernelEvent]:
+        """Index spans; returns the waiting events they resolve."""
+        touched: set[int] = set()
+        for span in spans:
+            self._index(span)
+            if span.pid is not None:
+                touched.add(span.pid)
+        resolved: list[KernelEvent] = []
+        for pid in touched:
+            resolved.extend(self._retry(pid))
+        return resolved
+
+    def _index(self, span: SpanInfo) -> None:
+        if span.span_id in self.spans:
+            return
+        self.spans[span.span_id] = span
+        if len(self.spans) > self.max_spans:
+            self._evict(self.spans.popitem(last=False)[1])
+        pid = span.pid
+        if pid is None:
+            return
+        agent = self.agents.get(pid)
+        if agent is not None and (span.child_pids or any(
+                name in names.LIBRARY_CONNECT_EVENTS for name, _, _ in span.events)):
+            agent.library_sensor = True
+        for child in span.child_pids:
+            self._by_child[(pid, child)] = span
+        for name, _, attrs in span.events:
+            if name in names.LIBRARY_CONNECT_EVENTS:
+                address = attrs.get(names.NETWORK_PEER_ADDRESS)
+                port = attrs.get(names.NETWORK_PEER_PORT)
+                if isinstance(address, str) and isinstance(port, int):
+                    entries = self._connects.setdefault((pid, port), [])
+                    if len(entries) < 1024:
+                        entries.append((address, span))
+        if span.is_tool:
+            tid = span.tid or 0
+            self._tools.setdefault(pid, {}).setdefault(tid, []).append(span)
+        elif span.operation == "invoke_agent":
+            self._invocations.setdefault(pid, []).append(span)
+
+    def _evict(self, span: SpanInfo) -> None:
+        self.counters["spans_evicted"] += 1
+        pid = span.pid
+        if pid is None:
+            return
+        threads = self._tools.get(pid)
+        if threads is not None:
+            spans = threads.get(span.tid or 0)
+            if spans and span in spans:
+                spans.remove(span)
+        invocations = self._invocations.get(pid)
+        if invocations and span in invocations:
+            invocations.remove(span)
+        for child in span.child_pids:
+            if self._by_child.get((pid, child)) is span:
+                del self._by_child[(pid, child)]
+
+    def span(self, span_id: str | None) -> SpanInfo | None:
+        return self.spans.get(span_id) if span_id else None
+
+    # -- kernel events ---------------------------------------------------------------------
+
+    def observe(self, event: KernelEvent) -> list[KernelEvent]:
+        """Take one kernel event; returns the events resolved now (it, or none while it waits)."""
+        self._track(event)
+        if event.kind in (GAP, LOST):
+            return [event]
+        return self._try(event, final=False)
+
+    def _track(self, event: KernelEvent) -> None:
+        kind = event.kind
+        if kind == FORK:
+            child = int(event.data.get("child_pid", 0))
+            parent = self.procs.get(event.pid)
+            agent_pid = event.pid if event.pid in self.agents else (
+                parent.agent_pid if parent is not None else None)
+            forked = ProcInfo(child, event.pid, event.ts_ns, fork_tid=event.tid,
+                              exe=parent.exe if parent else None,
+                              argv=list(parent.argv) if parent else [], agent_pid=agent_pid)
+            forked.agent_view_pid = self._agent_view(event.pid, child)
+            self._put(forked)
+        elif kind == EXEC:
+            data = event.data
+            known = self.procs.get(event.pid)
+            if known is not None and known.exited_ns is None:
+                proc = known
+            else:
+                ppid = data.get("ppid")
+                parent = self.procs.get(ppid) if isinstance(ppid, int) else None
+                agent_pid = ppid if ppid in self.agents else (parent.agent_pid if parent else None)
+                proc = ProcInfo(event.pid, ppid if isinstance(ppid, int) else None, event.ts_ns,
+                                agent_pid=agent_pid)
+                self._put(proc)
+            if isinstance(data.get("ns_pid"), int):
+                proc.agent_view_pid = data["ns_pid"]
+            elif proc.agent_view_pid is None:
+                proc.agent_view_pid = self._agent_view(proc.ppid, event.pid)
+            proc.exe = data.get("exe")
+            proc.argv = list(data.get("argv") or [])
+            markers = data.get("env") or {}
+            proc.markers = dict(markers)
+            traceparent = procfs.parse_traceparent(markers.get(names.ENV_TRACEPARENT))
+            agent = self.agents.get(proc.agent_pid) if proc.agent_pid is not None else None
+            if traceparent is not None and (agent is None or traceparent != agent.own_traceparent):
+                proc.traceparent = traceparent
+        elif kind == EXIT:
+            exited = self.procs.get(event.pid)
+            if exited is not None:
+                exited.exited_ns = event.ts_ns
+            agent = self.agents.get(event.pid)
+            if agent is not None:
+                agent.exited_ns = event.ts_ns
+        if event.pid in self.agents:
+            event.agent_pid = event.pid
+        else:
+            own = self.procs.get(event.pid)
+            event.agent_pid = own.agent_pid if own is not None else None
+
+    def _agent_view(self, parent: int | None, pid: int) -> int | None:
+        """``pid`` as its parent's namespace sees it (the agent records its children's pids as
+        its own pid namespace numbers them), ``None`` when it cannot be read yet. Read while the
+        process is new, as it may be gone by the time the agent's spans arrive."""
+        if parent is None:
+            return pid
+        namespaced = self._namespaced.get(parent)
+        if namespaced is None:
+            levels = procfs.read_nspid(parent)
+            namespaced = levels is not None and len(levels) > self._own_depth
+            self._namespaced[parent] = namespaced
+            if len(self._namespaced) > 4096:
+                self._namespaced.pop(next(iter(self._namespaced)))
+        if not namespaced:
+            return pid
+        # A task announced at fork may not be in /proc yet; its exec tries again.
+        levels = procfs.read_nspid(pid)
+        return levels[-1] if levels else None
+
+    def _agent_tid(self, agent: AgentInfo, tid: int) -> int:
+        """A kernel thread id as the agent's spans name it (translated once per thread)."""
+        if not agent.namespaced or not tid:
+            return tid
+        known = agent.thread_ids.get(tid)
+        if known is None:
+            levels = procfs.read_nspid(agent.pid, tid)
+            known = levels[-1] if levels else tid
+            if len(agent.thread_ids) < 4096:
+                agent.thread_ids[tid] = known
+        return known
+
+    def _recorded_child(self, agent_pid: int | None, pid: int) -> SpanInfo | None:
+        if agent_pid is None:
+            return None
+        proc = self.procs.get(pid)
+        view = pid
+        if proc is not None:
+            if proc.agent_view_pid is None:
+                proc.agent_view_pid = self._agent_view(proc.ppid, pid)
+            view = proc.agent_view_pid or pid
+        return self._by_child.get((agent_pid, view))
+
+    def _put(self, proc: ProcInfo) -> None:
+        self.procs[proc.pid] = proc
+        self.procs.move_to_end(proc.pid)
+        while len(self.procs) > self.max_processes:
+            self.procs.popitem(last=False)
+            self.counters["processes_evicted"] += 1
+
+    def _try(self, event: KernelEvent, *, final: bool) -> list[KernelEvent]:
+        attribution = self._resolution(event, final)
+        if attribution is None:
+            queue = self._pending.get(event.agent_pid or 0)
+            if queue is None or len(queue) < self.max_pending_per_agent:
+                self._wait(event)
+                return []
+            # A watched tree that floods without sending spans (or far faster than its spans
+            # come) does not hold the others' room: its events are resolved now.
+            self.counters["pending_forced"] += 1
+            attribution = self._resolve(event, event.pid, event.tid, event.ts_ns, True, 0) \
+                or UNATTRIBUTED
+        self._finish(event, attribution)
+        return [event]
+
+    def _wait(self, event: KernelEvent) -> None:
+        event.deadline = time.monotonic() + self.hold_seconds
+        key = event.agent_pid or 0
+        self._pending.setdefault(key, collections.deque()).append(event)
+        self.pending_count += 1
+        if self.pending_count > self.max_pending:
+            # Full: the oldest waiting event is resolved with what is known now.
+            oldest_key = min(self._pending, key=lambda k: self._pending[k][0].deadline
+                             if self._pending[k] else float("inf"))
+            queue = self._pending[oldest_key]
+            victim = queue.popleft()
+            self.pending_count -= 1
+            self.counters["pending_forced"] += 1
+            self._finish(victim, self._resolve(victim, victim.pid, victim.tid, victim.ts_ns, True, 0)
+                         or UNATTRIBUTED)
+            self._forced.append(victim)
+
+    def take_forced(self) -> list[KernelEvent]:
+        """Events resolved early because the waiting room was full."""
+        forced, self._forced = self._forced, []
+        return forced
+
+    def _retry(self, agent_pid: int) -> list[KernelEvent]:
+        queue = self._pending.get(agent_pid)
+        if not queue:
+            return []
+        resolved: list[KernelEvent] = []
+        still: collections.deque[KernelEvent] = collections.deque()
+        for event in queue:
+            attribution = self._resolution(event, False)
+            if attribution is None:
+                still.append(event)
+            else:
+                self._finish(event, attribution)
+                resolved.append(event)
+        self.pending_count -= len(queue) - len(still)
+        self._pending[agent_pid] = still
+        return resolved
+
+    def expire(self, now: float | None = None, *, everything: bool = False) -> list[KernelEvent]:
+        """Resolve waiting events whose time is up (all of them at shutdown)."""
+        now = time.monotonic() if now is None else now
+        resolved: list[KernelEvent] = []
+        for queue in self._pending.values():
+            while queue and (everything or queue[0].deadline <= now):
+                event = queue.popleft()
+                self.pending_count -= 1
+                self.counters["pending_expired"] += 1
+                attribution = self._resolve(event, event.pid, event.tid, event.ts_ns, True, 0)
+                self._finish(event, attribution or UNATTRIBUTED)
+                resolved.append(event)
+        return resolved
+
+    def _finish(self, event: KernelEvent, attribution: Attribution) -> None:
+        event.attribution = attribution
+        if attribution.method == "ambiguous":
+            self.counters["ambiguous"] += 1
+        elif attribution.attributed:
+            self.counters["correlated"] += 1
+        else:
+            self.counters["unattributed"] += 1
+        event.seen_by_library = self._seen_by_library(event, attribution)
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def _resolution(self, event: KernelEvent, final: bool) -> Attribution | None:
+        """The attribution, or ``None`` to keep waiting: for the span, or for its details (a
+        child's TRACEPARENT names its span before the span itself arrives; the conversation,
+        turn and tool it carries are needed to judge the event)."""
+        attribution = self._resolve(event, event.pid, event.tid, event.ts_ns, final, 0)
+        if attribution is None or final or attribution.span_id is None:
+            return attribution
+        return attribution if attribution.span_id in self.spans else None
+
+    def _resolve(self, event: KernelEvent | None, pid: int, tid: int, ts_ns: int, final: bool,
+                 depth: int) -> Attribution | None:
+        """The span for an act of ``pid``/``tid`` at ``ts_ns``; ``None`` while it may still come."""
+        if depth > _MAX_DEPTH:
+            return UNATTRIBUTED
+        if pid in self.agents:
+            if event is not None and event.kind in (SENT, EXIT):
+                # Per-second byte totals and the agent's own exit belong to no single tool call.
+                return UNATTRIBUTED
+            return self._in_agent(event, pid, tid, ts_ns, final)
+        proc = self.procs.get(pid)
+        if proc is None:
+            return UNATTRIBUTED
+        if proc.resolved is not None:
+            return proc.resolved
+        span = self._recorded_child(proc.agent_pid, pid)
+        if span is not None and span.start_ns - self.slack_ns <= proc.start_ns:
+            proc.resolved = Attribution("child_pid", span.trace_id, span.span_id)
+            return proc.resolved
+        if proc.traceparent is not None:
+            proc.resolved = Attribution("traceparent", *proc.traceparent)
+            return proc.resolved
+        if proc.ppid is None or (proc.ppid not in self.agents and proc.ppid not in self.procs):
+            return UNATTRIBUTED
+        parent = self._resolve(None, proc.ppid, proc.fork_tid, proc.start_ns, final, depth + 1)
+        if parent is None:
+            return None
+        attribution = parent.inherited()
+        if attribution.attributed or final:
+            proc.resolved = attribution
+        return attribution
+
+    def _in_agent(self, event: KernelEvent | None, pid: int, tid: int, ts_ns: int,
+                  final: bool) -> Attribution | None:
+        threads = self._tools.get(pid, {})
+        agent = self.agents.get(pid)
+        if agent is not None:
+            tid = self._agent_tid(agent, tid)
+        spans = threads.get(tid, []) if tid else [s for group in threads.values() for s in group]
+        slack = self.slack_ns
+        # Clocks of agent and kernel agree to well under the slack; it only counts when no span
+        # covers the moment exactly (two back-to-back tool calls must not both claim it).
+        candidates = [span for span in spans if span.covers(ts_ns)] or \
+            [span for span in spans if span.covers(ts_ns, slack)]
+        method = "thread" if tid else "time"
+        if event is not None and event.kind == FORK:
+            recorded = self._recorded_child(pid, int(event.data.get("child_pid", 0)))
+            if recorded is not None:
+                return Attribution("child_pid", recorded.trace_id, recorded.span_id)
+        if not candidates:
+            if not final:
+                return None
+            invocations = [span for span in self._invocations.get(pid, ())
+                           if span.covers(ts_ns, slack)]
+            if invocations:
+                inner = max(invocations, key=lambda span: span.start_ns)
+                return Attribution("agent", inner.trace_id, inner.span_id)
+            return UNATTRIBUTED
+        if len(candidates) == 1:
+            only = candidates[0]
+            return Attribution(method, only.trace_id, only.span_id)  # type: ignore[arg-type]
+        candidates.sort(key=lambda span: (span.start_ns, -span.end_ns))
+        nested = all(inner.start_ns >= outer.start_ns and inner.end_ns <= outer.end_ns
+                     for outer, inner in itertools.pairwise(candidates))
+        if nested:
+            inner = candidates[-1]
+            return Attribution(method, inner.trace_id, inner.span_id)  # type: ignore[arg-type]
+        # Several tool calls interleaved on one thread (asyncio): the in-process sensor's own
+        # record of the act decides; without one the event is reported as ambiguous.
+        if event is not None and event.kind == CONNECT:
+            recorded_spans = [span for span in self._library_connects(event) if span in candidates]
+            if len(recorded_spans) == 1:
+                return Attribution(method, recorded_spans[0].trace_id,  # type: ignore[arg-type]
+                                   recorded_spans[0].span_id)
+        traces = {span.trace_id for span in candidates}
+        return Attribution("ambiguous", traces.pop() if len(traces) == 1 else None, None,
+                           tuple(span.span_id for span in candidates))
+
+    def _seen_by_library(self, event: KernelEvent, attribution: Attribution) -> bool | None:
+        """Whether the in-process sensor reported this act; ``None`` when it cannot know."""
+        if event.kind not in (EXEC, FORK, CONNECT, DNS, OPEN):
+            return None
+        agent_pid = event.agent_pid
+        if agent_pid is None:
+            return None
+        agent = self.agents.get(agent_pid)
+        if event.pid != agent_pid:
+            proc = self.procs.get(event.pid)
+            # The library sees the processes its agent starts, never what they do inside.
+            if event.kind == EXEC and proc is not None and proc.ppid == agent_pid:
+                if self._recorded_child(agent_pid, event.pid) is not None or proc.markers:
+                    return True
+                return False if agent is not None and agent.library_sensor else None
+            return False
+        if agent is None or not agent.library_sensor:
+            return None
+        span = self.spans.get(attribution.span_id) if attribution.span_id else None
+        if event.kind == FORK:
+            return self._recorded_child(agent_pid, int(event.data.get("child_pid", 0))) is not None
+        if event.kind == CONNECT:
+            return bool(self._library_connects(event))
+        if span is None:
+            return None
+        wanted = names.LIBRARY_DNS_EVENTS if event.kind == DNS else names.LIBRARY_OPEN_EVENTS
+        return any(name in wanted for name, _, _ in span.events)
+
+    def _library_connects(self, event: KernelEvent) -> list[SpanInfo]:
+        """Spans on which the library reported this connection (same peer, or a host name it
+        resolved inside connect, which the kernel only sees as an address)."""
+        address = str(event.data.get("address"))
+        entries = self._connects.get((event.pid, int(event.data.get("port") or 0)), ())
+        return [span for seen, span in entries if seen == address or not _is_ip(seen)]
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "pending": self.pending_count, "agents": len(self.agents),
+                "processes": len(self.procs), "spans_indexed": len(self.spans)}
+
+    def descendants_of(self, pid: int, since_ns: int) -> list[int]:
+        """Known processes forked from ``pid`` (at any depth) since ``since_ns``."""
+        children: dict[int, list[int]] = {}
+        for proc in self.procs.values():
+            if proc.ppid is not None and proc.start_ns >= since_ns:
+                children.setdefault(proc.ppid, []).append(proc.pid)
+        found: list[int] = []
+        stack = [pid]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                found.append(child)
+                stack.append(child)
+        return found
+
+    def forget_proc_resolution(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            proc = self.procs.get(pid)
+            if proc is not None and proc.resolved is not None and not proc.resolved.attributed:
+                proc.resolved = None
+

@@ -1,0 +1,666 @@
+"""The collector: kernel sensor + OTLP receiver → correlation → judgement → store and forwarding.
+
+Threads: the sensor's reader, the receiver's servers, the forwarder, a discovery scanner, and one
+core thread that owns the correlator, the judge and the database. Everything reaches the core
+through one bounded queue that never blocks its producers (a full queue drops and counts).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from agentguard._errors import internal_error, internal_error_counts
+from agentguard.collector import procfs
+from agentguard.collector.correlate import Correlator
+from agentguard.collector.judge import Judge
+from agentguard.collector.model import CONNECT, FORK, GAP, LOST, Attribution, KernelEvent, SpanInfo
+from agentguard.collector.otlp import ExportRequest, kernel_event_span, span_event, span_infos
+from agentguard.collector.sensor import Sensor, WatchSet, ebpf_unavailable_reason
+from agentguard.collector.settings import CollectorSettings
+from agentguard.collector.store import Store, StoredFinding
+
+__all__ = ["Collector", "CollectorError"]
+
+logger = logging.getLogger("agentguard.collector")
+
+_BATCH = 4096
+_MAX_ENRICH_SPANS = 20_000
+_MAX_EVENTS_PER_SPAN = 256
+_MAX_FORWARDED_IDS = 200_000
+_STATUS_EVERY = 1.0
+_PRUNE_EVERY = 60.0
+# Environment markers of a process that reports to a collector (set by `agentguard run` and by
+# deployments); such processes are watched from their first instruction, not their first span.
+DISCOVERY_MARKERS = ("AGENTGUARD_COLLECTOR_ENDPOINT", "AGENTGUARD_AUTO_INSTRUMENT", "AGENTGUARD_WATCH")
+
+
+class CollectorError(RuntimeError):
+    """The collector cannot start as configured."""
+
+
+def _cgroup_id(value: str | None) -> int:
+    if not value:
+        return 0
+    if value.isdigit():
+        return int(value)
+    path = value if value.startswith("/") else os.path.join("/sys/fs/cgroup", value)
+    try:
+        # A cgroup v2 id is the inode number of its directory.
+        return os.stat(path).st_ino
+    except OSError as exc:
+        raise CollectorError(f"watch_cgroup: cannot read {path}: {exc.strerror}") from None
+
+
+class Collector:
+    """One collector instance; ``start()``, then ``stop()`` (or ``run()`` until SIGTERM)."""
+
+    def __init__(self, settings: CollectorSettings, *, metric_readers: Sequence[Any] = (),
+                 sensor: Sensor | None = None) -> None:
+        self.settings = settings
+        self.watches = WatchSet()
+        self.correlator = Correlator(hold_seconds=settings.hold_seconds,
+                                     max_pending=settings.max_pending_events)
+        self._metric_readers = list(metric_readers)
+        self._sensor_override = sensor
+        self.sensor: Any = None
+        self.store: Store | None = None
+        self.judge: Judge | None = None
+        self.receiver: Any = None
+        self.forwarder: Any = None
+        self.metrics: Any = None
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._core: threading.Thread | None = None
+        self._discovery: threading.Thread | None = None
+        self._enrich: collections.OrderedDict[str, list[KernelEvent]] = collections.OrderedDict()
+        self._forwarded: collections.OrderedDict[str, str | None] = collections.OrderedDict()
+        self._expired_agents: set[int] = set()
+        self._fallback_reason: str | None = None
+        self._switch_to_fallback = threading.Event()
+        self._discovered: set[int] = set()
+        self._own_ports: frozenset[int] = frozenset()
+        # (reported pid, peer address) → host pid (0: none here); host pid → namespaced.
+        self._agent_pids: dict[tuple[int, str | None], int] = {}
+        self._host_pids: collections.defaultdict[int, bool] = collections.defaultdict(bool)
+        self.started_ns = 0
+        self.counters = {
+            "events": 0, "events_dropped": 0, "spans_received": 0, "requests_dropped": 0,
+            "findings": 0, "library_findings": 0, "reattributed": 0, "late_spans_forwarded": 0,
+            "discovered": 0, "own_traffic": 0,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Collector:
+        settings = self.settings
+        self.started_ns = time.time_ns()
+        self.store = Store(settings.db)
+        try:
+            self.judge = Judge(policy=settings.policy, builtin_rules=settings.builtin_rules,
+                               profile=settings.profile)
+        except Exception as exc:
+            raise CollectorError(f"policy: {exc}") from None
+        self.sensor = self._sensor_override or self._choose_sensor()
+        for pid in settings.watch_pids:
+            self.watch(pid)
+        from agentguard.collector.receiver import Receiver
+
+        # The receiver binds first (a busy port fails the start before anything else runs); what
+        # it accepts waits in the queue until the core thread starts a moment later.
+        self.receiver = Receiver(
+            self.submit_request,
+            grpc_address=None if settings.otlp_grpc == "off" else settings.otlp_grpc,
+            http_address=None if settings.otlp_http == "off" else settings.otlp_http,
+            token=settings.token, max_request_bytes=settings.max_request_bytes,
+            health=self.healthy,
+        )
+        try:
+            self.receiver.start()
+        except Exception:
+            self.receiver.stop()
+            self.store.close()
+            raise
+        self._own_ports = frozenset(port for port in (self.receiver.grpc_port,
+                                                      self.receiver.http_port) if port)
+        if settings.forward:
+            from agentguard.collector.forward import Forwarder
+
+            self.forwarder = Forwarder(settings.forward, max_queue=settings.forward_queue)
+            self.forwarder.start()
+        self._core = threading.Thread(target=self._run_core, name="agentguard-collector-core",
+                                      daemon=True)
+        self._core.start()
+        if self.sensor is not None:
+            self.sensor.start(self._on_kernel_event)
+        if self._metric_readers:
+            from agentguard.collector.metrics import CollectorMetrics
+
+            self.metrics = CollectorMetrics(self.snapshot, self._metric_readers)
+        else:
+            from agentguard.collector.metrics import CollectorMetrics
+
+            self.metrics = CollectorMetrics.for_endpoint(self.snapshot, settings.metrics,
+                                                         settings.metrics_interval)
+        if settings.discover:
+            self._discovery = threading.Thread(target=self._run_discovery, daemon=True,
+                                               name="agentguard-collector-discovery")
+            self._discovery.start()
+        self._announce()
+        return self
+
+    def _choose_sensor(self) -> Any:
+        settings = self.settings
+        if settings.sensor == "none":
+            return None
+        if settings.sensor in ("auto", "ebpf"):
+            reason = ebpf_unavailable_reason(settings.bpftrace)
+            if reason is None:
+                from agentguard.collector.ebpf import BpftraceSensor
+
+                return BpftraceSensor(
+                    self.watches, bpftrace=settings.bpftrace,
+                    watch_comm=settings.watch_comm or "",
+                    watch_cgroup=_cgroup_id(settings.watch_cgroup),
+                    on_failure=self._ebpf_failed if settings.sensor == "auto" else None,
+                )
+            if settings.sensor == "ebpf":
+                raise CollectorError(f"the eBPF sensor cannot run: {reason}")
+            self._fallback_reason = reason
+            logger.warning("agentguard collector: eBPF sensor unavailable: %s", reason)
+        if settings.watch_comm or settings.watch_cgroup:
+            logger.warning("agentguard collector: watch_comm/watch_cgroup need the eBPF sensor; "
+                           "the /proc sensor ignores them")
+        from agentguard.collector.fallback import ProcSensor
+
+        return ProcSensor(self.watches, interval=settings.poll_interval)
+
+    def _ebpf_failed(self, reason: str) -> None:
+        self._fallback_reason = f"bpftrace failed to start: {reason}"
+        self._switch_to_fallback.set()
+        self._wake.set()
+
+    def _announce(self) -> None:
+        sensor = self.sensor
+        where = ", ".join(f"{name} {address}" for name, address in self.endpoints().items())
+        logger.warning("agentguard collector: sensor=%s listening on %s, database %s%s",
+                       sensor.name if sensor else "none", where or "nothing", self.settings.db,
+                       f", forwarding to {self.settings.forward}" if self.settings.forward else "")
+        if sensor is not None and sensor.name != "ebpf":
+            logger.warning("agentguard collector: WITHOUT eBPF this collector cannot see: %s",
+                           "; ".join(sensor.blind_spots))
+
+    def endpoints(self) -> dict[str, str]:
+        receiver = self.receiver
+        out: dict[str, str] = {}
+        if receiver is None:
+            return out
+        if receiver.grpc_port:
+            out["otlp_grpc"] = f"{receiver.grpc_address.rsplit(':', 1)[0]}:{receiver.grpc_port}"
+        if receiver.http_port:
+            out["otlp_http"] = f"{receiver.http_address.rsplit(':', 1)[0]}:{receiver.http_port}"
+        return out
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Block until the sensor is attached (eBPF) or has polled once (procfs)."""
+        sensor = self.sensor
+        if sensor is None:
+            return True
+        waiter = getattr(sensor, "wait_attached", None)
+        return bool(waiter(timeout)) if waiter is not None else sensor.healthy
+
+    def healthy(self) -> bool:
+        core = self._core
+        sensor_ok = self.sensor is None or self.sensor.healthy
+        return core is not None and core.is_alive() and sensor_ok
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking input, resolve what is waiting, store and forward it, and close."""
+        if self._stopping.is_set():
+            self._stopped.wait(timeout)
+            return
+        self._stopping.set()
+        if self.receiver is not None:
+            self.receiver.stop()
+        if self.sensor is not None:
+            self.sensor.stop()
+        self._wake.set()
+        if self._core is not None:
+            self._core.join(timeout)
+        if self.forwarder is not None:
+            self.forwarder.stop(timeout=min(5.0, timeout))
+        if self.metrics is not None:
+            try:
+                self.metrics.shutdown()
+            except Exception as exc:
+                internal_error("collector metrics shutdown", exc)
+        if self.store is not None and self._core is not None:
+            try:
+                self._write_status("stopped")
+                self.store.commit()
+            except Exception as exc:
+                internal_error("collector final status", exc)
+            self.store.close()
+        self._stopped.set()
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit status."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                if self._core is not None and not self._core.is_alive():
+                    logger.error("agentguard collector: core thread died; stopping")
+                    return 1
+            logger.warning("agentguard collector: stopping")
+            return 0
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- input -----------------------------------------------------------------------------
+
+    def _on_kernel_event(self, event: KernelEvent) -> None:
+        if len(self._queue) >= self.settings.queue_size:
+            self.counters["events_dropped"] += 1
+            return
+        self._queue.append(("event", event))
+        self.counters["events"] += 1
+        # Wake the core for a batch, not for every event (Event.set takes a lock).
+        if len(self._queue) >= 256 and not self._wake.is_set():
+            self._wake.set()
+
+    def submit_request(self, request: ExportRequest, peer: str | None = None) -> bool:
+        """The receiver's hand-off (``peer``: the sender's address); ``False`` tells the sender
+        to retry later."""
+        if self._stopping.is_set() or len(self._queue) >= self.settings.queue_size:
+            self.counters["requests_dropped"] += 1
+            return False
+        self._queue.append(("spans", (request, peer)))
+        self._wake.set()
+        return True
+
+    def watch(self, pid: int, reason: str = "option", *, agent: bool = True) -> bool:
+        """Watch a process tree (an agent, or a pid named by an option).
+
+        ``agent=False`` says it will send no spans: its events are stored at once instead of
+        waiting for spans to join.
+        """
+        if pid <= 1 or pid == os.getpid() or not os.path.exists(f"/proc/{pid}"):
+            return False
+        if not self.watches.add(pid):
+            return False
+        logger.info("agentguard collector: watching pid %d (%s)", pid, reason)
+        # A watched root may be an agent whose first spans are still to come: its events wait
+        # for them like an agent's.
+        if agent:
+            self._queue.append(("watch", pid))
+        if self.sensor is not None:
+            self.sensor.watch(pid)
+        return True
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until every event and request handed in so far has been processed and stored."""
+        sensor_sync = getattr(self.sensor, "sync", None)
+        if sensor_sync is not None:
+            sensor_sync(timeout)
+        marker = threading.Event()
+        self._queue.append(("sync", marker))
+        self._wake.set()
+        return marker.wait(timeout)
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _run_discovery(self) -> None:
+        interval = self.settings.discover_interval
+        while not self._stopping.wait(interval):
+            try:
+                self._discover_once()
+            except Exception as exc:
+                internal_error("collector discovery", exc)
+
+    def _discover_once(self) -> None:
+        live = set(procfs.iter_pids())
+        self._discovered &= live
+        fresh = [pid for pid in live - self._discovered][:4096]
+        for pid in fresh:
+            self._discovered.add(pid)
+            if pid in self.correlator.procs or pid in self.correlator.agents:
+                continue
+            markers = procfs.read_environ_markers(pid)
+            if markers and any(key in markers for key in DISCOVERY_MARKERS):
+                stat = procfs.read_stat(pid)
+                # A child of a watched process is already watched through its parent.
+                if stat is not None and (stat.ppid in self.watches.snapshot()
+                                         or stat.ppid in self.correlator.procs):
+                    continue
+                if self.watch(pid, "environment marker"):
+                    self.counters["discovered"] += 1
+
+    # -- the core thread -------------------------------------------------------------------
+
+    def _run_core(self) -> None:
+        last_status = 0.0
+        last_prune = time.monotonic()
+        assert self.store is not None
+        while True:
+            self._wake.wait(0.1)
+            self._wake.clear()
+            try:
+                if self._switch_to_fallback.is_set():
+                    self._fall_back()
+                self._process_queue()
+                now = time.monotonic()
+                self._finalize(self.correlator.expire(now))
+                if now - last_status >= _STATUS_EVERY:
+                    last_status = now
+                    self._write_status("running")
+                    self.watches.prune_dead()
+                if now - last_prune >= _PRUNE_EVERY:
+                    last_prune = now
+                    self._prune()
+                self.store.commit()
+            except Exception as exc:
+                internal_error("collector core", exc)
+                try:
+                    self.store.commit()
+                except Exception as err:
+                    internal_error("collector commit", err)
+            if self._stopping.is_set() and not self._queue:
+                try:
+                    self._finalize(self.correlator.expire(everything=True))
+                    self.store.commit()
+                except Exception as exc:
+                    internal_error("collector drain", exc)
+                return
+
+    def _fall_back(self) -> None:
+        self._switch_to_fallback.clear()
+        old = self.sensor
+        if old is None or old.name != "ebpf":
+            return
+        logger.warning("agentguard collector: falling back to the /proc sensor: %s",
+                       self._fallback_reason)
+        old.stop()
+        from agentguard.collector.fallback import ProcSensor
+
+        self.sensor = ProcSensor(self.watches, interval=self.settings.poll_interval)
+        self.sensor.start(self._on_kernel_event)
+        self._announce()
+
+    def _process_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            resolved: list[KernelEvent] = []
+            markers: list[threading.Event] = []
+            for _ in range(min(_BATCH, len(queue))):
+                kind, item = queue.popleft()
+                if kind == "event":
+                    if item.kind == CONNECT and item.data.get("port") in self._own_ports:
+                        # An agent exporting its spans to us is not news.
+                        self.counters["own_traffic"] += 1
+                        continue
+                    resolved.extend(self.correlator.observe(item))
+                elif kind == "spans":
+                    self._finalize(resolved)
+                    resolved = []
+                    self._handle_spans(*item)
+                elif kind == "watch":
+                    self.correlator.register_agent(item, None)
+                else:
+                    markers.append(item)
+            resolved.extend(self.correlator.take_forced())
+            self._finalize(resolved)
+            if markers:
+                assert self.store is not None
+                self.store.commit()
+                for marker in markers:
+                    marker.set()
+
+    def _handle_spans(self, request: ExportRequest, peer: str | None) -> None:
+        assert self.store is not None
+        spans = list(span_infos(request))
+        self.counters["spans_received"] += len(spans)
+        for span in spans:
+            if span.pid is None:
+                continue
+            # From here on a span's pid is the agent's pid on this host (None: not on this node).
+            span.pid = self._host_pid(span.pid, span.service, peer)
+            if span.pid is None:
+                continue
+            agent = self.correlator.agents.get(span.pid)
+            if agent is None or agent.service is None:
+                self.correlator.register_agent(span.pid, span.service,
+                                               namespaced=self._host_pids[-span.pid])
+                self.watch(span.pid, f"agent {span.service or '?'} sent spans")
+        self.store.add_spans(spans)
+        self._library_findings(spans)
+        self._finalize(self.correlator.add_spans(spans))
+        self._late_reattribution(spans)
+        if self.forwarder is not None:
+            self._forward(request)
+
+    def _host_pid(self, reported: int, service: str | None, peer: str | None) -> int | None:
+        """The host pid of the agent that reported ``reported`` from ``peer`` (cached)."""
+        key = (reported, peer)
+        cached = self._agent_pids.get(key)
+        if cached is not None and (cached == 0 or os.path.exists(f"/proc/{cached}")):
+            return cached or None
+        found = procfs.host_pid(reported, peer, self._own_ports)
+        if found is None:
+            logger.info("agentguard collector: spans of %s (pid %d, from %s) come from no process "
+                        "on this node; they are kept but cannot be joined to kernel events",
+                        service or "?", reported, peer or "?")
+        host, namespaced = found if found is not None else (0, False)
+        self._agent_pids[key] = host
+        if host:
+            self._host_pids[-host] = namespaced
+        if len(self._agent_pids) > 4096:
+            self._agent_pids.pop(next(iter(self._agent_pids)))
+        return host or None
+
+    def _library_findings(self, spans: list[SpanInfo]) -> None:
+        assert self.store is not None
+        from agentguard import semconv
+
+        for span in spans:
+            for name, ts_ns, attrs in span.events:
+                if name != semconv.EVENT_FINDING:
+                    continue
+                evidence_text = attrs.get("agentguard.finding.evidence")
+                try:
+                    evidence = json.loads(evidence_text) if isinstance(evidence_text, str) else {}
+                    if not isinstance(evidence, dict):
+                        evidence = {"value": evidence}
+                except ValueError:
+                    evidence = {"raw": str(evidence_text)[:2000]}
+                finding = StoredFinding(
+                    rule_id=str(attrs.get("agentguard.finding.rule_id") or "unknown")[:128],
+                    category=_category(attrs.get("agentguard.finding.category")),
+                    severity=_severity(attrs.get("agentguard.finding.severity")),
+                    title=str(attrs.get("agentguard.finding.title") or "")[:500] or "finding",
+                    action="block" if attrs.get("agentguard.finding.action") == "block" else "alert",
+                    kind=span.operation or "span", tool=span.tool, agent=span.service,
+                    conversation_id=span.conversation_id, turn=span.turn,
+                    trace_id=span.trace_id, span_id=span.span_id, evidence=evidence,
+                    timestamp=(ts_ns or span.end_ns) / 1e9, source="library",
+                )
+                if self.store.add_finding(finding) is not None:
+                    self.counters["library_findings"] += 1
+
+    def _finalize(self, events: list[KernelEvent]) -> None:
+        """Store resolved events, judge them, and queue them for forwarding."""
+        if not events:
+            return
+        assert self.store is not None and self.judge is not None
+        self.store.add_events(events)
+        for event in events:
+            if event.agent_pid is not None and event.attribution.method in ("unattributed", "agent"):
+                self._expired_agents.add(event.agent_pid)
+            span = self.correlator.span(event.attribution.span_id)
+            if event.kind not in (GAP, LOST) and event.agent_pid is not None:
+                agent = self.correlator.agents.get(event.agent_pid)
+                try:
+                    for finding in self.judge.judge(event, span, agent.service if agent else None):
+                        if self.store.add_finding(finding) is not None:
+                            self.counters["findings"] += 1
+                except Exception as exc:
+                    internal_error("collector judge", exc)
+            if event.kind == GAP:
+                self.store.add_finding(StoredFinding(
+                    rule_id="AGK900", category="internal", severity="medium",
+                    title=f"kernel sensor was blind for {event.data.get('seconds', 0):.1f}s",
+                    kind=GAP, evidence=dict(event.data), timestamp=event.ts_ns / 1e9,
+                    source="collector", event_id=event.row_id, agent="agentguard-collector"))
+            if self.forwarder is not None and event.attribution.span_id is not None:
+                self._enrich_or_send(event)
+
+    def _enrich_or_send(self, event: KernelEvent) -> None:
+        span_id = event.attribution.span_id
+        assert span_id is not None
+        if span_id in self._forwarded:
+            # The span went out already: the event follows as a child span of it.
+            self.forwarder.submit(_request_of(kernel_event_span(event, self._forwarded[span_id])))
+            self.counters["late_spans_forwarded"] += 1
+            return
+        pending = self._enrich.get(span_id)
+        if pending is None:
+            pending = self._enrich[span_id] = []
+            if len(self._enrich) > _MAX_ENRICH_SPANS:
+                self._enrich.popitem(last=False)
+        if len(pending) < _MAX_EVENTS_PER_SPAN:
+            pending.append(event)
+
+    def _forward(self, request: ExportRequest) -> None:
+        for resource_spans in request.resource_spans:
+            service = None
+            for kv in resource_spans.resource.attributes:
+                if kv.key == "service.name":
+                    service = kv.value.string_value
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span_id = span.span_id.hex()
+                    for event in self._enrich.pop(span_id, ()):
+                        span.events.append(span_event(event))
+                    self._forwarded[span_id] = service
+                    if len(self._forwarded) > _MAX_FORWARDED_IDS:
+                        self._forwarded.popitem(last=False)
+        self.forwarder.submit(request)
+
+    def _late_reattribution(self, spans: list[SpanInfo]) -> None:
+        """Events that gave up waiting are joined to a tool span that arrived after all."""
+        assert self.store is not None
+        for span in spans:
+            if not span.is_tool or span.pid is None or span.pid not in self._expired_agents:
+                continue
+            slack = self.correlator.slack_ns
+            rows = self.store.unattributed_events([span.pid], span.start_ns - slack,
+                                                  span.end_ns + slack)
+            own = [row for row in rows if row["tid"] in (span.tid, 0)]
+            if not own:
+                continue
+            attribution = Attribution("thread", span.trace_id, span.span_id)
+            self.counters["reattributed"] += self.store.reattribute(
+                [row["id"] for row in own], attribution, span.pid)
+            for row in own:
+                if row["kind"] != FORK:
+                    continue
+                child = int(json.loads(row["data"]).get("child_pid", 0))
+                family = [child, *self.correlator.descendants_of(child, row["ts_ns"])]
+                self.correlator.forget_proc_resolution(family)
+                child_rows = self.store.unattributed_events(family, row["ts_ns"], 2**63 - 1)
+                self.counters["reattributed"] += self.store.reattribute(
+                    [r["id"] for r in child_rows], attribution.inherited(), span.pid)
+
+    def _prune(self) -> None:
+        assert self.store is not None
+        removed = self.store.prune(max_age_ns=int(self.settings.retention_days * 86400e9),
+                                   max_events=self.settings.max_events,
+                                   max_spans=self.settings.max_spans)
+        if any(removed.values()):
+            logger.info("agentguard collector: retention removed %s", removed)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter, flat, for status and metrics."""
+        sensor_stats = self.sensor.stats() if self.sensor is not None else {}
+        correlator = self.correlator.stats()
+        receiver = self.receiver.counters if self.receiver is not None else {}
+        forward = self.forwarder.stats() if self.forwarder is not None else {}
+        dropped = self.counters["events_dropped"] + self.counters["requests_dropped"] + \
+            forward.get("forward_dropped", 0)
+        return {
+            **self.counters,
+            "lost": sensor_stats.get("lost", 0),
+            "sensor_restarts": sensor_stats.get("restarts", 0),
+            "sensor_gaps": sensor_stats.get("gaps", 0),
+            "watched_processes": sensor_stats.get("watched_processes", 0),
+            "watched_roots": len(self.watches),
+            "correlated": correlator["correlated"],
+            "unattributed": correlator["unattributed"],
+            "ambiguous": correlator["ambiguous"],
+            "pending": correlator["pending"],
+            "agents": correlator["agents"],
+            "dropped": dropped,
+            "requests": receiver.get("requests", 0),
+            "requests_rejected": sum(v for k, v in receiver.items()
+                                     if k not in ("requests", "accepted")),
+            **{f"otlp_{k}": v for k, v in receiver.items()},
+            **forward,
+        }
+
+    def _write_status(self, state: str) -> None:
+        assert self.store is not None
+        sensor = self.sensor
+        self.store.put_status("collector", {
+            "state": state,
+            "pid": os.getpid(),
+            "started_ns": self.started_ns,
+            "db": self.settings.db,
+            "endpoints": self.endpoints(),
+            "forward": self.settings.forward,
+            "sensor": sensor.name if sensor is not None else "none",
+            # Healthy as configured: with no sensor there is nothing to fail.
+            "sensor_healthy": bool(sensor.healthy) if sensor is not None else True,
+            "sensor_error": getattr(sensor, "last_error", None),
+            "fallback_reason": self._fallback_reason,
+            "blind_spots": list(sensor.blind_spots) if sensor is not None else [],
+            "counters": self.snapshot(),
+            "watched_roots": sorted(self.watches.snapshot())[:256],
+            "agents": [{"pid": a.pid, "service": a.service, "library_sensor": a.library_sensor,
+                        "exited": a.exited_ns is not None}
+                       for a in list(self.correlator.agents.values())[:256]],
+            "internal_errors": internal_error_counts(),
+        })
+
+
+def _request_of(resource_spans: Any) -> ExportRequest:
+    request = ExportRequest()
+    request.resource_spans.append(resource_spans)
+    return request
+
+
+def _severity(value: Any) -> Any:
+    return value if value in ("info", "low", "medium", "high", "critical") else "medium"
+
+
+def _category(value: Any) -> Any:
+    allowed = ("policy", "baseline", "injection", "taint", "runtime", "supply-chain", "internal")
+    return value if value in allowed else "policy"
+

@@ -1,0 +1,225 @@
+"""OTLP trace data in and out: agent spans decoded for correlation, kernel events encoded for export."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from agentguard import semconv
+from agentguard.collector import _names as names
+from agentguard.collector.model import CONNECT, DNS, EXEC, EXIT, FORK, OPEN, SENT, KernelEvent, SpanInfo
+
+__all__ = [
+    "MAX_ATTRIBUTE_CHARS",
+    "ExportRequest",
+    "decode_request",
+    "event_attributes",
+    "kernel_event_span",
+    "span_infos",
+    "to_any_value",
+    "value_of",
+]
+
+ExportRequest = trace_service_pb2.ExportTraceServiceRequest
+
+# Attribute values kept per span for the store and incidents (content is already redacted and
+# capped by the library; this bounds what a hostile sender can make the collector keep).
+MAX_ATTRIBUTE_CHARS = 16384
+MAX_ATTRIBUTES = 128
+MAX_SPAN_EVENTS = 256
+MAX_CHILD_PIDS = 1024
+_STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def decode_request(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
+    """Parse an OTLP export request; ``ValueError`` when it is not one."""
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except Exception as exc:
+        raise ValueError(f"not an OTLP ExportTraceServiceRequest: {type(exc).__name__}") from None
+    return request
+
+
+def value_of(value: AnyValue, depth: int = 0) -> Any:
+    """An OTLP value as a plain Python value (bounded nesting)."""
+    which = value.WhichOneof("value")
+    if which is None or depth > 4:
+        return None
+    if which == "array_value":
+        return [value_of(item, depth + 1) for item in value.array_value.values[:MAX_CHILD_PIDS]]
+    if which == "kvlist_value":
+        return {kv.key: value_of(kv.value, depth + 1) for kv in value.kvlist_value.values[:64]}
+    if which == "bytes_value":
+        return value.bytes_value.hex()[:MAX_ATTRIBUTE_CHARS]
+    result = getattr(value, which)
+    if isinstance(result, str) and len(result) > MAX_ATTRIBUTE_CHARS:
+        return result[:MAX_ATTRIBUTE_CHARS]
+    return result
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key[:256]: value_of(kv.value) for kv in pairs[:MAX_ATTRIBUTES]}
+
+
+def to_any_value(value: Any) -> AnyValue:
+    """A Python value as an OTLP value (lists of one scalar type, else JSON text)."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, (list, tuple)):
+        array = AnyValue()
+        for item in value:
+            array.array_value.values.append(to_any_value(item))
+        return array
+    return AnyValue(string_value=json.dumps(value, default=str, sort_keys=True))
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _child_pids(attributes: Mapping[str, Any],
+                events: list[tuple[str, int, dict[str, Any]]]) -> frozenset[int]:
+    pids: set[int] = set()
+    raw = attributes.get(names.AG_CHILD_PIDS)
+    if isinstance(raw, (list, tuple)):
+        pids.update(p for p in (_int(item) for item in raw[:MAX_CHILD_PIDS]) if p)
+    for name, _, attrs in events:
+        if name in names.LIBRARY_EXEC_EVENTS:
+            pid = _int(attrs.get(semconv.PROCESS_PID))
+            if pid:
+                pids.add(pid)
+    return frozenset(pids)
+
+
+def span_infos(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator[SpanInfo]:
+    """Every span of a request with the fields correlation and incidents use."""
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        pid = _int(resource.get(semconv.PROCESS_PID))
+        service = resource.get(semconv.SERVICE_NAME)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    continue
+                attributes = _attributes(span.attributes)
+                events = [(event.name[:256], int(event.time_unix_nano), _attributes(event.attributes))
+                          for event in span.events[:MAX_SPAN_EVENTS]]
+                turn = _int(attributes.get(semconv.AG_TURN_INDEX))
+                yield SpanInfo(
+                    trace_id=span.trace_id.hex(),
+                    span_id=span.span_id.hex(),
+                    parent_span_id=span.parent_span_id.hex() or None,
+                    name=span.name[:256],
+                    operation=_str(attributes.get(semconv.GEN_AI_OPERATION_NAME)),
+                    start_ns=int(span.start_time_unix_nano),
+                    end_ns=int(span.end_time_unix_nano) or int(span.start_time_unix_nano),
+                    pid=pid,
+                    tid=_int(attributes.get(semconv.AG_THREAD_NATIVE_ID)),
+                    service=_str(service),
+                    tool=_str(attributes.get(semconv.GEN_AI_TOOL_NAME)),
+                    tool_call_id=_str(attributes.get(semconv.GEN_AI_TOOL_CALL_ID)),
+                    conversation_id=_str(attributes.get(semconv.GEN_AI_CONVERSATION_ID)),
+                    turn=turn,
+                    child_pids=_child_pids(attributes, events),
+                    events=tuple(events),
+                    attributes=attributes,
+                    status=_STATUS_NAMES.get(span.status.code, "UNSET"),
+                )
+
+
+def _str(value: Any) -> str | None:
+    return value[:512] if isinstance(value, str) else None
+
+
+def event_attributes(event: KernelEvent) -> dict[str, Any]:
+    """A kernel event's details under OpenTelemetry attribute names."""
+    d = event.data
+    attrs: dict[str, Any] = {
+        semconv.PROCESS_PID: event.pid,
+        names.AG_ATTRIBUTION: event.attribution.method,
+        names.AG_SENSOR: event.source,
+    }
+    if event.tid:
+        attrs["thread.id"] = event.tid
+    if event.seen_by_library is not None:
+        attrs[names.AG_KERNEL_ONLY] = not event.seen_by_library
+    if event.kind == EXEC:
+        attrs[names.PROCESS_EXECUTABLE_PATH] = str(d.get("exe", ""))
+        attrs[names.PROCESS_COMMAND_ARGS] = [str(a) for a in d.get("argv", [])][:64]
+        if d.get("ppid") is not None:
+            attrs[names.PROCESS_PARENT_PID] = int(d["ppid"])
+    elif event.kind == FORK:
+        attrs["process.child_pid"] = int(d.get("child_pid", 0))
+    elif event.kind == EXIT:
+        if d.get("exit_code") is not None:
+            attrs[names.PROCESS_EXIT_CODE] = int(d["exit_code"])
+    elif event.kind == CONNECT:
+        attrs[names.NETWORK_PEER_ADDRESS] = str(d.get("address", ""))
+        attrs[names.NETWORK_PEER_PORT] = int(d.get("port") or 0)
+        attrs[names.NETWORK_TYPE] = str(d.get("family", ""))
+        if d.get("result") is not None:
+            attrs[names.AG_CONNECT_RESULT] = str(d.get("result_name") or d.get("result"))
+    elif event.kind == DNS:
+        attrs[names.DNS_QUESTION_NAME] = str(d.get("query") or "")
+    elif event.kind == OPEN:
+        attrs[names.FILE_PATH] = str(d.get("path", ""))
+        attrs[names.AG_OPEN_WRITE] = bool(d.get("write"))
+    elif event.kind == SENT:
+        attrs[names.AG_BYTES_SENT] = int(d.get("bytes", 0))
+    return attrs
+
+
+def _key_values(attributes: Mapping[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=to_any_value(value)) for key, value in attributes.items()]
+
+
+def span_event(event: KernelEvent) -> trace_pb2.Span.Event:
+    """A kernel event as an OTLP span event for the tool span it belongs to."""
+    return trace_pb2.Span.Event(
+        time_unix_nano=event.ts_ns, name=names.KERNEL_EVENT_PREFIX + event.kind,
+        attributes=_key_values(event_attributes(event)),
+    )
+
+
+def kernel_event_span(event: KernelEvent, service: str | None) -> trace_pb2.ResourceSpans:
+    """A kernel event that arrived after its span was forwarded, as a child span of that span."""
+    attribution = event.attribution
+    assert attribution.trace_id is not None and attribution.span_id is not None
+    span = trace_pb2.Span(
+        trace_id=bytes.fromhex(attribution.trace_id),
+        span_id=os.urandom(8),
+        parent_span_id=bytes.fromhex(attribution.span_id),
+        name=f"{names.KERNEL_EVENT_PREFIX}{event.kind} {event.summary()[:80]}",
+        kind=trace_pb2.Span.SPAN_KIND_INTERNAL,
+        start_time_unix_nano=event.ts_ns,
+        end_time_unix_nano=event.ts_ns,
+        attributes=_key_values(event_attributes(event)),
+    )
+    resource = Resource(attributes=_key_values({
+        semconv.SERVICE_NAME: service or "unknown_service",
+    }))
+    return trace_pb2.ResourceSpans(
+        resource=resource,
+        scope_spans=[trace_pb2.ScopeSpans(
+            scope=InstrumentationScope(name="agentguard.collector"), spans=[span])],
+    )

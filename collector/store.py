@@ -1,0 +1,443 @@
+"""The collector's embedded SQLite store: kernel events, agent spans, findings, incidents, status.
+
+One writer (the collector's core thread) and any number of readers (the CLI) share the file in
+WAL mode. Every table is bounded by age and row count (:meth:`Store.prune`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agentguard.collector.model import Attribution, KernelEvent, SpanInfo
+from agentguard.findings import SEVERITY_ORDER, Finding
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "StoredFinding"]
+
+SCHEMA_VERSION = 1
+# A conversation's findings separated by more than this start a new incident.
+INCIDENT_IDLE_NS = 3600 * 1_000_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    tid INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    data TEXT NOT NULL,
+    attribution TEXT NOT NULL,
+    trace_id TEXT,
+    span_id TEXT,
+    candidates TEXT,
+    agent_pid INTEGER,
+    seen_by_library INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ns);
+CREATE INDEX IF NOT EXISTS events_trace ON events (trace_id, ts_ns);
+CREATE INDEX IF NOT EXISTS events_pid ON events (pid, ts_ns);
+CREATE TABLE IF NOT EXISTS spans (
+    span_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    operation TEXT,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    pid INTEGER,
+    tid INTEGER,
+    service TEXT,
+    tool TEXT,
+    tool_call_id TEXT,
+    conversation_id TEXT,
+    turn INTEGER,
+    status TEXT,
+    attributes TEXT NOT NULL,
+    events TEXT NOT NULL,
+    received_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id);
+CREATE INDEX IF NOT EXISTS spans_conversation ON spans (conversation_id);
+CREATE INDEX IF NOT EXISTS spans_received ON spans (received_ns);
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    category TEXT,
+    severity TEXT NOT NULL,
+    action TEXT,
+    title TEXT NOT NULL,
+    kind TEXT,
+    tool TEXT,
+    agent TEXT,
+    conversation_id TEXT,
+    turn INTEGER,
+    trace_id TEXT,
+    span_id TEXT,
+    event_id INTEGER,
+    evidence TEXT NOT NULL,
+    incident_id TEXT
+);
+CREATE INDEX IF NOT EXISTS findings_incident ON findings (incident_id);
+CREATE INDEX IF NOT EXISTS findings_ts ON findings (ts_ns);
+CREATE UNIQUE INDEX IF NOT EXISTS findings_library ON findings (span_id, rule_id, ts_ns)
+    WHERE source = 'library';
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    conversation_id TEXT,
+    trace_id TEXT,
+    agent TEXT,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    severity TEXT NOT NULL,
+    title TEXT NOT NULL,
+    findings INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_key ON incidents (key, last_ns);
+CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ns INTEGER NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or is not an agentguard collector database."""
+
+
+class StoredFinding(Finding):
+    """A finding as stored: who raised it (the library or the collector) and where it belongs."""
+
+    source: str = "collector"
+    event_id: int | None = None
+    incident_id: str | None = None
+    id: int | None = None
+
+
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
+class Store:
+    """The SQLite database behind the collector and its CLI."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not os.path.exists(path):
+                    raise StoreError(f"no collector database at {path} (is the collector running "
+                                     f"with --db {path}?)")
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
+                                          check_same_thread=False)
+            else:
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, exist_ok=True)
+                self.db = sqlite3.connect(path, timeout=5.0, check_same_thread=False,
+                                          isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not a usable collector database ({exc})") from None
+        self.db.row_factory = sqlite3.Row
+        self._in_transaction = False
+        self._next_event_id: int | None = None
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                            (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {row[0]}, this collector reads "
+                             f"version {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        try:
+            if self._in_transaction:
+                self.commit()
+            self.db.close()
+        except sqlite3.Error:
+            pass
+
+    # -- writing (one thread) --------------------------------------------------------------
+
+    def begin(self) -> None:
+        if not self._in_transaction:
+            self.db.execute("BEGIN")
+            self._in_transaction = True
+
+    def commit(self) -> None:
+        if self._in_transaction:
+            self.db.execute("COMMIT")
+            self._in_transaction = False
+
+    def add_events(self, events: Sequence[KernelEvent]) -> None:
+        self.begin()
+        if self._next_event_id is None:
+            last = self.db.execute("SELECT MAX(id) FROM events").fetchone()[0]
+            self._next_event_id = int(last or 0) + 1
+        rows = []
+        # Ids are assigned here (one writer) so a batch goes in with one executemany.
+        next_id = self._next_event_id
+        for event in events:
+            a = event.attribution
+            event.row_id = next_id
+            rows.append((next_id, event.ts_ns, event.kind, event.pid, event.tid, event.source,
+                         _json(event.data), a.method, a.trace_id, a.span_id,
+                         _json(list(a.candidates)) if a.candidates else None, event.agent_pid,
+                         None if event.seen_by_library is None else int(event.seen_by_library)))
+            next_id += 1
+        self._next_event_id = next_id
+        self.db.executemany(
+            "INSERT INTO events (id, ts_ns, kind, pid, tid, source, data, attribution, trace_id, "
+            "span_id, candidates, agent_pid, seen_by_library) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows)
+
+    def reattribute(self, event_ids: Iterable[int], attribution: Attribution,
+                    agent_pid: int | None) -> int:
+        """Give stored, still unattributed events their span (a late span arrived)."""
+        self.begin()
+        count = 0
+        for event_id in event_ids:
+            count += self.db.execute(
+                "UPDATE events SET attribution = ?, trace_id = ?, span_id = ?, agent_pid = ? "
+                "WHERE id = ? AND attribution IN ('unattributed', 'agent')",
+                (attribution.method, attribution.trace_id, attribution.span_id, agent_pid, event_id),
+            ).rowcount
+        return count
+
+    def unattributed_events(self, pids: Sequence[int], start_ns: int, end_ns: int,
+                            limit: int = 10000) -> list[sqlite3.Row]:
+        if not pids:
+            return []
+        marks = ",".join("?" * len(pids))
+        return self.db.execute(
+            f"SELECT id, pid, tid, ts_ns, kind, data FROM events WHERE pid IN ({marks}) AND ts_ns "
+            "BETWEEN ? AND ? AND attribution IN ('unattributed', 'agent') ORDER BY ts_ns LIMIT ?",
+            (*pids, start_ns, end_ns, limit),
+        ).fetchall()
+
+    def add_spans(self, spans: Sequence[SpanInfo]) -> None:
+        self.begin()
+        now = time.time_ns()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, name, operation, "
+            "start_ns, end_ns, pid, tid, service, tool, tool_call_id, conversation_id, turn, status, "
+            "attributes, events, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(s.span_id, s.trace_id, s.parent_span_id, s.name, s.operation, s.start_ns, s.end_ns,
+              s.pid, s.tid, s.service, s.tool, s.tool_call_id, s.conversation_id, s.turn, s.status,
+              _json(s.attributes), _json([list(e) for e in s.events]), now) for s in spans],
+        )
+
+    def add_finding(self, finding: StoredFinding) -> StoredFinding | None:
+        """Store a finding and file it under an incident; ``None`` if it was already stored."""
+        self.begin()
+        ts_ns = int(finding.timestamp * 1e9)
+        incident_id = self._incident_for(finding, ts_ns)
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO findings (ts_ns, source, rule_id, category, severity, action, "
+            "title, kind, tool, agent, conversation_id, turn, trace_id, span_id, event_id, evidence, "
+            "incident_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (ts_ns, finding.source, finding.rule_id, finding.category, finding.severity,
+             finding.action, finding.title, finding.kind, finding.tool, finding.agent,
+             finding.conversation_id, finding.turn, finding.trace_id, finding.span_id,
+             finding.event_id, _json(finding.evidence), incident_id),
+        )
+        if cursor.rowcount == 0:
+            return None
+        self._touch_incident(incident_id, finding, ts_ns)
+        return finding.model_copy(update={"incident_id": incident_id, "id": cursor.lastrowid})
+
+    def _incident_for(self, finding: Finding, ts_ns: int) -> str:
+        key = f"conversation:{finding.conversation_id}" if finding.conversation_id else \
+            f"trace:{finding.trace_id}" if finding.trace_id else f"agent:{finding.agent or '?'}"
+        row = self.db.execute(
+            "SELECT id FROM incidents WHERE key = ? AND last_ns >= ? ORDER BY last_ns DESC LIMIT 1",
+            (key, ts_ns - INCIDENT_IDLE_NS),
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        digest = hashlib.sha256(f"{key}|{ts_ns}".encode()).hexdigest()[:10]
+        incident_id = f"INC-{digest}"
+        self.db.execute(
+            "INSERT OR IGNORE INTO incidents (id, key, conversation_id, trace_id, agent, first_ns, "
+            "last_ns, severity, title, findings) VALUES (?,?,?,?,?,?,?,?,?,0)",
+            (incident_id, key, finding.conversation_id, finding.trace_id, finding.agent, ts_ns,
+             ts_ns, finding.severity, finding.title),
+        )
+        return incident_id
+
+    def _touch_incident(self, incident_id: str, finding: Finding, ts_ns: int) -> None:
+        row = self.db.execute("SELECT severity, first_ns, last_ns FROM incidents WHERE id = ?",
+                              (incident_id,)).fetchone()
+        if row is None:
+            return
+        worse = SEVERITY_ORDER.get(finding.severity, 0) > SEVERITY_ORDER.get(row["severity"], 0)
+        self.db.execute(
+            "UPDATE incidents SET findings = findings + 1, first_ns = MIN(first_ns, ?), "
+            "last_ns = MAX(last_ns, ?), severity = CASE WHEN ? THEN ? ELSE severity END, "
+            "title = CASE WHEN ? THEN ? ELSE title END, "
+            "agent = COALESCE(agent, ?), trace_id = COALESCE(trace_id, ?) WHERE id = ?",
+            (ts_ns, ts_ns, worse, finding.severity, worse, finding.title, finding.agent,
+             finding.trace_id, incident_id),
+        )
+
+    def put_status(self, key: str, value: Any) -> None:
+        self.begin()
+        self.db.execute("INSERT OR REPLACE INTO status (key, value, updated_ns) VALUES (?,?,?)",
+                        (key, _json(value), time.time_ns()))
+
+    def prune(self, *, max_age_ns: int, max_events: int, max_spans: int) -> dict[str, int]:
+        """Drop rows past the retention limits; returns how many of each went."""
+        self.begin()
+        cutoff = time.time_ns() - max_age_ns
+        removed = {
+            "events": self.db.execute("DELETE FROM events WHERE ts_ns < ?", (cutoff,)).rowcount,
+            "spans": self.db.execute("DELETE FROM spans WHERE received_ns < ?", (cutoff,)).rowcount,
+            "findings": self.db.execute("DELETE FROM findings WHERE ts_ns < ?", (cutoff,)).rowcount,
+        }
+        removed["incidents"] = self.db.execute(
+            "DELETE FROM incidents WHERE last_ns < ?", (cutoff,)).rowcount
+        for table, column, limit in (("events", "id", max_events),
+                                     ("spans", "received_ns", max_spans),
+                                     ("findings", "id", max_events)):
+            count = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            if count > limit:
+                removed[table] += self.db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                    f"ORDER BY {column} LIMIT ?)", (count - limit,)).rowcount
+        self.commit()
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        try:
+            rows = self.db.execute("SELECT key, value, updated_ns FROM status").fetchall()
+        except sqlite3.OperationalError:
+            # A database the collector is creating right now has no tables yet.
+            return {}
+        return {row["key"]: {"value": json.loads(row["value"]), "updated_ns": row["updated_ns"]}
+                for row in rows}
+
+    def events(self, *, trace_id: str | None = None, kind: str | None = None,
+               pid: int | None = None, limit: int = 200,
+               attribution: str | None = None) -> list[dict[str, Any]]:
+        """Kernel events, newest last, with the span they were joined to."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if trace_id:
+            clauses.append("e.trace_id = ?")
+            params.append(trace_id)
+        if kind:
+            clauses.append("e.kind = ?")
+            params.append(kind)
+        if pid is not None:
+            clauses.append("e.pid = ?")
+            params.append(pid)
+        if attribution:
+            clauses.append("e.attribution = ?")
+            params.append(attribution)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.db.execute(
+            "SELECT * FROM (SELECT e.*, s.name AS span_name, s.tool AS tool, "
+            "s.conversation_id AS conversation_id, s.turn AS turn, s.service AS service "
+            f"FROM events e LEFT JOIN spans s ON s.span_id = e.span_id {where} "
+            "ORDER BY e.ts_ns DESC, e.id DESC LIMIT ?) ORDER BY ts_ns, id",
+            (*params, limit),
+        ).fetchall()
+        return [_event_row(row) for row in rows]
+
+    def spans(self, *, trace_ids: Sequence[str] = (), conversation_id: str | None = None,
+              limit: int = 5000) -> list[dict[str, Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if trace_ids:
+            clauses.append(f"trace_id IN ({','.join('?' * len(trace_ids))})")
+            params.extend(trace_ids)
+        if conversation_id:
+            clauses.append("conversation_id = ?")
+            params.append(conversation_id)
+        where = ("WHERE " + " OR ".join(clauses)) if clauses else ""
+        rows = self.db.execute(f"SELECT * FROM spans {where} ORDER BY start_ns LIMIT ?",
+                               (*params, limit)).fetchall()
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["attributes"] = json.loads(item["attributes"])
+            item["events"] = json.loads(item["events"])
+            out.append(item)
+        return out
+
+    def findings(self, *, incident_id: str | None = None, limit: int = 1000) -> list[StoredFinding]:
+        if incident_id:
+            rows = self.db.execute(
+                "SELECT * FROM findings WHERE incident_id = ? ORDER BY ts_ns LIMIT ?",
+                (incident_id, limit)).fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM findings ORDER BY ts_ns DESC LIMIT ?",
+                                   (limit,)).fetchall()
+        return [_finding_row(row) for row in rows]
+
+    def incidents(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM incidents ORDER BY last_ns DESC LIMIT ?",
+                               (limit,)).fetchall()
+        return [dict(row) for row in rows]
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None:
+            # Accept an unambiguous prefix, as people type them.
+            rows = self.db.execute("SELECT * FROM incidents WHERE id LIKE ? LIMIT 2",
+                                   (incident_id + "%",)).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return dict(row) if row is not None else None
+
+    def events_for_traces(self, trace_ids: Sequence[str], limit: int = 5000) -> list[dict[str, Any]]:
+        if not trace_ids:
+            return []
+        rows = self.db.execute(
+            "SELECT e.*, s.name AS span_name, s.tool AS tool, s.conversation_id AS conversation_id, "
+            "s.turn AS turn, s.service AS service FROM events e LEFT JOIN spans s "
+            f"ON s.span_id = e.span_id WHERE e.trace_id IN ({','.join('?' * len(trace_ids))}) "
+            "ORDER BY e.ts_ns LIMIT ?", (*trace_ids, limit)).fetchall()
+        return [_event_row(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {table: int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("events", "spans", "findings", "incidents")}
+
+
+def _event_row(row: sqlite3.Row) -> dict[str, Any]:
+    item = dict(row)
+    item["data"] = json.loads(item["data"])
+    item["candidates"] = json.loads(item["candidates"]) if item.get("candidates") else []
+    if item.get("seen_by_library") is not None:
+        item["seen_by_library"] = bool(item["seen_by_library"])
+    return item
+
+
+def _finding_row(row: sqlite3.Row) -> StoredFinding:
+    item = dict(row)
+    return StoredFinding(
+        id=item["id"], rule_id=item["rule_id"], category=item["category"] or "runtime",
+        severity=item["severity"], title=item["title"], action=item["action"] or "alert",
+        kind=item["kind"] or "unknown", tool=item["tool"], agent=item["agent"],
+        conversation_id=item["conversation_id"], turn=item["turn"], trace_id=item["trace_id"],
+        span_id=item["span_id"], evidence=json.loads(item["evidence"]),
+        timestamp=item["ts_ns"] / 1e9, source=item["source"], event_id=item["event_id"],
+        incident_id=item["incident_id"],
+    )
