@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean ebpf-tools
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ typecheck: $(VENV)/.dev-installed
 	$(PY) scripts/typecheck_tree.py build/typecheck
 	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p agentguard
 
-test: lint typecheck
+# The collector's eBPF tests need Debian's bpftrace: installed when missing and we are root.
+ebpf-tools:
+	@if ! command -v bpftrace >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bpftrace; \
+	fi
+
+test: lint typecheck ebpf-tools
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.dev-installed

@@ -10,6 +10,7 @@ from __future__ import annotations
 from agentguard._api import flush, get_guard, instrument, stats, uninstrument
 from agentguard._context import conversation
 from agentguard._guard import BaselineStage, Detector, Guard, Operation, PolicyStage, Verdict
+from agentguard._tool import tool
 from agentguard.config import Config, ConfigError
 from agentguard.events import (
     CloudCall,
@@ -28,7 +29,8 @@ from agentguard.events import (
     Turn,
     parse_event,
 )
-from agentguard.findings import Decision, Finding, ToolCallBlocked
+from agentguard.findings import CloudCallBlocked, Decision, Finding, ToolCallBlocked
+from agentguard.policy import Policy, PolicyError
 from agentguard.redaction import redact
 
 __version__ = "0.1.0"
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BaselineStage",
     "CloudCall",
+    "CloudCallBlocked",
     "Config",
     "ConfigError",
     "Decision",
@@ -52,6 +55,8 @@ __all__ = [
     "ModuleLoad",
     "NetConnect",
     "Operation",
+    "Policy",
+    "PolicyError",
     "PolicyStage",
     "ProcessExec",
     "Retrieval",
@@ -67,5 +72,6 @@ __all__ = [
     "parse_event",
     "redact",
     "stats",
+    "tool",
     "uninstrument",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ def _normalise_policy(policy: Any) -> list[Any] | None:
     """``policy=`` may be one item or a list; each item a file path, a callable or a policy object."""
     if policy is None:
         return None
-    if isinstance(policy, (str, bytes)) or callable(policy) or isinstance(policy, PolicyStage):
+    if isinstance(policy, (str, bytes, os.PathLike)) or callable(policy) or \
+            isinstance(policy, PolicyStage):
         return [policy]
     if isinstance(policy, Sequence):
         return list(policy)
@@ -30,18 +32,39 @@ def _normalise_policy(policy: Any) -> list[Any] | None:
 
 
 def _policies(items: Sequence[Any]) -> list[Any]:
-    """The policy stages named by the configuration, in order."""
-    stages: list[Any] = []
-    for item in items:
-        if callable(item) or isinstance(item, PolicyStage):
-            stages.append(item)
-        else:
-            raise ConfigError(f"policy: {item!r} is neither a callable nor a policy object")
-    return stages
+    """The policy stages named by the configuration, in order; policy files are loaded here, so
+    a mistake in one fails ``instrument()`` with the file, line and field."""
+    from agentguard.policy._setup import load_policy_items
+
+    return load_policy_items(items)
 
 
 def _build_stages(guard: Guard) -> None:
     """Attach the pipeline stages the configuration asks for (detectors, baseline, sensors)."""
+    from agentguard import sensors
+    from agentguard.policy._setup import attach_policies
+
+    # First: it validates disabled_rules, and nothing has started yet if that fails.
+    attach_policies(guard)
+
+    if guard.config.injection_detection:
+        from agentguard.detectors import InjectionDetector, InjectionSettings
+
+        guard.add_detector(InjectionDetector(InjectionSettings.from_config(guard.config)))
+
+    # Before the sensor starts: a profile file that cannot be used fails instrument() here.
+    if guard.config.profile or (_state.guard is not None and _state.guard.baseline is not None):
+        from agentguard.baseline.stage import configure as configure_baseline
+
+        configure_baseline(guard, _state.guard)
+
+    try:
+        if guard.config.runtime_sensor:
+            sensors.start(guard)
+        else:
+            sensors.stop()
+    except Exception as exc:
+        internal_error("runtime sensor start", exc)
 
 
 def instrument(
@@ -122,7 +145,12 @@ def instrument(
 
         telemetry = build_telemetry(config, tracer_provider)
         guard = Guard(config, telemetry.tracer, _state.conversations, policies=policies)
-        _build_stages(guard)
+        try:
+            _build_stages(guard)
+        except BaseException:
+            # Nothing was switched over yet: close what this call built, keep the old set-up.
+            telemetry.shutdown(timeout=0.5, keep_exporter=config.exporter)
+            raise
         previous = _state.telemetry
         _state.telemetry = telemetry
         _state.guard = guard
@@ -138,12 +166,21 @@ def instrument(
 def uninstrument() -> None:
     """Stop guarding: remove every patch, flush and close the export pipeline."""
     from agentguard import integrations as registry
+    from agentguard import sensors
 
+    # A tool call switching agentguard off is reported (and refused in enforce mode).
+    sensors.before_uninstrument()
     with _state.lock:
         registry.disable()
+        sensors.stop()
         _state.enabled_integrations = set()
-        _state.guard = None
+        stopped, _state.guard = _state.guard, None
         telemetry, _state.telemetry = _state.telemetry, None
+    if stopped is not None and stopped.baseline is not None:
+        # Saved once nothing is patched any more: a learned profile, written atomically.
+        from agentguard.baseline.stage import finish as finish_baseline
+
+        finish_baseline(stopped)
     if telemetry is not None:
         try:
             telemetry.shutdown(timeout=5.0)

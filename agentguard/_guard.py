@@ -565,11 +565,27 @@ class Guard:
             return
         try:
             if span is not None and span.is_recording():
-                top = max(findings, key=lambda f: SEVERITY_ORDER[f.severity])
-                span.set_attribute(semconv.AG_DECISION, verdict.action)
-                span.set_attribute(semconv.AG_FINDING_COUNT, len(findings))
-                span.set_attribute(semconv.AG_FINDING_RULES, [f.rule_id for f in findings])
-                span.set_attribute(semconv.AG_FINDING_SEVERITY, top.severity)
+                top: str = max(findings, key=lambda f: SEVERITY_ORDER[f.severity]).severity
+                action = verdict.action
+                count = len(findings)
+                rules = [f.rule_id for f in findings]
+                # A span judged more than once (a tool call and its result, sensor events
+                # inside it) keeps the totals of every verdict, not just the last one.
+                earlier = getattr(span, "attributes", None)
+                if earlier:
+                    before = earlier.get(semconv.AG_FINDING_COUNT)
+                    if isinstance(before, int):
+                        count += before
+                        rules = [*earlier.get(semconv.AG_FINDING_RULES, ()), *rules]
+                        if earlier.get(semconv.AG_DECISION) == "block":
+                            action = "block"
+                        previous = earlier.get(semconv.AG_FINDING_SEVERITY)
+                        if SEVERITY_ORDER.get(str(previous), -1) > SEVERITY_ORDER[top]:
+                            top = str(previous)
+                span.set_attribute(semconv.AG_DECISION, action)
+                span.set_attribute(semconv.AG_FINDING_COUNT, count)
+                span.set_attribute(semconv.AG_FINDING_RULES, rules)
+                span.set_attribute(semconv.AG_FINDING_SEVERITY, top)
                 for finding in findings:
                     span.add_event(
                         semconv.EVENT_FINDING,

@@ -10,8 +10,9 @@ import time
 import weakref
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
@@ -21,6 +22,7 @@ from agentguard import semconv
 from agentguard._errors import internal_error
 from agentguard._spans import LightSpan, LightTracer, to_readable
 from agentguard.config import Config
+from agentguard.sensors import quiet_thread
 
 __all__ = ["BoundedBatchSpanProcessor", "Telemetry", "build_telemetry"]
 
@@ -144,6 +146,10 @@ class BoundedBatchSpanProcessor(SpanProcessor):
                 self.last_export_ok = False
 
     def _run(self) -> None:
+        # The exporter's own connections and lookups are agentguard's, not the agent's.
+        quiet_thread()
+        # Nor are its HTTP or AWS calls: instrumentations (ours included) skip them.
+        otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         while True:
             with self._wake:
                 if not self._shutdown and not self._flush_requests and (

@@ -40,7 +40,11 @@ def _run(args: argparse.Namespace) -> int:
     from agentguard.config import ConfigError, resolve_config
 
     try:
-        resolve_config({}, env)
+        config = resolve_config({}, env)
+        if config.policy:
+            from agentguard.policy._setup import load_policy_items
+
+            load_policy_items(config.policy)  # a bad policy file names its line here
     except ConfigError as exc:
         print(f"agentguard run: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
+
+    from agentguard.policy.cli import add_parser as add_policy
+
+    add_policy(commands)
+
+    from agentguard.baseline.cli import add_profile_command
+
+    add_profile_command(commands)
+
+    from agentguard.collector.cli import add_parser as add_collector
+
+    add_collector(commands)
     return parser
 
 

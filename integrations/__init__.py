@@ -22,6 +22,8 @@ __all__ = ["AVAILABLE", "Integration", "disable", "enable", "get", "installed"]
 AVAILABLE: dict[str, str] = {
     "langchain": "agentguard.integrations.langchain:LangChainIntegration",
     "langgraph": "agentguard.integrations.langgraph:LangGraphIntegration",
+    # Bedrock (runtime and agents) and every other AWS call, sync and aiobotocore.
+    "botocore": "agentguard.integrations.botocore:BotocoreIntegration",
 }
 
 _lock = threading.RLock()

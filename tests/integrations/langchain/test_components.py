@@ -345,3 +345,21 @@ def test_an_agent_recovers_from_a_blocked_tool_call(guarded: Any, spans: Any) ->
     assert len(tool_messages) == 1 and tool_messages[0].status == "error"
     assert "[B1]" in tool_messages[0].content
     assert result["messages"][-1].content == "I cannot look that up."
+
+
+def test_a_span_judged_twice_keeps_every_finding(guarded: Any, spans: Any) -> None:
+    """Alerts on a tool call and on its result add up on the span instead of replacing each
+    other."""
+    def policy(event: Any) -> agentguard.Decision | None:
+        if getattr(event, "tool", None) != "lookup_customer":
+            return None
+        rule = "ON-CALL" if event.phase == "call" else "ON-RESULT"
+        return agentguard.Decision.alert(rule, "low" if rule == "ON-CALL" else "high", rule_id=rule)
+
+    guarded(policy=policy, builtin_rules=False, injection_detection=False)
+    lookup_customer.invoke({"customer_id": 3})
+    span = spans.one("execute_tool lookup_customer")
+    assert span.attributes["agentguard.finding.count"] == 2
+    assert span.attributes["agentguard.finding.rule_ids"] == ("ON-CALL", "ON-RESULT")
+    assert span.attributes["agentguard.finding.severity"] == "high"
+    assert span.attributes["agentguard.decision"] == "alert"

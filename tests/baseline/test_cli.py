@@ -1,0 +1,96 @@
+"""``agentguard profile status / show / merge``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentguard.baseline import Learner, Profile, load_profile, save_profile
+from agentguard.cli import main
+from agentguard.events import CloudCall, EventContext, ToolCall
+
+
+def _learned(calls: int, *, tool: str = "lookup", seed: int = 0) -> Profile:
+    learner = Learner(Profile(agent="support"))
+    for n in range(calls):
+        context = EventContext(agent="support", tool=tool)
+        learner.learn(ToolCall(context=context, tool=tool,
+                               arguments={"customer_id": 1000 + (n * 7 + seed) % 50,
+                                          "region": ["EU", "US"][n % 2]},
+                               timestamp=1.8e9 + n))
+        learner.learn(ToolCall(context=context, tool=tool, result='{"id": 1}', phase="result",
+                               timestamp=1.8e9 + n))
+        learner.learn(CloudCall(context=context, service="s3", operation="GetObject",
+                                resource={"bucket": "customers"}, timestamp=1.8e9 + n))
+    return learner.profile
+
+
+@pytest.fixture
+def profile_file(tmp_path: Path) -> Path:
+    path = tmp_path / "support.json"
+    save_profile(_learned(40), path)
+    return path
+
+
+def test_status_shows_each_tool_and_what_is_still_learning(tmp_path: Path, capsys: Any) -> None:
+    """status lists tools with their maturity; --check fails while a tool is still learning."""
+    profile = _learned(40).merge(_learned(3, tool="refund"))
+    path = tmp_path / "p.json"
+    save_profile(profile, path)
+    assert main(["profile", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "lookup" in out and "mature" in out
+    assert "refund" in out and "learning" in out
+    assert main(["profile", "status", str(path), "--check"]) == 1
+    capsys.readouterr()
+    assert main(["profile", "status", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    states = {tool["name"]: tool["state"] for tool in status["tools"]}
+    assert states == {"lookup": "mature", "refund": "learning"}
+    refund = next(t for t in status["tools"] if t["name"] == "refund")
+    assert refund["calls"] == 3
+    assert main(["profile", "status", str(path), "--check", "--min-observations", "2"]) == 0
+
+
+def test_show_renders_arguments_results_and_activity(profile_file: Path, capsys: Any) -> None:
+    """show prints the tools, argument summaries, result sizes and cloud resources."""
+    assert main(["profile", "show", str(profile_file)]) == 0
+    out = capsys.readouterr().out
+    for text in ("agent support", "lookup", "customer_id", "region", "EU", "records",
+                 "s3.bucket", "customers"):
+        assert text in out
+    assert main(["profile", "show", str(profile_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["agent"] == "support"
+    assert main(["profile", "show", str(profile_file), "--tool", "nope"]) == 0
+    assert "no tool nope" in capsys.readouterr().out
+
+
+def test_merge_writes_the_merged_profile(tmp_path: Path, capsys: Any) -> None:
+    """merge combines replica profiles into one file."""
+    a, b = _learned(10, seed=1), _learned(15, seed=2)
+    save_profile(a, tmp_path / "a.json")
+    save_profile(b, tmp_path / "b.json")
+    out = tmp_path / "merged.json"
+    assert main(["profile", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "-o", str(out)]) == 0
+    assert load_profile(out) == a.merge(b)
+    assert "merged 2 profiles" in capsys.readouterr().out
+
+
+def test_bad_files_fail_with_the_file_named(tmp_path: Path, capsys: Any) -> None:
+    """Commands given a corrupt profile or profiles of different agents exit 2 and say why."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "agentguard-profile", "version": 3}')
+    for command in (["status", str(bad)], ["show", str(bad)],
+                    ["merge", str(bad), "-o", str(tmp_path / "x.json")]):
+        assert main(["profile", *command]) == 2
+        assert f"{bad}: profile format version 3 is not supported" in capsys.readouterr().err
+    save_profile(Profile(agent="a"), tmp_path / "a.json")
+    save_profile(Profile(agent="b"), tmp_path / "b.json")
+    assert main(["profile", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "-o", str(tmp_path / "ab.json")]) == 2
+    assert "cannot merge" in capsys.readouterr().err
+    assert not (tmp_path / "ab.json").exists()

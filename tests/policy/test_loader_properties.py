@@ -1,0 +1,155 @@
+"""Property tests: whatever it is given, the loader returns a Policy or raises PolicyError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agentguard.events import EventContext, ToolCall
+from agentguard.policy import Policy, PolicyError
+
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# The words of the format, so generated documents get past the first checks often.
+KEYS = ["rules", "lists", "macros", "overrides", "version", "id", "description", "severity",
+        "action", "category", "enabled", "tags", "match", "when", "unless", "after", "rate_limit",
+        "message", "kind", "tool", "agent", "phase", "all", "any", "not", "macro", "field",
+        "transform", "ignore_case", "equals", "not_equals", "in", "not_in", "contains",
+        "startswith", "endswith", "glob", "regex", "cidr", "gt", "gte", "lt", "lte", "exists",
+        "length", "count", "max", "per", "by", "within", "same_turn",
+        "untrusted_content_flagged", "items", "append", "override", "condition"]
+WORDS = ["tool_call", "process_exec", "high", "block", "alert", "arguments.x", "arguments.**",
+         "result[*].a", "context.user", "(a+)+", "a.*b.*c", "[a-", "10.0.0.0/8", "1m", "5 m",
+         "basename", "url_host", "conversation", "shell_binaries", "spawned_shell", "AG001",
+         "X-1", "untrusted_content_flagged", "*", "{tool}", "${HOME}", "", "\x00", "é"]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(WORDS),
+    st.text(max_size=20),
+)
+structures = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children,
+                        max_size=6),
+    ),
+    max_leaves=40,
+)
+
+
+def _accepts_or_refuses(load: Any, value: Any) -> None:
+    try:
+        policy = load(value)
+    except PolicyError as exc:
+        assert exc.issues, "a PolicyError always lists at least one problem"
+        assert str(exc)
+        return
+    assert isinstance(policy, Policy)
+    # A policy that loads must also evaluate without raising.
+    event = ToolCall(context=EventContext(conversation_id="c", agent="a"), tool="t",
+                     arguments={"x": 1, "q": "a" * 50})
+    policy.evaluate(event)
+    policy.explain(event)
+
+
+@SETTINGS
+@given(st.text(max_size=400))
+def test_any_text_loads_or_raises_policy_error(text: str) -> None:
+    """Arbitrary text never raises anything but PolicyError."""
+    _accepts_or_refuses(Policy.from_yaml, text)
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_any_bytes_load_or_raise_policy_error(data: bytes) -> None:
+    """Arbitrary bytes (not UTF-8, NULs, BOMs) never raise anything but PolicyError."""
+    _accepts_or_refuses(Policy.from_yaml, data)
+
+
+@SETTINGS
+@given(structures)
+def test_any_structure_loads_or_raises_policy_error(value: Any) -> None:
+    """Arbitrary nested dicts, lists and scalars (from_dict) never raise anything but PolicyError."""
+    _accepts_or_refuses(lambda v: Policy.from_dict(v), value)
+
+
+@SETTINGS
+@given(structures)
+def test_any_yaml_document_loads_or_raises_policy_error(value: Any) -> None:
+    """The same structures written as YAML never raise anything but PolicyError."""
+    text = yaml.safe_dump(value, allow_unicode=True)
+    _accepts_or_refuses(Policy.from_yaml, text)
+
+
+conditions = st.recursive(
+    st.fixed_dictionaries(
+        {"field": st.sampled_from(["arguments.x", "arguments.**", "tool", "result",
+                                   "context.user", "argv[*]", "arguments[0]", "bogus", "a..b"])},
+        optional={
+            "equals": scalars, "in": st.one_of(st.lists(scalars, max_size=3),
+                                               st.sampled_from(WORDS)),
+            "contains": st.one_of(st.sampled_from(WORDS), st.lists(st.text(max_size=5))),
+            "regex": st.sampled_from(["^a", "(a+)+", "a.*b.*c", "[a-", "x{2000}", "(?i)ok"]),
+            "glob": st.sampled_from(["*", "a[b", "db_*"]),
+            "cidr": st.sampled_from(["10.0.0.0/8", "nope", "::1"]),
+            "gt": scalars, "count": st.dictionaries(st.sampled_from(["gt", "lt", "x"]),
+                                                    scalars, max_size=2),
+            "transform": st.sampled_from(["lower", "basename", "nope", ["lower", "url_host"]]),
+            "exists": scalars,
+        }),
+    lambda inner: st.one_of(
+        st.fixed_dictionaries({"all": st.lists(inner, max_size=3)}),
+        st.fixed_dictionaries({"any": st.lists(inner, max_size=3)}),
+        st.fixed_dictionaries({"not": inner}),
+        st.fixed_dictionaries({"macro": st.sampled_from(["spawned_shell", "m1", "nope"])}),
+    ),
+    max_leaves=6,
+)
+rules = st.fixed_dictionaries(
+    {"id": st.sampled_from(["R1", "R2", "AG001", "bad id", ""]),
+     "description": st.sampled_from(["d", "", "x" * 600])},
+    optional={
+        "severity": st.sampled_from(["high", "hihg", 3]),
+        "action": st.sampled_from(["alert", "block", "deny"]),
+        "match": st.fixed_dictionaries({}, optional={
+            "kind": st.sampled_from(["tool_call", ["tool_call", "process_exec"], "x", []]),
+            "tool": st.sampled_from(["*", ["a", 1], "shell_binaries"]),
+            "phase": st.sampled_from(["call", "result", "response", "x"])}),
+        "when": conditions, "unless": conditions,
+        "after": st.sampled_from(["untrusted_content_flagged", {"tool": "a", "within": "1m"},
+                                  [{"tool": "a"}, "untrusted_content_flagged"], {"within": 3},
+                                  "x"]),
+        "rate_limit": st.fixed_dictionaries({"max": scalars, "per": scalars}),
+        "message": st.sampled_from(["{tool}", "{bogus}", "{", "plain"]),
+    })
+documents = st.fixed_dictionaries(
+    {"rules": st.lists(rules, max_size=3)},
+    optional={
+        "lists": st.dictionaries(st.sampled_from(["l1", "shell_binaries", "bad-name"]),
+                                 st.one_of(st.lists(scalars, max_size=3),
+                                           st.fixed_dictionaries({"items": st.lists(scalars),
+                                                                  "append": st.booleans()})),
+                                 max_size=2),
+        "macros": st.dictionaries(st.sampled_from(["m1", "spawned_shell"]), conditions,
+                                  max_size=2),
+        "overrides": st.dictionaries(st.sampled_from(["R1", "AG001", "AG1", "nope"]),
+                                     st.fixed_dictionaries({}, optional={
+                                         "action": st.sampled_from(["alert", "x"]),
+                                         "enabled": scalars}), max_size=2),
+    })
+
+
+@settings(max_examples=500, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(documents)
+def test_near_valid_documents_load_or_raise_policy_error(document: dict[str, Any]) -> None:
+    """Documents built from the format's own vocabulary reach the compiler's checks, and still
+    never raise anything but PolicyError."""
+    _accepts_or_refuses(lambda v: Policy.from_dict(v), document)
+    _accepts_or_refuses(Policy.from_yaml, yaml.safe_dump(document))

@@ -1,0 +1,145 @@
+"""Tamper awareness: code in a tool call that tries to switch agentguard off is reported, and
+refused in enforce mode."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+import agentguard
+from agentguard import _state, sensors
+from agentguard.sensors import _hook
+from tests.sensors.helpers import Recorder, events, run_tool
+
+
+def _tamper_findings(findings: list[agentguard.Finding]) -> list[tuple[str, str]]:
+    return [(f.action, f.title) for f in findings if f.rule_id == sensors.RULE_TAMPER]
+
+
+def test_uninstrument_from_a_tool_is_reported(guarded: Any) -> None:
+    """In monitor mode a tool calling ``uninstrument()`` produces a tamper alert (and succeeds)."""
+    findings: list[agentguard.Finding] = []
+    guarded(mode="monitor", on_finding=findings.append)
+
+    def disable() -> str:
+        """Switch agentguard off."""
+        agentguard.uninstrument()
+        return "off"
+
+    assert run_tool(disable) == "off"
+    assert agentguard.get_guard() is None
+    assert _tamper_findings(findings) == [
+        ("alert", "a tool call tried to switch agentguard off (uninstrument)")]
+    assert findings[0].tool == "disable"
+
+
+def test_uninstrument_from_a_tool_is_refused_in_enforce_mode(guarded: Any) -> None:
+    """In enforce mode ``uninstrument()`` from a tool raises PermissionError and agentguard stays
+    on."""
+    findings: list[agentguard.Finding] = []
+    guard = guarded(mode="enforce", on_finding=findings.append)
+
+    def disable() -> str:
+        """Switch agentguard off."""
+        agentguard.uninstrument()
+        return "off"
+
+    with pytest.raises(PermissionError, match=sensors.RULE_TAMPER):
+        run_tool(disable)
+    assert agentguard.get_guard() is guard
+    assert [action for action, _ in _tamper_findings(findings)] == ["block"]
+
+
+def test_replacing_the_active_guard_from_a_tool_is_refused(guarded: Any) -> None:
+    """A tool assigning ``agentguard._state.guard`` is refused in enforce mode."""
+    findings: list[agentguard.Finding] = []
+    guard = guarded(mode="enforce", on_finding=findings.append)
+
+    def blind() -> str:
+        """Clear agentguard's state."""
+        _state.guard = None
+        return "blind"
+
+    with pytest.raises(PermissionError):
+        run_tool(blind)
+    assert _state.guard is guard
+    ((action, title),) = _tamper_findings(findings)
+    assert action == "block"
+    assert "agentguard's active guard was replaced" in title
+    assert findings[0].evidence["attribute"] == "agentguard._state.guard"
+    assert findings[0].evidence["file"] == __file__
+
+
+def test_state_writes_outside_tools_are_alerts(guarded: Any) -> None:
+    """Replacing agentguard's state outside a tool call (and outside agentguard's API) is an
+    alert, even in enforce mode, and the write happens."""
+    findings: list[agentguard.Finding] = []
+    guarded(mode="enforce", on_finding=findings.append)
+    telemetry = _state.telemetry
+    _state.telemetry = telemetry
+    assert _state.telemetry is telemetry
+    assert [action for action, _ in _tamper_findings(findings)] == ["alert"]
+
+
+def test_replacing_sensor_code_from_a_tool_is_refused(guarded: Any) -> None:
+    """Swapping the code of one of the sensor's handlers from a tool is refused in enforce
+    mode, and the handler keeps its code."""
+    findings: list[agentguard.Finding] = []
+    guarded(mode="enforce", on_finding=findings.append)
+    original = _hook._on_open.__code__
+
+    def neuter(guard: Any, args: Any) -> None:
+        return None
+
+    def patch_sensor() -> str:
+        """Disable file monitoring."""
+        _hook._on_open.__code__ = neuter.__code__
+        return "patched"
+
+    with pytest.raises(PermissionError):
+        run_tool(patch_sensor)
+    assert _hook._on_open.__code__ is original
+    assert "_on_open" in _tamper_findings(findings)[0][1]
+
+
+def test_removing_the_spawn_patch_is_noticed_at_the_next_spawn(guarded: Any, spans: Any) -> None:
+    """A tool that unwraps subprocess to hide child pids is reported at its next spawn, which
+    is still seen by the audit hook."""
+    findings: list[agentguard.Finding] = []
+    guarded(mode="monitor", on_finding=findings.append)
+
+    def unwrap_and_spawn() -> str:
+        """Remove the wrapper, then spawn."""
+        wrapper = subprocess.Popen.__dict__["_execute_child"]
+        subprocess.Popen._execute_child = wrapper.__wrapped__  # type: ignore[attr-defined]
+        subprocess.run(["/bin/true"], check=True)
+        return "hidden"
+
+    try:
+        assert run_tool(unwrap_and_spawn) == "hidden"
+    finally:
+        agentguard.uninstrument()
+    ((action, title),) = _tamper_findings(findings)
+    assert action == "alert"
+    assert "Popen._execute_child was removed" in title
+    (spawn,) = events(spans.one("execute_tool unwrap_and_spawn"), "process.exec")
+    assert spawn["process.executable.path"] == "/bin/true"
+
+
+def test_a_tool_cannot_hide_its_thread(guarded: Any, spans: Any) -> None:
+    """``quiet_thread()`` from inside a tool is reported and the thread stays watched."""
+    findings: list[agentguard.Finding] = []
+    recorder = Recorder()
+    guarded(mode="monitor", on_finding=findings.append, policy=[recorder], builtin_rules=False)
+
+    def hide() -> str:
+        """Hide from the sensor, then spawn."""
+        sensors.quiet_thread()
+        subprocess.run(["/bin/true"], check=True)
+        return "ok"
+
+    run_tool(hide)
+    assert [action for action, _ in _tamper_findings(findings)] == ["alert"]
+    assert len(recorder.of("process_exec")) == 1
