@@ -6,6 +6,7 @@ costs one context copy, and threads and asyncio tasks inherit it the way they in
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -112,6 +113,35 @@ class Frame:
 
 
 EMPTY_FRAME = Frame()
+
+
+# The process id and each thread's native id, read once: both are system calls, and they are on
+# the path of every judged event. The pid is refreshed in a forked child.
+_process = [os.getpid()]
+_thread = threading.local()
+
+
+def _after_fork() -> None:
+    _process[0] = os.getpid()
+    _thread.__dict__.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def current_pid() -> int:
+    """This process's id (cached; refreshed after ``fork``)."""
+    return _process[0]
+
+
+def current_tid() -> int:
+    """The native id of the running thread (cached per thread)."""
+    try:
+        return _thread.tid  # type: ignore[no-any-return]
+    except AttributeError:
+        tid = _thread.tid = threading.get_native_id()
+        return tid
 
 
 def current_frame() -> Frame:

@@ -9,7 +9,6 @@ The stages are extension points: detectors (:class:`Detector`), one baseline
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +20,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentguard import semconv
 from agentguard._content import ContentCapture, to_json
-from agentguard._context import FRAME_KEY, ConversationRegistry, Frame, current_frame
+from agentguard._context import (
+    FRAME_KEY,
+    ConversationRegistry,
+    Frame,
+    current_frame,
+    current_pid,
+    current_tid,
+)
 from agentguard._errors import internal_error
 from agentguard._spans import LightTracer
 from agentguard.config import Config
@@ -226,12 +232,15 @@ class Operation:
             "conversation_id": conv.id if conv is not None else None,
             "user": conv.user if conv is not None else None,
             "turn": frame.turn,
-            "trace_id": format(span_context.trace_id, "032x") if span_context.is_valid else None,
-            "span_id": format(span_context.span_id, "016x") if span_context.is_valid else None,
+            # %-formatting: twice as fast as format() for these ints, on every judged tool call.
+            "trace_id": "%032x" % span_context.trace_id  # noqa: UP031
+            if span_context.is_valid else None,
+            "span_id": "%016x" % span_context.span_id  # noqa: UP031
+            if span_context.is_valid else None,
             "tool": tool.name if tool is not None else None,
             "tool_call_id": tool_event.call_id if tool_event is not None else None,
-            "pid": os.getpid(),
-            "tid": threading.get_native_id(),
+            "pid": current_pid(),
+            "tid": current_tid(),
         })
 
     # -- ending ----------------------------------------------------------------------------
@@ -703,7 +712,7 @@ class Guard:
         parent = current_frame()
         attrs = self._base_attributes(parent, semconv.OP_EXECUTE_TOOL)
         attrs[semconv.GEN_AI_TOOL_NAME] = name
-        attrs[semconv.AG_THREAD_NATIVE_ID] = threading.get_native_id()
+        attrs[semconv.AG_THREAD_NATIVE_ID] = current_tid()
         if call_id is not None:
             attrs[semconv.GEN_AI_TOOL_CALL_ID] = call_id
         if arguments is not None and self.capture.enabled:
@@ -817,7 +826,7 @@ class Guard:
             conversation_id=conv.id if conv is not None else None,
             user=conv.user if conv is not None else None,
             turn=frame.turn, trace_id=None, span_id=None, tool=None, tool_call_id=None,
-            pid=os.getpid(), tid=threading.get_native_id(),
+            pid=current_pid(), tid=current_tid(),
         )
 
     def emit_event(self, event: _EventBase) -> Verdict:

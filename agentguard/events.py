@@ -224,7 +224,15 @@ def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     """
     obj = object.__new__(cls)
     _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", set(values))
+    fields = _FIELD_SETS.get(cls)
+    if fields is None:
+        # Every field is set, so pydantic's later `fields_set.add(name)` never changes this one
+        # set, which the instances of a class can therefore share.
+        fields = _FIELD_SETS[cls] = set(cls.model_fields)
+    _set(obj, "__pydantic_fields_set__", fields)
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
+
+
+_FIELD_SETS: dict[type[BaseModel], set[str]] = {}
