@@ -108,7 +108,8 @@ async def test_concurrent_async_tool_calls_keep_their_own_events(
 
 
 PRINT_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
-             "if k == 'TRACEPARENT' or k.startswith('AGENTGUARD_')}))")
+             "if k == 'TRACEPARENT' or (k.startswith('AGENTGUARD_') "
+             "and k != 'AGENTGUARD_REQUIRE_EBPF')}))")
 
 
 @tool

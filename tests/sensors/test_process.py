@@ -17,7 +17,8 @@ from agentguard import sensors
 from tests.sensors.helpers import Recorder, events, run_tool
 
 PRINT_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
-             "if k in ('TRACEPARENT', 'TRACESTATE', 'X') or k.startswith('AGENTGUARD_')}))")
+             "if k in ('TRACEPARENT', 'TRACESTATE', 'X') or (k.startswith('AGENTGUARD_') "
+             "and k != 'AGENTGUARD_REQUIRE_EBPF')}))")
 
 
 def _ids(span: Any) -> tuple[str, str]:
