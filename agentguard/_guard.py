@@ -446,6 +446,7 @@ class Guard:
         self.policies: list[PolicyStage] = []
         self.sinks: list[FindingSink] = [logging_sink]
         self.findings_emitted = 0
+        self.disabled_rules = frozenset(config.disabled_rules)
         self.has_stages = False
         if config.on_finding is not None:
             self.sinks.append(config.on_finding)
@@ -512,7 +513,25 @@ class Guard:
                         verdict.add(self.finding_for(event, decision))
             except Exception as exc:
                 verdict.add(self.finding_for(event, self._policy_error(policy, exc)))
+        if self.disabled_rules and verdict.findings:
+            verdict = self._without_disabled(verdict)
         return verdict
+
+    def _without_disabled(self, verdict: Verdict) -> Verdict:
+        """The verdict without findings of rules switched off by ``disabled_rules`` (detector,
+        baseline and sensor rules included; policy files drop their own before evaluating)."""
+        disabled = self.disabled_rules
+        if not any(f.rule_id in disabled or (f.rule_id.startswith("baseline-") and
+                   "baseline-*" in disabled) for f in verdict.findings):
+            return verdict
+        kept = Verdict()
+        kept.annotations = verdict.annotations
+        for finding in verdict.findings:
+            if finding.rule_id in disabled or (
+                    finding.rule_id.startswith("baseline-") and "baseline-*" in disabled):
+                continue
+            kept.add(finding)
+        return kept
 
     def _policy_error(self, policy: PolicyStage, exc: Exception) -> Decision:
         internal_error(f"policy {getattr(policy, 'name', policy)!s}", exc)

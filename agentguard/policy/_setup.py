@@ -51,6 +51,19 @@ def load_policy_items(items: Sequence[Any]) -> list[Any]:
     return stages
 
 
+# Rule ids of the other stages (detectors, runtime sensor, AI-BOM, the Guard itself), which
+# ``disabled_rules`` switches off too; the Guard drops their findings.
+STAGE_RULE_IDS = frozenset({
+    "injection-detected", "injection-fragments", "injection-conversation-risk",
+    "injection-escalation", "taint-argument",
+    "sensor-tamper", "sensor-unsafe-pickle", "sensor-model-load-activity",
+    "BOM001", "BOM002", "BOM003", "BOM004", "BOM005",
+    "policy-error",
+})
+# Baseline deviations are reported as ``baseline-<kind>``.
+STAGE_RULE_PREFIXES = ("baseline-",)
+
+
 def attach_policies(guard: Guard) -> None:
     """Apply ``disabled_rules`` to the guard's policies and add the built-in pack."""
     from agentguard.policy._policy import Policy
@@ -61,7 +74,9 @@ def attach_policies(guard: Guard) -> None:
     known = set(builtin_ids)
     for policy in user:
         known |= policy.known_ids
-    unknown = [rule_id for rule_id in config.disabled_rules if rule_id not in known]
+    known |= STAGE_RULE_IDS
+    unknown = [rule_id for rule_id in config.disabled_rules
+               if rule_id not in known and not rule_id.startswith(STAGE_RULE_PREFIXES)]
     if unknown:
         hints = [f"{u!r}: {h}" for u, h in ((u, rule_id_hint(u, known)) for u in unknown) if h]
         raise ConfigError(
