@@ -39,6 +39,25 @@ def _policies(items: Sequence[Any]) -> list[Any]:
     return load_policy_items(items)
 
 
+def _attach_aibom(guard: Guard) -> None:
+    """The runtime AI-BOM stage, when declared files or a models allow-list are configured (or
+    :func:`agentguard.aibom.enable` was called before this reconfiguration)."""
+    import sys
+
+    config = guard.config
+    aibom = sys.modules.get("agentguard.aibom")
+    enabled_before = aibom is not None and getattr(aibom, "_settings", None) is not None
+    if not (config.aibom_declared or config.aibom_models or enabled_before):
+        return
+    from agentguard import aibom as bom
+    from agentguard.aibom._declared import DeclaredError
+
+    try:
+        bom.attach(guard)
+    except DeclaredError as exc:
+        raise ConfigError(f"aibom: {exc}") from None
+
+
 def _build_stages(guard: Guard) -> None:
     """Attach the pipeline stages the configuration asks for (detectors, baseline, sensors)."""
     from agentguard import sensors
@@ -51,6 +70,8 @@ def _build_stages(guard: Guard) -> None:
         from agentguard.detectors import InjectionDetector, InjectionSettings
 
         guard.add_detector(InjectionDetector(InjectionSettings.from_config(guard.config)))
+
+    _attach_aibom(guard)
 
     # Before the sensor starts: a profile file that cannot be used fails instrument() here.
     if guard.config.profile or (_state.guard is not None and _state.guard.baseline is not None):
@@ -92,6 +113,9 @@ def instrument(
     runtime_sensor: bool | None = None,
     propagate_context: bool | None = None,
     profile: str | None = None,
+    aibom_declared: Sequence[str] | None = None,
+    aibom_models: str | None = None,
+    aibom_block: bool | None = None,
     tracer_provider: Any = None,
 ) -> Guard:
     """Start guarding this process: patch the available frameworks and begin tracing.
@@ -128,6 +152,9 @@ def instrument(
             "runtime_sensor": runtime_sensor,
             "propagate_context": propagate_context,
             "profile": profile,
+            "aibom_declared": list(aibom_declared) if aibom_declared is not None else None,
+            "aibom_models": aibom_models,
+            "aibom_block": aibom_block,
         }
     )
     policies = _policies(config.policy)

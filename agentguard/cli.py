@@ -36,6 +36,9 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None:
             env[variable] = str(value)
+    from agentguard.aibom.cli import run_environment
+
+    run_environment(args, env)
     # Validate the configuration here, where a mistake can be reported before the program starts.
     from agentguard.config import ConfigError, resolve_config
 
@@ -94,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--otlp-endpoint", dest="otlp_endpoint")
     run.add_argument("--otlp-protocol", dest="otlp_protocol", choices=["grpc", "http/protobuf"])
     run.add_argument("--findings-file", dest="findings_file")
+    from agentguard.aibom.cli import add_run_options
+
+    add_run_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments")
     run.set_defaults(handler=_run)
 
@@ -112,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     from agentguard.baseline.cli import add_profile_command
 
     add_profile_command(commands)
+
+    from agentguard.aibom.cli import add_parser as add_aibom
+
+    add_aibom(commands)
 
     from agentguard.collector.cli import add_parser as add_collector
 

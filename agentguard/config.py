@@ -38,9 +38,13 @@ ENV_VARS: dict[str, str] = {
     "runtime_sensor": "AGENTGUARD_RUNTIME_SENSOR",
     "propagate_context": "AGENTGUARD_PROPAGATE_CONTEXT",
     "profile": "AGENTGUARD_PROFILE",
+    "aibom_declared": "AGENTGUARD_AIBOM_DECLARED",
+    "aibom_models": "AGENTGUARD_AIBOM_MODELS",
+    "aibom_block": "AGENTGUARD_AIBOM_BLOCK",
 }
 
-_LIST_FIELDS = {"integrations", "disabled_integrations", "disabled_rules", "policy"}
+_LIST_FIELDS = {"integrations", "disabled_integrations", "disabled_rules", "policy",
+                "aibom_declared"}
 
 
 class ConfigError(ValueError):
@@ -79,6 +83,10 @@ class Config(BaseModel):
     runtime_sensor: bool = True
     propagate_context: bool = True
     profile: str | None = None
+    # Runtime AI-BOM: declared dependency files and a models allow-list to diff against.
+    aibom_declared: list[str] = Field(default_factory=list)
+    aibom_models: str | None = None
+    aibom_block: bool = False
 
     @field_validator("exporter")
     @classmethod

@@ -20,6 +20,14 @@ def _instrument() -> None:
         agentguard.instrument()
     except Exception as exc:  # a bad setting must not stop the program from starting
         print(f"agentguard: not instrumenting this program: {exc}", file=sys.stderr)
+        return
+    if os.environ.get("AGENTGUARD_AIBOM_FILE"):
+        try:
+            from agentguard.aibom._autorun import start
+
+            start()  # `agentguard run --aibom FILE`: the AI-BOM, written at exit
+        except Exception as exc:
+            print(f"agentguard: no AI-BOM for this program: {exc}", file=sys.stderr)
 
 
 def _chain() -> None:

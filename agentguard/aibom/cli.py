@@ -1,0 +1,243 @@
+"""``agentguard aibom``: show, re-check and export a runtime AI-BOM; ``run --aibom`` options.
+
+Sources: a document written by ``agentguard run --aibom`` or ``agentguard.aibom.write()``
+(``--bom``), or a findings file (``--from-findings``: the supply-chain findings, BOM rules and the
+sensor's model-load rules, as a partial BOM). ``--declared`` re-checks a document against other
+declarations; ``--vulns`` splits a pip-audit / OSV report into loaded and installed-only packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "add_run_options", "run_environment"]
+
+_SUPPLY_RULES_PREFIX = ("BOM", "sensor-model-load-activity", "sensor-unsafe-pickle")
+
+
+def add_run_options(run: argparse.ArgumentParser) -> None:
+    """``agentguard run`` options: write the program's AI-BOM at exit."""
+    run.add_argument("--aibom", dest="aibom", metavar="FILE",
+                     help="write the program's runtime AI-BOM (CycloneDX JSON) to FILE at exit")
+    run.add_argument("--aibom-declared", dest="aibom_declared", action="append", metavar="FILE",
+                     help="declared dependencies (requirements*.txt, pyproject.toml, uv.lock, "
+                          "poetry.lock); repeatable")
+    run.add_argument("--aibom-models", dest="aibom_models", metavar="FILE",
+                     help="models allow-list (YAML or JSON)")
+
+
+def run_environment(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Put the ``--aibom*`` options of ``agentguard run`` into the child's environment."""
+    from agentguard.aibom._autorun import ENV_DECLARED, ENV_FILE, ENV_MODELS
+
+    target = getattr(args, "aibom", None)
+    if not target:
+        return
+    # Absolute: the program may change its working directory before it exits.
+    env[ENV_FILE] = os.path.abspath(target)
+    declared = getattr(args, "aibom_declared", None) or []
+    if declared:
+        env[ENV_DECLARED] = os.pathsep.join(os.path.abspath(path) for path in declared)
+    models = getattr(args, "aibom_models", None)
+    if models:
+        env[ENV_MODELS] = os.path.abspath(models)
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``agentguard aibom`` on the CLI's sub-command set."""
+    parser = commands.add_parser(
+        "aibom", help="show or re-check a runtime AI-BOM (CycloneDX), and vulnerability reachability",
+        description="Read a runtime AI-BOM written by 'agentguard run --aibom' (--bom) or the "
+                    "supply-chain findings of a findings file (--from-findings); print it as a "
+                    "table or CycloneDX JSON.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bom", metavar="FILE", help="a CycloneDX document written at run time")
+    source.add_argument("--from-findings", dest="from_findings", metavar="FILE",
+                        help="a findings file (JSON lines, as written by --findings-file)")
+    parser.add_argument("--declared", action="append", metavar="FILE", default=[],
+                        help="declared dependencies to check the document against; repeatable")
+    parser.add_argument("--models", metavar="FILE", help="models allow-list (YAML or JSON)")
+    parser.add_argument("--format", choices=["cyclonedx-json", "table"], default="table")
+    parser.add_argument("--vulns", metavar="REPORT",
+                        help="pip-audit or OSV JSON: mark each vulnerable package loaded or not")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    parser.set_defaults(handler=_aibom)
+
+
+def _properties(component: dict[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for prop in component.get("properties") or ():
+        found.setdefault(str(prop.get("name")), []).append(str(prop.get("value")))
+    return found
+
+
+def _redeclare(document: dict[str, Any], declared_files: list[str], models: str | None) -> None:
+    """Recompute ``agentguard:declared`` / ``agentguard:finding`` of library components."""
+    from packaging.utils import canonicalize_name
+
+    from agentguard.aibom._declared import load_declared
+    from agentguard.aibom._environment import environment
+    from agentguard.aibom._stage import RULE_UNDECLARED_PACKAGE
+
+    declared = load_declared(declared_files, models)
+    roots = {name for name, package in declared.packages.items() if package.applies}
+    env = environment()
+    allowed = set(roots) | env.closure(["agentguard"])
+    if not declared.locked:
+        allowed |= env.closure(roots)
+    for component in document.get("components") or ():
+        if component.get("type") != "library":
+            continue
+        props = _properties(component)
+        if props.get("agentguard:loaded") == ["false"]:
+            continue
+        name = canonicalize_name(str(component.get("name")))
+        kept = [p for p in component.get("properties") or ()
+                if p.get("name") not in ("agentguard:declared", "agentguard:finding")]
+        kept.append({"name": "agentguard:declared", "value": str(name in allowed).lower()})
+        if name not in allowed:
+            kept.append({"name": "agentguard:finding", "value": RULE_UNDECLARED_PACKAGE})
+        component["properties"] = sorted(kept, key=lambda p: (p["name"], p["value"]))
+
+
+def _from_findings(path: str) -> dict[str, Any]:
+    """A partial CycloneDX document from the supply-chain findings of a findings file."""
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+
+    from agentguard.aibom._cyclonedx import to_json
+    from agentguard.findings import Finding
+
+    components: dict[str, Component] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                finding = Finding.model_validate_json(line)
+            except Exception as exc:
+                raise ValueError(f"{path}:{number}: not a finding: {exc}") from None
+            if not finding.rule_id.startswith(_SUPPLY_RULES_PREFIX):
+                continue
+            evidence = finding.evidence or {}
+            tag = Property(name="agentguard:finding", value=finding.rule_id)
+            if "distribution" in evidence:
+                ref = f"pkg:pypi/{evidence['distribution']}"
+                component = components.get(ref)
+                if component is None:
+                    component = Component(name=str(evidence["distribution"]),
+                                          version=evidence.get("version"), bom_ref=ref,
+                                          type=ComponentType.LIBRARY)
+                    components[ref] = component
+                component.properties.add(tag)
+                continue
+            model = evidence.get("path") or evidence.get("model") or evidence.get("model_id")
+            if not model:
+                continue
+            ref = f"artifact:{model}"
+            component = components.get(ref)
+            if component is None:
+                sha = evidence.get("sha256")
+                component = Component(
+                    name=os.path.basename(str(model)) or str(model), bom_ref=ref,
+                    type=ComponentType.MACHINE_LEARNING_MODEL,
+                    hashes=[HashType(alg=HashAlgorithm.SHA_256, content=sha)] if sha else [])
+                component.properties.add(Property(name="agentguard:path", value=str(model)))
+                components[ref] = component
+            component.properties.add(tag)
+    bom = Bom()
+    for component in components.values():
+        bom.components.add(component)
+    result: dict[str, Any] = json.loads(to_json(bom))
+    return result
+
+
+def render_table(document: dict[str, Any]) -> str:
+    """A plain-text table of a document's components (loaded first, findings marked)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for component in document.get("components") or ():
+        props = _properties(component)
+        if props.get("agentguard:loaded") == ["false"]:
+            continue
+        kind = "model" if component.get("type") == "machine-learning-model" else "package"
+        name = str(component.get("name", ""))
+        if component.get("group"):
+            name = f"{component['group']}/{name}"
+        version = str(component.get("version") or "")
+        where = ",".join(props.get("agentguard:tools", props.get("agentguard:first_tool", [])))
+        if props.get("agentguard:preloaded") == ["true"]:
+            where = where or "(start-up)"
+        findings = ",".join(sorted(set(props.get("agentguard:finding", []))))
+        role = props.get("agentguard:ai_framework", [""])[0]
+        if role:
+            kind = f"{kind}:{role}"
+        rows.append((kind, name, version, where, findings))
+    rows.sort(key=lambda row: (not row[4], not row[0].startswith("model"), row[1].lower()))
+    header = ("KIND", "NAME", "VERSION", "TOOLS", "FINDINGS")
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
+              for i in range(5)]
+    widths = [min(width, 48) for width in widths]
+    lines = ["  ".join(cell.ljust(widths[i])[:widths[i]] for i, cell in enumerate(header))]
+    lines.extend("  ".join(cell.ljust(widths[i])[:max(widths[i], len(cell))]
+                           for i, cell in enumerate(row)).rstrip() for row in rows)
+    flagged = sum(1 for row in rows if row[4])
+    lines.append(f"{len(rows)} components, {flagged} with findings")
+    return "\n".join(lines)
+
+
+def loaded_names(document: dict[str, Any]) -> set[str]:
+    """The normalised names of the library components a document marks as loaded."""
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(str(component.get("name")))
+            for component in document.get("components") or ()
+            if component.get("type") == "library"
+            and _properties(component).get("agentguard:loaded") != ["false"]}
+
+
+def _aibom(args: argparse.Namespace) -> int:
+    from agentguard.aibom._declared import DeclaredError
+    from agentguard.aibom._vulns import reachability
+
+    try:
+        if args.bom:
+            with open(args.bom, encoding="utf-8") as handle:
+                document = json.load(handle)
+            if args.declared or args.models:
+                _redeclare(document, args.declared, args.models)
+        else:
+            document = _from_findings(args.from_findings)
+    except (OSError, ValueError, DeclaredError) as exc:
+        print(f"agentguard aibom: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "cyclonedx-json":
+        text = json.dumps(document, indent=2, sort_keys=True)
+    else:
+        text = render_table(document)
+    if args.vulns:
+        try:
+            result = reachability(args.vulns, loaded_names(document))
+        except (OSError, ValueError) as exc:
+            print(f"agentguard aibom: {args.vulns}: {exc}", file=sys.stderr)
+            return 2
+        report = [result.summary()]
+        report.extend(f"  LOADED          {p.name} {p.version or ''}: {', '.join(p.vulnerabilities)}"
+                      for p in result.loaded)
+        report.extend(f"  installed-only  {p.name} {p.version or ''}: "
+                      f"{', '.join(p.vulnerabilities)}" for p in result.installed_only)
+        if args.format == "table":
+            text = text + "\n\n" + "\n".join(report)
+        else:
+            print("\n".join(report), file=sys.stderr)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    else:
+        print(text)
+    return 0
