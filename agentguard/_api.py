@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,9 +42,7 @@ def _policies(items: Sequence[Any]) -> list[Any]:
 
 def _attach_aibom(guard: Guard) -> None:
     """The runtime AI-BOM stage, when declared files or a models allow-list are configured (or
-    :func:`agentguard.aibom.enable` was called before this reconfiguration)."""
-    import sys
-
+    :func:`agentguard.aibom.enable` was called since the last ``uninstrument()``)."""
     config = guard.config
     aibom = sys.modules.get("agentguard.aibom")
     enabled_before = aibom is not None and getattr(aibom, "_settings", None) is not None
@@ -53,7 +52,10 @@ def _attach_aibom(guard: Guard) -> None:
     from agentguard.aibom._declared import DeclaredError
 
     try:
-        bom.attach(guard)
+        if config.aibom_declared or config.aibom_models:
+            bom.attach(guard, bom._settings_from_config(guard))
+        else:
+            bom.attach(guard)
     except DeclaredError as exc:
         raise ConfigError(f"aibom: {exc}") from None
 
@@ -197,6 +199,9 @@ def uninstrument() -> None:
 
     # A tool call switching agentguard off is reported (and refused in enforce mode).
     sensors.before_uninstrument()
+    aibom = sys.modules.get("agentguard.aibom")
+    if aibom is not None:
+        aibom._settings = None  # enable() lasts until uninstrument()
     with _state.lock:
         registry.disable()
         sensors.stop()
