@@ -201,7 +201,7 @@ def uninstrument() -> None:
     sensors.before_uninstrument()
     aibom = sys.modules.get("agentguard.aibom")
     if aibom is not None:
-        aibom._settings = None  # enable() lasts until uninstrument()
+        vars(aibom)["_settings"] = None  # enable() lasts until uninstrument()
     with _state.lock:
         registry.disable()
         sensors.stop()

@@ -14,7 +14,9 @@ re-instrumented between timed repeats, alternating:
 
 All four use ``builtin_rules=False, runtime_sensor=False``, content capture with redaction, and an
 exporter that drops spans behind agentguard's export thread, which stays runnable, as in
-production. Each scenario runs outside any conversation and inside ``agentguard.conversation()``.
+production. Scenarios: the same call (``customer_id`` 42, so the same result) outside any
+conversation and inside ``agentguard.conversation()``, and, in a conversation, a different
+customer on every call (other names, e-mail addresses, ids and notes), so no result repeats.
 Repeats of the variants are interleaved round-robin, so a slow spell of a shared machine hits all
 of them alike; a variant's figure is the median over repeats of the median call.
 
@@ -39,10 +41,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("off", "pipeline", "on", "timed")
-SCENARIOS = ("no conversation", "in a conversation")
+# (name, inside a conversation, a different result on every call)
+SCENARIOS = (("same result, no conversation", False, False),
+             ("same result, in a conversation", True, False),
+             ("a new result every call, in a conversation", True, True))
 TARGET_INSPECT_US = 3.0
 TOOL_CALL = {"name": "lookup_customer", "args": {"customer_id": 42}, "id": "call_0001",
              "type": "tool_call"}
+_NAMES = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra",
+          "Barbara Liskov", "Donald Knuth", "Frances Allen", "Margaret Hamilton", "Ken Thompson",
+          "Radia Perlman", "John Backus", "Sophie Wilson", "Tim Berners-Lee", "Hedy Lamarr")
+_NOTES = ("Prefers email; renewal due next quarter.", "Asked about volume pricing last week.",
+          "Escalated ticket resolved on Monday.", "Pays by invoice, net 30.",
+          "Wants a call before any plan change.", "Moved to the Berlin office in May.")
 
 
 def _noop_exporter() -> Any:
@@ -69,15 +80,28 @@ def _make_tool() -> Any:
     @tool
     def lookup_customer(customer_id: int) -> dict[str, Any]:
         """Look up a customer record by id."""
+        if customer_id == 42:
+            return {
+                "id": customer_id,
+                "name": "Ada Lovelace",
+                "email": "ada@example.com",
+                "tier": "gold",
+                "country": "GB",
+                "open_tickets": [1042, 1077],
+                "notes": "Prefers email; renewal due next quarter.",
+                "account_manager": "grace.hopper@example.com",
+            }
+        name = _NAMES[customer_id % len(_NAMES)]
+        manager = _NAMES[customer_id * 7 % len(_NAMES)]
         return {
             "id": customer_id,
-            "name": "Ada Lovelace",
-            "email": "ada@example.com",
-            "tier": "gold",
-            "country": "GB",
-            "open_tickets": [1042, 1077],
-            "notes": "Prefers email; renewal due next quarter.",
-            "account_manager": "grace.hopper@example.com",
+            "name": name,
+            "email": f"{name.split()[0].lower()}.{customer_id}@example.com",
+            "tier": ("gold", "silver", "bronze")[customer_id % 3],
+            "country": ("GB", "DE", "US", "FR")[customer_id % 4],
+            "open_tickets": [1000 + customer_id, 5000 + customer_id * 3],
+            "notes": _NOTES[customer_id % len(_NOTES)],
+            "account_manager": manager.lower().replace(" ", ".") + "@example.com",
         }
 
     return lookup_customer
@@ -137,21 +161,28 @@ def _clock_overhead_ns() -> float:
     return statistics.median(samples)
 
 
-def _timed_calls(invoke: Callable[[Any], Any], iterations: int) -> float:
-    """Median ns per invoke over ``iterations`` calls."""
-    call = TOOL_CALL
+def _calls(varied: bool, count: int, first: int) -> list[dict[str, Any]]:
+    """The tool calls of one repeat: the same one, or one per customer from ``first`` on."""
+    if not varied:
+        return [TOOL_CALL] * count
+    return [{**TOOL_CALL, "args": {"customer_id": first + i}, "id": f"call_{first + i}"}
+            for i in range(count)]
+
+
+def _timed_calls(invoke: Callable[[Any], Any], calls: list[dict[str, Any]]) -> float:
+    """Median ns per invoke over ``calls``."""
     clock = time.perf_counter_ns
-    samples = [0] * iterations
+    samples = [0] * len(calls)
     gc.collect()
-    for i in range(iterations):
+    for i, call in enumerate(calls):
         started = clock()
         invoke(call)
         samples[i] = clock() - started
     return statistics.median(samples)
 
 
-def _scope(scenario: str, round_index: int, variant: str) -> AbstractContextManager[Any]:
-    if scenario == "no conversation":
+def _scope(conversation: bool, round_index: int, variant: str) -> AbstractContextManager[Any]:
+    if not conversation:
         return nullcontext()
     import agentguard
 
@@ -168,20 +199,24 @@ def measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]:
     out: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count(),
                            "iterations": iterations, "repeats": repeats,
                            "clock_overhead_ns": clock_ns, "scenarios": {}}
+    # Customers never repeat within a run: each repeat of each variant gets its own range.
+    first_customer = 1000
     try:
-        for scenario in SCENARIOS:
+        for scenario, conversation, varied in SCENARIOS:
             medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
             inspect_ns: dict[str, list[int]] = {"call": [], "result": []}
             for round_index in range(repeats):
                 shift = round_index % len(VARIANTS)
                 for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                     timed = _instrument(variant, exporter)
-                    with _scope(scenario, round_index, variant):
-                        for _ in range(warmup):
-                            invoke(TOOL_CALL)
+                    calls = _calls(varied, warmup + iterations, first_customer)
+                    first_customer += warmup + iterations
+                    with _scope(conversation, round_index, variant):
+                        for call in calls[:warmup]:
+                            invoke(call)
                         if timed is not None:
                             timed.samples = {"call": [], "result": []}
-                        medians[variant].append(_timed_calls(invoke, iterations))
+                        medians[variant].append(_timed_calls(invoke, calls[warmup:]))
                     if timed is not None:
                         for phase, samples in timed.samples.items():
                             inspect_ns[phase].extend(samples)
@@ -227,8 +262,10 @@ def _rows(results: dict[str, Any]) -> Iterator[str]:
         yield (f"  injection detection adds {row['added_us']:+.1f} µs per call "
                f"(pipeline stage {row['pipeline_us']:+.1f}, detector {row['detector_us']:+.1f})")
         for phase, stats in row["inspect_us"].items():
+            mark = "" if stats["median"] <= TARGET_INSPECT_US else "   over the target"
             yield (f"  inspect, phase {phase:<7} median {stats['median']:.2f} µs  "
-                   f"p90 {stats['p90']:.2f}  p99 {stats['p99']:.2f}  ({stats['events']} events)")
+                   f"p90 {stats['p90']:.2f}  p99 {stats['p99']:.2f}  ({stats['events']} events)"
+                   + mark)
     yield ""
     verdict = "meets" if results["within_target"] else "MISSES"
     yield (f"worst median inspect {results['worst_inspect_median_us']:.2f} µs: {verdict} the "

@@ -10,10 +10,10 @@ counter), pieces, characters, sources, fingerprints and tainted values.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agentguard.detectors._taint import SourceRef, TaintStore
@@ -24,22 +24,46 @@ __all__ = ["ConversationState", "ConversationStore", "Piece"]
 MAX_SOURCES = 16
 MAX_FINGERPRINTS = 512
 MAX_INDICATORS = 64
+# Characters of a piece kept in the rolling tail.
+TAIL_CHARS = 1024
 
 
-@dataclass(slots=True)
 class Piece:
-    """One piece of untrusted text in the rolling tail (its last characters, not all of it)."""
+    """One piece of untrusted text in the rolling tail (its last characters, not all of it).
 
-    tail: str
-    source: SourceRef
-    open_tail: bool
+    The source may be given as ``make_source(origin)`` instead: most pieces are never read
+    again, and the clean-text path of the detector should not pay for building their source.
+    """
+
+    __slots__ = ("_make_source", "_origin", "_source", "open_tail", "tail")
+
+    def __init__(self, tail: str, source: SourceRef | None, open_tail: bool,
+                 make_source: Callable[[Any], SourceRef] | None = None, origin: Any = None
+                 ) -> None:
+        self.tail = tail
+        self._source = source
+        self.open_tail = open_tail
+        self._make_source = make_source
+        self._origin = origin
+
+    @property
+    def source(self) -> SourceRef:
+        source = self._source
+        if source is None:
+            assert self._make_source is not None
+            source = self._source = self._make_source(self._origin)
+            self._origin = None
+        return source
+
+    def __repr__(self) -> str:
+        return f"Piece(tail={self.tail!r}, source={self.source!r}, open_tail={self.open_tail!r})"
 
 
 class ConversationState:
     """What the detector remembers about one conversation."""
 
-    __slots__ = ("alerted_risk", "flagged", "heads", "indicators", "last_turn", "lock",
-                 "pieces", "risk", "seen", "taint")
+    __slots__ = ("alerted_risk", "flagged", "heads", "indicators", "last_channel", "last_clean",
+                 "last_turn", "lock", "open_tails", "pieces", "risk", "seen", "taint")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -53,6 +77,12 @@ class ConversationState:
         # Rolling tails by channel: what users typed, and third-party content (documents, tool
         # results); a split instruction is joined within its channel only.
         self.pieces: dict[str, deque[Piece]] = {}
+        # Pieces in the tails ending with an anchor a neighbour could complete.
+        self.open_tails = 0
+        # The last clean text added and its channel, while nothing else was: the same text
+        # again is already in the tail and judged.
+        self.last_clean = ""
+        self.last_channel: str | None = None
         # Texts judged before, by fingerprint, with their judgement (no second scan).
         self.seen: OrderedDict[tuple[int, int], Any] = OrderedDict()
         self.taint = TaintStore()
@@ -76,6 +106,39 @@ class ConversationState:
         self.seen[(len(text), hash(text))] = judgement
         if len(self.seen) > MAX_FINGERPRINTS:
             self.seen.popitem(last=False)
+
+    def add_clean(self, text: str, channel: str | None, source: SourceRef | None,
+                  turn: int | None, max_pieces: int, judgement: Any,
+                  make_source: Callable[[Any], SourceRef] | None = None, origin: Any = None
+                  ) -> bool:
+        """Keep a text the pre-check cleared in the rolling tail of ``channel`` (when it has one)
+        and remember it as judged; ``False``, with nothing changed, when the conversation has
+        flagged content or indicators, or an open phrase this text may complete: then the full
+        path must judge it. The source is ``source``, or ``make_source(origin)`` when needed."""
+        with self.lock:
+            if self.flagged or self.indicators:
+                return False
+            if turn is not None and turn > self.last_turn:
+                self.last_turn = turn
+            if self.last_clean == text and self.last_channel == channel:
+                return True  # the same text again: already in the tail, already judged
+            if channel is not None and len(text) >= 8:
+                tail = self.pieces.get(channel)
+                if tail is None:
+                    tail = self.pieces[channel] = deque()
+                elif self.open_tails and any(p.open_tail for p in tail):
+                    return False  # this text may complete an earlier piece
+                tail.append(Piece(text[-TAIL_CHARS:], source, False, make_source, origin))
+                while len(tail) > max_pieces:
+                    self.open_tails -= tail.popleft().open_tail
+            # Remembered as judged: the same text in the next model request costs a lookup.
+            seen = self.seen
+            seen[(len(text), hash(text))] = judgement
+            if len(seen) > MAX_FINGERPRINTS:
+                seen.popitem(last=False)
+            self.last_clean = text
+            self.last_channel = channel
+            return True
 
     def absorb(self, evidence: Iterable[Evidence], turn: int, decay: float, source: SourceRef
                ) -> float:
@@ -121,8 +184,12 @@ class ConversationState:
         if tail is None:
             tail = self.pieces[channel] = deque()
         tail.append(piece)
+        self.open_tails += piece.open_tail
         while len(tail) > max_pieces:
-            tail.popleft()
+            self.open_tails -= tail.popleft().open_tail
+        # The tail changed under the last clean text: seen again, it must be judged again (it
+        # may complete this piece).
+        self.last_clean = ""
 
     def all_pieces(self) -> list[Piece]:
         return [piece for tail in self.pieces.values() for piece in tail]
@@ -160,18 +227,35 @@ class ConversationStore:
         self._lock = threading.Lock()
         self.max_conversations = max_conversations
         self.evicted = 0
+        # The state got last, already the most recently used: an agent's events come in runs
+        # from one conversation, and those need no reordering.
+        self._last: ConversationState | None = None
 
     def get(self, conversation_id: str) -> ConversationState:
+        """The conversation's state, created when new (evicting the least recently used)."""
+        items = self._items
+        state = items.get(conversation_id)
+        if state is not None:
+            if self._last is state:
+                return state  # already the most recently used
+            # One C-level call on str keys, atomic under the GIL (the lock is for the insert and
+            # eviction below); if an eviction got in first, ``state`` is returned orphaned, as
+            # if it had been evicted just after.
+            with contextlib.suppress(KeyError):
+                items.move_to_end(conversation_id)
+                self._last = state
+            return state
         with self._lock:
-            state = self._items.get(conversation_id)
+            state = items.get(conversation_id)
             if state is None:
                 state = ConversationState()
-                self._items[conversation_id] = state
-                if len(self._items) > self.max_conversations:
-                    self._items.popitem(last=False)
+                items[conversation_id] = state
+                if len(items) > self.max_conversations:
+                    items.popitem(last=False)
                     self.evicted += 1
             else:
-                self._items.move_to_end(conversation_id)
+                items.move_to_end(conversation_id)
+            self._last = state
             return state
 
     def peek(self, conversation_id: str) -> ConversationState | None:
@@ -184,3 +268,4 @@ class ConversationStore:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._last = None

@@ -201,7 +201,7 @@ def _excerpt(value: str, limit: int = 80) -> str:
 class TaintStore:
     """The tainted values and text of one conversation, bounded, with their sources."""
 
-    __slots__ = ("_chars", "_texts", "hosts", "max_chars", "max_values", "values")
+    __slots__ = ("_chars", "_texts", "empty", "hosts", "max_chars", "max_values", "values")
 
     def __init__(self, max_values: int = 512, max_chars: int = 32 * 1024) -> None:
         self.values: OrderedDict[str, tuple[str, str, SourceRef]] = OrderedDict()
@@ -210,12 +210,15 @@ class TaintStore:
         self._chars = 0
         self.max_values = max_values
         self.max_chars = max_chars
+        # Nothing was ever added: a plain attribute, read on every tool call.
+        self.empty = True
 
     def __bool__(self) -> bool:
         return bool(self.values or self._texts)
 
     def add(self, text: str, source: SourceRef) -> None:
         """Remember the values and the text of flagged content."""
+        self.empty = False
         for kind, key, raw in extract_values(text):
             if kind == "host":
                 self.hosts[key] = source

@@ -12,14 +12,19 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "BLOB_PROBE",
+    "BLOB_SHAPE",
     "CONFUSABLES",
     "GREEK_OR_CYRILLIC",
     "HIDDEN_RUN",
     "MIXED_SCRIPT",
+    "SPACED_PROBES",
+    "SPACING_SHAPE",
     "TAG_DECODE",
     "NormalisedView",
     "escape_invisible",
     "normalise",
+    "shapes_clean",
 ]
 
 # Zero-width and formatting characters, bidi controls, Unicode tag characters, and the other
@@ -83,6 +88,25 @@ CONFUSABLES: dict[int, int] = {ord(p[0]): ord(p[1]) for p in _CONFUSABLE_PAIRS.s
 # with [a-z], is checked at every position and is many times slower on long texts.
 MIXED_SCRIPT = re.compile("[\u0370-\u052f\u0261](?:(?<=[a-z].)|(?=[a-z]))")
 GREEK_OR_CYRILLIC = re.compile("[\u0370-\u052f\u0261]")
+
+
+# Bytes-level shapes of an ASCII text, one bytes.translate each: base64-alphabet runs (a blob is
+# 24 of them in a row) and letters spelled out between separators ("i g n o r e", "i.g.n.o.r.e").
+_BLOB_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+BLOB_SHAPE = bytes(0x61 if i in _BLOB_CHARS else 0x20 for i in range(256))
+BLOB_PROBE = b"a" * 24
+_SPACING_SEPARATORS = b" .-_*|/\t"
+SPACING_SHAPE = bytes(0x61 if chr(i).isascii() and chr(i).isalpha() else
+                      0x20 if i in _SPACING_SEPARATORS else 0x78 for i in range(256))
+SPACED_PROBES = (b" a a a a a ", b"a  a  a  a  a")
+
+
+def shapes_clean(data: bytes) -> bool:
+    """No base64-like run and no spaced-out letters in ``data`` (an ASCII text's bytes)."""
+    if data.translate(BLOB_SHAPE).find(BLOB_PROBE) >= 0:
+        return False
+    shape = data.translate(SPACING_SHAPE)
+    return shape.find(SPACED_PROBES[0]) < 0 and shape.find(SPACED_PROBES[1]) < 0
 
 
 @dataclass(slots=True)

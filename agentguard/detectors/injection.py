@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentguard._errors import internal_error
-from agentguard.detectors._conversation import ConversationState, ConversationStore, Piece
+from agentguard.detectors._conversation import (
+    TAIL_CHARS,
+    ConversationState,
+    ConversationStore,
+    Piece,
+)
 from agentguard.detectors._taint import SourceRef, TaintMatch
 from agentguard.detectors._tools import ToolClassifier
 from agentguard.detectors.classifier import ClassifierVerdict, TextClassifier
@@ -48,8 +53,9 @@ ANNOTATION_KEY = "injection"
 _TOOL_ROLES = frozenset({"tool", "toolresult", "tool_result", "function", "ipython"})
 _MAX_TEXT = 4 * 1024 * 1024
 _MAX_LEAVES = 10_000
-_TAIL = 1024
+_TAIL = TAIL_CHARS
 _EVIDENCE_IN_FINDING = 8
+_CLEAN_CALLS_LIMIT = 4096
 # Which rolling tail a source kind joins (model output joins none: it is the model's own text).
 _CHANNELS: dict[str, str] = {"turn": "user", "document": "content", "tool_result": "content",
                              "tool_message": "content"}
@@ -173,6 +179,20 @@ class InjectionDetector:
         self.scanned = 0
         self.prechecked = 0
         self.deduplicated = 0
+        # Texts the pre-check found clean (the scanner's memory of them, read here first) and
+        # the annotation of calls in a clean conversation, per tool.
+        self._clean_texts = self.scanner.clean_texts
+        self._tail_pieces = self.settings.tail_pieces
+        self._clean_calls: dict[str | None, InjectionAnnotation] = {}
+
+    def _clean_call(self, tool: str | None) -> InjectionAnnotation:
+        """The annotation of a call to ``tool`` in a clean conversation, kept per tool."""
+        sink = self.tools.category(tool)
+        annotation = _CLEAN if sink is None else InjectionAnnotation(sink=sink)
+        if len(self._clean_calls) >= _CLEAN_CALLS_LIMIT:
+            self._clean_calls.clear()
+        self._clean_calls[tool] = annotation
+        return annotation
 
     def add_classifier(self, classifier: TextClassifier) -> None:
         """Add a model-based classifier; its score and the scanner's are combined (max)."""
@@ -190,7 +210,7 @@ class InjectionDetector:
             if event.phase == "call":
                 self._tool_call(event, verdict, guard)
             else:
-                self._judge(event, verdict, guard, self._tool_result_pieces(event), True)
+                self._tool_result(event, verdict, guard)
         elif kind == "retrieval":
             if event.phase == "response" and event.documents:
                 self._judge(event, verdict, guard, self._document_pieces(event), False)
@@ -203,15 +223,44 @@ class InjectionDetector:
             if pieces:
                 self._judge(event, verdict, guard, pieces, False)
 
+    # -- tool results ----------------------------------------------------------------------------
+    def _tool_result(self, event: Any, verdict: Verdict, guard: Guard) -> None:
+        text = event.result
+        if type(text) is not str:
+            text = _text_of(text)
+        pieces: list[tuple[str, SourceKind, SourceRef]]
+        if not text or self.classifiers:
+            pieces = [(text, "tool_result", _tool_result_source(event))] if text else []
+            self._judge(event, verdict, guard, pieces, True)
+            return
+        # The common case first, with nothing built that it does not need: a text the pre-check
+        # clears, outside a conversation or in a clean one. Every step here is counted: on an
+        # agent's thread each costs. In a clean conversation, the clean text it was given last,
+        # again, needs nothing at all: it is in the tail and judged (read without the lock: a
+        # flag racing with this is as if it came just after).
+        ctx = event.context
+        conversation_id = ctx.conversation_id
+        state = self.conversations.get(conversation_id) if conversation_id else None
+        turn = ctx.turn
+        if (state is not None and state.last_clean == text and state.last_channel == "content"
+                and not (state.flagged or state.indicators)
+                and (turn is None or turn <= state.last_turn)):
+            self.prechecked += 1
+            verdict.annotations[ANNOTATION_KEY] = _CLEAN
+            return
+        # A repeated clean text is found in the pre-check's memory at once.
+        needs_scan = text not in self._clean_texts and self.scanner.quick_check(text)
+        if not needs_scan and (state is None or state.add_clean(
+                text, "content", None, turn, self._tail_pieces, _CLEAN_JUDGEMENT,
+                _tool_result_source, event)):
+            self.prechecked += 1
+            verdict.annotations[ANNOTATION_KEY] = _CLEAN
+            return
+        pieces = [(text, "tool_result", _tool_result_source(event))]
+        self._judge(event, verdict, guard, pieces, True, state=state, lookup=False,
+                    precheck=needs_scan)
+
     # -- pieces of untrusted text --------------------------------------------------------------
-    def _tool_result_pieces(self, event: Any) -> list[tuple[str, SourceKind, SourceRef]]:
-        text = _text_of(event.result)
-        if not text:
-            return []
-        call_id = event.call_id
-        source = SourceRef("tool_result", f"{event.tool}#{call_id}" if call_id else event.tool,
-                           event.context.turn, tool=event.tool, call_id=call_id)
-        return [(text, "tool_result", source)]
 
     def _document_pieces(self, event: Any) -> list[tuple[str, SourceKind, SourceRef]]:
         pieces: list[tuple[str, SourceKind, SourceRef]] = []
@@ -244,10 +293,12 @@ class InjectionDetector:
         return pieces
 
     # -- judging text ----------------------------------------------------------------------------
-    def _score(self, text: str, kind: SourceKind) -> tuple[ScanResult, float,
-                                                            tuple[tuple[str, float], ...]]:
+    def _score(self, text: str, kind: SourceKind, checked: bool = False
+               ) -> tuple[ScanResult, float, tuple[tuple[str, float], ...]]:
+        """The text's scan result, score and classifier votes; ``checked``: the pre-check was
+        already asked and said the text needs the full scan."""
         scanner = self.scanner
-        if scanner.quick_check(text):
+        if checked or scanner.quick_check(text):
             self.scanned += 1
             result = scanner.scan(text, source=kind)
         else:
@@ -281,12 +332,20 @@ class InjectionDetector:
             return None
 
     def _judge(self, event: Any, verdict: Verdict, guard: Guard,
-               pieces: Sequence[tuple[str, SourceKind, SourceRef]], blockable: bool) -> None:
+               pieces: Sequence[tuple[str, SourceKind, SourceRef]], blockable: bool, *,
+               state: ConversationState | None = None, lookup: bool = True,
+               precheck: bool | None = None) -> None:
+        """Judge ``pieces`` of ``event`` and report. ``lookup=False``: ``state`` is the
+        conversation's, looked up by the caller. ``precheck``: for a single piece, what the
+        pre-check already answered (``True``: it needs the full scan)."""
         settings = self.settings
         ctx = event.context
-        conversation_id = ctx.conversation_id
-        state = self.conversations.get(conversation_id) if conversation_id else None
-        if len(pieces) == 1 and self._clean_fast(pieces[0], state):
+        if lookup:
+            conversation_id = ctx.conversation_id
+            state = self.conversations.get(conversation_id) if conversation_id else None
+        if precheck is not None and len(pieces) != 1:
+            precheck = None
+        if precheck is None and len(pieces) == 1 and self._clean_fast(pieces[0], state):
             verdict.annotations[ANNOTATION_KEY] = _CLEAN
             return
         judged: list[_Judged] = []
@@ -315,7 +374,11 @@ class InjectionDetector:
                                          if s.key != source.key)
                 judged.append(item)
                 continue
-            result, score, votes = self._score(text, kind)
+            if precheck is False:
+                self.prechecked += 1
+                result, score, votes = _CLEAN_JUDGEMENT
+            else:
+                result, score, votes = self._score(text, kind, precheck is True)
             flagged = score >= settings.flag_threshold
             source = _with_score(source, score)
             item = _Judged(source, result, score, flagged, votes)
@@ -385,20 +448,10 @@ class InjectionDetector:
         text, kind, source = piece
         if self.classifiers or self.scanner.quick_check(text):
             return False
-        if state is not None:
-            channel = _CHANNELS.get(kind)
-            with state.lock:
-                if state.flagged or state.indicators:
-                    return False
-                if channel is not None and len(text) >= 8:
-                    tail = state.pieces.get(channel)
-                    if tail and any(p.open_tail for p in tail):
-                        return False  # this text may complete an earlier piece
-                    state.remember(channel, Piece(text[-_TAIL:], source, False),
-                                   self.settings.tail_pieces)
-                state.turn_of(source.turn)
-                # Remembered as judged: the same text in the next model request costs a lookup.
-                state.record(text, _CLEAN_JUDGEMENT)
+        if state is not None and not state.add_clean(
+                text, _CHANNELS.get(kind), source, source.turn, self.settings.tail_pieces,
+                _CLEAN_JUDGEMENT):
+            return False
         self.prechecked += 1
         return True
 
@@ -446,12 +499,24 @@ class InjectionDetector:
 
     # -- tool calls --------------------------------------------------------------------------------
     def _tool_call(self, event: Any, verdict: Verdict, guard: Guard) -> None:
-        settings = self.settings
         ctx = event.context
-        state = self.conversations.peek(ctx.conversation_id) if ctx.conversation_id else None
+        conversation_id = ctx.conversation_id
+        state = self.conversations.peek(conversation_id) if conversation_id else None
         if state is None:
             verdict.annotations[ANNOTATION_KEY] = _CLEAN
             return
+        if not (state.flagged or state.indicators) and state.taint.empty:
+            # A clean conversation: nothing to escalate, nothing tainted, one shared annotation.
+            turn = ctx.turn
+            if turn is not None and turn > state.last_turn:
+                with state.lock:
+                    state.turn_of(turn)
+            annotation = self._clean_calls.get(event.tool)
+            if annotation is None:
+                annotation = self._clean_call(event.tool)
+            verdict.annotations[ANNOTATION_KEY] = annotation
+            return
+        settings = self.settings
         sink = self.tools.category(event.tool)
         with state.lock:
             turn = state.turn_of(ctx.turn)
@@ -573,6 +638,12 @@ class InjectionDetector:
                                       rule_id="injection-conversation-risk", category="injection",
                                       evidence=details)
             verdict.add(guard.finding_for(event, decision))
+
+
+def _tool_result_source(event: Any) -> SourceRef:
+    call_id = event.call_id
+    return SourceRef("tool_result", f"{event.tool}#{call_id}" if call_id else event.tool,
+                     event.context.turn, tool=event.tool, call_id=call_id)
 
 
 def _severity(score: float, confident: bool) -> Severity:

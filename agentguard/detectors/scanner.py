@@ -3,9 +3,11 @@
 Work is linear in the input and bounded on any input:
 
 * huge texts are read as head + tail + randomly placed windows (``ScanLimits``);
-* one pass of a multi-literal matcher finds anchor words; each anchor is confirmed by small
-  patterns inside a bounded window (see :mod:`agentguard.detectors._lexicon`), and the number of
-  anchors confirmed per scan is capped (a result says when the cap cut the reading short);
+* one pass of a multi-literal matcher finds anchor words (texts up to 8 KB with a trie regex that
+  holds the GIL, longer ones with an Aho-Corasick automaton, see :mod:`._matcher`); each anchor
+  is confirmed by small patterns inside a bounded window (see
+  :mod:`agentguard.detectors._lexicon`), and the number of anchors confirmed per scan is capped
+  (a result says when the cap cut the reading short);
 * invisible characters, look-alike letters, spaced-out letters and base64/hex blobs are found
   with single C-level passes (``str.translate``, ``bytes.translate``, ``str.find``) and decoded
   payloads are rescanned to a bounded depth and size.
@@ -18,19 +20,25 @@ import binascii
 import random
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from agentguard.detectors._lexicon import ANCHOR_RULES, COMPACT_PHRASES, PhraseRule
 from agentguard.detectors._matcher import LiteralMatcher
+from agentguard.detectors._precheck import MAX_TEXT as _PRECHECK_MAX
+from agentguard.detectors._precheck import PreCheck
 from agentguard.detectors._text import (
     BIDI_ISOLATES,
     BIDI_OVERRIDES,
+    BLOB_PROBE,
+    BLOB_SHAPE,
     CONFUSABLES,
     GREEK_OR_CYRILLIC,
     HIDDEN_RUN,
     MIXED_SCRIPT,
+    SPACED_PROBES,
+    SPACING_SHAPE,
     TAG_DECODE,
     TAG_FIRST,
     TAG_LAST,
@@ -38,6 +46,7 @@ from agentguard.detectors._text import (
     NormalisedView,
     escape_invisible,
     normalise,
+    shapes_clean,
 )
 from agentguard.detectors._urls import analyse_url
 
@@ -213,16 +222,11 @@ def _build_tables() -> tuple[list[str], list[tuple[PhraseRule, ...]], list[str |
     return words, rules, special
 
 
-# Bytes-level shapes for blob and spacing detection: one bytes.translate each.
-_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
-_B64_SHAPE = bytes(0x61 if i in _B64_CHARS else 0x20 for i in range(256))
-_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_SPACING_SHAPE = bytes(0x61 if i in _LETTERS else 0x20 if i in b" .-_*|/\t" else 0x78
-                       for i in range(256))
-_BLOB_MIN = 24
-_BLOB_PROBE = b"a" * _BLOB_MIN
+_B64_SHAPE = BLOB_SHAPE
+_SPACING_SHAPE = SPACING_SHAPE
+_BLOB_PROBE = BLOB_PROBE
+_SPACED_PROBES = SPACED_PROBES
 _RUN_END = re.compile(rb"a+")
-_SPACED_PROBES = (b" a a a a a ", b"a  a  a  a  a")
 _SPACED_RUN = re.compile(rb"(?:a {1,3}){4,400}a")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
@@ -291,10 +295,14 @@ class _Run:
     """Per-scan state: the evidence so far and the shared work budget."""
 
     __slots__ = ("anchors", "capped", "checks", "evidence", "exact", "hidden_runs", "limits",
-                 "open_tail", "per_indicator", "source_weights")
+                 "native", "open_tail", "per_indicator", "source_weights")
 
-    def __init__(self, limits: ScanLimits, source_weights: dict[str, float]) -> None:
+    def __init__(self, limits: ScanLimits, source_weights: dict[str, float],
+                 native: bool = False) -> None:
         self.limits = limits
+        # Whether the text is long enough for the automaton (which releases the GIL) to search
+        # every part of it, decoded payloads included; short texts never leave the GIL.
+        self.native = native
         self.evidence: list[Evidence] = []
         self.anchors = 0
         self.capped = False
@@ -336,6 +344,12 @@ class InjectionScanner:
         self._compact_info = {p[0]: p[1:] for p in COMPACT_PHRASES}
         self._random = random.Random()
         self._random_lock = threading.Lock()
+        self._precheck = PreCheck(self._matcher.words)
+        self._precheck_clean = self._precheck.clean
+        # Texts up to this size go to the pre-check (none when the matcher was asked to use the
+        # automaton for every text).
+        self._precheck_max = min(_PRECHECK_MAX, self.limits.full_scan_chars) \
+            if self._matcher.holds_gil("") else -1
 
     @property
     def engine(self) -> str:
@@ -347,7 +361,7 @@ class InjectionScanner:
         if not text:
             return EMPTY
         limits = self.limits
-        run = _Run(limits, _SOURCE_WEIGHTS.get(source, {}))
+        run = _Run(limits, _SOURCE_WEIGHTS.get(source, {}), len(text) > self._precheck_max)
         segments = self._segments(text)
         for base, segment in segments:
             self._scan_segment(segment, base, run, 0)
@@ -363,18 +377,30 @@ class InjectionScanner:
     def quick_check(self, text: str) -> bool:
         """Whether a full scan of ``text`` could report anything: ``False`` only when it has no
         anchor word, no non-ASCII character, no long base64-like run and no spaced-out letters.
+
+        Texts up to 8 KB are answered without releasing the GIL (:mod:`._precheck`), and texts
+        found clean are remembered (bounded), so a repeated result costs a dictionary lookup.
         """
         if not text:
             return False
-        if not text.isascii() or len(text) > self.limits.full_scan_chars:
+        if not text.isascii():
             return True
-        if self._matcher.search(text.lower()):
+        size = len(text)
+        if size <= self._precheck_max:
+            return not self._precheck_clean(text)
+        if size > self.limits.full_scan_chars:
             return True
-        data = text.encode("ascii")
-        if data.translate(_B64_SHAPE).find(_BLOB_PROBE) >= 0:
-            return True
-        shape = data.translate(_SPACING_SHAPE)
-        return shape.find(_SPACED_PROBES[0]) >= 0 or shape.find(_SPACED_PROBES[1]) >= 0
+        return self._matcher.search(text.lower()) or not shapes_clean(text.encode("ascii"))
+
+    @property
+    def clean_texts(self) -> Mapping[str, None]:
+        """Short texts the pre-check found clean, remembered (bounded) so a repeated one costs a
+        lookup; read-only."""
+        return self._precheck.texts
+
+    def precheck_stats(self) -> dict[str, int]:
+        """Cache sizes and counters of the pre-check for short texts."""
+        return self._precheck.stats()
 
     # -- segments --------------------------------------------------------------------------
     def _segments(self, text: str) -> list[tuple[int, str]]:
@@ -459,7 +485,7 @@ class InjectionScanner:
                  span: tuple[int, int] | None, *, phrases_only: bool = False) -> set[tuple[str, int]]:
         limits = self.limits
         room = max(0, limits.max_anchors - run.anchors)
-        hits = self._matcher.find(text, room + 1)
+        hits = self._matcher.find(text, room + 1, native=run.native)
         if len(hits) > room:
             # Past the cap the rest of this text is not read for anchors (counted, not silent).
             run.capped = True
@@ -754,7 +780,7 @@ class InjectionScanner:
             run.checks += 1
             raw = data[match.start():match.end()].decode("ascii", "replace").lower()
             compact = _NOT_LETTER.sub("", raw)
-            for index, _s, _e in self._compact.find(compact):
+            for index, _s, _e in self._compact.find(compact, native=run.native):
                 phrase = self._compact.words[index]
                 indicator, family, weight = self._compact_info[phrase]
                 start, end = match.start(), match.end()
