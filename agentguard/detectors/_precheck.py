@@ -52,6 +52,8 @@ CACHED_TEXT_CHARS = 4 * 1024
 CACHED_CHUNKS = 32768
 CACHED_CHUNK_CHARS = 48
 MAX_COMPARISONS = 2048
+# What one suspect chunk's ``find`` passes over the text count against that budget.
+_FIND_COST = 16
 
 # Frequent chunks of English prose and of API results: a piece that one of them relates to is a
 # poor choice for its anchor, as every text carrying the chunk would need the comparisons. The
@@ -268,14 +270,14 @@ class PreCheck:
             candidates, blob, units = flagged[chunk]
             if blob:
                 return False
-            if units:
+            if units and lone_letters < _MIN_UNITS:  # counted until enough: bounded work
                 lone_letters += units * chunks.count(chunk)
             if candidates is not None:
                 suspects.append((chunk, candidates))
         for chunk, (candidates, blob, units) in fresh.items():
             if blob:
                 return False
-            if units:
+            if units and lone_letters < _MIN_UNITS:
                 lone_letters += units * chunks.count(chunk)
             if candidates is not None:
                 suspects.append((chunk, candidates))
@@ -346,6 +348,11 @@ class PreCheck:
         for chunk, candidates in suspects:
             if not candidates:
                 return self._search(text.lower())  # a chunk too long to enumerate
+            # Each suspect costs a pass of ``find`` over the text: many distinct ones are
+            # cheaper searched for at once.
+            budget -= _FIND_COST
+            if budget < 0:
+                return self._search(text.lower())
             width = len(chunk)
             at = canon.find(chunk)
             # A chunk occurrence cannot start inside another (chunks end at whitespace).
