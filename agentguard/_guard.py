@@ -220,6 +220,29 @@ class Operation:
         except Exception as exc:
             internal_error("context detach", exc)
 
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` with this operation current; an exception ends it as failed and propagates
+        unchanged. The caller finishes the operation with the result."""
+        token = self.activate()
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        finally:
+            self.deactivate(token)
+
+    async def acall(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` for a coroutine function."""
+        token = self.activate()
+        try:
+            return await fn(*args, **kwargs)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        finally:
+            self.deactivate(token)
+
     def event_context(self) -> EventContext:
         """The context stamped on events that happen inside this operation."""
         frame = self.frame

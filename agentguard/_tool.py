@@ -179,14 +179,7 @@ def _decorate(fn: F, name: str | None, description: str | None) -> F:
             op = _start(spec, args, kwargs)
             if op is None:
                 return await fn(*args, **kwargs)
-            token = op.activate()
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                op.fail(exc)
-                raise
-            finally:
-                op.deactivate(token)
+            result = await op.acall(fn, *args, **kwargs)
             _finish(op, result)
             return result
 
@@ -199,14 +192,7 @@ def _decorate(fn: F, name: str | None, description: str | None) -> F:
             op = _start(spec, args, kwargs)
             if op is None:
                 return fn(*args, **kwargs)
-            token = op.activate()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                op.fail(exc)
-                raise
-            finally:
-                op.deactivate(token)
+            result = op.call(fn, *args, **kwargs)
             _finish(op, result)
             return result
 

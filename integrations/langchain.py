@@ -187,14 +187,7 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return wrapped(*args, **kwargs)
-    token = op.activate()
-    try:
-        output = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    output = op.call(wrapped, *args, **kwargs)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:
@@ -213,14 +206,7 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
         return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return await wrapped(*args, **kwargs)
-    token = op.activate()
-    try:
-        output = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    output = await op.acall(wrapped, *args, **kwargs)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:
@@ -337,14 +323,7 @@ def _chat_generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
     op = _start_chat(guard, instance, _messages_arg(args, kwargs), kwargs)
     if op is None:
         return wrapped(*args, **kwargs)
-    token = op.activate()
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    result = op.call(wrapped, *args, **kwargs)
     _finish_chat_result(op, result)
     return result
 
@@ -357,14 +336,7 @@ async def _chat_agenerate(wrapped: Any, instance: Any, args: tuple[Any, ...],
     op = _start_chat(guard, instance, _messages_arg(args, kwargs), kwargs)
     if op is None:
         return await wrapped(*args, **kwargs)
-    token = op.activate()
-    try:
-        result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    result = await op.acall(wrapped, *args, **kwargs)
     _finish_chat_result(op, result)
     return result
 
@@ -580,14 +552,7 @@ def _retriever_invoke(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     op = _start_retrieval(guard, instance, args, kwargs)
     if op is None:
         return wrapped(*args, **kwargs)
-    token = op.activate()
-    try:
-        documents = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    documents = op.call(wrapped, *args, **kwargs)
     _finish_retrieval(op, documents)
     return documents
 
@@ -600,14 +565,7 @@ async def _retriever_ainvoke(wrapped: Any, instance: Any, args: tuple[Any, ...],
     op = _start_retrieval(guard, instance, args, kwargs)
     if op is None:
         return await wrapped(*args, **kwargs)
-    token = op.activate()
-    try:
-        documents = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    documents = await op.acall(wrapped, *args, **kwargs)
     _finish_retrieval(op, documents)
     return documents
 

@@ -88,14 +88,7 @@ def _traced_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, .
     if op is None:
         yield from wrapped(*args, **kwargs)
         return
-    token = op.activate()
-    try:
-        inner = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    inner = op.call(wrapped, *args, **kwargs)
     yield from drive(op, inner)
     op.end()
 
@@ -114,14 +107,7 @@ async def _traced_astream(guard: Guard, wrapped: Any, instance: Any, args: tuple
         async for item in wrapped(*args, **kwargs):
             yield item
         return
-    token = op.activate()
-    try:
-        inner = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        op.deactivate(token)
+    inner = op.call(wrapped, *args, **kwargs)
     stream = adrive(op, inner)
     try:
         async for item in stream:
