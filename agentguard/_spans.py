@@ -190,29 +190,12 @@ class LightTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            trace_id = parent.trace_id
-            if not parent.trace_flags.sampled:
-                return trace.NonRecordingSpan(SpanContext(
-                    trace_id, _getrandbits(64) or 1, False, _NOT_SAMPLED, parent.trace_state))
-            trace_state = parent.trace_state
-            parent_context: SpanContext | None = parent
-        else:
-            trace_id = _getrandbits(128) or 1
-            trace_state = None
-            parent_context = None
-        span_context = SpanContext(trace_id, _getrandbits(64) or 1, False, _SAMPLED, trace_state)
-        return LightSpan(
-            name, span_context, parent_context, kind,
-            dict(attributes) if attributes else {},
-            [link for link in links if link.context.is_valid] if links else (),
-            start_time if start_time is not None else time.time_ns(),
-            self,
-        )
+        return self.start_child(name, trace.get_current_span(context).get_span_context(), kind,
+                                dict(attributes) if attributes else {}, links, start_time)
 
     def start_child(self, name: str, parent: SpanContext, kind: SpanKind,
-                    attributes: dict[str, Any], links: Sequence[Link] | None) -> trace.Span:
+                    attributes: dict[str, Any], links: Sequence[Link] | None,
+                    start_time: int | None = None) -> trace.Span:
         """``start_span`` for callers that already hold the parent's context and hand over
         their attribute dict (agentguard's own hot path)."""
         if parent.is_valid:
@@ -222,14 +205,14 @@ class LightTracer(trace.Tracer):
                     parent.trace_state))
             span_context = SpanContext(parent.trace_id, _getrandbits(64) or 1, False, _SAMPLED,
                                        parent.trace_state)
-            return LightSpan(name, span_context, parent, kind, attributes,
-                             [link for link in links if link.context.is_valid] if links else (),
-                             time.time_ns(), self)
-        span_context = SpanContext(_getrandbits(128) or 1, _getrandbits(64) or 1, False, _SAMPLED,
-                                   None)
-        return LightSpan(name, span_context, None, kind, attributes,
+            parent_context: SpanContext | None = parent
+        else:
+            span_context = SpanContext(_getrandbits(128) or 1, _getrandbits(64) or 1, False,
+                                       _SAMPLED, None)
+            parent_context = None
+        return LightSpan(name, span_context, parent_context, kind, attributes,
                          [link for link in links if link.context.is_valid] if links else (),
-                         time.time_ns(), self)
+                         start_time if start_time is not None else time.time_ns(), self)
 
     @contextmanager
     def start_as_current_span(  # type: ignore[override]
