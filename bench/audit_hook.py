@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from _harness import noop_exporter
+
 TARGET_SLOWDOWN = 0.03
 # Off/on pairs of one workload further apart than this mark the run as noisy.
 NOISY_SPREAD = 0.10
@@ -61,24 +63,6 @@ IMPORTS = (
 
 
 # -- child: one variant ----------------------------------------------------------------------------
-
-def _noop_exporter() -> Any:
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    class NoopExporter(SpanExporter):
-        """Accepts every batch and keeps nothing."""
-
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-        def shutdown(self) -> None:
-            return None
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    return NoopExporter()
-
 
 # Timing: CPU time of the measuring thread (what the hook costs is CPU; time spent waiting while
 # other processes run is not), and the fastest of several rounds (noise only ever adds time).
@@ -213,7 +197,7 @@ def _micro(guard: Any, iterations: int) -> dict[str, float]:
 def run_child(variant: str, iterations: int, io_iterations: int) -> None:
     import agentguard
 
-    guard = agentguard.instrument(exporter=_noop_exporter(), service_name="bench",
+    guard = agentguard.instrument(exporter=noop_exporter(), service_name="bench",
                                   runtime_sensor=variant == "on", builtin_rules=False,
                                   injection_detection=False)
     imports_ms, imported = _import_workload()

@@ -34,10 +34,12 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
+
+from _harness import noop_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("off", "pipeline", "on", "timed")
@@ -54,24 +56,6 @@ _NAMES = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "E
 _NOTES = ("Prefers email; renewal due next quarter.", "Asked about volume pricing last week.",
           "Escalated ticket resolved on Monday.", "Pays by invoice, net 30.",
           "Wants a call before any plan change.", "Moved to the Berlin office in May.")
-
-
-def _noop_exporter() -> Any:
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    class NoopExporter(SpanExporter):
-        """Accepts every batch and keeps nothing."""
-
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-        def shutdown(self) -> None:
-            return None
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    return NoopExporter()
 
 
 def _make_tool() -> Any:
@@ -193,7 +177,7 @@ def _scope(conversation: bool, round_index: int, variant: str) -> AbstractContex
 def measure(iterations: int, repeats: int, warmup: int) -> dict[str, Any]:
     import agentguard
 
-    exporter = _noop_exporter()
+    exporter = noop_exporter()
     invoke = _make_tool().invoke
     clock_ns = _clock_overhead_ns()
     out: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count(),

@@ -15,11 +15,12 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
+
+from _harness import Child, child_env, noop_exporter, reply
 
 VARIANTS = ("plain", "agentguard-trace", "agentguard-policy", "agentguard", "openinference",
             "openllmetry")
@@ -44,28 +45,6 @@ TOOL_CALL = {
 
 # -- child: one variant ----------------------------------------------------------------------------
 
-def _noop_exporter() -> Any:
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    class CountingNoopExporter(SpanExporter):
-        """Accepts every batch and keeps nothing but a count."""
-
-        def __init__(self) -> None:
-            self.count = 0
-
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
-            self.count += len(spans)
-            return SpanExportResult.SUCCESS
-
-        def shutdown(self) -> None:
-            return None
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    return CountingNoopExporter()
-
-
 def _peer_provider(exporter: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -79,7 +58,7 @@ def _setup(variant: str) -> tuple[Any, Callable[[], object]]:
     """Instrument this process for ``variant``; returns its exporter (None) and a flush."""
     if variant == "plain":
         return None, lambda: None
-    exporter = _noop_exporter()
+    exporter = noop_exporter()
     if variant in AGENTGUARD_VARIANTS:
         import agentguard
 
@@ -164,24 +143,19 @@ def serve_variant(variant: str, iterations: int, warmup: int) -> None:
         invoke(TOOL_CALL)
     flush()
     calls = 1 + warmup
-    _reply({"ready": True})
+    reply({"ready": True})
     for line in sys.stdin:
         command = line.strip()
         if command == "run":
             result = _timed_repeat(invoke, iterations)
             calls += iterations
             flush()
-            _reply(result)
+            reply(result)
         elif command == "stop":
             break
     flush()
     spans = exporter.count if exporter is not None else 0
-    _reply({"spans_per_call": spans / calls})
-
-
-def _reply(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    reply({"spans_per_call": spans / calls})
 
 
 # -- profile ---------------------------------------------------------------------------------------
@@ -238,52 +212,14 @@ _OWN_CODE = (os.sep + "agentguard" + os.sep, os.sep + "integrations" + os.sep)
 
 # -- parent: one fresh interpreter per variant, driven in turn ----------------------------------
 
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AGENTGUARD_", "OTEL_", "TRACELOOP_"))}
-    # Nothing may reach for the network: no OTLP exporter, no third-party telemetry.
-    env["AGENTGUARD_EXPORTER"] = "none"
-    env["TRACELOOP_TELEMETRY"] = "false"
-    env["PYTHONHASHSEED"] = "0"
-    return env
-
-
-class _Child:
-    """One variant's interpreter, answering one JSON line per command."""
-
-    def __init__(self, variant: str, args: argparse.Namespace) -> None:
-        self.variant = variant
-        cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant,
-               "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_child_env())
-
-    def read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            stderr = self.proc.stderr.read() if self.proc.stderr is not None else ""
-            raise SystemExit(f"variant {self.variant} failed (exit {self.proc.returncode}):\n"
-                             f"{stderr}")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    def send(self, command: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self.read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Median µs per call of every variant, repeats interleaved round-robin across variants."""
-    children = [_Child(variant, args) for variant in VARIANTS]
+    children = [
+        Child(variant, [sys.executable, os.path.abspath(__file__), "--variant", variant,
+                        "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
+              child_env())
+        for variant in VARIANTS
+    ]
     try:
         for child in children:  # set-up and warm-up run concurrently; nothing is timed yet
             child.read()
