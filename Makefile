@@ -10,11 +10,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
 
-$(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[langchain]'
+# The install builds the sensor's optional C hook: a change to its source reinstalls.
+$(VENV)/.demo-installed: pyproject.toml agentguard/sensors/_fasthook.c | $(VENV)/bin/python
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[demo]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.dev-installed: pyproject.toml agentguard/sensors/_fasthook.c | $(VENV)/bin/python
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@ $(VENV)/.demo-installed
 
@@ -22,7 +23,7 @@ demo: $(VENV)/.demo-installed
 	$(VENV)/bin/agentguard demo
 
 lint: $(VENV)/.dev-installed
-	$(VENV)/bin/ruff check agentguard integrations collector tests bench
+	$(VENV)/bin/ruff check agentguard integrations collector tests bench examples
 
 # mypy cannot follow the package-dir mapping of an editable install, so it checks a symlink view
 # of the assembled package under build/typecheck.

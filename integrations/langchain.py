@@ -19,8 +19,9 @@ from agentguard import _state
 from agentguard._context import current_frame
 from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
-from agentguard.findings import ToolCallBlocked
+from agentguard.findings import Finding, ToolCallBlocked
 from agentguard.integrations._base import Integration
+from agentguard.sensors import OperationBlocked
 
 __all__ = ["LangChainIntegration", "message_to_dict"]
 
@@ -152,21 +153,43 @@ def _finish_tool(op: Operation, output: Any) -> None:
             raise ToolCallBlocked(finding)
 
 
+# Links of an exception's cause/context chain searched for a sensor block.
+_MAX_CHAIN = 8
+
+
+def _sensor_block(exc: BaseException) -> Finding | None:
+    """The finding of a runtime-sensor block behind ``exc``: the ``PermissionError`` itself, or
+    one an HTTP client or the tool wrapped in its own error (``raise ... from``)."""
+    current: BaseException | None = exc
+    for _ in range(_MAX_CHAIN):
+        if current is None:
+            return None
+        if isinstance(current, OperationBlocked):
+            return current.finding
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _blocked_reply(guard: Guard, instance: Any, kwargs: dict[str, Any],
-                   blocked: ToolCallBlocked) -> Any:
+                   blocked: Exception, finding: Finding | None = None) -> Any:
     """What a blocked call returns: an error tool message for the model, or the exception.
 
     With ``on_block="tool_message"`` (the default) and a call the model asked for (it has a tool
     call id), the model gets an error ``ToolMessage`` naming the rule, as LangChain reports a tool
     error, so the agent can recover; the blocked result never reaches it. A direct call from code
-    has no model to tell, so it raises, as does every call with ``on_block="raise"``.
+    has no model to tell, so it raises, as does every call with ``on_block="raise"``. ``blocked``
+    is a :class:`ToolCallBlocked` (its own ``finding``) or the error a runtime-sensor block
+    (``finding``) made the tool fail with.
     """
     call_id = kwargs.get("tool_call_id")
     if guard.config.on_block == "raise" or not call_id:
         raise blocked
     from langchain_core.messages import ToolMessage
 
-    finding = blocked.finding
+    if finding is None:
+        finding = blocked.finding if isinstance(blocked, ToolCallBlocked) else None
+    if finding is None:
+        raise blocked
     return ToolMessage(
         content=f"Error: agentguard blocked this call to {instance.name} "
                 f"[{finding.rule_id}]: {finding.title}",
@@ -187,7 +210,15 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return wrapped(*args, **kwargs)
-    output = op.call(wrapped, *args, **kwargs)
+    try:
+        output = op.call(wrapped, *args, **kwargs)
+    except Exception as exc:
+        # The runtime sensor refused something the tool did: told to the model like a policy
+        # block. Any other error propagates unchanged.
+        finding = _sensor_block(exc)
+        if finding is None:
+            raise
+        return _blocked_reply(guard, instance, kwargs, exc, finding)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:
@@ -206,7 +237,13 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
         return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return await wrapped(*args, **kwargs)
-    output = await op.acall(wrapped, *args, **kwargs)
+    try:
+        output = await op.acall(wrapped, *args, **kwargs)
+    except Exception as exc:
+        finding = _sensor_block(exc)
+        if finding is None:
+            raise
+        return _blocked_reply(guard, instance, kwargs, exc, finding)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:

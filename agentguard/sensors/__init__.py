@@ -33,6 +33,7 @@ __all__ = [
     "RULE_UNSAFE_PICKLE",
     "OperationBlocked",
     "before_uninstrument",
+    "hook_kind",
     "installed",
     "quiet_thread",
     "start",
@@ -70,12 +71,14 @@ def start(guard: Guard) -> None:
     _tamper.protect(frozenset(protected))
     _tamper.guard_state_module()
     _hook.install()
+    _hook.activate(True)
 
 
 def stop() -> None:
     """Remove the wrappers (the hook stays, and does nothing while agentguard is off)."""
-    from agentguard.sensors import _patches
+    from agentguard.sensors import _hook, _patches
 
+    _hook.activate(False)
     _patches.remove()
 
 
@@ -110,6 +113,21 @@ def installed() -> bool:
     return _state.hook_installed
 
 
+def hook_kind() -> str | None:
+    """How the audit hook is entered: ``"native"`` (the C extension), ``"python"``, or ``None``
+    before the sensor first started."""
+    from agentguard.sensors import _hook
+
+    return _hook.hook_kind()
+
+
 def stats() -> dict[str, int]:
-    """Counters: events seen, span events written and suppressed, blocks, tamper findings."""
-    return _state.stats()
+    """Counters: events seen, span events written and suppressed, blocks, tamper findings, and
+    with the C hook the events it passed to Python and settled itself."""
+    counters = _state.stats()
+    native = _state.native
+    if native is not None:
+        native_stats = native.stats()
+        counters["native_forwarded"] = native_stats["forwarded"]
+        counters["native_filtered"] = native_stats["filtered"]
+    return counters

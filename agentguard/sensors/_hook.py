@@ -7,6 +7,11 @@ removed); it returns at once when agentguard is not instrumented, when the senso
 agentguard's own threads and while it is already running on this thread (our own opens, imports
 and sockets, and whatever policy callbacks do). It never raises anything but the deliberate
 :class:`~agentguard.sensors._emit.OperationBlocked`.
+
+When the optional C extension ``_fasthook`` is built, the hook is entered from C: events without
+a handler, and the commonest events a handler would ignore at once, never reach Python (see
+``_fasthook.c``); the rest call :data:`HOOK` exactly as CPython would. ``AGENTGUARD_SENSOR_HOOK=
+python`` (read when the hook is added) uses the pure-Python hook even when the extension exists.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from agentguard.sensors._emit import (
     RULE_UNSAFE_PICKLE,
     Observation,
     OperationBlocked,
+    context_reader,
     current_operation,
     emit_native,
     native_finding,
@@ -48,14 +54,15 @@ from agentguard.sensors._emit import (
     rule_enabled,
 )
 from agentguard.sensors._models import current_load, digest, unsafe_global
-from agentguard.sensors._modules import first_load
+from agentguard.sensors._modules import MAX_SEEN, first_load
 from agentguard.sensors._paths import MODEL, classify_path, model_format, sensitive_unix_socket
-from agentguard.sensors._tamper import check_patches, on_setattr
+from agentguard.sensors._tamper import CODE_ATTRIBUTES, check_patches, on_setattr, report_tamper
 
 if TYPE_CHECKING:
     from agentguard._guard import Guard
 
-__all__ = ["HANDLERS", "install", "installed", "report_import", "report_model_load", "run_handler"]
+__all__ = ["CONTROL_EVENT", "HANDLERS", "HOOK_ENV", "activate", "hook_kind", "install", "installed",
+           "report_import", "report_model_load", "run_handler"]
 
 Handler = Callable[["Guard", tuple[Any, ...]], None]
 
@@ -73,6 +80,8 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _FAMILY = _socket.socket.family.__get__
 _TYPE = _socket.socket.type.__get__
 _AF_UNIX = getattr(socket, "AF_UNIX", -1)
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
 # Writes nobody needs to hear about: the null device, terminals, bytecode caches.
 _QUIET_WRITES = ("/dev/null", "/dev/tty", "/dev/zero", "/dev/stdout", "/dev/stderr")
 _PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
@@ -219,7 +228,10 @@ def _on_popen(guard: Guard, args: tuple[Any, ...]) -> None:
 
 
 def _on_system(guard: Guard, args: tuple[Any, ...]) -> None:
-    command = _text(args[0])
+    command = _text(args[0])  # system() audits the command as encoded for the OS
+    wrapped = _state.local.system
+    if wrapped is not None and command == wrapped[0]:
+        command = _text(wrapped[1])  # the os.system wrapper's command: report the caller's
     _process(guard, "system", "/bin/sh", ["/bin/sh", "-c", command], None, None, "os.system")
 
 
@@ -258,7 +270,10 @@ def _on_startfile(guard: Guard, args: tuple[Any, ...]) -> None:
 # -- network -------------------------------------------------------------------------------------
 
 def _on_connect(guard: Guard, args: tuple[Any, ...]) -> None:
+    _state.local.repeat = None
     _network(guard, args[0], args[1], "connect")
+    if _state.local.repeat is not None:
+        _remember(guard, "socket.connect", args)
 
 
 def _on_send(guard: Guard, args: tuple[Any, ...]) -> None:
@@ -269,35 +284,44 @@ def _on_send(guard: Guard, args: tuple[Any, ...]) -> None:
 def _network(guard: Guard, sock: Any, address: Any, operation: str) -> None:
     try:
         family = _FAMILY(sock)
-        kind = _TYPE(sock)
     except Exception:
         return
-    hostname: str | None = None
-    if family == socket.AF_INET or family == socket.AF_INET6:
-        if not isinstance(address, tuple) or len(address) < 2:
+    inet = family in (_AF_INET, _AF_INET6)
+    if inet:
+        if type(address) is not tuple or len(address) < 2:
             return
-        host = _text(address[0])
+        host = address[0]
+        if type(host) is not str:
+            host = _text(host)
         port: int | None = address[1] if isinstance(address[1], int) else None
-        if not _is_ip(host):
-            hostname = host  # resolved inside connect(), with no separate lookup event
-        transport = "udp" if kind == socket.SOCK_DGRAM else "tcp"
-        network_type: str | None = "ipv6" if family == socket.AF_INET6 else "ipv4"
-        family_name = "inet6" if family == socket.AF_INET6 else "inet"
     elif family == _AF_UNIX:
         host = _text(address) if not isinstance(address, bytes) else \
             address.decode("utf-8", "backslashreplace")
         if not sensitive_unix_socket(host):
             return  # local IPC; only a container runtime's API socket matters
         port = None
-        transport = "unix"
-        network_type = None
-        family_name = "unix"
     else:
         return
+    # Settled before the rest of the parsing: a repeat on the tool's span is the common case.
     op = current_operation()
     key = ("net", operation, host, port)
     if needless(guard, op, key):
         return
+    try:
+        kind = _TYPE(sock)
+    except Exception:
+        return
+    hostname: str | None = None
+    if inet:
+        if not _is_ip(host):
+            hostname = host  # resolved inside connect(), with no separate lookup event
+        transport = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        network_type: str | None = "ipv6" if family == _AF_INET6 else "ipv4"
+        family_name = "inet6" if family == _AF_INET6 else "inet"
+    else:
+        transport = "unix"
+        network_type = None
+        family_name = "unix"
     datagram_key = None
     if operation == "sendto":
         span_id = op.span.get_span_context().span_id if op is not None else 0
@@ -392,6 +416,13 @@ def _own_paths(guard: Guard) -> frozenset[str]:
 
 
 def _on_open(guard: Guard, args: tuple[Any, ...]) -> None:
+    _state.local.repeat = None
+    _open(guard, args)
+    if _state.local.repeat is not None:
+        _remember(guard, "open", args)
+
+
+def _open(guard: Guard, args: tuple[Any, ...]) -> None:
     path, mode, flags = args
     if type(path) is not str:
         if isinstance(path, int):
@@ -455,7 +486,7 @@ def _on_sqlite(guard: Guard, args: tuple[Any, ...]) -> None:
             return
         write = "mode=ro" not in query
     flags = os.O_RDWR if write else os.O_RDONLY
-    _on_open(guard, (database, None, flags))
+    _open(guard, (database, None, flags))
 
 
 def report_model_load(guard: Guard, path: str, format: str, source: str) -> None:
@@ -495,10 +526,20 @@ def _on_import(guard: Guard, args: tuple[Any, ...]) -> None:
 
 def report_import(guard: Guard, name: str) -> None:
     """Report the first load of ``name``'s top-level package (nothing for any later import)."""
+    top = name.partition(".")[0]
+    seen = _state.modules_seen
+    if top in seen:
+        return
+    op = current_operation()
+    if op is None and not guard.has_stages and not _state.local.loads:
+        # Nobody would read it (no tool span, nothing judging): finding the package's
+        # distribution and version is the expensive part of an import event, so skip it.
+        if top in sys.modules and len(seen) < MAX_SEEN:
+            seen.add(top)  # the C hook settles its submodules from now on
+        return
     info = first_load(name)
     if info is None:
         return
-    op = current_operation()
     key = ("module", info.name)
     if needless(guard, op, key):
         return
@@ -628,11 +669,71 @@ def run_handler(guard: Guard, event: str, handler: Callable[..., None], *args: A
         _contain(guard, event, exc)
 
 
+# Repeats remembered per thread (for one context at a time).
+MAX_REPEATS = 64
+
+
+def _repeat_key(event: str, args: tuple[Any, ...]) -> Any:
+    """What identifies a repeat of a connection or file open from the raw audit arguments
+    (``None``: not remembered). Only absolute paths: a relative one depends on the cwd."""
+    if event == "open":
+        path = args[0]
+        if type(path) is str and path[:1] == "/" and type(args[2]) is int:
+            return (path, args[1], args[2])
+        return None
+    address = args[1]
+    if type(address) is tuple or type(address) is str:
+        return address
+    return None
+
+
+read_context = context_reader()
+
+
+def _remember(guard: Guard, event: str, args: tuple[Any, ...]) -> None:
+    """After a handler found its event already on the tool's span (``needless``), remember the
+    raw arguments, so the hook settles the next repeat in this context at once."""
+    local = _state.local
+    repeat = local.repeat
+    if repeat is None:
+        return
+    local.repeat = None
+    if read_context is None:
+        return
+    try:
+        key = _repeat_key(event, args)
+        if key is None:
+            return
+        context = read_context()
+        repeats = local.repeats
+        if repeats is None or repeats[0] is not context or repeats[1] is not guard:
+            repeats = local.repeats = (context, guard, {})
+        table = repeats[2]
+        if len(table) >= MAX_REPEATS:
+            table.clear()
+        table[key] = repeat
+    except TypeError:
+        return  # an unhashable address: nothing to remember
+
+
 def _on_probe(guard: Guard, args: tuple[Any, ...]) -> None:
     """Answers :func:`install`'s probe (handled inside the hook, whatever the state)."""
 
 
 PROBE_EVENT = "agentguard.sensors.probe"
+# Raised by the C hook's switch before it changes (``_fasthook.set_active``).
+CONTROL_EVENT = "agentguard.sensors.fasthook"
+# "python": use the pure-Python hook even when the C extension is built.
+HOOK_ENV = "AGENTGUARD_SENSOR_HOOK"
+
+
+def _on_control(guard: Guard, args: tuple[Any, ...]) -> None:
+    """The C hook being switched off by anyone but :func:`activate` is tampering."""
+    if args and not args[0]:
+        report_tamper(guard, "agentguard's audit hook was being switched off outside "
+                             "instrument()/uninstrument()",
+                      {"call": "agentguard.sensors._fasthook.set_active"},
+                      "switching the audit hook off")
 
 
 def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]], None]:
@@ -640,10 +741,14 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
     local = _state.local
     agentguard_state = _agentguard_state
     on_open = handlers.get("open")
+    on_connect = handlers.get("socket.connect")
     on_probe = handlers.get(PROBE_EVENT)
     ordinary = _state.ordinary_reads
     write_flags = _WRITE_FLAGS
     code_suffixes = _CODE_SUFFIXES
+    read_context = context_reader() or (lambda: None)
+    suppressed_attribute = semconv.AG_SENSOR_SUPPRESSED
+    counters = _state.counters
 
     def agentguard_audit_hook(event: str, args: tuple[Any, ...]) -> None:
         handler = lookup(event)
@@ -667,6 +772,25 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
             # own threads.
             if guard is None or local.state or not guard.config.runtime_sensor:
                 return
+            repeats = local.repeats
+            # (Emptied when a model load starts, and never filled while one is in progress.)
+            if repeats is not None and (handler is on_connect or handler is on_open) and \
+                    repeats[1] is guard and repeats[0] is read_context() and \
+                    not guard.has_stages:
+                # The same connection or file again in the same tool call (same context): only
+                # counted on the span, as the handler would, without parsing anything again.
+                if handler is on_connect:
+                    address = args[1]
+                    hit = repeats[2].get(address) if type(address) is tuple else None
+                else:
+                    hit = repeats[2].get(_repeat_key(event, args))
+                if hit is not None:
+                    span, state = hit
+                    if span.is_recording():
+                        state.suppressed += 1
+                        counters["span_events_suppressed"] += 1
+                        span.set_attribute(suppressed_attribute, state.suppressed)
+                    return
             # Handlers filter cheaply first and mark the thread busy before doing anything that
             # raises audit events of its own.
             handler(guard, args)
@@ -681,7 +805,8 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
     return agentguard_audit_hook
 
 
-HOOK = _make_hook({**HANDLERS, PROBE_EVENT: _on_probe})
+_ALL_HANDLERS: dict[str, Handler] = {**HANDLERS, PROBE_EVENT: _on_probe, CONTROL_EVENT: _on_control}
+HOOK = _make_hook(_ALL_HANDLERS)
 
 
 def installed() -> bool:
@@ -689,15 +814,60 @@ def installed() -> bool:
     return _state.hook_installed
 
 
+def hook_kind() -> str | None:
+    """``"native"`` (entered from the C extension), ``"python"``, or ``None`` before install."""
+    if not _state.hook_installed:
+        return None
+    return "native" if _state.native is not None else "python"
+
+
+def _load_native() -> Any:
+    """The C extension, or ``None`` when it is not built or the pure-Python hook is asked for."""
+    if os.environ.get(HOOK_ENV, "").strip().lower() == "python":
+        return None
+    try:
+        from agentguard.sensors import _fasthook
+    except ImportError:
+        return None
+    return _fasthook
+
+
 def install() -> None:
     """Add the audit hook to the interpreter, once, and check that it runs."""
     if _state.hook_installed:
         return
-    sys.addaudithook(HOOK)
+    native = _load_native()
+    if native is not None:
+        try:
+            native.install(HOOK, tuple(_ALL_HANDLERS), (PROBE_EVENT, CONTROL_EVENT),
+                           _state.ordinary_reads, _state.modules_seen, CODE_ATTRIBUTES,
+                           _WRITE_FLAGS)
+        except Exception as exc:
+            internal_error("sensor native hook", exc)
+            native = None
+    if native is None:
+        sys.addaudithook(HOOK)
     # CPython silently skips a new hook when an existing one refuses it with RuntimeError.
     answered: list[bool] = []
     sys.audit(PROBE_EVENT, answered)
     _state.hook_installed = bool(answered)
-    if not answered:
+    if answered:
+        _state.native = native
+    else:
+        if native is not None:
+            native.refused()
         logger.warning("agentguard runtime sensor: the audit hook could not be added (another "
                        "audit hook refused it); processes, connections and files are not watched")
+
+
+def activate(on: bool) -> None:
+    """Let the C hook pass events to Python (``True``) or keep them in C (``False``).
+
+    A no-op for the pure-Python hook, which checks agentguard's state on every event instead.
+    """
+    native = _state.native
+    if native is None:
+        return
+    # Our own switch: the control event it raises is not tampering.
+    with _state.busy():
+        native.set_active(on)

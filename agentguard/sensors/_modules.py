@@ -19,7 +19,7 @@ from typing import NamedTuple
 from agentguard._errors import internal_error
 from agentguard.sensors import _state
 
-__all__ = ["ModuleInfo", "first_load", "prime"]
+__all__ = ["MAX_SEEN", "ModuleInfo", "first_load", "prime"]
 
 MAX_SEEN = 16384
 MAX_MISSING = 4096

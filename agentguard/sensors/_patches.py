@@ -10,6 +10,11 @@ the child's pid. So the spawn entry points are wrapped with ``wrapt``:
 * ``os.posix_spawn`` / ``os.posix_spawnp`` (they return the pid) and ``os.execv`` / ``os.execve``,
   which every ``os.exec*`` and ``os.spawn*`` variant ends in (``execv`` becomes ``execve`` with
   the child environment).
+* ``os.system``: it takes no environment, and changing ``os.environ`` around it would leak the
+  tool's identity into whatever other threads spawn meanwhile. The command runs instead as
+  ``export ...; exec /bin/sh -c '<command>' sh``: the shell system() starts sets the variables
+  and replaces itself with the shell the command would have had, so the child (same pid, same
+  ``$0``, same exit status) has them in its environment and ``os.environ`` never changes.
 * ``pickle.load`` / ``pickle.loads`` and, once imported, ``joblib.load`` and ``torch.load``:
   they mark a load in progress, so what a payload does while it is deserialised is attributed
   to the file (the audit events of the load itself come from the hook).
@@ -28,6 +33,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -44,7 +50,7 @@ from agentguard.sensors import _state
 from agentguard.sensors._emit import OperationBlocked, add_child_pid, write_span_event
 from agentguard.sensors._hook import report_import, report_model_load, run_handler
 from agentguard.sensors._models import Load
-from agentguard.sensors._propagation import child_environment
+from agentguard.sensors._propagation import child_environment, identity
 
 if TYPE_CHECKING:
     from agentguard._guard import Guard
@@ -187,6 +193,58 @@ def _execve(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     return wrapped(*args, **kwargs)
 
 
+# The shell system() runs commands with (glibc's _PATH_BSHELL).
+_SYSTEM_SHELL = "/bin/sh"
+
+
+def _system_command(guard: Guard, command: Any) -> str | None:
+    """``command`` wrapped so its shell carries the tool call's context, or ``None``."""
+    if not guard.config.propagate_context:
+        return None
+    op = current_frame().tool
+    if op is None:
+        return None
+    text = os.fsdecode(command) if isinstance(command, bytes) else command
+    if not isinstance(text, str):
+        return None
+    exports: list[str] = []
+    unset: list[str] = []
+    for name, value in identity(guard, op).items():
+        if value is None:
+            unset.append(name)
+        else:
+            exports.append(f"{name}={shlex.quote(value)}")
+    prefix = ""
+    if exports:
+        prefix += f"export {' '.join(exports)}; "
+    if unset:
+        prefix += f"unset {' '.join(unset)}; "
+    # "sh" as $0, as system() gives it; exec keeps the pid and the exit status.
+    return f"{prefix}exec {_SYSTEM_SHELL} -c {shlex.quote(text)} sh"
+
+
+def _system(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    guard = _sensor_guard()
+    if guard is None or len(args) != 1 or kwargs:
+        return wrapped(*args, **kwargs)
+    command = args[0]
+    try:
+        wrapped_command = _system_command(guard, command)
+    except Exception as exc:
+        internal_error("sensor system environment", exc)
+        wrapped_command = None
+    if wrapped_command is None or "\0" in wrapped_command:
+        return wrapped(*args, **kwargs)
+    local = _state.local
+    previous = local.system
+    # The hook reports the command the tool gave, not the wrapper around it.
+    local.system = (wrapped_command, command)
+    try:
+        return wrapped(wrapped_command)
+    finally:
+        local.system = previous
+
+
 def _original(name: str) -> Any:
     for owner, attribute, original, _wrapper in _state.patches:
         if owner is os and attribute == name:
@@ -210,7 +268,10 @@ def _file_path(target: Any) -> str | None:
 
 
 def _loading(load: Load, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    loads = _state.local.loads
+    local = _state.local
+    # What a load does is attributed to it: no repeat may be settled before its handler runs.
+    local.repeats = None
+    loads = local.loads
     loads.append(load)
     try:
         return wrapped(*args, **kwargs)
@@ -364,6 +425,8 @@ def _install(base_events: Any, pickle: Any) -> None:
         targets.append((os, "execv", _execv))
     if hasattr(os, "execve"):
         targets.append((os, "execve", _execve))
+    if hasattr(os, "system") and os.name == "posix":
+        targets.append((os, "system", _system))
     for owner, attribute, wrapper in targets:
         try:
             _wrap(owner, attribute, wrapper)
@@ -390,5 +453,5 @@ def remove() -> None:
 def wrapper_functions() -> frozenset[Any]:
     """The wrapper functions (their code must not be replaced while they run)."""
     loaders = [wrapper for _, wrapper in _LOADERS.values()]
-    return frozenset({_execute_child, _posix_spawn, _execv, _execve, _pickle_load, _pickle_loads,
-                      _loop_getaddrinfo, _gcd_import, *loaders})
+    return frozenset({_execute_child, _posix_spawn, _execv, _execve, _system, _pickle_load,
+                      _pickle_loads, _loop_getaddrinfo, _gcd_import, *loaders})

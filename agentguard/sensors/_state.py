@@ -45,6 +45,12 @@ class _Local(threading.local):
         self.loads: list[Any] = []
         # (span, SpanState) of the last span this thread wrote to.
         self.last_span: tuple[Any, Any] | None = None
+        # (command passed to system(), command the caller gave) while the os.system wrapper runs.
+        self.system: tuple[str, Any] | None = None
+        # (span, SpanState) a handler just found its event repeated on, and the repeats the hook
+        # settles at once: (OpenTelemetry context, guard, {raw arguments: (span, SpanState)}).
+        self.repeat: tuple[Any, Any] | None = None
+        self.repeats: tuple[Any, Any, dict[Any, tuple[Any, Any]]] | None = None
 
 
 local = _Local()
@@ -90,6 +96,7 @@ counters: dict[str, int] = {
 }
 
 
+# The C hook holds ``modules_seen`` and ``ordinary_reads`` themselves: clear them, never rebind.
 # Module loads: top-level names already loaded, names looked for and not found (with when), the
 # distributions of each top-level name (read once, refreshed at most every few seconds on a
 # miss), and distribution versions.
@@ -102,8 +109,10 @@ versions: dict[str, str | None] = {}
 ordinary_reads: set[str] = set()
 # Model files hashed: (path, size, mtime_ns) -> sha256.
 digests: dict[tuple[str, int, int], str] = {}
-# The audit hook is added once and stays for the life of the process.
+# The audit hook is added once and stays for the life of the process; ``native`` is the C
+# extension module when the hook is entered from C.
 hook_installed = False
+native: Any = None
 # agentguard's own files for the active guard (findings file, profile): (guard, paths).
 own_paths: tuple[Any, frozenset[str]] | None = None
 # wrapt patches in place: (owner, attribute, original, wrapper), and the targets whose import
@@ -162,6 +171,9 @@ def _after_fork() -> None:
     local.spawns = []
     local.loads = []
     local.last_span = None
+    local.system = None
+    local.repeat = None
+    local.repeats = None
     with _spans_lock:
         _spans.clear()
 

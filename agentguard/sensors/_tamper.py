@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from agentguard._guard import Guard
 
 __all__ = [
+    "CODE_ATTRIBUTES",
     "before_uninstrument",
     "check_patches",
     "guard_state_module",
@@ -47,7 +48,7 @@ __all__ = [
 _WATCHED = frozenset({"guard", "telemetry"})
 # The only module allowed to replace them.
 _OWNER = "agentguard._api"
-_CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
+CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 
 
 def report_tamper(guard: Guard, reason: str, evidence: dict[str, Any], what: str) -> None:
@@ -137,7 +138,7 @@ def protect(functions: frozenset[Any]) -> None:
 
 def on_setattr(guard: Guard, args: tuple[Any, ...]) -> None:
     """``object.__setattr__`` audit event: replacing a protected function's code is tampering."""
-    if len(args) < 2 or args[1] not in _CODE_ATTRIBUTES:
+    if len(args) < 2 or args[1] not in CODE_ATTRIBUTES:
         return
     target = args[0]
     try:

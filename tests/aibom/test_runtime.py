@@ -90,7 +90,7 @@ def test_hash_mismatch_alerts_and_blocks_in_enforce(tmp_path: Path, bom_guard: A
     agentguard.uninstrument()
     _inventory.reset()
     _, found = bom_guard(enable={"models_allowlist": models, "block": True}, mode="enforce",
-                         builtin_rules=False)
+                         builtin_rules=False, on_block="raise")
     with pytest.raises(PermissionError, match=r"agentguard blocked model load .*\[BOM003\]"):
         run_tool(_load_tensors, "load", path=str(model))
     assert [f.action for f in found if f.rule_id == "BOM003"] == ["block"]

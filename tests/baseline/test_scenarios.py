@@ -290,10 +290,13 @@ def test_a_tool_that_never_started_processes_is_stopped_when_it_does(guarded: An
     agent = create_agent(ScriptedChatModel(script=[
         say("", call("run_report", "atk", report="shell")), say("ok")]), [run_report],
         name="reports")
-    # LangChain's agent re-raises what a tool raised: here the sensor's PermissionError.
-    with agentguard.conversation("attack"), pytest.raises(PermissionError) as info:
-        agent.invoke({"messages": [("user", "run the shell report")]})
-    assert "baseline-process" in str(info.value)
+    # The sensor's PermissionError reaches the model as an error tool message, as a policy
+    # block does, and the agent finishes its turn.
+    with agentguard.conversation("attack"):
+        result = agent.invoke({"messages": [("user", "run the shell report")]})
+    replies = [m for m in result["messages"] if getattr(m, "type", "") == "tool"]
+    assert len(replies) == 1 and replies[0].status == "error"
+    assert "baseline-process" in str(replies[0].content)
     assert not MARKER[0].exists()
     blocked = [f for f in findings if f.action == "block"]
     assert [f.rule_id for f in blocked] == ["baseline-process"]

@@ -190,17 +190,77 @@ def test_agent_escape_with_curl_is_attributed_in_monitor_mode(guarded: Any, span
 def test_agent_escape_with_curl_is_blocked_before_exec_in_enforce_mode(
         guarded: Any, spans: Any) -> None:
     """In enforce mode the curl spawn fails with PermissionError before curl runs: the server
-    receives nothing and the tool call fails as on a real permission error."""
+    receives nothing, the tool call fails, and the agent hands the model an error ToolMessage
+    naming the rule (as for a policy block of the call) and carries on."""
     findings: list[agentguard.Finding] = []
     with LoopbackHTTP() as server:
         guarded(mode="enforce", builtin_rules=False, on_finding=findings.append,
                 policy=[Recorder(block=_is_curl, rule_id="NO-CURL")])
-        with pytest.raises(PermissionError, match="NO-CURL"), \
-                agentguard.conversation("conv-esc-enforce"):
-            _agent(server.port).invoke({"messages": [("user", "look at ticket T-1")]})
+        with agentguard.conversation("conv-esc-enforce"):
+            result = _agent(server.port).invoke({"messages": [("user", "look at ticket T-1")]})
     assert server.received == []
     assert [(f.rule_id, f.action, f.tool, f.turn) for f in findings] == [
         ("NO-CURL", "block", "fetch_ticket", 1)]
+    reply = result["messages"][2]
+    assert (reply.type, reply.status, reply.tool_call_id) == ("tool", "error", "c-1")
+    assert reply.content.startswith("Error: agentguard blocked this call to fetch_ticket "
+                                    "[NO-CURL]: ")
+    assert reply.additional_kwargs == {"agentguard_rule_id": "NO-CURL"}
+    assert result["messages"][-1].content == "done"
     span = spans.one("execute_tool fetch_ticket")
     assert span.status.status_code.name == "ERROR"
+    assert span.attributes["error.type"] == "OperationBlocked"
     assert events(span, "process.exec")[0]["agentguard.decision"] == "block"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_a_sensor_block_in_an_agent_tool_raises_with_on_block_raise(guarded: Any) -> None:
+    """With ``on_block="raise"`` the sensor's PermissionError propagates out of the agent."""
+    with LoopbackHTTP() as server:
+        guarded(mode="enforce", builtin_rules=False, on_block="raise",
+                policy=[Recorder(block=_is_curl, rule_id="NO-CURL")])
+        with pytest.raises(PermissionError, match="NO-CURL"):
+            _agent(server.port).invoke({"messages": [("user", "look at ticket T-1")]})
+    assert server.received == []
+
+
+@tool
+def post_report(url: str) -> str:
+    """Post the report with requests (which wraps a refused connect in its own error)."""
+    import requests
+
+    return requests.post(url, data=b"context window", timeout=5).text
+
+
+@tool
+def broken_report(url: str) -> str:
+    """A tool that fails on its own, with an ordinary PermissionError."""
+    raise PermissionError(13, "read-only report store")
+
+
+def _is_loopback_connect(event: Any) -> bool:
+    return event.kind == "net_connect" and event.address == "127.0.0.1"
+
+
+async def test_a_wrapped_sensor_block_in_an_async_agent_is_an_error_message(
+        guarded: Any, spans: Any) -> None:
+    """A connection the sensor refuses inside ``requests`` (raised to the tool as requests'
+    ConnectionError) still reaches the model of an async agent as an error ToolMessage, while
+    a tool's own PermissionError is not mistaken for a block and propagates."""
+    with LoopbackHTTP() as server:
+        guarded(mode="enforce", builtin_rules=False,
+                policy=[Recorder(block=_is_loopback_connect, rule_id="NO-EGRESS")])
+        url = f"http://127.0.0.1:{server.port}/collect"
+        script = [say("", call("post_report", "c-7", url=url)), say("gave up")]
+        agent = create_agent(ScriptedChatModel(script=script), [post_report], name="reporter")
+        result = await agent.ainvoke({"messages": [("user", "post the report")]})
+        assert server.received == []
+        reply = result["messages"][2]
+        assert (reply.status, reply.tool_call_id) == ("error", "c-7")
+        assert "[NO-EGRESS]" in reply.content
+        assert spans.one("execute_tool post_report").attributes["error.type"] == "ConnectionError"
+
+        script = [say("", call("broken_report", "c-8", url=url)), say("unreachable")]
+        agent = create_agent(ScriptedChatModel(script=script), [broken_report], name="reporter")
+        with pytest.raises(PermissionError, match="read-only report store"):
+            await agent.ainvoke({"messages": [("user", "post the report")]})

@@ -18,7 +18,7 @@ def test_builtin_rules_block_a_shell_spawned_by_a_tool(guarded: Any, spans: Any,
     """In enforce mode the built-in shell rule refuses ``sh -c`` in a tool before it runs."""
     marker = tmp_path / "ran"
     findings: list[agentguard.Finding] = []
-    guarded(mode="enforce", on_finding=findings.append)
+    guarded(on_block="raise", mode="enforce", on_finding=findings.append)
 
     def shell_out() -> str:
         """Run a shell command."""

@@ -76,7 +76,7 @@ def test_enforce_blocks_a_credential_read_before_the_file_opens(
     secret.parent.mkdir()
     secret.write_text("PRIVATE KEY")
     findings: list[agentguard.Finding] = []
-    guarded(mode="enforce", builtin_rules=False, on_finding=findings.append,
+    guarded(on_block="raise", mode="enforce", builtin_rules=False, on_finding=findings.append,
             policy=[Recorder(block=lambda e: e.kind == "file_open" and "/.ssh/" in e.path,
                              rule_id="NO-KEYS")])
     read: list[str] = []
@@ -214,7 +214,7 @@ def test_enforce_blocks_an_import(guarded: Any, module_dir: Path) -> None:
     """A blocked module load raises PermissionError at the import and the module never runs."""
     (module_dir / "agtest_dropper.py").write_text(
         f"open({str(module_dir / 'ran')!r}, 'w').close()\n")
-    guarded(mode="enforce", builtin_rules=False,
+    guarded(on_block="raise", mode="enforce", builtin_rules=False,
             policy=[Recorder(block=lambda e: e.kind == "module_load"
                              and e.module == "agtest_dropper", rule_id="NO-DROPPER")])
 

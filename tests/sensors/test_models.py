@@ -110,7 +110,7 @@ def test_enforce_refuses_an_unsafe_pickle_before_its_payload_runs(
     marker = tmp_path / "pwned"
     path = _trapped_model(tmp_path, marker)
     findings: list[agentguard.Finding] = []
-    guarded(mode="enforce", builtin_rules=False, on_finding=findings.append)
+    guarded(on_block="raise", mode="enforce", builtin_rules=False, on_finding=findings.append)
 
     def load_model() -> str:
         """Load a downloaded model."""
@@ -146,7 +146,7 @@ def test_enforce_refuses_a_spawn_during_a_load_whatever_the_globals(
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps([_Gadget(marker)]))
     findings: list[agentguard.Finding] = []
-    guard_off_builtins(mode="enforce", on_finding=findings.append)
+    guard_off_builtins(mode="enforce", on_block="raise", on_finding=findings.append)
 
     def load_model() -> str:
         """Load a downloaded model."""
@@ -162,7 +162,7 @@ def test_pickle_loads_of_bytes_is_watched_too(guarded: Any, tmp_path: Path) -> N
     """A payload unpickled from bytes (no file) is refused the same way."""
     marker = tmp_path / "pwned"
     blob = pickle.dumps(_Payload(f"touch {marker}"))
-    guarded(mode="enforce", builtin_rules=False)
+    guarded(on_block="raise", mode="enforce", builtin_rules=False)
 
     def from_cache() -> str:
         """Unpickle cached bytes."""

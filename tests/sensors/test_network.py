@@ -157,7 +157,7 @@ def test_enforce_blocks_a_connection_before_it_is_made(guarded: Any, spans: Any,
     """A blocked connect raises PermissionError and the listener never sees a connection."""
     port = _port(listener)
     findings: list[agentguard.Finding] = []
-    guarded(mode="enforce", builtin_rules=False, on_finding=findings.append,
+    guarded(on_block="raise", mode="enforce", builtin_rules=False, on_finding=findings.append,
             policy=[Recorder(block=lambda e: e.kind == "net_connect" and e.port == port,
                              rule_id="NO-EGRESS")])
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +269,89 @@ def test_os_system_is_reported(guarded: Any, spans: Any) -> None:
     assert event["process.command_line"] == "/bin/sh -c true"
 
 
+def _system_child(out: Path, command: str = "") -> str:
+    """An ``os.system`` command whose child writes its context variables (and ``$0``) to
+    ``out``, then runs ``command``."""
+    script = PRINT_ENV.replace("print(", "open(os.environ['OUT'], 'w').write(")
+    line = f"OUT={out} {sys.executable} -c \"{script}\" && echo \"$0\" > {out}.zero"
+    return f"{line}; {command}" if command else line
+
+
+def test_an_os_system_child_gets_the_tool_trace_context_and_identity(
+        guarded: Any, spans: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run with ``os.system`` in a tool call sees TRACEPARENT of the tool span and the
+    agent identity, a stale identity in ``os.environ`` is removed for it, ``$0`` and the exit
+    status are what ``os.system`` gives, ``os.environ`` is unchanged and the span event shows
+    the tool's own command."""
+    guarded(service_name="support-agent")
+    monkeypatch.setenv("AGENTGUARD_TURN", "99")
+    out = tmp_path / "env.json"
+    command = _system_child(out, "exit 3")
+    before = dict(os.environ)
+
+    def system_env() -> str:
+        """Run a child through os.system."""
+        return str(os.system(command))
+
+    with agentguard.conversation("conv-9"):
+        status = int(run_tool(system_env, call_id="call-system"))
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert dict(os.environ) == before
+    span = spans.one("execute_tool system_env")
+    trace_id, span_id = _ids(span)
+    assert json.loads(out.read_text()) == {
+        "TRACEPARENT": f"00-{trace_id}-{span_id}-01",
+        "AGENTGUARD_AGENT": "support-agent",
+        "AGENTGUARD_CONVERSATION_ID": "conv-9",
+        "AGENTGUARD_TOOL": "system_env",
+        "AGENTGUARD_TOOL_CALL_ID": "call-system",
+    }
+    assert Path(f"{out}.zero").read_text().strip() == "sh"
+    (event,) = events(span, "process.exec")
+    assert event["agentguard.process.operation"] == "system"
+    assert event["process.command_line"] == f"/bin/sh -c {shlex.quote(command)}"
+
+
+def test_concurrent_os_system_children_each_get_their_own_tool(guarded: Any, spans: Any,
+                                                               tmp_path: Path) -> None:
+    """Tool calls running ``os.system`` at the same time in a thread pool each hand their own
+    tool call's context to their child, and a child started outside any tool gets none."""
+    guarded()
+    start = threading.Barrier(4)
+
+    def system_env(index: int) -> str:
+        """Run a child through os.system after the other tool calls have started."""
+        start.wait(10)
+        return str(os.system(_system_child(tmp_path / f"{index}.json", "sleep 0.2")))
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(
+            lambda i: run_tool(system_env, call_id=f"call-{i}", index=i), range(4)))
+    assert statuses == ["0"] * 4
+    for index in range(4):
+        seen = json.loads((tmp_path / f"{index}.json").read_text())
+        assert seen["AGENTGUARD_TOOL_CALL_ID"] == f"call-{index}"
+        (span,) = [s for s in spans.named("execute_tool system_env")
+                   if s.attributes["gen_ai.tool.call.id"] == f"call-{index}"]
+        trace_id, span_id = _ids(span)
+        assert seen["TRACEPARENT"] == f"00-{trace_id}-{span_id}-01"
+    assert os.system(_system_child(tmp_path / "outside.json")) == 0
+    assert json.loads((tmp_path / "outside.json").read_text()) == {}
+
+
+def test_os_system_propagation_can_be_switched_off(guarded: Any, tmp_path: Path) -> None:
+    """With ``propagate_context=False`` an ``os.system`` child gets no context variables."""
+    guarded(propagate_context=False)
+    out = tmp_path / "env.json"
+
+    def system_env() -> str:
+        """Run a child through os.system."""
+        return str(os.system(_system_child(out)))
+
+    assert run_tool(system_env) == "0"
+    assert json.loads(out.read_text()) == {}
+
+
 def _blocks_shell(event: Any) -> bool:
     return event.kind == "process_exec" and os.path.basename(event.executable) == "sh"
 
@@ -276,7 +362,7 @@ def test_enforce_blocks_a_spawn_before_the_child_runs(guarded: Any, spans: Any,
     runs; the finding names the rule and the span event says it was blocked."""
     marker = tmp_path / "ran"
     findings: list[agentguard.Finding] = []
-    guarded(mode="enforce", policy=[Recorder(block=_blocks_shell, rule_id="NO-SHELL")],
+    guarded(on_block="raise", mode="enforce", policy=[Recorder(block=_blocks_shell, rule_id="NO-SHELL")],
             builtin_rules=False, on_finding=findings.append)
 
     def shell_out() -> str:

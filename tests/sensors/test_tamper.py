@@ -39,7 +39,7 @@ def test_uninstrument_from_a_tool_is_refused_in_enforce_mode(guarded: Any) -> No
     """In enforce mode ``uninstrument()`` from a tool raises PermissionError and agentguard stays
     on."""
     findings: list[agentguard.Finding] = []
-    guard = guarded(mode="enforce", on_finding=findings.append)
+    guard = guarded(on_block="raise", mode="enforce", on_finding=findings.append)
 
     def disable() -> str:
         """Switch agentguard off."""
@@ -55,7 +55,7 @@ def test_uninstrument_from_a_tool_is_refused_in_enforce_mode(guarded: Any) -> No
 def test_replacing_the_active_guard_from_a_tool_is_refused(guarded: Any) -> None:
     """A tool assigning ``agentguard._state.guard`` is refused in enforce mode."""
     findings: list[agentguard.Finding] = []
-    guard = guarded(mode="enforce", on_finding=findings.append)
+    guard = guarded(on_block="raise", mode="enforce", on_finding=findings.append)
 
     def blind() -> str:
         """Clear agentguard's state."""
@@ -87,7 +87,7 @@ def test_replacing_sensor_code_from_a_tool_is_refused(guarded: Any) -> None:
     """Swapping the code of one of the sensor's handlers from a tool is refused in enforce
     mode, and the handler keeps its code."""
     findings: list[agentguard.Finding] = []
-    guarded(mode="enforce", on_finding=findings.append)
+    guarded(on_block="raise", mode="enforce", on_finding=findings.append)
     original = _hook._on_open.__code__
 
     def neuter(guard: Any, args: Any) -> None:

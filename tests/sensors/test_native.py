@@ -1,0 +1,252 @@
+"""The C entry point of the audit hook: same behaviour as the pure-Python hook, and really used
+when it is built."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentguard
+from agentguard import sensors
+from agentguard.sensors import _state as sensor_state
+from tests.sensors.helpers import run_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("hook_scenario.py")
+BUILT = importlib.util.find_spec("agentguard.sensors._fasthook") is not None
+
+EXPECTED_EVENTS = [
+    ["process.exec", {"process.executable.path": "/bin/true"}],
+    ["agentguard.finding", {"agentguard.finding.rule_id": "NO-FALSE"}],
+    ["process.exec", {"process.executable.path": "/bin/false", "agentguard.decision": "block"}],
+    ["file.open", {"file.path": "<folder>/.env", "agentguard.file.write": False,
+                   "agentguard.file.category": "credential"}],
+    ["file.open", {"file.path": "<folder>/out.txt", "agentguard.file.write": True}],
+    ["dns.lookup", {"dns.question.name": "localhost"}],
+    ["net.connect", {"network.peer.port": "listener"}],
+    ["net.connect", {"network.peer.port": "blocked", "agentguard.decision": "block"}],
+    ["agentguard.finding", {"agentguard.finding.rule_id": "NO-PORT"}],
+    ["module.load", {"agentguard.module.name": "wave"}],
+    ["agentguard.finding", {"agentguard.finding.rule_id": "sensor-tamper"}],
+    ["process.exec", {"process.executable.path": "/bin/sh"}],
+]
+
+
+def _run_scenario(hook: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTGUARD_", "OTEL_"))}
+    env["AGENTGUARD_EXPORTER"] = "none"
+    env["PYTHONPATH"] = str(ROOT)
+    if hook == "python":
+        env["AGENTGUARD_SENSOR_HOOK"] = "python"
+    out = subprocess.run([sys.executable, str(SCENARIO)], capture_output=True, text=True,
+                         env=env, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("hook", ["native", "python"])
+def test_both_hooks_observe_block_and_attribute_alike(hook: str) -> None:
+    """With the C hook and with the pure-Python hook, a fresh agent process sees the same span
+    events (spawns, credential read, write, lookup, connections, first import, tamper), refuses
+    the same spawn, connection and tampering with PermissionError, gives an os.system child its
+    tool call, and reports nothing once uninstrumented."""
+    if hook == "native" and not BUILT:
+        pytest.skip("the C extension is not built here (no compiler at install time)")
+    result = _run_scenario(hook)
+    assert result["hook"] == hook
+    assert result["blocked_spawn"] == "13 OperationBlocked"
+    assert result["blocked_connect"] == "13 OperationBlocked"
+    assert result["blocked_tamper"] == "13 OperationBlocked"
+    assert result["system_child"] == "call-1"
+    assert result["events_after_uninstrument"] == 0
+    # Module loads the lookup of "localhost" causes (codecs) depend on the interpreter.
+    observed = [[name, {k: v for k, v in attributes.items() if k != "file.path"}]
+                if name == "module.load" else [name, attributes]
+                for name, attributes in result["events"]
+                if name != "module.load" or attributes["agentguard.module.name"] == "wave"]
+    assert observed == EXPECTED_EVENTS
+
+
+def _compiler_available() -> bool:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    return bool(compiler) and shutil.which(compiler[0]) is not None and headers.exists()
+
+
+@pytest.mark.skipif(not _compiler_available(), reason="no C compiler or Python headers")
+def test_the_extension_is_built_where_a_compiler_exists() -> None:
+    """An install on a machine with a C compiler and Python headers has the C hook (a failed
+    build would silently fall back to the slower pure-Python hook)."""
+    assert BUILT, "agentguard.sensors._fasthook is missing: reinstall with `pip install -e .`"
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_the_c_hook_is_the_one_in_use_and_settles_events_itself(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """With the extension built the sensor is entered from C: repeated ordinary reads are settled
+    there, a credential read is passed to Python and reported on the tool span."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    guarded()
+    assert sensors.hook_kind() == "native"
+    ordinary = tmp_path / "notes.txt"
+    ordinary.write_text("x")
+    secret = tmp_path / ".npmrc"
+    secret.write_text("//registry/:_authToken=x")
+
+    def read_files() -> str:
+        """Read an ordinary file five times, then a credential file."""
+        before = sensors.stats()
+        for _ in range(5):
+            ordinary.read_text()
+        middle = sensors.stats()
+        secret.read_text()
+        after = sensors.stats()
+        return json.dumps([middle["native_filtered"] - before["native_filtered"],
+                           after["native_forwarded"] - middle["native_forwarded"]])
+
+    filtered, forwarded = json.loads(run_tool(read_files))
+    assert filtered >= 4  # the first read is classified in Python, the rest settled in C
+    assert forwarded == 1
+    (event,) = [e for e in spans.one("execute_tool read_files").events if e.name == "file.open"]
+    assert event.attributes["file.path"] == str(secret)
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_switching_the_c_hook_off_from_a_tool_is_refused_as_tampering(guarded: Any) -> None:
+    """A tool call that switches the C hook off is refused in enforce mode with a sensor-tamper
+    finding (the model gets an error message), and the hook stays on until uninstrument()."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    from agentguard.sensors import _fasthook
+
+    findings: list[agentguard.Finding] = []
+    guarded(mode="enforce", on_finding=findings.append, builtin_rules=False)
+
+    def switch_off() -> str:
+        """Switch the sensor's C hook off."""
+        _fasthook.set_active(False)
+        return "off"
+
+    # The tool fails with the PermissionError; the model is told with an error message.
+    reply = run_tool(switch_off)
+    assert reply.startswith("Error: agentguard blocked this call to switch_off [sensor-tamper]")
+    assert [f.rule_id for f in findings] == ["sensor-tamper"]
+    assert _fasthook.stats()["active"] is True
+    agentguard.uninstrument()
+    assert _fasthook.stats()["active"] is False
+
+
+def test_the_hook_can_be_forced_to_pure_python() -> None:
+    """``AGENTGUARD_SENSOR_HOOK=python`` makes a fresh process use the pure-Python hook."""
+    code = ("import agentguard; from agentguard import sensors; "
+            "agentguard.instrument(exporter=None, service_name='x'); print(sensors.hook_kind())")
+    env = {**os.environ, "AGENTGUARD_SENSOR_HOOK": "python", "AGENTGUARD_EXPORTER": "none",
+           "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["python"], shlex.quote(out.stderr)
+
+
+def test_repeats_are_counted_and_judged_again_once_a_policy_arrives(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """Writing one file and connecting to one address again and again in a tool call writes one
+    span event each and counts the rest; once a policy is added mid-call, every repeat is shown
+    to it (repeats settled early never skip a judge)."""
+    import socket
+
+    guard = guarded(builtin_rules=False, injection_detection=False)
+    assert not guard.has_stages
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    target = tmp_path / "out.txt"
+    seen: list[str] = []
+
+    def policy(event: Any) -> None:
+        seen.append(event.kind)
+
+    def loop() -> str:
+        """Rewrite a file and connect to one address five times, then five more under a
+        policy."""
+        for round_ in range(2):
+            if round_:
+                # The repeats were settled by the hook itself until now.
+                assert len(sensor_state.local.repeats[2]) == 2
+                guard.add_policy(policy)
+            for _ in range(5):
+                target.write_text("x")
+                with socket.create_connection(listener.getsockname()):
+                    pass
+        return "ok"
+
+    try:
+        assert run_tool(loop) == "ok"
+    finally:
+        listener.close()
+    span = spans.one("execute_tool loop")
+    names = [e.name for e in span.events]
+    assert names.count("file.open") == 1 and names.count("net.connect") == 1
+    # Ten writes and ten connects, one span event each: the other 18 are counted.
+    assert span.attributes["agentguard.sensor.events_suppressed"] == 18
+    assert seen.count("file_open") == 5 and seen.count("net_connect") == 5
+
+
+def _dial(host: str, port: int) -> int:
+    """An ordinary-looking function a pickle payload reaches a connection through."""
+    import socket
+
+    with socket.create_connection((host, port)):
+        return port
+
+
+class _Dialer:
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int]]:
+        return _dial, self.address
+
+
+def test_a_repeat_during_a_model_load_is_judged_as_part_of_the_load(guarded: Any) -> None:
+    """A connection a tool already made twice (so settled as a repeat) is refused when a pickle
+    makes it again while it is being deserialised: the load starts the judging afresh."""
+    import pickle
+    import socket
+
+    findings: list[agentguard.Finding] = []
+    guard = guarded(mode="enforce", on_block="raise", builtin_rules=False,
+                    injection_detection=False, on_finding=findings.append)
+    assert not guard.has_stages
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    host, port = listener.getsockname()
+    blob = pickle.dumps(_Dialer(host, port))
+
+    def fetch_then_load() -> str:
+        """Connect twice, then unpickle a payload that connects to the same address."""
+        for _ in range(2):
+            with socket.create_connection((host, port)):
+                pass
+        assert list(sensor_state.local.repeats[2]) == [(host, port)]
+        pickle.loads(blob)
+        return "loaded"
+
+    try:
+        with pytest.raises(PermissionError, match=sensors.RULE_LOAD_SPAWN):
+            run_tool(fetch_then_load)
+    finally:
+        listener.close()
+    assert [f.rule_id for f in findings] == [sensors.RULE_LOAD_SPAWN]
