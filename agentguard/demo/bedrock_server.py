@@ -8,6 +8,10 @@ chunked for the streaming ones. boto3 clients reach it with ``endpoint_url`` and
 credentials, so request signing, retries, response parsing and event-stream decoding all run
 for real.
 
+Beside it, for the demo's agents: :class:`S3Server`, a small S3-compatible endpoint (path-style
+REST and XML, in memory), and :class:`HttpService`, a plain HTTP service on a loopback address
+standing in for the internal APIs around an agent. All stdlib, all on loopback.
+
 Each request takes the next scripted step (:meth:`BedrockServer.push`): a :class:`Reply` (one
 model answer, rendered in whatever shape the called API and model family use), a
 :class:`Failure` (an AWS error response), :class:`AgentEvents` (an ``InvokeAgent`` stream) or
@@ -21,10 +25,12 @@ import binascii
 import contextlib
 import itertools
 import json
+import socket
 import struct
 import threading
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,9 +39,12 @@ __all__ = [
     "AgentEvents",
     "BedrockServer",
     "Failure",
+    "HttpService",
     "Raw",
     "RecordedRequest",
     "Reply",
+    "Response",
+    "S3Server",
     "agent_chunk",
     "agent_trace",
     "encode_message",
@@ -334,9 +343,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         owner = self.server.owner
         path = urllib.parse.unquote(self.path.split("?", 1)[0])
-        owner.record(RecordedRequest("POST", path, {k.lower(): v for k, v in
-                                                    self.headers.items()}, body))
+        request = RecordedRequest(self.command, path, {k.lower(): v for k, v in
+                                                       self.headers.items()}, body)
+        owner.record(request)
         step = owner.next_step()
+        if callable(step):  # a scripted model that reads the request it answers
+            step = step(request)
         # A client that stops reading (an abandoned stream) hangs up mid-response.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self._respond(path, step)
@@ -430,12 +442,62 @@ class _Handler(BaseHTTPRequestHandler):
                       "x-amz-bedrock-agent-session-id": session})
 
 
-class _Server(ThreadingHTTPServer):
+def _host_of(server: ThreadingHTTPServer) -> str:
+    host = server.server_address[0]
+    return host.decode() if isinstance(host, bytes) else str(host)
+
+
+def _url_of(server: ThreadingHTTPServer) -> str:
+    host = _host_of(server)
+    return f"http://{f'[{host}]' if ':' in host else host}:{server.server_address[1]}"
+
+
+# How often a server's loop checks for stop(): stopping waits up to this long (default 0.5 s).
+_POLL_INTERVAL = 0.05
+
+
+class _LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server that can close the keep-alive connections clients left open.
+
+    A handler thread serves one connection until the client closes it; a boto3 client keeps its
+    pooled connections open, so stopping the listener alone would leave those threads and
+    sockets behind. :meth:`close` shuts every open connection down, and its thread ends.
+    """
+
     daemon_threads = True
-    owner: BedrockServer
+
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         return None  # a client that hangs up mid-response is not an error here
+
+    def close(self, thread: threading.Thread) -> None:
+        """Stop serving, end the open connections, release the socket."""
+        self.shutdown()
+        with self._connections_lock:
+            open_connections = list(self._connections)
+        for connection in open_connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.server_close()
+        thread.join(timeout=5)
+
+
+class _Server(_LoopbackServer):
+    owner: BedrockServer
 
 
 class BedrockServer:
@@ -450,24 +512,29 @@ class BedrockServer:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="bedrock-server", daemon=True)
+                                        args=(_POLL_INTERVAL,), name="bedrock-server",
+                                        daemon=True)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return _url_of(self._server)
 
     def start(self) -> BedrockServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close(self._thread)
+
+    def __enter__(self) -> BedrockServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def push(self, *steps: Any) -> None:
-        """Queue responses, one per request, in order."""
+        """Queue responses, one per request, in order; a callable step is called with the
+        :class:`RecordedRequest` it answers and returns the step to serve."""
         with self._lock:
             self._steps.extend(steps)
 
@@ -493,3 +560,432 @@ class BedrockServer:
     def pending(self) -> int:
         with self._lock:
             return len(self._steps)
+
+
+# -- S3 (path-style REST, XML) -------------------------------------------------------------------
+
+_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+# One object, and all the objects of one server: a demo store, not a data lake.
+_S3_MAX_OBJECT = 16 << 20
+_S3_MAX_TOTAL = 256 << 20
+
+
+def _decode_aws_chunked(body: bytes) -> bytes:
+    """The payload of an ``aws-chunked`` body (``<hex size>[;chunk-signature=..]\\r\\n<data>\\r\\n``
+    chunks, then a zero-size chunk and optional trailers such as ``x-amz-checksum-crc32``)."""
+    out = bytearray()
+    position = 0
+    while position < len(body):
+        end = body.find(b"\r\n", position)
+        if end < 0:
+            break
+        size = int(body[position:end].split(b";", 1)[0] or b"0", 16)
+        if size == 0:
+            break
+        start = end + 2
+        out += body[start:start + size]
+        position = start + size + 2
+    return bytes(out)
+
+
+def _xml(tag: str, children: list[tuple[str, Any]]) -> bytes:
+    from xml.sax.saxutils import escape
+
+    def render(name: str, value: Any) -> str:
+        if isinstance(value, list):
+            return f"<{name}>" + "".join(render(k, v) for k, v in value) + f"</{name}>"
+        return f"<{name}>{escape(str(value))}</{name}>"
+
+    inner = "".join(render(k, v) for k, v in children)
+    # Results carry S3's namespace; error documents do not (as S3 sends them).
+    namespace = "" if tag == "Error" else f' xmlns="{_S3_NS}"'
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<{tag}{namespace}>{inner}</{tag}>'.encode()
+
+
+@dataclass
+class _Object:
+    data: bytes
+    etag: str
+    modified: str
+    content_type: str
+
+
+class _S3Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _S3HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _S3_MAX_OBJECT:
+            self._error(400, "EntityTooLarge", "the object is larger than this server keeps")
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        encoding = (self.headers.get("Content-Encoding") or "").lower()
+        if "aws-chunked" in encoding or \
+                (self.headers.get("x-amz-content-sha256") or "").startswith("STREAMING-"):
+            body = _decode_aws_chunked(body)
+        split = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+        bucket, _, key = split.path.lstrip("/").partition("/")
+        bucket, key = urllib.parse.unquote(bucket), urllib.parse.unquote(key)
+        owner = self.server.owner
+        owner.record(RecordedRequest(self.command, split.path,
+                                     {k.lower(): v for k, v in self.headers.items()}, body))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._route(owner, bucket, key, query, body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    def _send(self, status: int, data: bytes = b"", headers: dict[str, str] | None = None,
+              content_type: str = "application/xml") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amz-request-id", f"S3REQ{next(_ids):08d}")
+        self.send_header("x-amz-id-2", f"demo-host-{next(_ids):06d}")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _error(self, status: int, code: str, message: str, **extra: str) -> None:
+        self._send(status, _xml("Error", [("Code", code), ("Message", message),
+                                          *extra.items(), ("RequestId", f"S3REQ{next(_ids):08d}")]))
+
+    def _route(self, owner: S3Server, bucket: str, key: str, query: dict[str, str],
+               body: bytes) -> None:
+        method = self.command
+        if not bucket:
+            if method != "GET":
+                self._error(405, "MethodNotAllowed", "not supported here")
+                return
+            self._send(200, _xml("ListAllMyBucketsResult", [("Buckets", [
+                ("Bucket", [("Name", name), ("CreationDate", "2026-01-01T00:00:00.000Z")])
+                for name in owner.bucket_names()])]))
+            return
+        if not key:
+            self._bucket(owner, bucket, query)
+            return
+        if not owner.has_bucket(bucket):
+            self._error(404, "NoSuchBucket", "The specified bucket does not exist",
+                        BucketName=bucket)
+            return
+        if method == "PUT":
+            stored = owner.store(bucket, key, body,
+                                 self.headers.get("Content-Type") or "binary/octet-stream")
+            if stored is None:
+                self._error(400, "EntityTooLarge", "this server's store is full")
+                return
+            self._send(200, headers={"ETag": stored.etag})
+        elif method in ("GET", "HEAD"):
+            found = owner.get(bucket, key)
+            if found is None:
+                if method == "HEAD":
+                    self._send(404)
+                else:
+                    self._error(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", found.content_type)
+            self.send_header("Content-Length", str(len(found.data)))
+            self.send_header("ETag", found.etag)
+            self.send_header("Last-Modified", found.modified)
+            self.send_header("x-amz-request-id", f"S3REQ{next(_ids):08d}")
+            self.end_headers()
+            if method == "GET":
+                self.wfile.write(found.data)
+        elif method == "DELETE":
+            owner.delete(bucket, key)
+            self._send(204)
+        else:
+            self._error(405, "MethodNotAllowed", f"{method} on an object")
+
+    def _bucket(self, owner: S3Server, bucket: str, query: dict[str, str]) -> None:
+        method = self.command
+        if method == "PUT":
+            owner.create_bucket(bucket)
+            self._send(200, headers={"Location": f"/{bucket}"})
+            return
+        if not owner.has_bucket(bucket):
+            if method == "HEAD":
+                self._send(404)
+            else:
+                self._error(404, "NoSuchBucket", "The specified bucket does not exist",
+                            BucketName=bucket)
+            return
+        if method == "HEAD":
+            self._send(200)
+        elif method == "GET" and query.get("list-type") == "2":
+            self._send(200, _xml("ListBucketResult", owner.list_v2(bucket, query)))
+        elif method == "GET" and "location" in query:
+            self._send(200, _xml("LocationConstraint", []))
+        else:
+            self._error(501, "NotImplemented", "this server supports ListObjectsV2 only")
+
+
+class _S3HTTPServer(_LoopbackServer):
+    owner: S3Server
+
+
+class S3Server:
+    """A small S3-compatible endpoint on loopback (path-style addressing, XML responses).
+
+    Buckets (``CreateBucket``, ``HeadBucket``, ``ListBuckets``) and objects (``PutObject``,
+    ``GetObject``, ``HeadObject``, ``DeleteObject``, ``ListObjectsV2`` with prefix, delimiter,
+    ``MaxKeys`` and continuation tokens), ``aws-chunked`` uploads included, so boto3's S3 client
+    runs unchanged (``Config(s3={"addressing_style": "path"})``). Objects live in memory, bounded
+    per object and in total; every request is recorded (:attr:`requests`, at most 4,096).
+    """
+
+    MAX_REQUESTS = 4096
+
+    def __init__(self, buckets: tuple[str, ...] | list[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, dict[str, _Object]] = {name: {} for name in buckets}
+        self._bytes = 0
+        self.requests: list[RecordedRequest] = []
+        self.requests_dropped = 0
+        self._server = _S3HTTPServer(("127.0.0.1", 0), _S3Handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        args=(_POLL_INTERVAL,), name="s3-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return _url_of(self._server)
+
+    def start(self) -> S3Server:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.close(self._thread)
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the store (also used directly by a demo to seed and inspect buckets) --------------------
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            if len(self.requests) < self.MAX_REQUESTS:
+                self.requests.append(request)
+            else:
+                self.requests_dropped += 1
+
+    def create_bucket(self, bucket: str) -> None:
+        with self._lock:
+            self._buckets.setdefault(bucket, {})
+
+    def has_bucket(self, bucket: str) -> bool:
+        with self._lock:
+            return bucket in self._buckets
+
+    def bucket_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._buckets)
+
+    def store(self, bucket: str, key: str, data: bytes,
+              content_type: str = "binary/octet-stream") -> _Object | None:
+        """Put an object (``None`` when the store is full); creates the bucket if needed."""
+        import email.utils
+        import hashlib
+
+        with self._lock:
+            objects = self._buckets.setdefault(bucket, {})
+            previous = objects.get(key)
+            grown = len(data) - (len(previous.data) if previous else 0)
+            if self._bytes + grown > _S3_MAX_TOTAL:
+                return None
+            self._bytes += grown
+            stored = _Object(bytes(data), f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"',
+                             email.utils.formatdate(usegmt=True), content_type)
+            objects[key] = stored
+            return stored
+
+    def get(self, bucket: str, key: str) -> _Object | None:
+        with self._lock:
+            return self._buckets.get(bucket, {}).get(key)
+
+    def delete(self, bucket: str, key: str) -> None:
+        with self._lock:
+            removed = self._buckets.get(bucket, {}).pop(key, None)
+            if removed is not None:
+                self._bytes -= len(removed.data)
+
+    def objects(self, bucket: str) -> dict[str, bytes]:
+        """The objects of a bucket, key → content (empty when the bucket does not exist)."""
+        with self._lock:
+            return {key: obj.data for key, obj in self._buckets.get(bucket, {}).items()}
+
+    def list_v2(self, bucket: str, query: dict[str, str]) -> list[tuple[str, Any]]:
+        prefix = query.get("prefix", "")
+        delimiter = query.get("delimiter", "")
+        max_keys = max(0, min(int(query.get("max-keys") or 1000), 1000))
+        after = query.get("continuation-token") or query.get("start-after") or ""
+        with self._lock:
+            keys = sorted(k for k in self._buckets.get(bucket, {}) if k.startswith(prefix)
+                          and k > after)
+            objects = dict(self._buckets.get(bucket, {}))
+        contents: list[tuple[str, Any]] = []
+        prefixes: list[str] = []
+        last = ""
+        truncated = False
+        for key in keys:
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            common = key[:cut + len(delimiter)] if cut >= 0 else None
+            if common is not None and prefixes and prefixes[-1] == common:
+                last = key  # keys sorted: the rest of a common prefix follow each other
+                continue
+            if len(contents) + len(prefixes) >= max_keys:
+                truncated = True
+                break
+            last = key
+            if common is not None:
+                prefixes.append(common)
+                continue
+            found = objects[key]
+            contents.append(("Contents", [("Key", key), ("LastModified",
+                                                          "2026-01-01T00:00:00.000Z"),
+                                          ("ETag", found.etag), ("Size", len(found.data)),
+                                          ("StorageClass", "STANDARD")]))
+        result: list[tuple[str, Any]] = [("Name", bucket), ("Prefix", prefix),
+                                         ("KeyCount", len(contents) + len(prefixes)),
+                                         ("MaxKeys", max_keys),
+                                         ("IsTruncated", "true" if truncated else "false")]
+        if delimiter:
+            result.append(("Delimiter", delimiter))
+        if truncated:
+            result.append(("NextContinuationToken", last))
+        result.extend(contents)
+        result.extend(("CommonPrefixes", [("Prefix", p)]) for p in prefixes)
+        return result
+
+
+# -- a plain HTTP service (an internal API, a document store) --------------------------------------
+
+@dataclass
+class Response:
+    """What :class:`HttpService` answers: a status, a JSON-able or bytes body, extra headers."""
+
+    status: int = 200
+    body: Any = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> tuple[bytes, str]:
+        if isinstance(self.body, (bytes, bytearray)):
+            return bytes(self.body), "application/octet-stream"
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8"), "text/plain; charset=utf-8"
+        return _json_bytes(self.body), "application/json"
+
+
+class _ServiceHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _ServiceHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _handle(self) -> None:
+        owner = self.server.owner
+        declared = int(self.headers.get("Content-Length") or 0)
+        length = min(declared, owner.max_body)
+        body = self.rfile.read(length) if length else b""
+        if declared > length:  # the rest of the body is still in the stream: no keep-alive
+            self.close_connection = True
+        request = RecordedRequest(self.command, self.path,
+                                  {k.lower(): v for k, v in self.headers.items()}, body)
+        owner.record(request)
+        try:
+            response = owner.handler(request)
+        except Exception as exc:  # a broken handler answers 500, like a real service would
+            response = Response(500, {"error": type(exc).__name__})
+        data, content_type = response.encoded()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.headers.get("Content-Type", content_type))
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in response.headers.items():
+                if name.lower() != "content-type":
+                    self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
+
+
+class _ServiceHTTPServer(_LoopbackServer):
+    owner: HttpService
+
+
+class _ServiceHTTPServer6(_ServiceHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class HttpService:
+    """A small HTTP service on a loopback address, answering with ``handler(request)``.
+
+    Stands in for the services around an agent (an internal API, a document store). ``host`` is
+    any local address (``127.0.0.1``, another ``127.x.y.z`` on Linux, ``::1``); binding fails
+    with ``OSError`` where the address does not exist. Every request is recorded (at most
+    :attr:`MAX_REQUESTS`, bodies cut at ``max_body``).
+    """
+
+    MAX_REQUESTS = 4096
+
+    def __init__(self, handler: Callable[[RecordedRequest], Response], *,
+                 host: str = "127.0.0.1", name: str = "service", max_body: int = 1 << 20) -> None:
+        self.handler = handler
+        self.name = name
+        self.max_body = max_body
+        self._lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+        self.requests_dropped = 0
+        server_class = _ServiceHTTPServer6 if ":" in host else _ServiceHTTPServer
+        self._server = server_class((host, 0), _ServiceHandler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        args=(_POLL_INTERVAL,), name=f"{name}-http", daemon=True)
+
+    @property
+    def host(self) -> str:
+        return _host_of(self._server)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return _url_of(self._server)
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            if len(self.requests) < self.MAX_REQUESTS:
+                self.requests.append(request)
+            else:
+                self.requests_dropped += 1
+
+    def start(self) -> HttpService:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.close(self._thread)
+
+    def __enter__(self) -> HttpService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
