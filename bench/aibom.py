@@ -2,7 +2,8 @@
 
 * cost: reading the installed environment, the snapshot of imported modules, the AI-BOM stage's
   work per event (``guard.evaluate`` of a ``ModuleLoad`` and a ``ModelLoad`` with and without the
-  stage) and building + serialising the CycloneDX document;
+  stage), building + serialising the CycloneDX document, and one emission of the inventory as
+  ``agentguard.aibom`` spans (a full copy, and a tick when nothing changed);
 * value: a real workload (a LangChain agent with the scripted model, whose tools load a
   safetensors and a joblib model, run under ``agentguard run --aibom``) loads only part of what
   is installed. With a vulnerability report (``--vulns pip-audit.json`` or OSV JSON) the
@@ -62,6 +63,32 @@ def _per_event(n: int = 20000) -> dict[str, float]:
     aibom.enable(declared=[str(ROOT / "pyproject.toml")])
     for label, event in (("module_load", module), ("model_load", model)):
         out[f"{label}_with_us"] = _best(lambda e=event: loop(e)) / n * 1e6
+    agentguard.uninstrument()
+    return out
+
+
+def _emission_cost() -> dict[str, float]:
+    """One emission of the inventory as spans (on the emit thread): full, and with nothing changed."""
+    # An agent's imports: the inventory the emission carries is what a LangChain agent loads.
+    import boto3  # noqa: F401
+    import langchain.agents  # noqa: F401
+
+    import agentguard
+    from agentguard import aibom
+    from agentguard.aibom import _emit, _wire
+    from bench._harness import noop_exporter
+
+    agentguard.instrument(exporter=noop_exporter(), runtime_sensor=False, builtin_rules=False,
+                          injection_detection=False)
+    aibom.enable(emit_interval=3600)
+    emitter = _emit.emitter()
+    entries = len(_wire.entries_of(aibom.inventory()))
+
+    def full() -> None:
+        emitter.reset()
+        emitter.emit()
+
+    out = {"entries": float(entries), "full_s": _best(full), "unchanged_s": _best(emitter.emit)}
     agentguard.uninstrument()
     return out
 
@@ -128,7 +155,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = {"build": _build_cost(), "per_event": _per_event(),
-               "workload": _workload(args.vulns)}
+               "emission": _emission_cost(), "workload": _workload(args.vulns)}
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -139,6 +166,10 @@ def main() -> int:
     for label in ("module_load", "model_load"):
         print(f"{label}: {per_event[f'{label}_without_us']:.1f} µs per evaluate without the "
               f"stage, {per_event[f'{label}_with_us']:.1f} µs with it")
+    emission = results["emission"]
+    print(f"emission as spans: {emission['entries']:.0f} entries in "
+          f"{emission['full_s'] * 1e3:.1f} ms (full copy), {emission['unchanged_s'] * 1e3:.2f} ms "
+          "when nothing changed (emit thread)")
     print(f"workload: {work['loaded']} of {work['installed']} installed distributions loaded; "
           f"{work['installed_only_share']:.0%} installed only ({work['workload_s']:.1f} s)")
     if "summary" in work:

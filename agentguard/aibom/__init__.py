@@ -130,6 +130,9 @@ def attach(guard: Guard, settings: Settings | None = None) -> AibomStage:
     guard.add_detector(created)
     guard.add_sink(created.sink)
     _hub.install()
+    from agentguard.aibom import _emit
+
+    _emit.start(_emit.interval_from(settings.emit_interval, guard.config))
     return created
 
 
@@ -138,19 +141,22 @@ def _settings_from_config(guard: Guard) -> Settings:
     files = getattr(config, "aibom_declared", None) or []
     models = getattr(config, "aibom_models", None)
     declared = load_declared(list(files), models) if files or models else None
-    return Settings(declared=declared, block=bool(getattr(config, "aibom_block", False)))
+    return Settings(declared=declared, block=bool(getattr(config, "aibom_block", False)),
+                    emit_interval=getattr(config, "aibom_emit_interval", None))
 
 
 def enable(declared: Sequence[str | os.PathLike[str]] | Declared | None = None, *,
            models_allowlist: str | os.PathLike[str] | ModelAllowList | None = None,
            block: bool = False, ignore_own_dependencies: bool = True, transitive: bool = True,
-           allow: Sequence[str] = ()) -> AibomStage:
+           allow: Sequence[str] = (), emit_interval: float | None = None) -> AibomStage:
     """Start the runtime AI-BOM on the active Guard (call after ``agentguard.instrument()``).
 
     ``declared``: requirements files, ``pyproject.toml``, ``uv.lock``, ``poetry.lock`` (a bad
     file raises :class:`DeclaredError` naming it). ``models_allowlist``: a YAML/JSON file of
     allowed model ids, artifact hashes and sources. ``block``: the BOM rules block in ``enforce``
     mode instead of alerting. ``allow``: distributions allowed without being declared.
+    ``emit_interval``: seconds between emissions of the inventory's changes as
+    ``agentguard.aibom`` spans (default ``AGENTGUARD_AIBOM_EMIT_INTERVAL``, else 60; 0: never).
     """
     global _settings
     from packaging.utils import canonicalize_name
@@ -159,7 +165,8 @@ def enable(declared: Sequence[str | os.PathLike[str]] | Declared | None = None, 
 
     settings = Settings(declared=_declared_from(declared, models_allowlist), block=block,
                         ignore_own_dependencies=ignore_own_dependencies, transitive=transitive,
-                        extra_allowed=[canonicalize_name(name) for name in allow])
+                        extra_allowed=[canonicalize_name(name) for name in allow],
+                        emit_interval=emit_interval)
     guard = _state.guard
     if guard is None:
         raise RuntimeError("agentguard.aibom.enable(): call agentguard.instrument() first")
@@ -172,7 +179,10 @@ def disable() -> None:
     """Detach the AI-BOM stage from the active Guard (the inventory is kept)."""
     global _settings
     from agentguard import _state
+    from agentguard.aibom import _emit
 
+    _emit.final()  # what changed since the last emission, while the stage is still attached
+    _emit.emitter().stop()
     with _lock:
         _settings = None
         guard = _state.guard
@@ -189,6 +199,17 @@ def disable() -> None:
                 guard.add_detector(detector)
             if not remaining:
                 guard.set_baseline(guard.baseline)
+
+
+def _before_uninstrument() -> None:
+    """``uninstrument()``: send the inventory's last changes while the export pipeline is open;
+    :func:`enable` lasts until here."""
+    global _settings
+    from agentguard.aibom import _emit
+
+    _emit.final()
+    _emit.emitter().stop()
+    _settings = None
 
 
 def build(declared: Sequence[str | os.PathLike[str]] | Declared | None = None, *,

@@ -54,9 +54,13 @@ def _occurrence_context(seen: Seen, what: str) -> str:
 
 def to_bom(inv: Inventory, settings: Settings | Declared | None = None, *,
            service_name: str = "agent", include_installed: bool = False,
-           env: Environment | None = None) -> Any:
+           env: Environment | None = None, agent: dict[str, str] | None = None) -> Any:
     """Build the ``cyclonedx.model.bom.Bom`` of this process's inventory, judged against
-    ``settings`` (or just declarations, with the default settings)."""
+    ``settings`` (or just declarations, with the default settings).
+
+    ``agent``: the properties of the agent when the inventory is another process's (read from a
+    collector's store, with ``env`` rebuilt from what it reported); else this process's.
+    """
     from cyclonedx.model import Property
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
@@ -73,10 +77,10 @@ def to_bom(inv: Inventory, settings: Settings | Declared | None = None, *,
     def props(items: Iterable[tuple[str, str | None]]) -> list[Property]:
         return [Property(name=name, value=value) for name, value in items if value is not None]
 
+    here = [("agentguard:pid", str(os.getpid())), ("agentguard:python", platform.python_version()),
+            ("agentguard:executable", sys.executable)]
     app = Component(name=service_name, type=ComponentType.APPLICATION, bom_ref="agent",
-                    properties=props([("agentguard:pid", str(os.getpid())),
-                                      ("agentguard:python", platform.python_version()),
-                                      ("agentguard:executable", sys.executable)]))
+                    properties=props(sorted(agent.items()) if agent is not None else here))
     components: list[Component] = []
     refs: dict[str, Component] = {}
     with inv.lock:
@@ -169,9 +173,10 @@ def to_bom(inv: Inventory, settings: Settings | Declared | None = None, *,
             properties=props(items),
         ))
 
-    bom_props = [("agentguard:service_name", service_name),
+    bom_props: list[tuple[str, str | None]] = [("agentguard:service_name", service_name),
                  ("agentguard:inventory_started", _iso(inv.started)),
-                 ("agentguard:installed_distributions", str(len(env.distributions))),
+                 ("agentguard:installed_distributions",
+                  None if agent is not None else str(len(env.distributions))),
                  ("agentguard:loaded_distributions", str(len(distributions))),
                  ("agentguard:local_modules", ",".join(sorted(local_modules)[:64]))]
     if declared is not None:

@@ -54,13 +54,26 @@ def _applies(requirement: Requirement, extras: Iterable[str]) -> bool:
 class Environment:
     """An index of the installed distributions and which top-level modules each ships."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, read: bool = True) -> None:
         self.distributions: dict[str, InstalledDistribution] = {}
         self.module_owners: dict[str, tuple[str, ...]] = {}
         self.stdlib: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ())) | \
             frozenset(sys.builtin_module_names)
         self._raw_requires: dict[str, list[Requirement]] = {}
-        self._read()
+        if read:
+            self._read()
+
+    @classmethod
+    def recorded(cls, distributions: Iterable[InstalledDistribution]) -> Environment:
+        """An environment known only from what an agent reported (another process, another host)."""
+        env = cls(read=False)
+        owners: dict[str, set[str]] = {}
+        for dist in distributions:
+            env.distributions.setdefault(dist.name, dist)
+            for top in dist.top_level:
+                owners.setdefault(top, set()).add(dist.name)
+        env.module_owners = {top: tuple(sorted(names)) for top, names in owners.items()}
+        return env
 
     def _read(self) -> None:
         owners: dict[str, set[str]] = {}

@@ -4,11 +4,16 @@ Patched with wrapt post-import hooks, so nothing is imported here: a process tha
 these libraries pays nothing. Each wrapper calls through first and records what the call
 resolved (repo id, revision, file, local path) afterwards, then hands a ``ModelLoad`` event with
 the repo id to the Guard, so the models allow-list applies to hub models as to local files.
+A ``transformers`` load (configuration, tokenizer, model) also inventories the files of the model
+directory it read from (a local directory, or the hub cache's snapshot of the resolved commit);
+their digests are taken by the inventory's hash thread.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
+import re
 import time
 from typing import Any
 
@@ -21,6 +26,7 @@ from agentguard.sensors._paths import model_format
 __all__ = ["install", "installed_targets"]
 
 _installed: set[str] = set()
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def installed_targets() -> set[str]:
@@ -29,16 +35,19 @@ def installed_targets() -> set[str]:
 
 
 def _revision(revision: Any, local_path: str | None) -> str | None:
-    """The revision asked for, else the commit the hub cache resolved it to (``snapshots/<sha>``)."""
-    if isinstance(revision, str) and revision:
+    """The commit the hub cache resolved (``snapshots/<sha>``), else the revision asked for.
+
+    A branch or tag (``main``, as ``transformers`` passes it) moves; the commit is what loaded.
+    """
+    if isinstance(revision, str) and _COMMIT.fullmatch(revision):
         return revision
     if local_path:
         parts = local_path.replace(os.sep, "/").split("/")
         if "snapshots" in parts:
             index = parts.index("snapshots")
-            if index + 1 < len(parts):
+            if index + 1 < len(parts) and _COMMIT.fullmatch(parts[index + 1]):
                 return parts[index + 1]
-    return None
+    return revision if isinstance(revision, str) and revision else None
 
 
 def _report(library: str, repo_id: Any, revision: Any, filename: Any, result: Any) -> None:
@@ -93,19 +102,113 @@ def _hf_snapshot(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     return result
 
 
+# Outermost transformers loading call of this thread/task: nested ones (AutoTokenizer → config →
+# tokenizer class) are one load, reported once by the call the program made.
+_loading: contextvars.ContextVar[bool] = contextvars.ContextVar("agentguard_aibom_loading",
+                                                                default=False)
+MAX_MODEL_FILES = 64
+
+
 def _from_pretrained(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                      ) -> Any:
-    result = wrapped(*args, **kwargs)
+    if _loading.get():
+        return wrapped(*args, **kwargs)
+    token = _loading.set(True)
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _loading.reset(token)
     try:
         name = _arg(args, kwargs, 0, "pretrained_model_name_or_path")
         owner = getattr(instance, "__name__", type(instance).__name__)
-        if isinstance(name, (str, os.PathLike)) and not os.path.exists(name):
-            # A hub repo id (a local directory is already seen by the sensor's file opens).
-            _report(f"transformers.{owner}.from_pretrained", os.fspath(name),
-                    kwargs.get("revision"), None, None)
+        caller = getattr(wrapped, "__name__", "from_pretrained")
+        if isinstance(name, (str, os.PathLike)):
+            _report_pretrained(f"transformers.{owner}.{caller}", os.fspath(name), kwargs)
     except Exception as exc:
         internal_error("aibom from_pretrained", exc)
     return result
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any) -> tuple[str | None, str | None]:
+    """(the commit, the snapshot directory) the hub cache holds for ``repo_id`` at ``revision``."""
+    from huggingface_hub import constants
+
+    root = os.fspath(cache_dir) if isinstance(cache_dir, (str, os.PathLike)) else \
+        constants.HF_HUB_CACHE
+    folder = os.path.join(root, "models--" + repo_id.replace("/", "--"))
+    commit = revision if revision and _COMMIT.fullmatch(revision) else None
+    if commit is None:
+        try:
+            with open(os.path.join(folder, "refs", revision or "main"), encoding="utf-8") as ref:
+                commit = ref.read(64).strip() or None
+        except OSError:
+            return None, None
+    snapshot = os.path.join(folder, "snapshots", commit) if commit else None
+    return commit, snapshot if snapshot and os.path.isdir(snapshot) else None
+
+
+def _model_files(directory: str, subfolder: Any) -> list[tuple[str, str]]:
+    """(relative name, path) of the regular files of a model directory (bounded, sorted)."""
+    if isinstance(subfolder, str) and subfolder:
+        directory = os.path.join(directory, subfolder)
+    found: list[tuple[str, str]] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))[:16]
+        for filename in sorted(files):
+            if filename.startswith("."):
+                continue
+            path = os.path.join(root, filename)
+            if os.path.isfile(path):  # follows the hub cache's links to its blobs
+                found.append((os.path.relpath(path, directory), path))
+            if len(found) >= MAX_MODEL_FILES:
+                return found
+    return found
+
+
+def _report_pretrained(library: str, name: str, kwargs: dict[str, Any]) -> None:
+    """Record a ``from_pretrained`` load: the model (repo id and commit, or local directory), and
+    each of its files as an artifact whose digest the hash thread takes."""
+    from agentguard import _state
+    from agentguard.aibom._inventory import DIRECTORY, inventory
+
+    guard = _state.guard
+    if guard is None:
+        return
+    revision = kwargs.get("revision") if isinstance(kwargs.get("revision"), str) else None
+    local = os.path.exists(name)
+    if local:
+        model_id = os.path.abspath(name)
+        directory: str | None = model_id if os.path.isdir(model_id) else None
+        files = _model_files(directory, kwargs.get("subfolder")) if directory else \
+            [(os.path.basename(model_id), model_id)]
+        commit = None
+        key = model_id
+    else:
+        model_id = name
+        commit, directory = _hub_snapshot(name, revision, kwargs.get("cache_dir"))
+        files = _model_files(directory, kwargs.get("subfolder")) if directory else []
+        key = f"hub:{name}"
+    context = guard.context_here()
+    inv = inventory()
+    now = time.time()
+    resolved = commit or revision
+    for relative, path in files:
+        if not local:
+            inv.record_download(name, resolved, relative, path, library, context)
+        inv.expect_revision(path, resolved)
+        # The files are inventoried (and hashed off the hot path) as parts of the model; the
+        # model itself is judged once, below.
+        inv.record_artifact(ModelLoad(context=context, timestamp=now, path=path,
+                                      format=model_format(path), sha256=None, size=None,
+                                      source=library, model_id=model_id))
+    if not files and not local:
+        inv.record_download(name, resolved, None, None, library, context)
+    inv.expect_revision(key, resolved)
+    if guard.has_stages:
+        guard.emit_event(ModelLoad(context=context, timestamp=now,
+                                   path=model_id if local else None,
+                                   format=DIRECTORY if local and directory else None,
+                                   sha256=None, size=None, source=library, model_id=model_id))
 
 
 def _patch_hub(module: Any) -> None:
@@ -125,18 +228,33 @@ def _patch_hub(module: Any) -> None:
             internal_error(f"aibom patch {key}", exc)
 
 
+# transformers entry points, by module: every Auto* class and model, config and tokenizer class
+# ends in one of them (PEFT adapters load through the base model's from_pretrained). Without
+# torch only configurations and tokenizers load, and modeling_utils is never imported.
+_TRANSFORMERS_TARGETS: dict[str, tuple[str, ...]] = {
+    "transformers.configuration_utils": ("PreTrainedConfig.get_config_dict",
+                                         "PretrainedConfig.get_config_dict"),
+    "transformers.tokenization_utils_base": ("PreTrainedTokenizerBase.from_pretrained",),
+    "transformers.models.auto.configuration_auto": ("AutoConfig.from_pretrained",),
+    "transformers.models.auto.tokenization_auto": ("AutoTokenizer.from_pretrained",),
+    "transformers.modeling_utils": ("PreTrainedModel.from_pretrained",),
+}
+
+
 def _patch_transformers(module: Any) -> None:
-    # PreTrainedModel.from_pretrained is where every Auto* and model class ends; PEFT adapters
-    # load through the same call on the base model.
-    key = "transformers.modeling_utils.PreTrainedModel.from_pretrained"
-    if key in _installed:
+    # The names are alternatives (one per transformers version); the first one present is patched.
+    for name in _TRANSFORMERS_TARGETS.get(module.__name__, ()):
+        key = f"{module.__name__}.{name}"
+        owner, _, attribute = name.partition(".")
+        if owner not in vars(module) or attribute not in vars(vars(module)[owner]):
+            continue
+        if key not in _installed:
+            try:
+                wrapt.wrap_function_wrapper(module.__name__, name, _from_pretrained)
+                _installed.add(key)
+            except Exception as exc:
+                internal_error(f"aibom patch {key}", exc)
         return
-    try:
-        wrapt.wrap_function_wrapper("transformers.modeling_utils",
-                                    "PreTrainedModel.from_pretrained", _from_pretrained)
-        _installed.add(key)
-    except Exception as exc:
-        internal_error(f"aibom patch {key}", exc)
 
 
 _hooks_registered = False
@@ -149,4 +267,5 @@ def install() -> None:
         return
     _hooks_registered = True
     wrapt.register_post_import_hook(_patch_hub, "huggingface_hub")
-    wrapt.register_post_import_hook(_patch_transformers, "transformers.modeling_utils")
+    for target in _TRANSFORMERS_TARGETS:
+        wrapt.register_post_import_hook(_patch_transformers, target)

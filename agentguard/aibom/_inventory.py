@@ -26,6 +26,7 @@ from agentguard.aibom._environment import environment
 
 __all__ = [
     "AI_FRAMEWORKS",
+    "DIRECTORY",
     "PICKLE_FORMATS",
     "Artifact",
     "DistributionUse",
@@ -69,6 +70,8 @@ AI_FRAMEWORKS: dict[str, str] = {
     "huggingface-hub": "model-hub", "tiktoken": "ml-runtime",
 }
 
+# The format of a model known by its directory (its files are artifacts of their own).
+DIRECTORY = "directory"
 # Formats whose loader runs code named by the file (pickle and the formats built on it).
 PICKLE_FORMATS = frozenset({"pickle", "joblib", "pytorch", "torch", "dill", "cloudpickle"})
 
@@ -365,7 +368,8 @@ class Inventory:
                                 sha256=event.sha256, source=event.source,
                                 model_id=event.model_id, revision=self.revisions.pop(path, None))
             self.artifacts[path] = artifact
-            queue_hash = artifact.sha256 is None and event.path is not None
+            queue_hash = artifact.sha256 is None and event.path is not None and \
+                event.format != DIRECTORY
         if queue_hash:
             self.hasher.submit(path)
         return artifact, True
@@ -439,7 +443,8 @@ class Inventory:
         self.hasher.wait(timeout)
         with self.lock:
             pending = [a.path for a in self.artifacts.values()
-                       if a.sha256 is None and not a.path.startswith("hub:")]
+                       if a.sha256 is None and not a.path.startswith("hub:")
+                       and a.format != DIRECTORY]
         for path in pending:
             self.hash_now(path)
 

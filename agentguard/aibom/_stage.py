@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agentguard._errors import internal_error
 from agentguard.aibom._declared import AllowedModel, Declared, glob_match
 from agentguard.aibom._environment import environment
-from agentguard.aibom._inventory import PICKLE_FORMATS, Artifact, Inventory
+from agentguard.aibom._inventory import DIRECTORY, PICKLE_FORMATS, Artifact, Inventory
 from agentguard.findings import Decision, Finding
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class Settings:
     # BOM001-BOM004 block (in enforce mode) instead of alerting.
     block: bool = False
     extra_allowed: list[str] = field(default_factory=list)
+    # Seconds between emissions of the inventory as spans (None: configuration/environment/60).
+    emit_interval: float | None = None
 
 
 class AibomStage:
@@ -108,6 +110,22 @@ class AibomStage:
                 self._reported.clear()
             self._reported.add(marker)
             return True
+
+    def reported(self) -> dict[tuple[str, str], list[str]]:
+        """The rules reported so far, by inventory entry (kind, key), as the wire format keys them."""
+        with self._lock:
+            markers = sorted(self._reported)
+        out: dict[tuple[str, str], list[str]] = {}
+        for rule, key in markers:
+            if rule == RULE_UNDECLARED_PACKAGE:
+                where = ("library", key)
+            elif key in self.inventory.artifacts:
+                where = ("artifact", key)
+            else:
+                provider, _, model = key.partition(":")
+                where = ("model", f"{'' if provider == 'None' else provider}:{model}")
+            out.setdefault(where, []).append(rule)
+        return out
 
     # -- the detector ------------------------------------------------------------------------
     def inspect(self, event: Any, verdict: Verdict, guard: Guard) -> None:
@@ -169,7 +187,8 @@ class AibomStage:
         artifact, _ = self.inventory.record_artifact(event)
         if artifact is None:
             return
-        deferred = artifact.sha256 is None and event.path is not None and self.has_allowlist
+        deferred = artifact.sha256 is None and event.path is not None and self.has_allowlist \
+            and artifact.format != DIRECTORY
         if deferred:
             # Too large for the sensor to hash on the agent's thread: the allow-list is checked
             # when the hash thread has the digest (reported then, no longer blockable).

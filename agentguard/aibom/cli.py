@@ -1,9 +1,10 @@
 """``agentguard aibom``: show, re-check and export a runtime AI-BOM; ``run --aibom`` options.
 
 Sources: a document written by ``agentguard run --aibom`` or ``agentguard.aibom.write()``
-(``--bom``), or a findings file (``--from-findings``: the supply-chain findings, BOM rules and the
-sensor's model-load rules, as a partial BOM). ``--declared`` re-checks a document against other
-declarations; ``--vulns`` splits a pip-audit / OSV report into loaded and installed-only packages.
+(``--bom``), the inventory an agent sent a collector (``--db``, ``--agent``), or a findings file
+(``--from-findings``: the supply-chain findings, BOM rules and the sensor's model-load rules, as a
+partial BOM). ``--declared`` re-checks a document against other declarations; ``--vulns`` splits a
+pip-audit / OSV report into loaded and installed-only packages.
 """
 
 from __future__ import annotations
@@ -51,14 +52,19 @@ def add_parser(commands: Any) -> None:
     """Register ``agentguard aibom`` on the CLI's sub-command set."""
     parser = commands.add_parser(
         "aibom", help="show or re-check a runtime AI-BOM (CycloneDX), and vulnerability reachability",
-        description="Read a runtime AI-BOM written by 'agentguard run --aibom' (--bom) or the "
-                    "supply-chain findings of a findings file (--from-findings); print it as a "
-                    "table or CycloneDX JSON.",
+        description="Read a runtime AI-BOM written by 'agentguard run --aibom' (--bom), an "
+                    "agent's inventory kept by a collector (--db), or the supply-chain findings "
+                    "of a findings file (--from-findings); print it as a table or CycloneDX JSON.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bom", metavar="FILE", help="a CycloneDX document written at run time")
     source.add_argument("--from-findings", dest="from_findings", metavar="FILE",
                         help="a findings file (JSON lines, as written by --findings-file)")
+    source.add_argument("--db", "--collector-db", dest="db", metavar="PATH",
+                        help="a collector database: the inventories the agents sent it")
+    parser.add_argument("--agent", metavar="NAME",
+                        help="with --db: the agent (service name, pid, service@host:pid or #id); "
+                             "without it, every agent is listed")
     parser.add_argument("--declared", action="append", metavar="FILE", default=[],
                         help="declared dependencies to check the document against; repeatable")
     parser.add_argument("--models", metavar="FILE", help="models allow-list (YAML or JSON)")
@@ -206,13 +212,21 @@ def _aibom(args: argparse.Namespace) -> int:
     from agentguard.aibom._vulns import reachability
 
     try:
-        if args.bom:
+        if args.db:
+            found = _from_store(args)
+            if isinstance(found, str):
+                return _write(args, found)
+            document = found
+        elif args.bom:
             with open(args.bom, encoding="utf-8") as handle:
                 document = json.load(handle)
-            if args.declared or args.models:
-                _redeclare(document, args.declared, args.models)
         else:
             document = _from_findings(args.from_findings)
+        if (args.db or args.bom) and (args.declared or args.models):
+            _redeclare(document, args.declared, args.models)
+    except _Refused as exc:
+        print(f"agentguard aibom: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, DeclaredError) as exc:
         print(f"agentguard aibom: {exc}", file=sys.stderr)
         return 2
@@ -235,9 +249,62 @@ def _aibom(args: argparse.Namespace) -> int:
             text = text + "\n\n" + "\n".join(report)
         else:
             print("\n".join(report), file=sys.stderr)
+    return _write(args, text)
+
+
+def _write(args: argparse.Namespace, text: str) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text + "\n")
     else:
         print(text)
     return 0
+
+
+class _Refused(Exception):
+    """The command line names no single agent where one is needed."""
+
+
+def _from_store(args: argparse.Namespace) -> dict[str, Any] | str:
+    """One agent's document from a collector database, or (a table, several agents) the list."""
+    from agentguard.aibom._collected import describe, document, list_agents, select
+    from agentguard.collector.store import StoreError
+
+    try:
+        agents = list_agents(args.db)
+    except StoreError as exc:
+        raise _Refused(str(exc)) from None
+    chosen = select(agents, args.agent)
+    if not chosen:
+        known = ", ".join(describe(agent) for agent in agents[:20]) or "none yet"
+        wanted = f"no agent {args.agent!r}" if args.agent else "no agent inventories"
+        raise _Refused(f"{args.db}: {wanted} (agents with an inventory: {known})")
+    if len(chosen) == 1:
+        return document(args.db, chosen[0])
+    if args.format == "table" and not args.vulns and not args.agent:
+        return render_agents(chosen)
+    names = ", ".join(describe(agent) for agent in chosen[:20])
+    raise _Refused(f"{args.db}: {len(chosen)} agents match; name one with --agent "
+                   f"(service@host:pid or #id): {names}")
+
+
+def render_agents(agents: list[dict[str, Any]]) -> str:
+    """A plain-text table of the agents whose inventories a collector keeps."""
+    import datetime
+
+    header = ("ID", "AGENT", "ENTRIES", "LAST UPDATE", "STATE")
+    rows = []
+    for agent in agents:
+        last = datetime.datetime.fromtimestamp(int(agent["last_ns"]) / 1e9,
+                                               datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        state = "exited" if agent["final"] else "running"
+        if agent["gaps"]:
+            state += f", {agent['gaps']} emissions missed"
+        rows.append((f"#{agent['id']}", f"{agent['service']}@{agent['host']}:{agent['pid']}",
+                     str(agent["entries"]), last, state))
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(5)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header)).rstrip()]
+    lines.extend("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+                 for row in rows)
+    lines.append(f"{len(rows)} agents; show one with --agent")
+    return "\n".join(lines)
