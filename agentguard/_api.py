@@ -51,6 +51,9 @@ def _attach_aibom(guard: Guard) -> None:
     from agentguard import aibom as bom
     from agentguard.aibom._declared import DeclaredError
 
+    # The AI-BOM's exit handler (its last emission) must run before the one that closes the
+    # export pipeline: atexit runs handlers in reverse order of registration.
+    _register_atexit()
     try:
         if config.aibom_declared or config.aibom_models:
             bom.attach(guard, bom._settings_from_config(guard))
@@ -103,6 +106,7 @@ def instrument(
     disabled_integrations: Sequence[str] | None = None,
     otlp_endpoint: str | None = None,
     otlp_protocol: str | None = None,
+    collector_endpoint: str | None = None,
     findings_file: str | None = None,
     fail_closed: bool | None = None,
     max_queue_size: int | None = None,
@@ -141,6 +145,7 @@ def instrument(
             ),
             "otlp_endpoint": otlp_endpoint,
             "otlp_protocol": otlp_protocol,
+            "collector_endpoint": collector_endpoint,
             "findings_file": findings_file,
             "fail_closed": fail_closed,
             "max_queue_size": max_queue_size,
@@ -201,7 +206,9 @@ def uninstrument() -> None:
     sensors.before_uninstrument()
     aibom = sys.modules.get("agentguard.aibom")
     if aibom is not None:
-        vars(aibom)["_settings"] = None  # enable() lasts until uninstrument()
+        # The inventory's last changes go out while the export pipeline is still open; enable()
+        # lasts until uninstrument().
+        aibom._before_uninstrument()
     with _state.lock:
         registry.disable()
         sensors.stop()

@@ -249,7 +249,84 @@ def _make_exporter(config: Config) -> SpanExporter | None:
         return None
     if exporter == "console":
         return ConsoleSpanExporter()
+    if config.collector_endpoint and not _otlp_elsewhere(config):
+        # The collector is the exporter: no second copy to the OTLP default (which is where a
+        # local collector listens anyway).
+        return None
     return _otlp_exporter(config)
+
+
+def _otlp_elsewhere(config: Config) -> bool:
+    """Whether an OTLP endpoint other than the collector's is configured."""
+    configured = config.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not configured or not config.collector_endpoint:
+        return bool(configured)
+    return _host_port(configured) != _host_port(config.collector_target()[1])
+
+
+def _host_port(endpoint: str) -> tuple[str | None, int | None]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname, port or (443 if parts.scheme == "https" else None)
+
+
+def _collector_exporter(config: Config) -> SpanExporter:
+    """The OTLP exporter to the node's collector (protocol chosen by its URL)."""
+    protocol, endpoint, secure = config.collector_target()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint, insecure=not secure, timeout=config.export_timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter(endpoint=endpoint, timeout=config.export_timeout)
+
+
+class _WithPid(SpanExporter):
+    """Exports spans with ``process.pid`` on their resource (the collector joins by it), for a
+    provider the application owns whose resource may lack it."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self._resources: dict[int, tuple[Resource, Resource]] = {}
+
+    def export(self, spans: Any) -> SpanExportResult:
+        import copy
+
+        pid = os.getpid()
+        out = []
+        for span in spans:
+            resource = span.resource
+            if resource.attributes.get(semconv.PROCESS_PID) == pid:
+                out.append(span)
+                continue
+            cached = self._resources.get(id(resource))
+            if cached is None or cached[0] is not resource:
+                if len(self._resources) > 64:
+                    self._resources.clear()
+                cached = (resource, resource.merge(Resource({semconv.PROCESS_PID: pid})))
+                self._resources[id(resource)] = cached
+            # A copy, not the application's span: its own exporters see it unchanged.
+            clone = copy.copy(span)
+            clone._resource = cached[1]
+            out.append(clone)
+        return self.exporter.export(out)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 class Telemetry:
@@ -265,15 +342,21 @@ class Telemetry:
         processor: BoundedBatchSpanProcessor | None,
         owns_provider: bool,
         tracer: trace.Tracer | None = None,
+        collector: BoundedBatchSpanProcessor | None = None,
     ) -> None:
         self.provider = provider
         self.processor = processor
+        # The collector's own export queue when spans go to an OTLP backend as well: a slow or
+        # unreachable backend must not delay what the collector needs within its hold time.
+        self.collector = collector
         self.owns_provider = owns_provider
         self.tracer = tracer if tracer is not None else provider.get_tracer("agentguard", _VERSION)
         # Content can be left for the export thread to redact only on light spans.
         self.light = isinstance(self.tracer, LightTracer)
 
     def flush(self, timeout: float = 5.0) -> bool:
+        if self.collector is not None:
+            self.collector.force_flush(int(timeout * 1000))
         if self.processor is not None:
             return self.processor.force_flush(int(timeout * 1000))
         flush = getattr(self.provider, "force_flush", None) if self.provider is not None else None
@@ -281,6 +364,10 @@ class Telemetry:
 
     def shutdown(self, timeout: float = 5.0, *, keep_exporter: object = None) -> None:
         """Flush and stop; an exporter the next configuration reuses (``keep_exporter``) stays open."""
+        if self.collector is not None:
+            flush_timeout = min(timeout, 0.5) if self.collector.backend_down() else timeout
+            self.collector.force_flush(int(flush_timeout * 1000))
+            self.collector.shutdown(int(timeout * 1000))
         if self.processor is not None:
             # Waiting for a backend that is down would only delay the agent's exit.
             flush_timeout = min(timeout, 0.5) if self.processor.backend_down() else timeout
@@ -291,7 +378,10 @@ class Telemetry:
             self.provider.shutdown()
 
     def stats(self) -> dict[str, int]:
-        return self.processor.stats() if self.processor is not None else {}
+        stats = self.processor.stats() if self.processor is not None else {}
+        if self.collector is not None:
+            stats.update({f"collector_{k}": v for k, v in self.collector.stats().items()})
+        return stats
 
 
 def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
@@ -314,7 +404,13 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
                 processor = BoundedBatchSpanProcessor(
                     exporter, max_queue_size=config.max_queue_size, only_scope="agentguard")
                 provider.add_span_processor(processor)
-        return Telemetry(provider, processor, owns_provider=False)
+        collector = None
+        if config.collector_endpoint:
+            collector = BoundedBatchSpanProcessor(
+                _WithPid(_collector_exporter(config)), max_queue_size=config.max_queue_size,
+                only_scope="agentguard")
+            provider.add_span_processor(collector)
+        return Telemetry(provider, processor, owns_provider=False, collector=collector)
     resource = Resource.create(
         {
             semconv.SERVICE_NAME: config.service_name,
@@ -327,15 +423,33 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
     processor = None
     if exporter is not None:
         processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size)
+    collector = None
+    if config.collector_endpoint:
+        collector = BoundedBatchSpanProcessor(_collector_exporter(config),
+                                              max_queue_size=config.max_queue_size)
+        if processor is None:
+            # The collector is the only exporter: it is the pipeline's processor.
+            processor, collector = collector, None
     if _default_sampling():
         on_end = processor.on_end if processor is not None else _discard
+        if processor is not None and collector is not None:
+            on_end = _both(processor.on_end, collector.on_end)
         tracer = LightTracer(resource, InstrumentationScope("agentguard", _VERSION), on_end)
-        return Telemetry(None, processor, owns_provider=True, tracer=tracer)
+        return Telemetry(None, processor, owns_provider=True, tracer=tracer, collector=collector)
     # A sampler chosen by OTEL_TRACES_SAMPLER needs the SDK's sampling machinery.
     provider = TracerProvider(resource=resource)
-    if processor is not None:
-        provider.add_span_processor(processor)
-    return Telemetry(provider, processor, owns_provider=True)
+    for each in (processor, collector):
+        if each is not None:
+            provider.add_span_processor(each)
+    return Telemetry(provider, processor, owns_provider=True, collector=collector)
+
+
+def _both(first: Any, second: Any) -> Any:
+    def on_end(span: Any) -> None:
+        first(span)
+        second(span)
+
+    return on_end
 
 
 def _discard(span: Any) -> None:

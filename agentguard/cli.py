@@ -18,6 +18,7 @@ _RUN_OPTIONS = {
     "otlp_endpoint": "AGENTGUARD_OTLP_ENDPOINT",
     "otlp_protocol": "AGENTGUARD_OTLP_PROTOCOL",
     "findings_file": "AGENTGUARD_FINDINGS_FILE",
+    "collector_endpoint": "AGENTGUARD_COLLECTOR_ENDPOINT",
 }
 
 
@@ -66,10 +67,19 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from agentguard.demo.runner import run_demo
     except ImportError as exc:
-        print(f"agentguard demo needs the langchain extra (pip install 'agentguard[langchain]'): {exc}",
+        print(f"agentguard demo needs the demo extra (pip install 'agentguard[demo]'): {exc}",
               file=sys.stderr)
         return 2
-    return run_demo(otlp=args.otlp)
+    only: list[int] | None = None
+    if args.only:
+        try:
+            only = [int(part) for part in args.only.split(",") if part.strip()]
+        except ValueError:
+            print(f"agentguard demo: --only takes scenario numbers such as 1,3; got {args.only!r}",
+                  file=sys.stderr)
+            return 2
+    return run_demo(args.output, only=only, use_collector=not args.no_collector,
+                    sensor=args.sensor, otlp=args.otlp)
 
 
 def _version(args: argparse.Namespace) -> int:
@@ -97,15 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--otlp-endpoint", dest="otlp_endpoint")
     run.add_argument("--otlp-protocol", dest="otlp_protocol", choices=["grpc", "http/protobuf"])
     run.add_argument("--findings-file", dest="findings_file")
+    run.add_argument("--collector-endpoint", dest="collector_endpoint", metavar="URL",
+                     help="send spans to the agentguard collector at URL (e.g. "
+                          "http://127.0.0.1:4318 or grpc://127.0.0.1:4317)")
     from agentguard.aibom.cli import add_run_options
 
     add_run_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments")
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser("demo", help="run the built-in demo (an instrumented LangGraph agent)")
-    demo.add_argument("--otlp", action="store_true",
-                      help="also export the demo's spans by OTLP (OTEL_EXPORTER_OTLP_* settings)")
+    demo = commands.add_parser(
+        "demo", help="run the threat scenarios end to end (learn, then attack under enforce)",
+        description="Run the seed's threat scenarios with scripted agents on loopback: each "
+                    "learns on benign traffic, then is attacked in enforce mode. Starts the "
+                    "collector (eBPF when available, else the /proc fallback), prints what the "
+                    "control plane logged beside what agentguard found, writes one HTML report "
+                    "per scenario and exits non-zero if any scenario was not detected.")
+    demo.add_argument("--output", default="demo-output", metavar="DIR",
+                      help="where the HTML reports go (default: demo-output)")
+    demo.add_argument("--only", metavar="N[,N]", help="run only these scenario numbers")
+    demo.add_argument("--no-collector", action="store_true",
+                      help="do not start the collector (in-process sensor only)")
+    demo.add_argument("--sensor", choices=["auto", "ebpf", "procfs"], default="auto",
+                      help="the collector's kernel sensor (default: eBPF when available)")
+    demo.add_argument("--otlp", metavar="URL",
+                      help="also send the spans to this OTLP endpoint (the collector forwards "
+                           "them; without it the agents export there directly)")
     demo.set_defaults(handler=_demo)
 
     version = commands.add_parser("version", help="print the version")
@@ -123,9 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_aibom(commands)
 
+    from agentguard.collector.cli import add_incidents_parser
     from agentguard.collector.cli import add_parser as add_collector
 
     add_collector(commands)
+    add_incidents_parser(commands)
     return parser
 
 

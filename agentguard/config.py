@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agentguard._content import CaptureMode
 
-__all__ = ["Config", "ConfigError", "Mode", "resolve_config"]
+__all__ = ["Config", "ConfigError", "Mode", "collector_target", "resolve_config"]
 
 Mode = Literal["learn", "monitor", "enforce"]
 
@@ -21,6 +21,7 @@ ENV_VARS: dict[str, str] = {
     "exporter": "AGENTGUARD_EXPORTER",
     "otlp_endpoint": "AGENTGUARD_OTLP_ENDPOINT",
     "otlp_protocol": "AGENTGUARD_OTLP_PROTOCOL",
+    "collector_endpoint": "AGENTGUARD_COLLECTOR_ENDPOINT",
     "capture_content": "AGENTGUARD_CAPTURE_CONTENT",
     "max_content_length": "AGENTGUARD_MAX_CONTENT_LENGTH",
     "integrations": "AGENTGUARD_INTEGRATIONS",
@@ -62,6 +63,9 @@ class Config(BaseModel):
     exporter_explicit: bool = False
     otlp_endpoint: str | None = None
     otlp_protocol: Literal["grpc", "http/protobuf"] = "http/protobuf"
+    # The node's agentguard collector: spans go there too (or only there, when no OTLP endpoint
+    # is configured). See collector_target() for how the URL picks gRPC or HTTP.
+    collector_endpoint: str | None = None
     capture_content: CaptureMode = "redacted"
     max_content_length: int = Field(4096, ge=64, le=1 << 20)
     integrations: list[str] | None = None
@@ -98,6 +102,49 @@ class Config(BaseModel):
         if callable(getattr(value, "export", None)) and callable(getattr(value, "shutdown", None)):
             return value
         raise ValueError("must be 'otlp', 'console', 'none' or a SpanExporter instance")
+
+
+    def collector_target(self) -> tuple[Literal["grpc", "http/protobuf"], str, bool]:
+        """(protocol, exporter endpoint, TLS) of ``collector_endpoint`` (which must be set)."""
+        assert self.collector_endpoint is not None
+        return collector_target(self.collector_endpoint)
+
+    @field_validator("collector_endpoint")
+    @classmethod
+    def _check_collector_endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            collector_target(value)
+        return value
+
+
+def collector_target(endpoint: str) -> tuple[Literal["grpc", "http/protobuf"], str, bool]:
+    """How to reach a collector endpoint: (protocol, exporter endpoint, TLS).
+
+    ``grpc://`` and ``grpcs://`` mean OTLP/gRPC; so does port 4317 (the OTLP gRPC port, also when
+    written ``http://host:4317`` as gRPC exporters accept). Anything else is OTLP/HTTP protobuf
+    (port 4318 by default), with ``/v1/traces`` appended when no path is given.
+    """
+    from urllib.parse import urlsplit
+
+    text = endpoint.strip()
+    parts = urlsplit(text if "://" in text else "//" + text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("", "http", "https", "grpc", "grpcs"):
+        raise ValueError("must be http(s)://HOST[:PORT][/PATH], grpc(s)://HOST[:PORT] or HOST:PORT")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError("names no host")
+    secure = scheme in ("https", "grpcs")
+    netloc = f"[{host}]" if ":" in host else host
+    if scheme in ("grpc", "grpcs") or port == 4317:
+        return "grpc", f"{'https' if secure else 'http'}://{netloc}:{port or 4317}", secure
+    path = parts.path.rstrip("/") or "/v1/traces"
+    return ("http/protobuf", f"{'https' if secure else 'http'}://{netloc}:{port or 4318}{path}",
+            secure)
 
 
 def _split(value: str) -> list[str]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["add_parser", "build_parser", "main"]
+__all__ = ["add_incidents_parser", "add_parser", "build_parser", "main"]
 
 # A status older than this (the daemon writes it every second) means the collector is gone.
 _STALE_NS = 5 * 1_000_000_000
@@ -43,7 +43,7 @@ def _console() -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agentguard.collector.daemon import Collector, CollectorError
+    from agentguard.collector.daemon import Collector, CollectorError, tune_gc
     from agentguard.collector.receiver import ReceiverError
     from agentguard.collector.settings import SettingsError, load_settings
     from agentguard.collector.store import StoreError
@@ -68,7 +68,9 @@ def _run(args: argparse.Namespace) -> int:
               "sudo, or use --sensor procfs", file=sys.stderr)
         return 2
     try:
-        return Collector(settings).run()
+        collector = Collector(settings)
+        tune_gc()
+        return collector.run()
     except (CollectorError, ReceiverError, StoreError) as exc:
         print(f"agentguard collector: {exc}", file=sys.stderr)
         return 2
@@ -169,6 +171,104 @@ def _incidents(args: argparse.Namespace) -> int:
 
     print_incident(_console(), incidents[0])
     return 0
+
+
+# -- agentguard incidents list|show|report ------------------------------------------------
+
+
+def _incidents_list(args: argparse.Namespace) -> int:
+    from agentguard.collector.incidents import list_incidents
+
+    store = _open_store(args)
+    if store is None:
+        return 2
+    try:
+        rows = list_incidents(store, args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no incidents")
+        return 0
+    from agentguard.collector.render import print_incidents
+
+    print_incidents(_console(), rows)
+    return 0
+
+
+def _load_incident(args: argparse.Namespace) -> Any:
+    """The incident named by ``args.id`` (or a unique prefix); prints why not and returns None."""
+    from agentguard.collector.incidents import build_incident
+
+    store = _open_store(args)
+    if store is None:
+        return None
+    try:
+        incident = build_incident(store, args.id)
+    finally:
+        store.close()
+    if incident is None:
+        print(f"agentguard incidents: no incident {args.id!r} in {_db_path(args)} "
+              f"(see agentguard incidents list)", file=sys.stderr)
+    return incident
+
+
+def _incidents_show(args: argparse.Namespace) -> int:
+    incident = _load_incident(args)
+    if incident is None:
+        return 2 if not os.path.exists(_db_path(args)) else 1
+    if args.json:
+        print(json.dumps(incident.model_dump(mode="json"), indent=2, default=str))
+        return 0
+    from agentguard.collector.render import print_incident
+
+    print_incident(_console(), incident)
+    return 0
+
+
+def _incidents_report(args: argparse.Namespace) -> int:
+    incident = _load_incident(args)
+    if incident is None:
+        return 2 if not os.path.exists(_db_path(args)) else 1
+    from agentguard.collector.render import incident_html
+
+    page = incident_html([incident])
+    try:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    except OSError as exc:
+        print(f"agentguard incidents: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} (incident {incident.id}, {len(page):,} bytes)")
+    return 0
+
+
+def add_incidents_parser(commands: Any) -> None:
+    """Add ``incidents list|show|report`` to the ``agentguard`` command's subcommands."""
+    incidents = commands.add_parser(
+        "incidents", help="attack stories recorded by the collector: list, show, report",
+        description="Incidents (attack stories) the collector assembled from related findings of "
+                    "one conversation or trace. Reads the collector's database; the same as "
+                    "'agentguard collector incidents'.")
+    sub = incidents.add_subparsers(dest="incidents_command", required=True)
+    listing = sub.add_parser("list", help="the incidents, newest first")
+    _add_db(listing)
+    listing.add_argument("--json", action="store_true", help="the index as a JSON array")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(handler=_incidents_list)
+    show = sub.add_parser("show", help="one incident: timeline, process tree, findings, narrative")
+    _add_db(show)
+    show.add_argument("id", help="incident id (or a unique prefix)")
+    show.add_argument("--json", action="store_true", help="the whole incident as JSON")
+    show.set_defaults(handler=_incidents_show)
+    report = sub.add_parser("report", help="write one incident as a self-contained HTML page")
+    _add_db(report)
+    report.add_argument("id", help="incident id (or a unique prefix)")
+    report.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the HTML file to write (inline CSS, no scripts, no external assets)")
+    report.set_defaults(handler=_incidents_report)
 
 
 # -- parser --------------------------------------------------------------------------------

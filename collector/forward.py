@@ -2,6 +2,8 @@
 
 The queue never blocks the collector: past its size a batch is dropped and counted. A failed
 export is retried a few times with back-off when the backend says it is transient.
+:class:`AgentResources` keeps each agent's OTLP resource, so spans the collector makes on an
+agent's behalf (kernel events that came after their span went out) land under the same resource.
 """
 
 from __future__ import annotations
@@ -16,16 +18,107 @@ import urllib.parse
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
+from agentguard import semconv
 from agentguard._errors import internal_error
 
-__all__ = ["Forwarder"]
+__all__ = ["AgentResources", "Forwarder", "ResourceKey"]
 
 logger = logging.getLogger("agentguard.collector")
 
 _RETRYABLE_HTTP = {429, 502, 503, 504}
 _ATTEMPTS = 4
 _TIMEOUT = 10.0
+# OpenTelemetry resource convention; agentguard.semconv has no name for it.
+_HOST_NAME = "host.name"
+
+# A resource is a few hundred bytes; a sender's oversized one is cut, so the memory stays bounded
+# by the number of agents times this.
+_MAX_RESOURCE_BYTES = 16 * 1024
+
+# An agent as its resource names it: (process.pid, service.name, host.name).
+ResourceKey = tuple[int | None, str | None, str | None]
+
+
+class AgentResources:
+    """The OTLP resource each agent last sent, bounded by agent (not by span).
+
+    Backends group spans by resource (service, host, deployment, a project name), so a span the
+    collector sends for an agent must carry the agent's resource as received, not a resource of
+    its own. Spans refer to their agent by the key :meth:`remember` returns; the same key object
+    is handed out for every span of an agent, so remembering spans costs a reference each.
+    """
+
+    def __init__(self, max_agents: int = 1024) -> None:
+        self.max_agents = max_agents
+        # key → (serialized Resource, ResourceSpans.schema_url); least recently sent first.
+        self._resources: collections.OrderedDict[ResourceKey, tuple[bytes, str]] = \
+            collections.OrderedDict()
+        self.counters = {"resources_evicted": 0, "resources_trimmed": 0}
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def remember(self, resource_spans: trace_pb2.ResourceSpans) -> ResourceKey:
+        """Keep the resource of ``resource_spans`` (the newest wins) and return its agent key."""
+        pid: int | None = None
+        service: str | None = None
+        host: str | None = None
+        for kv in resource_spans.resource.attributes:
+            if kv.key == semconv.SERVICE_NAME:
+                service = kv.value.string_value
+            elif kv.key == semconv.PROCESS_PID:
+                which = kv.value.WhichOneof("value")
+                if which == "int_value":
+                    pid = kv.value.int_value
+                elif which == "string_value" and kv.value.string_value.isdigit():
+                    pid = int(kv.value.string_value)
+            elif kv.key == _HOST_NAME:
+                host = kv.value.string_value
+        key: ResourceKey = (pid, service, host)
+        serialized = resource_spans.resource.SerializeToString()
+        if len(serialized) > _MAX_RESOURCE_BYTES:
+            serialized = self._trimmed(resource_spans.resource)
+        stored = (serialized, resource_spans.schema_url[:_MAX_RESOURCE_BYTES])
+        resources = self._resources
+        if key in resources:
+            resources.move_to_end(key)
+            # Hand out the stored key object, so every span of the agent shares it.
+            key = next(reversed(resources))
+        elif len(resources) >= self.max_agents:
+            resources.popitem(last=False)
+            self.counters["resources_evicted"] += 1
+        resources[key] = stored
+        return key
+
+    def _trimmed(self, resource: resource_pb2.Resource) -> bytes:
+        """An oversized resource cut to its leading attributes within the byte bound (the
+        identifying ones come first from OpenTelemetry SDKs); the rest counted as dropped."""
+        self.counters["resources_trimmed"] += 1
+        kept = resource_pb2.Resource()
+        size = 0
+        for kv in resource.attributes:
+            size += kv.ByteSize() + 4
+            if size > _MAX_RESOURCE_BYTES:
+                break
+            kept.attributes.append(kv)
+        kept.dropped_attributes_count = (resource.dropped_attributes_count
+                                         + len(resource.attributes) - len(kept.attributes))
+        return bytes(kept.SerializeToString())
+
+    def apply(self, resource_spans: trace_pb2.ResourceSpans, key: ResourceKey) -> bool:
+        """Give ``resource_spans`` the resource of agent ``key``; ``False`` when it is forgotten
+        (evicted), leaving the resource as it was."""
+        stored = self._resources.get(key)
+        if stored is None:
+            return False
+        serialized, schema_url = stored
+        resource_spans.resource.Clear()
+        resource_spans.resource.ParseFromString(serialized)
+        resource_spans.schema_url = schema_url
+        return True
 
 
 class Forwarder:

@@ -10,6 +10,7 @@ went around Python.
 from __future__ import annotations
 
 import collections
+import os
 from typing import Any
 
 from opentelemetry import trace
@@ -21,7 +22,7 @@ from agentguard.collector.store import StoredFinding
 from agentguard.config import resolve_config
 from agentguard.events import DnsLookup, EventContext, FileOpen, NetConnect, ProcessExec
 
-__all__ = ["KERNEL_RULES", "Judge", "to_library_event"]
+__all__ = ["KERNEL_RULES", "Judge", "opened_directory", "to_library_event"]
 
 # The collector's own findings: acts that only the kernel saw.
 KERNEL_RULES: dict[str, tuple[str, str]] = {
@@ -53,6 +54,28 @@ def to_library_event(event: KernelEvent, context: EventContext) -> Any:
     return None
 
 
+def opened_directory(event: KernelEvent) -> bool:
+    """Whether a ``file.open`` event opened a directory.
+
+    The eBPF sensor tells the opened inode's type as the kernel saw it (``file_type``), which is
+    the answer: a later look at the path could be fooled by a file swapped for a directory after
+    it was read. Only for a sensor that could not tell is the path looked at now (relative paths
+    against the process's working directory, while it lives).
+    """
+    file_type = event.data.get("file_type")
+    if file_type is not None:
+        return bool(file_type == "directory")
+    path = str(event.data.get("path") or "")
+    if not path:
+        return False
+    if not os.path.isabs(path):
+        if event.pid <= 0:
+            return False
+        path = os.path.join(f"/proc/{event.pid}/cwd", path)
+    # isdir answers False for a path that cannot be looked at.
+    return os.path.isdir(path)
+
+
 class Judge:
     """Runs joined kernel events through the Guard pipeline and the kernel-only rules."""
 
@@ -74,11 +97,15 @@ class Judge:
                            policies=policies)
         _api._build_stages(self.guard)
         self._seen: collections.OrderedDict[tuple[Any, ...], None] = collections.OrderedDict()
-        self.counters = {"judged": 0, "findings": 0}
+        self.counters = {"judged": 0, "findings": 0, "directory_opens": 0}
 
     def judge(self, event: KernelEvent, span: SpanInfo | None,
               service: str | None) -> list[StoredFinding]:
         """Findings for one joined kernel event."""
+        if event.kind == OPEN and opened_directory(event):
+            # Listing a directory named like a credential file reads no credential.
+            self.counters["directory_opens"] += 1
+            return []
         context = EventContext(
             agent=(span.service if span else None) or service,
             conversation_id=span.conversation_id if span else None,

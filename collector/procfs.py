@@ -15,6 +15,7 @@ __all__ = [
     "host_pid",
     "iter_pids",
     "local_addresses",
+    "net_namespace",
     "parse_traceparent",
     "read_cmdline",
     "read_cmdline_raw",
@@ -181,6 +182,11 @@ def _namespace(pid: int | str, kind: str) -> str | None:
         return os.readlink(f"{PROC}/{pid}/ns/{kind}")
     except OSError:
         return None
+
+
+def net_namespace(pid: int) -> str | None:
+    """The network namespace ``pid`` lives in (``net:[inode]``), or ``None`` when it is gone."""
+    return _namespace(pid, "net")
 
 
 def local_addresses(pid: int) -> set[str]:

@@ -17,7 +17,8 @@ from typing import Any
 from agentguard.collector.model import Attribution, KernelEvent, SpanInfo
 from agentguard.findings import SEVERITY_ORDER, Finding
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "StoredFinding"]
+__all__ = ["MAX_AIBOM_AGENTS", "MAX_AIBOM_ENTRIES", "SCHEMA_VERSION", "Store", "StoreError",
+           "StoredFinding"]
 
 SCHEMA_VERSION = 1
 # A conversation's findings separated by more than this start a new incident.
@@ -106,6 +107,39 @@ CREATE INDEX IF NOT EXISTS incidents_key ON incidents (key, last_ns);
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ns INTEGER NOT NULL);
 """
 
+# Runtime AI-BOM inventories, one per agent process (service, host, pid), merged from the
+# agents' ``agentguard.aibom`` spans. Additive tables: older databases gain them on open.
+_AIBOM_SCHEMA = """
+CREATE TABLE IF NOT EXISTS aibom_agents (
+    id INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    gaps INTEGER NOT NULL DEFAULT 0,
+    final INTEGER NOT NULL DEFAULT 0,
+    info TEXT NOT NULL,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (service, host, pid)
+);
+CREATE INDEX IF NOT EXISTS aibom_agents_last ON aibom_agents (last_ns);
+CREATE TABLE IF NOT EXISTS aibom_entries (
+    agent_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    first_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, kind, key)
+);
+"""
+# Per-agent and overall bounds of the inventory tables.
+MAX_AIBOM_ENTRIES = 16384
+MAX_AIBOM_AGENTS = 1024
+
 
 class StoreError(RuntimeError):
     """The database cannot be opened or is not an agentguard collector database."""
@@ -125,6 +159,27 @@ _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=Fal
 
 def _json(value: Any) -> str:
     return _ENCODER.encode(value)
+
+
+def _make_event_json() -> Any:
+    """The JSON encoding of kernel event data, the store's busiest path.
+
+    The C encoder is built once instead of on every call (as ``JSONEncoder.encode`` does), which
+    halves its cost. Event data is built by the sensors from parsed values and never refers to
+    itself, so the circular-reference bookkeeping is left out.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _json
+    encode = make(None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+
+    def event_json(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return event_json
+
+
+_event_json = _make_event_json()
 
 
 class Store:
@@ -148,6 +203,7 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
+                self.db.executescript(_AIBOM_SCHEMA)
                 self._check_version()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable collector database ({exc})") from None
@@ -196,7 +252,7 @@ class Store:
             a = event.attribution
             event.row_id = next_id
             rows.append((next_id, event.ts_ns, event.kind, event.pid, event.tid, event.source,
-                         _json(event.data), a.method, a.trace_id, a.span_id,
+                         _event_json(event.data), a.method, a.trace_id, a.span_id,
                          _json(list(a.candidates)) if a.candidates else None, event.agent_pid,
                          None if event.seen_by_library is None else int(event.seen_by_library)))
             next_id += 1
@@ -419,6 +475,113 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {table: int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
                 for table in ("events", "spans", "findings", "incidents")}
+
+    # -- runtime AI-BOM inventories ----------------------------------------------------------
+
+    def add_inventory(self, *, service: str, host: str, pid: int, started: float, sequence: int,
+                      final: bool, info: dict[str, Any],
+                      entries: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+        """Merge one ``agentguard.aibom`` span into its agent's inventory; returns entries stored.
+
+        An agent is (service, host, pid); the same triple with another inventory start time is a
+        new process that reused the pid, and replaces the old inventory. Entries are upserted (an
+        inventory only grows); past :data:`MAX_AIBOM_ENTRIES` new ones are counted, not stored.
+        """
+        self.begin()
+        now = time.time_ns()
+        row = self.db.execute(
+            "SELECT id, started, sequence, gaps, final FROM aibom_agents "
+            "WHERE service = ? AND host = ? AND pid = ?", (service, host, pid)).fetchone()
+        if row is not None and abs(float(row["started"]) - started) > 0.001:
+            self._drop_inventory(int(row["id"]))
+            row = None
+        if row is None:
+            count = self.db.execute("SELECT COUNT(*) FROM aibom_agents").fetchone()[0]
+            if count >= MAX_AIBOM_AGENTS:
+                oldest = self.db.execute(
+                    "SELECT id FROM aibom_agents ORDER BY last_ns LIMIT ?",
+                    (count - MAX_AIBOM_AGENTS + 1,)).fetchall()
+                for old in oldest:
+                    self._drop_inventory(int(old["id"]))
+            agent_id = int(self.db.execute(
+                "INSERT INTO aibom_agents (service, host, pid, started, first_ns, last_ns, "
+                "sequence, gaps, final, info) VALUES (?,?,?,?,?,?,?,0,?,?)",
+                (service, host, pid, started, now, now, sequence, int(final), _json(info)),
+            ).lastrowid or 0)
+        else:
+            agent_id = int(row["id"])
+            last = int(row["sequence"])
+            # Parts of one emission share its sequence number; a jump means emissions were lost.
+            missed = sequence - last - 1 if sequence > last + 1 else 0
+            self.db.execute(
+                "UPDATE aibom_agents SET last_ns = ?, sequence = MAX(sequence, ?), "
+                "gaps = gaps + ?, final = ?, info = ? WHERE id = ?",
+                (now, sequence, missed, int(final) if sequence >= last else int(row["final"]),
+                 _json(info), agent_id))
+        count = int(self.db.execute("SELECT COUNT(*) FROM aibom_entries WHERE agent_id = ?",
+                                    (agent_id,)).fetchone()[0])
+        stored = dropped = 0
+        for kind, key, data in entries:
+            text = _json(data)
+            updated = self.db.execute(
+                "UPDATE aibom_entries SET data = ?, updated_ns = ? WHERE agent_id = ? AND kind = ? "
+                "AND key = ?", (text, now, agent_id, kind, key)).rowcount
+            if updated:
+                stored += 1
+            elif count < MAX_AIBOM_ENTRIES:
+                self.db.execute(
+                    "INSERT INTO aibom_entries (agent_id, kind, key, data, first_ns, updated_ns) "
+                    "VALUES (?,?,?,?,?,?)", (agent_id, kind, key, text, now, now))
+                count += 1
+                stored += 1
+            else:
+                dropped += 1
+        if dropped:
+            self.db.execute("UPDATE aibom_agents SET dropped = dropped + ? WHERE id = ?",
+                            (dropped, agent_id))
+        return stored
+
+    def _drop_inventory(self, agent_id: int) -> None:
+        self.db.execute("DELETE FROM aibom_entries WHERE agent_id = ?", (agent_id,))
+        self.db.execute("DELETE FROM aibom_agents WHERE id = ?", (agent_id,))
+
+    def prune_inventories(self, *, max_age_ns: int) -> int:
+        """Drop the inventories of agents not heard from within ``max_age_ns``; returns how many."""
+        self.begin()
+        cutoff = time.time_ns() - max_age_ns
+        old = self.db.execute("SELECT id FROM aibom_agents WHERE last_ns < ?", (cutoff,)).fetchall()
+        for row in old:
+            self._drop_inventory(int(row["id"]))
+        self.commit()
+        return len(old)
+
+    def inventories(self, limit: int = MAX_AIBOM_AGENTS) -> list[dict[str, Any]]:
+        """The agents with an inventory, most recently heard from first, with entry counts."""
+        try:
+            rows = self.db.execute(
+                "SELECT a.*, (SELECT COUNT(*) FROM aibom_entries e WHERE e.agent_id = a.id) "
+                "AS entries FROM aibom_agents a ORDER BY a.last_ns DESC LIMIT ?",
+                (limit,)).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a database from before inventories were kept
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["info"] = json.loads(item["info"])
+            item["final"] = bool(item["final"])
+            out.append(item)
+        return out
+
+    def inventory_entries(self, agent_id: int, limit: int = MAX_AIBOM_ENTRIES
+                          ) -> list[dict[str, Any]]:
+        """The stored entries of one agent's inventory (kind, key, data, first and last update)."""
+        try:
+            rows = self.db.execute(
+                "SELECT kind, key, data, first_ns, updated_ns FROM aibom_entries "
+                "WHERE agent_id = ? ORDER BY kind, key LIMIT ?", (agent_id, limit)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
 
 def _event_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A small instrumented agent for the collector tests, run as its own process.
 
-It sends its spans by OTLP to the collector given on the command line, waits for ``go`` on stdin
-(so the test can first make sure the collector watches it), then runs one LangChain tool whose
+It sends its spans by OTLP to the collector given on the command line (or, given ``env``, where
+its environment says), waits for ``go`` on stdin (so the test can first make sure the collector
+watches it), then runs one LangChain tool whose
 body starts ``sh -c`` with a grandchild that connects to the given loopback port, and a second
 tool that connects from the agent process itself through native code (libc ``connect``), which
 the in-process sensor cannot see, and a third whose child outlives it. It prints the ids of the
@@ -22,8 +23,13 @@ import agentguard
 
 def main() -> int:
     endpoint, protocol, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    agentguard.instrument(service_name="kernel-test-agent", exporter="otlp", otlp_endpoint=endpoint,
-                          otlp_protocol=protocol, capture_content="full")
+    if endpoint == "env":
+        # Configured by the environment alone (AGENTGUARD_COLLECTOR_ENDPOINT and friends).
+        agentguard.instrument(service_name="kernel-test-agent", capture_content="full")
+    else:
+        agentguard.instrument(service_name="kernel-test-agent", exporter="otlp",
+                              otlp_endpoint=endpoint, otlp_protocol=protocol,
+                              capture_content="full")
     from langchain_core.tools import tool
     from opentelemetry import trace
 

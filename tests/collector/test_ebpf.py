@@ -192,6 +192,66 @@ def test_incident_tells_the_story_and_renders_as_one_html_page(
         assert incident.id in dom and "Process tree" in dom
 
 
+def _agentguard(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``agentguard`` command line in its own process."""
+    return subprocess.run([sys.executable, "-m", "agentguard.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the ``agentguard`` command line in this process: (exit status, stdout, stderr)."""
+    from agentguard.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_incidents_commands_list_show_and_report_the_story(
+        collector: Collector, agent_run: dict[str, Any], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``agentguard incidents list/show/report`` read the collector's database: the index, the
+    whole story as JSON and text, and a self-contained HTML page that renders."""
+    db = collector.settings.db
+    listed = _agentguard("incidents", "list", "--json", "--db", db)
+    assert listed.returncode == 0, listed.stderr
+    rows = [r for r in json.loads(listed.stdout) if r["conversation_id"] == "conv-kernel"]
+    assert len(rows) == 1 and rows[0]["severity"] == "high" and rows[0]["findings"] >= 2
+    incident_id = rows[0]["id"]
+    code, out, _ = _in_process(capsys, "incidents", "list", "--db", db)
+    assert code == 0 and incident_id in out
+
+    code, out, err = _in_process(capsys, "incidents", "show", incident_id[:8], "--json", "--db", db)
+    assert code == 0, err
+    story = json.loads(out)
+    assert story["id"] == incident_id and story["conversation_id"] == "conv-kernel"
+    assert {c["tool"] for c in story["tool_calls"]} >= {"run_shell", "native_connect"}
+    assert any(p["pid"] == agent_run["pid"] for p in story["processes"])
+    assert "invisible to the in-process sensor" in story["narrative"]
+    code, out, _ = _in_process(capsys, "incidents", "show", incident_id, "--db", db)
+    assert code == 0 and incident_id in out and "run_shell" in out
+
+    page_path = tmp_path / "story.html"
+    report = _agentguard("incidents", "report", incident_id, "-o", str(page_path), "--db", db)
+    assert report.returncode == 0, report.stderr
+    page = page_path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert "Content-Security-Policy" in page and "Process tree" in page and "kernel-only" in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                              "--dump-dom", page_path.as_uri()], capture_output=True, text=True,
+                             timeout=60).stdout
+        assert incident_id in dom and "Process tree" in dom and "run_shell" in dom
+
+    code, _, err = _in_process(capsys, "incidents", "show", "INC-nope", "--db", db)
+    assert code == 1 and "no incident 'INC-nope'" in err
+    # The older spelling under `collector` still works.
+    code, out, _ = _in_process(capsys, "collector", "incidents", incident_id, "--json", "--db", db)
+    assert code == 0 and json.loads(out)["id"] == incident_id
+
+
 def test_forwarded_tool_span_carries_the_kernel_events(agent_run: dict[str, Any],
                                                        downstream: OtlpReceiver) -> None:
     """The downstream backend gets the agent's tool span with the kernel events on it."""
