@@ -9,6 +9,7 @@ The stages are extension points: detectors (:class:`Detector`), one baseline
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -88,6 +89,8 @@ class Verdict:
 
 
 _ALLOW = Verdict()
+# Bound of the per-tool cache of Guard.result_floor (cleared when full).
+_FLOOR_CACHE_LIMIT = 4096
 
 
 @runtime_checkable
@@ -250,16 +253,19 @@ class Operation:
         conv = frame.conversation
         tool = frame.tool
         tool_event = tool.event if tool is not None else None
+        if span_context.is_valid:
+            # %-formatting: twice as fast as format() for these ints, on every judged tool call.
+            trace_id: str | None = "%032x" % span_context.trace_id  # noqa: UP031
+            span_id: str | None = "%016x" % span_context.span_id  # noqa: UP031
+        else:
+            trace_id = span_id = None
         return trusted(EventContext, {
-            "agent": self.guard.config.service_name,
+            "agent": self.guard.agent_name,
             "conversation_id": conv.id if conv is not None else None,
             "user": conv.user if conv is not None else None,
             "turn": frame.turn,
-            # %-formatting: twice as fast as format() for these ints, on every judged tool call.
-            "trace_id": "%032x" % span_context.trace_id  # noqa: UP031
-            if span_context.is_valid else None,
-            "span_id": "%016x" % span_context.span_id  # noqa: UP031
-            if span_context.is_valid else None,
+            "trace_id": trace_id,
+            "span_id": span_id,
             "tool": tool.name if tool is not None else None,
             "tool_call_id": tool_event.call_id if tool_event is not None else None,
             "pid": current_pid(),
@@ -312,7 +318,9 @@ class Operation:
             if captured is not None:
                 self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, captured)
             call = self.event
-            if guard.has_stages and call is not None:
+            if guard.has_stages and call is not None and (
+                    type(result) is not str or
+                    len(result) >= guard.result_floor(call.tool, call.context)):
                 verdict = guard.evaluate(trusted(ToolCall, {
                     "context": call.context, "timestamp": time.time(), "kind": "tool_call",
                     "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
@@ -458,6 +466,8 @@ class Guard:
     ) -> None:
         self.config = config
         self.mode = config.mode
+        # Stamped on every event's context (read once: it is on the path of every judged event).
+        self.agent_name = config.service_name
         self.tracer = tracer
         self.conversations = conversations
         self.capture = ContentCapture(config.capture_content, config.max_content_length)
@@ -471,6 +481,8 @@ class Guard:
         self.findings_emitted = 0
         self.disabled_rules = frozenset(config.disabled_rules)
         self.has_stages = False
+        # Per (tool, agent): how long a text result must be for some stage to judge it.
+        self._result_floors: dict[tuple[Any, Any], float] = {}
         if config.on_finding is not None:
             self.sinks.append(config.on_finding)
         if config.findings_file:
@@ -481,6 +493,35 @@ class Guard:
     # -- extension points ------------------------------------------------------------------
     def _refresh(self) -> None:
         self.has_stages = bool(self.detectors or self.baseline is not None or self.policies)
+        self._result_floors = {}
+
+    def result_floor(self, tool: str, context: EventContext | None) -> float:
+        """How long a tool's text result must be for any stage to judge it (0: every result).
+
+        Detectors, the baseline and plain callbacks see every result; a policy stage may say
+        (``result_floor(tool, agent)``) that it only looks at large ones, as the built-in pack
+        does (bulk data), so a small result is not built into an event nobody would judge.
+        """
+        agent = context.agent if context is not None else None
+        key = (tool, agent)
+        floors = self._result_floors
+        found = floors.get(key)
+        if found is not None:
+            return found
+        floor = math.inf
+        if self.detectors or self.baseline is not None:
+            floor = 0.0
+        for policy in self.policies:
+            ask = getattr(policy, "result_floor", None)
+            try:
+                floor = min(floor, float(ask(tool, agent)) if callable(ask) else 0.0)
+            except Exception as exc:
+                internal_error(f"policy {getattr(policy, 'name', policy)!s} result floor", exc)
+                floor = 0.0
+        if len(floors) >= _FLOOR_CACHE_LIMIT:
+            floors.clear()
+        floors[key] = floor
+        return floor
 
     def add_detector(self, detector: Detector) -> None:
         self.detectors.append(detector)

@@ -218,12 +218,12 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         Child(variant, [sys.executable, os.path.abspath(__file__), "--variant", variant,
                         "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
               child_env())
-        for variant in VARIANTS
+        for variant in args.variants
     ]
     try:
         for child in children:  # set-up and warm-up run concurrently; nothing is timed yet
             child.read()
-        repeats: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+        repeats: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
         for round_index in range(args.repeats):
             shift = round_index % len(children)
             for child in children[shift:] + children[:shift]:
@@ -252,7 +252,7 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results:
         r["added_us"] = r["median_us"] - plain
         r["ratio"] = r["median_us"] / plain
-    added = {v: by_name[v]["added_us"] for v in AGENTGUARD_VARIANTS}
+    added = {v: by_name[v]["added_us"] for v in AGENTGUARD_VARIANTS if v in by_name}
     for r in results:
         medians = r["repeat_medians_us"]
         r["spread"] = (max(medians) - min(medians)) / min(medians)
@@ -262,7 +262,8 @@ def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "target_added_us": TARGET_ADDED_US,
         "agentguard_added_us": added,
-        "agentguard_within_target": all(added[v] <= TARGET_ADDED_US for v in TARGET_VARIANTS),
+        "agentguard_within_target": all(added[v] <= TARGET_ADDED_US for v in TARGET_VARIANTS
+                                        if v in added),
         "noisy": any(r["spread"] > NOISY_SPREAD for r in results),
         "results": results,
     }
@@ -313,8 +314,16 @@ def main(argv: list[str] | None = None) -> int:
                              "process and print the top functions")
     parser.add_argument("--top", type=int, default=40,
                         help="rows printed by --profile (default %(default)s)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated variants to run (plain is always included; "
+                             "default: all)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in wanted if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    args.variants = [v for v in VARIANTS if v in wanted or v == "plain"]
     if min(args.iterations, args.repeats) < 1 or args.warmup < 0:
         parser.error("--iterations and --repeats must be >= 1, --warmup >= 0")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "TAG_DECODE",
     "NormalisedView",
     "escape_invisible",
+    "hidden_runs",
+    "non_ascii",
     "normalise",
     "shapes_clean",
 ]
@@ -45,6 +48,69 @@ TAG_FIRST, TAG_LAST = 0xE0000, 0xE007F
 
 _DELETE: dict[int, None] = {ord(c): None for c in _ZERO_WIDTH + _SOFT_HYPHEN + _BIDI}
 _DELETE.update({cp: None for cp in range(TAG_FIRST, TAG_LAST + 1)})
+INVISIBLE = frozenset(chr(cp) for cp in _DELETE)
+
+_ASCII_BYTES = bytes(range(128))
+# hidden_runs: with more distinct invisible characters than this, one regex pass is cheaper
+# than a search per character.
+_MAX_SEARCHED = 16
+# non_ascii: past this many bytes of non-ASCII characters, building their set costs as much as
+# the regex passes it saves (text mostly in another script), so it is not built.
+_MAX_SET_BYTES = 1 << 15
+
+
+def non_ascii(text: str) -> frozenset[str] | None:
+    """The distinct non-ASCII characters of ``text``, or ``None`` when it holds so many that
+    the callers' regex passes over the text are as cheap.
+
+    One UTF-8 encode and one ``bytes.translate`` dropping the ASCII bytes, both C loops over
+    bytes: on mostly-ASCII text in many languages this is several times cheaper than one
+    character-class regex pass over the (often four-byte-wide) string, and it answers "is there
+    any invisible / foldable / Greek character" for every such pass at once.
+    """
+    rest = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    if len(rest) > _MAX_SET_BYTES:
+        return None
+    return frozenset(rest.decode("utf-8", "surrogatepass")) if rest else frozenset()
+
+
+def hidden_runs(text: str, present: frozenset[str] | None) -> Iterator[tuple[int, int]]:
+    """The maximal runs of invisible characters of ``text`` in order, as ``(start, stop)``:
+    what ``HIDDEN_RUN.finditer`` finds.
+
+    ``present`` is ``non_ascii(text)``, the characters the text holds; ``None`` (a text mostly
+    in another script) means one regex pass. Otherwise the next occurrence of each invisible
+    character present is found with ``str.find`` (every search moves forward only, so each such
+    character costs at most one C pass over the text) and a run is extended with one anchored
+    regex match: the Python work per run is constant, and a caller that stops reading stops the
+    work.
+    """
+    chars = present & INVISIBLE if present is not None else None
+    if chars is not None and not chars:
+        return
+    if chars is None or len(chars) > _MAX_SEARCHED:
+        for match in HIDDEN_RUN.finditer(text):
+            yield match.span()
+        return
+    find = text.find
+    following: dict[str, int] = {}
+    for char in chars:
+        at = find(char)
+        if at >= 0:
+            following[char] = at
+    match_run = HIDDEN_RUN.match
+    while following:
+        start = min(following.values())
+        extent = match_run(text, start)
+        stop = extent.end() if extent is not None else start + 1
+        yield start, stop
+        for char, at in list(following.items()):
+            if at < stop:
+                at = find(char, stop)
+                if at < 0:
+                    del following[char]
+                else:
+                    following[char] = at
 
 # Compatibility forms that spell ASCII letters: fullwidth forms, mathematical alphanumerics,
 # enclosed letters. Each maps one code point to one, so offsets are unchanged.
@@ -134,10 +200,11 @@ class NormalisedView:
         return k < len(self._view_starts) and self._view_starts[k] < end
 
 
-def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = True
-              ) -> NormalisedView:
+def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = True,
+              present: frozenset[str] | None = None) -> NormalisedView:
     """The phrase-matching view of ``text``: invisible characters removed, compatibility letters
-    folded, lower case. ``runs`` are the ``(start, length)`` runs of removed characters."""
+    folded, lower case. ``runs`` are the ``(start, length)`` runs of removed characters;
+    ``present`` (optional, from :func:`non_ascii`) the non-ASCII characters of ``text``."""
     if text.isascii():
         return NormalisedView(text.lower(), [], [])
     # Deleting with the run regex and folding only when a foldable character is present: a
@@ -155,7 +222,8 @@ def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = T
         folded = "".join(parts)
     else:
         folded = HIDDEN_RUN.sub("", text)
-    if _NEEDS_FOLD.search(folded) is not None:
+    # With the character set known, the small set is searched instead of the whole text.
+    if _NEEDS_FOLD.search(folded if present is None else "".join(present)) is not None:
         folded = folded.translate(_FOLD)
     lowered = folded.lower()
     exact = runs_complete

@@ -35,7 +35,6 @@ from agentguard.detectors._text import (
     BLOB_SHAPE,
     CONFUSABLES,
     GREEK_OR_CYRILLIC,
-    HIDDEN_RUN,
     MIXED_SCRIPT,
     SPACED_PROBES,
     SPACING_SHAPE,
@@ -45,6 +44,8 @@ from agentguard.detectors._text import (
     ZERO_WIDTH,
     NormalisedView,
     escape_invisible,
+    hidden_runs,
+    non_ascii,
     normalise,
     shapes_clean,
 )
@@ -229,6 +230,8 @@ _SPACED_PROBES = SPACED_PROBES
 _RUN_END = re.compile(rb"a+")
 _SPACED_RUN = re.compile(rb"(?:a {1,3}){4,400}a")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+# Base64 of text has digits, capitals or "+/" early on; a run of lower-case letters is a word.
+_B64_SIGNAL = re.compile(r"[0-9A-Z+/]")
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 _NOT_LETTER = re.compile(r"[^a-z]+")
 
@@ -438,16 +441,23 @@ class InjectionScanner:
         runs: list[tuple[int, int]] = []
         complete = True
         ascii_text = segment.isascii()
+        present: frozenset[str] | None = frozenset()
         if not ascii_text:
-            complete = self._hidden(segment, base, run, depth, runs, span)
+            # Which non-ASCII characters occur, once: the checks for hidden, foldable and
+            # Greek/Cyrillic characters below read this small set instead of the whole text.
+            present = non_ascii(segment)
+            complete = self._hidden(segment, base, run, depth, runs, span, present)
             if not complete:
                 run.exact = False
-        view = normalise(segment, runs, runs_complete=complete)
+        view = normalise(segment, runs, runs_complete=complete, present=present)
         regions: list[tuple[int, int, str]] = []
         labels: dict[str, int] = {}
         first = len(run.evidence)
         self._anchors(segment, view, view.text, base, run, regions, labels, via, span)
-        if (not ascii_text and GREEK_OR_CYRILLIC.search(view.text) is not None
+        # The view's non-ASCII characters are lower-cased ones of the segment (folding only
+        # yields ASCII), so the small set answers whether any Greek or Cyrillic letter is there.
+        if (not ascii_text and GREEK_OR_CYRILLIC.search(
+                view.text if present is None else "".join(present).lower()) is not None
                 and MIXED_SCRIPT.search(view.text) is not None):
             self._homoglyphs(segment, view, base, run, via, span, first)
         self._roles(labels, segment, base, run, via, span)
@@ -671,7 +681,8 @@ class InjectionScanner:
 
     # -- hidden text -----------------------------------------------------------------------
     def _hidden(self, segment: str, base: int, run: _Run, depth: int,
-                runs: list[tuple[int, int]], span: tuple[int, int] | None) -> bool:
+                runs: list[tuple[int, int]], span: tuple[int, int] | None,
+                present: frozenset[str] | bool | None = True) -> bool:
         """Collect the runs of invisible characters and report what they hide; returns whether
         every run was recorded (``False`` past the cap: offsets become approximate)."""
         limits = self.limits
@@ -681,14 +692,16 @@ class InjectionScanner:
         bidi_override: int | None = None
         bidi_isolate: int | None = None
         complete = True
-        for match in HIDDEN_RUN.finditer(segment):
+        if present is True:
+            present = non_ascii(segment)  # not computed by the caller
+        assert not isinstance(present, bool)
+        for start, stop in hidden_runs(segment, present):
             if run.hidden_runs >= limits.max_hidden_runs:
                 complete = False
                 break
             run.hidden_runs += 1
-            start, stop = match.span()
             runs.append((start, stop - start))
-            chars = match.group()
+            chars = segment[start:stop]
             first = chars[0]
             code = ord(first)
             if TAG_FIRST <= code <= TAG_LAST:
@@ -886,7 +899,7 @@ def _decode_blob(blob: str) -> tuple[str | None, str]:
         except (binascii.Error, ValueError):
             return None, "hex"
         return (text if _printable_text(text) else None), "hex"
-    if not any(c.isdigit() or c.isupper() or c in "+/" for c in body[:256]):
+    if _B64_SIGNAL.search(body, 0, 256) is None:
         return None, "base64"  # an ordinary long word or identifier
     urlsafe = "-" in body or "_" in body
     for shift in range(4):

@@ -214,7 +214,8 @@ class Gate:
         joined = cache.get(self.key)
         if joined is None:
             joined = self.text(fields, scratch)
-        result = cache[self.result_key] = self.search(joined) is not None
+        # No gate string is empty, so an empty text (arguments without strings) holds none.
+        result = cache[self.result_key] = bool(joined) and self.search(joined) is not None
         return result
 
 

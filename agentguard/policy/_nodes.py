@@ -74,6 +74,12 @@ class Node:
         """A necessary condition on one joined text, if the condition has one (see FieldNode)."""
         return None
 
+    def min_text(self, field: str) -> float:
+        """A necessary condition on a top-level field: when it holds a text shorter than this,
+        the condition cannot hold (0: no such bound). Lets the Guard skip judging small tool
+        results that only bulk-data rules look at."""
+        return 0.0
+
 
 class Const(Node):
     """A condition known in advance (for one event kind)."""
@@ -108,6 +114,14 @@ class FieldNode(Node):
         self.count = count
         self.length = length
         self.count_floor = 0.0
+
+    def min_text(self, field: str) -> float:
+        # A text never holds more records than characters (see _count), so a count bound on the
+        # field itself is a bound on its length.
+        path = self.path
+        if self.count is None or path.context or path.steps or path.head != field:
+            return 0.0
+        return self.count_floor
 
     def paths(self) -> list[FieldPath]:
         return [self.path]
@@ -220,9 +234,12 @@ class FieldNode(Node):
                                 break
                     elif value is not None:
                         parts = [x for x in deep(fields, scratch) if isinstance(x, str)]
-                    found = joined_text(parts)
-                    if lower_deep:
-                        found = found.lower()
+                    if parts:
+                        found = joined_text(parts)
+                        if lower_deep:
+                            found = found.lower()
+                    else:
+                        found = ""  # no text at all (ids, counts, flags): the common case
                     scratch.cache[key] = found
                 return found
             return deep_text
@@ -303,6 +320,22 @@ class FieldNode(Node):
                     return element(value)
                 return single(value)
             return test_child
+
+        if count is not None and exists is None and length is None and not self.ops and \
+                self.path.get_one is not None and not self.path.multi:
+            # "result: count > N" (the bulk-data rules): a text shorter than the smallest
+            # accepted count is rejected before any list is built or any JSON is parsed.
+            get_count_one = self.path.get_one
+            floor = self.count_floor
+
+            def test_count(fields: Any, scratch: Scratch) -> bool:
+                value = get_count_one(fields, scratch)
+                if value is MISSING:
+                    return False
+                if type(value) is str and len(value) < floor:
+                    return count(len(value))
+                return count(node._count([value], scratch))
+            return test_count
 
         if exists is None and count is None and length is None and len(self.ops) == 1 and \
                 self.path.get_one is not None:
@@ -471,6 +504,9 @@ class AllNode(Node):
     def __init__(self, children: list[Node]) -> None:
         self.children = children
 
+    def min_text(self, field: str) -> float:
+        return max((child.min_text(field) for child in self.children), default=0.0)
+
     def gate(self) -> tuple[tuple[str, ...], Callable[[Any, Scratch], str], tuple[str, ...]] | None:
         # Every child must hold, so any child's necessary condition is one for the whole.
         for child in self.children:
@@ -538,6 +574,9 @@ class AnyNode(Node):
         if not kept:
             return Const(False)
         return kept[0] if len(kept) == 1 else AnyNode(kept)
+
+    def min_text(self, field: str) -> float:
+        return min((child.min_text(field) for child in self.children), default=0.0)
 
     def gate(self) -> tuple[tuple[str, ...], Callable[[Any, Scratch], str], tuple[str, ...]] | None:
         gates = [child.gate() for child in self.children]
@@ -618,6 +657,9 @@ class MacroNode(Node):
 
     def gate(self) -> tuple[tuple[str, ...], Callable[[Any, Scratch], str], tuple[str, ...]] | None:
         return self.inner.gate()
+
+    def min_text(self, field: str) -> float:
+        return self.inner.min_text(field)
 
     def paths(self) -> list[FieldPath]:
         return self.inner.paths()

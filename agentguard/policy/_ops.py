@@ -142,6 +142,13 @@ def bounds_test(bounds: Bounds) -> tuple[Callable[[float], bool], str]:
     if bounds.lte is not None:
         checks.append(("<=", bounds.lte, lambda a, b: a <= b))
     text = " and ".join(f"{sym} {number_text(limit)}" for sym, limit, _ in checks)
+    if len(checks) == 1:
+        # One bound (the usual "count: {gt: N}"): no loop on every judged event.
+        _, only, check = checks[0]
+
+        def test_one(n: float) -> bool:
+            return check(n, only)
+        return test_one, text
 
     def test(n: float) -> bool:
         return all(fn(n, limit) for _, limit, fn in checks)

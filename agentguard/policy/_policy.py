@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -174,6 +175,7 @@ class Policy:
         self._after_tools = self._compiled.after_tools
         self._recorded_tools: dict[str, bool] = {}
         self._tracking = self._after_tools is not None or self._tracks_flags
+        self._result_floors: dict[tuple[Any, Any], float] = {}
         self.cache_clears = 0
 
     # -- construction ----------------------------------------------------------------------
@@ -339,6 +341,34 @@ class Policy:
             self.cache_clears += 1
         found = cache[key] = tuple(groups)
         return found
+
+    def result_floor(self, tool: Any, agent: Any) -> float:
+        """How long the text result of ``tool`` must be for this policy to have anything to say
+        about it: 0 judges every result, ``inf`` none. Results that are not text are always
+        judged.
+
+        The Guard skips building and judging the result event of a small text result when every
+        stage agrees (the built-in pack only looks at results for bulk data).
+        """
+        key = (tool, agent)
+        found = self._result_floors.get(key)
+        if found is not None:
+            return found
+        floor = math.inf
+        if isinstance(tool, str) and self._after_tools is not None and self._records(tool):
+            floor = 0.0  # sequence rules need to see this tool return
+        elif "tool_call" in self._caches:
+            for _, members in self._candidates("tool_call", tool, agent, "result"):
+                for test, rule, stateful in members:
+                    # Rate limits and sequences count every event; a rule without a condition
+                    # fires on any.
+                    member = 0.0 if stateful or test is None else \
+                        rule.condition_for("tool_call").min_text("result")
+                    floor = min(floor, member)
+        if len(self._result_floors) >= _CACHE_LIMIT:
+            self._result_floors.clear()
+        self._result_floors[key] = floor
+        return floor
 
     def evaluate(self, event: Any, verdict: Any = None) -> list[Decision] | None:
         """The decisions of every rule that fires for ``event`` (``None`` when none does)."""

@@ -96,3 +96,6 @@ def attach_policies(guard: Guard) -> None:
             guard.policies[index] = stage.without(disabled)
     if builtin and files is None:
         guard.add_policy(Policy.builtin(disabled=disabled, overlays=user))
+    else:
+        # Stages were replaced in place: the Guard recomputes what it caches about them.
+        guard._refresh()

@@ -106,6 +106,25 @@ def test_a_remote_sampled_parent_is_continued(guarded: Any, spans: Any) -> None:
     assert span.parent is not None and span.parent.span_id == 0xDEF
 
 
+def test_a_child_span_context_is_the_one_the_api_would_build(guarded: Any, spans: Any) -> None:
+    """A light child span's context (built without the API's checks) equals a ``SpanContext``
+    made through the API: same trace, its own valid span id, sampled, the parent's trace state."""
+    from opentelemetry.trace import TraceState
+
+    guard = guarded()
+    state = TraceState([("vendor", "x1")])
+    parent = NonRecordingSpan(SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED),
+                                          state))
+    with trace.use_span(parent):
+        op = guard.start_tool("lookup")
+    context = op.span.get_span_context()
+    op.end()
+    assert context == SpanContext(0xABC, context.span_id, False, TraceFlags(TraceFlags.SAMPLED),
+                                  state)
+    assert context.is_valid and 0 < context.span_id < 2**64
+    assert spans.one("execute_tool lookup").context.trace_state == state
+
+
 def test_a_configured_sampler_uses_the_sdk_pipeline(guarded: Any, spans: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_TRACES_SAMPLER=always_off is honoured: nothing is exported."""
