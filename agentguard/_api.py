@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agentguard import _state
+from agentguard import _state, _tool
 from agentguard._errors import internal_error, internal_error_counts
 from agentguard._guard import Guard, PolicyStage
 from agentguard.config import ConfigError, resolve_config
@@ -213,6 +213,8 @@ def uninstrument() -> None:
         registry.disable()
         sensors.stop()
         _state.enabled_integrations = set()
+        # Tool calls a model asked for under this instrumentation are not answered by the next.
+        _tool._pending.clear()
         stopped, _state.guard = _state.guard, None
         telemetry, _state.telemetry = _state.telemetry, None
     if stopped is not None and stopped.baseline is not None:

@@ -240,3 +240,31 @@ def test_events_built_on_the_hot_path_equal_validated_ones() -> None:
 
     with pytest.raises(ValidationError):
         ctx.agent = "changed"  # type: ignore[misc]
+
+
+def test_tool_calls_requested_before_uninstrument_are_not_claimed_after(guarded: Any) -> None:
+    """A tool call a model asked for under one instrumentation does not lend its id to a run of
+    the same tool after uninstrument() and instrument() again."""
+    from agentguard._tool import expect_tool_call, pending_tool_calls
+
+    @agentguard.tool
+    def refund(order: str) -> str:
+        """Refund one order."""
+        return f"refunded {order}"
+
+    guarded()
+    with agentguard.conversation("ticket-1"):
+        expect_tool_call("refund", "tu-stale", {"order": "A-1"})
+    assert pending_tool_calls() == 1
+    agentguard.uninstrument()
+    assert pending_tool_calls() == 0
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    second = InMemorySpanExporter()  # uninstrument() shut the first exporter down
+    guarded(exporter=second)
+    with agentguard.conversation("ticket-1"):
+        assert refund(order="A-1") == "refunded A-1"
+    agentguard.flush()
+    (span,) = [s for s in second.get_finished_spans() if s.name == "execute_tool refund"]
+    assert "gen_ai.tool.call.id" not in (span.attributes or {})
