@@ -123,11 +123,13 @@ def hook_kind() -> str | None:
 
 def stats() -> dict[str, int]:
     """Counters: events seen, span events written and suppressed, blocks, tamper findings, and
-    with the C hook the events it passed to Python and settled itself."""
+    with the C hook the events it passed to Python and settled itself (of those, the repeats it
+    only counted)."""
     counters = _state.stats()
     native = _state.native
     if native is not None:
         native_stats = native.stats()
         counters["native_forwarded"] = native_stats["forwarded"]
         counters["native_filtered"] = native_stats["filtered"]
+        counters["native_repeats"] = native_stats["repeats"]
     return counters

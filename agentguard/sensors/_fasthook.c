@@ -12,7 +12,10 @@
  *   - ``socket.getaddrinfo``/``gethostbyname(_ex)`` of a literal IP address (nothing resolved);
  *   - ``import`` of a module whose top-level package was already seen (the set the Python
  *     handler fills), and the second ``import`` event of an extension module;
- *   - ``object.__setattr__`` of anything but ``__code__``, ``__defaults__``, ``__kwdefaults__``.
+ *   - ``object.__setattr__`` of anything but ``__code__``, ``__defaults__``, ``__kwdefaults__``;
+ *   - a file open or ``socket.connect`` that repeats one already on the tool call's span, in the
+ *     same OpenTelemetry context, while no pipeline stage judges events (see ``repeat`` below):
+ *     only the count is passed to Python.
  *
  * Each of those is exactly the test the Python hook makes first, so behaviour is the same in
  * both modes. Everything else with a handler is passed to the Python hook, with tracing off as
@@ -34,7 +37,7 @@
 #define MAX_HOST 256
 
 /* Kinds of event the C side has a fast path for. */
-enum kind { K_FORWARD = 0, K_OPEN, K_LOOKUP, K_IMPORT, K_SETATTR, K_ALWAYS };
+enum kind { K_FORWARD = 0, K_OPEN, K_LOOKUP, K_IMPORT, K_SETATTR, K_CONNECT, K_ALWAYS };
 
 typedef struct {
     const char *name; /* UTF-8 of ``object``, owned by it */
@@ -54,6 +57,20 @@ static int added;
 static PyInterpreterState *owner; /* the interpreter that installed the hook */
 static unsigned long long n_forwarded;
 static unsigned long long n_filtered;
+static unsigned long long n_repeats;
+
+/* Repeats (configured by ``repeats()``; all NULL until then). The table itself stays in Python,
+   in the sensor's thread-local ``local.repeats``: (OpenTelemetry context, guard, {raw arguments:
+   (span, SpanState)}), so whatever empties it there (a model load starting, a fork) empties it
+   for this hook too. */
+static PyObject *repeat_local;   /* the sensor's threading.local */
+static PyObject *guard_holder;   /* the module whose ``guard`` is the active Guard */
+static PyObject *context_var;    /* the ContextVar holding OpenTelemetry's current context */
+static PyObject *repeat_count;   /* count(event, guard, (span, state)) */
+static PyObject *str_state;
+static PyObject *str_repeats;
+static PyObject *str_guard;
+static PyObject *str_has_stages;
 
 static const char CONTROL_EVENT[] = "agentguard.sensors.fasthook";
 
@@ -220,6 +237,117 @@ harmless_setattr(PyObject *args)
     return !found;
 }
 
+/* Calls ``target(*stack)`` as CPython calls a Python audit hook (tracing off); -1 on error. */
+static int
+call_python(PyObject *target, PyObject *const *stack, Py_ssize_t nargs)
+{
+    /* Held across the call: the callable must outlive a concurrent replacement. */
+    Py_INCREF(target);
+#if PY_VERSION_HEX >= 0x030B0000
+    PyThreadState *tstate = PyThreadState_Get();
+    PyThreadState_EnterTracing(tstate);
+#endif
+    PyObject *result = PyObject_Vectorcall(target, stack, nargs, NULL);
+#if PY_VERSION_HEX >= 0x030B0000
+    PyThreadState_LeaveTracing(tstate);
+#endif
+    Py_DECREF(target);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* The entry of the repeat table ``args`` hits (a new reference) with the guard it belongs to
+   (a new reference in ``*owner_guard``), or NULL to pass the event to Python. Makes exactly the
+   checks the Python hook makes before its own table lookup: an active guard, this thread not
+   busy in the sensor nor one of agentguard's own, a table filled with this guard in the current
+   context, and no pipeline stage (then every occurrence is judged). Never leaves an exception
+   set. */
+static PyObject *
+repeat_hit(enum kind kind, PyObject *args, PyObject **owner_guard)
+{
+    if (repeat_local == NULL || !PyTuple_CheckExact(args)) {
+        return NULL;
+    }
+    PyObject *key;
+    if (kind == K_OPEN) {
+        /* ``(path, mode, flags)`` itself, for an absolute str path and int flags: equal to the
+           key the Python side remembers. */
+        if (PyTuple_GET_SIZE(args) != 3) {
+            return NULL;
+        }
+        PyObject *path = PyTuple_GET_ITEM(args, 0);
+        if (!PyUnicode_CheckExact(path) || PyUnicode_GET_LENGTH(path) == 0 ||
+            PyUnicode_READ_CHAR(path, 0) != '/' || !PyLong_CheckExact(PyTuple_GET_ITEM(args, 2))) {
+            return NULL;
+        }
+        key = args;
+    }
+    else {
+        /* The address of an IP connection; a Unix socket's str path goes to its handler. */
+        if (PyTuple_GET_SIZE(args) < 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(args, 1))) {
+            return NULL;
+        }
+        key = PyTuple_GET_ITEM(args, 1);
+    }
+    PyObject *holder = PyModule_GetDict(guard_holder);
+    PyObject *guard = holder != NULL ? PyDict_GetItemWithError(holder, str_guard) : NULL;
+    if (guard == NULL || guard == Py_None) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_INCREF(guard);
+    PyObject *hit = NULL;
+    PyObject *table = NULL;
+    PyObject *context = NULL;
+    PyObject *state = PyObject_GetAttr(repeat_local, str_state);
+    if (state == NULL || !PyLong_CheckExact(state) || PyLong_AsLong(state) != 0) {
+        goto done; /* the sensor is running on this thread, or the thread is agentguard's own */
+    }
+    PyObject *repeats = PyObject_GetAttr(repeat_local, str_repeats);
+    if (repeats == NULL) {
+        goto done;
+    }
+    if (PyTuple_CheckExact(repeats) && PyTuple_GET_SIZE(repeats) == 3 &&
+        PyTuple_GET_ITEM(repeats, 1) == guard && PyDict_CheckExact(PyTuple_GET_ITEM(repeats, 2))) {
+        table = PyTuple_GET_ITEM(repeats, 2);
+        Py_INCREF(table);
+        context = PyTuple_GET_ITEM(repeats, 0);
+        Py_INCREF(context);
+    }
+    Py_DECREF(repeats);
+    if (table == NULL) {
+        goto done;
+    }
+    PyObject *has_stages = PyObject_GetAttr(guard, str_has_stages);
+    int judged = has_stages != NULL ? PyObject_IsTrue(has_stages) : -1;
+    Py_XDECREF(has_stages);
+    if (judged != 0) {
+        goto done;
+    }
+    PyObject *current = NULL;
+    if (PyContextVar_Get(context_var, NULL, &current) < 0 || current != context) {
+        Py_XDECREF(current);
+        goto done;
+    }
+    Py_DECREF(current);
+    hit = PyDict_GetItemWithError(table, key); /* an unhashable address sets TypeError */
+    Py_XINCREF(hit);
+done:
+    PyErr_Clear();
+    Py_XDECREF(state);
+    Py_XDECREF(table);
+    Py_XDECREF(context);
+    if (hit == NULL) {
+        Py_DECREF(guard);
+        return NULL;
+    }
+    *owner_guard = guard;
+    return hit;
+}
+
 static int
 hook(const char *event, PyObject *args, void *data)
 {
@@ -257,25 +385,31 @@ hook(const char *event, PyObject *args, void *data)
     if (PyInterpreterState_Get() != owner) {
         return 0;
     }
+    if (entry->kind == K_OPEN || entry->kind == K_CONNECT) {
+        PyObject *guard = NULL;
+        /* Tracing off as for the hook: the first read of ``local`` on a thread runs its
+           ``__init__``. */
+#if PY_VERSION_HEX >= 0x030B0000
+        PyThreadState *tstate = PyThreadState_Get();
+        PyThreadState_EnterTracing(tstate);
+#endif
+        PyObject *hit = repeat_hit(entry->kind, args, &guard);
+#if PY_VERSION_HEX >= 0x030B0000
+        PyThreadState_LeaveTracing(tstate);
+#endif
+        if (hit != NULL) {
+            /* Only the count on the span is left to do: no handler, no parsing. */
+            n_repeats++;
+            PyObject *stack[3] = {entry->object, guard, hit};
+            int status = call_python(repeat_count, stack, 3);
+            Py_DECREF(hit);
+            Py_DECREF(guard);
+            return status;
+        }
+    }
     n_forwarded++;
     PyObject *stack[2] = {entry->object, args};
-    /* Held across the call: the callable must outlive a concurrent replacement. */
-    PyObject *target = callback;
-    Py_INCREF(target);
-#if PY_VERSION_HEX >= 0x030B0000
-    PyThreadState *tstate = PyThreadState_Get();
-    PyThreadState_EnterTracing(tstate);
-#endif
-    PyObject *result = PyObject_Vectorcall(target, stack, 2, NULL);
-#if PY_VERSION_HEX >= 0x030B0000
-    PyThreadState_LeaveTracing(tstate);
-#endif
-    Py_DECREF(target);
-    if (result == NULL) {
-        return -1;
-    }
-    Py_DECREF(result);
-    return 0;
+    return call_python(callback, stack, 2);
 }
 
 static void
@@ -303,6 +437,9 @@ kind_of(const char *name)
     }
     if (strcmp(name, "object.__setattr__") == 0) {
         return K_SETATTR;
+    }
+    if (strcmp(name, "socket.connect") == 0) {
+        return K_CONNECT;
     }
     return K_FORWARD;
 }
@@ -434,26 +571,86 @@ set_active(PyObject *module, PyObject *flag)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(repeats_doc,
+"repeats(local, holder, variable, count)\n"
+"\n"
+"Settle repeated file opens and connections in C. ``local.repeats`` is the sensor's per-thread\n"
+"table ``(context, guard, {raw arguments: (span, state)})`` and ``local.state`` its busy flag,\n"
+"``holder.guard`` the active Guard, ``variable`` the ContextVar holding OpenTelemetry's current\n"
+"context; a hit calls ``count(event, guard, (span, state))`` instead of the hook.");
+
+static PyObject *
+repeats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "repeats() takes exactly 4 arguments");
+        return NULL;
+    }
+    if (!PyModule_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "holder must be a module");
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "variable must be a contextvars.ContextVar");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "count must be callable");
+        return NULL;
+    }
+    if (str_state == NULL) {
+        str_state = PyUnicode_InternFromString("state");
+        str_repeats = PyUnicode_InternFromString("repeats");
+        str_guard = PyUnicode_InternFromString("guard");
+        str_has_stages = PyUnicode_InternFromString("has_stages");
+        if (str_state == NULL || str_repeats == NULL || str_guard == NULL ||
+            str_has_stages == NULL) {
+            Py_CLEAR(str_state);
+            Py_CLEAR(str_repeats);
+            Py_CLEAR(str_guard);
+            Py_CLEAR(str_has_stages);
+            return NULL;
+        }
+    }
+    /* Announced like set_active(): pointing the hook at another table or counter is tampering
+       unless agentguard does it. */
+    if (PySys_Audit(CONTROL_EVENT, "(s)", "repeats") < 0) {
+        return NULL;
+    }
+    Py_INCREF(args[3]);
+    Py_XSETREF(repeat_count, args[3]);
+    Py_INCREF(args[2]);
+    Py_XSETREF(context_var, args[2]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(guard_holder, args[1]);
+    Py_INCREF(args[0]);
+    Py_XSETREF(repeat_local, args[0]);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(stats_doc,
 "stats() -> dict\n"
 "\n"
 "Whether the hook was added and is active, and how many events it passed on to Python or\n"
-"settled itself (events without a handler are not counted).");
+"settled itself, and of those how many were repeats only counted (events without a handler are\n"
+"not counted).");
 
 static PyObject *
 stats(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return Py_BuildValue("{s:O,s:O,s:K,s:K}", "added", added ? Py_True : Py_False, "active",
+    return Py_BuildValue("{s:O,s:O,s:K,s:K,s:K}", "added", added ? Py_True : Py_False, "active",
                          active ? Py_True : Py_False, "forwarded", n_forwarded, "filtered",
-                         n_filtered);
+                         n_filtered + n_repeats, "repeats", n_repeats);
 }
 
 static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))install, METH_FASTCALL, install_doc},
     {"refused", refused, METH_NOARGS, refused_doc},
     {"set_active", set_active, METH_O, set_active_doc},
+    {"repeats", (PyCFunction)(void (*)(void))repeats, METH_FASTCALL, repeats_doc},
     {"stats", stats, METH_NOARGS, stats_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -9,14 +9,16 @@ and sockets, and whatever policy callbacks do). It never raises anything but the
 :class:`~agentguard.sensors._emit.OperationBlocked`.
 
 When the optional C extension ``_fasthook`` is built, the hook is entered from C: events without
-a handler, and the commonest events a handler would ignore at once, never reach Python (see
-``_fasthook.c``); the rest call :data:`HOOK` exactly as CPython would. ``AGENTGUARD_SENSOR_HOOK=
+a handler, and the commonest events a handler would ignore at once, never reach Python, and a
+repeat found in the thread's repeat table only calls :func:`_count_repeat` (see ``_fasthook.c``);
+the rest call :data:`HOOK` exactly as CPython would. ``AGENTGUARD_SENSOR_HOOK=
 python`` (read when the hook is added) uses the pure-Python hook even when the extension exists.
 """
 
 from __future__ import annotations
 
 import _socket
+import contextvars
 import logging
 import os
 import shlex
@@ -728,12 +730,34 @@ HOOK_ENV = "AGENTGUARD_SENSOR_HOOK"
 
 
 def _on_control(guard: Guard, args: tuple[Any, ...]) -> None:
-    """The C hook being switched off by anyone but :func:`activate` is tampering."""
-    if args and not args[0]:
-        report_tamper(guard, "agentguard's audit hook was being switched off outside "
-                             "instrument()/uninstrument()",
-                      {"call": "agentguard.sensors._fasthook.set_active"},
-                      "switching the audit hook off")
+    """The C hook being switched off or pointed at another repeat table by anyone but
+    :func:`install` and :func:`activate` is tampering."""
+    if not args or args[0] is True:
+        return
+    if args[0] == "repeats":
+        report_tamper(guard, "agentguard's audit hook was being given another repeat table "
+                             "outside instrument()",
+                      {"call": "agentguard.sensors._fasthook.repeats"},
+                      "reconfiguring the audit hook")
+        return
+    report_tamper(guard, "agentguard's audit hook was being switched off outside "
+                         "instrument()/uninstrument()",
+                  {"call": "agentguard.sensors._fasthook.set_active"},
+                  "switching the audit hook off")
+
+
+def _count_repeat(event: str, guard: Guard, hit: tuple[Any, Any]) -> None:
+    """Count a repeat the C hook settled from the table (what the Python hook does on a hit)."""
+    try:
+        span, state = hit
+        if span.is_recording():
+            state.suppressed += 1
+            _state.counters["span_events_suppressed"] += 1
+            span.set_attribute(semconv.AG_SENSOR_SUPPRESSED, state.suppressed)
+    except OperationBlocked:
+        raise
+    except Exception as exc:
+        _contain(guard, event, exc)
 
 
 def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]], None]:
@@ -860,6 +884,22 @@ def install() -> None:
                        "audit hook refused it); processes, connections and files are not watched")
 
 
+def _native_repeats(native: Any) -> None:
+    """Let the C hook settle repeats from the thread's table itself, when the OpenTelemetry
+    context is the standard contextvars one (the table is only filled then)."""
+    if read_context is None:
+        return
+    variable = getattr(read_context, "__self__", None)
+    if not isinstance(variable, contextvars.ContextVar):
+        return
+    try:
+        # Our own configuration: the control event it raises is not tampering.
+        with _state.busy():
+            native.repeats(_state.local, _agentguard_state, variable, _count_repeat)
+    except Exception as exc:
+        internal_error("sensor native repeats", exc)
+
+
 def activate(on: bool) -> None:
     """Let the C hook pass events to Python (``True``) or keep them in C (``False``).
 
@@ -868,6 +908,9 @@ def activate(on: bool) -> None:
     native = _state.native
     if native is None:
         return
+    if on:
+        # (Again at every start: whatever a tool may have pointed the hook at is replaced.)
+        _native_repeats(native)
     # Our own switch: the control event it raises is not tampering.
     with _state.busy():
         native.set_active(on)

@@ -148,6 +148,82 @@ def test_switching_the_c_hook_off_from_a_tool_is_refused_as_tampering(guarded: A
     assert _fasthook.stats()["active"] is False
 
 
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_repeats_are_settled_in_c_and_still_judged_under_a_policy(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """With the C hook, a file rewritten and an address connected to again and again in one tool
+    call are counted on the span without entering the Python hook from the third time on; once
+    a policy is attached, every occurrence reaches Python and is judged."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    import socket
+
+    guard = guarded(builtin_rules=False, injection_detection=False)
+    assert sensors.hook_kind() == "native" and not guard.has_stages
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    target = tmp_path / "out.txt"
+    seen: list[str] = []
+
+    def policy(event: Any) -> None:
+        seen.append(event.kind)
+
+    def rounds() -> str:
+        """Rewrite a file and connect to one address five times, then five more under a
+        policy; report how many repeats the C hook settled in each half."""
+        settled = []
+        for round_ in range(2):
+            if round_:
+                guard.add_policy(policy)
+            before = sensors.stats()["native_repeats"]
+            for _ in range(5):
+                target.write_text("x")
+                with socket.create_connection(listener.getsockname()):
+                    pass
+            settled.append(sensors.stats()["native_repeats"] - before)
+        return json.dumps(settled)
+
+    try:
+        settled = json.loads(run_tool(rounds))
+    finally:
+        listener.close()
+    # First time: span event; second: the handler counts it and fills the table; then C.
+    assert settled == [6, 0]
+    span = spans.one("execute_tool rounds")
+    names = [e.name for e in span.events]
+    assert names.count("file.open") == 1 and names.count("net.connect") == 1
+    # Counted on the span all the same: 10 writes and 10 connects, one span event each.
+    assert span.attributes["agentguard.sensor.events_suppressed"] == 18
+    assert seen.count("file_open") == 5 and seen.count("net_connect") == 5
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_pointing_the_c_hook_at_another_repeat_table_from_a_tool_is_refused(
+        guarded: Any) -> None:
+    """A tool call that hands the C hook a forged repeat table (to have its connections only
+    counted, never judged) is refused in enforce mode with a sensor-tamper finding."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    import contextvars
+    import types
+
+    from agentguard.sensors import _fasthook
+
+    findings: list[agentguard.Finding] = []
+    guarded(mode="enforce", on_finding=findings.append, builtin_rules=False)
+
+    def forge() -> str:
+        """Replace the sensor's repeat table with one that matches everything."""
+        _fasthook.repeats(types.SimpleNamespace(state=0, repeats=None), types.ModuleType("x"),
+                          contextvars.ContextVar("x"), lambda *args: None)
+        return "forged"
+
+    reply = run_tool(forge)
+    assert reply.startswith("Error: agentguard blocked this call to forge [sensor-tamper]")
+    assert [f.rule_id for f in findings] == ["sensor-tamper"]
+
+
 def test_the_hook_can_be_forced_to_pure_python() -> None:
     """``AGENTGUARD_SENSOR_HOOK=python`` makes a fresh process use the pure-Python hook."""
     code = ("import agentguard; from agentguard import sensors; "
