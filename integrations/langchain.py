@@ -158,13 +158,14 @@ _MAX_CHAIN = 8
 
 
 def _sensor_block(exc: BaseException) -> Finding | None:
-    """The finding of a runtime-sensor block behind ``exc``: the ``PermissionError`` itself, or
-    one an HTTP client or the tool wrapped in its own error (``raise ... from``)."""
+    """The finding of an agentguard block inside the tool behind ``exc``: a runtime-sensor
+    ``PermissionError`` or a blocked cloud call (``CloudCallBlocked``) or nested tool, itself or
+    wrapped by an HTTP client or the tool in its own error (``raise ... from``)."""
     current: BaseException | None = exc
     for _ in range(_MAX_CHAIN):
         if current is None:
             return None
-        if isinstance(current, OperationBlocked):
+        if isinstance(current, (OperationBlocked, ToolCallBlocked)):
             return current.finding
         current = current.__cause__ or current.__context__
     return None
@@ -213,8 +214,8 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     try:
         output = op.call(wrapped, *args, **kwargs)
     except Exception as exc:
-        # The runtime sensor refused something the tool did: told to the model like a policy
-        # block. Any other error propagates unchanged.
+        # The runtime sensor or a cloud-call policy refused something the tool did: told to the
+        # model like a policy block. Any other error propagates unchanged.
         finding = _sensor_block(exc)
         if finding is None:
             raise

@@ -265,3 +265,40 @@ async def test_async_cloud_calls_through_aiobotocore(guarded: Any, spans: Any, m
     assert listed.attributes["aws.s3.bucket"] == bucket
     assert listed.attributes["http.response.status_code"] == 200
     assert spans.one("aws.s3.PutObject").attributes["agentguard.decision"] == "block"
+
+
+def test_cloud_call_blocked_inside_a_langchain_tool_becomes_an_error_tool_message(
+        guarded: Any, aws: Any, bucket: str) -> None:
+    """A LangChain agent whose tool writes to S3 against policy gets an error tool message naming
+    the rule (as for a blocked tool call) and finishes its turn; the object is never written, and
+    on_block="raise" raises CloudCallBlocked instead."""
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    from agentguard.demo.scripted import ScriptedChatModel, call, say
+
+    s3 = aws("s3")
+
+    @tool
+    def export_report(key: str) -> str:
+        """Write a report to the exports bucket."""
+        s3.put_object(Bucket=bucket, Key=key, Body=b"customer data")
+        return "exported"
+
+    def agent() -> Any:
+        return create_agent(ScriptedChatModel(script=[
+            say("", call("export_report", "c1", key="dump.csv")), say("Could not export.")]),
+            [export_report], name="exporter")
+
+    guarded(mode="enforce", policy=_no_exports, builtin_rules=False)
+    result = agent().invoke({"messages": [("user", "export everything")]})
+    (reply,) = [m for m in result["messages"] if getattr(m, "type", "") == "tool"]
+    assert reply.status == "error" and "[no-s3-export]" in str(reply.content)
+    assert result["messages"][-1].content == "Could not export."
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+    agentguard.uninstrument()
+    guarded(mode="enforce", policy=_no_exports, builtin_rules=False, on_block="raise")
+    with pytest.raises(CloudCallBlocked):
+        agent().invoke({"messages": [("user", "export everything")]})
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
