@@ -20,7 +20,8 @@ from rich.tree import Tree
 
 from agentguard.collector.incidents import Incident, ProcessNode
 
-__all__ = ["incident_html", "print_events", "print_incident", "print_incidents", "print_status"]
+__all__ = ["BASE_CSS", "escape_html", "html_page", "incident_html", "print_events",
+           "print_incident", "print_incidents", "print_status", "severity_badge"]
 
 _SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow",
                    "low": "cyan", "info": "dim"}
@@ -185,7 +186,8 @@ def print_incident(console: Console, incident: Incident) -> None:
 
 # -- HTML ----------------------------------------------------------------------------------
 
-_CSS = """
+# The look every agentguard HTML page shares (incident reports, the demo's pages).
+BASE_CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
 header{background:#1d232b;color:#fff;padding:18px 28px}
 header h1{margin:0 0 4px;font-size:20px}
@@ -201,6 +203,8 @@ pre{white-space:pre-wrap;word-break:break-word;margin:0;background:#f6f7f9;paddi
 .sev{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600;color:#fff}
 .sev-critical{background:#8b0000}.sev-high{background:#c62828}.sev-medium{background:#e08e0b}
 .sev-low{background:#1976d2}.sev-info{background:#78909c}
+"""
+_INCIDENT_CSS = """
 .kernel{color:#c62828;font-weight:600}
 .kind{font-weight:600;color:#37474f}
 ul.tree{list-style:none;padding-left:18px;margin:0}
@@ -214,14 +218,32 @@ ul.tree li::before{content:"└ ";color:#9aa5b1}
 _KERNEL_ONLY = '<span class="kernel">kernel-only</span>'
 
 
-def _e(value: Any) -> str:
+def escape_html(value: Any) -> str:
+    """``value`` as text safe in HTML content and attribute values (None: empty)."""
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _severity(value: str | None) -> str:
+_e = escape_html
+
+
+def severity_badge(value: str | None) -> str:
+    """A coloured severity label (``.sev`` in :data:`BASE_CSS`); empty for no severity."""
     if not value:
         return ""
     return f'<span class="sev sev-{_e(value)}">{_e(value)}</span>'
+
+
+_severity = severity_badge
+
+
+def html_page(title: str, body: str, css: str = "") -> str:
+    """A self-contained page: inline CSS (:data:`BASE_CSS` then ``css``), no scripts, and a
+    Content-Security-Policy that forbids loading anything."""
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            "style-src 'unsafe-inline'\">"
+            f"<title>{_e(title)}</title><style>{BASE_CSS}{css}</style></head><body>{body}"
+            "</body></html>")
 
 
 def _process_html(node: ProcessNode) -> str:
@@ -247,9 +269,10 @@ def _process_html(node: ProcessNode) -> str:
     return "".join(parts)
 
 
-def incident_html(incidents: Sequence[Incident]) -> str:
-    """One self-contained page (inline CSS, no scripts, no external assets) for the incidents."""
-    body: list[str] = []
+def incident_html(incidents: Sequence[Incident], *, before: str = "", css: str = "") -> str:
+    """One self-contained page (inline CSS, no scripts, no external assets) for the incidents;
+    ``before`` is HTML put above them (with ``css`` for its styles)."""
+    body: list[str] = [before] if before else []
     title = incidents[0].title if len(incidents) == 1 else f"{len(incidents)} incidents"
     for incident in incidents:
         body.append(f'<article id="{_e(incident.id)}">')
@@ -302,8 +325,4 @@ def incident_html(incidents: Sequence[Incident]) -> str:
         body.append("<section><h2>Findings and evidence</h2><table><tr><th>severity</th><th>rule"
                     "</th><th>title</th><th>source</th><th>action</th><th>evidence</th></tr>"
                     f"{findings}</table></section></main></article>")
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            "style-src 'unsafe-inline'\">"
-            f"<title>agentguard: {_e(title)}</title><style>{_CSS}</style></head><body>"
-            + "".join(body) + "</body></html>")
+    return html_page(f"agentguard: {title}", "".join(body), _INCIDENT_CSS + css)

@@ -8,7 +8,6 @@ CSS, no scripts and a Content-Security-Policy that forbids loading anything.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -22,6 +21,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from agentguard.collector.render import escape_html as _e
+from agentguard.collector.render import html_page, incident_html
+from agentguard.collector.render import severity_badge as _sev
 from agentguard.demo._scenario import Outcome, Scenario
 from agentguard.findings import SEVERITY_ORDER, Finding
 
@@ -156,38 +158,13 @@ def summary_table(rows: Sequence[tuple[Scenario, Outcome | None]]) -> Table:
 
 # -- HTML ----------------------------------------------------------------------------------
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
-header{background:#1d232b;color:#fff;padding:18px 28px}
-header h1{margin:0 0 4px;font-size:20px}
-header .meta{color:#b9c2cf;font-size:13px}
-main{padding:18px 28px;max-width:1200px}
-section{background:#fff;border:1px solid #dfe3e8;border-radius:6px;margin:0 0 16px;padding:14px 18px}
-h2{font-size:15px;margin:0 0 10px}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{text-align:left;vertical-align:top;padding:4px 8px;border-bottom:1px solid #eef0f3}
-th{color:#5b6573;font-weight:600}
-code,pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace}
-pre{white-space:pre-wrap;word-break:break-word;margin:0;background:#f6f7f9;padding:6px;border-radius:4px}
-.sev{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600;color:#fff}
-.sev-critical{background:#8b0000}.sev-high{background:#c62828}.sev-medium{background:#e08e0b}
-.sev-low{background:#1976d2}.sev-info{background:#78909c}
+# What the demo's pages add to the look all agentguard pages share (collector/render.py).
+_DEMO_CSS = """
 .verdict{display:inline-block;padding:2px 10px;border-radius:4px;font-weight:700;color:#fff}
 .v-blocked{background:#2e7d32}.v-detected{background:#e08e0b}.v-missed,.v-failed{background:#c62828}
 .cp{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;background:#eef0f3;padding:6px 10px;
 border-radius:4px}
 """
-_HEAD = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-         "style-src 'unsafe-inline'\">")
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _sev(value: str) -> str:
-    return f'<span class="sev sev-{_e(value)}">{_e(value)}</span>'
 
 
 def _scenario_section(scenario: Scenario, outcome: Outcome) -> str:
@@ -223,28 +200,27 @@ def scenario_html(scenario: Scenario, outcome: Outcome, incidents: Sequence[Any]
     incident, a page of its own with the findings and the story they tell."""
     section = _scenario_section(scenario, outcome)
     if incidents:
-        from agentguard.collector.render import incident_html
-
-        page = incident_html(list(incidents))
-        # The incident page is complete; the scenario's summary goes first in its body.
-        return page.replace("<body>", f"<body><main>{section}</main>", 1)
+        # The collector's incident page, with the scenario's summary above the story.
+        return incident_html(list(incidents), before=f"<main>{section}</main>", css=_DEMO_CSS)
     story = "".join(f"<li><code>{_e(line)}</code></li>" for line in findings_story(outcome.findings))
-    return (f"{_HEAD}<title>agentguard demo: {_e(scenario.title)}</title><style>{_CSS}</style>"
-            f"</head><body><header><h1>Scenario {scenario.number}: {_e(scenario.title)}</h1>"
-            f"<div class=\"meta\">{_e(scenario.threat)} &middot; trace(s) "
-            f"{_e(', '.join(t[:16] for t in outcome.trace_ids[:5]) or '-')} &middot; no collector "
-            f"incident: the story below is built from agentguard's findings</div></header><main>"
-            f"{section}<section><h2>Attack story</h2><ul>{story or '<li>no findings</li>'}</ul>"
-            f"</section>{_findings_html(outcome.findings)}</main></body></html>")
+    return html_page(
+        f"agentguard demo: {scenario.title}",
+        f"<header><h1>Scenario {scenario.number}: {_e(scenario.title)}</h1>"
+        f"<div class=\"meta\">{_e(scenario.threat)} &middot; trace(s) "
+        f"{_e(', '.join(t[:16] for t in outcome.trace_ids[:5]) or '-')} &middot; no collector "
+        f"incident: the story below is built from agentguard's findings</div></header><main>"
+        f"{section}<section><h2>Attack story</h2><ul>{story or '<li>no findings</li>'}</ul>"
+        f"</section>{_findings_html(outcome.findings)}</main>", _DEMO_CSS)
 
 
 def failed_html(scenario: Scenario, error: str) -> str:
     """The report of a scenario that raised."""
-    return (f"{_HEAD}<title>agentguard demo: {_e(scenario.title)}</title><style>{_CSS}</style>"
-            f"</head><body><header><h1>Scenario {scenario.number}: {_e(scenario.title)}</h1>"
-            f"<div class=\"meta\">{_e(scenario.threat)}</div></header><main><section><h2>The "
-            f"scenario failed</h2><span class=\"verdict v-failed\">failed</span><pre>{_e(error)}"
-            "</pre></section></main></body></html>")
+    return html_page(
+        f"agentguard demo: {scenario.title}",
+        f"<header><h1>Scenario {scenario.number}: {_e(scenario.title)}</h1>"
+        f"<div class=\"meta\">{_e(scenario.threat)}</div></header><main><section><h2>The "
+        f"scenario failed</h2><span class=\"verdict v-failed\">failed</span><pre>{_e(error)}"
+        "</pre></section></main>", _DEMO_CSS)
 
 
 def index_html(rows: Sequence[tuple[Scenario, Outcome | None, str | None]], *,
@@ -259,8 +235,9 @@ def index_html(rows: Sequence[tuple[Scenario, Outcome | None, str | None]], *,
             f"</td><td class=\"cp\">{_e(outcome.control_plane if outcome else '-')}</td>"
             f"<td><span class=\"verdict v-{word}\">{word}</span> "
             f"{_e(outcome.summary if outcome else '')}</td><td>{link}</td></tr>")
-    return (f"{_HEAD}<title>agentguard demo</title><style>{_CSS}</style></head><body><header>"
-            f"<h1>agentguard demo</h1><div class=\"meta\">{_e(collector)} &middot; "
-            f"{elapsed:.1f} s</div></header><main><section><h2>Scenarios</h2><table><tr><th>#</th>"
-            "<th>scenario</th><th>threat</th><th>control plane</th><th>agentguard</th>"
-            f"<th>report</th></tr>{''.join(body)}</table></section></main></body></html>")
+    return html_page(
+        "agentguard demo",
+        f"<header><h1>agentguard demo</h1><div class=\"meta\">{_e(collector)} &middot; "
+        f"{elapsed:.1f} s</div></header><main><section><h2>Scenarios</h2><table><tr><th>#</th>"
+        "<th>scenario</th><th>threat</th><th>control plane</th><th>agentguard</th>"
+        f"<th>report</th></tr>{''.join(body)}</table></section></main>", _DEMO_CSS)
