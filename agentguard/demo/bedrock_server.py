@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "AgentEvents",
@@ -496,11 +496,62 @@ class _LoopbackServer(ThreadingHTTPServer):
         thread.join(timeout=5)
 
 
+_ServiceT = TypeVar("_ServiceT", bound="_Service")
+
+
+class _Service:
+    """What the loopback services share: a server served by a daemon thread from start() until
+    stop() (also as a context manager), reachable at :attr:`url`."""
+
+    _server: _LoopbackServer
+    _thread: threading.Thread
+
+    def _serve(self, server: _LoopbackServer, thread_name: str) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                        name=thread_name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return _url_of(self._server)
+
+    def start(self: _ServiceT) -> _ServiceT:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.close(self._thread)
+
+    def __enter__(self: _ServiceT) -> _ServiceT:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _RecordingService(_Service):
+    """A service that records every request, at most :attr:`MAX_REQUESTS` (the rest counted)."""
+
+    MAX_REQUESTS = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+        self.requests_dropped = 0
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            if len(self.requests) < self.MAX_REQUESTS:
+                self.requests.append(request)
+            else:
+                self.requests_dropped += 1
+
+
 class _Server(_LoopbackServer):
     owner: BedrockServer
 
 
-class BedrockServer:
+class BedrockServer(_Service):
     """The fake Bedrock endpoint: start, script, point boto3 at :attr:`url`, stop."""
 
     def __init__(self, default: Any = None) -> None:
@@ -509,28 +560,9 @@ class BedrockServer:
         # Served when nothing is queued (a benchmark's endless identical calls); else a 500.
         self.default = default
         self.requests: list[RecordedRequest] = []
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        args=(_POLL_INTERVAL,), name="bedrock-server",
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        return _url_of(self._server)
-
-    def start(self) -> BedrockServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.close(self._thread)
-
-    def __enter__(self) -> BedrockServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.owner = self
+        self._serve(server, "bedrock-server")
 
     def push(self, *steps: Any) -> None:
         """Queue responses, one per request, in order; a callable step is called with the
@@ -733,7 +765,7 @@ class _S3HTTPServer(_LoopbackServer):
     owner: S3Server
 
 
-class S3Server:
+class S3Server(_RecordingService):
     """A small S3-compatible endpoint on loopback (path-style addressing, XML responses).
 
     Buckets (``CreateBucket``, ``HeadBucket``, ``ListBuckets``) and objects (``PutObject``,
@@ -743,44 +775,15 @@ class S3Server:
     per object and in total; every request is recorded (:attr:`requests`, at most 4,096).
     """
 
-    MAX_REQUESTS = 4096
-
     def __init__(self, buckets: tuple[str, ...] | list[str] = ()) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._buckets: dict[str, dict[str, _Object]] = {name: {} for name in buckets}
         self._bytes = 0
-        self.requests: list[RecordedRequest] = []
-        self.requests_dropped = 0
-        self._server = _S3HTTPServer(("127.0.0.1", 0), _S3Handler)
-        self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        args=(_POLL_INTERVAL,), name="s3-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return _url_of(self._server)
-
-    def start(self) -> S3Server:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.close(self._thread)
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        server = _S3HTTPServer(("127.0.0.1", 0), _S3Handler)
+        server.owner = self
+        self._serve(server, "s3-server")
 
     # -- the store (also used directly by a demo to seed and inspect buckets) --------------------
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            if len(self.requests) < self.MAX_REQUESTS:
-                self.requests.append(request)
-            else:
-                self.requests_dropped += 1
-
     def create_bucket(self, bucket: str) -> None:
         with self._lock:
             self._buckets.setdefault(bucket, {})
@@ -933,7 +936,7 @@ class _ServiceHTTPServer6(_ServiceHTTPServer):
     address_family = socket.AF_INET6
 
 
-class HttpService:
+class HttpService(_RecordingService):
     """A small HTTP service on a loopback address, answering with ``handler(request)``.
 
     Stands in for the services around an agent (an internal API, a document store). ``host`` is
@@ -942,21 +945,16 @@ class HttpService:
     :attr:`MAX_REQUESTS`, bodies cut at ``max_body``).
     """
 
-    MAX_REQUESTS = 4096
-
     def __init__(self, handler: Callable[[RecordedRequest], Response], *,
                  host: str = "127.0.0.1", name: str = "service", max_body: int = 1 << 20) -> None:
+        super().__init__()
         self.handler = handler
         self.name = name
         self.max_body = max_body
-        self._lock = threading.Lock()
-        self.requests: list[RecordedRequest] = []
-        self.requests_dropped = 0
         server_class = _ServiceHTTPServer6 if ":" in host else _ServiceHTTPServer
-        self._server = server_class((host, 0), _ServiceHandler)
-        self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        args=(_POLL_INTERVAL,), name=f"{name}-http", daemon=True)
+        server = server_class((host, 0), _ServiceHandler)
+        server.owner = self
+        self._serve(server, f"{name}-http")
 
     @property
     def host(self) -> str:
@@ -966,26 +964,3 @@ class HttpService:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    @property
-    def url(self) -> str:
-        return _url_of(self._server)
-
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            if len(self.requests) < self.MAX_REQUESTS:
-                self.requests.append(request)
-            else:
-                self.requests_dropped += 1
-
-    def start(self) -> HttpService:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.close(self._thread)
-
-    def __enter__(self) -> HttpService:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
