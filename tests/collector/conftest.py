@@ -21,7 +21,6 @@ from agentguard.collector.daemon import Collector
 from agentguard.collector.sensor import ebpf_unavailable_reason
 from agentguard.collector.settings import load_settings
 
-AGENT_SCRIPT = str(Path(__file__).with_name("agent_script.py"))
 PYTHON = sys.executable
 
 

@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from agentguard.collector.daemon import Collector
@@ -37,6 +38,39 @@ def run_watched(collector: Collector, code: str, *, timeout: float = 20.0,
     assert process.returncode == 0, f"watched process failed: {err[-2000:]}"
     assert collector.sync()
     return process.pid
+
+
+AGENT_SCRIPT = str(Path(__file__).with_name("agent_script.py"))
+
+
+def run_agent_script(collector: Collector, args: Sequence[str], *,
+                     env: dict[str, str] | None = None, launcher: Sequence[str] = (),
+                     watch: Callable[[int], Any] | None = None,
+                     timeout: float = 60.0) -> tuple[int, str]:
+    """Run the instrumented test agent (``agent_script.py args``, under ``launcher`` when given)
+    through its protocol: once it says it is ready, the collector watches it (``watch(pid)``,
+    which must return something true; by default it is watched as "test agent"), catches up,
+    and the agent is let go. Returns the pid of the
+    process started and the agent's output."""
+    process = subprocess.Popen([*launcher, sys.executable, AGENT_SCRIPT, *args],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        assert json.loads(process.stdout.readline()) == {"ready": True}
+        if watch is None:
+            assert collector.watch(process.pid, "test agent")
+        else:
+            assert watch(process.pid)
+        assert collector.sync()
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-3000:]
+    return process.pid, out
 
 
 def stored_events(collector: Collector, **query: Any) -> list[dict[str, Any]]:

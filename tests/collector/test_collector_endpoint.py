@@ -20,8 +20,8 @@ from agentguard._telemetry import build_telemetry
 from agentguard.collector.daemon import Collector
 from agentguard.collector.store import Store
 from agentguard.config import ConfigError, collector_target, resolve_config
-from tests.collector.conftest import AGENT_SCRIPT, Listener, require_ebpf
-from tests.collector.helpers import tree_events, wait_for
+from tests.collector.conftest import Listener, require_ebpf
+from tests.collector.helpers import run_agent_script, tree_events, wait_for
 from tests.otlp_receiver import OtlpReceiver
 
 
@@ -36,28 +36,17 @@ def _clean_environment(**extra: str) -> dict[str, str]:
 def _run_agent(collector: Collector, env: dict[str, str], listener: Listener, *,
                watch: bool) -> dict[str, Any]:
     """Run the test agent configured by ``env`` alone; returns its pid and tool span ids."""
-    process = subprocess.Popen([sys.executable, AGENT_SCRIPT, "env", "-", str(listener.port)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert process.stdout is not None and process.stdin is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
+
+    def watched(pid: int) -> bool:
         if watch:
             # (Discovery may have found it by its marker first.)
-            assert collector.watch(process.pid, "test agent") or \
-                process.pid in collector.watches.snapshot()
-        else:
-            # Nobody tells the collector: it finds the agent by its environment marker.
-            wait_for(lambda: process.pid in collector.watches.snapshot(), timeout=15)
-        assert collector.sync()
-        process.stdin.write("go\n")
-        process.stdin.flush()
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err[-3000:]
-    return {"pid": process.pid, "spans": json.loads(out.strip().splitlines()[-1])}
+            return collector.watch(pid, "test agent") or pid in collector.watches.snapshot()
+        # Nobody tells the collector: it finds the agent by its environment marker.
+        return bool(wait_for(lambda: pid in collector.watches.snapshot(), timeout=15))
+
+    pid, out = run_agent_script(collector, ["env", "-", str(listener.port)], env=env,
+                                watch=watched)
+    return {"pid": pid, "spans": json.loads(out.strip().splitlines()[-1])}
 
 
 def _shell_events_joined(collector: Collector, run: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,8 +19,14 @@ from agentguard.collector.daemon import Collector
 from agentguard.collector.incidents import build_incident, list_incidents
 from agentguard.collector.render import incident_html
 from agentguard.collector.store import Store
-from tests.collector.conftest import AGENT_SCRIPT, Listener, require_ebpf, start_collector
-from tests.collector.helpers import run_watched, stored_events, tree_events, wait_for
+from tests.collector.conftest import Listener, require_ebpf, start_collector
+from tests.collector.helpers import (
+    run_agent_script,
+    run_watched,
+    stored_events,
+    tree_events,
+    wait_for,
+)
 from tests.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.usefixtures("ebpf")
@@ -51,32 +57,18 @@ def agent_run(collector: Collector) -> Iterator[dict[str, Any]]:
     """One run of the instrumented agent: a shell tool with a grandchild, and a native connect."""
     listener = Listener()
     endpoint = "http://" + collector.endpoints()["otlp_http"]
-    process = subprocess.Popen(
-        [sys.executable, AGENT_SCRIPT, endpoint, "http/protobuf", str(listener.port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "AGENTGUARD_RUNTIME_SENSOR": "true"})
-    try:
-        assert process.stdout is not None and process.stdin is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
-        assert collector.watch(process.pid, "test agent")
-        assert collector.sync()
-        process.stdin.write("go\n")
-        process.stdin.flush()
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err[-3000:]
+    pid, out = run_agent_script(collector, [endpoint, "http/protobuf", str(listener.port)],
+                                env={**os.environ, "AGENTGUARD_RUNTIME_SENSOR": "true"})
     spans = json.loads(out.strip().splitlines()[-1])
     run_shell = spans["run_shell"]["span_id"]
     native = spans["native_connect"]["span_id"]
     # Both tool spans arrive, and with them every event they explain is joined and stored.
-    wait_for(lambda: collector.sync() and {e["span_id"] for e in tree_events(collector, process.pid)}
+    wait_for(lambda: collector.sync() and {e["span_id"] for e in tree_events(collector, pid)}
              >= {run_shell, native}, timeout=20)
     # Bytes sent are summed in the kernel and flushed every second.
     wait_for(lambda: collector.sync() and [
-        e for e in tree_events(collector, process.pid, "net.sent") if e["pid"] != process.pid])
-    yield {"pid": process.pid, "spans": spans, "listener": listener}
+        e for e in tree_events(collector, pid, "net.sent") if e["pid"] != pid])
+    yield {"pid": pid, "spans": spans, "listener": listener}
     listener.close()
 
 
@@ -352,35 +344,25 @@ def test_agent_in_its_own_pid_namespace_is_joined_through_host_ids(collector: Co
         pytest.skip("util-linux unshare is not installed")
     listener = Listener()
     endpoint = "http://" + collector.endpoints()["otlp_http"]
-    process = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, AGENT_SCRIPT, endpoint,
-         "http/protobuf", str(listener.port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stdout is not None and process.stdin is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
         # The watched root is the launcher; the agent is its child, pid 1 of its namespace.
-        assert collector.watch(process.pid, "namespace launcher")
-        assert collector.sync()
-        process.stdin.write("go\n")
-        process.stdin.flush()
-        out, err = process.communicate(timeout=60)
+        launcher, out = run_agent_script(
+            collector, [endpoint, "http/protobuf", str(listener.port)],
+            launcher=["unshare", "--pid", "--fork", "--mount-proc"],
+            watch=lambda pid: collector.watch(pid, "namespace launcher"))
     finally:
-        if process.poll() is None:
-            process.kill()
         listener.close()
-    assert process.returncode == 0, err[-3000:]
     spans = json.loads(out.strip().splitlines()[-1])
     assert spans["run_shell"]["thread"] == 1  # the namespace's view of the main thread
     shell, native = spans["run_shell"], spans["native_connect"]
 
     def joined() -> list[dict[str, Any]]:
         collector.sync()
-        return [e for e in tree_events(collector, process.pid) if e["span_id"] == native["span_id"]]
+        return [e for e in tree_events(collector, launcher) if e["span_id"] == native["span_id"]]
     (native_connect,) = wait_for(joined, timeout=20)
     agent_pid = native_connect["pid"]
     assert agent_pid != 1 and native_connect["attribution"] == "thread"
-    events = tree_events(collector, process.pid)
+    events = tree_events(collector, launcher)
     fork = next(e for e in events if e["kind"] == "process.fork" and e["pid"] == agent_pid
                 and e["span_id"] == shell["span_id"])
     assert fork["attribution"] == "child_pid"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +14,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from agentguard.collector.daemon import Collector
 from agentguard.collector.forward import AgentResources
-from tests.collector.conftest import AGENT_SCRIPT, Listener, require_ebpf, start_collector
-from tests.collector.helpers import wait_for
+from tests.collector.conftest import Listener, require_ebpf, start_collector
+from tests.collector.helpers import run_agent_script, wait_for
 from tests.otlp_receiver import OtlpReceiver
 
 # What a deployment puts on an agent's resource besides service.name and process.pid.
@@ -52,24 +50,12 @@ def test_late_child_span_keeps_the_agents_resource(collector: Collector,
     listener = Listener()
     endpoint = "http://" + collector.endpoints()["otlp_http"]
     attributes = ",".join(f"{key}={value}" for key, value in RESOURCE_ATTRIBUTES.items())
-    process = subprocess.Popen(
-        [sys.executable, AGENT_SCRIPT, endpoint, "http/protobuf", str(listener.port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "AGENTGUARD_RUNTIME_SENSOR": "true",
-             "OTEL_RESOURCE_ATTRIBUTES": attributes})
     try:
-        assert process.stdout is not None and process.stdin is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
-        assert collector.watch(process.pid, "test agent")
-        assert collector.sync()
-        process.stdin.write("go\n")
-        process.stdin.flush()
-        out, err = process.communicate(timeout=60)
+        pid, out = run_agent_script(collector, [endpoint, "http/protobuf", str(listener.port)],
+                                    env={**os.environ, "AGENTGUARD_RUNTIME_SENSOR": "true",
+                                         "OTEL_RESOURCE_ATTRIBUTES": attributes})
     finally:
-        if process.poll() is None:
-            process.kill()
         listener.close()
-    assert process.returncode == 0, err[-3000:]
     background = json.loads(out.strip().splitlines()[-1])["background"]
 
     def late_and_parent() -> tuple[object, object] | None:
@@ -83,7 +69,7 @@ def test_late_child_span_keeps_the_agents_resource(collector: Collector,
     assert late.trace_id == background["trace_id"]
     assert late.attributes["network.peer.port"] == listener.port
     assert late.resource == parent.resource
-    assert late.resource["process.pid"] == process.pid
+    assert late.resource["process.pid"] == pid
     assert late.resource["service.name"] == "kernel-test-agent"
     for key, value in RESOURCE_ATTRIBUTES.items():
         assert late.resource[key] == value
