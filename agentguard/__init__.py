@@ -29,7 +29,13 @@ from agentguard.events import (
     Turn,
     parse_event,
 )
-from agentguard.findings import CloudCallBlocked, Decision, Finding, ToolCallBlocked
+from agentguard.findings import (
+    CloudCallBlocked,
+    Decision,
+    Finding,
+    ModelCallBlocked,
+    ToolCallBlocked,
+)
 from agentguard.policy import Policy, PolicyError
 from agentguard.redaction import redact
 
@@ -51,6 +57,7 @@ __all__ = [
     "Guard",
     "Message",
     "ModelCall",
+    "ModelCallBlocked",
     "ModelLoad",
     "ModuleLoad",
     "NetConnect",

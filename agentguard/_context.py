@@ -35,18 +35,31 @@ FRAME_KEY = otel_context.create_key("agentguard-frame")
 class ConversationState:
     """A conversation's identity and its turn counter (shared by every invocation in it)."""
 
-    __slots__ = ("_lock", "id", "turns", "user")
+    __slots__ = ("_last_request", "_lock", "id", "turns", "user")
 
     def __init__(self, conversation_id: str, user: str | None = None) -> None:
         self.id = conversation_id
         self.user = user
         self.turns = 0
+        self._last_request: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
     def next_turn(self) -> int:
         with self._lock:
             self.turns += 1
             return self.turns
+
+    def loop_turn(self, text: str, position: int) -> tuple[int, bool]:
+        """The turn of a model request that ends with the user message ``text`` at ``position``
+        in its history, and whether it starts a new one: the same request again (a retry)
+        stays in the turn it started."""
+        with self._lock:
+            key = (position, hash(text))
+            if key == self._last_request and self.turns:
+                return self.turns, False
+            self._last_request = key
+            self.turns += 1
+            return self.turns, True
 
 
 class ConversationRegistry:

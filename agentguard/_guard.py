@@ -41,7 +41,13 @@ from agentguard.events import (
     _EventBase,
     trusted,
 )
-from agentguard.findings import SEVERITY_ORDER, Decision, Finding, ToolCallBlocked
+from agentguard.findings import (
+    SEVERITY_ORDER,
+    Decision,
+    Finding,
+    ModelCallBlocked,
+    ToolCallBlocked,
+)
 
 __all__ = [
     "BaselineStage",
@@ -740,6 +746,28 @@ class Guard:
         if verdict.findings and not verdict.blocked:
             self.emit(verdict, op.span)
 
+    def _stop_if_blocked(self, op: Operation, blocked: type[ToolCallBlocked]) -> None:
+        """End ``op`` with its blocking verdict (its findings emitted) and raise ``blocked``."""
+        if not op.verdict.blocked:
+            return
+        finding = op.verdict.blocking_finding()
+        op.span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
+        op._finish(op.verdict)
+        assert finding is not None
+        raise blocked(finding)
+
+    def _judge_turn(self, op: Operation, text: str) -> None:
+        """Judge a new user turn on ``op`` (its span carries the findings); a block ends ``op``
+        and raises :class:`ModelCallBlocked`: the message must not reach the model."""
+        event = Turn.model_construct(context=op.event_context(), text=text)
+        verdict = self.evaluate(event)
+        if not verdict.findings:
+            return
+        if verdict.blocked:
+            op.verdict = verdict
+            self._stop_if_blocked(op, ModelCallBlocked)
+        self.emit(verdict, op.span)
+
     def start_agent(
         self,
         name: str,
@@ -778,9 +806,7 @@ class Guard:
         op = Operation(self, "agent", name, span, frame)
         frame.agent = op
         if new_turn and self.has_stages:
-            self._judge_start(
-                op, Turn.model_construct(context=op.event_context(), text=turn_text or "")
-            )
+            self._judge_turn(op, turn_text or "")
         return op
 
     def start_tool(
@@ -834,10 +860,30 @@ class Guard:
         messages: Sequence[dict[str, Any]] = (),
         parameters: dict[str, Any] | None = None,
         attributes: dict[str, Any] | None = None,
+        turn_text: str | None = None,
     ) -> Operation:
-        """Open a ``chat {model}`` span for a model call and judge the request."""
+        """Open a ``chat {model}`` span for a model call and judge the request; a block raises
+        :class:`ModelCallBlocked` (the caller must not send the request).
+
+        ``turn_text``: the request ends with this new message from the user. In a conversation
+        (:func:`agentguard.conversation`) outside any agent invocation, as in a hand-written
+        Converse tool loop, that starts a turn: numbered like an agent's, judged as a ``Turn``
+        (direct injection, policy), and the turn of every later call in the block until the
+        next one.
+        """
         parent = current_frame()
+        new_turn = False
+        if turn_text and parent.agent is None and parent.tool is None and \
+                parent.conversation is not None:
+            turn, new_turn = parent.conversation.loop_turn(turn_text, len(messages))
+            # The conversation block's own frame: the tools this loop runs next, outside the
+            # model call, belong to the same turn.
+            parent.turn = turn
         attrs = self._base_attributes(parent, semconv.OP_CHAT)
+        if new_turn and turn_text is not None and self.capture.enabled:
+            captured = self.content(turn_text)
+            if captured is not None:
+                attrs[semconv.AG_TURN_TEXT] = captured
         if provider:
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
         if model:
@@ -863,7 +909,10 @@ class Guard:
                 input_tokens=None, output_tokens=None, finish_reasons=[], phase="request",
                 timestamp=time.time(),
             )
+            if new_turn and turn_text is not None:
+                self._judge_turn(op, turn_text)
             self._judge_start(op, event)
+            self._stop_if_blocked(op, ModelCallBlocked)
         return op
 
     def start_retrieval(
@@ -891,6 +940,7 @@ class Guard:
                 phase="request", timestamp=time.time(),
             )
             self._judge_start(op, event)
+            self._stop_if_blocked(op, ToolCallBlocked)
         return op
 
     def context_here(self) -> EventContext:

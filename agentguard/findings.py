@@ -15,6 +15,7 @@ __all__ = [
     "CloudCallBlocked",
     "Decision",
     "Finding",
+    "ModelCallBlocked",
     "Severity",
     "ToolCallBlocked",
 ]
@@ -95,6 +96,21 @@ class ToolCallBlocked(Exception):
         super().__init__(f"agentguard blocked {finding.tool or finding.kind}: {finding.title} "
                          f"[{finding.rule_id}]")
         self.finding = finding
+
+
+class ModelCallBlocked(ToolCallBlocked):
+    """Raised before a model request is sent (or an agent starts a turn with the user's message)
+    when agentguard blocks it; carries the finding.
+
+    A subclass of :class:`ToolCallBlocked`, so one ``except ToolCallBlocked`` handles every block.
+    A policy rule with ``action: block`` on ``model_call`` (request phase) or ``turn`` events
+    raises it in ``enforce`` mode; nothing reaches the model.
+    """
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding)
+        what = "turn" if finding.kind == "turn" else "model request"
+        self.args = (f"agentguard blocked the {what}: {finding.title} [{finding.rule_id}]",)
 
 
 class CloudCallBlocked(ToolCallBlocked):

@@ -69,8 +69,29 @@ def _guardrail_attributes(identifier: Any, version: Any) -> dict[str, Any]:
     return attrs
 
 
+def _user_turn(raw_messages: Any) -> str | None:
+    """The text of a Converse request's last message when it is a new message from the user
+    (text blocks, no tool results): what starts a turn in a hand-written loop."""
+    if not isinstance(raw_messages, list) or not raw_messages:
+        return None
+    last = raw_messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    blocks = last.get("content")
+    if not isinstance(blocks, list):
+        return None
+    texts: list[str] = []
+    for block in blocks:
+        if not isinstance(block, dict) or "toolResult" in block:
+            return None
+        if isinstance(block.get("text"), str):
+            texts.append(block["text"])
+    return "\n".join(texts) or None
+
+
 def _start_chat(guard: Guard, call: CallInfo, messages: list[dict[str, Any]],
-                params: dict[str, Any], extra: dict[str, Any], stream: bool) -> Operation:
+                params: dict[str, Any], extra: dict[str, Any], stream: bool,
+                turn_text: str | None = None) -> Operation:
     params, param_attrs = _parameters(params)
     attrs = call.rpc_attributes()
     attrs.update(param_attrs)
@@ -80,7 +101,7 @@ def _start_chat(guard: Guard, call: CallInfo, messages: list[dict[str, Any]],
     model = call.params.get("modelId")
     return guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
                             model=str(model) if model else None, messages=messages,
-                            parameters=params, attributes=attrs)
+                            parameters=params, attributes=attrs, turn_text=turn_text)
 
 
 def _finish(op: Operation, reply: ModelReply, abandoned: bool = False) -> None:
@@ -142,7 +163,8 @@ class Converse(Handler):
 
     def start(self, guard: Guard, call: CallInfo) -> _State:
         messages, sampling, extra = _converse_request(call)
-        return _State(_start_chat(guard, call, messages, sampling, extra, stream=False))
+        return _State(_start_chat(guard, call, messages, sampling, extra, stream=False,
+                                  turn_text=_user_turn(call.params.get("messages"))))
 
     def done(self, state: _State, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)
@@ -188,7 +210,8 @@ class ConverseStream(Handler):
 
     def start(self, guard: Guard, call: CallInfo) -> _State:
         messages, sampling, extra = _converse_request(call)
-        return _State(_start_chat(guard, call, messages, sampling, extra, stream=True))
+        return _State(_start_chat(guard, call, messages, sampling, extra, stream=True,
+                                  turn_text=_user_turn(call.params.get("messages"))))
 
     def done(self, state: _State, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)

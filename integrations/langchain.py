@@ -296,10 +296,17 @@ def _start_chat(guard: Guard, instance: Any, message_lists: Any, kwargs: dict[st
             attributes["agentguard.model.batch_size"] = batch
         if stream:
             attributes["agentguard.stream"] = True
+        # A single request ending with the user's message: in a hand-written loop (no agent
+        # invocation around it) that starts a turn of the conversation.
+        last = messages[-1] if batch == 1 and messages else None
+        turn_text = last["content"] if last is not None and last["role"] == "user" and \
+            last["content"] else None
         op = guard.start_chat(provider=provider, model=model, messages=messages,
-                              parameters=params, attributes=attributes)
+                              parameters=params, attributes=attributes, turn_text=turn_text)
         op.frame.suppressed = op.frame.suppressed | {_SUPPRESS_CHAT}
         return op
+    except ToolCallBlocked:
+        raise
     except Exception as exc:
         internal_error("langchain chat start", exc)
         return None
@@ -569,6 +576,8 @@ def _start_retrieval(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs:
         query = args[0] if args else kwargs.get("input", "")
         name = instance.get_name() if hasattr(instance, "get_name") else type(instance).__name__
         return guard.start_retrieval(name, query=str(query))
+    except ToolCallBlocked:
+        raise
     except Exception as exc:
         internal_error("langchain retrieval start", exc)
         return None

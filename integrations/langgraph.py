@@ -15,6 +15,7 @@ from typing import Any
 from agentguard import _state
 from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
+from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
 from agentguard.integrations.langchain import adrive, drive, message_to_dict
 
@@ -69,6 +70,8 @@ def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str,
             conversation_id=_thread_id(_config(args, kwargs)),
             turn_text=turn_text(graph_input),
         )
+    except ToolCallBlocked:
+        raise
     except Exception as exc:
         internal_error("langgraph start", exc)
         return None
