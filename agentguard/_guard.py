@@ -188,6 +188,33 @@ def _context_with(span: trace.Span, frame: Frame) -> otel_context.Context:
     return otel_context.Context(values)
 
 
+# A dict with more keys than this is not looked through for its largest list: it is judged.
+_SIZE_KEYS = 64
+
+
+def _result_size(result: Any) -> float:
+    """The size a result floor is compared with: characters of a text, records of a plain list,
+    tuple or dict (as the policy's ``count`` reads them: a dict holds as many as its longest list,
+    at least one), 0 for ``None``; anything else is always judged (``inf``).
+
+    A text never holds more records than characters, so one floor serves both.
+    """
+    kind = type(result)
+    if kind is str or kind is list or kind is tuple:
+        return len(result)
+    if result is None:
+        return 0
+    if kind is dict:
+        if len(result) > _SIZE_KEYS:
+            return math.inf
+        size = 1
+        for value in result.values():
+            if isinstance(value, (list, tuple)) and len(value) > size:
+                size = len(value)
+        return size
+    return math.inf
+
+
 class Operation:
     """One traced unit of agent work (agent invocation, model call, retrieval or tool call)."""
 
@@ -325,8 +352,7 @@ class Operation:
                 self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, captured)
             call = self.event
             if guard.has_stages and call is not None and (
-                    type(result) is not str or
-                    len(result) >= guard.result_floor(call.tool, call.context)):
+                    _result_size(result) >= guard.result_floor(call.tool, call.context)):
                 verdict = guard.evaluate(trusted(ToolCall, {
                     "context": call.context, "timestamp": time.time(), "kind": "tool_call",
                     "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
@@ -502,7 +528,8 @@ class Guard:
         self._result_floors = {}
 
     def result_floor(self, tool: str, context: EventContext | None) -> float:
-        """How long a tool's text result must be for any stage to judge it (0: every result).
+        """How large a tool's result must be for any stage to judge it (0: every result; the size
+        is a text's length, a plain list's or dict's records, see ``_result_size``).
 
         Detectors, the baseline and plain callbacks see every result; a policy stage may say
         (``result_floor(tool, agent)``) that it only looks at large ones, as the built-in pack

@@ -343,9 +343,10 @@ class Policy:
         return found
 
     def result_floor(self, tool: Any, agent: Any) -> float:
-        """How long the text result of ``tool`` must be for this policy to have anything to say
-        about it: 0 judges every result, ``inf`` none. Results that are not text are always
-        judged.
+        """How large the result of ``tool`` must be for this policy to have anything to say
+        about it: 0 judges every result, ``inf`` none. The size is the length of a text and the
+        records of a plain list or dict (a text never holds more records than characters);
+        other results are always judged.
 
         The Guard skips building and judging the result event of a small text result when every
         stage agrees (the built-in pack only looks at results for bulk data).

@@ -155,3 +155,46 @@ def test_enforce_still_blocks_bulk_text_results(guarded: Any, lookup: Any) -> No
     with pytest.raises(agentguard.ToolCallBlocked) as blocked:
         lookup(size=2000)
     assert blocked.value.finding.rule_id == "AG018"
+
+
+def test_guard_skips_small_list_and_dict_results_and_judges_large_ones(guarded: Any) -> None:
+    """A list or dict result is sized by its records: fewer than the floor is not judged, a dict
+    whose list reaches it is, and results of other types always are."""
+    stage = CountingStage(floor=100)
+    guarded(policy=[stage], builtin_rules=False, injection_detection=False,
+            runtime_sensor=False)
+
+    @agentguard.tool
+    def rows(shape: str, size: int) -> Any:
+        """Rows in several shapes."""
+        items = [{"id": i} for i in range(size)]
+        if shape == "list":
+            return items
+        if shape == "dict":
+            return {"total": size, "items": items, "note": "x" * 500}
+        return {1, 2}  # neither text nor a list or dict
+
+    rows(shape="list", size=99)
+    rows(shape="dict", size=99)
+    assert stage.phases == ["call", "call"]
+    rows(shape="list", size=100)
+    rows(shape="dict", size=100)
+    rows(shape="set", size=0)
+    assert stage.phases == ["call", "call", "call", "result", "call", "result", "call", "result"]
+
+
+def test_builtin_pack_still_blocks_a_bulk_dict_result(guarded: Any) -> None:
+    """A dict carrying 1001 records is judged and reported by the bulk-data rule; one with ten
+    records is not."""
+    found: list[Any] = []
+    guarded(on_finding=found.append, injection_detection=False, runtime_sensor=False)
+
+    @agentguard.tool
+    def export(size: int) -> dict[str, Any]:
+        """Export customers."""
+        return {"count": size, "rows": [{"id": i} for i in range(size)]}
+
+    export(size=10)
+    assert found == []
+    export(size=1001)
+    assert [f.rule_id for f in found] == ["AG018"]
