@@ -215,10 +215,17 @@ def _result_size(result: Any) -> float:
     return math.inf
 
 
+# Set by the runtime sensor while its C hook runs (``agentguard.sensors._fasthook.flush``):
+# called just before an operation's span ends, it writes the repeats counted in C on their spans.
+before_span_end: Callable[[], object] | None = None
+
+
 class Operation:
     """One traced unit of agent work (agent invocation, model call, retrieval or tool call)."""
 
     __slots__ = (
+        "arguments",
+        "call_id",
         "context",
         "ended",
         "event",
@@ -239,6 +246,9 @@ class Operation:
         self.span = span
         self.frame = frame
         self.event: Any = None
+        # A tool call's id and arguments, for its events (the call event may not be built).
+        self.call_id: str | None = None
+        self.arguments: Any = None
         self.verdict: Verdict = _ALLOW
         self.ended = False
         frame.span = span
@@ -285,7 +295,6 @@ class Operation:
         span_context = self.span.get_span_context()
         conv = frame.conversation
         tool = frame.tool
-        tool_event = tool.event if tool is not None else None
         if span_context.is_valid:
             # %-formatting: twice as fast as format() for these ints, on every judged tool call.
             trace_id: str | None = "%032x" % span_context.trace_id  # noqa: UP031
@@ -300,7 +309,7 @@ class Operation:
             "trace_id": trace_id,
             "span_id": span_id,
             "tool": tool.name if tool is not None else None,
-            "tool_call_id": tool_event.call_id if tool_event is not None else None,
+            "tool_call_id": tool.call_id if tool is not None else None,
             "pid": current_pid(),
             "tid": current_tid(),
         })
@@ -312,6 +321,8 @@ class Operation:
         self.ended = True
         if verdict is not None and verdict.findings:
             self.guard.emit(verdict, self.span)
+        if before_span_end is not None:
+            before_span_end()  # the runtime sensor's counts (never raises)
         self.span.end()
 
     def fail(self, exc: BaseException) -> None:
@@ -350,9 +361,11 @@ class Operation:
             captured = guard.content(result) if guard.capture.enabled else None
             if captured is not None:
                 self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, captured)
-            call = self.event
-            if guard.has_stages and call is not None and (
-                    _result_size(result) >= guard.result_floor(call.tool, call.context)):
+            if guard.has_stages and self.kind == "tool" and (
+                    _result_size(result) >= guard.result_floor(self.name, guard.agent_name)):
+                call = self.event
+                if call is None:
+                    call = self.event = self.guard.call_event(self)
                 verdict = guard.evaluate(trusted(ToolCall, {
                     "context": call.context, "timestamp": time.time(), "kind": "tool_call",
                     "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
@@ -515,6 +528,7 @@ class Guard:
         self.has_stages = False
         # Per (tool, agent): how long a text result must be for some stage to judge it.
         self._result_floors: dict[tuple[Any, Any], float] = {}
+        self._quick_allow: Callable[..., bool] | None = None
         if config.on_finding is not None:
             self.sinks.append(config.on_finding)
         if config.findings_file:
@@ -526,8 +540,13 @@ class Guard:
     def _refresh(self) -> None:
         self.has_stages = bool(self.detectors or self.baseline is not None or self.policies)
         self._result_floors = {}
+        # A tool call is first put to the one policy stage's quick_allow when nothing else
+        # judges events: the usual call, which no rule can make fire, then costs no event.
+        quick = getattr(self.policies[0], "quick_allow", None) \
+            if len(self.policies) == 1 and not self.detectors and self.baseline is None else None
+        self._quick_allow = quick if callable(quick) else None
 
-    def result_floor(self, tool: str, context: EventContext | None) -> float:
+    def result_floor(self, tool: str, agent: str | None) -> float:
         """How large a tool's result must be for any stage to judge it (0: every result; the size
         is a text's length, a plain list's or dict's records, see ``_result_size``).
 
@@ -535,7 +554,6 @@ class Guard:
         (``result_floor(tool, agent)``) that it only looks at large ones, as the built-in pack
         does (bulk data), so a small result is not built into an event nobody would judge.
         """
-        agent = context.agent if context is not None else None
         key = (tool, agent)
         floors = self._result_floors
         found = floors.get(key)
@@ -860,16 +878,20 @@ class Guard:
         span = self._open_span(parent, f"{semconv.OP_EXECUTE_TOOL} {name}", attrs)
         frame = parent.replace()
         op = Operation(self, "tool", name, span, frame)
+        op.call_id = call_id
+        op.arguments = arguments
         frame.tool = op
         if self.has_stages:
-            event = trusted(ToolCall, {
-                "context": None, "timestamp": time.time(), "kind": "tool_call", "tool": name,
-                "call_id": call_id, "arguments": arguments, "result": None, "error": None,
-                "phase": "call",
-            })
-            # The context names this call's id, read from the event of the frame's tool.
-            op.event = event
-            event.__dict__["context"] = op.event_context()
+            quick = self._quick_allow
+            if quick is not None:
+                conv = parent.conversation
+                try:
+                    if quick(name, self.agent_name, arguments,
+                             conv.id if conv is not None else None, time.time()):
+                        return op
+                except Exception as exc:
+                    internal_error("policy quick check", exc)
+            event = self.call_event(op)
             self._judge_start(op, event)
             if op.verdict.blocked:
                 finding = op.verdict.blocking_finding()
@@ -878,6 +900,16 @@ class Guard:
                 assert finding is not None
                 raise ToolCallBlocked(finding)
         return op
+
+    def call_event(self, op: Operation) -> ToolCall:
+        """The ``ToolCall`` event (phase ``call``) of tool operation ``op``."""
+        event = trusted(ToolCall, {
+            "context": None, "timestamp": time.time(), "kind": "tool_call", "tool": op.name,
+            "call_id": op.call_id, "arguments": op.arguments, "result": None, "error": None,
+            "phase": "call",
+        })
+        event.__dict__["context"] = op.event_context()
+        return event
 
     def start_chat(
         self,

@@ -47,6 +47,28 @@ class RateWindow:
                 log.popleft()
             return len(log)
 
+    def hit_within(self, key: tuple[str, ...], now: float) -> bool:
+        """Record an event at ``now`` when that keeps the window within the limit (``True``);
+        over it, nothing is recorded (``False``): the caller then records it with :meth:`hit`."""
+        with self._lock:
+            log = self._log.get(key)
+            if log is None:
+                if self.limit < 1:
+                    return False
+                log = self._log[key] = deque(maxlen=self.limit + 1)
+                if len(self._log) > self.max_keys:
+                    self._log.popitem(last=False)
+                    self.evicted += 1
+            else:
+                start = now - self.per
+                while log and log[0] <= start:
+                    log.popleft()
+                if len(log) + 1 > self.limit:
+                    return False
+                self._log.move_to_end(key)
+            log.append(now)
+            return True
+
     def peek(self, key: tuple[str, ...], now: float) -> int:
         """How many events fall in the window ending at ``now`` (nothing recorded)."""
         with self._lock:

@@ -14,7 +14,7 @@ from agentguard import events as _events
 from agentguard.events import EventContext
 from agentguard.findings import Category, Decision, Severity
 from agentguard.policy._errors import PolicyError
-from agentguard.policy._memory import Flag, History
+from agentguard.policy._memory import Flag, History, RateWindow
 from agentguard.policy._paths import MISSING, Scratch, attribute, context_fields, event_fields
 
 # Kept equal to agentguard.policy._yaml.MAX_SOURCE_BYTES (that module imports PyYAML).
@@ -74,6 +74,8 @@ class RuleExplanation:
 
 # Candidate rules behind one gate (or none): (gate, [(test or None, rule, stateful), ...]).
 _Group = tuple["Gate | None", list[tuple["Test | None", "CompiledRule", bool]]]
+# The gates a tool call's arguments must all fail and the one per-conversation rate limit counted.
+_QuickPlan = tuple[tuple["Gate", ...], "RateWindow | None"]
 
 _builtin_lock = threading.Lock()
 _builtin: Source | None = None
@@ -176,6 +178,8 @@ class Policy:
         self._recorded_tools: dict[str, bool] = {}
         self._tracking = self._after_tools is not None or self._tracks_flags
         self._result_floors: dict[tuple[Any, Any], float] = {}
+        # Per (tool, agent): what quick_allow checks, or None when it cannot answer.
+        self._quick_plans: dict[tuple[Any, Any], _QuickPlan | None] = {}
         self.cache_clears = 0
 
     # -- construction ----------------------------------------------------------------------
@@ -370,6 +374,60 @@ class Policy:
             self._result_floors.clear()
         self._result_floors[key] = floor
         return floor
+
+    def quick_allow(self, tool: str, agent: str | None, arguments: Any,
+                    conversation: str | None, now: float) -> bool:
+        """Whether a call of ``tool`` (before it runs) with ``arguments`` certainly makes no rule
+        fire, answered without the event: then its rate-limit count is recorded as
+        :meth:`evaluate` would, and the Guard need not build the event at all. ``False`` means
+        "evaluate it" (nothing recorded).
+
+        It answers only for calls whose rules are all behind gates (a string some argument must
+        hold: a metadata address, a shell pattern, ...) or a rate limit per conversation with no
+        condition: the built-in pack's rules for a tool call. Any other rule makes it ``False``.
+        """
+        key = (tool, agent)
+        plans = self._quick_plans
+        if key in plans:
+            plan = plans[key]
+        else:
+            plan = self._quick_plan(tool, agent)
+            if len(plans) >= _CACHE_LIMIT:
+                plans.clear()
+            plans[key] = plan
+        if plan is None:
+            return False
+        gates, rate = plan
+        if gates:
+            fields = {"kind": "tool_call", "timestamp": now, "tool": tool, "call_id": None,
+                      "arguments": arguments, "result": None, "error": None, "phase": "call"}
+            scratch = Scratch()
+            for gate in gates:
+                if gate.passed(fields, scratch):
+                    return False
+        if rate is not None and conversation is not None:
+            # Counted only when still within the limit; over it, evaluate() counts and decides.
+            return rate.hit_within((conversation,), now)
+        return True
+
+    def _quick_plan(self, tool: str, agent: str | None) -> _QuickPlan | None:
+        if "tool_call" not in self._caches:
+            return ((), None)
+        gates: list[Gate] = []
+        rate: RateWindow | None = None
+        for gate, members in self._candidates("tool_call", tool, agent, "call"):
+            if gate is not None:
+                if gate.key[1:2] and str(gate.key[1]).startswith("context"):
+                    return None  # a gate on the event's context: the event is needed
+                gates.append(gate)
+                continue
+            for test, rule, stateful in members:
+                if test is None and stateful and not rule.after and rule.rate is not None and \
+                        rule.rate_by == ("conversation",) and rate is None:
+                    rate = rule.rate
+                    continue
+                return None
+        return tuple(gates), rate
 
     def evaluate(self, event: Any, verdict: Any = None) -> list[Decision] | None:
         """The decisions of every rule that fires for ``event`` (``None`` when none does)."""
