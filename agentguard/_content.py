@@ -405,11 +405,16 @@ class ContentCapture:
                         kind is str and len(item) > _FLAT_STRING):
                     break
             else:
-                return PendingContent(_encode_plain(value), True, self._shown)
+                # Its values are immutable: a copy taken now is encoded in the export thread.
+                return PendingContent(dict(value), True, self._shown_flat)
         encoded, complete = _encode(value, self.max_length + _REDACT_MARGIN)
         if not complete:
             return self.value(value)
         return PendingContent(encoded, True, self._shown)
+
+    def _shown_flat(self, flat: dict[str, Any], complete: bool) -> str:
+        """:meth:`_shown` of a flat dict of scalars, serialised here (in the export thread)."""
+        return self._shown(_encode_plain(flat), complete)
 
     def _shown(self, text: str, complete: bool) -> str:
         """``text`` (redacted in ``redacted`` mode) within ``max_length``, marked when cut."""

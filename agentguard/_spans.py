@@ -38,11 +38,12 @@ _getrandbits = random.getrandbits
 
 
 class PendingContent:
-    """An attribute value still to be finished (redacted and cut) in the export thread."""
+    """An attribute value still to be finished (redacted and cut) in the export thread: the text
+    serialised on the agent's thread, or a snapshot of immutable values ``finish`` serialises."""
 
     __slots__ = ("complete", "finish", "text")
 
-    def __init__(self, text: str, complete: bool, finish: Callable[[str, bool], str]) -> None:
+    def __init__(self, text: Any, complete: bool, finish: Callable[[Any, bool], str]) -> None:
         self.text = text
         self.complete = complete
         self.finish = finish
