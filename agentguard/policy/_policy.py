@@ -74,8 +74,19 @@ class RuleExplanation:
 
 # Candidate rules behind one gate (or none): (gate, [(test or None, rule, stateful), ...]).
 _Group = tuple["Gate | None", list[tuple["Test | None", "CompiledRule", bool]]]
-# The gates a tool call's arguments must all fail and the one per-conversation rate limit counted.
-_QuickPlan = tuple[tuple["Gate", ...], "RateWindow | None"]
+# The gates a tool call's arguments must all fail, the one per-conversation rate limit counted,
+# and whether every gate reads only the strings in the arguments.
+_QuickPlan = tuple[tuple["Gate", ...], "RateWindow | None", bool]
+_SCALARS = (int, float, bool, type(None))
+
+
+def _no_text(arguments: dict[Any, Any]) -> bool:
+    """Whether a dict of tool arguments holds only numbers, flags and nulls (no string at all)."""
+    # A plain loop: all() over a generator costs twice as much for the usual one or two values.
+    for value in arguments.values():  # noqa: SIM110
+        if type(value) not in _SCALARS:
+            return False
+    return True
 
 _builtin_lock = threading.Lock()
 _builtin: Source | None = None
@@ -397,8 +408,8 @@ class Policy:
             plans[key] = plan
         if plan is None:
             return False
-        gates, rate = plan
-        if gates:
+        gates, rate, deep_only = plan
+        if gates and not (deep_only and type(arguments) is dict and _no_text(arguments)):
             fields = {"kind": "tool_call", "timestamp": now, "tool": tool, "call_id": None,
                       "arguments": arguments, "result": None, "error": None, "phase": "call"}
             scratch = Scratch()
@@ -412,7 +423,7 @@ class Policy:
 
     def _quick_plan(self, tool: str, agent: str | None) -> _QuickPlan | None:
         if "tool_call" not in self._caches:
-            return ((), None)
+            return ((), None, False)
         gates: list[Gate] = []
         rate: RateWindow | None = None
         for gate, members in self._candidates("tool_call", tool, agent, "call"):
@@ -427,7 +438,10 @@ class Policy:
                     rate = rule.rate
                     continue
                 return None
-        return tuple(gates), rate
+        # Gates on the strings anywhere in the arguments only ("arguments.**"): arguments
+        # without any string (ids, counts, flags) pass none of them.
+        deep_only = all(gate.key[1:2] == ("arguments.**",) for gate in gates)
+        return tuple(gates), rate, deep_only
 
     def evaluate(self, event: Any, verdict: Any = None) -> list[Decision] | None:
         """The decisions of every rule that fires for ``event`` (``None`` when none does)."""
