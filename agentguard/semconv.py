@@ -224,3 +224,17 @@ __all__ += [
     "NETWORK_PEER_PORT", "NETWORK_TRANSPORT", "NETWORK_TYPE", "PROCESS_COMMAND_LINE",
     "PROCESS_EXECUTABLE_PATH", "PROCESS_PARENT_PID", "PROCESS_WORKING_DIRECTORY", "SERVER_ADDRESS",
 ]
+
+__all__ += ["int_value"]
+
+
+def int_value(value: object) -> int | None:
+    """An integer attribute as it reads back from OTLP (JSON encodes 64-bit ints as strings);
+    ``None`` for anything else, booleans included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None

@@ -15,6 +15,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from agentguard import semconv
 from agentguard.collector import _names as names
 from agentguard.collector.model import CONNECT, DNS, EXEC, EXIT, FORK, OPEN, SENT, KernelEvent, SpanInfo
+from agentguard.semconv import int_value
 
 __all__ = [
     "MAX_ATTRIBUTE_CHARS",
@@ -87,14 +88,6 @@ def to_any_value(value: Any) -> AnyValue:
     return AnyValue(string_value=json.dumps(value, default=str, sort_keys=True))
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 def _child_pids(attributes: Mapping[str, Any],
@@ -102,10 +95,10 @@ def _child_pids(attributes: Mapping[str, Any],
     pids: set[int] = set()
     raw = attributes.get(names.AG_CHILD_PIDS)
     if isinstance(raw, (list, tuple)):
-        pids.update(p for p in (_int(item) for item in raw[:MAX_CHILD_PIDS]) if p)
+        pids.update(p for p in (int_value(item) for item in raw[:MAX_CHILD_PIDS]) if p)
     for name, _, attrs in events:
         if name in names.LIBRARY_EXEC_EVENTS:
-            pid = _int(attrs.get(semconv.PROCESS_PID))
+            pid = int_value(attrs.get(semconv.PROCESS_PID))
             if pid:
                 pids.add(pid)
     return frozenset(pids)
@@ -115,7 +108,7 @@ def span_infos(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator
     """Every span of a request with the fields correlation and incidents use."""
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
-        pid = _int(resource.get(semconv.PROCESS_PID))
+        pid = int_value(resource.get(semconv.PROCESS_PID))
         service = resource.get(semconv.SERVICE_NAME)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -124,7 +117,7 @@ def span_infos(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator
                 attributes = _attributes(span.attributes)
                 events = [(event.name[:256], int(event.time_unix_nano), _attributes(event.attributes))
                           for event in span.events[:MAX_SPAN_EVENTS]]
-                turn = _int(attributes.get(semconv.AG_TURN_INDEX))
+                turn = int_value(attributes.get(semconv.AG_TURN_INDEX))
                 yield SpanInfo(
                     trace_id=span.trace_id.hex(),
                     span_id=span.span_id.hex(),
@@ -134,7 +127,7 @@ def span_infos(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator
                     start_ns=int(span.start_time_unix_nano),
                     end_ns=int(span.end_time_unix_nano) or int(span.start_time_unix_nano),
                     pid=pid,
-                    tid=_int(attributes.get(semconv.AG_THREAD_NATIVE_ID)),
+                    tid=int_value(attributes.get(semconv.AG_THREAD_NATIVE_ID)),
                     service=_str(service),
                     tool=_str(attributes.get(semconv.GEN_AI_TOOL_NAME)),
                     tool_call_id=_str(attributes.get(semconv.GEN_AI_TOOL_CALL_ID)),

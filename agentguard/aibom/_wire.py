@@ -22,6 +22,7 @@ from agentguard.aibom._inventory import (
     ModelUse,
     Seen,
 )
+from agentguard.semconv import int_value
 
 __all__ = [
     "ATTR_FINAL",
@@ -251,14 +252,7 @@ def _str(data: Mapping[str, Any], name: str) -> str | None:
 
 
 def _int(data: Mapping[str, Any], name: str) -> int | None:
-    value = data.get(name)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    return int_value(data.get(name))
 
 
 def _list(data: Mapping[str, Any], name: str) -> list[str]:

@@ -42,6 +42,7 @@ from agentguard.events import (
     ToolCall,
     Turn,
 )
+from agentguard.semconv import int_value
 
 __all__ = ["OtlpStats", "learn_otlp_files", "peek_service", "read_spans", "span_events"]
 
@@ -431,14 +432,6 @@ def _completion_messages(attributes: dict[str, Any]) -> list[Message]:
     return out
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 # -- spans to events ---------------------------------------------------------------------------
@@ -504,7 +497,7 @@ def span_events(spans: list[SpanRecord], agent: str, stats: OtlpStats) -> list[A
         conversation = conversation or attrs.get(semconv.GEN_AI_CONVERSATION_ID) or \
             attrs.get(OI_SESSION) or attrs.get(TL_THREAD)
         if turn is None:
-            turn = _int(attrs.get(semconv.AG_TURN_INDEX))
+            turn = int_value(attrs.get(semconv.AG_TURN_INDEX))
     # Each trace is its own turn; the conversation keeps traces of one session apart.
     conversation_id = f"{conversation}/{trace_id}" if conversation else trace_id
     turn_index = turn if turn is not None else 1
@@ -629,7 +622,7 @@ def _model_or_cloud_events(span: SpanRecord, convention: str, ctx: EventContext,
         if kind == "LLM":
             provider = attrs.get(OI_PROVIDER) or attrs.get(OI_SYSTEM)
             _model_events(span, ctx, add, provider, attrs.get(OI_MODEL), _oi_messages(attrs),
-                          _int(attrs.get(OI_COMPLETION_TOKENS)))
+                          int_value(attrs.get(OI_COMPLETION_TOKENS)))
         elif kind == "RETRIEVER":
             count = len(_indexed(attrs, OI_DOCUMENTS))
             add(span.start, Retrieval(context=ctx, timestamp=span.start, retriever=span.name,
@@ -646,14 +639,14 @@ def _model_or_cloud_events(span: SpanRecord, convention: str, ctx: EventContext,
         model = attrs.get(semconv.GEN_AI_REQUEST_MODEL) or attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
         messages = _messages(_captured(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES))) or \
             _completion_messages(attrs)
-        tokens = _int(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)) or \
-            _int(attrs.get(GEN_AI_USAGE_COMPLETION_TOKENS)) or \
-            _int(attrs.get(LLM_USAGE_COMPLETION_TOKENS))
+        tokens = int_value(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)) or \
+            int_value(attrs.get(GEN_AI_USAGE_COMPLETION_TOKENS)) or \
+            int_value(attrs.get(LLM_USAGE_COMPLETION_TOKENS))
         _model_events(span, ctx, add, provider, model, messages, tokens)
         return
     if operation == semconv.OP_RETRIEVAL:
         name = attrs.get(semconv.AG_RETRIEVER_NAME) or span.name
-        count = _int(attrs.get(semconv.AG_RETRIEVAL_DOCUMENT_COUNT)) or 0
+        count = int_value(attrs.get(semconv.AG_RETRIEVAL_DOCUMENT_COUNT)) or 0
         add(span.start, Retrieval(context=ctx, timestamp=span.start, retriever=str(name),
                                   phase="request"))
         add(span.end, Retrieval(context=ctx, timestamp=span.end, retriever=str(name),
@@ -722,7 +715,7 @@ def _sensor_event(name: str, stamp: float, attrs: dict[str, Any], ctx: EventCont
         transport = attrs.get(semconv.NETWORK_TRANSPORT)
         hostname = attrs.get(semconv.SERVER_ADDRESS)
         return NetConnect(context=ctx, timestamp=stamp, address=address,
-                          port=_int(attrs.get(semconv.NETWORK_PEER_PORT)),
+                          port=int_value(attrs.get(semconv.NETWORK_PEER_PORT)),
                           family="unix" if transport == "unix" else attrs.get(semconv.NETWORK_TYPE),
                           protocol=transport if isinstance(transport, str) else None,
                           hostname=hostname if isinstance(hostname, str) else None)
@@ -752,7 +745,7 @@ def _sensor_event(name: str, stamp: float, attrs: dict[str, Any], ctx: EventCont
         return ModelLoad(context=ctx, timestamp=stamp, path=path if isinstance(path, str) else None,
                          sha256=sha if isinstance(sha, str) else None,
                          format=str(attrs.get(semconv.AG_MODEL_FORMAT) or "") or None,
-                         size=_int(attrs.get(semconv.AG_MODEL_SIZE)))
+                         size=int_value(attrs.get(semconv.AG_MODEL_SIZE)))
     return None
 
 
