@@ -4,7 +4,8 @@ Reads ``tests/data/injection/cases.jsonl`` (built by ``tests/data/injection/buil
 texts (label 0), injected texts in many carriers and languages (label 1), and multi-turn cases
 whose pieces are judged in order within one conversation. Prints recall and false-positive rate
 at the flag threshold (and a small threshold sweep), per-carrier recall, throughput on 100 KB
-documents and the worst time on adversarial 1 MB inputs.
+documents (the labelled set's texts, the installed packages' READMEs, plain prose) and the worst
+time on adversarial 1 MB inputs.
 
     .venv/bin/python bench/injection.py
     .venv/bin/python bench/injection.py --json
@@ -105,7 +106,7 @@ def evaluate(threshold: float, path: Path = CASES) -> dict[str, Any]:
 
 def speed(repeats: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "bench"))
-    from injection_scan import adversarial_inputs, benign_document
+    from injection_scan import adversarial_inputs, benign_document, real_throughput
 
     from agentguard.detectors import InjectionScanner
 
@@ -115,7 +116,7 @@ def speed(repeats: int) -> dict[str, Any]:
                "Orders placed before noon ship the same day from the warehouse in Leipzig, "
                "and you will receive a tracking link by e-mail once the parcel leaves. ") * 600
     english = english[: 100 * 1024]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"engine": f"{scanner.engine} matcher, prefilter {scanner.prefilter}"}
     for name, text in (("labelled-set documents", doc), ("plain English prose", english)):
         scanner.scan(text)
         samples = []
@@ -125,6 +126,10 @@ def speed(repeats: int) -> dict[str, Any]:
                 scanner.scan(text)
             samples.append((time.perf_counter() - started) / 10)
         out[f"MB/s, 100 KB {name}"] = len(text) / statistics.median(samples) / 1e6
+    real = real_throughput(scanner, repeats)
+    if real is not None:
+        out["MB/s, 100 KB real documents, median"] = real["median_mb_per_s"]
+        out["MB/s, 100 KB real documents, slowest"] = real["min_mb_per_s"]
     worst = 0.0
     worst_name = ""
     for name, text in adversarial_inputs().items():

@@ -4,7 +4,9 @@ agent's thread.
 Three measurements, each the median of several repeats:
 
 * ``µs/KB`` on realistic benign documents (the labelled set's benign texts joined into ~100 KB
-  documents) and on attack-dense text;
+  documents), on real documents (the long descriptions of the installed packages, READMEs full
+  of links, badges and code, joined into 100 KB documents: median and slowest) and on
+  attack-dense text;
 * time per 1 MB input, for realistic text and for adversarial inputs built to hit every worst
   case (dense anchors, hidden characters, spaced letters, base64 streams, ...);
 * µs per small tool event: ``InjectionDetector.inspect`` on a tool call (small arguments) and on
@@ -17,6 +19,7 @@ cost inside a real LangChain tool loop, where it is several times higher.
     .venv/bin/python bench/injection_scan.py
     .venv/bin/python bench/injection_scan.py --json
     .venv/bin/python bench/injection_scan.py --engine regex     # the pure-Python matcher
+    .venv/bin/python bench/injection_scan.py --prefilter none   # without the Hyperscan pass
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,39 @@ def benign_document(size: int) -> str:
     return "\n\n".join(parts)[:size]
 
 
+def real_documents(size: int = 100 * 1024) -> list[str]:
+    """The long descriptions (READMEs) of the installed packages, in name order, joined into
+    documents of ``size`` characters: real text with links, badges, code and many scripts."""
+    bodies = []
+    for dist in sorted(metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+        text = dist.read_text("METADATA") or ""
+        body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+        if len(body) > 2000:
+            bodies.append(body)
+    docs: list[str] = []
+    current = ""
+    for body in bodies:
+        current += body + "\n\n"
+        while len(current) >= size:
+            docs.append(current[:size])
+            current = current[size:]
+    return docs
+
+
+def real_throughput(scanner: Any, repeats: int) -> dict[str, float] | None:
+    """MB/s of ``scanner`` on :func:`real_documents`: median and slowest document."""
+    docs = real_documents()
+    if not docs:
+        return None
+    rates = []
+    for doc in docs:
+        seconds = _median_time(lambda doc=doc: scanner.scan(doc, source="document"),
+                               repeats=repeats, number=3)
+        rates.append(len(doc) / seconds / 1e6)
+    return {"documents": len(docs), "median_mb_per_s": statistics.median(rates),
+            "min_mb_per_s": min(rates)}
+
+
 def adversarial_inputs() -> dict[str, str]:
     return {
         "1 MB of 'a'": "a" * MB,
@@ -82,14 +119,14 @@ def adversarial_inputs() -> dict[str, str]:
     }
 
 
-def measure(engine: str, repeats: int) -> dict[str, Any]:
+def measure(engine: str, repeats: int, prefilter: str = "auto") -> dict[str, Any]:
     from agentguard._guard import Verdict
     from agentguard.detectors import InjectionDetector, InjectionScanner
     from agentguard.events import EventContext, ToolCall
 
-    scanner = InjectionScanner(engine=engine)
-    out: dict[str, Any] = {"engine": scanner.engine, "throughput": {}, "per_mb": {},
-                           "small_event": {}}
+    scanner = InjectionScanner(engine=engine, prefilter=prefilter)
+    out: dict[str, Any] = {"engine": scanner.engine, "prefilter": scanner.prefilter,
+                           "throughput": {}, "per_mb": {}, "small_event": {}}
     doc = benign_document(100 * 1024)
     seconds = _median_time(lambda: scanner.scan(doc, source="document"), repeats=repeats, number=20)
     out["throughput"]["benign 100 KB documents"] = {
@@ -99,6 +136,7 @@ def measure(engine: str, repeats: int) -> dict[str, Any]:
     seconds = _median_time(lambda: scanner.scan(attack), repeats=repeats, number=10)
     out["throughput"]["attack-dense 100 KB"] = {
         "us_per_kb": seconds * 1e6 / 100, "mb_per_s": len(attack) / seconds / 1e6}
+    out["real_documents"] = real_throughput(scanner, repeats)
 
     big = benign_document(MB)
     inputs = {"realistic 1 MB (benign)": big, **adversarial_inputs()}
@@ -166,18 +204,25 @@ class _Enforcing:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=("auto", "native", "regex"), default="auto")
+    parser.add_argument("--prefilter", choices=("auto", "hyperscan", "none"), default="auto")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    results = measure(args.engine, args.repeats)
+    results = measure(args.engine, args.repeats, args.prefilter)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"matcher engine: {results['engine']}")
+    print(f"matcher engine: {results['engine']}, long-text prefilter: {results['prefilter']}")
     print("\nthroughput")
     for name, row in results["throughput"].items():
         print(f"  {name:<40} {row['us_per_kb']:8.1f} µs/KB  {row['mb_per_s']:7.1f} MB/s")
+    real = results["real_documents"]
+    if real is None:
+        print("  real documents: no package descriptions installed")
+    else:
+        print(f"  {'real documents, 100 KB (' + str(real['documents']) + ')':<40} median "
+              f"{real['median_mb_per_s']:.1f} MB/s, slowest {real['min_mb_per_s']:.1f} MB/s")
     print("\n1 MB inputs (10 MB where noted; bounded by sampling)")
     for name, row in results["per_mb"].items():
         print(f"  {name:<40} {row['ms']:8.2f} ms")

@@ -23,11 +23,13 @@ __all__ = [
     "SPACING_SHAPE",
     "TAG_DECODE",
     "NormalisedView",
+    "encodes_space",
     "escape_invisible",
     "hidden_runs",
     "non_ascii",
     "normalise",
     "shapes_clean",
+    "to_latin",
 ]
 
 # Zero-width and formatting characters, bidi controls, Unicode tag characters, and the other
@@ -57,6 +59,10 @@ _MAX_SEARCHED = 16
 # non_ascii: past this many bytes of non-ASCII characters, building their set costs as much as
 # the regex passes it saves (text mostly in another script), so it is not built.
 _MAX_SET_BYTES = 1 << 15
+# Up to this many distinct characters to replace, one str.replace each beats one str.translate.
+_MAX_REPLACED = 16
+# normalise: up to this many distinct non-ASCII characters are checked for a lower case.
+_MAX_CASELESS = 256
 
 
 def non_ascii(text: str) -> frozenset[str] | None:
@@ -149,6 +155,26 @@ _CONFUSABLE_PAIRS = (
     " αa βb γy εe ηn ιi κk νv οo ρp τt υu χx ωw ϲc ϳj ѵv"
 )
 CONFUSABLES: dict[int, int] = {ord(p[0]): ord(p[1]) for p in _CONFUSABLE_PAIRS.split()}
+
+
+def to_latin(view: str, present: frozenset[str] | None) -> str:
+    """``view`` (lower case) with look-alike Greek and Cyrillic letters replaced by Latin ones.
+
+    ``present`` (from :func:`non_ascii`) are the text's non-ASCII characters: with it, each
+    look-alike that occurs is replaced with one ``str.replace`` (a C pass), which on a long,
+    mostly Latin text is many times cheaper than a dictionary-driven ``str.translate`` of every
+    character.
+    """
+    if present is None:
+        return view.translate(CONFUSABLES)
+    found = {ch for char in present for ch in char.lower() if ord(ch) in CONFUSABLES}
+    if len(found) > _MAX_REPLACED:
+        return view.translate(CONFUSABLES)
+    for char in found:
+        view = view.replace(char, chr(CONFUSABLES[ord(char)]))
+    return view
+
+
 # A Greek or Cyrillic letter next to a Latin one. The pattern starts with the rare class, so the
 # engine skips Latin text quickly; a class listing each look-alike, or an alternation starting
 # with [a-z], is checked at every position and is many times slower on long texts.
@@ -165,6 +191,17 @@ _SPACING_SEPARATORS = b" .-_*|/\t"
 SPACING_SHAPE = bytes(0x61 if chr(i).isascii() and chr(i).isalpha() else
                       0x20 if i in _SPACING_SEPARATORS else 0x78 for i in range(256))
 SPACED_PROBES = (b" a a a a a ", b"a  a  a  a  a")
+
+
+# Base64 of text with a space in it: the space (0x20), at one of the three places in a 3-byte
+# group, is encoded as one of these character pairs (the decoder skips '=' signs in between);
+# in hex it is "20". Base64 and hex runs without one cannot decode to readable text.
+_SPACE_ENCODED = re.compile(rb"I[A-P]|[CSiy][A-D]|[AEIMQUYcgkosw048]g|20")
+
+
+def encodes_space(run: bytes) -> bool:
+    """Whether a base64-alphabet run (``BLOB_SHAPE``) can decode to text with a space in it."""
+    return _SPACE_ENCODED.search(run.replace(b"=", b"") if b"=" in run else run) is not None
 
 
 def shapes_clean(data: bytes) -> bool:
@@ -184,6 +221,7 @@ class NormalisedView:
     _view_starts: list[int]
     _removed_after: list[int]
     exact: bool = True
+    _original_starts: list[int] | None = None
 
     def original(self, offset: int) -> int:
         """The offset in the original text of ``offset`` in this view."""
@@ -191,6 +229,23 @@ class NormalisedView:
             return offset
         k = bisect.bisect_right(self._view_starts, offset)
         return offset + (self._removed_after[k - 1] if k else 0)
+
+    def view_offset(self, original: int) -> int:
+        """The offset in this view of ``original`` in the original text (the view offset of the
+        next kept character when ``original`` falls inside a removed run)."""
+        if not self._view_starts:
+            return original
+        starts = self._original_starts
+        if starts is None:
+            starts = self._original_starts = [
+                start + (self._removed_after[k - 1] if k else 0)
+                for k, start in enumerate(self._view_starts)]
+        k = bisect.bisect_right(starts, original)
+        if not k:
+            return original
+        removed = self._removed_after[k - 1]
+        # Inside the last run before ``original``: only the part before it is removed.
+        return max(self._view_starts[k - 1], original - removed)
 
     def removed_between(self, start: int, end: int) -> bool:
         """Whether characters were removed inside the view span ``[start, end)``."""
@@ -201,12 +256,22 @@ class NormalisedView:
 
 
 def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = True,
-              present: frozenset[str] | None = None) -> NormalisedView:
+              present: frozenset[str] | None = None, data: bytes | None = None
+              ) -> NormalisedView:
     """The phrase-matching view of ``text``: invisible characters removed, compatibility letters
     folded, lower case. ``runs`` are the ``(start, length)`` runs of removed characters;
-    ``present`` (optional, from :func:`non_ascii`) the non-ASCII characters of ``text``."""
+    ``present`` (optional, from :func:`non_ascii`) the non-ASCII characters of ``text``;
+    ``data`` (optional) its UTF-8 form."""
     if text.isascii():
         return NormalisedView(text.lower(), [], [])
+    if (not runs and data is not None and present is not None
+            and len(present) <= _MAX_CASELESS and all(c.lower() == c for c in present)
+            and _NEEDS_FOLD.search("".join(present)) is None):
+        # Nothing to remove or fold, and no non-ASCII letter has a lower case (punctuation,
+        # symbols, CJK, lower-case letters): lower-casing the ASCII bytes is the whole job,
+        # and a byte pass is twice as fast as ``str.lower`` on a wide string.
+        return NormalisedView(data.lower().decode("utf-8", "surrogatepass"), [], [],
+                              runs_complete)
     # Deleting with the run regex and folding only when a foldable character is present: a
     # dict-driven translate of a whole non-ASCII text is several times slower than either.
     if not runs:
@@ -222,9 +287,20 @@ def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = T
         folded = "".join(parts)
     else:
         folded = HIDDEN_RUN.sub("", text)
-    # With the character set known, the small set is searched instead of the whole text.
-    if _NEEDS_FOLD.search(folded if present is None else "".join(present)) is not None:
-        folded = folded.translate(_FOLD)
+    # With the character set known, the small set is searched instead of the whole text, and
+    # the few foldable characters that occur are replaced one C pass each (a dictionary-driven
+    # translate of a long text costs tens of nanoseconds per character).
+    if present is None:
+        if _NEEDS_FOLD.search(folded) is not None:
+            folded = folded.translate(_FOLD)
+    elif _NEEDS_FOLD.search("".join(present)) is not None:
+        foldable = [char for char in present if ord(char) in _FOLD]
+        if len(foldable) > _MAX_REPLACED:
+            folded = folded.translate(_FOLD)
+        else:
+            for char in foldable:
+                target = _FOLD[ord(char)]
+                folded = folded.replace(char, "" if target is None else chr(target))
     lowered = folded.lower()
     exact = runs_complete
     if len(lowered) != len(folded):

@@ -10,22 +10,28 @@ Work is linear in the input and bounded on any input:
   (a result says when the cap cut the reading short);
 * invisible characters, look-alike letters, spaced-out letters and base64/hex blobs are found
   with single C-level passes (``str.translate``, ``bytes.translate``, ``str.find``) and decoded
-  payloads are rescanned to a bounded depth and size.
+  payloads are rescanned to a bounded depth and size;
+* on long texts, when Hyperscan is installed, one more native pass (see :mod:`._candidates`)
+  tells which URLs can be worth parsing and whether any letters are spaced out, so the others
+  never reach Python; the result is the same with that pass or without it.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
+import bisect
 import random
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import compress
+from operator import itemgetter
 from typing import Literal
 
+from agentguard.detectors._candidates import CandidateFilter, RawCandidates, shared_filter
 from agentguard.detectors._lexicon import ANCHOR_RULES, COMPACT_PHRASES, PhraseRule
-from agentguard.detectors._matcher import LiteralMatcher
+from agentguard.detectors._matcher import SMALL_TEXT, LiteralMatcher
 from agentguard.detectors._precheck import MAX_TEXT as _PRECHECK_MAX
 from agentguard.detectors._precheck import PreCheck
 from agentguard.detectors._text import (
@@ -33,7 +39,6 @@ from agentguard.detectors._text import (
     BIDI_OVERRIDES,
     BLOB_PROBE,
     BLOB_SHAPE,
-    CONFUSABLES,
     GREEK_OR_CYRILLIC,
     MIXED_SCRIPT,
     SPACED_PROBES,
@@ -43,11 +48,13 @@ from agentguard.detectors._text import (
     TAG_LAST,
     ZERO_WIDTH,
     NormalisedView,
+    encodes_space,
     escape_invisible,
     hidden_runs,
     non_ascii,
     normalise,
     shapes_clean,
+    to_latin,
 )
 from agentguard.detectors._urls import analyse_url
 
@@ -227,11 +234,14 @@ _B64_SHAPE = BLOB_SHAPE
 _SPACING_SHAPE = SPACING_SHAPE
 _BLOB_PROBE = BLOB_PROBE
 _SPACED_PROBES = SPACED_PROBES
-_RUN_END = re.compile(rb"a+")
 _SPACED_RUN = re.compile(rb"(?:a {1,3}){4,400}a")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 # Base64 of text has digits, capitals or "+/" early on; a run of lower-case letters is a word.
 _B64_SIGNAL = re.compile(r"[0-9A-Z+/]")
+_URLSAFE = str.maketrans("-_", "+/")
+# _printable_text looks for a space in the first 512 characters of a decoded text (3 more are
+# dropped after a shifted decode); in UTF-8 those are at most four bytes each.
+_SPACE_REACH = 4 * (512 + 3)
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 _NOT_LETTER = re.compile(r"[^a-z]+")
 
@@ -242,8 +252,13 @@ _BARE_URL = re.compile(r"https?://[^\s<>\"'`)]{1,2048}", re.I)
 _MARKERS = frozenset("-=#*[]()<>|~_")
 _URL_INDICATORS = {"md-image": "exfil-markdown-image", "html-image": "exfil-markdown-image",
                    "md-link": "exfil-markdown-link", "url": "exfil-url"}
+_PREFILTERS = ("auto", "hyperscan", "none")
 _URL_WORTH_PARSING = re.compile(r"[?#{}%$<\[]")
 _RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
+
+
+_index = itemgetter(0)
+_start = itemgetter(1)
 
 
 # Evidence further apart than this is not combined: an injection is one passage, and weak
@@ -335,14 +350,34 @@ class _Run:
 class InjectionScanner:
     """Finds prompt-injection indicators in untrusted text; thread-safe and reusable."""
 
-    def __init__(self, limits: ScanLimits | None = None, *, engine: str = "auto") -> None:
+    def __init__(self, limits: ScanLimits | None = None, *, engine: str = "auto",
+                 prefilter: str = "auto") -> None:
+        """``engine``: the anchor matcher (see :class:`LiteralMatcher`). ``prefilter``: the
+        native pass that keeps ordinary URLs of long texts out of Python (see
+        :mod:`._candidates`): ``"hyperscan"`` requires it, ``"none"`` never uses it, ``"auto"``
+        (the default) uses it when Hyperscan is installed. Results are the same either way."""
         self.limits = limits or ScanLimits()
+        if prefilter not in _PREFILTERS:
+            raise ValueError(f"unknown prefilter {prefilter!r}")
         words, rules, special = _build_tables()
         self._matcher = LiteralMatcher(words, engine=engine)
         # The matcher deduplicates; index tables follow its order.
         order = {word: i for i, word in enumerate(words)}
         self._rules = [rules[order[w]] for w in self._matcher.words]
         self._special = [special[order[w]] for w in self._matcher.words]
+        # Per anchor: whether every occurrence is looked at (phrase rules, or a special kind
+        # other than a URL), and its URL kind (looked at only where the prefilter says so).
+        self._always = [bool(r) or (k is not None and k not in _URL_INDICATORS)
+                        for r, k in zip(self._rules, self._special, strict=True)]
+        self._url_kind = [k if k in _URL_INDICATORS else None for k in self._special]
+        self._url_only = [k is not None and not a for k, a in zip(self._url_kind, self._always,
+                                                                   strict=True)]
+        # Resolved at the first long text (building it takes tens of milliseconds), or now
+        # when it is required.
+        self._filter: CandidateFilter | None = None
+        self._filter_pending = prefilter != "none"
+        if prefilter == "hyperscan" and self._candidate_filter() is None:
+            raise RuntimeError("the hyperscan prefilter is not available")
         self._compact = LiteralMatcher([p[0] for p in COMPACT_PHRASES], engine=engine)
         self._compact_info = {p[0]: p[1:] for p in COMPACT_PHRASES}
         self._random = random.Random()
@@ -357,6 +392,17 @@ class InjectionScanner:
     @property
     def engine(self) -> str:
         return self._matcher.engine
+
+    @property
+    def prefilter(self) -> str:
+        """The native prefilter in use for long texts: ``"hyperscan"`` or ``"none"``."""
+        return "none" if self._candidate_filter() is None else "hyperscan"
+
+    def _candidate_filter(self) -> CandidateFilter | None:
+        if self._filter_pending:
+            self._filter = shared_filter()
+            self._filter_pending = False
+        return self._filter
 
     # -- public ----------------------------------------------------------------------------
     def scan(self, text: str, *, source: SourceKind = "text") -> ScanResult:
@@ -441,6 +487,14 @@ class InjectionScanner:
         runs: list[tuple[int, int]] = []
         complete = True
         ascii_text = segment.isascii()
+        data = segment.encode("utf-8", "surrogatepass")
+        raw: RawCandidates | None = None
+        if run.native and len(segment) > SMALL_TEXT:
+            # Long texts only: short ones (and every text of a scan that holds the GIL) are
+            # checked in Python, where a native call would cost more than it saves.
+            candidate_filter = self._candidate_filter()
+            if candidate_filter is not None:
+                raw = candidate_filter.scan(segment, data)
         present: frozenset[str] | None = frozenset()
         if not ascii_text:
             # Which non-ASCII characters occur, once: the checks for hidden, foldable and
@@ -449,21 +503,22 @@ class InjectionScanner:
             complete = self._hidden(segment, base, run, depth, runs, span, present)
             if not complete:
                 run.exact = False
-        view = normalise(segment, runs, runs_complete=complete, present=present)
+        view = normalise(segment, runs, runs_complete=complete, present=present, data=data)
         regions: list[tuple[int, int, str]] = []
         labels: dict[str, int] = {}
         first = len(run.evidence)
-        self._anchors(segment, view, view.text, base, run, regions, labels, via, span)
+        self._anchors(segment, view, view.text, base, run, regions, labels, via, span, raw=raw)
         # The view's non-ASCII characters are lower-cased ones of the segment (folding only
         # yields ASCII), so the small set answers whether any Greek or Cyrillic letter is there.
         if (not ascii_text and GREEK_OR_CYRILLIC.search(
                 view.text if present is None else "".join(present).lower()) is not None
                 and MIXED_SCRIPT.search(view.text) is not None):
-            self._homoglyphs(segment, view, base, run, via, span, first)
+            self._homoglyphs(segment, view, base, run, via, span, first, present)
         self._roles(labels, segment, base, run, via, span)
-        self._spaced(segment, base, run, via, span)
+        if raw is None or raw.spaced:
+            self._spaced(segment, data, base, run, via, span)
         if depth < limits.max_depth:
-            self._blobs(segment, base, run, depth, span)
+            self._blobs(segment, data, base, run, depth, span)
         if regions:
             self._hidden_regions(regions, run, first, span)
 
@@ -492,7 +547,8 @@ class InjectionScanner:
     # -- anchors and phrase rules ----------------------------------------------------------
     def _anchors(self, segment: str, view: NormalisedView, text: str, base: int, run: _Run,
                  regions: list[tuple[int, int, str]], labels: dict[str, int], via: str | None,
-                 span: tuple[int, int] | None, *, phrases_only: bool = False) -> set[tuple[str, int]]:
+                 span: tuple[int, int] | None, *, phrases_only: bool = False,
+                 raw: RawCandidates | None = None) -> set[tuple[str, int]]:
         limits = self.limits
         room = max(0, limits.max_anchors - run.anchors)
         hits = self._matcher.find(text, room + 1, native=run.native)
@@ -501,6 +557,8 @@ class InjectionScanner:
             run.capped = True
             hits = hits[:room]
         run.anchors += len(hits)
+        if raw is not None and hits:
+            hits = self._worth_checking(hits, raw, view)
         found: set[tuple[str, int]] = set()
         # Per rule, where its last match ended: a dense run of anchors inside one matched phrase
         # is not re-checked, which keeps repeated anchors cheap.
@@ -559,6 +617,31 @@ class InjectionScanner:
                 self._special_anchor(kind, segment, view, text, start, end, base, run, regions,
                                      labels, via, span)
         return found
+
+    def _worth_checking(self, hits: list[tuple[int, int, int]], raw: RawCandidates,
+                        view: NormalisedView) -> list[tuple[int, int, int]]:
+        """The anchors a check can act on: all but the URL anchors outside every prefilter
+        match (their URL check cannot report anything)."""
+        always = self._always
+        url_kind = self._url_kind
+        # C-level filtering: a long document has hundreds of anchors, most of them URLs.
+        kept = list(compress(hits, map(always.__getitem__, map(_index, hits))))
+        if not raw.urls:
+            return kept
+        urls = list(compress(hits, map(self._url_only.__getitem__, map(_index, hits))))
+        starts = list(map(_start, urls))
+        keep: set[int] = set()
+        for kind, start, end in raw.urls:
+            # Prefilter offsets are in the original text, anchors in the view (which lacks the
+            # invisible characters); the view span [start', end'] holds every such anchor.
+            first = bisect.bisect_left(starts, view.view_offset(start))
+            last = bisect.bisect_right(starts, view.view_offset(end))
+            for position in range(first, last):
+                if url_kind[urls[position][0]] == kind:
+                    keep.add(position)
+        if not keep:
+            return kept
+        return sorted([*kept, *(urls[position] for position in keep)], key=_start)
 
     def _special_anchor(self, kind: str, segment: str, view: NormalisedView, text: str,
                         start: int, end: int, base: int, run: _Run,
@@ -652,7 +735,8 @@ class InjectionScanner:
                 return  # inside a markdown link or an attribute, judged there
             match = _BARE_URL.match(segment, position, position + 2100)
             url_kind = "bare"
-        run.checks += 1
+        # Not counted against ``max_checks``: a URL check is one bounded match, and there is at
+        # most one per anchor (the anchors are capped).
         if match is None:
             return
         url = match.group(match.lastindex or 0)
@@ -761,8 +845,9 @@ class InjectionScanner:
                 self._scan_segment(decoded, 0, run, depth + 1, "unicode-tags", where)
 
     def _homoglyphs(self, segment: str, view: NormalisedView, base: int, run: _Run,
-                    via: str | None, span: tuple[int, int] | None, first: int) -> None:
-        latin = view.text.translate(CONFUSABLES)
+                    via: str | None, span: tuple[int, int] | None, first: int,
+                    present: frozenset[str] | None) -> None:
+        latin = to_latin(view.text, present)
         known = {(e.indicator, e.start) for e in run.evidence[first:]}
         before = len(run.evidence)
         found = self._anchors(segment, view, latin, base, run, [], {}, via or "homoglyphs", span,
@@ -777,9 +862,8 @@ class InjectionScanner:
             self._add(run, Evidence("hidden-homoglyph", "hidden", 0.45, item.start, item.end,
                                     "look-alike letters from another script hide a phrase"))
 
-    def _spaced(self, segment: str, base: int, run: _Run, via: str | None,
+    def _spaced(self, segment: str, data: bytes, base: int, run: _Run, via: str | None,
                 span: tuple[int, int] | None) -> None:
-        data = segment.encode("utf-8", "surrogatepass")
         shape = data.translate(_SPACING_SHAPE)
         if shape.find(_SPACED_PROBES[0]) < 0 and shape.find(_SPACED_PROBES[1]) < 0:
             return
@@ -804,20 +888,26 @@ class InjectionScanner:
                 self._add(run, Evidence(indicator, family, _boost(weight), where[0], where[1],
                                         self._excerpt(segment, start, end), via or "letter-spacing"))
 
-    def _blobs(self, segment: str, base: int, run: _Run, depth: int,
+    def _blobs(self, segment: str, data: bytes, base: int, run: _Run, depth: int,
                span: tuple[int, int] | None) -> None:
         limits = self.limits
-        data = segment.encode("utf-8", "surrogatepass")
         shape = data.translate(_B64_SHAPE)
         ascii_text = len(data) == len(segment)
         position = 0
-        for _ in range(limits.max_blobs):
-            found = shape.find(_BLOB_PROBE, position)
+        tried = 0
+        find = shape.find
+        while tried < limits.max_blobs:
+            found = find(_BLOB_PROBE, position)
             if found < 0:
                 break
-            match = _RUN_END.match(shape, found)
-            assert match is not None
-            position = match.end()
+            position = find(b" ", found + len(_BLOB_PROBE))
+            if position < 0:
+                position = len(shape)
+            # A run without an encoded space cannot decode to text: skipped without counting
+            # (links and identifiers are such runs, and a long document has hundreds).
+            if not encodes_space(data[found:position]):
+                continue
+            tried += 1
             run.checks += 1
             blob = data[found:position][:limits.max_blob_chars * 4 // 3 + 4].decode("ascii")
             decoded: str | None = None
@@ -901,7 +991,8 @@ def _decode_blob(blob: str) -> tuple[str | None, str]:
         return (text if _printable_text(text) else None), "hex"
     if _B64_SIGNAL.search(body, 0, 256) is None:
         return None, "base64"  # an ordinary long word or identifier
-    urlsafe = "-" in body or "_" in body
+    if "-" in body or "_" in body:
+        body = body.translate(_URLSAFE)  # the URL-safe alphabet
     for shift in range(4):
         part = body[shift:]
         if len(part) % 4 == 1:
@@ -910,9 +1001,11 @@ def _decode_blob(blob: str) -> tuple[str | None, str]:
         if len(part) < 12:
             break
         try:
-            raw = base64.urlsafe_b64decode(part) if urlsafe else base64.b64decode(part)
+            raw = binascii.a2b_base64(part)  # what base64.b64decode does, without the wrappers
         except (binascii.Error, ValueError):
             continue
+        if b" " not in raw[:_SPACE_REACH]:
+            continue  # no space where _printable_text looks for one
         text = raw.decode("utf-8", "replace")
         if shift:
             text = text[3:]  # the garbled first group
@@ -927,7 +1020,9 @@ def _printable_text(text: str) -> bool:
     head = text[:512]
     if " " not in head:
         return False
-    if head.isprintable():
+    # U+FFFD (a byte sequence that is not UTF-8) is printable, but it marks binary data, which
+    # the 10 % rule below judges: garbage decoded from an identifier is not text to rescan.
+    if head.isprintable() and "\ufffd" not in head:
         return True
     return len(_UNPRINTABLE.findall(head)) <= 0.1 * len(head)
 
