@@ -125,8 +125,10 @@ def stats() -> dict[str, int]:
     """Counters: events seen, span events written and suppressed, blocks, tamper findings, and
     with the C hook the events it passed to Python and settled itself (of those, the repeats it
     only counted)."""
-    counters = _state.stats()
     native = _state.native
+    if native is not None:
+        native.flush()  # repeats counted in C: into span_events_suppressed first
+    counters = _state.stats()
     if native is not None:
         native_stats = native.stats()
         counters["native_forwarded"] = native_stats["forwarded"]

@@ -14,14 +14,17 @@
  *     handler fills), and the second ``import`` event of an extension module;
  *   - ``object.__setattr__`` of anything but ``__code__``, ``__defaults__``, ``__kwdefaults__``;
  *   - a file open or ``socket.connect`` that repeats one already on the tool call's span, in the
- *     same OpenTelemetry context, while no pipeline stage judges events (see ``repeat`` below):
- *     only the count is passed to Python.
+ *     same OpenTelemetry context, while no pipeline stage judges events (see ``repeat_hit``
+ *     below): it is counted in C, and the counts reach the span when ``flush()`` hands them to
+ *     Python (agentguard calls it just before any of its spans ends).
  *
  * Each of those is exactly the test the Python hook makes first, so behaviour is the same in
  * both modes. Everything else with a handler is passed to the Python hook, with tracing off as
  * CPython does for Python hooks; an exception it raises (the sensor's PermissionError) aborts
  * the audited operation. While the sensor is inactive (agentguard not instrumented, or the
- * sensor off) only the install probe and the control event reach Python.
+ * sensor off) only the install probe and the control event reach Python. ``install()`` after the
+ * first, ``set_active()`` and ``repeats()`` raise the control event before they change anything,
+ * so the sensor sees (and may refuse) code that reconfigures the hook.
  *
  * Audit hooks added this way are process-wide; events of other interpreters are ignored.
  */
@@ -30,11 +33,15 @@
 #include <Python.h>
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #define MAX_EVENTS 64
 #define MAX_HOST 256
+/* Spans with repeats counted in C and not yet handed to Python; past this, repeats go to the
+   Python hook (which counts them itself) until the next flush. */
+#define MAX_PENDING 32
 
 /* Kinds of event the C side has a fast path for. */
 enum kind { K_FORWARD = 0, K_OPEN, K_LOOKUP, K_IMPORT, K_SETATTR, K_CONNECT, K_ALWAYS };
@@ -42,10 +49,21 @@ enum kind { K_FORWARD = 0, K_OPEN, K_LOOKUP, K_IMPORT, K_SETATTR, K_CONNECT, K_A
 typedef struct {
     const char *name; /* UTF-8 of ``object``, owned by it */
     PyObject *object; /* the event name as a str, passed to the Python hook */
+    size_t length;    /* strlen(name) */
     enum kind kind;
 } event_entry;
 
+/* Repeats counted for one span: the ``(span, state)`` of a repeat table entry, held. */
+typedef struct {
+    PyObject *span;
+    PyObject *state;
+    unsigned long long count;
+} pending_entry;
+
 static event_entry events[MAX_EVENTS];
+/* ``length << 16 | first << 8 | last`` of each entry, packed: every audit event in the process
+   scans this, so it stays within two cache lines. */
+static uint32_t event_keys[MAX_EVENTS];
 static int n_events;
 static PyObject *callback;      /* the Python hook: callback(event, args) */
 static PyObject *ordinary;      /* set of absolute paths whose reads are not events */
@@ -58,31 +76,51 @@ static PyInterpreterState *owner; /* the interpreter that installed the hook */
 static unsigned long long n_forwarded;
 static unsigned long long n_filtered;
 static unsigned long long n_repeats;
+static pending_entry pending[MAX_PENDING];
+static int n_pending;
+static int probe_seen;
 
 /* Repeats (configured by ``repeats()``; all NULL until then). The table itself stays in Python,
    in the sensor's thread-local ``local.repeats``: (OpenTelemetry context, guard, {raw arguments:
    (span, SpanState)}), so whatever empties it there (a model load starting, a fork) empties it
    for this hook too. */
 static PyObject *repeat_local;   /* the sensor's threading.local */
-static PyObject *guard_holder;   /* the module whose ``guard`` is the active Guard */
+static PyObject *guard_holder;   /* the ``__dict__`` of the module whose ``guard`` is the active
+                                    Guard (a module keeps its dict for life) */
 static PyObject *context_var;    /* the ContextVar holding OpenTelemetry's current context */
-static PyObject *repeat_count;   /* count(event, guard, (span, state)) */
+static PyObject *repeat_fold;    /* fold([(span, state, count), ...]) */
+static PyObject *str_dict;
 static PyObject *str_state;
 static PyObject *str_repeats;
 static PyObject *str_guard;
 static PyObject *str_has_stages;
 
 static const char CONTROL_EVENT[] = "agentguard.sensors.fasthook";
+/* Raised by install() right after adding the hook. The hook recognises it by address, which
+   only this file has: no caller of sys.audit() can fake it. */
+static const char SELF_PROBE[] = "agentguard.sensors.fasthook.probe";
+
+static uint32_t
+event_key(const char *name, size_t length)
+{
+    return (uint32_t)(length & 0xffff) << 16 | (uint32_t)(unsigned char)name[0] << 8 |
+           (uint32_t)(unsigned char)name[length - 1];
+}
 
 static const event_entry *
 find_event(const char *event)
 {
-    /* A first-character test rejects most names before strcmp runs. */
-    char first = event[0];
+    /* Length, first and last character reject nearly every other name before memcmp runs
+       (``socket.__new__`` and ``socket.connect`` differ only in their last character). */
+    size_t length = strlen(event);
+    if (length == 0) {
+        return NULL;
+    }
+    uint32_t key = event_key(event, length);
     for (int i = 0; i < n_events; i++) {
-        const event_entry *entry = &events[i];
-        if (entry->name[0] == first && strcmp(entry->name, event) == 0) {
-            return entry;
+        if (event_keys[i] == key && events[i].length == length &&
+            memcmp(events[i].name, event, length) == 0) {
+            return &events[i];
         }
     }
     return NULL;
@@ -259,14 +297,13 @@ call_python(PyObject *target, PyObject *const *stack, Py_ssize_t nargs)
     return 0;
 }
 
-/* The entry of the repeat table ``args`` hits (a new reference) with the guard it belongs to
-   (a new reference in ``*owner_guard``), or NULL to pass the event to Python. Makes exactly the
-   checks the Python hook makes before its own table lookup: an active guard, this thread not
-   busy in the sensor nor one of agentguard's own, a table filled with this guard in the current
-   context, and no pipeline stage (then every occurrence is judged). Never leaves an exception
-   set. */
+/* The ``(span, state)`` of the repeat table entry ``args`` hits (a new reference), or NULL to
+   pass the event to Python. Makes exactly the checks the Python hook makes before its own table
+   lookup: an active guard, this thread not busy in the sensor nor one of agentguard's own, a
+   table filled with this guard in the current context, and no pipeline stage (then every
+   occurrence is judged). Never leaves an exception set. */
 static PyObject *
-repeat_hit(enum kind kind, PyObject *args, PyObject **owner_guard)
+repeat_hit(enum kind kind, PyObject *args)
 {
     if (repeat_local == NULL || !PyTuple_CheckExact(args)) {
         return NULL;
@@ -292,8 +329,7 @@ repeat_hit(enum kind kind, PyObject *args, PyObject **owner_guard)
         }
         key = PyTuple_GET_ITEM(args, 1);
     }
-    PyObject *holder = PyModule_GetDict(guard_holder);
-    PyObject *guard = holder != NULL ? PyDict_GetItemWithError(holder, str_guard) : NULL;
+    PyObject *guard = PyDict_GetItemWithError(guard_holder, str_guard);
     if (guard == NULL || guard == Py_None) {
         PyErr_Clear();
         return NULL;
@@ -302,22 +338,24 @@ repeat_hit(enum kind kind, PyObject *args, PyObject **owner_guard)
     PyObject *hit = NULL;
     PyObject *table = NULL;
     PyObject *context = NULL;
-    PyObject *state = PyObject_GetAttr(repeat_local, str_state);
+    /* The thread's attributes in one lookup (threading.local answers ``__dict__`` before any
+       type lookup), then two dictionary reads. */
+    PyObject *attributes = PyObject_GetAttr(repeat_local, str_dict);
+    if (attributes == NULL || !PyDict_CheckExact(attributes)) {
+        goto done;
+    }
+    PyObject *state = PyDict_GetItemWithError(attributes, str_state);
     if (state == NULL || !PyLong_CheckExact(state) || PyLong_AsLong(state) != 0) {
         goto done; /* the sensor is running on this thread, or the thread is agentguard's own */
     }
-    PyObject *repeats = PyObject_GetAttr(repeat_local, str_repeats);
-    if (repeats == NULL) {
-        goto done;
-    }
-    if (PyTuple_CheckExact(repeats) && PyTuple_GET_SIZE(repeats) == 3 &&
+    PyObject *repeats = PyDict_GetItemWithError(attributes, str_repeats);
+    if (repeats != NULL && PyTuple_CheckExact(repeats) && PyTuple_GET_SIZE(repeats) == 3 &&
         PyTuple_GET_ITEM(repeats, 1) == guard && PyDict_CheckExact(PyTuple_GET_ITEM(repeats, 2))) {
         table = PyTuple_GET_ITEM(repeats, 2);
         Py_INCREF(table);
         context = PyTuple_GET_ITEM(repeats, 0);
         Py_INCREF(context);
     }
-    Py_DECREF(repeats);
     if (table == NULL) {
         goto done;
     }
@@ -334,24 +372,91 @@ repeat_hit(enum kind kind, PyObject *args, PyObject **owner_guard)
     }
     Py_DECREF(current);
     hit = PyDict_GetItemWithError(table, key); /* an unhashable address sets TypeError */
+    if (hit != NULL && (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 2)) {
+        hit = NULL;
+    }
     Py_XINCREF(hit);
 done:
     PyErr_Clear();
-    Py_XDECREF(state);
+    Py_XDECREF(attributes);
     Py_XDECREF(table);
     Py_XDECREF(context);
-    if (hit == NULL) {
-        Py_DECREF(guard);
-        return NULL;
-    }
-    *owner_guard = guard;
+    Py_DECREF(guard);
     return hit;
+}
+
+/* Counts a repeat for the span of ``hit`` (``(span, state)``); 0 when MAX_PENDING other spans
+   are waiting already (then the Python hook counts it). Allocates nothing and runs no Python. */
+static int
+count_repeat(PyObject *hit)
+{
+    PyObject *state = PyTuple_GET_ITEM(hit, 1);
+    for (int i = n_pending - 1; i >= 0; i--) {
+        if (pending[i].state == state) {
+            pending[i].count++;
+            return 1;
+        }
+    }
+    if (n_pending >= MAX_PENDING) {
+        return 0;
+    }
+    PyObject *span = PyTuple_GET_ITEM(hit, 0);
+    Py_INCREF(span);
+    Py_INCREF(state);
+    pending[n_pending].span = span;
+    pending[n_pending].state = state;
+    pending[n_pending].count = 1;
+    n_pending++;
+    return 1;
+}
+
+/* Hands the counted repeats to ``repeat_fold([(span, state, count), ...])`` and forgets them;
+   0, or -1 with an exception set. */
+static int
+flush_pending(void)
+{
+    int n = n_pending;
+    if (n == 0) {
+        return 0;
+    }
+    /* Taken out before anything is allocated: an allocation can run a garbage collection, and
+       the finalizers it runs can count new repeats. */
+    pending_entry taken[MAX_PENDING];
+    memcpy(taken, pending, sizeof(pending_entry) * (size_t)n);
+    n_pending = 0;
+    int status = -1;
+    PyObject *list = PyList_New(n);
+    if (list != NULL) {
+        int filled = 0;
+        for (; filled < n; filled++) {
+            PyObject *item = Py_BuildValue("(OOK)", taken[filled].span, taken[filled].state,
+                                           taken[filled].count);
+            if (item == NULL) {
+                break;
+            }
+            PyList_SET_ITEM(list, filled, item);
+        }
+        if (filled == n) {
+            PyObject *stack[1] = {list};
+            status = repeat_fold != NULL ? call_python(repeat_fold, stack, 1) : 0;
+        }
+        Py_DECREF(list);
+    }
+    for (int i = 0; i < n; i++) {
+        Py_DECREF(taken[i].span);
+        Py_DECREF(taken[i].state);
+    }
+    return status;
 }
 
 static int
 hook(const char *event, PyObject *args, void *data)
 {
     (void)data;
+    if (event == SELF_PROBE) {
+        probe_seen = 1;
+        return 0;
+    }
     const event_entry *entry = find_event(event);
     if (entry == NULL || callback == NULL) {
         return 0;
@@ -386,25 +491,24 @@ hook(const char *event, PyObject *args, void *data)
         return 0;
     }
     if (entry->kind == K_OPEN || entry->kind == K_CONNECT) {
-        PyObject *guard = NULL;
         /* Tracing off as for the hook: the first read of ``local`` on a thread runs its
            ``__init__``. */
 #if PY_VERSION_HEX >= 0x030B0000
         PyThreadState *tstate = PyThreadState_Get();
         PyThreadState_EnterTracing(tstate);
 #endif
-        PyObject *hit = repeat_hit(entry->kind, args, &guard);
+        PyObject *hit = repeat_hit(entry->kind, args);
 #if PY_VERSION_HEX >= 0x030B0000
         PyThreadState_LeaveTracing(tstate);
 #endif
         if (hit != NULL) {
-            /* Only the count on the span is left to do: no handler, no parsing. */
-            n_repeats++;
-            PyObject *stack[3] = {entry->object, guard, hit};
-            int status = call_python(repeat_count, stack, 3);
+            /* Only the count on the span is left to do: no handler, no parsing, no Python. */
+            int counted = count_repeat(hit);
             Py_DECREF(hit);
-            Py_DECREF(guard);
-            return status;
+            if (counted) {
+                n_repeats++;
+                return 0;
+            }
         }
     }
     n_forwarded++;
@@ -445,11 +549,15 @@ kind_of(const char *name)
 }
 
 PyDoc_STRVAR(install_doc,
-"install(callback, events, always, ordinary, modules_seen, code_attributes, write_flags) -> bool\n"
+"install(callback, events, always, ordinary, modules_seen, code_attributes, write_flags)\n"
+"    -> bool | None\n"
 "\n"
 "Route audit events to ``callback(event, args)`` through the C hook. ``events`` are the names\n"
 "with a handler, ``always`` those passed on even while inactive. Adds the hook to the\n"
-"interpreter the first time (returns True then); later calls only replace the configuration.");
+"interpreter the first time and checks that it runs (True; None when an existing audit hook\n"
+"refused the addition, and the next call tries again). Once added, a call raises the audit\n"
+"event ``agentguard.sensors.fasthook`` with ``(\"install\",)`` and then only replaces the\n"
+"configuration (False).");
 
 static PyObject *
 install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -472,6 +580,12 @@ install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     long flags = PyLong_AsLong(args[6]);
     if (flags == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* Announced like set_active(): replacing the callback or the events blinds the sensor, so
+       anyone but agentguard doing it is tampering. Before anything changes, so the sensor can
+       refuse it. */
+    if (added && PySys_Audit(CONTROL_EVENT, "(s)", "install") < 0) {
         return NULL;
     }
     PyObject *sequence = PySequence_Fast(names, "events must be a sequence of str");
@@ -504,6 +618,7 @@ install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(name);
         fresh[filled].object = name;
         fresh[filled].name = text;
+        fresh[filled].length = strlen(text);
         fresh[filled].kind = is_always ? K_ALWAYS : kind_of(text);
         filled++;
     }
@@ -511,6 +626,9 @@ install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     clear_events();
     memcpy(events, fresh, sizeof(event_entry) * (size_t)filled);
+    for (int i = 0; i < filled; i++) {
+        event_keys[i] = event_key(events[i].name, events[i].length);
+    }
     n_events = filled;
     Py_INCREF(function);
     Py_XSETREF(callback, function);
@@ -529,24 +647,17 @@ install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PySys_AddAuditHook(hook, NULL) < 0) {
         return NULL;
     }
-    /* PySys_AddAuditHook also returns 0 when an existing hook refused the addition; the
-       caller's probe event tells. */
+    /* PySys_AddAuditHook also returns 0 when an existing hook refused the addition: a probe
+       only this file can raise tells whether the hook runs. */
+    probe_seen = 0;
+    if (PySys_Audit(SELF_PROBE, NULL) < 0) {
+        return NULL;
+    }
+    if (!probe_seen) {
+        Py_RETURN_NONE;
+    }
     added = 1;
     Py_RETURN_TRUE;
-}
-
-PyDoc_STRVAR(refused_doc,
-"refused()\n"
-"\n"
-"Record that the probe did not come back: the hook was not added, the next install() adds it.");
-
-static PyObject *
-refused(PyObject *module, PyObject *unused)
-{
-    (void)module;
-    (void)unused;
-    added = 0;
-    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(set_active_doc,
@@ -572,12 +683,13 @@ set_active(PyObject *module, PyObject *flag)
 }
 
 PyDoc_STRVAR(repeats_doc,
-"repeats(local, holder, variable, count)\n"
+"repeats(local, holder, variable, fold)\n"
 "\n"
 "Settle repeated file opens and connections in C. ``local.repeats`` is the sensor's per-thread\n"
 "table ``(context, guard, {raw arguments: (span, state)})`` and ``local.state`` its busy flag,\n"
 "``holder.guard`` the active Guard, ``variable`` the ContextVar holding OpenTelemetry's current\n"
-"context; a hit calls ``count(event, guard, (span, state))`` instead of the hook.");
+"context; a hit is counted in C, and ``flush()`` hands the counts to\n"
+"``fold([(span, state, count), ...])``.");
 
 static PyObject *
 repeats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -596,16 +708,18 @@ repeats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!PyCallable_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "count must be callable");
+        PyErr_SetString(PyExc_TypeError, "fold must be callable");
         return NULL;
     }
     if (str_state == NULL) {
+        str_dict = PyUnicode_InternFromString("__dict__");
         str_state = PyUnicode_InternFromString("state");
         str_repeats = PyUnicode_InternFromString("repeats");
         str_guard = PyUnicode_InternFromString("guard");
         str_has_stages = PyUnicode_InternFromString("has_stages");
-        if (str_state == NULL || str_repeats == NULL || str_guard == NULL ||
+        if (str_dict == NULL || str_state == NULL || str_repeats == NULL || str_guard == NULL ||
             str_has_stages == NULL) {
+            Py_CLEAR(str_dict);
             Py_CLEAR(str_state);
             Py_CLEAR(str_repeats);
             Py_CLEAR(str_guard);
@@ -619,38 +733,57 @@ repeats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_INCREF(args[3]);
-    Py_XSETREF(repeat_count, args[3]);
+    Py_XSETREF(repeat_fold, args[3]);
     Py_INCREF(args[2]);
     Py_XSETREF(context_var, args[2]);
-    Py_INCREF(args[1]);
-    Py_XSETREF(guard_holder, args[1]);
+    PyObject *holder = PyModule_GetDict(args[1]);
+    Py_INCREF(holder);
+    Py_XSETREF(guard_holder, holder);
     Py_INCREF(args[0]);
     Py_XSETREF(repeat_local, args[0]);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(flush_doc,
+"flush()\n"
+"\n"
+"Hand the repeats counted in C to the ``fold`` given to repeats(), and forget them. Never\n"
+"raises: an error (only ever a failed allocation; ``fold`` contains its own) is reported as\n"
+"unraisable and the counts are dropped.");
+
+static PyObject *
+flush(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    if (flush_pending() < 0) {
+        PyErr_WriteUnraisable(module);
+    }
     Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(stats_doc,
 "stats() -> dict\n"
 "\n"
-"Whether the hook was added and is active, and how many events it passed on to Python or\n"
-"settled itself, and of those how many were repeats only counted (events without a handler are\n"
-"not counted).");
+"Whether the hook was added and is active, how many events it passed on to Python or settled\n"
+"itself, of those how many were repeats only counted (events without a handler are not\n"
+"counted), and for how many spans counted repeats wait for flush().");
 
 static PyObject *
 stats(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return Py_BuildValue("{s:O,s:O,s:K,s:K,s:K}", "added", added ? Py_True : Py_False, "active",
-                         active ? Py_True : Py_False, "forwarded", n_forwarded, "filtered",
-                         n_filtered + n_repeats, "repeats", n_repeats);
+    return Py_BuildValue("{s:O,s:O,s:K,s:K,s:K,s:i}", "added", added ? Py_True : Py_False,
+                         "active", active ? Py_True : Py_False, "forwarded", n_forwarded,
+                         "filtered", n_filtered + n_repeats, "repeats", n_repeats, "pending",
+                         n_pending);
 }
 
 static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))install, METH_FASTCALL, install_doc},
-    {"refused", refused, METH_NOARGS, refused_doc},
     {"set_active", set_active, METH_O, set_active_doc},
     {"repeats", (PyCFunction)(void (*)(void))repeats, METH_FASTCALL, repeats_doc},
+    {"flush", flush, METH_NOARGS, flush_doc},
     {"stats", stats, METH_NOARGS, stats_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -9,9 +9,10 @@ and sockets, and whatever policy callbacks do). It never raises anything but the
 :class:`~agentguard.sensors._emit.OperationBlocked`.
 
 When the optional C extension ``_fasthook`` is built, the hook is entered from C: events without
-a handler, and the commonest events a handler would ignore at once, never reach Python, and a
-repeat found in the thread's repeat table only calls :func:`_count_repeat` (see ``_fasthook.c``);
-the rest call :data:`HOOK` exactly as CPython would. ``AGENTGUARD_SENSOR_HOOK=
+a handler, the commonest events a handler would ignore at once, and repeats found in the thread's
+repeat table never reach Python (a repeat is counted in C; :func:`_fold_repeats` writes the
+counts on their spans just before agentguard ends a span, see ``_fasthook.c``); the rest call
+:data:`HOOK` exactly as CPython would. ``AGENTGUARD_SENSOR_HOOK=
 python`` (read when the hook is added) uses the pure-Python hook even when the extension exists.
 """
 
@@ -28,8 +29,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from agentguard import _guard, semconv
 from agentguard import _state as _agentguard_state
-from agentguard import semconv
 from agentguard._errors import internal_error
 from agentguard.events import (
     DnsLookup,
@@ -730,9 +731,15 @@ HOOK_ENV = "AGENTGUARD_SENSOR_HOOK"
 
 
 def _on_control(guard: Guard, args: tuple[Any, ...]) -> None:
-    """The C hook being switched off or pointed at another repeat table by anyone but
-    :func:`install` and :func:`activate` is tampering."""
+    """The C hook being installed again, switched off or pointed at another repeat table by
+    anyone but :func:`install` and :func:`activate` is tampering."""
     if not args or args[0] is True:
+        return
+    if args[0] == "install":
+        report_tamper(guard, "agentguard's audit hook was being reinstalled (its callback and "
+                             "events replaced) outside instrument()",
+                      {"call": "agentguard.sensors._fasthook.install"},
+                      "reinstalling the audit hook")
         return
     if args[0] == "repeats":
         report_tamper(guard, "agentguard's audit hook was being given another repeat table "
@@ -746,18 +753,17 @@ def _on_control(guard: Guard, args: tuple[Any, ...]) -> None:
                   "switching the audit hook off")
 
 
-def _count_repeat(event: str, guard: Guard, hit: tuple[Any, Any]) -> None:
-    """Count a repeat the C hook settled from the table (what the Python hook does on a hit)."""
+def _fold_repeats(pending: list[tuple[Any, Any, int]]) -> None:
+    """Write the repeats the C hook counted onto their spans (what the Python hook does on each
+    hit, once per span): called by ``_fasthook.flush()`` just before agentguard ends a span."""
     try:
-        span, state = hit
-        if span.is_recording():
-            state.suppressed += 1
-            _state.counters["span_events_suppressed"] += 1
-            span.set_attribute(semconv.AG_SENSOR_SUPPRESSED, state.suppressed)
-    except OperationBlocked:
-        raise
+        for span, state, count in pending:
+            if span.is_recording():
+                state.suppressed += count
+                _state.counters["span_events_suppressed"] += count
+                span.set_attribute(semconv.AG_SENSOR_SUPPRESSED, state.suppressed)
     except Exception as exc:
-        _contain(guard, event, exc)
+        internal_error("sensor repeat counts", exc)
 
 
 def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]], None]:
@@ -863,6 +869,7 @@ def install() -> None:
     native = _load_native()
     if native is not None:
         try:
+            # (None when an existing hook refused it: the probe below fails too.)
             native.install(HOOK, tuple(_ALL_HANDLERS), (PROBE_EVENT, CONTROL_EVENT),
                            _state.ordinary_reads, _state.modules_seen, CODE_ATTRIBUTES,
                            _WRITE_FLAGS)
@@ -878,8 +885,6 @@ def install() -> None:
     if answered:
         _state.native = native
     else:
-        if native is not None:
-            native.refused()
         logger.warning("agentguard runtime sensor: the audit hook could not be added (another "
                        "audit hook refused it); processes, connections and files are not watched")
 
@@ -895,7 +900,7 @@ def _native_repeats(native: Any) -> None:
     try:
         # Our own configuration: the control event it raises is not tampering.
         with _state.busy():
-            native.repeats(_state.local, _agentguard_state, variable, _count_repeat)
+            native.repeats(_state.local, _agentguard_state, variable, _fold_repeats)
     except Exception as exc:
         internal_error("sensor native repeats", exc)
 
@@ -911,6 +916,11 @@ def activate(on: bool) -> None:
     if on:
         # (Again at every start: whatever a tool may have pointed the hook at is replaced.)
         _native_repeats(native)
+        # Repeats counted in C reach a span just before agentguard ends it.
+        _guard.before_span_end = native.flush
+    else:
+        _guard.before_span_end = None
+        native.flush()
     # Our own switch: the control event it raises is not tampering.
     with _state.busy():
         native.set_active(on)

@@ -128,20 +128,22 @@ def test_a_create_agent_tool_call_carries_conversation_turn_and_call_id(
     agent = create_agent(
         ScriptedChatModel(script=[say("", call("run_report", "c-42", quarter="q3")), say("done")]),
         [run_report], name="reporter")
-    with agentguard.conversation("ticket-9", user="alice"):
+    # (An id no other test uses: turns are numbered per conversation for the whole process.)
+    with agentguard.conversation("ticket-sensor-env", user="alice"):
         result = agent.invoke({"messages": [("user", "make the q3 report")]})
     child_env = json.loads(result["messages"][2].content)
     span = spans.one("execute_tool run_report")
     trace_id, span_id = format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
     assert child_env == {"TRACEPARENT": f"00-{trace_id}-{span_id}-01",
-                         "AGENTGUARD_AGENT": "reports", "AGENTGUARD_CONVERSATION_ID": "ticket-9",
+                         "AGENTGUARD_AGENT": "reports",
+                         "AGENTGUARD_CONVERSATION_ID": "ticket-sensor-env",
                          "AGENTGUARD_TURN": "1", "AGENTGUARD_TOOL": "run_report",
                          "AGENTGUARD_TOOL_CALL_ID": "c-42"}
     (exec_event,) = [e for e in recorder.of("process_exec") if e.executable == sys.executable]
     context = exec_event.context
     assert (context.conversation_id, context.user, context.turn, context.tool,
-            context.tool_call_id, context.span_id) == ("ticket-9", "alice", 1, "run_report",
-                                                       "c-42", span_id)
+            context.tool_call_id, context.span_id) == ("ticket-sensor-env", "alice", 1,
+                                                       "run_report", "c-42", span_id)
     assert len(events(span, "process.exec")) == 1
 
 

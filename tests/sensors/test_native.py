@@ -19,7 +19,7 @@ import pytest
 import agentguard
 from agentguard import sensors
 from agentguard.sensors import _state as sensor_state
-from tests.sensors.helpers import run_tool
+from tests.sensors.helpers import events, make_tool, run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = Path(__file__).with_name("hook_scenario.py")
@@ -326,3 +326,101 @@ def test_a_repeat_during_a_model_load_is_judged_as_part_of_the_load(guarded: Any
     finally:
         listener.close()
     assert [f.rule_id for f in findings] == [sensors.RULE_LOAD_SPAWN]
+
+
+def _own_install_arguments() -> tuple[Any, ...]:
+    """The configuration the sensor gives the C hook (the callback and events it installs)."""
+    from agentguard.sensors import _hook, _tamper
+
+    return (_hook.HOOK, tuple(_hook._ALL_HANDLERS), (_hook.PROBE_EVENT, _hook.CONTROL_EVENT),
+            sensor_state.ordinary_reads, sensor_state.modules_seen, _tamper.CODE_ATTRIBUTES,
+            _hook._WRITE_FLAGS)
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_reinstalling_the_c_hook_from_a_tool_is_refused_as_tampering(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """A tool call that installs the C hook again with a callback of its own (to blind the
+    sensor) is refused in enforce mode with a sensor-tamper finding, and the next tool call's
+    credential read is still reported."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    from agentguard.sensors import _fasthook
+
+    findings: list[agentguard.Finding] = []
+    guarded(mode="enforce", on_finding=findings.append, builtin_rules=False)
+    secret = tmp_path / ".netrc"
+    secret.write_text("machine example.com password hunter2")
+
+    def blind() -> str:
+        """Reinstall the sensor's C hook with a callback that ignores everything."""
+        _fasthook.install(lambda event, args: None, ["open", "subprocess.Popen"], [], set(),
+                          set(), frozenset(), 0)
+        return "blind"
+
+    def read_secret() -> str:
+        """Read a credential file."""
+        return secret.read_text()
+
+    reply = run_tool(blind)
+    assert reply.startswith("Error: agentguard blocked this call to blind [sensor-tamper]")
+    assert [(f.rule_id, f.evidence["call"]) for f in findings] == [
+        ("sensor-tamper", "agentguard.sensors._fasthook.install")]
+    assert run_tool(read_secret).startswith("machine")
+    (event,) = events(spans.one("execute_tool read_secret"), "file.open")
+    assert event["file.path"] == str(secret)
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_a_second_install_is_reported_even_with_agentguards_own_configuration(
+        guarded: Any) -> None:
+    """In monitor mode a tool calling the C hook's install() again is a tamper alert, even when
+    it passes exactly the sensor's own configuration; the call goes through (the hook was
+    already added, so it only replaces the configuration)."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    from agentguard.sensors import _fasthook
+
+    findings: list[agentguard.Finding] = []
+    guarded(mode="monitor", on_finding=findings.append, builtin_rules=False)
+    arguments = _own_install_arguments()
+
+    def reinstall() -> str:
+        """Install the sensor's C hook a second time."""
+        return repr(_fasthook.install(*arguments))
+
+    assert run_tool(reinstall) == "False"
+    assert [(f.action, f.rule_id) for f in findings] == [("alert", "sensor-tamper")]
+    assert findings[0].tool == "reinstall"
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_repeats_counted_in_c_reach_the_span_of_a_tool_that_fails(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """Repeats the C hook counted land on the tool span before it ends, also when the tool
+    raises, and nothing is left waiting once the span has ended."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    from agentguard.sensors import _fasthook
+
+    guarded(builtin_rules=False, injection_detection=False)
+    target = tmp_path / "out.txt"
+    counted: list[int] = []
+
+    def rewrite_then_fail() -> str:
+        """Rewrite one file seven times, then fail."""
+        before = _fasthook.stats()["repeats"]
+        for _ in range(7):
+            target.write_text("x")
+        counted.append(_fasthook.stats()["repeats"] - before)
+        raise ValueError("disk full")
+
+    with pytest.raises(ValueError, match="disk full"):
+        make_tool(rewrite_then_fail).invoke({"name": "rewrite_then_fail", "args": {},
+                                             "id": "call-fail", "type": "tool_call"})
+    # First write: span event; second: counted by the handler, which fills the table; then C.
+    assert counted == [5]
+    span = spans.one("execute_tool rewrite_then_fail")
+    assert [e.name for e in span.events].count("file.open") == 1
+    assert span.attributes["agentguard.sensor.events_suppressed"] == 6
+    assert _fasthook.stats()["pending"] == 0
