@@ -322,5 +322,9 @@ def test_send_to_collector_events_are_attributed_to_the_tool_call(
         ("incident-88", 1, "ops-agent")
     assert event["attribution"] in ("traceparent", "child_pid", "thread")
     assert event["data"]["argv"][-1].endswith("/health")
-    status = collector_status(db)
-    assert status["sensor"] == "procfs" and status["counters"]["spans_received"] >= 4
+    def all_spans_counted() -> dict[str, Any] | None:
+        # The collector writes its status row once a second.
+        row = collector_status(db)
+        return row if row["counters"]["spans_received"] >= 4 else None
+    status = wait_until(all_spans_counted, 10, "a status row counting every span")
+    assert status["sensor"] == "procfs"
