@@ -69,3 +69,7 @@ def _always_uninstrumented() -> Iterator[None]:
     yield
     if agentguard.get_guard() is not None:
         agentguard.uninstrument()
+    # Turn counters live as long as the process: each test starts its conversations afresh.
+    from agentguard import _state
+
+    _state.conversations.clear()
