@@ -6,6 +6,7 @@ costs one context copy, and threads and asyncio tasks inherit it the way they in
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import uuid
@@ -30,6 +31,30 @@ __all__ = [
 ]
 
 FRAME_KEY = otel_context.create_key("agentguard-frame")
+
+
+def runtime_variable() -> contextvars.ContextVar[otel_context.Context] | None:
+    """The context variable holding OpenTelemetry's current context, when the runtime context is
+    the standard contextvars one (else ``None``: use the public API)."""
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
+            variable = _RUNTIME_CONTEXT._current_context
+            if isinstance(variable, contextvars.ContextVar):
+                return variable
+    except Exception:
+        pass
+    return None
+
+
+# Every operation reads the current context, enters one and leaves it: on the agent's hot path,
+# the context variable itself instead of three calls through the context API each time.
+_VARIABLE = runtime_variable()
+current_context = _VARIABLE.get if _VARIABLE is not None else otel_context.get_current
+attach_context = _VARIABLE.set if _VARIABLE is not None else otel_context.attach
+detach_context = _VARIABLE.reset if _VARIABLE is not None else otel_context.detach
 
 
 class ConversationState:
@@ -159,7 +184,7 @@ def current_tid() -> int:
 
 def current_frame() -> Frame:
     """The frame of the running code (an empty one outside any conversation or operation)."""
-    frame = otel_context.get_value(FRAME_KEY)
+    frame = current_context().get(FRAME_KEY)
     return frame if isinstance(frame, Frame) else EMPTY_FRAME
 
 

@@ -25,9 +25,12 @@ from agentguard._context import (
     FRAME_KEY,
     ConversationRegistry,
     Frame,
+    attach_context,
+    current_context,
     current_frame,
     current_pid,
     current_tid,
+    detach_context,
 )
 from agentguard._errors import internal_error
 from agentguard._spans import LightTracer
@@ -182,7 +185,7 @@ def _context_with(span: trace.Span, frame: Frame) -> otel_context.Context:
     """The current context with ``span`` current and ``frame`` set, built in one copy."""
     if _SPAN_KEY is None:
         return otel_context.set_value(FRAME_KEY, frame, trace.set_span_in_context(span))
-    values = dict(otel_context.get_current())
+    values = dict(current_context())
     values[_SPAN_KEY] = span
     values[FRAME_KEY] = frame
     return otel_context.Context(values)
@@ -257,12 +260,12 @@ class Operation:
     # -- context ---------------------------------------------------------------------------
     def activate(self) -> object:
         """Make this operation current (returns a token for :meth:`deactivate`)."""
-        return otel_context.attach(self.context)
+        return attach_context(self.context)
 
     @staticmethod
     def deactivate(token: object) -> None:
         try:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            detach_context(token)  # type: ignore[arg-type]
         except Exception as exc:
             internal_error("context detach", exc)
 
@@ -761,7 +764,9 @@ class Guard:
         export is always one complete tree, and the interleaved span is kept as a link.
         """
         ours = frame.span
-        current = trace.get_current_span()
+        current = current_context().get(_SPAN_KEY) if _SPAN_KEY is not None else None
+        if not isinstance(current, trace.Span):
+            current = trace.INVALID_SPAN  # as trace.get_current_span() answers
         links = None
         parent = current
         if ours is not None and current is not ours:

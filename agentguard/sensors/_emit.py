@@ -8,7 +8,6 @@ and raises :class:`OperationBlocked` when the verdict is a block.
 
 from __future__ import annotations
 
-import contextvars
 import errno
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 from agentguard import semconv
-from agentguard._context import FRAME_KEY, Frame, current_frame
+from agentguard._context import FRAME_KEY, Frame, current_frame, runtime_variable
 from agentguard._guard import Verdict
 from agentguard.events import EventContext
 from agentguard.findings import Decision, Finding
@@ -114,17 +113,8 @@ def rule_enabled(guard: Guard, rule_id: str) -> bool:
 def context_reader() -> Callable[[], Any] | None:
     """``get`` of the context variable holding OpenTelemetry's current context, when the
     runtime context is the standard contextvars one (else ``None``: use the public API)."""
-    try:
-        from opentelemetry.context import _RUNTIME_CONTEXT
-        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-        if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
-            variable = _RUNTIME_CONTEXT._current_context
-            if isinstance(variable, contextvars.ContextVar):
-                return variable.get
-    except Exception:
-        pass
-    return None
+    variable = runtime_variable()
+    return variable.get if variable is not None else None
 
 
 # Every event inside a tool call asks for the operation: one context variable read and one
