@@ -31,6 +31,7 @@ TARGET_VARIANTS = ("agentguard-trace", "agentguard-policy")
 TARGET_ADDED_US = 40.0
 DEFAULT_ITERATIONS = 5000
 DEFAULT_REPEATS = 3
+DEFAULT_PROCESSES = 3
 DEFAULT_WARMUP = 500
 # Repeats of one variant further apart than this (relative) mark the run as noisy.
 NOISY_SPREAD = 0.10
@@ -213,12 +214,17 @@ _OWN_CODE = (os.sep + "agentguard" + os.sep, os.sep + "integrations" + os.sep)
 # -- parent: one fresh interpreter per variant, driven in turn ----------------------------------
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Median µs per call of every variant, repeats interleaved round-robin across variants."""
+    """Median µs per call of every variant, repeats interleaved round-robin across variants.
+
+    Each variant runs in ``args.processes`` interpreters: one process's memory layout (address
+    randomisation, hash seeds) shifts its speed by several µs for the whole run, which repeats
+    inside it cannot average out; the median is taken over the repeats of all of them.
+    """
     children = [
         Child(variant, [sys.executable, os.path.abspath(__file__), "--variant", variant,
                         "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
               child_env())
-        for variant in args.variants
+        for _ in range(args.processes) for variant in args.variants
     ]
     try:
         for child in children:  # set-up and warm-up run concurrently; nothing is timed yet
@@ -228,17 +234,21 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             shift = round_index % len(children)
             for child in children[shift:] + children[:shift]:
                 repeats[child.variant].append(child.send("run"))
-        results = []
+        stops: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
         for child in children:
-            medians = [r["median_us"] for r in repeats[child.variant]]
+            stops[child.variant].append(child.send("stop"))
+        results = []
+        for variant in args.variants:
+            medians = [r["median_us"] for r in repeats[variant]]
             results.append({
-                "variant": child.variant,
+                "variant": variant,
                 "iterations": args.iterations,
                 "repeats": args.repeats,
+                "processes": args.processes,
                 "median_us": statistics.median(medians),
                 "repeat_medians_us": medians,
-                "mean_us": statistics.median(r["mean_us"] for r in repeats[child.variant]),
-                **child.send("stop"),
+                "mean_us": statistics.median(r["mean_us"] for r in repeats[variant]),
+                "spans_per_call": min(stop["spans_per_call"] for stop in stops[variant]),
             })
         return results
     finally:
@@ -273,8 +283,8 @@ def _print_table(summary: dict[str, Any]) -> None:
     results = summary["results"]
     first = results[0]
     print(f"LangChain tool invoke (ToolCall input): {first['iterations']} calls x "
-          f"{first['repeats']} repeats per variant, Python {summary['python']}, "
-          f"{summary['cpus']} CPUs")
+          f"{first['repeats']} repeats x {first['processes']} processes per variant, "
+          f"Python {summary['python']}, {summary['cpus']} CPUs")
     print()
     header = (f"{'variant':<18} {'median µs/call':>15} {'added µs':>10} {'ratio':>7} "
               f"{'spans/call':>11}")
@@ -304,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed calls per repeat (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="timed repeats per variant (default %(default)s)")
+    parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES,
+                        help="interpreters per variant (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
                         help="untimed calls before timing (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -324,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     args.variants = [v for v in VARIANTS if v in wanted or v == "plain"]
-    if min(args.iterations, args.repeats) < 1 or args.warmup < 0:
-        parser.error("--iterations and --repeats must be >= 1, --warmup >= 0")
+    if min(args.iterations, args.repeats, args.processes) < 1 or args.warmup < 0:
+        parser.error("--iterations, --repeats and --processes must be >= 1, --warmup >= 0")
 
     if args.variant:
         serve_variant(args.variant, args.iterations, args.warmup)

@@ -211,15 +211,20 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         return _blocked_reply(guard, instance, kwargs, blocked)
     if op is None:
         return wrapped(*args, **kwargs)
+    # Operation.call, inlined: this wrapper runs on every tool call.
+    token = op.activate()
     try:
-        output = op.call(wrapped, *args, **kwargs)
-    except Exception as exc:
+        output = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        op.fail(exc)
+        op.deactivate(token)
         # The runtime sensor or a cloud-call policy refused something the tool did: told to the
         # model like a policy block. Any other error propagates unchanged.
-        finding = _sensor_block(exc)
+        finding = _sensor_block(exc) if isinstance(exc, Exception) else None
         if finding is None:
             raise
         return _blocked_reply(guard, instance, kwargs, exc, finding)
+    op.deactivate(token)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:
