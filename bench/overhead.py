@@ -217,8 +217,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Median µs per call of every variant, repeats interleaved round-robin across variants.
 
     Each variant runs in ``args.processes`` interpreters: one process's memory layout (address
-    randomisation, hash seeds) shifts its speed by several µs for the whole run, which repeats
-    inside it cannot average out; the median is taken over the repeats of all of them.
+    randomisation; hash seeds are pinned) shifts its speed by several µs for the whole run,
+    which repeats inside it cannot average out; the median is over the repeats of all of them.
     """
     children = [
         Child(variant, [sys.executable, os.path.abspath(__file__), "--variant", variant,
