@@ -220,7 +220,9 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         op.deactivate(token)
         # The runtime sensor or a cloud-call policy refused something the tool did: told to the
         # model like a policy block. Any other error propagates unchanged.
-        finding = _sensor_block(exc) if isinstance(exc, Exception) else None
+        if not isinstance(exc, Exception):
+            raise
+        finding = _sensor_block(exc)
         if finding is None:
             raise
         return _blocked_reply(guard, instance, kwargs, exc, finding)
