@@ -796,8 +796,10 @@ class Guard:
         if verdict.findings and not verdict.blocked:
             self.emit(verdict, op.span)
 
-    def _stop_if_blocked(self, op: Operation, blocked: type[ToolCallBlocked]) -> None:
-        """End ``op`` with its blocking verdict (its findings emitted) and raise ``blocked``."""
+    def _stop_if_blocked(self, op: Operation,
+                         blocked: Callable[[Finding], ToolCallBlocked]) -> None:
+        """End ``op`` with its blocking verdict (its findings emitted) and raise
+        ``blocked(finding)``; nothing when the verdict does not block."""
         if not op.verdict.blocked:
             return
         finding = op.verdict.blocking_finding()
@@ -898,12 +900,7 @@ class Guard:
                     internal_error("policy quick check", exc)
             event = self.call_event(op)
             self._judge_start(op, event)
-            if op.verdict.blocked:
-                finding = op.verdict.blocking_finding()
-                span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
-                op._finish(op.verdict)
-                assert finding is not None
-                raise ToolCallBlocked(finding)
+            self._stop_if_blocked(op, ToolCallBlocked)
         return op
 
     def call_event(self, op: Operation) -> ToolCall:
@@ -1080,12 +1077,7 @@ class Guard:
         if self.has_stages:
             event.context = op.event_context()
             self._judge_start(op, event)
-            if op.verdict.blocked:
-                finding = op.verdict.blocking_finding()
-                span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
-                op._finish(op.verdict)
-                assert finding is not None
-                raise CloudCallBlocked(finding, call)
+            self._stop_if_blocked(op, lambda finding: CloudCallBlocked(finding, call))
         return op
 
 

@@ -35,16 +35,11 @@ class RateWindow:
         with self._lock:
             log = self._log.get(key)
             if log is None:
-                log = self._log[key] = deque(maxlen=self.limit + 1)
-                if len(self._log) > self.max_keys:
-                    self._log.popitem(last=False)
-                    self.evicted += 1
+                log = self._new_log(key)
             else:
                 self._log.move_to_end(key)
             log.append(now)
-            start = now - self.per
-            while log and log[0] <= start:
-                log.popleft()
+            self._expire(log, now)
             return len(log)
 
     def hit_within(self, key: tuple[str, ...], now: float) -> bool:
@@ -55,19 +50,29 @@ class RateWindow:
             if log is None:
                 if self.limit < 1:
                     return False
-                log = self._log[key] = deque(maxlen=self.limit + 1)
-                if len(self._log) > self.max_keys:
-                    self._log.popitem(last=False)
-                    self.evicted += 1
+                log = self._new_log(key)
             else:
-                start = now - self.per
-                while log and log[0] <= start:
-                    log.popleft()
+                self._expire(log, now)
                 if len(log) + 1 > self.limit:
                     return False
                 self._log.move_to_end(key)
             log.append(now)
             return True
+
+    def _expire(self, log: deque[float], now: float) -> None:
+        """Drop the events of ``log`` outside the window ending at ``now``."""
+        start = now - self.per
+        while log and log[0] <= start:
+            log.popleft()
+
+    def _new_log(self, key: tuple[str, ...]) -> deque[float]:
+        """The empty log of a new key (the least recently used key dropped past the cap); the
+        caller holds the lock."""
+        log = self._log[key] = deque(maxlen=self.limit + 1)
+        if len(self._log) > self.max_keys:
+            self._log.popitem(last=False)
+            self.evicted += 1
+        return log
 
     def peek(self, key: tuple[str, ...], now: float) -> int:
         """How many events fall in the window ending at ``now`` (nothing recorded)."""

@@ -399,9 +399,9 @@ class Policy:
         """
         key = (tool, agent)
         plans = self._quick_plans
-        if key in plans:
+        try:
             plan = plans[key]
-        else:
+        except KeyError:
             plan = self._quick_plan(tool, agent)
             if len(plans) >= _CACHE_LIMIT:
                 plans.clear()

@@ -730,27 +730,26 @@ CONTROL_EVENT = "agentguard.sensors.fasthook"
 HOOK_ENV = "AGENTGUARD_SENSOR_HOOK"
 
 
+# What each control event of the C hook means when nobody but agentguard should raise it:
+# (finding title, the call made, what was being done). ``False`` is set_active switching off.
+_CONTROL_TAMPER: dict[object, tuple[str, str, str]] = {
+    "install": ("agentguard's audit hook was being reinstalled (its callback and events "
+                "replaced) outside instrument()", "install", "reinstalling the audit hook"),
+    "repeats": ("agentguard's audit hook was being given another repeat table outside "
+                "instrument()", "repeats", "reconfiguring the audit hook"),
+    False: ("agentguard's audit hook was being switched off outside "
+            "instrument()/uninstrument()", "set_active", "switching the audit hook off"),
+}
+
+
 def _on_control(guard: Guard, args: tuple[Any, ...]) -> None:
     """The C hook being installed again, switched off or pointed at another repeat table by
     anyone but :func:`install` and :func:`activate` is tampering."""
     if not args or args[0] is True:
         return
-    if args[0] == "install":
-        report_tamper(guard, "agentguard's audit hook was being reinstalled (its callback and "
-                             "events replaced) outside instrument()",
-                      {"call": "agentguard.sensors._fasthook.install"},
-                      "reinstalling the audit hook")
-        return
-    if args[0] == "repeats":
-        report_tamper(guard, "agentguard's audit hook was being given another repeat table "
-                             "outside instrument()",
-                      {"call": "agentguard.sensors._fasthook.repeats"},
-                      "reconfiguring the audit hook")
-        return
-    report_tamper(guard, "agentguard's audit hook was being switched off outside "
-                         "instrument()/uninstrument()",
-                  {"call": "agentguard.sensors._fasthook.set_active"},
-                  "switching the audit hook off")
+    key = args[0] if isinstance(args[0], str) else False
+    title, call, doing = _CONTROL_TAMPER.get(key, _CONTROL_TAMPER[False])
+    report_tamper(guard, title, {"call": f"agentguard.sensors._fasthook.{call}"}, doing)
 
 
 def _fold_repeats(pending: list[tuple[Any, Any, int]]) -> None:
