@@ -4,6 +4,7 @@ when it is built."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import shlex
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,18 +150,16 @@ def test_switching_the_c_hook_off_from_a_tool_is_refused_as_tampering(guarded: A
     assert _fasthook.stats()["active"] is False
 
 
-@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
-def test_repeats_are_settled_in_c_and_still_judged_under_a_policy(
-        guarded: Any, spans: Any, tmp_path: Path) -> None:
-    """With the C hook, a file rewritten and an address connected to again and again in one tool
-    call are counted on the span without entering the Python hook from the third time on; once
-    a policy is attached, every occurrence reaches Python and is judged."""
-    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
-        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+def _repeat_rounds(guarded: Any, spans: Any, tmp_path: Path,
+                   mark: Callable[[int], int]) -> list[int]:
+    """One tool call that rewrites a file and connects to one address five times, then adds a
+    policy and does it five times more; ``mark(n)`` runs in the tool before each half (n = 0, 1)
+    and after the second (n = 2), and its answers are returned. Checks what every hook must show:
+    one span event per kind, the other 18 occurrences counted, all 10 after the policy judged."""
     import socket
 
     guard = guarded(builtin_rules=False, injection_detection=False)
-    assert sensors.hook_kind() == "native" and not guard.has_stages
+    assert not guard.has_stages
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -169,33 +169,46 @@ def test_repeats_are_settled_in_c_and_still_judged_under_a_policy(
     def policy(event: Any) -> None:
         seen.append(event.kind)
 
-    def rounds() -> str:
-        """Rewrite a file and connect to one address five times, then five more under a
-        policy; report how many repeats the C hook settled in each half."""
-        settled = []
+    def repeat_rounds() -> str:
+        marks = []
         for round_ in range(2):
+            marks.append(mark(round_))
             if round_:
                 guard.add_policy(policy)
-            before = sensors.stats()["native_repeats"]
             for _ in range(5):
                 target.write_text("x")
                 with socket.create_connection(listener.getsockname()):
                     pass
-            settled.append(sensors.stats()["native_repeats"] - before)
-        return json.dumps(settled)
+        marks.append(mark(2))
+        return json.dumps(marks)
 
     try:
-        settled = json.loads(run_tool(rounds))
+        marks: list[int] = json.loads(run_tool(repeat_rounds))
     finally:
         listener.close()
-    # First time: span event; second: the handler counts it and fills the table; then C.
-    assert settled == [6, 0]
-    span = spans.one("execute_tool rounds")
+    span = spans.one("execute_tool repeat_rounds")
     names = [e.name for e in span.events]
     assert names.count("file.open") == 1 and names.count("net.connect") == 1
     # Counted on the span all the same: 10 writes and 10 connects, one span event each.
     assert span.attributes["agentguard.sensor.events_suppressed"] == 18
     assert seen.count("file_open") == 5 and seen.count("net_connect") == 5
+    return marks
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_repeats_are_settled_in_c_and_still_judged_under_a_policy(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """With the C hook, a file rewritten and an address connected to again and again in one tool
+    call are counted on the span without entering the Python hook from the third time on; once
+    a policy is attached, every occurrence reaches Python and is judged."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    assert sensors.hook_kind() == "native"
+    counts = _repeat_rounds(guarded, spans, tmp_path,
+                            lambda _: sensors.stats()["native_repeats"])
+    settled = [after - before for before, after in itertools.pairwise(counts)]
+    # First time: span event; second: the handler counts it and fills the table; then C.
+    assert settled == [6, 0]
 
 
 @pytest.mark.skipif(not BUILT, reason="the C extension is not built")
@@ -240,43 +253,13 @@ def test_repeats_are_counted_and_judged_again_once_a_policy_arrives(
     """Writing one file and connecting to one address again and again in a tool call writes one
     span event each and counts the rest; once a policy is added mid-call, every repeat is shown
     to it (repeats settled early never skip a judge)."""
-    import socket
+    def mark(half: int) -> int:
+        if half == 1:
+            # The repeats were settled by the hook itself until now.
+            assert len(sensor_state.local.repeats[2]) == 2
+        return half
 
-    guard = guarded(builtin_rules=False, injection_detection=False)
-    assert not guard.has_stages
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    target = tmp_path / "out.txt"
-    seen: list[str] = []
-
-    def policy(event: Any) -> None:
-        seen.append(event.kind)
-
-    def loop() -> str:
-        """Rewrite a file and connect to one address five times, then five more under a
-        policy."""
-        for round_ in range(2):
-            if round_:
-                # The repeats were settled by the hook itself until now.
-                assert len(sensor_state.local.repeats[2]) == 2
-                guard.add_policy(policy)
-            for _ in range(5):
-                target.write_text("x")
-                with socket.create_connection(listener.getsockname()):
-                    pass
-        return "ok"
-
-    try:
-        assert run_tool(loop) == "ok"
-    finally:
-        listener.close()
-    span = spans.one("execute_tool loop")
-    names = [e.name for e in span.events]
-    assert names.count("file.open") == 1 and names.count("net.connect") == 1
-    # Ten writes and ten connects, one span event each: the other 18 are counted.
-    assert span.attributes["agentguard.sensor.events_suppressed"] == 18
-    assert seen.count("file_open") == 5 and seen.count("net_connect") == 5
+    assert _repeat_rounds(guarded, spans, tmp_path, mark) == [0, 1, 2]
 
 
 def _dial(host: str, port: int) -> int:

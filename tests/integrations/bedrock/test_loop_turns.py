@@ -9,7 +9,7 @@ import pytest
 import agentguard
 from agentguard import Decision, ModelCallBlocked, ToolCallBlocked
 from tests.bedrock_server import Reply, tool_use
-from tests.integrations.bedrock.test_tool_loop import MODEL, TOOL_CONFIG
+from tests.integrations.bedrock.test_tool_loop import MODEL, converse_loop
 
 
 def _weather_tool() -> Any:
@@ -19,23 +19,6 @@ def _weather_tool() -> Any:
         return f"sunny in {city}"
 
     return get_weather
-
-
-def _chat(client: Any, messages: list[dict[str, Any]], tools: dict[str, Any]) -> str:
-    """One user turn of the loop: converse, run the tools asked for, until the model answers."""
-    while True:
-        response = client.converse(modelId=MODEL, messages=messages, toolConfig=TOOL_CONFIG)
-        message = response["output"]["message"]
-        messages.append(message)
-        if response["stopReason"] != "tool_use":
-            return "".join(block.get("text", "") for block in message["content"])
-        results = []
-        for block in message["content"]:
-            if "toolUse" in block:
-                use = block["toolUse"]
-                results.append({"toolResult": {"toolUseId": use["toolUseId"], "content": [
-                    {"text": tools[use["name"]](**use["input"])}]}})
-        messages.append({"role": "user", "content": results})
 
 
 def test_each_new_user_message_is_a_turn_and_the_tools_it_leads_to_belong_to_it(
@@ -48,12 +31,11 @@ def test_each_new_user_message_is_a_turn_and_the_tools_it_leads_to_belong_to_it(
     bedrock.push(Reply("", [tool_use("get_weather", {"city": "Oslo"}, "tu-1")]),
                  Reply("Sunny in Oslo."), Reply("You are welcome."))
     client = runtime()
-    messages: list[dict[str, Any]] = []
     with agentguard.conversation("ticket-9", user="ada"):
-        messages.append({"role": "user", "content": [{"text": "Weather in Oslo?"}]})
-        assert _chat(client, messages, tools) == "Sunny in Oslo."
-        messages.append({"role": "user", "content": [{"text": "Thanks!"}]})
-        assert _chat(client, messages, tools) == "You are welcome."
+        answer, history = converse_loop(client, tools, "Weather in Oslo?")
+        assert answer == "Sunny in Oslo."
+        answer, _ = converse_loop(client, tools, "Thanks!", history=history)
+        assert answer == "You are welcome."
 
     ordered = sorted(spans.all(), key=lambda s: s.start_time)
     assert [(s.name, s.attributes.get("agentguard.turn.index")) for s in ordered] == [

@@ -23,9 +23,12 @@ TOOL_CONFIG = {"tools": [
 
 
 def converse_loop(client: Any, tools: dict[str, Callable[..., Any]], question: str,
-                  max_turns: int = 5) -> tuple[str, list[dict[str, Any]]]:
-    """The loop an application writes around Converse: run requested tools, send results back."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"text": question}]}]
+                  max_turns: int = 5, history: list[dict[str, Any]] | None = None
+                  ) -> tuple[str, list[dict[str, Any]]]:
+    """The loop an application writes around Converse: run requested tools, send results back.
+    ``history``: the messages of the conversation so far (the question continues it)."""
+    messages: list[dict[str, Any]] = [*(history or []),
+                                      {"role": "user", "content": [{"text": question}]}]
     for _ in range(max_turns):
         response = client.converse(modelId=MODEL, messages=messages, toolConfig=TOOL_CONFIG)
         message = response["output"]["message"]
