@@ -246,6 +246,10 @@ def write_span_event(op: Operation | None, obs: Observation,
             return
         if len(keys) < MAX_KEYS_PER_SPAN:
             keys.add(obs.key)
+            if verdict is _NO_FINDINGS and not _state.local.loads:
+                # Nothing judges it: the next identical event in this context would only be
+                # counted (see ``needless``), so the hook may settle it from the first sight.
+                _state.local.repeat = (span, state)
     if state.written >= MAX_EVENTS_PER_SPAN:
         _suppress(span, state)
         return

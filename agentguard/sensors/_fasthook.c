@@ -81,10 +81,19 @@ static int n_pending;
 static int probe_seen;
 
 /* Repeats (configured by ``repeats()``; all NULL until then). The table itself stays in Python,
-   in the sensor's thread-local ``local.repeats``: (OpenTelemetry context, guard, {raw arguments:
-   (span, SpanState)}), so whatever empties it there (a model load starting, a fork) empties it
+   in the sensor's thread-local ``local.repeats``: (OpenTelemetry context, guard, {path or address:
+   (span, SpanState, open flags or None)}), so whatever empties it there (a model load starting, a fork) empties it
    for this hook too. */
 static PyObject *repeat_local;   /* the sensor's threading.local */
+/* Per thread, the dictionary ``repeat_local`` holds its attributes in, found once: resolving
+   ``__dict__`` on a ``threading.local`` subclass (type lookup, then the thread state's own
+   dictionary) is most of what a repeat costs once the kernel work of a write or a connect has
+   left the caches cold. A thread keeps its dictionary for life; thread state ids are never
+   reused, so a slot of a thread that ended is never matched again and is simply replaced. */
+#define THREAD_SLOTS 16
+static uint64_t slot_ids[THREAD_SLOTS];     /* ``PyThreadState_GetID``; 0: a free slot */
+static PyObject *slot_attributes[THREAD_SLOTS]; /* held */
+static int slot_next;
 static PyObject *guard_holder;   /* the ``__dict__`` of the module whose ``guard`` is the active
                                     Guard (a module keeps its dict for life) */
 static PyObject *context_var;    /* the ContextVar holding OpenTelemetry's current context */
@@ -297,7 +306,49 @@ call_python(PyObject *target, PyObject *const *stack, Py_ssize_t nargs)
     return 0;
 }
 
-/* The ``(span, state)`` of the repeat table entry ``args`` hits (a new reference), or NULL to
+/* The dictionary of ``repeat_local``'s attributes for this thread (a new reference), or NULL
+   with an exception set. */
+static PyObject *
+thread_attributes(void)
+{
+    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
+    for (int i = 0; i < THREAD_SLOTS; i++) {
+        if (slot_ids[i] == id) {
+            Py_INCREF(slot_attributes[i]);
+            return slot_attributes[i];
+        }
+    }
+    PyObject *attributes = PyObject_GetAttr(repeat_local, str_dict);
+    if (attributes == NULL) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(attributes)) {
+        Py_DECREF(attributes);
+        PyErr_SetString(PyExc_TypeError, "not a dict");
+        return NULL;
+    }
+    int slot = slot_next;
+    slot_next = (slot_next + 1) % THREAD_SLOTS;
+    PyObject *replaced = slot_attributes[slot];
+    Py_INCREF(attributes);
+    slot_attributes[slot] = attributes;
+    slot_ids[slot] = id;
+    /* Last: the attributes of a thread that ended may be freed here. */
+    Py_XDECREF(replaced);
+    return attributes;
+}
+
+static void
+clear_thread_slots(void)
+{
+    for (int i = 0; i < THREAD_SLOTS; i++) {
+        slot_ids[i] = 0;
+        Py_CLEAR(slot_attributes[i]);
+    }
+    slot_next = 0;
+}
+
+/* The ``(span, state, check)`` of the repeat table entry ``args`` hits (a new reference), or NULL to
    pass the event to Python. Makes exactly the checks the Python hook makes before its own table
    lookup: an active guard, this thread not busy in the sensor nor one of agentguard's own, a
    table filled with this guard in the current context, and no pipeline stage (then every
@@ -309,18 +360,20 @@ repeat_hit(enum kind kind, PyObject *args)
         return NULL;
     }
     PyObject *key;
+    PyObject *check = NULL; /* an open's flags, which its entry must carry (a connection's: None) */
     if (kind == K_OPEN) {
-        /* ``(path, mode, flags)`` itself, for an absolute str path and int flags: equal to the
-           key the Python side remembers. */
+        /* The path, for an absolute str path and int flags, as the Python side keys it (the
+           path object is usually the caller's own, its hash already computed); the entry must
+           carry the same flags (never 0: those are not remembered). */
         if (PyTuple_GET_SIZE(args) != 3) {
             return NULL;
         }
-        PyObject *path = PyTuple_GET_ITEM(args, 0);
-        if (!PyUnicode_CheckExact(path) || PyUnicode_GET_LENGTH(path) == 0 ||
-            PyUnicode_READ_CHAR(path, 0) != '/' || !PyLong_CheckExact(PyTuple_GET_ITEM(args, 2))) {
+        key = PyTuple_GET_ITEM(args, 0);
+        check = PyTuple_GET_ITEM(args, 2);
+        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) == 0 ||
+            PyUnicode_READ_CHAR(key, 0) != '/' || !PyLong_CheckExact(check)) {
             return NULL;
         }
-        key = args;
     }
     else {
         /* The address of an IP connection; a Unix socket's str path goes to its handler. */
@@ -338,10 +391,9 @@ repeat_hit(enum kind kind, PyObject *args)
     PyObject *hit = NULL;
     PyObject *table = NULL;
     PyObject *context = NULL;
-    /* The thread's attributes in one lookup (threading.local answers ``__dict__`` before any
-       type lookup), then two dictionary reads. */
-    PyObject *attributes = PyObject_GetAttr(repeat_local, str_dict);
-    if (attributes == NULL || !PyDict_CheckExact(attributes)) {
+    /* The thread's attributes (found once per thread), then two dictionary reads. */
+    PyObject *attributes = thread_attributes();
+    if (attributes == NULL) {
         goto done;
     }
     PyObject *state = PyDict_GetItemWithError(attributes, str_state);
@@ -372,8 +424,15 @@ repeat_hit(enum kind kind, PyObject *args)
     }
     Py_DECREF(current);
     hit = PyDict_GetItemWithError(table, key); /* an unhashable address sets TypeError */
-    if (hit != NULL && (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 2)) {
-        hit = NULL;
+    if (hit != NULL) {
+        PyObject *stored = PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 3 ?
+                           PyTuple_GET_ITEM(hit, 2) : NULL;
+        if (stored == NULL ||
+            (check == NULL ? stored != Py_None
+                           : !PyLong_CheckExact(stored) ||
+                             PyObject_RichCompareBool(stored, check, Py_EQ) != 1)) {
+            hit = NULL; /* another open's flags, or a file's entry for a connection */
+        }
     }
     Py_XINCREF(hit);
 done:
@@ -385,7 +444,7 @@ done:
     return hit;
 }
 
-/* Counts a repeat for the span of ``hit`` (``(span, state)``); 0 when MAX_PENDING other spans
+/* Counts a repeat for the span of ``hit`` (``(span, state, check)``); 0 when MAX_PENDING other spans
    are waiting already (then the Python hook counts it). Allocates nothing and runs no Python. */
 static int
 count_repeat(PyObject *hit)
@@ -686,9 +745,9 @@ PyDoc_STRVAR(repeats_doc,
 "repeats(local, holder, variable, fold)\n"
 "\n"
 "Settle repeated file opens and connections in C. ``local.repeats`` is the sensor's per-thread\n"
-"table ``(context, guard, {raw arguments: (span, state)})`` and ``local.state`` its busy flag,\n"
-"``holder.guard`` the active Guard, ``variable`` the ContextVar holding OpenTelemetry's current\n"
-"context; a hit is counted in C, and ``flush()`` hands the counts to\n"
+"table ``(context, guard, {path or address: (span, state, flags or None)})`` and ``local.state``\n"
+"its busy flag, ``holder.guard`` the active Guard, ``variable`` the ContextVar holding\n"
+"OpenTelemetry's current context; a hit is counted in C, and ``flush()`` hands the counts to\n"
 "``fold([(span, state, count), ...])``.");
 
 static PyObject *
@@ -739,6 +798,9 @@ repeats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *holder = PyModule_GetDict(args[1]);
     Py_INCREF(holder);
     Py_XSETREF(guard_holder, holder);
+    if (args[0] != repeat_local) {
+        clear_thread_slots();
+    }
     Py_INCREF(args[0]);
     Py_XSETREF(repeat_local, args[0]);
     Py_RETURN_NONE;

@@ -676,17 +676,19 @@ def run_handler(guard: Guard, event: str, handler: Callable[..., None], *args: A
 MAX_REPEATS = 64
 
 
-def _repeat_key(event: str, args: tuple[Any, ...]) -> Any:
-    """What identifies a repeat of a connection or file open from the raw audit arguments
-    (``None``: not remembered). Only absolute paths: a relative one depends on the cwd."""
+def _repeat_key(event: str, args: tuple[Any, ...]) -> tuple[Any, Any] | None:
+    """What identifies a repeat of a file open or connection from the raw audit arguments, as
+    ``(key, check)``: an absolute path and its open flags (a relative path depends on the cwd;
+    the flags decide whether it is a write), or an IP address and ``None``. ``None``: not
+    remembered. Keyed by the path alone, the C hook's lookup hashes nothing new."""
     if event == "open":
-        path = args[0]
-        if type(path) is str and path[:1] == "/" and type(args[2]) is int:
-            return (path, args[1], args[2])
+        path, flags = args[0], args[2]
+        if type(path) is str and path[:1] == "/" and type(flags) is int and flags:
+            return path, flags
         return None
     address = args[1]
-    if type(address) is tuple or type(address) is str:
-        return address
+    if type(address) is tuple:
+        return address, None
     return None
 
 
@@ -704,9 +706,10 @@ def _remember(guard: Guard, event: str, args: tuple[Any, ...]) -> None:
     if read_context is None:
         return
     try:
-        key = _repeat_key(event, args)
-        if key is None:
+        found = _repeat_key(event, args)
+        if found is None:
             return
+        key, check = found
         context = read_context()
         repeats = local.repeats
         if repeats is None or repeats[0] is not context or repeats[1] is not guard:
@@ -714,7 +717,7 @@ def _remember(guard: Guard, event: str, args: tuple[Any, ...]) -> None:
         table = repeats[2]
         if len(table) >= MAX_REPEATS:
             table.clear()
-        table[key] = repeat
+        table[key] = (*repeat, check)
     except TypeError:
         return  # an unhashable address: nothing to remember
 
@@ -811,10 +814,15 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
                 if handler is on_connect:
                     address = args[1]
                     hit = repeats[2].get(address) if type(address) is tuple else None
+                    if hit is not None and hit[2] is not None:
+                        hit = None  # a file's entry
                 else:
-                    hit = repeats[2].get(_repeat_key(event, args))
+                    path, flags = args[0], args[2]
+                    hit = repeats[2].get(path) if type(path) is str else None
+                    if hit is not None and (type(flags) is not int or hit[2] != flags):
+                        hit = None  # other flags, or a Unix socket's entry
                 if hit is not None:
-                    span, state = hit
+                    span, state, _ = hit
                     if span.is_recording():
                         state.suppressed += 1
                         counters["span_events_suppressed"] += 1

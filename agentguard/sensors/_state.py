@@ -47,10 +47,11 @@ class _Local(threading.local):
         self.last_span: tuple[Any, Any] | None = None
         # (command passed to system(), command the caller gave) while the os.system wrapper runs.
         self.system: tuple[str, Any] | None = None
-        # (span, SpanState) a handler just found its event repeated on, and the repeats the hook
-        # settles at once: (OpenTelemetry context, guard, {raw arguments: (span, SpanState)}).
+        # (span, SpanState) a handler just wrote its event on (or found it repeated on), and the
+        # repeats the hook settles at once: (OpenTelemetry context, guard, {absolute path or IP
+        # address: (span, SpanState, open flags or None)}).
         self.repeat: tuple[Any, Any] | None = None
-        self.repeats: tuple[Any, Any, dict[Any, tuple[Any, Any]]] | None = None
+        self.repeats: tuple[Any, Any, dict[Any, tuple[Any, Any, Any]]] | None = None
 
 
 local = _Local()

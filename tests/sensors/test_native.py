@@ -199,7 +199,7 @@ def _repeat_rounds(guarded: Any, spans: Any, tmp_path: Path,
 def test_repeats_are_settled_in_c_and_still_judged_under_a_policy(
         guarded: Any, spans: Any, tmp_path: Path) -> None:
     """With the C hook, a file rewritten and an address connected to again and again in one tool
-    call are counted on the span without entering the Python hook from the third time on; once
+    call are counted on the span without entering the Python hook from the second time on; once
     a policy is attached, every occurrence reaches Python and is judged."""
     if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
         pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
@@ -207,8 +207,8 @@ def test_repeats_are_settled_in_c_and_still_judged_under_a_policy(
     counts = _repeat_rounds(guarded, spans, tmp_path,
                             lambda _: sensors.stats()["native_repeats"])
     settled = [after - before for before, after in itertools.pairwise(counts)]
-    # First time: span event; second: the handler counts it and fills the table; then C.
-    assert settled == [6, 0]
+    # First time: span event, and the handler fills the table; then C.
+    assert settled == [8, 0]
 
 
 @pytest.mark.skipif(not BUILT, reason="the C extension is not built")
@@ -260,6 +260,29 @@ def test_repeats_are_counted_and_judged_again_once_a_policy_arrives(
         return half
 
     assert _repeat_rounds(guarded, spans, tmp_path, mark) == [0, 1, 2]
+
+
+def test_a_read_of_a_file_the_tool_keeps_rewriting_is_still_reported(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """A credential file a tool rewrites three times and then reads is shown twice on the span,
+    once written and once read: a repeat is only a repeat with the same open flags."""
+    guarded(builtin_rules=False, injection_detection=False)
+    secret = tmp_path / ".aws" / "credentials"
+    secret.parent.mkdir()
+
+    def rotate_key() -> str:
+        for _ in range(3):
+            secret.write_text("[default]\naws_secret_access_key = x\n")
+        secret.read_text()
+        secret.write_text("[default]\naws_secret_access_key = y\n")
+        return "rotated"
+
+    assert run_tool(rotate_key) == "rotated"
+    span = spans.one("execute_tool rotate_key")
+    opens = [(e["agentguard.file.write"], e["agentguard.file.category"])
+             for e in events(span, "file.open")]
+    assert opens == [(True, "credential"), (False, "credential")]
+    assert span.attributes["agentguard.sensor.events_suppressed"] == 3
 
 
 def _dial(host: str, port: int) -> int:
@@ -401,8 +424,8 @@ def test_repeats_counted_in_c_reach_the_span_of_a_tool_that_fails(
     with pytest.raises(ValueError, match="disk full"):
         make_tool(rewrite_then_fail).invoke({"name": "rewrite_then_fail", "args": {},
                                              "id": "call-fail", "type": "tool_call"})
-    # First write: span event; second: counted by the handler, which fills the table; then C.
-    assert counted == [5]
+    # First write: span event, and the handler fills the table; then C.
+    assert counted == [6]
     span = spans.one("execute_tool rewrite_then_fail")
     assert [e.name for e in span.events].count("file.open") == 1
     assert span.attributes["agentguard.sensor.events_suppressed"] == 6
