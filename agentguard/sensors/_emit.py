@@ -181,6 +181,11 @@ def report(guard: Guard, obs: Observation, *, park: Any = None, op: Any = _CURRE
     _state.counters["events"] += 1
     if op is _CURRENT:
         op = current_operation()
+    if park is None and not obs.decisions and not guard.has_stages:
+        # Nothing judges it: only the span event, which runs no code of anyone else's.
+        obs.verdict = _NO_FINDINGS
+        write_span_event(op, obs)
+        return _NO_FINDINGS
     # Policies and finding sinks run here: what they do is not the agent's doing.
     with _state.busy():
         verdict, _ = _judge(guard, obs, op)
