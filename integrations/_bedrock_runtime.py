@@ -33,6 +33,7 @@ from agentguard.integrations._bedrock_models import (
     family_of,
     parse_request,
     parse_response,
+    text_of,
 )
 
 __all__ = ["HANDLERS"]
@@ -87,6 +88,35 @@ def _user_turn(raw_messages: Any) -> str | None:
         if isinstance(block.get("text"), str):
             texts.append(block["text"])
     return "\n".join(texts) or None
+
+
+def _invoke_turn(family: str, body: Any) -> str | None:
+    """The new user message an ``InvokeModel`` body ends with, for the families whose body keeps
+    the conversation as messages: Anthropic Messages, Nova (Converse's shape), OpenAI-style
+    ``messages`` (Llama, Mistral, DeepSeek, ...) and Cohere Command R's ``message``. A prompt
+    string (Titan, completion-style bodies) holds the whole exchange as text, with nothing to tell
+    a new message from a continuation: no turn."""
+    if not isinstance(body, dict):
+        return None
+    if family == "nova":
+        return _user_turn(body.get("messages"))
+    if family == "cohere" and isinstance(body.get("message"), str):
+        # Command R: the user's message, or the tool results it asked for (a continuation).
+        return None if body.get("tool_results") else body["message"] or None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None  # an assistant prefill, or a "tool" message with results
+    content = last.get("content")
+    if isinstance(content, list):
+        if any(isinstance(block, dict) and block.get("type") == "tool_result"
+               for block in content):
+            return None  # Anthropic: tool results sent back
+        content = [block for block in content
+                   if isinstance(block, dict) and isinstance(block.get("text"), str)]
+    return text_of(content) or None
 
 
 def _start_chat(guard: Guard, call: CallInfo, messages: list[dict[str, Any]],
@@ -252,7 +282,8 @@ def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
         messages, sampling = parse_request(family, body)
     extra = _guardrail_attributes(params.get("guardrailIdentifier"),
                                   params.get("guardrailVersion"))
-    return _State(_start_chat(guard, call, messages, sampling, extra, stream=stream), family)
+    return _State(_start_chat(guard, call, messages, sampling, extra, stream=stream,
+                              turn_text=_invoke_turn(family, body)), family)
 
 
 def _header_usage(result: Any, reply: ModelReply) -> None:

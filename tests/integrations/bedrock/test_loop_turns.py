@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -117,3 +118,69 @@ def test_a_block_on_the_request_raises_before_anything_is_sent(
         ("no-refunds", "block", kind, 1)]
     span = spans.one(f"chat {MODEL}")
     assert span.attributes["agentguard.decision"] == "block"
+
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def _claude(messages: list[dict[str, Any]]) -> str:
+    return json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+                       "messages": messages})
+
+
+def test_an_invoke_model_loop_numbers_its_turns_like_converse(
+        guarded: Any, spans: Any, bedrock: Any, runtime: Any) -> None:
+    """Anthropic Messages bodies sent with InvokeModel: a new user message starts a turn and is
+    judged as one; the tool results sent back continue it."""
+    seen: list[Any] = []
+    guarded(policy=lambda event: seen.append(event))
+    bedrock.push(Reply("", [tool_use("get_weather", {"city": "Oslo"}, "tu-1")]),
+                 Reply("Sunny in Oslo."), Reply("You are welcome."))
+    client = runtime()
+    history: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
+    with agentguard.conversation("ticket-12"):
+        client.invoke_model(modelId=CLAUDE, body=_claude(history))["body"].read()
+        history += [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "tu-1",
+                                               "name": "get_weather",
+                                               "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu-1",
+                                          "content": "sunny in Oslo"}]}]
+        client.invoke_model(modelId=CLAUDE, body=_claude(history))["body"].read()
+        history += [{"role": "assistant", "content": "Sunny in Oslo."},
+                    {"role": "user", "content": [{"type": "text", "text": "Thanks!"}]}]
+        client.invoke_model(modelId=CLAUDE, body=_claude(history))["body"].read()
+
+    chats = sorted(spans.named(f"chat {CLAUDE}"), key=lambda s: s.start_time)
+    assert [s.attributes.get("agentguard.turn.index") for s in chats] == [1, 1, 2]
+    assert [e.text for e in seen if e.kind == "turn"] == ["Weather in Oslo?", "Thanks!"]
+
+
+@pytest.mark.parametrize(("model", "body"), [
+    ("amazon.nova-lite-v1:0", {"messages": [{"role": "user", "content": [{"text": "Hi there"}]}]}),
+    ("meta.llama3-8b-instruct-v1:0",
+     {"messages": [{"role": "user", "content": "Hi there"}], "max_gen_len": 32}),
+    ("cohere.command-r-v1:0", {"message": "Hi there", "chat_history": []}),
+], ids=["nova", "openai-style", "cohere"])
+def test_other_message_bodies_start_a_turn_too(guarded: Any, spans: Any, bedrock: Any,
+                                               runtime: Any, model: str,
+                                               body: dict[str, Any]) -> None:
+    """Nova, OpenAI-style ``messages`` and Cohere's ``message`` bodies name the user's message."""
+    guarded()
+    bedrock.push(Reply("Hello."))
+    with agentguard.conversation("ticket-13"):
+        runtime().invoke_model(modelId=model, body=json.dumps(body))["body"].read()
+    span = spans.one(f"chat {model}")
+    assert span.attributes["agentguard.turn.index"] == 1
+    assert span.attributes["agentguard.turn.text"] == "Hi there"
+
+
+def test_a_prompt_string_body_starts_no_turn(guarded: Any, spans: Any, bedrock: Any,
+                                            runtime: Any) -> None:
+    """A completion-style prompt holds the whole exchange as text: no turn is claimed."""
+    guarded()
+    bedrock.push(Reply("fine"))
+    with agentguard.conversation("ticket-14"):
+        runtime().invoke_model(modelId="amazon.titan-text-lite-v1",
+                               body=json.dumps({"inputText": "User: hi\nBot:"}))["body"].read()
+    assert "agentguard.turn.index" not in spans.one("chat amazon.titan-text-lite-v1").attributes
