@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Child", "child_env", "noop_exporter", "reply"]
+__all__ = ["Child", "child_env", "interleave", "noop_exporter", "reply"]
 
 
 def noop_exporter() -> Any:
@@ -83,3 +83,21 @@ class Child:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def interleave(children: Sequence[Child], repeats: int) -> tuple[dict[str, list[dict[str, Any]]],
+                                                               dict[str, list[dict[str, Any]]]]:
+    """Parent side: once every child is ready, ``repeats`` rounds of ``run`` to each, every round
+    starting one child later (no interpreter always runs first after the parent's pause), then
+    ``stop``. The answers to ``run`` and to ``stop``, grouped by variant (several interpreters
+    of one variant pool theirs)."""
+    runs: dict[str, list[dict[str, Any]]] = {child.variant: [] for child in children}
+    stops: dict[str, list[dict[str, Any]]] = {child.variant: [] for child in children}
+    order = list(children)
+    for round_index in range(repeats):
+        shift = round_index % len(order)
+        for child in order[shift:] + order[:shift]:
+            runs[child.variant].append(child.send("run"))
+    for child in order:
+        stops[child.variant].append(child.send("stop"))
+    return runs, stops

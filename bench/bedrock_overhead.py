@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _harness import Child, child_env, noop_exporter, reply
+from _harness import Child, child_env, interleave, noop_exporter, reply
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:  # the server lives with the tests
@@ -35,6 +35,7 @@ PEERS = ("openinference", "openllmetry")
 DEFAULT_ITERATIONS = 1500
 DEFAULT_REPEATS = 5
 DEFAULT_WARMUP = 200
+DEFAULT_PROCESSES = 2
 NOISY_SPREAD = 0.10
 
 MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -149,7 +150,9 @@ def serve_variant(variant: str, url: str, iterations: int, warmup: int) -> None:
 # -- parent: the server, and one fresh interpreter per variant driven in turn -----------------------
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Median µs per call of every variant, repeats interleaved round-robin across variants."""
+    """Median µs per call of every variant, repeats interleaved round-robin across variants,
+    each variant in ``args.processes`` interpreters (one process's memory layout shifts its
+    speed for the whole run; the median is over the repeats of all of them)."""
     from tests.bedrock_server import BedrockServer, Reply
 
     server = BedrockServer(default=Reply("Order 4711 shipped yesterday and arrives Friday.",
@@ -159,30 +162,27 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "--url", server.url, "--iterations", str(args.iterations),
                         "--warmup", str(args.warmup)],
               child_env(drop=("AWS_",)))
-        for variant in args.variants
+        for _ in range(args.processes) for variant in args.variants
     ]
     try:
         for child in children:  # one at a time: warm-ups share the server and the CPUs
             child.read()
-        repeats: dict[str, list[dict[str, float]]] = {c.variant: [] for c in children}
-        for round_index in range(args.repeats):
-            shift = round_index % len(children)
-            for child in children[shift:] + children[:shift]:
-                repeats[child.variant].append(child.send("run"))
+        repeats, stops = interleave(children, args.repeats)
         results = []
-        for child in children:
-            runs = repeats[child.variant]
+        for variant in args.variants:
+            runs = repeats[variant]
             medians = [r["median_us"] for r in runs]
             results.append({
-                "variant": child.variant,
+                "variant": variant,
                 "iterations": args.iterations,
                 "repeats": args.repeats,
+                "processes": args.processes,
                 "median_us": statistics.median(medians),
                 "repeat_medians_us": medians,
                 "cpu_us": statistics.median(r["cpu_us"] for r in runs),
                 "repeat_cpu_us": [r["cpu_us"] for r in runs],
                 "process_cpu_us": statistics.median(r["process_cpu_us"] for r in runs),
-                **child.send("stop"),
+                "spans_per_call": min(stop["spans_per_call"] for stop in stops[variant]),
             })
         return results
     finally:
@@ -223,8 +223,8 @@ def _print_table(summary: dict[str, Any]) -> None:
     results = summary["results"]
     first = results[0]
     print(f"Bedrock Converse via boto3 (local server): {first['iterations']} calls x "
-          f"{first['repeats']} repeats per variant, Python {summary['python']}, "
-          f"{summary['cpus']} CPUs")
+          f"{first['repeats']} repeats x {first['processes']} processes per variant, Python "
+          f"{summary['python']}, {summary['cpus']} CPUs")
     print()
     header = (f"{'variant':<18} {'wall µs':>9} {'+wall':>8} {'thread CPU µs':>14} {'+CPU':>8} "
               f"{'process CPU µs':>15} {'+CPU':>8} {'spans/call':>11}")
@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed repeats per variant (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
                         help="untimed calls before timing (default %(default)s)")
+    parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES,
+                        help="interpreters per variant (default %(default)s)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of %(default)s (plain is always run)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -264,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.iterations, args.repeats) < 1 or args.warmup < 0:
-        parser.error("--iterations and --repeats must be >= 1, --warmup >= 0")
+    if min(args.iterations, args.repeats, args.processes) < 1 or args.warmup < 0:
+        parser.error("--iterations, --repeats and --processes must be >= 1, --warmup >= 0")
 
     if args.variant:
         serve_variant(args.variant, args.url, args.iterations, args.warmup)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _harness import Child, child_env, noop_exporter, reply
+from _harness import Child, child_env, interleave, noop_exporter, reply
 
 VARIANTS = ("plain", "agentguard-trace", "agentguard-policy", "agentguard", "openinference",
             "openllmetry")
@@ -229,14 +229,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         for child in children:  # set-up and warm-up run concurrently; nothing is timed yet
             child.read()
-        repeats: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
-        for round_index in range(args.repeats):
-            shift = round_index % len(children)
-            for child in children[shift:] + children[:shift]:
-                repeats[child.variant].append(child.send("run"))
-        stops: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
-        for child in children:
-            stops[child.variant].append(child.send("stop"))
+        repeats, stops = interleave(children, args.repeats)
         results = []
         for variant in args.variants:
             medians = [r["median_us"] for r in repeats[variant]]
