@@ -221,6 +221,9 @@ def _result_size(result: Any) -> float:
 # Set by the runtime sensor while its C hook runs (``agentguard.sensors._fasthook.flush``):
 # called just before an operation's span ends, it writes the repeats counted in C on their spans.
 before_span_end: Callable[[], object] | None = None
+# Set by the runtime sensor while its C hook runs: told each time a Guard's stages change
+# (``has_stages``), so the hook knows whether repeats must still be judged.
+stages_changed: Callable[[Guard], object] | None = None
 
 
 class Operation:
@@ -542,6 +545,8 @@ class Guard:
     # -- extension points ------------------------------------------------------------------
     def _refresh(self) -> None:
         self.has_stages = bool(self.detectors or self.baseline is not None or self.policies)
+        if stages_changed is not None:
+            stages_changed(self)
         self._result_floors = {}
         # A tool call is first put to the one policy stage's quick_allow when nothing else
         # judges events: the usual call, which no rule can make fire, then costs no event.

@@ -71,7 +71,7 @@ def start(guard: Guard) -> None:
     _tamper.protect(frozenset(protected))
     _tamper.guard_state_module()
     _hook.install()
-    _hook.activate(True)
+    _hook.activate(True, guard)
 
 
 def stop() -> None:

@@ -97,12 +97,18 @@ static int slot_next;
 static PyObject *guard_holder;   /* the ``__dict__`` of the module whose ``guard`` is the active
                                     Guard (a module keeps its dict for life) */
 static PyObject *context_var;    /* the ContextVar holding OpenTelemetry's current context */
+/* Whether a pipeline stage of ``judged_guard`` judges events (its ``has_stages``, kept here by
+   ``set_judged()`` whenever its stages change): then every occurrence goes to Python, as it
+   does while the active guard is any other. Reading the guard's attribute instead costs a type
+   lookup and an instance lookup, both cold by the time the next repeat comes. Judged until told
+   otherwise. */
+static int judged = 1;
+static PyObject *judged_guard;   /* held */
 static PyObject *repeat_fold;    /* fold([(span, state, count), ...]) */
 static PyObject *str_dict;
 static PyObject *str_state;
 static PyObject *str_repeats;
 static PyObject *str_guard;
-static PyObject *str_has_stages;
 
 static const char CONTROL_EVENT[] = "agentguard.sensors.fasthook";
 /* Raised by install() right after adding the hook. The hook recognises it by address, which
@@ -356,7 +362,7 @@ clear_thread_slots(void)
 static PyObject *
 repeat_hit(enum kind kind, PyObject *args)
 {
-    if (repeat_local == NULL || !PyTuple_CheckExact(args)) {
+    if (judged || repeat_local == NULL || !PyTuple_CheckExact(args)) {
         return NULL;
     }
     PyObject *key;
@@ -387,6 +393,9 @@ repeat_hit(enum kind kind, PyObject *args)
         PyErr_Clear();
         return NULL;
     }
+    if (guard != judged_guard) {
+        return NULL; /* a guard set_judged() was not told about: Python judges */
+    }
     Py_INCREF(guard);
     PyObject *hit = NULL;
     PyObject *table = NULL;
@@ -409,12 +418,6 @@ repeat_hit(enum kind kind, PyObject *args)
         Py_INCREF(context);
     }
     if (table == NULL) {
-        goto done;
-    }
-    PyObject *has_stages = PyObject_GetAttr(guard, str_has_stages);
-    int judged = has_stages != NULL ? PyObject_IsTrue(has_stages) : -1;
-    Py_XDECREF(has_stages);
-    if (judged != 0) {
         goto done;
     }
     PyObject *current = NULL;
@@ -741,6 +744,36 @@ set_active(PyObject *module, PyObject *flag)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(set_judged_doc,
+"set_judged(guard, flag)\n"
+"\n"
+"Whether a pipeline stage of ``guard`` judges events (its ``has_stages``): while it does, or\n"
+"while the active guard is another one, repeats are not settled in C. Turning judging off\n"
+"raises the audit event ``agentguard.sensors.fasthook`` with ``(\"unjudged\",)`` first: code\n"
+"that stops repeats from being judged is seen by the sensor, which may refuse it.");
+
+static PyObject *
+set_judged(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_judged() takes exactly 2 arguments");
+        return NULL;
+    }
+    int value = PyObject_IsTrue(args[1]);
+    if (value < 0) {
+        return NULL;
+    }
+    if (!value && PySys_Audit(CONTROL_EVENT, "(s)", "unjudged") < 0) {
+        return NULL;
+    }
+    judged = 1; /* while the guard changes */
+    Py_INCREF(args[0]);
+    Py_XSETREF(judged_guard, args[0]);
+    judged = value;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(repeats_doc,
 "repeats(local, holder, variable, fold)\n"
 "\n"
@@ -775,14 +808,11 @@ repeats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         str_state = PyUnicode_InternFromString("state");
         str_repeats = PyUnicode_InternFromString("repeats");
         str_guard = PyUnicode_InternFromString("guard");
-        str_has_stages = PyUnicode_InternFromString("has_stages");
-        if (str_dict == NULL || str_state == NULL || str_repeats == NULL || str_guard == NULL ||
-            str_has_stages == NULL) {
+        if (str_dict == NULL || str_state == NULL || str_repeats == NULL || str_guard == NULL) {
             Py_CLEAR(str_dict);
             Py_CLEAR(str_state);
             Py_CLEAR(str_repeats);
             Py_CLEAR(str_guard);
-            Py_CLEAR(str_has_stages);
             return NULL;
         }
     }
@@ -844,6 +874,7 @@ stats(PyObject *module, PyObject *unused)
 static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))install, METH_FASTCALL, install_doc},
     {"set_active", set_active, METH_O, set_active_doc},
+    {"set_judged", (PyCFunction)(void (*)(void))set_judged, METH_FASTCALL, set_judged_doc},
     {"repeats", (PyCFunction)(void (*)(void))repeats, METH_FASTCALL, repeats_doc},
     {"flush", flush, METH_NOARGS, flush_doc},
     {"stats", stats, METH_NOARGS, stats_doc},

@@ -740,6 +740,8 @@ _CONTROL_TAMPER: dict[object, tuple[str, str, str]] = {
                 "replaced) outside instrument()", "install", "reinstalling the audit hook"),
     "repeats": ("agentguard's audit hook was being given another repeat table outside "
                 "instrument()", "repeats", "reconfiguring the audit hook"),
+    "unjudged": ("agentguard's audit hook was being told that nothing judges repeated events "
+                 "outside instrument()", "set_judged", "reconfiguring the audit hook"),
     False: ("agentguard's audit hook was being switched off outside "
             "instrument()/uninstrument()", "set_active", "switching the audit hook off"),
 }
@@ -912,8 +914,23 @@ def _native_repeats(native: Any) -> None:
         internal_error("sensor native repeats", exc)
 
 
-def activate(on: bool) -> None:
-    """Let the C hook pass events to Python (``True``) or keep them in C (``False``).
+def _stages_changed(guard: Guard) -> None:
+    """``Guard._refresh`` while the C hook runs: whether the guard :func:`activate` was given
+    judges events decides whether the hook may settle repeats itself."""
+    native = _state.native
+    if native is None or guard is not _state.stages_guard:
+        return
+    try:
+        # Our own configuration: the control event it raises is not tampering.
+        with _state.busy():
+            native.set_judged(guard, guard.has_stages)
+    except Exception as exc:
+        internal_error("sensor native stages", exc)
+
+
+def activate(on: bool, guard: Guard | None = None) -> None:
+    """Let the C hook pass events to Python (``True``, for ``guard``, about to be the active
+    guard) or keep them in C (``False``).
 
     A no-op for the pure-Python hook, which checks agentguard's state on every event instead.
     """
@@ -925,9 +942,14 @@ def activate(on: bool) -> None:
         _native_repeats(native)
         # Repeats counted in C reach a span just before agentguard ends it.
         _guard.before_span_end = native.flush
+        _state.stages_guard = guard
+        _guard.stages_changed = _stages_changed
     else:
         _guard.before_span_end = None
+        _guard.stages_changed = None
+        _state.stages_guard = None
         native.flush()
-    # Our own switch: the control event it raises is not tampering.
+    # Our own switch: the control events they raise are not tampering.
     with _state.busy():
+        native.set_judged(guard if on else None, not on or guard is None or guard.has_stages)
         native.set_active(on)

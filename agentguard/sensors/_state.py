@@ -114,6 +114,8 @@ digests: dict[tuple[str, int, int], str] = {}
 # extension module when the hook is entered from C.
 hook_installed = False
 native: Any = None
+# The guard the C hook was last activated for: whether its stages judge events is kept in C.
+stages_guard: Any = None
 # agentguard's own files for the active guard (findings file, profile): (guard, paths).
 own_paths: tuple[Any, frozenset[str]] | None = None
 # wrapt patches in place: (owner, attribute, original, wrapper), and the targets whose import

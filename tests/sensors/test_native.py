@@ -3,6 +3,7 @@ when it is built."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -235,6 +236,39 @@ def test_pointing_the_c_hook_at_another_repeat_table_from_a_tool_is_refused(
     reply = run_tool(forge)
     assert reply.startswith("Error: agentguard blocked this call to forge [sensor-tamper]")
     assert [f.rule_id for f in findings] == ["sensor-tamper"]
+
+
+@pytest.mark.skipif(not BUILT, reason="the C extension is not built")
+def test_telling_the_c_hook_that_nothing_judges_from_a_tool_is_refused(
+        guarded: Any, tmp_path: Path) -> None:
+    """A tool whose rewrites are already settled in C, once a policy arrives, tells the C hook
+    that nothing judges events (so they would stay only counted): refused with a sensor-tamper
+    finding, and every later rewrite is still judged by the policy."""
+    if os.environ.get("AGENTGUARD_SENSOR_HOOK", "").lower() == "python":
+        pytest.skip("AGENTGUARD_SENSOR_HOOK=python asks for the pure-Python hook")
+    from agentguard.sensors import _fasthook
+
+    findings: list[agentguard.Finding] = []
+    judged: list[str] = []
+    guard = guarded(mode="enforce", on_finding=findings.append, builtin_rules=False,
+                    injection_detection=False)
+    target = tmp_path / "out.txt"
+
+    def unjudge() -> str:
+        """Rewrite a file, switch judging off in the C hook once a policy is there, rewrite."""
+        for _ in range(3):
+            target.write_text("x")
+        before = _fasthook.stats()["repeats"]
+        guard.add_policy(lambda event: judged.append(event.kind))
+        with contextlib.suppress(PermissionError):
+            _fasthook.set_judged(guard, False)
+        for _ in range(4):
+            target.write_text("x")
+        return str(_fasthook.stats()["repeats"] - before)
+
+    assert run_tool(unjudge) == "0"
+    assert [(f.rule_id, f.action) for f in findings] == [("sensor-tamper", "block")]
+    assert judged.count("file_open") == 4
 
 
 def test_the_hook_can_be_forced_to_pure_python() -> None:
