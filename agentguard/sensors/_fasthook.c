@@ -366,7 +366,7 @@ repeat_hit(enum kind kind, PyObject *args)
         return NULL;
     }
     PyObject *key;
-    PyObject *check = NULL; /* an open's flags, which its entry must carry (a connection's: None) */
+    PyObject *check = NULL; /* what the entry must carry: an open's flags, an IPv4 port (else None) */
     if (kind == K_OPEN) {
         /* The path, for an absolute str path and int flags, as the Python side keys it (the
            path object is usually the caller's own, its hash already computed); the entry must
@@ -382,11 +382,18 @@ repeat_hit(enum kind kind, PyObject *args)
         }
     }
     else {
-        /* The address of an IP connection; a Unix socket's str path goes to its handler. */
+        /* The address of an IP connection, keyed as the Python side keys it: an IPv4
+           ``(host, port)`` by its host string with the port as the check, any other address
+           tuple by itself; a Unix socket's str path goes to its handler. */
         if (PyTuple_GET_SIZE(args) < 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(args, 1))) {
             return NULL;
         }
         key = PyTuple_GET_ITEM(args, 1);
+        if (PyTuple_GET_SIZE(key) == 2 && PyUnicode_CheckExact(PyTuple_GET_ITEM(key, 0)) &&
+            PyLong_CheckExact(PyTuple_GET_ITEM(key, 1))) {
+            check = PyTuple_GET_ITEM(key, 1);
+            key = PyTuple_GET_ITEM(key, 0);
+        }
     }
     PyObject *guard = PyDict_GetItemWithError(guard_holder, str_guard);
     if (guard == NULL || guard == Py_None) {
@@ -434,7 +441,7 @@ repeat_hit(enum kind kind, PyObject *args)
             (check == NULL ? stored != Py_None
                            : !PyLong_CheckExact(stored) ||
                              PyObject_RichCompareBool(stored, check, Py_EQ) != 1)) {
-            hit = NULL; /* another open's flags, or a file's entry for a connection */
+            hit = NULL; /* another open's flags, another port */
         }
     }
     Py_XINCREF(hit);

@@ -679,8 +679,9 @@ MAX_REPEATS = 64
 def _repeat_key(event: str, args: tuple[Any, ...]) -> tuple[Any, Any] | None:
     """What identifies a repeat of a file open or connection from the raw audit arguments, as
     ``(key, check)``: an absolute path and its open flags (a relative path depends on the cwd;
-    the flags decide whether it is a write), or an IP address and ``None``. ``None``: not
-    remembered. Keyed by the path alone, the C hook's lookup hashes nothing new."""
+    the flags decide whether it is a write), an IPv4 host and its port, or another IP address
+    and ``None``. ``None``: not remembered. Keyed by a string, the C hook's lookup compares no
+    tuples."""
     if event == "open":
         path, flags = args[0], args[2]
         if type(path) is str and path[:1] == "/" and type(flags) is int and flags:
@@ -688,6 +689,8 @@ def _repeat_key(event: str, args: tuple[Any, ...]) -> tuple[Any, Any] | None:
         return None
     address = args[1]
     if type(address) is tuple:
+        if len(address) == 2 and type(address[0]) is str and type(address[1]) is int:
+            return address  # an IPv4 (host, port): the host string, its port as the check
         return address, None
     return None
 
@@ -814,10 +817,10 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
                 # The same connection or file again in the same tool call (same context): only
                 # counted on the span, as the handler would, without parsing anything again.
                 if handler is on_connect:
-                    address = args[1]
-                    hit = repeats[2].get(address) if type(address) is tuple else None
-                    if hit is not None and hit[2] is not None:
-                        hit = None  # a file's entry
+                    found = _repeat_key(event, args)
+                    hit = repeats[2].get(found[0]) if found is not None else None
+                    if hit is not None and hit[2] != found[1]:
+                        hit = None  # another port
                 else:
                     path, flags = args[0], args[2]
                     hit = repeats[2].get(path) if type(path) is str else None

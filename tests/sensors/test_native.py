@@ -319,6 +319,36 @@ def test_a_read_of_a_file_the_tool_keeps_rewriting_is_still_reported(
     assert span.attributes["agentguard.sensor.events_suppressed"] == 3
 
 
+def test_connections_to_two_ports_of_one_host_are_two_destinations(
+        guarded: Any, spans: Any) -> None:
+    """A tool alternating between two ports of one host shows both connections on its span
+    and counts the other four: a repeat is only a repeat to the same port."""
+    import socket
+
+    guarded(builtin_rules=False, injection_detection=False)
+    listeners = [socket.socket(), socket.socket()]
+    for listener in listeners:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+    ports = [listener.getsockname()[1] for listener in listeners]
+
+    def poll_both() -> str:
+        for _ in range(3):
+            for port in ports:
+                with socket.create_connection(("127.0.0.1", port)):
+                    pass
+        return "polled"
+
+    try:
+        assert run_tool(poll_both) == "polled"
+    finally:
+        for listener in listeners:
+            listener.close()
+    span = spans.one("execute_tool poll_both")
+    assert sorted(e["network.peer.port"] for e in events(span, "net.connect")) == sorted(ports)
+    assert span.attributes["agentguard.sensor.events_suppressed"] == 4
+
+
 def _dial(host: str, port: int) -> int:
     """An ordinary-looking function a pickle payload reaches a connection through."""
     import socket
@@ -356,7 +386,7 @@ def test_a_repeat_during_a_model_load_is_judged_as_part_of_the_load(guarded: Any
         for _ in range(2):
             with socket.create_connection((host, port)):
                 pass
-        assert list(sensor_state.local.repeats[2]) == [(host, port)]
+        assert list(sensor_state.local.repeats[2]) == [host]
         pickle.loads(blob)
         return "loaded"
 
