@@ -818,9 +818,11 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
                 # counted on the span, as the handler would, without parsing anything again.
                 if handler is on_connect:
                     found = _repeat_key(event, args)
-                    hit = repeats[2].get(found[0]) if found is not None else None
-                    if hit is not None and hit[2] != found[1]:
-                        hit = None  # another port
+                    hit = None
+                    if found is not None:
+                        hit = repeats[2].get(found[0])
+                        if hit is not None and hit[2] != found[1]:
+                            hit = None  # another port
                 else:
                     path, flags = args[0], args[2]
                     hit = repeats[2].get(path) if type(path) is str else None
