@@ -10,6 +10,7 @@ probes, not loads, and are retried at most every :data:`MISSING_RETRY` seconds.
 
 from __future__ import annotations
 
+import csv
 import importlib.metadata
 import importlib.util
 import sys
@@ -44,11 +45,65 @@ class ModuleInfo(NamedTuple):
 
 
 def _read_distributions() -> dict[str, list[str]]:
+    """What ``importlib.metadata.packages_distributions()`` answers (top-level name ->
+    distribution names), read about five times faster: it parses every METADATA file as an
+    e-mail message and builds a path object for every installed file, ~0.3 s for 250
+    distributions on ``instrument()``; here the name is the first ``Name:`` header and a RECORD
+    file is scanned as text."""
     try:
-        return dict(importlib.metadata.packages_distributions())
+        mapping: dict[str, list[str]] = {}
+        for dist in importlib.metadata.distributions():
+            tops = (dist.read_text("top_level.txt") or "").split() or _inferred(dist)
+            if not tops:
+                continue
+            name = _name(dist)
+            for top in tops:
+                mapping.setdefault(top, []).append(name)
+        return mapping
     except Exception as exc:
         internal_error("sensor distributions", exc)
         return {}
+
+
+def _name(dist: importlib.metadata.Distribution) -> str:
+    """``dist.metadata["Name"]``: the first ``Name`` header (the e-mail parser only when the
+    header is missing or folded over several lines)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+    if text:
+        end = text.find("\n\n")
+        lines = (text if end < 0 else text[:end]).splitlines()
+        for index, line in enumerate(lines):
+            if line[:5].lower() == "name:":
+                folded = index + 1 < len(lines) and lines[index + 1][:1] in (" ", "\t")
+                if not folded:
+                    return line[5:].lstrip(" \t")
+                break
+    name: str = dist.metadata["Name"]
+    return name
+
+
+def _inferred(dist: importlib.metadata.Distribution) -> set[str]:
+    """The top-level names a distribution without ``top_level.txt`` installs, as
+    ``importlib.metadata`` infers them from its files: each ``.py`` file's first path part, or
+    its name without the suffix at the top."""
+    record = dist.read_text("RECORD")
+    if record is None:  # egg-info and other layouts: the general (slower) reading
+        return {f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
+                for f in dist.files or () if f.suffix == ".py"}
+    tops: set[str] = set()
+    for row in csv.reader(record.splitlines()):
+        if not row or not row[0].endswith(".py"):
+            continue
+        path = row[0]
+        parts = [part for part in path.split("/") if part and part != "."]
+        if not parts or path.startswith("/") or parts[-1] == ".py":
+            # Absolute paths and a bare ".py" (no suffix to a path object): as it reads them.
+            file = importlib.metadata.PackagePath(path)
+            if file.suffix == ".py":
+                tops.add(file.parts[0] if len(file.parts) > 1 else file.with_suffix("").name)
+            continue
+        tops.add(parts[0] if len(parts) > 1 else parts[0][:-3])
+    return tops
 
 
 def prime() -> None:

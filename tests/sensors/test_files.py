@@ -263,3 +263,37 @@ def test_a_sqlite_database_opened_in_a_tool_is_a_write(guarded: Any, spans: Any,
     run_tool(store)
     (event,) = events(spans.one("execute_tool store"), "file.open")
     assert event == {"file.path": str(database), "agentguard.file.write": True}
+
+
+def test_the_distribution_map_matches_importlib_metadata(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sensor's quick reading of installed distributions (top-level name -> distribution)
+    is exactly what importlib.metadata.packages_distributions() answers: for this environment
+    and for odd layouts (a folded Name header, RECORD paths with "./", "..", quoting and a
+    bare ".py", an egg-info without RECORD, a declared top_level.txt)."""
+    from agentguard.sensors import _modules
+
+    odd = tmp_path / "odd_pkg-1.0.dist-info"
+    odd.mkdir()
+    (odd / "METADATA").write_text("Metadata-Version: 2.1\nName: odd-pkg  \nVersion: 1.0\n\nText\n")
+    (odd / "RECORD").write_text(
+        "odd_pkg/__init__.py,sha256=x,1\n./solo.py,,\n../../bin/tool.py,,\n"
+        '"weird,name/mod.py",,\nodd_pkg/data.json,,\n.py,,\nodd_pkg-1.0.dist-info/RECORD,,\n')
+    folded = tmp_path / "folded-2.0.dist-info"
+    folded.mkdir()
+    (folded / "METADATA").write_text("Metadata-Version: 2.1\nName: folded\n  -name\n\nBody\n")
+    (folded / "RECORD").write_text("folded/__init__.py,,\n")
+    declared = tmp_path / "declared-3.0.dist-info"
+    declared.mkdir()
+    (declared / "METADATA").write_text("Metadata-Version: 2.1\nname: Declared\n\n")
+    (declared / "top_level.txt").write_text("alpha\nbeta\n")
+    egg = tmp_path / "eggy-0.1.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: eggy\nVersion: 0.1\n")
+    (egg / "SOURCES.txt").write_text("eggy/__init__.py\nsetup.py\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    expected = {name: list(dists) for name, dists in
+                importlib.metadata.packages_distributions().items()}
+    assert {"odd_pkg", "solo", "..", "weird,name", "folded", "alpha", "eggy"} <= set(expected)
+    assert _modules._read_distributions() == expected
