@@ -95,14 +95,15 @@ def _inferred(dist: importlib.metadata.Distribution) -> set[str]:
         if not row or not row[0].endswith(".py"):
             continue
         path = row[0]
-        parts = [part for part in path.split("/") if part and part != "."]
-        if not parts or path.startswith("/") or parts[-1] == ".py":
-            # Absolute paths and a bare ".py" (no suffix to a path object): as it reads them.
+        first, slash, _ = path.partition("/")
+        if first in ("", ".") or path == ".py":
+            # Absolute and "./" paths, a bare ".py" (no suffix to a path object): as it reads
+            # them.
             file = importlib.metadata.PackagePath(path)
             if file.suffix == ".py":
                 tops.add(file.parts[0] if len(file.parts) > 1 else file.with_suffix("").name)
             continue
-        tops.add(parts[0] if len(parts) > 1 else parts[0][:-3])
+        tops.add(first if slash else first[:-3])
     return tops
 
 
