@@ -292,8 +292,10 @@ def run_child(variant: str, iterations: int, io_iterations: int, control: bool =
             reply({"hook": sensors.hook_kind() or "none", "imports_after_ms": after_ms,
                    "preloaded": preloaded})
         elif command.startswith("imports "):
-            # What turning the sensor on loaded in ``switch``, loaded here too (untimed), so
-            # both import the same second half.
+            # Configured again as ``switch`` is (a new tracer provider and export thread), with
+            # the sensor still off; what turning the sensor on loaded there is loaded here too
+            # (untimed), so both import the same second half after the same history.
+            workload.guard = agentguard.instrument(runtime_sensor=False, **settings)
             _import_workload(json.loads(command[len("imports "):]))
             gc.collect()
             after_ms, _ = _import_workload(IMPORTS_AFTER)
