@@ -81,9 +81,9 @@ static int n_pending;
 static int probe_seen;
 
 /* Repeats (configured by ``repeats()``; all NULL until then). The table itself stays in Python,
-   in the sensor's thread-local ``local.repeats``: (OpenTelemetry context, guard, {path or address:
-   (span, SpanState, open flags or None)}), so whatever empties it there (a model load starting, a fork) empties it
-   for this hook too. */
+   in the sensor's thread-local ``local.repeats``: (OpenTelemetry context, guard, {path or
+   address: (span, SpanState, open flags, port or None)}), so whatever empties it there (a model
+   load starting, a fork) empties it for this hook too. */
 static PyObject *repeat_local;   /* the sensor's threading.local */
 /* Per thread, the dictionary ``repeat_local`` holds its attributes in, found once: resolving
    ``__dict__`` on a ``threading.local`` subclass (type lookup, then the thread state's own
@@ -354,11 +354,11 @@ clear_thread_slots(void)
     slot_next = 0;
 }
 
-/* The ``(span, state, check)`` of the repeat table entry ``args`` hits (a new reference), or NULL to
-   pass the event to Python. Makes exactly the checks the Python hook makes before its own table
-   lookup: an active guard, this thread not busy in the sensor nor one of agentguard's own, a
-   table filled with this guard in the current context, and no pipeline stage (then every
-   occurrence is judged). Never leaves an exception set. */
+/* The ``(span, state, check)`` of the repeat table entry ``args`` hits (a new reference), or
+   NULL to pass the event to Python. Makes exactly the checks the Python hook makes before its
+   own table lookup: no pipeline stage of the active guard (then every occurrence is judged),
+   this thread not busy in the sensor nor one of agentguard's own, a table filled with this
+   guard in the current context. Never leaves an exception set. */
 static PyObject *
 repeat_hit(enum kind kind, PyObject *args)
 {
@@ -366,7 +366,7 @@ repeat_hit(enum kind kind, PyObject *args)
         return NULL;
     }
     PyObject *key;
-    PyObject *check = NULL; /* what the entry must carry: an open's flags, an IPv4 port (else None) */
+    PyObject *check = NULL; /* what the entry carries: an open's flags, an IPv4 port, or None */
     if (kind == K_OPEN) {
         /* The path, for an absolute str path and int flags, as the Python side keys it (the
            path object is usually the caller's own, its hash already computed); the entry must
@@ -454,8 +454,9 @@ done:
     return hit;
 }
 
-/* Counts a repeat for the span of ``hit`` (``(span, state, check)``); 0 when MAX_PENDING other spans
-   are waiting already (then the Python hook counts it). Allocates nothing and runs no Python. */
+/* Counts a repeat for the span of ``hit`` (``(span, state, check)``); 0 when MAX_PENDING other
+   spans are waiting already (then the Python hook counts it). Allocates nothing and runs no
+   Python. */
 static int
 count_repeat(PyObject *hit)
 {
