@@ -827,7 +827,7 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
                     path, flags = args[0], args[2]
                     hit = repeats[2].get(path) if type(path) is str else None
                     if hit is not None and (type(flags) is not int or hit[2] != flags):
-                        hit = None  # other flags, or a Unix socket's entry
+                        hit = None  # other flags
                 if hit is not None:
                     span, state, _ = hit
                     if span.is_recording():
