@@ -54,6 +54,21 @@ _URL_SUPERSETS: Mapping[str, tuple[str, int]] = {
     "url": (r"(?i:https?)://" + _BARE_URL + "{0,2047}" + _link_payload(_BARE_URL, angle=False),
             0),
 }
+# A bare URL's match is made of characters its class allows (the scheme, "://", the address and
+# the payload marks all are), so its start is found without Hyperscan's start-of-match tracking
+# (a quarter of the pass on a README, a third on a changelog full of links): just after the
+# last byte before its end that the class excludes. Only ASCII bytes are excluded (the class
+# takes any non-ASCII character). The space and the line break end nearly every URL, so they
+# are looked for first, the others only in the stretch between.
+_URL_EXCLUDED = bytes(b for b in range(128) if re.fullmatch(_BARE_URL, chr(b)) is None)
+# The last of the other excluded bytes in a stretch: one greedy match, backing off from its end.
+_LAST_OTHER_EXCLUDED = re.compile(
+    b"(?s:.*)[" + re.escape(bytes(b for b in _URL_EXCLUDED if b not in b" \n")) + b"]")
+# How far back a bare URL's start is looked for: the scanner's URL check reads at most 2,100
+# characters from its anchor (four bytes each at most), so an anchor further back than this
+# from a match's end is covered by an earlier match of its own.
+_URL_REACH = 4 * 2100 + 64
+
 # Letters spelled out between separators, exactly as the scanner's byte shapes define them
 # (``SPACING_SHAPE`` and ``SPACED_PROBES`` in :mod:`._text`).
 _SEP = rb"[ .\-_*|/\t]"
@@ -90,8 +105,9 @@ class CandidateFilter:
     def __init__(self) -> None:
         # Start of match: a URL check runs at an anchor, and only anchors inside a match (from
         # its leftmost start to the character worth parsing) can reach that character.
-        expressions = [Expression(superset_expression(pattern, flags), leftmost=True)
-                       for pattern, flags in _URL_SUPERSETS.values()]
+        # Bare URLs excepted: their start is found from the end (see ``_URL_EXCLUDED``).
+        expressions = [Expression(superset_expression(pattern, flags), leftmost=kind != "url")
+                       for kind, (pattern, flags) in _URL_SUPERSETS.items()]
         self._kinds = tuple(_URL_SUPERSETS)
         expressions.extend(Expression(probe, single=True) for probe in _SPACED)
         self._db = _prefilter.Database(expressions)
@@ -110,12 +126,38 @@ class CandidateFilter:
         count = len(kinds)
         urls = [(kinds[index], start, end) for index, start, end in found if index < count]
         spaced = len(urls) < len(found)
+        if "url" in kinds:
+            starts = iter(_url_starts(data, [end for kind, _, end in urls if kind == "url"]))
+            urls = [(kind, next(starts), end) if kind == "url" else (kind, start, end)
+                    for kind, start, end in urls]
         if urls and len(data) != len(text):
             # A span of n bytes holds at most n characters: only the starts need mapping.
             to_chars = char_offsets(data, [start for _, start, _ in urls])
             urls = [(kind, to_chars(start), to_chars(start) + end - start)
                     for kind, start, end in urls]
         return RawCandidates(urls, spaced)
+
+
+def _url_starts(data: bytes, ends: list[int]) -> list[int]:
+    """Where the bare URL matches ending at the bytes ``ends`` (in increasing order) can start at
+    the earliest: after the last byte before each end that the class excludes, and not further
+    back than ``_URL_REACH``. Each byte is looked at once, whatever the number of matches."""
+    starts = []
+    last = -1  # the last excluded byte found so far
+    done = 0  # bytes before this were looked at
+    for end in ends:
+        lo = max(done, end - _URL_REACH)
+        if lo < end:
+            found = max(data.rfind(b" ", lo, end), data.rfind(b"\n", lo, end))
+            other = _LAST_OTHER_EXCLUDED.match(data, max(found + 1, lo), end)
+            if other is not None:
+                found = other.end() - 1
+            if found >= 0:
+                last = found
+        done = max(done, end)
+        reach = max(0, end - _URL_REACH)
+        starts.append(last + 1 if last >= reach else reach)
+    return starts
 
 
 _SHARED: list[CandidateFilter | None] = []

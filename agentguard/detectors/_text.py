@@ -26,6 +26,7 @@ __all__ = [
     "encodes_space",
     "escape_invisible",
     "hidden_runs",
+    "mixed_script",
     "non_ascii",
     "normalise",
     "shapes_clean",
@@ -63,18 +64,26 @@ _MAX_SET_BYTES = 1 << 15
 _MAX_REPLACED = 16
 # normalise: up to this many distinct non-ASCII characters are checked for a lower case.
 _MAX_CASELESS = 256
+# normalise: texts from this size on, with up to this many distinct non-ASCII letters that have
+# a lower case, are lower-cased as bytes plus one str.replace per such letter (each replace is a
+# C pass; past about eight of them str.lower is as fast).
+_BYTE_LOWER_MIN = 2048
+_MAX_LOWER_REPLACED = 8
 
 
-def non_ascii(text: str) -> frozenset[str] | None:
+def non_ascii(text: str, data: bytes | None = None) -> frozenset[str] | None:
     """The distinct non-ASCII characters of ``text``, or ``None`` when it holds so many that
     the callers' regex passes over the text are as cheap.
 
     One UTF-8 encode and one ``bytes.translate`` dropping the ASCII bytes, both C loops over
     bytes: on mostly-ASCII text in many languages this is several times cheaper than one
     character-class regex pass over the (often four-byte-wide) string, and it answers "is there
-    any invisible / foldable / Greek character" for every such pass at once.
+    any invisible / foldable / Greek character" for every such pass at once. ``data``: the
+    text's UTF-8 form (``surrogatepass``) when the caller has it.
     """
-    rest = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
+    rest = data.translate(None, _ASCII_BYTES)
     if len(rest) > _MAX_SET_BYTES:
         return None
     return frozenset(rest.decode("utf-8", "surrogatepass")) if rest else frozenset()
@@ -180,6 +189,52 @@ def to_latin(view: str, present: frozenset[str] | None) -> str:
 # with [a-z], is checked at every position and is many times slower on long texts.
 MIXED_SCRIPT = re.compile("[\u0370-\u052f\u0261](?:(?<=[a-z].)|(?=[a-z]))")
 GREEK_OR_CYRILLIC = re.compile("[\u0370-\u052f\u0261]")
+# mixed_script: views from this size on, with up to this many distinct Greek or Cyrillic
+# letters occurring up to this many times in all, are read with str.find.
+_MIXED_FIND_MIN = 4096
+_MIXED_MAX_LETTERS = 16
+_MIXED_MAX_PLACES = 64
+
+
+def mixed_script(view: str, present: frozenset[str] | None) -> bool:
+    """Whether ``MIXED_SCRIPT`` occurs in ``view``, the lower-cased view of a text whose
+    non-ASCII characters are ``present`` (:func:`non_ascii`).
+
+    A long English text quoting a Greek or Cyrillic word or two ("μ", "Привет") is often a
+    wide string, where the regex tests every character (~0.3 ms per 100 KB); ``str.find``
+    jumps to each place one of the few letters occurs, and their neighbours are looked at.
+    Text in Greek or Russian, with many such places, is left to the regex.
+    """
+    if present is not None and len(present) <= _MAX_CASELESS and len(view) >= _MIXED_FIND_MIN:
+        letters: set[str] = set()
+        for char in present:
+            # The view's form of each character: its lower case (the ohm sign lowers to omega),
+            # both sigmas for a capital one (its lower case depends on its place in a word).
+            forms = "\u03c3\u03c2" if char == "\u03a3" else char.lower()
+            letters.update(form for form in forms if GREEK_OR_CYRILLIC.match(form))
+        if len(letters) <= _MIXED_MAX_LETTERS:
+            found = _next_to_latin(view, letters)
+            if found is not None:
+                return found
+    return MIXED_SCRIPT.search(view) is not None
+
+
+def _next_to_latin(view: str, letters: set[str]) -> bool | None:
+    """Whether one of ``letters`` has a-z before or after it in ``view``; ``None`` once they
+    occur in more places than are worth visiting one by one."""
+    places = _MIXED_MAX_PLACES
+    last = len(view) - 1
+    find = view.find
+    for letter in letters:
+        at = find(letter)
+        while at >= 0:
+            places -= 1
+            if places < 0:
+                return None
+            if (at and "a" <= view[at - 1] <= "z") or (at < last and "a" <= view[at + 1] <= "z"):
+                return True
+            at = find(letter, at + 1)
+    return False
 
 
 # Bytes-level shapes of an ASCII text, one bytes.translate each: base64-alphabet runs (a blob is
@@ -197,11 +252,23 @@ SPACED_PROBES = (b" a a a a a ", b"a  a  a  a  a")
 # group, is encoded as one of these character pairs (the decoder skips '=' signs in between);
 # in hex it is "20". Base64 and hex runs without one cannot decode to readable text.
 _SPACE_ENCODED = re.compile(rb"I[A-P]|[CSiy][A-D]|[AEIMQUYcgkosw048]g|20")
+# The same pairs found by their second character: a pattern that starts with a character class
+# is scanned for that class in a tight loop, where the alternation above is tried at every
+# position (URL paths and lower-case identifiers rarely hold an upper-case A-P, a "g" or a "0").
+# The look-behind reads the character before the search's start, so a search of ``[i, j)``
+# starts at ``i + 1``.
+_SPACE_ENCODED_AT_SECOND = re.compile(rb"[A-Pg0](?<=I[A-P]|[CSiy][A-D]|[AEIMQUYcgkosw048]g|20)")
 
 
-def encodes_space(run: bytes) -> bool:
-    """Whether a base64-alphabet run (``BLOB_SHAPE``) can decode to text with a space in it."""
-    return _SPACE_ENCODED.search(run.replace(b"=", b"") if b"=" in run else run) is not None
+def encodes_space(run: bytes, start: int = 0, end: int | None = None) -> bool:
+    """Whether a base64-alphabet run (``BLOB_SHAPE``), ``run[start:end]``, can decode to text
+    with a space in it (``_SPACE_ENCODED`` occurs once the ``=`` signs are removed)."""
+    if end is None:
+        end = len(run)
+    if run.find(b"=", start, end) < 0:
+        # The common case, searched in place: no slice of a long document per run.
+        return _SPACE_ENCODED_AT_SECOND.search(run, start + 1, end) is not None
+    return _SPACE_ENCODED_AT_SECOND.search(run[start:end].replace(b"=", b""), 1) is not None
 
 
 def shapes_clean(data: bytes) -> bool:
@@ -255,6 +322,32 @@ class NormalisedView:
         return k < len(self._view_starts) and self._view_starts[k] < end
 
 
+def _lower_by_bytes(folded: str, text: str, data: bytes | None,
+                    present: frozenset[str] | None) -> str | None:
+    """``folded.lower()`` computed as a byte pass plus one ``str.replace`` per non-ASCII letter
+    with a lower case, or ``None`` when that is not cheaper or not the same.
+
+    ``str.lower`` looks every character of a wide string up in the Unicode database (a 100 KB
+    text with one emoji or mathematical letter is stored four bytes per character, ~0.35 ms);
+    ``bytes.lower`` changes only ASCII letters and leaves UTF-8 sequences alone. ``present``
+    holds every non-ASCII character of ``folded`` (folding only removes characters or yields
+    ASCII). Capital sigma is lowered by context (final "ς"), so a text holding one, or a
+    letter whose lower case is several characters, takes ``str.lower``.
+    """
+    if present is None or len(present) > _MAX_CASELESS or len(folded) < _BYTE_LOWER_MIN:
+        return None
+    cased = [char for char in present if char.lower() != char and ord(char) not in _FOLD]
+    if len(cased) > _MAX_LOWER_REPLACED or "\u03a3" in cased or \
+            any(len(char.lower()) != 1 for char in cased):
+        return None
+    raw = data if data is not None and folded is text else \
+        folded.encode("utf-8", "surrogatepass")
+    lowered = raw.lower().decode("utf-8", "surrogatepass")
+    for char in cased:
+        lowered = lowered.replace(char, char.lower())
+    return lowered
+
+
 def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = True,
               present: frozenset[str] | None = None, data: bytes | None = None
               ) -> NormalisedView:
@@ -301,7 +394,9 @@ def normalise(text: str, runs: list[tuple[int, int]], *, runs_complete: bool = T
             for char in foldable:
                 target = _FOLD[ord(char)]
                 folded = folded.replace(char, "" if target is None else chr(target))
-    lowered = folded.lower()
+    lowered = _lower_by_bytes(folded, text, data, present)
+    if lowered is None:
+        lowered = folded.lower()
     exact = runs_complete
     if len(lowered) != len(folded):
         # A few rare characters lower-case to two code points; keep offsets exact anyway by

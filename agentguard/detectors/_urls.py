@@ -25,6 +25,10 @@ _PLACEHOLDER = re.compile(
     r"=(?:NAME|FULL_?NAME|E-?MAIL|PASSWORD|PASS|TOKEN|SECRET|KEY|API_?KEY|DATA|SSN|PHONE|"
     r"ADDRESS|USER(?:NAME)?|CARD|HISTORY|CHAT|CONVERSATION|SUMMARY|CONTEXT|PROMPT|CODE|OTP)(?=&|#|$)"
 )
+# Every _PLACEHOLDER match holds one of these (its alternatives start with them), or an "="
+# followed by the first letter of one of the names it lists.
+_PLACEHOLDER_LITERALS = ("{", "[", "<", "$", "%s", "INSERT", "PLACEHOLDER", "REPLACE")
+_EQUALS_NAME = re.compile(r"=[ACDEFHKNOPSTU]")
 _MAYBE_PLACEHOLDER = re.compile(r"[{}<>\[\]$]|%7[bBdD]|%24|%3[cC]|%s|INSERT|PLACEHOLDER|REPLACE")
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
 _HEXISH = re.compile(r"[0-9a-fA-F]{32,}")
@@ -59,6 +63,28 @@ _DATA_KEYS = frozenset({
 })
 
 
+def _may_hold_placeholder(text: str) -> bool:
+    """Whether ``_PLACEHOLDER`` can match in ``text``: a few C-level substring tests instead of
+    a regex that tries its alternatives at every character (most URLs have none of them)."""
+    for literal in _PLACEHOLDER_LITERALS:
+        if literal in text:
+            return True
+    return "=" in text and _EQUALS_NAME.search(text) is not None
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``; a query without ``%`` or ``+`` (nothing to
+    unquote) is split directly, several times faster."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    pairs = []
+    for field in query.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((name, value))
+    return pairs
+
+
 @dataclass(frozen=True, slots=True)
 class UrlFinding:
     """What makes one URL look like an exfiltration channel."""
@@ -87,11 +113,10 @@ def analyse_url(url: str, kind: str) -> UrlFinding | None:
     url = url[:MAX_URL]
     query_at = url.find("?")
     fragment_at = url.find("#")
-    if kind in ("link", "bare") and not _MAYBE_PLACEHOLDER.search(url):
+    if kind in ("link", "bare") and fragment_at < 0 and (
+            query_at < 0 or len(url) - query_at < 17) and not _MAYBE_PLACEHOLDER.search(url):
         # Links judge only long query values, so a short query or none is ordinary already.
-        query_len = (len(url) - query_at) if query_at >= 0 else 0
-        if query_len < 17 and fragment_at < 0:
-            return None
+        return None
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -101,14 +126,14 @@ def analyse_url(url: str, kind: str) -> UrlFinding | None:
     decoded = unquote(url)
     indicator = {"image": "exfil-markdown-image", "link": "exfil-markdown-link",
                  "html-image": "exfil-markdown-image"}.get(kind, "exfil-url")
-    placeholder = _PLACEHOLDER.search(decoded)
+    placeholder = _PLACEHOLDER.search(decoded) if _may_hold_placeholder(decoded) else None
     if placeholder is not None:
         weight = {"image": 0.75, "html-image": 0.75, "link": 0.6}.get(kind, 0.55)
         return UrlFinding(indicator, weight, f"template placeholder {placeholder.group()[:40]!r}")
     if not parts.query and not parts.fragment:
         return None
     best: UrlFinding | None = None
-    params = parse_qsl(parts.query, keep_blank_values=True)[:MAX_PARAMS]
+    params = _query_pairs(parts.query)[:MAX_PARAMS]
     if parts.fragment and "=" not in parts.fragment and kind in ("image", "html-image"):
         params.append(("#", parts.fragment))
     for key, value in params:

@@ -40,7 +40,6 @@ from agentguard.detectors._text import (
     BLOB_PROBE,
     BLOB_SHAPE,
     GREEK_OR_CYRILLIC,
-    MIXED_SCRIPT,
     SPACED_PROBES,
     SPACING_SHAPE,
     TAG_DECODE,
@@ -51,6 +50,7 @@ from agentguard.detectors._text import (
     encodes_space,
     escape_invisible,
     hidden_runs,
+    mixed_script,
     non_ascii,
     normalise,
     shapes_clean,
@@ -257,6 +257,9 @@ _URL_WORTH_PARSING = re.compile(r"[?#{}%$<\[]")
 _RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
 
 
+# One phrase check of an anchor: (rule identity, back, ahead, rule, compiled pattern).
+_Check = tuple[int, int, int, PhraseRule, "re.Pattern[str]"]
+
 _index = itemgetter(0)
 _start = itemgetter(1)
 
@@ -276,9 +279,14 @@ def local_score(evidence: Sequence[Evidence], span: int = LOCALITY) -> float:
         return combine(items)
     best = 0.0
     end = 0
+    last_end = -1
     for begin, item in enumerate(items):
         while end < len(items) and items[end].start - item.start <= span:
             end += 1
+        if end == last_end:
+            # The window before held all of this one: adding evidence never lowers a score.
+            continue
+        last_end = end
         best = max(best, combine(items[begin:end]))
     return best
 
@@ -312,8 +320,8 @@ def _boost(weight: float, factor: float = 0.6) -> float:
 class _Run:
     """Per-scan state: the evidence so far and the shared work budget."""
 
-    __slots__ = ("anchors", "capped", "checks", "evidence", "exact", "hidden_runs", "limits",
-                 "native", "open_tail", "per_indicator", "source_weights")
+    __slots__ = ("anchors", "capped", "checks", "decoded", "evidence", "exact", "hidden_runs",
+                 "limits", "native", "open_tail", "per_indicator", "source_weights")
 
     def __init__(self, limits: ScanLimits, source_weights: dict[str, float],
                  native: bool = False) -> None:
@@ -330,6 +338,11 @@ class _Run:
         self.hidden_runs = 0
         self.per_indicator: dict[str, int] = {}
         self.source_weights = source_weights
+        # Parts of encoded runs decoded so far, with the result: the same token in every record
+        # of a JSON response or a log is decoded once per scan. Bounded by the blob budget
+        # (``max_blobs`` runs per segment, five parts per run), and the keys are parts of the
+        # scanned text.
+        self.decoded: dict[str, tuple[str | None, str]] = {}
 
     def room_for(self, indicator: str) -> bool:
         """Whether another piece of evidence for ``indicator`` would still be kept."""
@@ -365,6 +378,9 @@ class InjectionScanner:
         order = {word: i for i, word in enumerate(words)}
         self._rules = [rules[order[w]] for w in self._matcher.words]
         self._special = [special[order[w]] for w in self._matcher.words]
+        # Per anchor, its checks as plain tuples, built at the anchor's first occurrence: the
+        # loop over a long document's anchors reads no attributes or properties.
+        self._plans: list[tuple[_Check, ...] | None] = [None] * len(self._rules)
         # Per anchor: whether every occurrence is looked at (phrase rules, or a special kind
         # other than a URL), and its URL kind (looked at only where the prefilter says so).
         self._always = [bool(r) or (k is not None and k not in _URL_INDICATORS)
@@ -499,7 +515,7 @@ class InjectionScanner:
         if not ascii_text:
             # Which non-ASCII characters occur, once: the checks for hidden, foldable and
             # Greek/Cyrillic characters below read this small set instead of the whole text.
-            present = non_ascii(segment)
+            present = non_ascii(segment, data)
             complete = self._hidden(segment, base, run, depth, runs, span, present)
             if not complete:
                 run.exact = False
@@ -512,7 +528,7 @@ class InjectionScanner:
         # yields ASCII), so the small set answers whether any Greek or Cyrillic letter is there.
         if (not ascii_text and GREEK_OR_CYRILLIC.search(
                 view.text if present is None else "".join(present).lower()) is not None
-                and MIXED_SCRIPT.search(view.text) is not None):
+                and mixed_script(view.text, present)):
             self._homoglyphs(segment, view, base, run, via, span, first, present)
         self._roles(labels, segment, base, run, via, span)
         if raw is None or raw.spaced:
@@ -563,36 +579,41 @@ class InjectionScanner:
         # Per rule, where its last match ended: a dense run of anchors inside one matched phrase
         # is not re-checked, which keeps repeated anchors cheap.
         covered: dict[int, int] = {}
+        covered_get = covered.get
         n = len(text)
         tail_from = n - 240
-        rules_table = self._rules
+        plans = self._plans
         special_table = self._special
+        max_checks = limits.max_checks
         for index, start, end in hits:
-            rules = rules_table[index]
-            if rules:
+            plan = plans[index]
+            if plan is None:
+                plan = self._plan(index)
+            if plan:
                 if start >= tail_from:
                     run.open_tail = True
-                for rule in rules:
-                    key = id(rule)
-                    if covered.get(key, -1) > start:
+                for key, back, ahead, rule, regex in plan:
+                    if covered_get(key, -1) > start:
                         continue
-                    if run.checks >= limits.max_checks:
+                    if run.checks >= max_checks:
                         run.capped = True
                         break
-                    hi = min(n, start + rule.ahead)
+                    hi = start + ahead
+                    if hi > n:
+                        hi = n
                     run.checks += 1
-                    if rule.back:
+                    if back:
                         # The phrase starts before the anchor: the first match in the window
                         # that reaches the anchor (one more search at most per earlier match).
-                        lo = max(0, start - rule.back)
-                        match = rule.regex.search(text, lo, hi)
+                        lo = start - back
+                        match = regex.search(text, lo if lo > 0 else 0, hi)
                         while match is not None and match.end() <= start:
                             run.checks += 1
-                            match = rule.regex.search(text, match.end(), hi)
+                            match = regex.search(text, match.end(), hi)
                         if match is None or match.start() > start:
                             continue
                     else:
-                        match = rule.regex.match(text, start, hi)
+                        match = regex.match(text, start, hi)
                         if match is None:
                             continue
                     covered[key] = match.end()
@@ -617,6 +638,14 @@ class InjectionScanner:
                 self._special_anchor(kind, segment, view, text, start, end, base, run, regions,
                                      labels, via, span)
         return found
+
+    def _plan(self, index: int) -> tuple[_Check, ...]:
+        """The phrase checks of anchor ``index``, with their patterns compiled (on the anchor's
+        first occurrence, so rules a process never meets are never compiled)."""
+        plan = tuple((id(rule), rule.back, rule.ahead, rule, rule.regex)
+                     for rule in self._rules[index])
+        self._plans[index] = plan
+        return plan
 
     def _worth_checking(self, hits: list[tuple[int, int, int]], raw: RawCandidates,
                         view: NormalisedView) -> list[tuple[int, int, int]]:
@@ -647,10 +676,15 @@ class InjectionScanner:
                         start: int, end: int, base: int, run: _Run,
                         regions: list[tuple[int, int, str]], labels: dict[str, int],
                         via: str | None, span: tuple[int, int] | None) -> None:
+        # The two commonest kinds first, each computing only the offsets it uses.
+        if kind == "role-line":
+            self._role_line(segment, view, text, start, end, base, run, labels, via, span)
+            return
+        if kind in _URL_INDICATORS:
+            self._url(kind, segment, view.original(start), base, run, via, span)
+            return
         o_start, o_end = view.original(start), view.original(end)
-        if kind in ("md-image", "md-link", "html-image", "url"):
-            self._url(kind, segment, o_start, base, run, via, span)
-        elif kind in ("html-comment", "md-comment", "style") and regions and \
+        if kind in ("html-comment", "md-comment", "style") and regions and \
                 regions[-1][1] > base + o_start:
             return  # inside the hidden region opened just before
         elif kind == "html-comment":
@@ -689,29 +723,37 @@ class InjectionScanner:
                 where = self._where(base, o_start, o_end, span)
                 self._add(run, Evidence("delimiter-end-marker", "delimiter", 0.35, where[0],
                                         where[1], self._excerpt(segment, o_start, o_end + 6), via))
-        elif kind == "role-line":
-            label = text[start:end].strip("#: ")
-            role = _ROLE_LABELS.get(label)
-            if role is None:
-                return
-            before = text[max(0, start - 5):start].rstrip(" ")
-            if before.endswith(("(", "[", "{", "<!--")) and role == "assistant":
-                # "(assistant: ...)" or "<!-- ai: ...": a note addressed to the model, inline.
-                where = self._where(base, o_start, o_end, span)
-                self._add(run, Evidence("address-ai", "role", 0.45, where[0], where[1],
-                                        self._excerpt(segment, o_start, o_end + 60), via))
-                return
-            line_start = text.rfind("\n", max(0, start - 16), start) + 1
-            if line_start == 0 and start > 16:
-                return
-            prefix = text[line_start:start]
-            if prefix.strip(" \t>*#-_[(<!") != "":
-                return
-            if role == "system":
-                where = self._where(base, o_start, o_end, span)
-                self._add(run, Evidence("delimiter-fake-system", "delimiter", 0.45, where[0],
-                                        where[1], self._excerpt(segment, o_start, o_end + 60), via))
-            labels.setdefault(role, o_start)
+
+    def _role_line(self, segment: str, view: NormalisedView, text: str, start: int, end: int,
+                   base: int, run: _Run, labels: dict[str, int], via: str | None,
+                   span: tuple[int, int] | None) -> None:
+        """A role label ("system:", "### assistant"): a fake system line, a note to the model,
+        or one side of a fake transcript."""
+        label = text[start:end].strip("#: ")
+        role = _ROLE_LABELS.get(label)
+        if role is None:
+            return
+        before = text[max(0, start - 5):start].rstrip(" ")
+        if before.endswith(("(", "[", "{", "<!--")) and role == "assistant":
+            # "(assistant: ...)" or "<!-- ai: ...": a note addressed to the model, inline.
+            o_start, o_end = view.original(start), view.original(end)
+            where = self._where(base, o_start, o_end, span)
+            self._add(run, Evidence("address-ai", "role", 0.45, where[0], where[1],
+                                    self._excerpt(segment, o_start, o_end + 60), via))
+            return
+        line_start = text.rfind("\n", max(0, start - 16), start) + 1
+        if line_start == 0 and start > 16:
+            return
+        prefix = text[line_start:start]
+        if prefix.strip(" \t>*#-_[(<!") != "":
+            return
+        o_start = view.original(start)
+        if role == "system":
+            o_end = view.original(end)
+            where = self._where(base, o_start, o_end, span)
+            self._add(run, Evidence("delimiter-fake-system", "delimiter", 0.45, where[0],
+                                    where[1], self._excerpt(segment, o_start, o_end + 60), via))
+        labels.setdefault(role, o_start)
 
     def _url(self, kind: str, segment: str, position: int, base: int, run: _Run,
              via: str | None, span: tuple[int, int] | None) -> None:
@@ -905,7 +947,7 @@ class InjectionScanner:
                 position = len(shape)
             # A run without an encoded space cannot decode to text: skipped without counting
             # (links and identifiers are such runs, and a long document has hundreds).
-            if not encodes_space(data[found:position]):
+            if not encodes_space(data, found, position):
                 continue
             tried += 1
             run.checks += 1
@@ -915,7 +957,10 @@ class InjectionScanner:
             # "key=value" runs: the payload is one of the parts between '=' signs.
             for part in blob.split("=", 4):
                 if len(part) >= 16:
-                    decoded, encoding = _decode_blob(part)
+                    known = run.decoded.get(part)
+                    if known is None:
+                        known = run.decoded[part] = _decode_blob(part)
+                    decoded, encoding = known
                     if decoded is not None:
                         break
             if decoded is None:

@@ -22,6 +22,9 @@ from agentguard.detectors._matcher import native_available
 from agentguard.detectors._text import encodes_space, non_ascii, normalise, to_latin
 from agentguard.detectors.scanner import _decode_blob
 
+# Bytes of URLs and of what ends them, for generated texts.
+_URL_BYTES = bytes(b"ab:/?=%x \n\t\"')<>`\x1c\x80\xff"[i % 20] for i in range(256))
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 DATA = ROOT / "tests" / "data" / "injection"
 needs_hyperscan = pytest.mark.skipif(not _prefilter.available(),
@@ -257,6 +260,47 @@ def test_prefilter_can_be_turned_off_and_must_exist_when_required(
     assert "override-instructions" in result.indicators
     with pytest.raises(RuntimeError, match="not available"):
         InjectionScanner(prefilter="hyperscan")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=60).map(lambda raw: raw.translate(_URL_BYTES)),
+       cuts=st.lists(st.integers(0, 60), max_size=6), reach=st.sampled_from([3, 8, 10_000]))
+def test_bare_url_starts_are_after_the_last_excluded_byte(data: bytes, cuts: list[int],
+                                                          reach: int) -> None:
+    """The start found for each bare-URL match end is just after the last byte before it that a
+    URL cannot hold, or the reach limit, as when each end is searched on its own."""
+    ends = sorted({min(cut, len(data)) for cut in cuts})
+    excluded = _candidates._URL_EXCLUDED
+    expected = []
+    for end in ends:
+        lowest = max(0, end - reach)
+        last = max((i for i in range(lowest, end) if data[i] in excluded), default=-1)
+        expected.append(last + 1 if last >= 0 else lowest)
+    previous = _candidates._URL_REACH
+    _candidates._URL_REACH = reach
+    try:
+        assert _candidates._url_starts(data, ends) == expected
+    finally:
+        _candidates._URL_REACH = previous
+
+
+@needs_hyperscan
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=long_text)
+def test_bare_url_starts_are_never_after_the_tracked_start(text: str) -> None:
+    """Without start-of-match tracking, the start given for each bare-URL match is at or before
+    the leftmost start Hyperscan tracks for the same end (or as far back as a URL check reads):
+    every URL anchor the tracked span covers is still checked."""
+    pattern, flags = _candidates._URL_SUPERSETS["url"]
+    tracking = _prefilter.Database([_prefilter.Expression(
+        _prefilter.superset_expression(pattern, flags), leftmost=True)])
+    data = text.encode("utf-8", "surrogatepass")
+    tracked = tracking.scan(data, 100_000)
+    assert tracked is not None
+    found = _candidates._url_starts(data, [end for _, _, end in tracked])
+    for (_, start, end), given_start in zip(tracked, found, strict=True):
+        assert given_start <= max(start, end - _candidates._URL_REACH)
+        assert not any(byte in _candidates._URL_EXCLUDED for byte in data[start:end])
 
 
 # -- the pieces ----------------------------------------------------------------------------------
