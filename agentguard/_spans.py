@@ -87,7 +87,8 @@ class LightSpan(trace.Span):
         self.kind = kind
         self.attributes = attributes
         self.links = links
-        self.events: list[Event] | None = None
+        # (name, attributes, time in ns): SDK events are built in the export thread.
+        self.events: list[tuple[str, Any, int]] | None = None
         self.status = _UNSET
         self.start_time = start_time
         self._end_time: int | None = None
@@ -115,8 +116,8 @@ class LightSpan(trace.Span):
         events = self.events
         if events is None:
             events = self.events = []
-        events.append(Event(name, dict(attributes) if attributes else None,
-                            timestamp if timestamp is not None else time.time_ns(), None))
+        events.append((name, dict(attributes) if attributes else None,
+                       timestamp if timestamp is not None else time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self._end_time is None and context.is_valid:
@@ -268,11 +269,11 @@ def to_readable(span: LightSpan) -> ReadableSpan:
     if span.events:
         kept = span.events[: limits.max_events] if limits.max_events is not None else span.events
         events = [
-            Event(event.name,
-                  _attributes(dict(event.attributes or {}), limits.max_event_attributes,
+            Event(name,
+                  _attributes(event_attributes or {}, limits.max_event_attributes,
                               limits.max_attribute_length),
-                  event.timestamp, None)
-            for event in kept
+                  timestamp, None)
+            for name, event_attributes, timestamp in kept
         ]
     links = span.links
     if limits.max_links is not None and len(links) > limits.max_links:
