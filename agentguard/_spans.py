@@ -65,6 +65,7 @@ class LightSpan(trace.Span):
         "links",
         "name",
         "parent",
+        "sensor_state",
         "start_time",
         "status",
         "tracer",
@@ -93,6 +94,8 @@ class LightSpan(trace.Span):
         self.start_time = start_time
         self._end_time: int | None = None
         self.tracer = tracer
+        # What the runtime sensor has written on this span (its SpanState), kept with the span.
+        self.sensor_state: Any = None
 
     # -- the Span API ----------------------------------------------------------------------
     def get_span_context(self) -> SpanContext:

@@ -13,11 +13,14 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from agentguard._spans import LightSpan
+
 __all__ = ["BUSY", "IDLE", "QUIET", "SpanState", "busy", "counters", "local", "span_state",
            "stats"]
 
-# Spans tracked at once; an evicted span starts a fresh tally (its earlier child pids are reseeded
-# from the span when it can be read).
+# Spans other than agentguard's light spans (which carry their own) tracked at once; an evicted
+# span starts a fresh tally (its earlier child pids are reseeded from the span when it can be
+# read).
 MAX_TRACKED_SPANS = 1024
 # Sensor span events on one span; past this they are counted, not written.
 MAX_EVENTS_PER_SPAN = 64
@@ -134,10 +137,19 @@ datagrams: dict[tuple[Any, ...], bool] = {}
 
 
 def span_state(span: Any, seed: Any = None) -> SpanState:
-    """The bookkeeping of ``span`` (created on first use; least recently used dropped)."""
+    """The bookkeeping of ``span`` (created on first use): kept on agentguard's own light spans,
+    else in a table where the least recently used are dropped."""
     last = local.last_span
     if last is not None and last[0] is span:
         state: SpanState = last[1]
+        return state
+    if type(span) is LightSpan:
+        state = span.sensor_state
+        if state is None:
+            state = span.sensor_state = SpanState()
+            if seed:
+                state.child_pids = [pid for pid in seed if isinstance(pid, int)][:MAX_CHILD_PIDS]
+        local.last_span = (span, state)
         return state
     span_id: int = span.get_span_context().span_id
     with _spans_lock:
