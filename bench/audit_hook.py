@@ -28,13 +28,14 @@ allocator and the loader placed things), which a handful of sets does not averag
 workload is also measured within one process. ``switch`` starts like ``off`` (no hook), imports
 half of the modules, runs its I/O rounds in the rotation, then turns the sensor on
 (``instrument(runtime_sensor=True)`` adds the hook), imports the other half and runs as many
-rounds again. I/O: the ratio of its two medians against ``off`` (``off`` takes out the
-machine's drift; the process is the same on both sides). Imports: its second half over its
-first, divided by the same ratio of ``steady``, an interpreter with the same history whose
-sensor stays off (which first loads what turning the sensor on loaded in ``switch``). The
-target is read from these; the interpreter-to-interpreter figures are printed alongside.
-Garbage left by ``instrument()`` is collected before anything is timed: the collection it
-brings forward (~25 ms, once) belongs to ``instrument()``, whose own time is shown apart.
+rounds again. I/O: the ratio of its two medians against ``off`` (``off`` takes out the machine's
+drift; the process is the same on both sides). Imports: its second half over its first, divided
+by the same ratio of ``steady``, an interpreter with the same history whose sensor stays off
+(which first loads what turning the sensor on loaded in ``switch``). The I/O target is read from
+the first (``--control`` shows its own error, a few tenths); the halves of the imports spread
+too much from set to set, so imports are read between interpreters. Garbage left by
+``instrument()`` is collected before anything is timed: the collection it brings forward (~25
+ms, once) belongs to ``instrument()``, whose own time is shown apart.
 
     .venv/bin/python bench/audit_hook.py
     .venv/bin/python bench/audit_hook.py --json
@@ -470,8 +471,8 @@ def _print(result: dict[str, Any]) -> None:
               f"{(same['ratio'] - 1) * 100:+7.1f}% {f'{low:+.1f}..{high:+.1f}%':>15s}")
     worst = _worst(result)
     verdict = "within" if worst <= TARGET_SLOWDOWN else "ABOVE"
-    print(f"\nslowdown (one interpreter, the target's reading): worst {worst * 100:.1f}%: "
-          f"{verdict} the target of {TARGET_SLOWDOWN * 100:.0f}%")
+    print(f"\nslowdown (imports between interpreters, I/O within one): worst "
+          f"{worst * 100:.1f}%: {verdict} the target of {TARGET_SLOWDOWN * 100:.0f}%")
     if noisy:
         print(f"warning: the middle half of one workload's on/off ratios spans more than "
               f"{NOISY_SPREAD * 100:.0f} points; the machine was busy, rerun with more "
@@ -479,10 +480,10 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def _worst(result: dict[str, Any]) -> float:
-    """The target's reading: each workload measured within one interpreter, before and after
-    the sensor is turned on (between interpreters, layout differences of a few percent
-    dominate)."""
-    return float(max(result["imports_same_interpreter"]["ratio"],
+    """The target's reading: the I/O loop within one interpreter, before and after the sensor
+    is turned on (between interpreters, layout differences of a few percent dominate); imports
+    between interpreters (halves of one interpreter spread too much, ``--control`` shows it)."""
+    return float(max(result["workloads"]["imports"]["on"]["ratio"],
                      result["io_same_interpreter"]["ratio"]) - 1)
 
 
