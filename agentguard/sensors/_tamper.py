@@ -44,10 +44,19 @@ __all__ = [
     "report_tamper",
 ]
 
-# Attributes of agentguard._state that switch agentguard off when replaced.
-_WATCHED = frozenset({"guard", "telemetry"})
-# The only module allowed to replace them.
-_OWNER = "agentguard._api"
+# Module attributes that switch part of agentguard off when replaced, with the only module
+# allowed to replace them and what they are: agentguard's state (its Guard and telemetry), and
+# the runtime sensor's hooks in the Guard (repeat counts at span end; whether a stage judges).
+_WATCHED: dict[str, tuple[frozenset[str], str, str]] = {
+    "agentguard._state": (frozenset({"guard", "telemetry"}), "agentguard._api",
+                          "agentguard's active {name} was replaced outside "
+                          "instrument()/uninstrument()"),
+    "agentguard._guard": (frozenset({"before_span_end", "stages_changed"}),
+                          "agentguard.sensors._hook",
+                          "the runtime sensor's {name} hook in agentguard's Guard was replaced "
+                          "outside instrument()/uninstrument()"),
+}
+_NOTHING: tuple[frozenset[str], str, str] = (frozenset(), "", "")
 CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 
 
@@ -84,38 +93,38 @@ def before_uninstrument() -> None:
         internal_error("sensor tamper uninstrument", exc)
 
 
-class _GuardedStateModule(types.ModuleType):
-    """The type of ``agentguard._state`` once the sensor runs: replacing its Guard or telemetry
-    from anywhere but agentguard's API is reported."""
+class _GuardedModule(types.ModuleType):
+    """The type of ``agentguard._state`` and ``agentguard._guard`` once the sensor runs:
+    replacing their watched attributes from anywhere but agentguard's own code is reported."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _WATCHED:
+        if name in _WATCHED.get(self.__name__, _NOTHING)[0]:
             _check_state_write(self, name)
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        if name in _WATCHED:
+        if name in _WATCHED.get(self.__name__, _NOTHING)[0]:
             _check_state_write(self, name)
         super().__delattr__(name)
 
 
 def _check_state_write(module: types.ModuleType, name: str) -> None:
     try:
+        _, owner, title = _WATCHED[module.__name__]
         caller = sys._getframe(2)
         origin = caller.f_globals.get("__name__")
-        if origin == _OWNER:
+        if origin == owner:
             return
-        guard = module.__dict__.get("guard")
-        if guard is None or not guard.config.runtime_sensor or _state.local.state:
+        guard = _sensor_guard()
+        if guard is None or _state.local.state:
             return
-        evidence = {"attribute": f"agentguard._state.{name}", "module": origin,
+        evidence = {"attribute": f"{module.__name__}.{name}", "module": origin,
                     "file": caller.f_code.co_filename, "line": caller.f_lineno}
     except Exception as exc:
         internal_error("sensor tamper state", exc)
         return
     try:
-        report_tamper(guard, f"agentguard's active {name} was replaced outside "
-                             "instrument()/uninstrument()", evidence, f"replacing agentguard's {name}")
+        report_tamper(guard, title.format(name=name), evidence, f"replacing agentguard's {name}")
     except OperationBlocked:
         raise
     except Exception as exc:
@@ -123,12 +132,12 @@ def _check_state_write(module: types.ModuleType, name: str) -> None:
 
 
 def guard_state_module() -> None:
-    """Watch assignments to ``agentguard._state`` (once; the watch only reads, never blocks
-    agentguard's own API)."""
-    module = sys.modules.get("agentguard._state")
-    if module is None or isinstance(module, _GuardedStateModule):
-        return
-    module.__class__ = _GuardedStateModule
+    """Watch assignments to ``agentguard._state`` and to the sensor's hooks in
+    ``agentguard._guard`` (once; the watch only reads, never blocks agentguard's own code)."""
+    for name in _WATCHED:
+        module = sys.modules.get(name)
+        if module is not None and not isinstance(module, _GuardedModule):
+            module.__class__ = _GuardedModule
 
 
 def protect(functions: frozenset[Any]) -> None:

@@ -143,3 +143,26 @@ def test_a_tool_cannot_hide_its_thread(guarded: Any, spans: Any) -> None:
     run_tool(hide)
     assert [action for action, _ in _tamper_findings(findings)] == ["alert"]
     assert len(recorder.of("process_exec")) == 1
+
+
+def test_unhooking_the_sensor_from_the_guard_from_a_tool_is_refused(guarded: Any) -> None:
+    """A tool rebinding the sensor's hooks in agentguard's Guard module (the one that tells the
+    C hook a policy now judges repeats) is refused in enforce mode, and the hook stays."""
+    from agentguard import _guard
+
+    findings: list[agentguard.Finding] = []
+    guarded(on_block="raise", mode="enforce", on_finding=findings.append)
+    hook = _guard.stages_changed
+
+    def unhook() -> str:
+        """Stop agentguard from telling the sensor about new policies."""
+        _guard.stages_changed = None
+        return "unhooked"
+
+    with pytest.raises(PermissionError):
+        run_tool(unhook)
+    assert _guard.stages_changed is hook
+    ((action, title),) = _tamper_findings(findings)
+    assert action == "block"
+    assert "stages_changed hook in agentguard's Guard was replaced" in title
+    assert findings[0].evidence["attribute"] == "agentguard._guard.stages_changed"
