@@ -816,19 +816,10 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
                     not guard.has_stages:
                 # The same connection or file again in the same tool call (same context): only
                 # counted on the span, as the handler would, without parsing anything again.
-                if handler is on_connect:
-                    found = _repeat_key(event, args)
-                    hit = None
-                    if found is not None:
-                        hit = repeats[2].get(found[0])
-                        if hit is not None and hit[2] != found[1]:
-                            hit = None  # another port
-                else:
-                    path, flags = args[0], args[2]
-                    hit = repeats[2].get(path) if type(path) is str else None
-                    if hit is not None and (type(flags) is not int or hit[2] != flags):
-                        hit = None  # other flags
-                if hit is not None:
+                found = _repeat_key(event, args)
+                hit = repeats[2].get(found[0]) if found is not None else None
+                if found is not None and hit is not None and hit[2] == found[1]:
+                    # (The same open flags, or the same port.)
                     span, state, _ = hit
                     if span.is_recording():
                         state.suppressed += 1

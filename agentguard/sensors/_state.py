@@ -136,6 +136,14 @@ reported_patches: set[tuple[int, str]] = set()
 datagrams: dict[tuple[Any, ...], bool] = {}
 
 
+def _new_state(seed: Any) -> SpanState:
+    """A fresh tally, its child pids taken from ``seed`` (what the span already carries)."""
+    state = SpanState()
+    if seed:
+        state.child_pids = [pid for pid in seed if isinstance(pid, int)][:MAX_CHILD_PIDS]
+    return state
+
+
 def span_state(span: Any, seed: Any = None) -> SpanState:
     """The bookkeeping of ``span`` (created on first use): kept on agentguard's own light spans,
     else in a table where the least recently used are dropped."""
@@ -146,9 +154,7 @@ def span_state(span: Any, seed: Any = None) -> SpanState:
     if type(span) is LightSpan:
         state = span.sensor_state
         if state is None:
-            state = span.sensor_state = SpanState()
-            if seed:
-                state.child_pids = [pid for pid in seed if isinstance(pid, int)][:MAX_CHILD_PIDS]
+            state = span.sensor_state = _new_state(seed)
         local.last_span = (span, state)
         return state
     span_id: int = span.get_span_context().span_id
@@ -157,9 +163,7 @@ def span_state(span: Any, seed: Any = None) -> SpanState:
         if found is not None:
             _spans.move_to_end(span_id)
         else:
-            found = SpanState()
-            if seed:
-                found.child_pids = [pid for pid in seed if isinstance(pid, int)][:MAX_CHILD_PIDS]
+            found = _new_state(seed)
             _spans[span_id] = found
             if len(_spans) > MAX_TRACKED_SPANS:
                 _spans.popitem(last=False)
