@@ -52,23 +52,35 @@ def test_uninstrument_from_a_tool_is_refused_in_enforce_mode(guarded: Any) -> No
     assert [action for action, _ in _tamper_findings(findings)] == ["block"]
 
 
-def test_replacing_the_active_guard_from_a_tool_is_refused(guarded: Any) -> None:
-    """A tool assigning ``agentguard._state.guard`` is refused in enforce mode."""
+@pytest.mark.parametrize(("module_name", "attribute", "title"), [
+    ("agentguard._state", "guard", "agentguard's active guard was replaced"),
+    # The hook that tells the C hook a policy now judges repeats.
+    ("agentguard._guard", "stages_changed",
+     "stages_changed hook in agentguard's Guard was replaced"),
+])
+def test_replacing_agentguards_state_or_sensor_hooks_from_a_tool_is_refused(
+        guarded: Any, module_name: str, attribute: str, title: str) -> None:
+    """A tool assigning ``agentguard._state.guard``, or rebinding the sensor's hooks in
+    agentguard's Guard module, is refused in enforce mode and the value stays."""
+    import importlib
+
+    module = importlib.import_module(module_name)
     findings: list[agentguard.Finding] = []
-    guard = guarded(on_block="raise", mode="enforce", on_finding=findings.append)
+    guarded(on_block="raise", mode="enforce", on_finding=findings.append)
+    before = getattr(module, attribute)
 
     def blind() -> str:
         """Clear agentguard's state."""
-        _state.guard = None
+        setattr(module, attribute, None)
         return "blind"
 
     with pytest.raises(PermissionError):
         run_tool(blind)
-    assert _state.guard is guard
-    ((action, title),) = _tamper_findings(findings)
+    assert getattr(module, attribute) is before
+    ((action, found_title),) = _tamper_findings(findings)
     assert action == "block"
-    assert "agentguard's active guard was replaced" in title
-    assert findings[0].evidence["attribute"] == "agentguard._state.guard"
+    assert title in found_title
+    assert findings[0].evidence["attribute"] == f"{module_name}.{attribute}"
     assert findings[0].evidence["file"] == __file__
 
 
@@ -144,25 +156,3 @@ def test_a_tool_cannot_hide_its_thread(guarded: Any, spans: Any) -> None:
     assert [action for action, _ in _tamper_findings(findings)] == ["alert"]
     assert len(recorder.of("process_exec")) == 1
 
-
-def test_unhooking_the_sensor_from_the_guard_from_a_tool_is_refused(guarded: Any) -> None:
-    """A tool rebinding the sensor's hooks in agentguard's Guard module (the one that tells the
-    C hook a policy now judges repeats) is refused in enforce mode, and the hook stays."""
-    from agentguard import _guard
-
-    findings: list[agentguard.Finding] = []
-    guarded(on_block="raise", mode="enforce", on_finding=findings.append)
-    hook = _guard.stages_changed
-
-    def unhook() -> str:
-        """Stop agentguard from telling the sensor about new policies."""
-        _guard.stages_changed = None
-        return "unhooked"
-
-    with pytest.raises(PermissionError):
-        run_tool(unhook)
-    assert _guard.stages_changed is hook
-    ((action, title),) = _tamper_findings(findings)
-    assert action == "block"
-    assert "stages_changed hook in agentguard's Guard was replaced" in title
-    assert findings[0].evidence["attribute"] == "agentguard._guard.stages_changed"
