@@ -21,13 +21,13 @@ from agentguard.detectors._text import (
     MIXED_SCRIPT,
     _lower_by_bytes,
     encodes_space,
-    hidden_runs,
     mixed_script,
     non_ascii,
     normalise,
 )
 from agentguard.detectors._urls import _PLACEHOLDER, _may_hold_placeholder, _query_pairs
 from agentguard.detectors.scanner import Evidence, combine, local_score
+from tests.detectors.helpers import fast_and_plain_views
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "injection" / "cases.jsonl"
 
@@ -63,11 +63,7 @@ def test_long_views_lowered_as_bytes_read_like_str_lower(fragments: list[str],
     """A long text's view, lower-cased as bytes plus a replacement per cased letter, is the
     view ``str.lower`` gives, offsets included."""
     text = ("".join(fragments) + " ") * repeat
-    present = non_ascii(text)
-    runs = [(start, stop - start) for start, stop in hidden_runs(text, present)]
-    data = text.encode("utf-8", "surrogatepass")
-    fast = normalise(text, runs, present=present, data=data)
-    plain = normalise(text, runs)
+    fast, plain, _, _ = fast_and_plain_views(text)
     assert fast.text == plain.text
     assert fast == plain
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from agentguard.detectors import InjectionScanner, ScanResult, _candidates, _prefilter
 from agentguard.detectors._matcher import native_available
-from agentguard.detectors._text import encodes_space, non_ascii, normalise, to_latin
+from agentguard.detectors._text import encodes_space, to_latin
 from agentguard.detectors.scanner import _decode_blob
+from tests.detectors.helpers import fast_and_plain_views
 
 # Bytes of URLs and of what ends them, for generated texts.
 _URL_BYTES = bytes(b"ab:/?=%x \n\t\"')<>`\x1c\x80\xff"[i % 20] for i in range(256))
@@ -366,13 +367,9 @@ _VIEW_ALPHABET = "abcXYZ ÉéΣσАаоο\u200b\u200d\u202e\U000e0041ｉ𝐢\u01
 def test_fast_view_paths_agree_with_the_plain_ones(text: str) -> None:
     """The byte-level lower-casing, the per-character replacements and the offset maps give
     what the plain string operations give."""
-    from agentguard.detectors._text import CONFUSABLES, hidden_runs
+    from agentguard.detectors._text import CONFUSABLES
 
-    present = non_ascii(text)
-    runs = [(start, stop - start) for start, stop in hidden_runs(text, present)]
-    data = text.encode("utf-8", "surrogatepass")
-    view = normalise(text, runs, present=present, data=data)
-    plain = normalise(text, runs)
+    view, plain, present, data = fast_and_plain_views(text)
     assert view.text == plain.text
     assert to_latin(view.text, present) == view.text.translate(CONFUSABLES)
     for offset in range(len(view.text) + 1):
