@@ -130,7 +130,10 @@ def instrument(
     without patching anything twice. Every keyword also reads an ``AGENTGUARD_*`` variable.
     """
     from agentguard import integrations as registry
+    from agentguard import sensors
 
+    # A tool call configuring agentguard again is reported (and refused in enforce mode).
+    sensors.before_instrument()
     config = resolve_config(
         {
             "service_name": service_name,

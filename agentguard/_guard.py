@@ -224,6 +224,11 @@ before_span_end: Callable[[], object] | None = None
 # Set by the runtime sensor while its C hook runs: told each time a Guard's stages change
 # (``has_stages``), so the hook knows whether repeats must still be judged.
 stages_changed: Callable[[Guard], object] | None = None
+# Set by the runtime sensor while it runs: told ``(guard, name)`` before any attribute of a Guard
+# is assigned or deleted, so that code outside agentguard changing how events are judged (its
+# mode, stages, configuration) is reported as tampering, and refused in a tool call in enforce
+# mode (the exception it raises stops the write).
+attribute_written: Callable[[Guard, str], object] | None = None
 
 
 class Operation:
@@ -541,6 +546,18 @@ class Guard:
             self.sinks.append(JsonLinesSink(config.findings_file))
         for policy in policies:
             self.add_policy(policy)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        watch = attribute_written
+        if watch is not None:
+            watch(self, name)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        watch = attribute_written
+        if watch is not None:
+            watch(self, name)
+        object.__delattr__(self, name)
 
     # -- extension points ------------------------------------------------------------------
     def _refresh(self) -> None:

@@ -55,7 +55,9 @@ class ConfigError(ValueError):
 class Config(BaseModel):
     """The resolved settings of one ``instrument()`` call."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # Frozen: the Guard and the sensor read it on every event; a tool cannot switch parts off
+    # by assigning to it.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
 
     service_name: str = "agent"
     mode: Mode = "monitor"

@@ -27,11 +27,15 @@ from agentguard.sensors._emit import (
 if TYPE_CHECKING:
     from agentguard._guard import Guard
 
+# The only module that starts and stops the sensor.
+_API = "agentguard._api"
+
 __all__ = [
     "RULE_LOAD_SPAWN",
     "RULE_TAMPER",
     "RULE_UNSAFE_PICKLE",
     "OperationBlocked",
+    "before_instrument",
     "before_uninstrument",
     "hook_kind",
     "installed",
@@ -43,7 +47,8 @@ __all__ = [
 
 
 def start(guard: Guard) -> None:
-    """Install the hook (once) and the wrappers; called by ``instrument()`` under its lock."""
+    """Install the hook (once) and the wrappers; called by ``instrument()`` under its lock (from
+    anywhere else it is tampering: reported, and refused in a tool call in enforce mode)."""
     from agentguard import _context, _guard
     from agentguard.sensors import (
         _emit,
@@ -55,6 +60,7 @@ def start(guard: Guard) -> None:
         _tamper,
     )
 
+    _tamper.check_caller(_API, "agentguard.sensors.start", "pointing the runtime sensor elsewhere")
     _modules.prime()
     # Verdicts cached for datagram destinations belong to the previous configuration.
     _state.datagrams.clear()
@@ -64,7 +70,8 @@ def start(guard: Guard) -> None:
         protected.update(value for value in vars(module).values()
                          if callable(value) and getattr(value, "__module__", None) ==
                          module.__name__ and hasattr(value, "__code__"))
-    for name in ("evaluate", "emit", "finding_for", "context_here", "emit_event"):
+    for name in ("evaluate", "emit", "finding_for", "context_here", "emit_event", "__setattr__",
+                 "__delattr__"):
         method = getattr(_guard.Guard, name, None)
         if method is not None:
             protected.add(method)
@@ -75,9 +82,12 @@ def start(guard: Guard) -> None:
 
 
 def stop() -> None:
-    """Remove the wrappers (the hook stays, and does nothing while agentguard is off)."""
-    from agentguard.sensors import _hook, _patches
+    """Remove the wrappers (the hook stays, and does nothing while agentguard is off); called by
+    ``instrument()`` and ``uninstrument()`` (from anywhere else it is tampering, as for
+    :func:`start`)."""
+    from agentguard.sensors import _hook, _patches, _tamper
 
+    _tamper.check_caller(_API, "agentguard.sensors.stop", "stopping the runtime sensor")
     _hook.activate(False)
     _patches.remove()
 
@@ -87,6 +97,13 @@ def before_uninstrument() -> None:
     from agentguard.sensors import _tamper
 
     _tamper.before_uninstrument()
+
+
+def before_instrument() -> None:
+    """Report (and in ``enforce`` mode refuse) ``instrument()`` called from inside a tool."""
+    from agentguard.sensors import _tamper
+
+    _tamper.before_instrument()
 
 
 def quiet_thread() -> None:

@@ -42,7 +42,7 @@ from agentguard.events import (
     ProcessExec,
 )
 from agentguard.findings import Decision
-from agentguard.sensors import _state
+from agentguard.sensors import _state, _tamper
 from agentguard.sensors._emit import (
     RULE_LOAD_SPAWN,
     RULE_UNSAFE_PICKLE,
@@ -926,10 +926,16 @@ def _stages_changed(guard: Guard) -> None:
 
 def activate(on: bool, guard: Guard | None = None) -> None:
     """Let the C hook pass events to Python (``True``, for ``guard``, about to be the active
-    guard) or keep them in C (``False``).
+    guard) or keep them in C (``False``), and watch writes to the active Guard while on.
 
-    A no-op for the pure-Python hook, which checks agentguard's state on every event instead.
+    The pure-Python hook checks agentguard's state on every event instead. Called by the
+    sensor's ``start()``/``stop()`` only: from anywhere else it is tampering.
     """
+    _tamper.check_caller("agentguard.sensors", "agentguard.sensors._hook.activate",
+                         "switching the runtime sensor")
+    # Writes to the active Guard from outside agentguard are watched while the sensor runs,
+    # whichever hook enters it.
+    _guard.attribute_written = _tamper.guard_attribute_written if on else None
     native = _state.native
     if native is None:
         return

@@ -1,15 +1,18 @@
 """Tamper tripwires: code that tries to switch agentguard off produces a finding.
 
-Covered: ``uninstrument()`` called from inside a tool call; assignments to agentguard's active
-Guard or telemetry (``agentguard._state``) from anywhere but agentguard's own API; replacing the
-code, defaults or keyword defaults of the audit hook, its handlers and wrappers, or the Guard's
-judgement (the ``object.__setattr__`` audit event); and removing the sensor's process-spawn
-patches. Inside a tool call in ``enforce`` mode the attempt is refused with
+Covered: ``uninstrument()`` or ``instrument()`` called from inside a tool call; assignments to
+agentguard's active Guard or telemetry (``agentguard._state``) from anywhere but agentguard's own
+API; assigning or deleting any attribute of the active Guard (its mode, stages, configuration)
+from code outside agentguard; starting or stopping the sensor (``sensors.start``/``stop``, the
+hook's ``activate``) from anywhere but agentguard's own switches; replacing the code, defaults or
+keyword defaults of the audit hook, its handlers and wrappers, or the Guard's judgement (the
+``object.__setattr__`` audit event); and removing the sensor's process-spawn patches. Inside a
+tool call in ``enforce`` mode the attempt is refused with
 :class:`~agentguard.sensors._emit.OperationBlocked`; elsewhere it is reported.
 
 This is a tripwire, not a sandbox: Python code in the same process can always reach further
-(``ctypes``, writing a module's ``__dict__``). The kernel sensor of the collector sees what such
-code does next.
+(``ctypes``, writing a module's ``__dict__``, ``object.__setattr__`` on the Guard, emptying its
+policy list in place). The kernel sensor of the collector sees what such code does next.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODE_ATTRIBUTES",
+    "before_instrument",
     "before_uninstrument",
+    "check_caller",
     "check_patches",
+    "guard_attribute_written",
     "guard_state_module",
     "on_setattr",
     "protect",
@@ -51,7 +57,7 @@ _WATCHED: dict[str, tuple[frozenset[str], str, str]] = {
     "agentguard._state": (frozenset({"guard", "telemetry"}), "agentguard._api",
                           "agentguard's active {name} was replaced outside "
                           "instrument()/uninstrument()"),
-    "agentguard._guard": (frozenset({"before_span_end", "stages_changed"}),
+    "agentguard._guard": (frozenset({"before_span_end", "stages_changed", "attribute_written"}),
                           "agentguard.sensors._hook",
                           "the runtime sensor's {name} hook in agentguard's Guard was replaced "
                           "outside instrument()/uninstrument()"),
@@ -81,16 +87,77 @@ def _sensor_guard() -> Guard | None:
 
 def before_uninstrument() -> None:
     """Called by ``uninstrument()``: a tool call switching agentguard off is tampering."""
+    _from_tool("a tool call tried to switch agentguard off (uninstrument)", "uninstrument")
+
+
+def before_instrument() -> None:
+    """Called by ``instrument()``: a tool call configuring agentguard again (another mode, no
+    policy, the sensor off) is tampering."""
+    _from_tool("a tool call tried to configure agentguard again (instrument)", "instrument")
+
+
+def _from_tool(title: str, call: str) -> None:
     guard = _sensor_guard()
     if guard is None or current_frame().tool is None or _state.local.state:
         return
     try:
-        report_tamper(guard, "a tool call tried to switch agentguard off (uninstrument)",
-                      {"call": "agentguard.uninstrument"}, "agentguard.uninstrument()")
+        report_tamper(guard, title, {"call": f"agentguard.{call}"}, f"agentguard.{call}()")
     except OperationBlocked:
         raise
     except Exception as exc:
-        internal_error("sensor tamper uninstrument", exc)
+        internal_error(f"sensor tamper {call}", exc)
+
+
+def _ours(module: object) -> bool:
+    return isinstance(module, str) and (module == "agentguard" or module.startswith("agentguard."))
+
+
+def guard_attribute_written(guard: Guard, name: str) -> None:
+    """``agentguard._guard.attribute_written``: an attribute of the active Guard (its mode,
+    stages, configuration, ...) assigned or deleted by code outside agentguard is tampering."""
+    try:
+        caller = sys._getframe(2)  # this function, Guard.__setattr__, the writer
+        origin = caller.f_globals.get("__name__")
+        if _ours(origin) or guard is not _sensor_guard() or _state.local.state:
+            return
+        evidence = {"attribute": f"Guard.{name}", "module": origin,
+                    "file": caller.f_code.co_filename, "line": caller.f_lineno}
+    except Exception as exc:
+        internal_error("sensor tamper guard", exc)
+        return
+    try:
+        report_tamper(guard, f"agentguard's active Guard was changed ({name}) outside agentguard",
+                      evidence, f"changing agentguard's Guard ({name})")
+    except OperationBlocked:
+        raise
+    except Exception as exc:
+        internal_error("sensor tamper guard", exc)
+
+
+def check_caller(owner: str, call: str, doing: str) -> None:
+    """Called first by the sensor's own switches (``sensors.start``/``stop``, the hook's
+    ``activate``): a call from anywhere but ``owner`` is tampering (refused in a tool call in
+    enforce mode)."""
+    try:
+        caller = sys._getframe(2)  # this function, the switch, its caller
+        origin = caller.f_globals.get("__name__")
+        if origin == owner:
+            return
+        guard = _sensor_guard()
+        if guard is None or _state.local.state:
+            return
+        evidence = {"call": call, "module": origin, "file": caller.f_code.co_filename,
+                    "line": caller.f_lineno}
+    except Exception as exc:
+        internal_error("sensor tamper switch", exc)
+        return
+    try:
+        report_tamper(guard, f"the runtime sensor was being switched outside "
+                             f"instrument()/uninstrument() ({call})", evidence, doing)
+    except OperationBlocked:
+        raise
+    except Exception as exc:
+        internal_error("sensor tamper switch", exc)
 
 
 class _GuardedModule(types.ModuleType):
