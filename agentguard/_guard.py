@@ -530,10 +530,12 @@ class Guard:
         # Light spans take content whose redaction is left to the export thread.
         self._light = tracer if isinstance(tracer, LightTracer) else None
         self.content = self.capture.pending if self._light is not None else self.capture.value
-        self.detectors: list[Detector] = []
+        # Tuples: changed only by the methods below (a tool cannot empty them in place, and
+        # assigning them from outside agentguard is a tamper finding while the sensor runs).
+        self.detectors: tuple[Detector, ...] = ()
         self.baseline: BaselineStage | None = None
-        self.policies: list[PolicyStage] = []
-        self.sinks: list[FindingSink] = [logging_sink]
+        self.policies: tuple[PolicyStage, ...] = ()
+        self.sinks: tuple[FindingSink, ...] = (logging_sink,)
         self.findings_emitted = 0
         self.disabled_rules = frozenset(config.disabled_rules)
         self.has_stages = False
@@ -541,9 +543,9 @@ class Guard:
         self._result_floors: dict[tuple[Any, Any], float] = {}
         self._quick_allow: Callable[..., bool] | None = None
         if config.on_finding is not None:
-            self.sinks.append(config.on_finding)
+            self.add_sink(config.on_finding)
         if config.findings_file:
-            self.sinks.append(JsonLinesSink(config.findings_file))
+            self.add_sink(JsonLinesSink(config.findings_file))
         for policy in policies:
             self.add_policy(policy)
 
@@ -600,7 +602,12 @@ class Guard:
         return floor
 
     def add_detector(self, detector: Detector) -> None:
-        self.detectors.append(detector)
+        self.detectors = (*self.detectors, detector)
+        self._refresh()
+
+    def remove_detector(self, detector: Detector) -> None:
+        """Take ``detector`` out of the pipeline (nothing happens when it is not in it)."""
+        self.detectors = tuple(d for d in self.detectors if d is not detector)
         self._refresh()
 
     def set_baseline(self, baseline: BaselineStage | None) -> None:
@@ -609,7 +616,12 @@ class Guard:
 
     def add_policy(self, policy: PolicyStage | PolicyCallback) -> None:
         stage: PolicyStage = policy if isinstance(policy, PolicyStage) else CallbackPolicy(policy)
-        self.policies.append(stage)
+        self.policies = (*self.policies, stage)
+        self._refresh()
+
+    def replace_policies(self, policies: Sequence[PolicyStage]) -> None:
+        """Put ``policies`` in place of the Guard's policy stages."""
+        self.policies = tuple(policies)
         self._refresh()
 
     def policy(self, fn: PolicyCallback) -> PolicyCallback:
@@ -618,7 +630,12 @@ class Guard:
         return fn
 
     def add_sink(self, sink: FindingSink) -> None:
-        self.sinks.append(sink)
+        self.sinks = (*self.sinks, sink)
+
+    def remove_sink(self, sink: FindingSink) -> None:
+        """Stop sending findings to ``sink`` (nothing happens when it is not a sink). Compared
+        by equality: a bound method is a new object at each access."""
+        self.sinks = tuple(s for s in self.sinks if s != sink)
 
     # -- the pipeline ----------------------------------------------------------------------
     def evaluate(self, event: Any) -> Verdict:

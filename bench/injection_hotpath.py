@@ -129,8 +129,10 @@ def _instrument(variant: str, exporter: Any) -> _TimedDetector | None:
     if variant == "pipeline":
         guard.add_detector(_NullDetector())
     if variant == "timed":
-        timed = _TimedDetector(guard.detectors[0])
-        guard.detectors[0] = timed
+        (detector,) = guard.detectors
+        timed = _TimedDetector(detector)
+        guard.remove_detector(detector)
+        guard.add_detector(timed)
         return timed
     return None
 

@@ -118,9 +118,8 @@ def attach(guard: Guard, settings: Settings | None = None) -> AibomStage:
         settings = _settings or _settings_from_config(guard)
     old = stage(guard)
     if old is not None:
-        guard.detectors.remove(old)
-        if old.sink in guard.sinks:
-            guard.sinks.remove(old.sink)
+        guard.remove_detector(old)
+        guard.remove_sink(old.sink)
     inv = inventory()
     # Modules imported since the inventory started but before this Guard's sensor did (the
     # sensor reports only first loads it sees) would otherwise be missed.
@@ -189,16 +188,8 @@ def disable() -> None:
         old = stage(guard) if guard is not None else None
         inventory().on_hashed = None
         if guard is not None and old is not None:
-            guard.detectors.remove(old)
-            if old.sink in guard.sinks:
-                guard.sinks.remove(old.sink)
-            # Re-attach the remaining detectors so the Guard recomputes whether it has stages.
-            remaining = list(guard.detectors)
-            guard.detectors.clear()
-            for detector in remaining:
-                guard.add_detector(detector)
-            if not remaining:
-                guard.set_baseline(guard.baseline)
+            guard.remove_detector(old)
+            guard.remove_sink(old.sink)
 
 
 def _before_uninstrument() -> None:

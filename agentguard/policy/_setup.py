@@ -86,16 +86,15 @@ def attach_policies(guard: Guard) -> None:
     disabled = frozenset(config.disabled_rules)
     builtin = config.builtin_rules and not any(policy.includes_builtin for policy in user)
     files = next((stage for stage in user if stage.origin == "config-files"), None)
-    for index, stage in enumerate(guard.policies):
+    stages = list(guard.policies)
+    for index, stage in enumerate(stages):
         if not isinstance(stage, Policy):
             continue
         if builtin and stage is files:
             others = [policy for policy in user if policy is not files]
-            guard.policies[index] = stage.with_builtin(disabled=disabled, overlays=others)
+            stages[index] = stage.with_builtin(disabled=disabled, overlays=others)
         elif disabled:
-            guard.policies[index] = stage.without(disabled)
+            stages[index] = stage.without(disabled)
+    guard.replace_policies(stages)
     if builtin and files is None:
         guard.add_policy(Policy.builtin(disabled=disabled, overlays=user))
-    else:
-        # Stages were replaced in place: the Guard recomputes what it caches about them.
-        guard._refresh()

@@ -11,8 +11,8 @@ tool call in ``enforce`` mode the attempt is refused with
 :class:`~agentguard.sensors._emit.OperationBlocked`; elsewhere it is reported.
 
 This is a tripwire, not a sandbox: Python code in the same process can always reach further
-(``ctypes``, writing a module's ``__dict__``, ``object.__setattr__`` on the Guard, emptying its
-policy list in place). The kernel sensor of the collector sees what such code does next.
+(``ctypes``, writing a module's ``__dict__``, ``object.__setattr__`` on the Guard, changing a
+policy object's own rules). The kernel sensor of the collector sees what such code does next.
 """
 
 from __future__ import annotations

@@ -232,6 +232,24 @@ def test_changing_the_guard_from_a_tool_is_refused(guarded: Any, attribute: str,
                                "agentguard")
 
 
+@pytest.mark.parametrize("attribute", ["policies", "detectors", "sinks"])
+def test_the_guards_stages_cannot_be_emptied_in_place(guarded: Any, attribute: str) -> None:
+    """The Guard's stages and sinks are tuples: a tool cannot clear them without an assignment
+    (which is watched), and they keep what ``instrument()`` attached."""
+    guard = guarded(mode="enforce")
+    before = getattr(guard, attribute)
+    assert before  # the built-in pack, the injection detector, the logging sink
+
+    def clear() -> str:
+        """Empty one of the Guard's stage lists."""
+        getattr(_state.guard, attribute).clear()
+        return "cleared"
+
+    with pytest.raises(AttributeError):
+        clear()
+    assert getattr(guard, attribute) == before
+
+
 def test_guard_writes_outside_tools_are_alerts_and_agentguards_own_are_not(
         guarded: Any) -> None:
     """Outside a tool call a write to the Guard is an alert (and happens); agentguard's own
