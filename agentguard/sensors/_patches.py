@@ -22,12 +22,22 @@ the child's pid. So the spawn entry points are wrapped with ``wrapt``:
   task's context is lost; the wrapper runs the lookup in a copy of the caller's context.
 * ``importlib._bootstrap._gcd_import``: ``importlib.import_module`` (however it was imported)
   ends there without the ``import`` audit event the import statement raises.
+* threads: a thread starts with an empty context, so what a tool's worker thread does would
+  belong to no tool call. ``threading.Thread.start`` (with ``Thread._bootstrap_inner``, which
+  runs ``run()`` in the new thread, subclasses included), ``_thread.start_new_thread`` and
+  ``concurrent.futures.ThreadPoolExecutor.submit`` (per task: a pool's threads serve many
+  callers) carry the OpenTelemetry context of the code that started them, when that code runs
+  inside agentguard's conversation, agent or tool scopes: the thread's connections, processes
+  and files are attributed to the same conversation, turn and tool call, and its spans nest
+  under the tool's span. Outside those scopes nothing changes.
 
 Every wrapper calls straight through when agentguard is not instrumented or the sensor is off.
 """
 
 from __future__ import annotations
 
+import _thread
+import concurrent.futures
 import contextvars
 import importlib
 import importlib.util
@@ -37,14 +47,16 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import wrapt
+from opentelemetry import context as otel_context
 
 from agentguard import _state as _agentguard_state
 from agentguard import semconv
-from agentguard._context import current_frame
+from agentguard._context import FRAME_KEY, Frame, current_frame
 from agentguard._errors import internal_error
 from agentguard.sensors import _state
 from agentguard.sensors._emit import OperationBlocked, add_child_pid, write_span_event
@@ -359,6 +371,76 @@ def _gcd_import(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict
     return wrapped(*args, **kwargs)
 
 
+# -- threads -------------------------------------------------------------------------------------
+
+# The attribute on a Thread that carries its starter's context to ``_bootstrap_inner``.
+_THREAD_CONTEXT = "_agentguard_context"
+
+
+def _scoped_context(function: Any) -> Any:
+    """The current OpenTelemetry context when the code runs inside an agentguard scope
+    (conversation, agent or tool), else ``None``; also ``None`` when ``function``, what the new
+    thread runs, is agentguard's own (its export thread is its own, whoever starts it)."""
+    if _sensor_guard() is None:
+        return None
+    context = otel_context.get_current()
+    if not isinstance(context.get(FRAME_KEY), Frame):
+        return None
+    module = getattr(function, "__module__", None)
+    if isinstance(module, str) and (module == "agentguard" or module.startswith("agentguard.")):
+        return None
+    return context
+
+
+def _thread_start(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> Any:
+    context = _scoped_context(getattr(instance, "_target", None) or instance)
+    if context is not None:
+        try:
+            setattr(instance, _THREAD_CONTEXT, context)
+        except Exception as exc:  # a Thread subclass with __slots__
+            internal_error("sensor thread context", exc)
+    return wrapped(*args, **kwargs)
+
+
+def _thread_bootstrap(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+    context = instance.__dict__.pop(_THREAD_CONTEXT, None) \
+        if hasattr(instance, "__dict__") else None
+    if context is None:
+        return wrapped(*args, **kwargs)
+    token = otel_context.attach(context)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
+def _in_context(context: Any, function: Any) -> Any:
+    """``function`` run with ``context`` attached (and detached after)."""
+
+    def run_in_context(*args: Any, **kwargs: Any) -> Any:
+        token = otel_context.attach(context)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            otel_context.detach(token)
+
+    return run_in_context
+
+
+def _carry_context(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+    """``_thread.start_new_thread(function, ...)`` and ``ThreadPoolExecutor.submit(function,
+    ...)``: ``function`` runs in the caller's context."""
+    if not args or not callable(args[0]):
+        return wrapped(*args, **kwargs)
+    context = _scoped_context(args[0])
+    if context is None:
+        return wrapped(*args, **kwargs)
+    return wrapped(_in_context(context, args[0]), *args[1:], **kwargs)
+
+
 # -- bookkeeping ---------------------------------------------------------------------------------
 
 def _wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
@@ -418,6 +500,13 @@ def _install(base_events: Any, pickle: Any) -> None:
         (base_events.BaseEventLoop, "getaddrinfo", _loop_getaddrinfo),
         (importlib._bootstrap, "_gcd_import", _gcd_import),
     ]
+    # A thread started inside agentguard's scopes keeps its starter's context.
+    targets.extend([
+        (threading.Thread, "start", _thread_start),
+        (threading.Thread, "_bootstrap_inner", _thread_bootstrap),
+        (_thread, "start_new_thread", _carry_context),
+        (concurrent.futures.ThreadPoolExecutor, "submit", _carry_context),
+    ])
     for name in ("posix_spawn", "posix_spawnp"):
         if hasattr(os, name):
             targets.append((os, name, _posix_spawn))
@@ -454,4 +543,5 @@ def wrapper_functions() -> frozenset[Any]:
     """The wrapper functions (their code must not be replaced while they run)."""
     loaders = [wrapper for _, wrapper in _LOADERS.values()]
     return frozenset({_execute_child, _posix_spawn, _execv, _execve, _system, _pickle_load,
-                      _pickle_loads, _loop_getaddrinfo, _gcd_import, *loaders})
+                      _pickle_loads, _loop_getaddrinfo, _gcd_import, _thread_start,
+                      _thread_bootstrap, _carry_context, *loaders})

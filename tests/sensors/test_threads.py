@@ -1,0 +1,154 @@
+"""Threads a tool starts act for that tool call: their events carry its context and land on its
+span, and policies scoped to the tool apply to them."""
+
+from __future__ import annotations
+
+import _thread
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import agentguard
+from tests.sensors.helpers import Recorder, events, run_tool
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield sock
+    sock.close()
+
+
+def _in_thread(work: Callable[[], None]) -> None:
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(5)
+
+
+class _Worker(threading.Thread):
+    """A Thread subclass with its own run(): the context reaches it too."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        super().__init__()
+        self.work = work
+
+    def run(self) -> None:
+        self.work()
+
+
+def _in_subclass(work: Callable[[], None]) -> None:
+    worker = _Worker(work)
+    worker.start()
+    worker.join(5)
+
+
+def _in_raw_thread(work: Callable[[], None]) -> None:
+    done = threading.Event()
+
+    def body() -> None:
+        try:
+            work()
+        finally:
+            done.set()
+
+    _thread.start_new_thread(body, ())
+    done.wait(5)
+
+
+def _in_pool(work: Callable[[], None]) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(work).result(5)
+
+
+@pytest.mark.parametrize("start", [_in_thread, _in_subclass, _in_raw_thread, _in_pool],
+                         ids=["thread", "subclass", "start_new_thread", "pool"])
+def test_a_tools_worker_thread_is_attributed_to_the_tool(
+        guarded: Any, spans: Any, listener: socket.socket,
+        start: Callable[[Callable[[], None]], None]) -> None:
+    """A spawn and a connection made by a thread the tool started carry the tool call's
+    context and are span events of the tool's span."""
+    recorder = Recorder()
+    guarded(policy=[recorder], builtin_rules=False)
+    port = listener.getsockname()[1]
+
+    def work() -> None:
+        subprocess.run(["/bin/true"], check=True)
+        with socket.create_connection(("127.0.0.1", port)):
+            pass
+
+    def fan_out() -> str:
+        """Do the work in another thread."""
+        start(work)
+        return "done"
+
+    run_tool(fan_out, call_id="call-fan")
+    (spawn,) = recorder.of("process_exec")
+    (connect,) = [e for e in recorder.of("net_connect") if e.port == port]
+    span = spans.one("execute_tool fan_out")
+    for event in (spawn, connect):
+        assert event.context.tool == "fan_out"
+        assert event.context.tool_call_id == "call-fan"
+        assert event.context.trace_id == format(span.context.trace_id, "032x")
+        assert event.context.tid != threading.get_native_id()
+    assert [e["process.executable.path"] for e in events(span, "process.exec")] == ["/bin/true"]
+    assert [e["network.peer.port"] for e in events(span, "net.connect")] == [port]
+
+
+def test_a_shared_pool_runs_each_task_in_its_submitters_context(guarded: Any) -> None:
+    """One pool serving two tool calls: each task's events belong to the call that submitted
+    it, not to the one whose submit started the pool's thread."""
+    recorder = Recorder()
+    guarded(policy=[recorder], builtin_rules=False)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def spawn_in_pool(label: str) -> str:
+            """Spawn in the shared pool."""
+            pool.submit(subprocess.run, ["/bin/echo", label], check=True,
+                        stdout=subprocess.DEVNULL).result(5)
+            return label
+
+        run_tool(spawn_in_pool, name="first", call_id="call-1", label="one")
+        run_tool(spawn_in_pool, name="second", call_id="call-2", label="two")
+    assert [(e.argv[1], e.context.tool, e.context.tool_call_id)
+            for e in recorder.of("process_exec")] == [("one", "first", "call-1"),
+                                                      ("two", "second", "call-2")]
+
+
+def test_a_tool_scoped_block_reaches_its_worker_thread(guarded: Any) -> None:
+    """In enforce mode a policy that blocks spawns only for one tool blocks them in that tool's
+    worker thread too (moving the work to a thread does not escape the rule)."""
+    guarded(mode="enforce", builtin_rules=False, policy=[Recorder(
+        block=lambda e: e.kind == "process_exec" and e.context.tool == "escape")])
+    outcome: list[str] = []
+
+    def work() -> None:
+        try:
+            subprocess.run(["/bin/true"], check=True)
+            outcome.append("ran")
+        except PermissionError:
+            outcome.append("blocked")
+
+    def escape() -> str:
+        """Spawn from a worker thread."""
+        _in_thread(work)
+        return "done"
+
+    run_tool(escape)
+    assert outcome == ["blocked"]
+
+
+def test_threads_started_outside_agentguards_scopes_are_unchanged(guarded: Any) -> None:
+    """A thread started outside any conversation, agent or tool call gets no context."""
+    recorder = Recorder()
+    guarded(policy=[recorder], builtin_rules=False)
+    _in_thread(lambda: subprocess.run(["/bin/true"], check=True))
+    (spawn,) = recorder.of("process_exec")
+    assert spawn.context.tool is None and spawn.context.trace_id is None
+    assert agentguard.get_guard() is not None
