@@ -9,8 +9,10 @@ per-span bookkeeping (events written, child pids) and the datagram verdict cache
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from agentguard._spans import LightSpan
@@ -34,8 +36,36 @@ BUSY = 1  # the sensor is running on this thread: its own operations are not eve
 QUIET = 2  # one of agentguard's own threads: nothing it does is an event
 
 
+# Set by the sensor while it runs: told the name of a per-thread attribute (``local``) that code
+# outside agentguard is about to assign or delete (marking a thread as agentguard's own would hide
+# it from the hook), so that it is reported as tampering (the exception raised in enforce mode
+# stops the write).
+on_local_write: Callable[[str], object] | None = None
+_SET = threading.local.__setattr__
+_DELETE = threading.local.__delattr__
+
+
+def _check_writer(name: str) -> None:
+    """Tell ``on_local_write`` when the code writing a per-thread attribute (two frames up) is
+    not agentguard's."""
+    watch = on_local_write
+    writer = sys._getframe(2).f_globals.get("__name__", "")
+    if watch is not None and not (isinstance(writer, str) and writer.startswith("agentguard.")):
+        watch(name)
+
+
 class _Local(threading.local):
     """Per-thread flags and scratch space of the hook."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if on_local_write is not None:
+            _check_writer(name)
+        _SET(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if on_local_write is not None:
+            _check_writer(name)
+        _DELETE(self, name)
 
     def __init__(self) -> None:
         # One integer for both flags, so the hook reads a single thread-local value.

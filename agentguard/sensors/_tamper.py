@@ -4,11 +4,12 @@ Covered: ``uninstrument()`` or ``instrument()`` called from inside a tool call; 
 agentguard's active Guard or telemetry (``agentguard._state``) from anywhere but agentguard's own
 API; assigning or deleting any attribute of the active Guard (its mode, stages, configuration)
 from code outside agentguard; starting or stopping the sensor (``sensors.start``/``stop``, the
-hook's ``activate``) from anywhere but agentguard's own switches; replacing the code, defaults or
-keyword defaults of the audit hook, its handlers and wrappers, or the Guard's judgement (the
-``object.__setattr__`` audit event); and removing the sensor's process-spawn patches. Inside a
-tool call in ``enforce`` mode the attempt is refused with
-:class:`~agentguard.sensors._emit.OperationBlocked`; elsewhere it is reported.
+hook's ``activate``) from anywhere but agentguard's own switches; changing the sensor's own state
+(any attribute of ``agentguard.sensors._state`` or of its per-thread object) from outside
+agentguard; replacing the code, defaults or keyword defaults of the audit hook, its handlers and
+wrappers, or the Guard's judgement (the ``object.__setattr__`` audit event); and removing the
+sensor's process-spawn patches. Inside a tool call in ``enforce`` mode the attempt is refused
+with :class:`~agentguard.sensors._emit.OperationBlocked`; elsewhere it is reported.
 
 This is a tripwire, not a sandbox: Python code in the same process can always reach further
 (``ctypes``, writing a module's ``__dict__``, ``object.__setattr__`` on the Guard, changing a
@@ -45,6 +46,7 @@ __all__ = [
     "check_patches",
     "guard_attribute_written",
     "guard_state_module",
+    "local_written",
     "on_setattr",
     "protect",
     "report_tamper",
@@ -53,7 +55,7 @@ __all__ = [
 # Module attributes that switch part of agentguard off when replaced, with the only module
 # allowed to replace them and what they are: agentguard's state (its Guard and telemetry), and
 # the runtime sensor's hooks in the Guard (repeat counts at span end; whether a stage judges).
-_WATCHED: dict[str, tuple[frozenset[str], str, str]] = {
+_WATCHED: dict[str, tuple[frozenset[str] | None, str, str]] = {
     "agentguard._state": (frozenset({"guard", "telemetry"}), "agentguard._api",
                           "agentguard's active {name} was replaced outside "
                           "instrument()/uninstrument()"),
@@ -61,8 +63,13 @@ _WATCHED: dict[str, tuple[frozenset[str], str, str]] = {
                           "agentguard.sensors._hook",
                           "the runtime sensor's {name} hook in agentguard's Guard was replaced "
                           "outside instrument()/uninstrument()"),
+    # Every attribute (``None``), written only by the sensor's modules (an owner ending in "."
+    # is a package): its per-thread flags, protected functions, patches, the C hook's handle.
+    "agentguard.sensors._state": (None, "agentguard.sensors.",
+                                  "the runtime sensor's state ({name}) was replaced outside "
+                                  "agentguard"),
 }
-_NOTHING: tuple[frozenset[str], str, str] = (frozenset(), "", "")
+_NOTHING: tuple[frozenset[str] | None, str, str] = (frozenset(), "", "")
 CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 
 
@@ -165,12 +172,14 @@ class _GuardedModule(types.ModuleType):
     replacing their watched attributes from anywhere but agentguard's own code is reported."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _WATCHED.get(self.__name__, _NOTHING)[0]:
+        names = _WATCHED.get(self.__name__, _NOTHING)[0]
+        if names is None or name in names:
             _check_state_write(self, name)
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        if name in _WATCHED.get(self.__name__, _NOTHING)[0]:
+        names = _WATCHED.get(self.__name__, _NOTHING)[0]
+        if names is None or name in names:
             _check_state_write(self, name)
         super().__delattr__(name)
 
@@ -180,7 +189,8 @@ def _check_state_write(module: types.ModuleType, name: str) -> None:
         _, owner, title = _WATCHED[module.__name__]
         caller = sys._getframe(2)
         origin = caller.f_globals.get("__name__")
-        if origin == owner:
+        if origin == owner or (owner.endswith(".") and isinstance(origin, str)
+                               and origin.startswith(owner)):
             return
         guard = _sensor_guard()
         if guard is None or _state.local.state:
@@ -198,9 +208,34 @@ def _check_state_write(module: types.ModuleType, name: str) -> None:
         internal_error("sensor tamper state", exc)
 
 
+def local_written(name: str) -> None:
+    """``_state.on_local_write``: one of the sensor's per-thread attributes (``state`` marks a
+    thread as agentguard's own, which the hook ignores) assigned by code outside agentguard."""
+    try:
+        caller = sys._getframe(3)  # this function, the check, _Local.__setattr__, the writer
+        guard = _sensor_guard()
+        if guard is None or _state.local.state:
+            return
+        evidence = {"attribute": f"agentguard.sensors._state.local.{name}",
+                    "module": caller.f_globals.get("__name__"),
+                    "file": caller.f_code.co_filename, "line": caller.f_lineno}
+    except Exception as exc:
+        internal_error("sensor tamper thread state", exc)
+        return
+    try:
+        report_tamper(guard, f"the runtime sensor's per-thread state ({name}) was changed outside "
+                             "agentguard", evidence, f"changing the sensor's thread state ({name})")
+    except OperationBlocked:
+        raise
+    except Exception as exc:
+        internal_error("sensor tamper thread state", exc)
+
+
 def guard_state_module() -> None:
-    """Watch assignments to ``agentguard._state`` and to the sensor's hooks in
-    ``agentguard._guard`` (once; the watch only reads, never blocks agentguard's own code)."""
+    """Watch assignments to ``agentguard._state``, to the sensor's hooks in
+    ``agentguard._guard``, to the sensor's own state module and its per-thread attributes
+    (once; the watch only reads, never blocks agentguard's own code)."""
+    _state.on_local_write = local_written
     for name in _WATCHED:
         module = sys.modules.get(name)
         if module is not None and not isinstance(module, _GuardedModule):

@@ -296,3 +296,39 @@ def test_stopping_the_sensor_from_a_tool_is_refused(guarded: Any, switch: str) -
     assert [f.action for f in tamper] == ["block"]
     assert "the runtime sensor was being switched outside" in tamper[0].title
     assert tamper[0].evidence["file"] == __file__
+
+
+@pytest.mark.parametrize("write", ["state", "context", "local", "protected"])
+def test_changing_the_sensors_own_state_from_a_tool_is_refused(guarded: Any, write: str) -> None:
+    """Marking the tool's thread as agentguard's own (which the hook ignores), forging its cached
+    event context, replacing the per-thread object or emptying the protected functions is
+    refused in enforce mode: nothing changes and the spawn the tool tries next is blocked."""
+    from agentguard.sensors import _state as sensor_state
+
+    findings: list[agentguard.Finding] = []
+    guarded(on_block="raise", mode="enforce", on_finding=findings.append,
+            policy=[Recorder(block=lambda event: event.kind == "process_exec")])
+    local, protected = sensor_state.local, sensor_state.protected
+
+    def hide() -> str:
+        """Hide from the sensor, then spawn."""
+        with contextlib.suppress(PermissionError):
+            if write == "state":
+                sensor_state.local.state = sensor_state.QUIET
+            elif write == "context":
+                sensor_state.local.context = None
+            elif write == "local":
+                sensor_state.local = type(local)()
+            else:
+                sensor_state.protected = frozenset()
+        subprocess.run(["/bin/true"], check=True)
+        return "ran"
+
+    with pytest.raises(PermissionError, match="T-SENSOR"):
+        run_tool(hide)
+    assert sensor_state.local is local and sensor_state.protected is protected
+    assert local.state == sensor_state.IDLE
+    tamper = [f for f in findings if f.rule_id == sensors.RULE_TAMPER]
+    assert [f.action for f in tamper] == ["block"]
+    assert "the runtime sensor's" in tamper[0].title and write in tamper[0].title
+    assert tamper[0].evidence["file"] == __file__
