@@ -14,7 +14,7 @@ from typing import Any
 import wrapt
 
 from agentguard._errors import internal_error
-from agentguard.integrations._base import Integration
+from agentguard.integrations._base import UNPATCHED, Integration
 
 __all__ = ["AVAILABLE", "Integration", "disable", "enable", "get", "installed"]
 
@@ -83,7 +83,13 @@ def _imported(target: str) -> Any:
 
 
 def disable(names: list[str] | None = None) -> None:
-    """Undo the patches of the named integrations (all when ``None``)."""
+    """Undo the patches of the named integrations (all when ``None``). Called by
+    ``instrument()`` and ``uninstrument()``; from anywhere else, while the runtime sensor runs,
+    it is tampering (reported, and refused in a tool call in enforce mode)."""
+    from agentguard.sensors import _tamper
+
+    _tamper.check_caller("agentguard._api", "agentguard.integrations.disable",
+                         "removing agentguard's framework patches", UNPATCHED)
     with _lock:
         for name, integration in list(_instances.items()):
             if names is not None and name not in names:

@@ -7,7 +7,10 @@ from typing import Any
 
 import wrapt
 
-__all__ = ["Integration"]
+__all__ = ["UNPATCHED", "Integration"]
+
+# How a tamper finding names framework patches removed from outside agentguard.
+UNPATCHED = "agentguard's framework patches were being removed"
 
 
 class Integration(abc.ABC):
@@ -41,6 +44,20 @@ class Integration(abc.ABC):
         self._patches.append((owner, attribute, original, wrapped))
 
     def unpatch(self) -> None:
+        """Restore every wrapped attribute that still holds our wrapper (see :meth:`_unpatch`).
+
+        Called by :func:`agentguard.integrations.disable` only: from anywhere else, while the
+        runtime sensor runs, it is tampering (reported, and refused in a tool call in enforce
+        mode).
+        """
+        from agentguard.sensors import _tamper
+
+        _tamper.check_caller("agentguard.integrations", f"{type(self).__name__}.unpatch",
+                             "removing agentguard's framework patches",
+                             UNPATCHED)
+        self._unpatch()
+
+    def _unpatch(self) -> None:
         """Restore every wrapped attribute that still holds our wrapper.
 
         If another library wrapped on top of ours, its wrapper stays; ours underneath becomes a

@@ -300,7 +300,7 @@ class BotocoreIntegration(Integration):
             self.wrap(module.AioBaseClient, "_make_api_call", _aio_api_call)
         self.patched_modules.add(target)
 
-    def unpatch(self) -> None:
-        super().unpatch()
+    def _unpatch(self) -> None:
+        super()._unpatch()
         # RETURN_CONTROL calls whose results never came back end with the integration.
         pending_return_control.clear()

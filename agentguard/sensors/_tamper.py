@@ -4,7 +4,8 @@ Covered: ``uninstrument()`` or ``instrument()`` called from inside a tool call; 
 agentguard's active Guard or telemetry (``agentguard._state``) from anywhere but agentguard's own
 API; assigning or deleting any attribute of the active Guard (its mode, stages, configuration)
 from code outside agentguard; starting or stopping the sensor (``sensors.start``/``stop``, the
-hook's ``activate``) from anywhere but agentguard's own switches; changing the sensor's own state
+hook's ``activate``) or removing the framework patches (``integrations.disable``, an
+integration's ``unpatch``) from anywhere but agentguard's own switches; changing the sensor's own state
 (any attribute of ``agentguard.sensors._state`` or of its per-thread object) from outside
 agentguard; replacing the code, defaults or keyword defaults of the audit hook, its handlers and
 wrappers, or the Guard's judgement (the ``object.__setattr__`` audit event); and removing the
@@ -141,10 +142,11 @@ def guard_attribute_written(guard: Guard, name: str) -> None:
         internal_error("sensor tamper guard", exc)
 
 
-def check_caller(owner: str, call: str, doing: str) -> None:
-    """Called first by the sensor's own switches (``sensors.start``/``stop``, the hook's
-    ``activate``): a call from anywhere but ``owner`` is tampering (refused in a tool call in
-    enforce mode)."""
+def check_caller(owner: str, call: str, doing: str,
+                 what: str = "the runtime sensor was being switched") -> None:
+    """Called first by agentguard's own switches (``sensors.start``/``stop``, the hook's
+    ``activate``, the framework integrations' ``disable``/``unpatch``): a call from anywhere but
+    ``owner`` is tampering (refused in a tool call in enforce mode)."""
     try:
         caller = sys._getframe(2)  # this function, the switch, its caller
         origin = caller.f_globals.get("__name__")
@@ -159,8 +161,8 @@ def check_caller(owner: str, call: str, doing: str) -> None:
         internal_error("sensor tamper switch", exc)
         return
     try:
-        report_tamper(guard, f"the runtime sensor was being switched outside "
-                             f"instrument()/uninstrument() ({call})", evidence, doing)
+        report_tamper(guard, f"{what} outside instrument()/uninstrument() ({call})", evidence,
+                      doing)
     except OperationBlocked:
         raise
     except Exception as exc:

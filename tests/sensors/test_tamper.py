@@ -332,3 +332,31 @@ def test_changing_the_sensors_own_state_from_a_tool_is_refused(guarded: Any, wri
     assert [f.action for f in tamper] == ["block"]
     assert "the runtime sensor's" in tamper[0].title and write in tamper[0].title
     assert tamper[0].evidence["file"] == __file__
+
+
+@pytest.mark.parametrize("how", ["disable", "unpatch"])
+def test_removing_the_framework_patches_from_a_tool_is_refused(guarded: Any, spans: Any,
+                                                               how: str) -> None:
+    """A tool removing agentguard's LangChain patches (so the next tool calls would be neither
+    traced nor judged) is refused in enforce mode: the next tool call is still traced."""
+    from agentguard import integrations
+
+    findings: list[agentguard.Finding] = []
+    guarded(on_block="raise", mode="enforce", on_finding=findings.append)
+
+    def unhook() -> str:
+        """Remove agentguard's framework patches."""
+        if how == "disable":
+            integrations.disable()
+        else:
+            integrations.get("langchain").unpatch()
+        return "gone"
+
+    with pytest.raises(PermissionError, match=sensors.RULE_TAMPER):
+        run_tool(unhook)
+    assert "langchain" in integrations.installed()
+    run_tool(lambda: "still here", name="after")
+    assert spans.one("execute_tool after") is not None
+    tamper = [f for f in findings if f.rule_id == sensors.RULE_TAMPER]
+    assert [f.action for f in tamper] == ["block"]
+    assert tamper[0].title.startswith("agentguard's framework patches were being removed")
