@@ -122,7 +122,7 @@ def quiet_thread() -> None:
             _tamper.report_tamper(guard, "a tool call tried to hide its thread from agentguard",
                                   {"call": "agentguard.sensors.quiet_thread"}, "quiet_thread()")
         return
-    _state.local.state = _state.QUIET
+    _state.set_local("state", _state.QUIET)
 
 
 def installed() -> bool:

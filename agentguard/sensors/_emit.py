@@ -145,7 +145,7 @@ def event_context(guard: Guard, op: Operation | None) -> EventContext:
         context: EventContext = cached[2]
         return context
     context = op.event_context()
-    local.context = (op, guard, context)
+    _state.set_local("context", (op, guard, context))
     return context
 
 
@@ -221,7 +221,7 @@ def needless(guard: Guard, op: Operation | None, key: Any) -> bool:
     if key in state.keys:
         _suppress(span, state)
         # For the hook: the next identical event in this context is settled without a handler.
-        _state.local.repeat = (span, state)
+        _state.set_local("repeat", (span, state))
         return True
     return False
 
@@ -254,7 +254,7 @@ def write_span_event(op: Operation | None, obs: Observation,
             if verdict is _NO_FINDINGS and not _state.local.loads:
                 # Nothing judges it: the next identical event in this context would only be
                 # counted (see ``needless``), so the hook may settle it from the first sight.
-                _state.local.repeat = (span, state)
+                _state.set_local("repeat", (span, state))
     if state.written >= MAX_EVENTS_PER_SPAN:
         _suppress(span, state)
         return

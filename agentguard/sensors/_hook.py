@@ -273,7 +273,7 @@ def _on_startfile(guard: Guard, args: tuple[Any, ...]) -> None:
 # -- network -------------------------------------------------------------------------------------
 
 def _on_connect(guard: Guard, args: tuple[Any, ...]) -> None:
-    _state.local.repeat = None
+    _state.set_local("repeat", None)
     _network(guard, args[0], args[1], "connect")
     if _state.local.repeat is not None:
         _remember(guard, "socket.connect", args)
@@ -419,7 +419,7 @@ def _own_paths(guard: Guard) -> frozenset[str]:
 
 
 def _on_open(guard: Guard, args: tuple[Any, ...]) -> None:
-    _state.local.repeat = None
+    _state.set_local("repeat", None)
     _open(guard, args)
     if _state.local.repeat is not None:
         _remember(guard, "open", args)
@@ -705,7 +705,7 @@ def _remember(guard: Guard, event: str, args: tuple[Any, ...]) -> None:
     repeat = local.repeat
     if repeat is None:
         return
-    local.repeat = None
+    _state.set_local("repeat", None)
     if read_context is None:
         return
     try:
@@ -716,7 +716,8 @@ def _remember(guard: Guard, event: str, args: tuple[Any, ...]) -> None:
         context = read_context()
         repeats = local.repeats
         if repeats is None or repeats[0] is not context or repeats[1] is not guard:
-            repeats = local.repeats = (context, guard, {})
+            repeats = (context, guard, {})
+            _state.set_local("repeats", repeats)
         table = repeats[2]
         if len(table) >= MAX_REPEATS:
             table.clear()

@@ -250,11 +250,11 @@ def _system(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     local = _state.local
     previous = local.system
     # The hook reports the command the tool gave, not the wrapper around it.
-    local.system = (wrapped_command, command)
+    _state.set_local("system", (wrapped_command, command))
     try:
         return wrapped(wrapped_command)
     finally:
-        local.system = previous
+        _state.set_local("system", previous)
 
 
 def _original(name: str) -> Any:
@@ -282,7 +282,7 @@ def _file_path(target: Any) -> str | None:
 def _loading(load: Load, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     local = _state.local
     # What a load does is attributed to it: no repeat may be settled before its handler runs.
-    local.repeats = None
+    _state.set_local("repeats", None)
     loads = local.loads
     loads.append(load)
     try:

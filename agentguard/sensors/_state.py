@@ -9,7 +9,6 @@ per-span bookkeeping (events written, child pids) and the datagram verdict cache
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,8 +16,8 @@ from typing import Any
 
 from agentguard._spans import LightSpan
 
-__all__ = ["BUSY", "IDLE", "QUIET", "SpanState", "busy", "counters", "local", "span_state",
-           "stats"]
+__all__ = ["BUSY", "IDLE", "QUIET", "SpanState", "busy", "counters", "local", "set_local",
+           "span_state", "stats"]
 
 # Spans other than agentguard's light spans (which carry their own) tracked at once; an evicted
 # span starts a fresh tally (its earlier child pids are reseeded from the span when it can be
@@ -36,58 +35,83 @@ BUSY = 1  # the sensor is running on this thread: its own operations are not eve
 QUIET = 2  # one of agentguard's own threads: nothing it does is an event
 
 
-# Set by the sensor while it runs: told the name of a per-thread attribute (``local``) that code
-# outside agentguard is about to assign or delete (marking a thread as agentguard's own would hide
-# it from the hook), so that it is reported as tampering (the exception raised in enforce mode
-# stops the write).
+# Set by the sensor while it runs: told the name of a checked per-thread attribute (see
+# ``_CHECKED``) about to be written, by an assignment or :func:`set_local`; it lets agentguard's
+# own modules through and reports anyone else's write as tampering (the exception raised in
+# enforce mode stops the write). ``busy()`` writes ``state`` directly: once per judged event,
+# where looking up the writer would cost more than the rest of the bookkeeping.
 on_local_write: Callable[[str], object] | None = None
 _SET = threading.local.__setattr__
 _DELETE = threading.local.__delattr__
 
-
-def _check_writer(name: str) -> None:
-    """Tell ``on_local_write`` when the code writing a per-thread attribute (two frames up) is
-    not agentguard's."""
-    watch = on_local_write
-    writer = sys._getframe(2).f_globals.get("__name__", "")
-    if watch is not None and not (isinstance(writer, str) and writer.startswith("agentguard.")):
-        watch(name)
+# The checked per-thread attributes: ``state`` (a thread marked busy or quiet is ignored by the
+# hook), ``context`` (the cached context events are judged with), ``system`` (the command an
+# os.system call is judged as), the spawns and loads in progress and the repeat table. Not
+# ``repeat`` and ``last_span``: scratch written several times per event, which a forged value can
+# at most use to hide a span event while nothing judges events (judgement never reads them).
+_CHECKED = frozenset({"state", "context", "system", "spawns", "loads", "repeats"})
 
 
 class _Local(threading.local):
     """Per-thread flags and scratch space of the hook."""
 
+    # One integer for both flags, so the hook reads a single thread-local value.
+    state: int
+    # (operation, guard, EventContext) of the last event on this thread.
+    context: tuple[Any, Any, Any] | None
+    # The spawn wrappers in progress (innermost last); the hook parks its observation there.
+    spawns: list[Any]
+    # Model loads in progress (innermost last).
+    loads: list[Any]
+    # (span, SpanState) of the last span this thread wrote to.
+    last_span: tuple[Any, Any] | None
+    # (command passed to system(), command the caller gave) while the os.system wrapper runs.
+    system: tuple[str, Any] | None
+    # (span, SpanState) a handler just wrote its event on (or found it repeated on), and the
+    # repeats the hook settles at once: (OpenTelemetry context, guard, {absolute path or IP
+    # address: (span, SpanState, open flags or None)}).
+    repeat: tuple[Any, Any] | None
+    repeats: tuple[Any, Any, dict[Any, tuple[Any, Any, Any]]] | None
+
+    def __init__(self) -> None:
+        _reset(self, IDLE)
+
+    # agentguard's own writes go through set_local (or _SET for ``state`` in busy()).
     def __setattr__(self, name: str, value: Any) -> None:
-        if on_local_write is not None:
-            _check_writer(name)
+        if name in _CHECKED:
+            watch = on_local_write
+            if watch is not None:
+                watch(name)
         _SET(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        if on_local_write is not None:
-            _check_writer(name)
+        if name in _CHECKED:
+            watch = on_local_write
+            if watch is not None:
+                watch(name)
         _DELETE(self, name)
 
-    def __init__(self) -> None:
-        # One integer for both flags, so the hook reads a single thread-local value.
-        self.state = IDLE
-        # (operation, guard, EventContext) of the last event on this thread.
-        self.context: tuple[Any, Any, Any] | None = None
-        # The spawn wrappers in progress (innermost last); the hook parks its observation there.
-        self.spawns: list[Any] = []
-        # Model loads in progress (innermost last).
-        self.loads: list[Any] = []
-        # (span, SpanState) of the last span this thread wrote to.
-        self.last_span: tuple[Any, Any] | None = None
-        # (command passed to system(), command the caller gave) while the os.system wrapper runs.
-        self.system: tuple[str, Any] | None = None
-        # (span, SpanState) a handler just wrote its event on (or found it repeated on), and the
-        # repeats the hook settles at once: (OpenTelemetry context, guard, {absolute path or IP
-        # address: (span, SpanState, open flags or None)}).
-        self.repeat: tuple[Any, Any] | None = None
-        self.repeats: tuple[Any, Any, dict[Any, tuple[Any, Any, Any]]] | None = None
+
+def _reset(target: _Local, state: int) -> None:
+    for name, value in (("state", state), ("context", None), ("spawns", []), ("loads", []),
+                        ("last_span", None), ("system", None), ("repeat", None),
+                        ("repeats", None)):
+        _SET(target, name, value)
 
 
 local = _Local()
+
+
+def set_local(name: str, value: Any) -> None:
+    """agentguard's write of one of this thread's attributes (``local``), without the
+    Python-level ``__setattr__`` (as cheap as a plain thread-local write for the per-event
+    scratch); a checked attribute is still shown to ``on_local_write``, which lets agentguard's
+    own modules through (checked attributes are written once per tool call or spawn at most)."""
+    if name in _CHECKED:
+        watch = on_local_write
+        if watch is not None:
+            watch(name)
+    _SET(local, name, value)
 
 
 class busy:  # lower case: it reads as a statement, ``with busy():``
@@ -97,10 +121,10 @@ class busy:  # lower case: it reads as a statement, ``with busy():``
 
     def __enter__(self) -> None:
         self.previous = local.state
-        local.state = BUSY
+        _SET(local, "state", BUSY)
 
     def __exit__(self, *exc: object) -> None:
-        local.state = self.previous
+        _SET(local, "state", self.previous)
 
 
 class SpanState:
@@ -185,7 +209,7 @@ def span_state(span: Any, seed: Any = None) -> SpanState:
         state = span.sensor_state
         if state is None:
             state = span.sensor_state = _new_state(seed)
-        local.last_span = (span, state)
+        _SET(local, "last_span", (span, state))
         return state
     span_id: int = span.get_span_context().span_id
     with _spans_lock:
@@ -198,7 +222,7 @@ def span_state(span: Any, seed: Any = None) -> SpanState:
             if len(_spans) > MAX_TRACKED_SPANS:
                 _spans.popitem(last=False)
                 counters["spans_evicted"] += 1
-    local.last_span = (span, found)
+    _SET(local, "last_span", (span, found))
     return found
 
 
@@ -214,15 +238,7 @@ def _after_fork() -> None:
     # lock another thread may have held at the moment of the fork.
     global _spans_lock
     _spans_lock = threading.Lock()
-    if local.state == BUSY:
-        local.state = IDLE
-    local.context = None
-    local.spawns = []
-    local.loads = []
-    local.last_span = None
-    local.system = None
-    local.repeat = None
-    local.repeats = None
+    _reset(local, IDLE if local.state == BUSY else local.state)
     with _spans_lock:
         _spans.clear()
 

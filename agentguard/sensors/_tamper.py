@@ -13,8 +13,10 @@ sensor's process-spawn patches. Inside a tool call in ``enforce`` mode the attem
 with :class:`~agentguard.sensors._emit.OperationBlocked`; elsewhere it is reported.
 
 This is a tripwire, not a sandbox: Python code in the same process can always reach further
-(``ctypes``, writing a module's ``__dict__``, ``object.__setattr__`` on the Guard, changing a
-policy object's own rules). The kernel sensor of the collector sees what such code does next.
+(``ctypes``, writing a module's ``__dict__``, ``object.__setattr__`` on the Guard or
+``threading.local.__setattr__`` on the sensor's per-thread object, entering the sensor's own
+``busy()`` block, changing a policy object's own rules). The kernel sensor of the collector sees
+what such code does next.
 """
 
 from __future__ import annotations
@@ -211,12 +213,13 @@ def _check_state_write(module: types.ModuleType, name: str) -> None:
 
 
 def local_written(name: str) -> None:
-    """``_state.on_local_write``: one of the sensor's per-thread attributes (``state`` marks a
-    thread as agentguard's own, which the hook ignores) assigned by code outside agentguard."""
+    """``_state.on_local_write``: one of the sensor's checked per-thread attributes (``state``
+    marks a thread as agentguard's own, which the hook ignores) written by code outside
+    agentguard."""
     try:
-        caller = sys._getframe(3)  # this function, the check, _Local.__setattr__, the writer
+        caller = sys._getframe(2)  # this function, _Local.__setattr__ or set_local, the writer
         guard = _sensor_guard()
-        if guard is None or _state.local.state:
+        if guard is None or _state.local.state or _ours(caller.f_globals.get("__name__")):
             return
         evidence = {"attribute": f"agentguard.sensors._state.local.{name}",
                     "module": caller.f_globals.get("__name__"),

@@ -298,7 +298,7 @@ def test_stopping_the_sensor_from_a_tool_is_refused(guarded: Any, switch: str) -
     assert tamper[0].evidence["file"] == __file__
 
 
-@pytest.mark.parametrize("write", ["state", "context", "local", "protected"])
+@pytest.mark.parametrize("write", ["state", "context", "set_local", "local", "protected"])
 def test_changing_the_sensors_own_state_from_a_tool_is_refused(guarded: Any, write: str) -> None:
     """Marking the tool's thread as agentguard's own (which the hook ignores), forging its cached
     event context, replacing the per-thread object or emptying the protected functions is
@@ -317,6 +317,8 @@ def test_changing_the_sensors_own_state_from_a_tool_is_refused(guarded: Any, wri
                 sensor_state.local.state = sensor_state.QUIET
             elif write == "context":
                 sensor_state.local.context = None
+            elif write == "set_local":  # the sensor's own helper, called from the tool
+                sensor_state.set_local("state", sensor_state.QUIET)
             elif write == "local":
                 sensor_state.local = type(local)()
             else:
@@ -330,7 +332,8 @@ def test_changing_the_sensors_own_state_from_a_tool_is_refused(guarded: Any, wri
     assert local.state == sensor_state.IDLE
     tamper = [f for f in findings if f.rule_id == sensors.RULE_TAMPER]
     assert [f.action for f in tamper] == ["block"]
-    assert "the runtime sensor's" in tamper[0].title and write in tamper[0].title
+    assert "the runtime sensor's" in tamper[0].title
+    assert write.replace("set_local", "state") in tamper[0].title
     assert tamper[0].evidence["file"] == __file__
 
 
