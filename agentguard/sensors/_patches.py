@@ -24,12 +24,14 @@ the child's pid. So the spawn entry points are wrapped with ``wrapt``:
   ends there without the ``import`` audit event the import statement raises.
 * threads: a thread starts with an empty context, so what a tool's worker thread does would
   belong to no tool call. ``threading.Thread.start`` (with ``Thread._bootstrap_inner``, which
-  runs ``run()`` in the new thread, subclasses included), ``_thread.start_new_thread`` and
-  ``concurrent.futures.ThreadPoolExecutor.submit`` (per task: a pool's threads serve many
-  callers) carry the OpenTelemetry context of the code that started them, when that code runs
-  inside agentguard's conversation, agent or tool scopes: the thread's connections, processes
-  and files are attributed to the same conversation, turn and tool call, and its spans nest
-  under the tool's span. Outside those scopes nothing changes.
+  runs ``run()`` in the new thread, subclasses included) and ``_thread.start_new_thread`` carry
+  the OpenTelemetry context of the code that started them, when that code runs inside
+  agentguard's conversation, agent or tool scopes: the thread's connections, processes and files
+  are attributed to the same conversation, turn and tool call, and its spans nest under the
+  tool's span. Outside those scopes nothing changes. A pool's threads serve many callers: they
+  keep no starter's context (the call that happened to start them would own every later task);
+  ``concurrent.futures.ThreadPoolExecutor.submit`` and, once imported, the task entry points of
+  ``multiprocessing.pool.ThreadPool`` carry each task's submitter's context instead.
 
 Every wrapper calls straight through when agentguard is not instrumented or the sensor is off.
 """
@@ -328,10 +330,45 @@ def _model_loader(format: str, source: str, keyword: str) -> Wrapper:
     return load_model
 
 
-_LOADERS: dict[str, tuple[str, Wrapper]] = {
-    # Wrapped when imported: each is the library's public entry point for reading a model file.
-    "joblib": ("load", _model_loader("joblib", "joblib.load", "filename")),
-    "torch": ("load", _model_loader("pytorch", "torch.load", "f")),
+# -- thread pools ---------------------------------------------------------------------------------
+
+# Modules whose threads serve a pool: they never keep their starter's context (the first caller
+# of a shared pool would own every later task); each task runs in its submitter's instead.
+_POOL_MODULES = frozenset({"concurrent.futures.thread", "multiprocessing.pool"})
+
+
+def _pool_task(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+               ) -> Any:
+    """``multiprocessing.pool.ThreadPool``'s ``apply_async``, ``_map_async``, ``imap`` and
+    ``imap_unordered`` (``apply``, ``map``, ``starmap`` and their variants end in them): the task
+    runs in the caller's context. A process pool pickles its tasks and is left alone."""
+    if not isinstance(instance, _thread_pool_class()):
+        return wrapped(*args, **kwargs)
+    if args and callable(args[0]):
+        context = _scoped_context(args[0])
+        if context is not None:
+            return wrapped(_in_context(context, args[0]), *args[1:], **kwargs)
+    elif callable(kwargs.get("func")):
+        context = _scoped_context(kwargs["func"])
+        if context is not None:
+            return wrapped(*args, **{**kwargs, "func": _in_context(context, kwargs["func"])})
+    return wrapped(*args, **kwargs)
+
+
+def _thread_pool_class() -> Any:
+    module = sys.modules.get("multiprocessing.pool")
+    return getattr(module, "ThreadPool", ()) if module is not None else ()
+
+
+# Wrapped when imported: module -> (owner inside the module, "" for the module itself, attribute,
+# wrapper).
+_LOADERS: dict[str, tuple[tuple[str, str, Wrapper], ...]] = {
+    # Each library's public entry point for reading a model file.
+    "joblib": (("", "load", _model_loader("joblib", "joblib.load", "filename")),),
+    "torch": (("", "load", _model_loader("pytorch", "torch.load", "f")),),
+    "multiprocessing.pool": tuple(("Pool", name, _pool_task)
+                                  for name in ("apply_async", "_map_async", "imap",
+                                               "imap_unordered")),
 }
 
 
@@ -394,8 +431,9 @@ def _scoped_context(function: Any) -> Any:
 
 def _thread_start(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                   ) -> Any:
-    context = _scoped_context(getattr(instance, "_target", None) or instance)
-    if context is not None:
+    function = getattr(instance, "_target", None) or instance
+    context = _scoped_context(function)
+    if context is not None and getattr(function, "__module__", None) not in _POOL_MODULES:
         try:
             setattr(instance, _THREAD_CONTEXT, context)
         except Exception as exc:  # a Thread subclass with __slots__
@@ -458,16 +496,18 @@ def _wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
 
 def _patch_loader(module: Any) -> None:
     name = getattr(module, "__name__", "")
-    entry = _LOADERS.get(name)
-    if entry is None:
+    entries = _LOADERS.get(name)
+    if entries is None:
         return
     with _state.patch_lock:
         if not _state.patching:
             return
-        try:
-            _wrap(module, entry[0], entry[1])
-        except Exception as exc:
-            internal_error(f"sensor patch {name}", exc)
+        for owner_name, attribute, wrapper in entries:
+            try:
+                owner = getattr(module, owner_name) if owner_name else module
+                _wrap(owner, attribute, wrapper)
+            except Exception as exc:
+                internal_error(f"sensor patch {name}.{attribute}", exc)
 
 
 def install() -> None:
@@ -541,7 +581,7 @@ def remove() -> None:
 
 def wrapper_functions() -> frozenset[Any]:
     """The wrapper functions (their code must not be replaced while they run)."""
-    loaders = [wrapper for _, wrapper in _LOADERS.values()]
+    loaders = [wrapper for entries in _LOADERS.values() for _, _, wrapper in entries]
     return frozenset({_execute_child, _posix_spawn, _execv, _execve, _system, _pickle_load,
                       _pickle_loads, _loop_getaddrinfo, _gcd_import, _thread_start,
                       _thread_bootstrap, _carry_context, *loaders})

@@ -4,6 +4,7 @@ span, and policies scoped to the tool apply to them."""
 from __future__ import annotations
 
 import _thread
+import asyncio
 import socket
 import subprocess
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import agentguard
-from tests.sensors.helpers import Recorder, events, run_tool
+from tests.sensors.helpers import Recorder, events, make_tool, run_tool
 
 
 @pytest.fixture
@@ -152,3 +153,123 @@ def test_threads_started_outside_agentguards_scopes_are_unchanged(guarded: Any) 
     (spawn,) = recorder.of("process_exec")
     assert spawn.context.tool is None and spawn.context.trace_id is None
     assert agentguard.get_guard() is not None
+
+
+def test_a_pool_started_in_a_tool_call_does_not_keep_that_call(guarded: Any) -> None:
+    """The first submit to a lazily started pool happens inside a tool call; a task submitted
+    after that call ended, outside any tool, belongs to no tool call, and a block scoped to the
+    first tool does not reach it."""
+    recorder = Recorder(block=lambda e: e.kind == "process_exec" and e.context.tool == "first")
+    guarded(mode="enforce", policy=[recorder], builtin_rules=False)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+
+        def first() -> str:
+            """Starts the pool's thread."""
+            try:
+                pool.submit(subprocess.run, ["/bin/echo", "in-tool"], check=True,
+                            stdout=subprocess.DEVNULL).result(5)
+            except PermissionError:
+                return "blocked"
+            return "ran"
+
+        assert run_tool(first, call_id="call-1") == "blocked"
+        later = pool.submit(subprocess.run, ["/bin/echo", "later"], check=True,
+                            stdout=subprocess.DEVNULL).result(5)
+    finally:
+        pool.shutdown()
+    assert later.returncode == 0
+    assert [(e.argv[1], e.context.tool, e.context.tool_call_id)
+            for e in recorder.of("process_exec")] == [("in-tool", "first", "call-1"),
+                                                      ("later", None, None)]
+
+
+def test_asyncios_default_executor_serves_each_caller_in_its_own_context(guarded: Any) -> None:
+    """``run_in_executor`` first called by a tool starts the loop's default pool; later calls
+    from another tool and from outside any tool keep their own attribution."""
+    recorder = Recorder()
+    guarded(policy=[recorder], builtin_rules=False)
+
+    def spawn(label: str) -> None:
+        subprocess.run(["/bin/echo", label], check=True, stdout=subprocess.DEVNULL)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def in_executor(label: str) -> str:
+            """Spawn in the loop's default executor."""
+            await loop.run_in_executor(None, spawn, label)
+            return label
+
+        tool = make_tool(in_executor)
+        for label, call_id in (("one", "call-1"), ("two", "call-2")):
+            await tool.ainvoke({"name": tool.name, "args": {"label": label}, "id": call_id,
+                                "type": "tool_call"})
+        await loop.run_in_executor(None, spawn, "outside")
+
+    asyncio.run(main())
+    assert [(e.argv[1], e.context.tool_call_id) for e in recorder.of("process_exec")] == [
+        ("one", "call-1"), ("two", "call-2"), ("outside", None)]
+
+
+@pytest.mark.parametrize("submit", ["apply_async", "map", "imap", "imap_unordered", "starmap"])
+def test_a_multiprocessing_thread_pool_runs_each_task_in_its_callers_context(
+        guarded: Any, submit: str) -> None:
+    """A ``multiprocessing.pool.ThreadPool`` created inside one tool call serves a second one:
+    each task belongs to the call that handed it over, and a task from outside any tool call to
+    none (its threads do not keep the creating call)."""
+    from multiprocessing.pool import ThreadPool
+
+    recorder = Recorder()
+    guarded(policy=[recorder], builtin_rules=False)
+    pools: list[ThreadPool] = []
+
+    def spawn(label: str) -> None:
+        subprocess.run(["/bin/echo", label], check=True, stdout=subprocess.DEVNULL)
+
+    def hand_over(label: str) -> None:
+        pool = pools[0]
+        if submit == "apply_async":
+            pool.apply_async(spawn, (label,)).get(5)
+        elif submit == "map":
+            pool.map(spawn, [label])
+        elif submit == "starmap":
+            pool.starmap(spawn, [(label,)])
+        else:
+            list(getattr(pool, submit)(spawn, [label]))
+
+    def create(label: str) -> str:
+        """Creates the pool and uses it."""
+        pools.append(ThreadPool(2))
+        hand_over(label)
+        return label
+
+    def reuse(label: str) -> str:
+        """Uses the pool another call created."""
+        hand_over(label)
+        return label
+
+    try:
+        run_tool(create, call_id="call-1", label="one")
+        run_tool(reuse, call_id="call-2", label="two")
+        hand_over("outside")
+    finally:
+        for pool in pools:
+            pool.terminate()
+            pool.join()
+    assert [(e.argv[1], e.context.tool_call_id) for e in recorder.of("process_exec")] == [
+        ("one", "call-1"), ("two", "call-2"), ("outside", None)]
+
+
+def test_a_process_pool_is_left_alone(guarded: Any) -> None:
+    """A process pool pickles its tasks: they reach the children as they were handed over."""
+    import multiprocessing
+
+    guarded(policy=[Recorder()], builtin_rules=False)
+
+    def compute() -> str:
+        """Uses a process pool."""
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return repr((pool.map(abs, [-1, -2]), pool.apply_async(abs, (-3,)).get(30)))
+
+    assert run_tool(compute) == "([1, 2], 3)"
