@@ -32,6 +32,9 @@ the child's pid. So the spawn entry points are wrapped with ``wrapt``:
   keep no starter's context (the call that happened to start them would own every later task);
   ``concurrent.futures.ThreadPoolExecutor.submit`` and, once imported, the task entry points of
   ``multiprocessing.pool.ThreadPool`` carry each task's submitter's context instead.
+  A process pool's worker forked inside a tool call drops the context it inherited with the
+  forking thread (``os.register_at_fork``: the fork is a pool's when a pool's spawning function
+  is on the stack).
 
 Every wrapper calls straight through when agentguard is not instrumented or the sensor is off.
 """
@@ -51,6 +54,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -353,6 +357,50 @@ def _pool_task(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         if context is not None:
             return wrapped(*args, **{**kwargs, "func": _in_context(context, kwargs["func"])})
     return wrapped(*args, **kwargs)
+
+
+# Forked pool workers: the child's only thread is a copy of the one that forked, context and
+# all, so a process pool started inside a tool call would run every later task, whoever
+# submitted it, as that call (and under its tool-scoped rules). Where the fork comes from a
+# pool starting a worker, the child drops the inherited context. A process a tool forks itself
+# keeps it, like any child of the tool.
+_POOL_SPAWNERS = frozenset({("concurrent.futures.process", "_spawn_process"),
+                            ("concurrent.futures.process", "_adjust_process_count"),
+                            ("multiprocessing.pool", "_repopulate_pool_static")})
+_forking = threading.local()
+
+
+def _before_fork() -> None:
+    if not _state.patching:
+        return
+    try:
+        frame: FrameType | None = sys._getframe(1)
+        for _ in range(16):
+            if frame is None:
+                break
+            if (frame.f_globals.get("__name__"), frame.f_code.co_name) in _POOL_SPAWNERS:
+                _forking.pool = True
+                return
+            frame = frame.f_back
+    except Exception as exc:  # never in the way of a fork
+        internal_error("sensor fork", exc)
+
+
+def _after_fork_in_parent() -> None:
+    _forking.__dict__.pop("pool", None)
+
+
+def _after_fork_in_child() -> None:
+    if _forking.__dict__.pop("pool", None):
+        try:
+            otel_context.attach(otel_context.Context())
+        except Exception as exc:
+            internal_error("sensor fork", exc)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def _thread_pool_class() -> Any:

@@ -273,3 +273,70 @@ def test_a_process_pool_is_left_alone(guarded: Any) -> None:
             return repr((pool.map(abs, [-1, -2]), pool.apply_async(abs, (-3,)).get(30)))
 
     assert run_tool(compute) == "([1, 2], 3)"
+
+
+def _tool_and_outcome(label: str) -> tuple[str, str | None, str]:
+    """In a pool's worker process: the tool call the sensor there attributes work to, and
+    whether a spawn ran."""
+    from agentguard._context import current_frame
+
+    tool = current_frame().tool
+    try:
+        subprocess.run(["/bin/echo", label], check=True, stdout=subprocess.DEVNULL)
+        outcome = "ran"
+    except PermissionError:
+        outcome = "blocked"
+    return label, getattr(tool, "name", None) if tool is not None else None, outcome
+
+
+def _forked_executor() -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+
+
+class _ForkedPool:
+    """A forked ``multiprocessing.Pool`` behind the executor's ``submit(...).result()``."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self.pool = multiprocessing.get_context("fork").Pool(1)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _ForkedPool:
+        self.pending = self.pool.apply_async(fn, args)
+        return self
+
+    def result(self, timeout: float) -> Any:
+        return self.pending.get(timeout)
+
+    def shutdown(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+@pytest.mark.parametrize("make_pool", [_forked_executor, _ForkedPool],
+                         ids=["ProcessPoolExecutor", "multiprocessing.Pool"])
+def test_a_forked_pool_worker_does_not_keep_the_tool_call_that_started_it(
+        guarded: Any, make_pool: Callable[[], Any]) -> None:
+    """A process pool forked inside a tool call: its worker is a copy of the tool's thread, but
+    it serves every later caller, so it drops that call's context; a task submitted after the
+    call ended is neither attributed to it nor blocked by its tool-scoped rule."""
+    guarded(mode="enforce", builtin_rules=False, policy=[Recorder(
+        block=lambda e: e.kind == "process_exec" and e.context.tool == "starter"
+        and "/bin/echo" in (e.argv or []))])
+    pools: list[Any] = []
+
+    def starter() -> str:
+        """Starts a process pool."""
+        pools.append(make_pool())
+        return repr(pools[0].submit(_tool_and_outcome, "in-tool").result(60))
+
+    try:
+        run_tool(starter)
+        later = pools[0].submit(_tool_and_outcome, "later").result(60)
+    finally:
+        for pool in pools:
+            pool.shutdown()
+    assert later == ("later", None, "ran")
