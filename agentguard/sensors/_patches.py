@@ -69,6 +69,7 @@ from agentguard.sensors._emit import OperationBlocked, add_child_pid, write_span
 from agentguard.sensors._hook import report_import, report_model_load, run_handler
 from agentguard.sensors._models import Load
 from agentguard.sensors._propagation import child_environment, identity
+from agentguard.sensors._tamper import ours
 
 if TYPE_CHECKING:
     from agentguard._guard import Guard
@@ -348,15 +349,11 @@ def _pool_task(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     runs in the caller's context. A process pool pickles its tasks and is left alone."""
     if not isinstance(instance, _thread_pool_class()):
         return wrapped(*args, **kwargs)
-    if args and callable(args[0]):
-        context = _scoped_context(args[0])
-        if context is not None:
-            return wrapped(_in_context(context, args[0]), *args[1:], **kwargs)
-    elif callable(kwargs.get("func")):
+    if not args and callable(kwargs.get("func")):
         context = _scoped_context(kwargs["func"])
         if context is not None:
-            return wrapped(*args, **{**kwargs, "func": _in_context(context, kwargs["func"])})
-    return wrapped(*args, **kwargs)
+            return wrapped(**{**kwargs, "func": _in_context(context, kwargs["func"])})
+    return _carry_context(wrapped, instance, args, kwargs)
 
 
 # Forked pool workers: the child's only thread is a copy of the one that forked, context and
@@ -471,8 +468,7 @@ def _scoped_context(function: Any) -> Any:
     context = otel_context.get_current()
     if not isinstance(context.get(FRAME_KEY), Frame):
         return None
-    module = getattr(function, "__module__", None)
-    if isinstance(module, str) and (module == "agentguard" or module.startswith("agentguard.")):
+    if ours(getattr(function, "__module__", None)):
         return None
     return context
 

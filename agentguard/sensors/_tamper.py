@@ -51,6 +51,7 @@ __all__ = [
     "guard_state_module",
     "local_written",
     "on_setattr",
+    "ours",
     "protect",
     "report_tamper",
 ]
@@ -88,6 +89,17 @@ def report_tamper(guard: Guard, reason: str, evidence: dict[str, Any], what: str
     emit_native(guard, native_finding(guard, "tamper", decision), what)
 
 
+def _report(guard: Guard, reason: str, evidence: dict[str, Any], what: str, where: str) -> None:
+    """:func:`report_tamper` from a watch: the refusal propagates, any other error is agentguard's
+    own (reported as ``where``) and never reaches the code being watched."""
+    try:
+        report_tamper(guard, reason, evidence, what)
+    except OperationBlocked:
+        raise
+    except Exception as exc:
+        internal_error(where, exc)
+
+
 def _sensor_guard() -> Guard | None:
     guard = _agentguard_state.guard
     if guard is None or not guard.config.runtime_sensor:
@@ -110,15 +122,12 @@ def _from_tool(title: str, call: str) -> None:
     guard = _sensor_guard()
     if guard is None or current_frame().tool is None or _state.local.state:
         return
-    try:
-        report_tamper(guard, title, {"call": f"agentguard.{call}"}, f"agentguard.{call}()")
-    except OperationBlocked:
-        raise
-    except Exception as exc:
-        internal_error(f"sensor tamper {call}", exc)
+    _report(guard, title, {"call": f"agentguard.{call}"}, f"agentguard.{call}()",
+            f"sensor tamper {call}")
 
 
-def _ours(module: object) -> bool:
+def ours(module: object) -> bool:
+    """Whether ``module`` (a module's ``__name__``) is agentguard or one of its modules."""
     return isinstance(module, str) and (module == "agentguard" or module.startswith("agentguard."))
 
 
@@ -128,20 +137,15 @@ def guard_attribute_written(guard: Guard, name: str) -> None:
     try:
         caller = sys._getframe(2)  # this function, Guard.__setattr__, the writer
         origin = caller.f_globals.get("__name__")
-        if _ours(origin) or guard is not _sensor_guard() or _state.local.state:
+        if ours(origin) or guard is not _sensor_guard() or _state.local.state:
             return
         evidence = {"attribute": f"Guard.{name}", "module": origin,
                     "file": caller.f_code.co_filename, "line": caller.f_lineno}
     except Exception as exc:
         internal_error("sensor tamper guard", exc)
         return
-    try:
-        report_tamper(guard, f"agentguard's active Guard was changed ({name}) outside agentguard",
-                      evidence, f"changing agentguard's Guard ({name})")
-    except OperationBlocked:
-        raise
-    except Exception as exc:
-        internal_error("sensor tamper guard", exc)
+    _report(guard, f"agentguard's active Guard was changed ({name}) outside agentguard",
+            evidence, f"changing agentguard's Guard ({name})", "sensor tamper guard")
 
 
 def check_caller(owner: str, call: str, doing: str,
@@ -162,13 +166,8 @@ def check_caller(owner: str, call: str, doing: str,
     except Exception as exc:
         internal_error("sensor tamper switch", exc)
         return
-    try:
-        report_tamper(guard, f"{what} outside instrument()/uninstrument() ({call})", evidence,
-                      doing)
-    except OperationBlocked:
-        raise
-    except Exception as exc:
-        internal_error("sensor tamper switch", exc)
+    _report(guard, f"{what} outside instrument()/uninstrument() ({call})", evidence, doing,
+            "sensor tamper switch")
 
 
 class _GuardedModule(types.ModuleType):
@@ -204,12 +203,8 @@ def _check_state_write(module: types.ModuleType, name: str) -> None:
     except Exception as exc:
         internal_error("sensor tamper state", exc)
         return
-    try:
-        report_tamper(guard, title.format(name=name), evidence, f"replacing agentguard's {name}")
-    except OperationBlocked:
-        raise
-    except Exception as exc:
-        internal_error("sensor tamper state", exc)
+    _report(guard, title.format(name=name), evidence, f"replacing agentguard's {name}",
+            "sensor tamper state")
 
 
 def local_written(name: str) -> None:
@@ -219,7 +214,7 @@ def local_written(name: str) -> None:
     try:
         caller = sys._getframe(2)  # this function, _Local.__setattr__ or set_local, the writer
         guard = _sensor_guard()
-        if guard is None or _state.local.state or _ours(caller.f_globals.get("__name__")):
+        if guard is None or _state.local.state or ours(caller.f_globals.get("__name__")):
             return
         evidence = {"attribute": f"agentguard.sensors._state.local.{name}",
                     "module": caller.f_globals.get("__name__"),
@@ -227,13 +222,9 @@ def local_written(name: str) -> None:
     except Exception as exc:
         internal_error("sensor tamper thread state", exc)
         return
-    try:
-        report_tamper(guard, f"the runtime sensor's per-thread state ({name}) was changed outside "
-                             "agentguard", evidence, f"changing the sensor's thread state ({name})")
-    except OperationBlocked:
-        raise
-    except Exception as exc:
-        internal_error("sensor tamper thread state", exc)
+    _report(guard, f"the runtime sensor's per-thread state ({name}) was changed outside "
+                   "agentguard", evidence, f"changing the sensor's thread state ({name})",
+            "sensor tamper thread state")
 
 
 def guard_state_module() -> None:
