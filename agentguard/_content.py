@@ -20,6 +20,7 @@ import enum
 import hashlib
 import json
 import re
+import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import PurePath
@@ -59,6 +60,10 @@ _PENDING_LIMIT = 1 << 16
 _ENDS_REDACTED = re.compile(r"\[REDACTED:[a-z_]{1,32}\]\Z")
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None))
+# An exception event's stack trace: at most this many chained exceptions, and the innermost
+# frames of each.
+_MAX_CHAIN = 8
+_MAX_FRAMES = 64
 # One encoder for every call (json.dumps with arguments builds a new one each time).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -384,6 +389,59 @@ class ContentCapture:
                 return self._marked(redacted, f"more than {len(encoded)}")
             limit *= 4
 
+    def exception(self, exc: BaseException, *, escaped: bool = False) -> dict[str, str]:
+        """The attributes of an ``exception`` span event for ``exc``, under the capture mode.
+
+        An exception's message is content (a tool's error often quotes its input, a cloud error
+        the resource it was refused): it is captured like any other text, so redacted, hashed or
+        left out, and bounded. The stack trace keeps its frames (code, not data; redacted in
+        ``redacted`` mode, at most the innermost ``_MAX_FRAMES`` per exception) with every
+        message of the chain replaced by its captured form.
+        """
+        attributes = {"exception.type": type(exc).__qualname__,
+                      "exception.stacktrace": self._stacktrace(exc),
+                      "exception.escaped": str(escaped)}
+        message = self.text(_message(exc))
+        if message is not None:
+            attributes["exception.message"] = message
+        return attributes
+
+    def error_status(self, exc: BaseException, kind: str | None = None) -> str:
+        """A span status description for ``exc``: its kind and, when content may be captured,
+        its message (captured form, at most 512 characters)."""
+        kind = kind or type(exc).__name__
+        message = self.text(_message(exc)) if self.mode in ("full", "redacted") else None
+        return (f"{kind}: {message}" if message else kind)[:512]
+
+    def _stacktrace(self, exc: BaseException) -> str:
+        parts: list[str] = []
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        links = 0
+        while current is not None and id(current) not in seen and links < _MAX_CHAIN:
+            seen.add(id(current))
+            links += 1
+            frames = "".join(traceback.format_tb(current.__traceback__, limit=-_MAX_FRAMES))
+            if self.mode == "redacted":
+                frames = redact(frames)
+            message = self.text(_message(current))
+            line = type(current).__qualname__ + (f": {message}" if message else "")
+            parts.append(("Traceback (most recent call last):\n" + frames if frames else "")
+                         + line + "\n")
+            if current.__cause__ is not None:
+                current = current.__cause__
+                parts.append("\nThe above exception was the direct cause of the following "
+                             "exception:\n\n")
+            elif current.__context__ is not None and not current.__suppress_context__:
+                current = current.__context__
+                parts.append("\nDuring handling of the above exception, another exception "
+                             "occurred:\n\n")
+            else:
+                current = None
+        if parts and parts[-1].startswith("\n"):
+            parts.pop()  # a chain cut at _MAX_CHAIN (or a cycle): no dangling separator
+        return "".join(reversed(parts))
+
     def pending(self, value: Any) -> Any:
         """Like :meth:`value`, but may leave redaction for later: returns ``None``, the captured
         text, or a :class:`~agentguard._spans.PendingContent` whose ``resolve()`` gives it.
@@ -431,3 +489,11 @@ class ContentCapture:
     def _marked(self, text: str, size: str) -> str:
         shown = _cut(text, self.max_length) if self.mode == "redacted" else text[: self.max_length]
         return f"{shown}...[truncated, {size} chars]"
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, which runs the exception's own code: never raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__qualname__}>"

@@ -342,8 +342,9 @@ class Operation:
             return
         try:
             span = self.span
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+            capture = self.guard.capture
+            span.add_event("exception", capture.exception(exc, escaped=True))
+            span.set_status(Status(StatusCode.ERROR, capture.error_status(exc)))
             span.set_attribute("error.type", type(exc).__qualname__)
         except Exception as err:
             internal_error("span error", err)
@@ -483,11 +484,12 @@ class Operation:
                                    semconv.AG_CLOUD_REQUEST_ID, request_id)
             if attributes:
                 span.set_attributes(attributes)
+            capture = self.guard.capture
             if exception is not None:
-                span.record_exception(exception)
+                span.add_event("exception", capture.exception(exception))
             if error or exception is not None:
                 kind = error or type(exception).__qualname__
-                detail = f"{kind}: {exception}" if exception is not None else kind
+                detail = capture.error_status(exception, kind) if exception is not None else kind
                 span.set_status(Status(StatusCode.ERROR, detail[:512]))
                 span.set_attribute(semconv.ERROR_TYPE, kind)
             if self.event is not None and (status is not None or error):

@@ -484,3 +484,90 @@ def test_no_part_of_a_secret_survives_the_cut(
     captured = ContentCapture("redacted", max_length).text(text)
     assert captured is not None
     assert not any(body[i : i + 8] in captured for i in range(len(body) - 7))
+
+
+# ---------------------------------------------------------------------------------------------
+# Exceptions: their messages are content.
+
+
+def _raised(make: Any) -> BaseException:
+    try:
+        make()
+    except Exception as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def _chained() -> None:
+    try:
+        raise KeyError("row 7 password=hunter2-secret")
+    except KeyError as inner:
+        raise RuntimeError("lookup failed for " + GITHUB) from inner
+
+
+def test_exception_messages_are_redacted_and_bounded_in_redacted_mode() -> None:
+    """An exception event's message and stack trace carry no secret and stay within the cap,
+    and the trace still shows where the error came from."""
+    capture = ContentCapture("redacted", max_length=200)
+    exc = _raised(lambda: (_ for _ in ()).throw(
+        RuntimeError(f"upstream said password=hunter2-secret token {GITHUB} " + "x" * 1_000_000)))
+    event = capture.exception(exc)
+    assert event["exception.type"] == "RuntimeError"
+    for text in event.values():
+        assert "hunter2" not in text and GITHUB not in text
+    assert "[REDACTED:" in event["exception.message"]
+    assert len(event["exception.message"]) < 300
+    assert len(event["exception.stacktrace"]) < 5000
+    assert "_raised" in event["exception.stacktrace"]
+    status = capture.error_status(exc)
+    assert status.startswith("RuntimeError: upstream said password=[REDACTED:")
+    assert len(status) <= 512 and "hunter2" not in status
+
+
+def test_exception_chains_keep_their_order_and_every_message_is_captured() -> None:
+    """A chained exception's trace shows the cause first, then the error, like Python prints
+    it, with both messages redacted."""
+    event = ContentCapture("redacted").exception(_raised(_chained))
+    trace = event["exception.stacktrace"]
+    cause = trace.index("KeyError: ")
+    link = trace.index("The above exception was the direct cause of the following exception")
+    error = trace.index("RuntimeError: lookup failed for [REDACTED:")
+    assert cause < link < error
+    assert "hunter2" not in trace and GITHUB not in trace
+
+
+def test_no_exception_message_is_captured_in_none_mode() -> None:
+    """With content capture off, an exception event has its type and frames but no message,
+    and the status names only the error type."""
+    capture = ContentCapture("none")
+    exc = _raised(_chained)
+    event = capture.exception(exc)
+    assert "exception.message" not in event
+    # The frames' source lines are code and stay; the messages built at run time do not.
+    assert GITHUB not in event["exception.stacktrace"]
+    assert "KeyError: " not in event["exception.stacktrace"]
+    assert "RuntimeError: " not in event["exception.stacktrace"]
+    assert event["exception.stacktrace"].rstrip().endswith("RuntimeError")
+    assert "_chained" in event["exception.stacktrace"]
+    assert capture.error_status(exc) == "RuntimeError"
+
+
+def test_exception_messages_are_hashed_in_hash_mode() -> None:
+    """In ``hash`` mode the message is its digest and the status names only the error type."""
+    capture = ContentCapture("hash")
+    exc = ValueError("customer 42 is overdrawn")
+    expected = "sha256:" + hashlib.sha256(b"customer 42 is overdrawn").hexdigest()
+    assert capture.exception(exc)["exception.message"] == expected
+    assert capture.error_status(exc) == "ValueError"
+
+
+def test_an_exception_that_cannot_be_printed_still_gives_an_event() -> None:
+    """An exception whose ``__str__`` raises is recorded by type, not lost."""
+
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    event = ContentCapture("full").exception(_raised(lambda: (_ for _ in ()).throw(Odd())))
+    assert event["exception.message"] == "<unprintable " + Odd.__qualname__ + ">"
+    assert event["exception.type"].endswith("Odd")

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from opentelemetry.trace import StatusCode
 
@@ -191,6 +192,34 @@ def test_failing_tool_records_error_and_reraises_the_same_exception(guarded: Any
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "RuntimeError"
     assert span.events[0].name == "exception"
+
+
+@pytest.mark.parametrize("mode", ["redacted", "none"])
+def test_a_tool_error_message_is_content_redacted_bounded_or_left_out(guarded: Any, spans: Any,
+                                                                     mode: str) -> None:
+    """A tool's exception message quoting a secret and megabytes of upstream output reaches the
+    caller unchanged, while its span's exception event and status are redacted and cut to the
+    capture size (or carry no message with capture off)."""
+    from tests.integrations.langchain.agents import failing_tool
+
+    secret = "AKIA" + "IOSFODNN7EXAMPLE"
+    reason = f"password=hunter2-secret aws_access_key_id={secret} " + "x" * 2_000_000
+    guarded(capture_content=mode, max_content_length=1024)
+    with pytest.raises(RuntimeError) as info:
+        failing_tool.invoke({"reason": reason})
+    assert str(info.value) == f"backend down: {reason}"
+    span = spans.one("execute_tool failing_tool")
+    (event,) = [e for e in span.events if e.name == "exception"]
+    texts = [*event.attributes.values(), span.status.description]
+    assert all(isinstance(t, str) and secret not in t and "hunter2" not in t for t in texts)
+    assert all(len(t) < 8192 for t in texts)
+    assert event.attributes["exception.type"] == "RuntimeError"
+    if mode == "redacted":
+        assert event.attributes["exception.message"].startswith("backend down: password=[REDACTED:")
+        assert span.status.description.startswith("RuntimeError: backend down: password=[REDACTED:")
+    else:
+        assert "exception.message" not in event.attributes
+        assert span.status.description == "RuntimeError"
 
 
 def test_agent_stream_abandoned_early_still_ends_the_span(guarded: Any, spans: Any) -> None:
