@@ -662,12 +662,10 @@ class Guard:
                 result = self._policy_error(policy, exc)
             if result is None:
                 continue
-            if isinstance(result, Decision):
-                if result.action != "allow":
-                    verdict.add(self.finding_for(event, result))
-                continue
             try:
-                for decision in result:
+                # A decision the finding cannot be made of (a callback's typo) is the policy's
+                # error, judged as one: it must not take the other stages' findings with it.
+                for decision in (result,) if isinstance(result, Decision) else result:
                     if decision.action != "allow":
                         verdict.add(self.finding_for(event, decision))
             except Exception as exc:

