@@ -200,7 +200,9 @@ def conversation(conversation_id: str, user: str | None = None) -> Iterator[Conv
     if not isinstance(conversation_id, str) or not conversation_id:
         raise ValueError("conversation id must be a non-empty string")
     state = _state.conversations.get(conversation_id, user)
-    frame = current_frame().replace(conversation=state, turn=None)
+    # A block that continues a conversation (the next request of a tool loop that a web app
+    # serves one request at a time) is in its latest turn until a new user message starts one.
+    frame = current_frame().replace(conversation=state, turn=state.turns or None)
     token = otel_context.attach(otel_context.set_value(FRAME_KEY, frame))
     try:
         yield state

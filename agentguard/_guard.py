@@ -342,6 +342,13 @@ class Operation:
             return
         try:
             span = self.span
+            pause = _pause(exc)
+            if pause is not None:
+                # A graph pausing for a human (interrupt()) or handing control to its parent:
+                # flow control, not a failure; error-rate dashboards must not count it.
+                span.set_attribute(semconv.AG_INTERRUPTED, pause)
+                self._finish()
+                return
             capture = self.guard.capture
             span.add_event("exception", capture.exception(exc, escaped=True))
             span.set_status(Status(StatusCode.ERROR, capture.error_status(exc)))
@@ -497,6 +504,16 @@ class Operation:
         except Exception as exc:
             internal_error("cloud call end", exc)
         self._finish()
+
+
+def _pause(exc: BaseException) -> str | None:
+    """The name of ``exc`` when it is LangGraph's flow control rather than an error (its
+    ``GraphBubbleUp`` family: ``GraphInterrupt``, ``ParentCommand``), else ``None``; recognised
+    by class name, so LangGraph is never imported."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ == "GraphBubbleUp" and cls.__module__.startswith("langgraph"):
+            return type(exc).__name__
+    return None
 
 
 def _messages(items: Iterable[dict[str, Any]]) -> list[Any]:
@@ -882,6 +899,10 @@ class Guard:
         new_turn = top_level and turn_text is not None
         if new_turn:
             turn = conv.next_turn()
+        elif turn is None and top_level and conv.turns:
+            # A run that goes on without a new user message (a graph resumed after an interrupt,
+            # re-invoked from its checkpoint) is still in the conversation's latest turn.
+            turn = conv.turns
         frame = parent.replace(conversation=conv, turn=turn)
         attrs = self._base_attributes(frame, semconv.OP_INVOKE_AGENT)
         attrs[semconv.GEN_AI_AGENT_NAME] = name

@@ -14,6 +14,7 @@ __all__ = [
     "AG_FINDING_COUNT",
     "AG_FINDING_RULES",
     "AG_FINDING_SEVERITY",
+    "AG_INTERRUPTED",
     "AG_LINK_REASON",
     "AG_MODE",
     "AG_RETRIEVAL_DOCUMENTS",
@@ -102,6 +103,8 @@ AG_AGENT_GRAPH = "agentguard.agent.graph"
 AG_BATCH_SIZE = "agentguard.model.batch_size"
 AG_STREAM = "agentguard.stream"
 AG_STREAM_ABANDONED = "agentguard.stream.abandoned"
+# An operation a LangGraph interrupt or parent command ended (its exception's class name).
+AG_INTERRUPTED = "agentguard.interrupted"
 AG_RETRIEVER_NAME = "agentguard.retriever.name"
 AG_RETRIEVAL_QUERY = "agentguard.retrieval.query"
 AG_RETRIEVAL_DOCUMENTS = "agentguard.retrieval.documents"

@@ -138,6 +138,29 @@ def test_converse_tool_loop_spans_nest_and_carry_tool_use_ids(guarded: Any, span
     assert agentguard._tool.pending_tool_calls() == 0
 
 
+def test_a_loop_continued_in_a_later_conversation_block_stays_in_its_turn(
+        guarded: Any, spans: Any, bedrock: Any, runtime: Any) -> None:
+    """A web app serving a tool loop one request at a time (a ``conversation()`` block per
+    request) keeps the loop in the conversation's turn: the continuation, which sends tool
+    results and no new user message, is still turn 1; the next question is turn 2."""
+    guarded()
+    client = runtime()
+    bedrock.push(Reply(tool_uses=[tool_use("get_weather", {"city": "Oslo"}, "tu-1")]),
+                 Reply("Sunny."), Reply("You are welcome."))
+    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"text": "Oslo weather?"}]}]
+    with agentguard.conversation("web-1"):
+        messages.append(client.converse(modelId=MODEL, messages=messages)["output"]["message"])
+    messages.append({"role": "user", "content": [
+        {"toolResult": {"toolUseId": "tu-1", "content": [{"text": "sunny"}]}}]})
+    with agentguard.conversation("web-1"):
+        messages.append(client.converse(modelId=MODEL, messages=messages)["output"]["message"])
+    messages.append({"role": "user", "content": [{"text": "Thanks!"}]})
+    with agentguard.conversation("web-1"):
+        client.converse(modelId=MODEL, messages=messages)
+    chats = sorted(spans.named("chat"), key=lambda s: s.start_time)
+    assert [c.attributes.get("agentguard.turn.index") for c in chats] == [1, 1, 2]
+
+
 def test_a_blocked_tool_never_runs_and_the_loop_recovers(guarded: Any, spans: Any, bedrock: Any,
                                                          runtime: Any, aws: Any,
                                                          bucket: str) -> None:

@@ -126,6 +126,42 @@ def test_multi_turn_thread_counts_turns_and_uses_thread_id(guarded: Any, spans: 
     assert len({r.context.trace_id for r in roots}) == 3
 
 
+def test_a_graph_resumed_after_an_interrupt_stays_in_its_turn_without_errors(
+        guarded: Any, spans: Any) -> None:
+    """A tool that pauses for a human (``interrupt()``) and the run resumed from the checkpoint
+    are one turn of the thread, and the pause is not an error: the paused tool span is marked
+    interrupted, with no error status."""
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from langgraph.types import Command, interrupt
+
+    from tests.integrations.langchain.agents import ScriptedChatModel
+
+    @tool
+    def refund(order: str) -> str:
+        """Refund an order once a human approves."""
+        return f"refunded {order}" if interrupt({"approve": order}) else "refused"
+
+    guarded()
+    agent = create_agent(ScriptedChatModel(script=[say("", call("refund", order="A7")),
+                                                   say("Refunded.")]),
+                         [refund], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "ticket-9"}}
+    agent.invoke({"messages": [("user", "refund A7")]}, config)
+    answer = agent.invoke(Command(resume=True), config)
+    assert answer["messages"][-1].content == "Refunded."
+    everything = spans.all()
+    assert len(spans.named("invoke_agent")) == 2
+    assert {s.attributes["agentguard.turn.index"] for s in everything} == {1}
+    assert {s.attributes["gen_ai.conversation.id"] for s in everything} == {"ticket-9"}
+    assert all(s.status.status_code is StatusCode.UNSET for s in everything)
+    paused, done = sorted(spans.named("execute_tool refund"), key=lambda s: s.start_time)
+    assert paused.attributes["agentguard.interrupted"] == "GraphInterrupt"
+    assert not any(e.name == "exception" for e in paused.events)
+    assert "agentguard.interrupted" not in done.attributes
+    assert done.attributes["gen_ai.tool.call.result"] == "refunded A7"
+
+
 def test_explicit_conversation_wins_over_thread_id(guarded: Any, spans: Any) -> None:
     """``agentguard.conversation()`` names the conversation even when a thread id is given."""
     guarded()
