@@ -192,7 +192,7 @@ def instrument(
         _state.telemetry = telemetry
         _state.guard = guard
         if previous is not None:
-            previous.shutdown(timeout=2.0, keep_exporter=config.exporter)
+            previous.shutdown(timeout=2.0, keep_exporter=config.exporter, successor=telemetry)
         registry.disable([name for name in registry.AVAILABLE if name not in wanted])
         registry.enable(wanted)
         _state.enabled_integrations = set(wanted)

@@ -69,6 +69,9 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         self._flush_requests: list[threading.Event] = []
         self._shutdown = False
         self._active = True
+        # The processor of the configuration that replaced this one: spans of operations begun
+        # before ``instrument()`` was called again end here after shutdown, and go there.
+        self.successor: BoundedBatchSpanProcessor | None = None
         self._worker: threading.Thread | None = None
         self._start_worker()
         ref = weakref.ref(self)
@@ -98,6 +101,9 @@ class BoundedBatchSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan | LightSpan) -> None:
         if not self._active:
+            successor = self.successor
+            if successor is not None:
+                successor.on_end(span)
             return
         if self.only_scope is not None and not isinstance(span, LightSpan):
             scope = span.instrumentation_scope
@@ -362,8 +368,18 @@ class Telemetry:
         flush = getattr(self.provider, "force_flush", None) if self.provider is not None else None
         return bool(flush(int(timeout * 1000))) if callable(flush) else True
 
-    def shutdown(self, timeout: float = 5.0, *, keep_exporter: object = None) -> None:
-        """Flush and stop; an exporter the next configuration reuses (``keep_exporter``) stays open."""
+    def shutdown(self, timeout: float = 5.0, *, keep_exporter: object = None,
+                 successor: Telemetry | None = None) -> None:
+        """Flush and stop; an exporter the next configuration reuses (``keep_exporter``) stays open.
+
+        ``successor``: the pipeline replacing this one; spans still open here (an agent running
+        while ``instrument()`` is called again) are exported by it when they end.
+        """
+        if successor is not None:
+            if self.processor is not None:
+                self.processor.successor = successor.processor or successor.collector
+            if self.collector is not None:
+                self.collector.successor = successor.collector or successor.processor
         if self.collector is not None:
             flush_timeout = min(timeout, 0.5) if self.collector.backend_down() else timeout
             self.collector.force_flush(int(flush_timeout * 1000))

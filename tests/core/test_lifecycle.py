@@ -83,6 +83,45 @@ def test_reinstrument_reconfigures(guarded: Any, spans: Any) -> None:
     assert "gen_ai.tool.call.arguments" not in spans.one("execute_tool lookup_customer").attributes
 
 
+def test_reinstrument_while_an_agent_runs_loses_none_of_its_spans(guarded: Any,
+                                                                   spans: Any) -> None:
+    """instrument() called again (from another thread) while an agent is inside a tool: the
+    run's spans that end afterwards are still exported, as one unbroken trace."""
+    import threading
+
+    from langchain_core.tools import tool
+
+    from tests.integrations.langchain.agents import ScriptedChatModel, call, say
+
+    inside, release = threading.Event(), threading.Event()
+
+    @tool
+    def slow(x: int) -> str:
+        """Wait for the test."""
+        inside.set()
+        release.wait(10)
+        return "ok"
+
+    from langchain.agents import create_agent
+
+    guarded(service_name="before")
+    agent = create_agent(ScriptedChatModel(script=[say("", call("slow", x=1)), say("done")]),
+                         [slow])
+    worker = threading.Thread(target=lambda: agent.invoke({"messages": [("user", "go")]}))
+    worker.start()
+    assert inside.wait(10)
+    guarded(service_name="after")
+    release.set()
+    worker.join(10)
+    agentguard.flush()
+    names = sorted(s.name for s in spans.all())
+    assert names == ["chat scripted-1", "chat scripted-1", "execute_tool slow",
+                     "invoke_agent LangGraph"]
+    assert len({s.context.trace_id for s in spans.all()}) == 1
+    ids = {s.context.span_id for s in spans.all()}
+    assert all(s.parent is None or s.parent.span_id in ids for s in spans.all())
+
+
 def test_uninstrument_restores_the_original_methods(guarded: Any, spans: Any) -> None:
     """After uninstrument() the framework's methods are the originals and nothing is traced."""
     from langchain_core.language_models.chat_models import BaseChatModel
