@@ -16,7 +16,9 @@ the results are sent. Server-side (Lambda) action groups have already run when t
 arrives: a block on one stops the application from receiving the rest of the agent's answer.
 
 ``Retrieve`` and ``RetrieveAndGenerate`` are ``retrieval {knowledgeBaseId}`` spans whose
-documents are the retrieved passages (for ``RetrieveAndGenerate``, those its citations name).
+documents are the retrieved passages (for ``RetrieveAndGenerate``, those its citations name): a
+structured source's rows read as ``column: value`` lines, audio and video results as their
+transcription or summary.
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ from agentguard.integrations._aws_streams import (
     TracedAioEventStream,
     TracedEventStream,
 )
-from agentguard.integrations._bedrock_models import MAX_TEXT, text_of
+from agentguard.integrations._bedrock_models import MAX_TEXT, ContentBudget, text_of
 
 __all__ = ["HANDLERS", "PendingReturnControl", "pending_return_control"]
 
 # Trace steps open at once in one agent stream (a step is closed by its observation).
 MAX_OPEN_STEPS = 256
 MAX_DOCUMENTS = 100
+# Cells read from one structured (ROW) result; binary cells carry nothing the scanner can read.
+MAX_COLUMNS = 256
+_UNREADABLE_COLUMNS = frozenset({"BLOB", "NULL"})
 
 
 class PendingReturnControl:
@@ -143,18 +148,52 @@ def _source(location: Any) -> str | None:
     return None
 
 
+def _row_text(row: list[Any]) -> str:
+    """A structured result's cells as ``column: value`` lines (bounded)."""
+    lines: list[str] = []
+    size = 0
+    for column in row[:MAX_COLUMNS]:
+        if not isinstance(column, dict) or column.get("type") in _UNREADABLE_COLUMNS:
+            continue
+        value = column.get("columnValue")
+        if value is None:
+            continue
+        line = f"{column.get('columnName') or '?'}: {value}"[:MAX_TEXT - size]
+        lines.append(line)
+        size += len(line) + 1
+        if size >= MAX_TEXT:
+            break
+    return "\n".join(lines)
+
+
+def _content_text(content: Any) -> str:
+    """The text of a retrieval result the model will read: the passage (``TEXT``), the row's
+    cells (``ROW``), an audio transcription or a video summary. Images carry no text."""
+    if not isinstance(content, dict):
+        return ""
+    if isinstance(content.get("text"), str):
+        return str(content["text"])
+    if isinstance(content.get("row"), list):
+        return _row_text(content["row"])
+    for key, field in (("audio", "transcription"), ("video", "summary")):
+        segment = content.get(key)
+        if isinstance(segment, dict) and isinstance(segment.get(field), str):
+            return str(segment[field])
+    return ""
+
+
 def _document(reference: Any) -> dict[str, Any] | None:
     if not isinstance(reference, dict):
         return None
-    content = reference.get("content")
-    text = content.get("text") if isinstance(content, dict) else None
+    text = _content_text(reference.get("content"))
     metadata = reference.get("metadata")
     kept = {str(k): v for k, v in list(metadata.items())[:32]
             if isinstance(v, (str, int, float, bool))} if isinstance(metadata, dict) else {}
     if isinstance(reference.get("score"), (int, float)):
         kept["score"] = reference["score"]
-    return {"id": None, "source": _source(reference.get("location")),
-            "content": str(text or ""), "metadata": kept}
+    doc_id = reference.get("documentId")
+    return {"id": str(doc_id) if doc_id else None, "source": _source(reference.get("location")),
+            "content": text, "metadata": kept}
 
 
 def _documents(references: Any) -> list[dict[str, Any]]:
@@ -178,12 +217,14 @@ def _prompt_messages(text: Any) -> list[dict[str, Any]]:
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("messages"), list):
             messages: list[dict[str, Any]] = []
+            budget = ContentBudget()
             if parsed.get("system"):
-                messages.append({"role": "system", "content": text_of(parsed["system"])})
+                messages.append({"role": "system", "content": text_of(
+                    parsed["system"], encoded=True, budget=budget)})
             for message in parsed["messages"][:MAX_DOCUMENTS]:
                 if isinstance(message, dict):
-                    messages.append({"role": str(message.get("role", "user")),
-                                     "content": text_of(message.get("content"))})
+                    messages.append({"role": str(message.get("role", "user")), "content": text_of(
+                        message.get("content"), encoded=True, budget=budget)})
             return messages
     return [{"role": "user", "content": text}]
 

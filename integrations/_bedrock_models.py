@@ -11,12 +11,17 @@ Messages come out in the same plain-dict form every integration uses
 
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import json
 from typing import Any
 
 __all__ = [
+    "ContentBudget",
     "ModelReply",
     "StreamAccumulator",
+    "document_text",
     "family_of",
     "parse_request",
     "parse_response",
@@ -29,6 +34,21 @@ _FAMILIES = (("anthropic.", "anthropic"), ("amazon.nova", "nova"), ("amazon.tita
 # Text kept per stream while accumulating (the span shows less; the Guard sees this much).
 MAX_TEXT = 256 * 1024
 MAX_BLOCKS = 256
+# Text read from one attached document (a prefix: the rest is marked as not read), and from all
+# the documents of one request together (Bedrock takes at most five documents per request).
+MAX_DOCUMENT = 256 * 1024
+MAX_REQUEST_DOCUMENTS = 2 * 1024 * 1024
+MAX_NAME = 200
+
+# Converse ``DocumentFormat`` values whose bytes are text, and those that are binary containers
+# (reading those needs a parser; their bytes decoded as UTF-8 are noise, not what the model reads).
+_TEXT_FORMATS = frozenset({"txt", "md", "csv", "html", "htm", "markdown", "json", "xml", "tsv",
+                           "yaml", "yml", "text"})
+_BINARY_FORMATS = frozenset({"pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods",
+                             "odp", "zip", "gz"})
+# Container signatures (PDF, ZIP as in docx/xlsx, OLE2 as in doc/xls, gzip), for bodies whose
+# format says nothing.
+_BINARY_MAGIC = (b"%PDF-", b"PK\x03\x04", b"\xd0\xcf\x11\xe0", b"\x1f\x8b")
 
 
 def family_of(model_id: str | None, body: Any = None) -> str:
@@ -50,33 +70,227 @@ def family_of(model_id: str | None, body: Any = None) -> str:
     return "unknown"
 
 
-def text_of(content: Any) -> str:
-    """Text of an Anthropic/Converse-style content list (or a plain string)."""
+class ContentBudget:
+    """Document text still to be read for one request; documents past it are named, not read."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, size: int = MAX_REQUEST_DOCUMENTS) -> None:
+        self.left = size
+
+    def take(self, wanted: int) -> int:
+        """How much of ``wanted`` characters (or bytes) may be read, and spend it."""
+        granted = max(0, min(wanted, self.left))
+        self.left -= granted
+        return granted
+
+
+def _name(value: Any) -> str:
+    return " ".join(str(value).split())[:MAX_NAME] if value else ""
+
+
+def _label(kind: str, name: str, fmt: str) -> str:
+    label = f"{kind} {name}" if name else kind
+    return f"{label} ({fmt})" if fmt else label
+
+
+def _head(data: Any, encoded: bool, limit: int) -> tuple[bytes, int] | str | None:
+    """The first ``limit`` bytes of a document body and its full size; a ``str`` the caller
+    handed botocore is already text (botocore sends it as its UTF-8 bytes). ``encoded``: the
+    body is a JSON request's base64 text, not the botocore parameter's raw bytes."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data[:limit]), len(data)
+    if not isinstance(data, str):
+        return None  # botocore takes bytes or str for a JSON body's blob; a file cannot be sent
+    if not encoded:
+        return data
+    size = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
+    chunk = data[:(limit + 2) // 3 * 4]
+    if len(chunk) % 4:
+        # Cut at a whole base64 quantum (a prefix), or pad an unpadded whole body.
+        chunk = (chunk[:len(chunk) - len(chunk) % 4] if len(chunk) < len(data)
+                 else chunk + "=" * (-len(chunk) % 4))
+    try:
+        return base64.b64decode(chunk)[:limit], size
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """Whether a body of unknown format is text: clean UTF-8 (a character cut at the end of the
+    prefix is fine), no NULs, no container signature."""
+    if b"\x00" in head or head.startswith(_BINARY_MAGIC):
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _decode(head: bytes, fmt: str) -> str | None:
+    """The text of a document prefix, or ``None`` when the document is not text.
+
+    A document declared as text is read as text whatever its first bytes (the model reads it
+    so; a signature check there would let a text document pass unread by starting with
+    ``%PDF-``). NULs are dropped: they carry nothing a reader sees, and without them UTF-16 text
+    in the ASCII range reads as what it says.
+    """
+    if fmt in _BINARY_FORMATS or (fmt not in _TEXT_FORMATS and not _looks_like_text(head)):
+        return None
+    return head.decode("utf-8-sig", "replace").replace("\x00", "")
+
+
+def _bounded(text: str, budget: ContentBudget) -> str:
+    granted = budget.take(min(len(text), MAX_DOCUMENT))
+    if granted < len(text):
+        return text[:granted] + f"\n[truncated: {granted} of {len(text)} characters read]"
+    return text
+
+
+def _read(label: str, fmt: str, data: Any, encoded: bool, budget: ContentBudget) -> str:
+    """``[label]`` and the text of a document body, or a note saying why it was not read."""
+    if budget.left <= 0:
+        return f"[{label}: not read, request document budget spent]"
+    head = _head(data, encoded, min(MAX_DOCUMENT, budget.left))
+    if isinstance(head, str):
+        return f"[{label}]\n{_bounded(head, budget)}"
+    if head is None:
+        return f"[{label}: not read]"
+    raw, size = head
+    text = _decode(raw, fmt)
+    if text is None:
+        return f"[{label}: {size} bytes, binary, not read]"
+    budget.take(len(raw))
+    if len(raw) < size:
+        text += f"\n[truncated: {len(raw)} of {size} bytes read]"
+    return f"[{label}]\n{text}"
+
+
+def _context(block: dict[str, Any], budget: ContentBudget) -> str:
+    context = block.get("context")
+    return (f"\n[context]\n{_bounded(context, budget)}" if isinstance(context, str) and context
+            else "")
+
+
+def document_text(block: Any, *, encoded: bool = False,
+                  budget: ContentBudget | None = None) -> str:
+    """What the model reads of a Converse ``document`` block: its name, its context and, for a
+    text document, a bounded prefix of its text. Binary formats (PDF, Office) are named only."""
+    budget = budget if budget is not None else ContentBudget()
+    block = _map(block)
+    fmt = str(block.get("format") or "").lower()
+    label = _label("document", _name(block.get("name")), fmt)
+    source = _map(block.get("source"))
+    if "bytes" in source:
+        body = _read(label, fmt, source["bytes"], encoded, budget)
+    elif isinstance(source.get("text"), str):
+        body = _read(label, fmt, source["text"], False, budget)
+    elif isinstance(source.get("content"), list):
+        body = _read(label, fmt, _texts(source["content"]), False, budget)
+    else:
+        location = _map(source.get("s3Location")).get("uri")
+        body = f"[{label}: {_name(location) or 'no content'}, not read]"
+    return body + _context(block, budget)
+
+
+def _anthropic_document(block: dict[str, Any], budget: ContentBudget) -> str:
+    """An Anthropic Messages ``document`` block (base64, plain text, content list, URL, file)."""
+    source = _map(block.get("source"))
+    kind = source.get("type")
+    media = str(source.get("media_type") or "").lower()
+    fmt = ("pdf" if media == "application/pdf" else "txt" if media.startswith("text/")
+           else media.rsplit("/", 1)[-1])
+    label = _label("document", _name(block.get("title")), fmt)
+    if kind in ("base64", "text"):
+        body = _read(label, fmt, source.get("data"), kind == "base64", budget)
+    elif kind == "content":
+        body = _read(label, fmt, _texts(source.get("content")), False, budget)
+    else:
+        where = source.get("url") or source.get("file_id")
+        body = f"[{label}: {_name(where) or kind or 'no content'}, not read]"
+    return body + _context(block, budget)
+
+
+def _search_result(block: dict[str, Any], budget: ContentBudget) -> str:
+    """A search result handed to the model (Converse ``searchResult``, Anthropic
+    ``search_result``): its title, source and text."""
+    label = _label("search result", _name(block.get("title")), _name(block.get("source")))
+    return _read(label, "", _texts(block.get("content")), False, budget)
+
+
+def _attachment(block: dict[str, Any], encoded: bool, budget: ContentBudget
+                ) -> dict[str, Any] | None:
+    """A document or search result attached to a user's message, as a message of its own with
+    role ``document`` (``None`` for any other block): content from outside the conversation,
+    which the injection detector reads as a document, not as what the user typed."""
+    kind = block.get("type")
+    if isinstance(block.get("document"), dict):
+        name = _name(block["document"].get("name"))
+    elif isinstance(block.get("searchResult"), dict):
+        name = _name(block["searchResult"].get("title"))
+    elif kind in ("document", "search_result"):
+        name = _name(block.get("title"))
+    else:
+        return None
+    return {"role": "document", "name": name or "attachment",
+            "content": _block_text(block, encoded, budget)}
+
+
+def _texts(content: Any) -> str:
+    """The text blocks of a document's or search result's own content (text only: no nesting)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(block["text"]) for block in _list(content)[:MAX_BLOCKS]
+                     if isinstance(block, dict) and isinstance(block.get("text"), str))
+
+
+def text_of(content: Any, *, encoded: bool = False, budget: ContentBudget | None = None) -> str:
+    """Text of an Anthropic/Converse-style content list (or a plain string).
+
+    Documents and search results are untrusted text the model reads: their text is included
+    (bounded by ``budget``, one per request). ``encoded``: the content comes from a JSON request
+    body, where document bytes are base64 text.
+    """
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         return "" if content is None else str(content)
+    budget = budget if budget is not None else ContentBudget()
     parts: list[str] = []
     for block in content[:MAX_BLOCKS]:
         if isinstance(block, str):
             parts.append(block)
         elif isinstance(block, dict):
-            if isinstance(block.get("text"), str):
-                parts.append(block["text"])
-            elif "json" in block:
-                parts.append(json.dumps(block["json"], default=str))
-            else:
-                kind = block.get("type") or next(iter(block), "block")
-                parts.append(f"<{kind}>")
+            parts.append(_block_text(block, encoded, budget))
     return "\n".join(parts)
+
+
+def _block_text(block: dict[str, Any], encoded: bool, budget: ContentBudget) -> str:
+    """Text of one content block; a placeholder for what carries no text (images, video)."""
+    kind = block.get("type")
+    if isinstance(block.get("text"), str):
+        return str(block["text"])
+    if "json" in block:
+        return json.dumps(block["json"], default=str)
+    if isinstance(block.get("document"), dict):
+        return document_text(block["document"], encoded=encoded, budget=budget)
+    if kind == "document":
+        return _anthropic_document(block, budget)
+    if isinstance(block.get("searchResult"), dict):
+        return _search_result(block["searchResult"], budget)
+    if kind == "search_result":
+        return _search_result(block, budget)
+    return f"<{kind or next(iter(block), 'block')}>"
 
 
 def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     """Messages of an Anthropic Messages request: system, turns, ``tool_use`` and ``tool_result``."""
     out: list[dict[str, Any]] = []
+    budget = ContentBudget()
     system = body.get("system")
     if system:
-        out.append({"role": "system", "content": text_of(system)})
+        out.append({"role": "system", "content": text_of(system, encoded=True, budget=budget)})
     for message in _list(body.get("messages")):
         if not isinstance(message, dict):
             continue
@@ -87,35 +301,45 @@ def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
+        attached: list[dict[str, Any]] = []
         for block in _list(content):
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
-            if kind == "tool_result":
+            attachment = _attachment(block, True, budget) if role == "user" else None
+            if attachment is not None:
+                attached.append(attachment)
+            elif kind == "tool_result":
                 # Tool output is untrusted content; it travels as its own "tool" message.
                 out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
-                            "content": text_of(block.get("content"))})
+                            "content": text_of(block.get("content"), encoded=True,
+                                               budget=budget)})
             elif kind == "tool_use":
                 calls.append({"id": block.get("id"), "name": block.get("name"),
                               "arguments": block.get("input")})
-            elif isinstance(block.get("text"), str):
-                texts.append(block["text"])
-            elif kind:
-                texts.append(f"<{kind}>")
+            elif kind or isinstance(block.get("text"), str):
+                # Text, and the text of attached documents and search results.
+                texts.append(_block_text(block, True, budget))
         if texts or calls:
             item: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
             if calls:
                 item["tool_calls"] = calls
             out.append(item)
+        out.extend(attached)
     return out
 
 
-def converse_messages(messages: Any, system: Any = None) -> list[dict[str, Any]]:
-    """Messages in the Converse shape (also Nova's): ``text``, ``toolUse`` and ``toolResult``."""
+def converse_messages(messages: Any, system: Any = None, *,
+                      encoded: bool = False) -> list[dict[str, Any]]:
+    """Messages in the Converse shape (also Nova's): ``text``, ``toolUse``, ``toolResult`` and
+    attached ``document`` / ``searchResult`` blocks (their text, bounded). ``encoded``: a JSON
+    body (Nova ``InvokeModel``), where document bytes are base64 text."""
     out: list[dict[str, Any]] = []
+    budget = ContentBudget()
     if system:
         text = text_of([block for block in _list(system)
-                         if isinstance(block, dict) and "cachePoint" not in block])
+                         if isinstance(block, dict) and "cachePoint" not in block],
+                       encoded=encoded, budget=budget)
         if text:
             out.append({"role": "system", "content": text})
     for message in _list(messages):
@@ -124,15 +348,20 @@ def converse_messages(messages: Any, system: Any = None) -> list[dict[str, Any]]
         role = str(message.get("role", "user"))
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
+        attached: list[dict[str, Any]] = []
         for block in _list(message.get("content")):
             if not isinstance(block, dict):
                 continue
-            if "text" in block:
+            attachment = _attachment(block, encoded, budget) if role == "user" else None
+            if attachment is not None:
+                attached.append(attachment)
+            elif "text" in block:
                 texts.append(str(block["text"]))
             elif isinstance(block.get("toolResult"), dict):
                 result = block["toolResult"]
                 out.append({"role": "tool", "tool_call_id": result.get("toolUseId"),
-                            "content": text_of(result.get("content"))})
+                            "content": text_of(result.get("content"), encoded=encoded,
+                                               budget=budget)})
             elif isinstance(block.get("toolUse"), dict):
                 use = block["toolUse"]
                 calls.append({"id": use.get("toolUseId"), "name": use.get("name"),
@@ -140,12 +369,13 @@ def converse_messages(messages: Any, system: Any = None) -> list[dict[str, Any]]
             elif isinstance(block.get("guardContent"), dict):
                 texts.append(text_of([block["guardContent"].get("text") or {}]))
             elif "cachePoint" not in block:
-                texts.append(f"<{next(iter(block), 'block')}>")
+                texts.append(_block_text(block, encoded, budget))
         if texts or calls:
             entry: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
             if calls:
                 entry["tool_calls"] = calls
             out.append(entry)
+        out.extend(attached)
     return out
 
 
@@ -171,7 +401,7 @@ def parse_request(family: str, body: dict[str, Any]) -> tuple[list[dict[str, Any
         params = {"max_tokens": body.get("max_tokens"), "temperature": body.get("temperature"),
                   "top_p": body.get("top_p"), "stop_sequences": body.get("stop_sequences")}
     elif family == "nova":
-        messages = converse_messages(body.get("messages"), body.get("system"))
+        messages = converse_messages(body.get("messages"), body.get("system"), encoded=True)
         config = _map(body.get("inferenceConfig"))
         params = {"max_tokens": config.get("maxTokens", config.get("max_new_tokens")),
                   "temperature": config.get("temperature"),
@@ -184,7 +414,9 @@ def parse_request(family: str, body: dict[str, Any]) -> tuple[list[dict[str, Any
                   "top_p": config.get("topP"), "stop_sequences": config.get("stopSequences")}
     elif family in ("llama", "mistral", "cohere", "deepseek", "unknown", "ai21"):
         if isinstance(body.get("messages"), list):
-            messages = [{"role": str(m.get("role", "user")), "content": text_of(m.get("content"))}
+            budget = ContentBudget()
+            messages = [{"role": str(m.get("role", "user")),
+                         "content": text_of(m.get("content"), encoded=True, budget=budget)}
                         for m in body["messages"] if isinstance(m, dict)]
         elif isinstance(body.get("message"), str):  # Cohere Command R
             messages = [{"role": "user", "content": body["message"]}]

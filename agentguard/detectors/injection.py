@@ -280,11 +280,20 @@ class InjectionDetector:
         pieces: list[tuple[str, SourceKind, SourceRef]] = []
         if event.phase == "request":
             for index, message in enumerate(event.messages):
-                if message.role.lower() in _TOOL_ROLES and message.content:
+                if not message.content:
+                    continue
+                role = message.role.lower()
+                if role in _TOOL_ROLES:
                     ref = message.tool_call_id or message.name or f"message {index}"
                     pieces.append((message.content, "tool_message", SourceRef(
                         "tool_message", str(ref), turn, tool=message.name,
                         call_id=message.tool_call_id)))
+                elif role == "document":
+                    # A file or search result attached to the user's message (Bedrock document
+                    # and searchResult blocks): what it says is not what the user typed.
+                    name = message.name or f"attachment {index}"
+                    pieces.append((message.content, "document", SourceRef(
+                        "document", name, turn, document_id=name)))
         elif self.settings.scan_model_output and event.output:
             for message in event.output:
                 if message.content:
