@@ -108,6 +108,15 @@ _AMOUNT = re.compile(
 _SPACES = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d{3,15}(?:\.\d{1,2})?")
 _DIGITS = re.compile(r"\D+")
+_DIGIT = re.compile(r"\d")
+# Argument text read for values per match() call: past it, leaves are still compared with the
+# tainted values as substrings (bounded by MAX_SUBSTRING_SCAN), not parsed for values.
+MAX_EXTRACTED = 64 * 1024
+# Characters read per match() call by substring searches: arguments searched for each tainted
+# value, and flagged text searched for each window of an argument (copied passages). Each is a
+# few milliseconds of substring search at most, however large and many the arguments.
+MAX_SUBSTRING_SCAN = 32 * 1024 * 1024
+MAX_PASSAGE_SCAN = 32 * 1024 * 1024
 
 
 def _url_key(url: str) -> tuple[str, str | None]:
@@ -145,17 +154,25 @@ def extract_values(text: str) -> list[tuple[str, str, str]]:
             email = match.group().rstrip(".")
             add("email", email.lower(), email)
             add("host", email.rsplit("@", 1)[1].lower(), email.rsplit("@", 1)[1])
-    for match in _DOMAIN.finditer(text):
-        host = match.group().lower()
-        add("host", host[4:] if host.startswith("www.") else host, match.group())
-    for match in _IBAN.finditer(text):
-        add("account", match.group().replace(" ", ""), match.group())
-    for match in _PHONE.finditer(text):
-        digits = _DIGITS.sub("", match.group())
-        if 8 <= len(digits) <= 15:
-            add("phone", digits, match.group())
-    for match in _PATH.finditer(text):
-        add("path", match.group().lower(), match.group())
+    # Each pattern below needs a character that many texts lack (a dot, a digit, a slash): one
+    # C-level search for it spares the pattern's slower pass over the whole text.
+    if "." in text:
+        for match in _DOMAIN.finditer(text):
+            host = match.group().lower()
+            add("host", host[4:] if host.startswith("www.") else host, match.group())
+    digit = _DIGIT.search(text) is not None
+    if digit:
+        for match in _IBAN.finditer(text):
+            add("account", match.group().replace(" ", ""), match.group())
+        for match in _PHONE.finditer(text):
+            digits = _DIGITS.sub("", match.group())
+            if 8 <= len(digits) <= 15:
+                add("phone", digits, match.group())
+    if "/" in text or ":\\" in text:
+        for match in _PATH.finditer(text):
+            add("path", match.group().lower(), match.group())
+    if not digit:
+        return out  # tokens are kept only with a digit in them; amounts are numbers
     for match in _TOKEN.finditer(text):
         token = match.group()
         if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
@@ -242,18 +259,23 @@ class TaintStore:
         """The argument leaves that carry tainted values or copied passages."""
         found: list[TaintMatch] = []
         seen: set[tuple[str, str]] = set()
-        comparisons = 0
-        budget = 20_000
+        searched = 0
+        scanned = 0
+        # The tainted values to look for as substrings, lower-cased once per call.
+        keys: list[tuple[str, str, str, SourceRef]] | None = None
 
         def note(path: str, kind: str, how: str, raw: str, source: SourceRef) -> None:
             if (path, kind) not in seen:
                 seen.add((path, kind))
                 found.append(TaintMatch(path, kind, how, _excerpt(raw), source))
 
+        extract_left = MAX_EXTRACTED
         for path, leaf in iter_arguments(arguments):
             lowered = leaf.lower()
             hit = False
-            for kind, key, raw in extract_values(leaf):
+            values = extract_values(leaf) if extract_left > 0 else ()
+            extract_left -= len(leaf)
+            for kind, key, raw in values:
                 if kind == "host":
                     # The host or a parent domain of it (upload.evil.com after evil.com), never
                     # a bare top-level domain.
@@ -281,24 +303,29 @@ class TaintStore:
                 continue
             # Values the extractor cannot see in this argument's context (a number glued to
             # text, an address without its scheme): plain substring of the normalised value.
-            for kind, raw, source in self.values.values():
-                comparisons += 1
-                if comparisons > budget:
+            if keys is None:
+                keys = [(kind, key, raw, source) for kind, raw, source in self.values.values()
+                        if len(key := raw.lower()) >= 6]
+            for kind, key, raw, source in keys:
+                # Each comparison reads the argument: the budget is in characters read.
+                searched += len(lowered)
+                if searched > MAX_SUBSTRING_SCAN:
                     break
-                key = raw.lower()
-                if len(key) >= 6 and key in lowered:
+                if key in lowered:
                     note(path, kind, "substring", raw, source)
                     hit = True
                     break
-            if hit or len(leaf) < SPAN_WINDOW + SPAN_STRIDE or not self._texts:
+            if (hit or len(leaf) < SPAN_WINDOW + SPAN_STRIDE or not self._texts
+                    or scanned + self._chars > MAX_PASSAGE_SCAN):
                 continue
             # Copied passages: windows of the argument found verbatim in flagged text. Any shared
             # span of SPAN_WINDOW + SPAN_STRIDE characters contains one of the windows tried.
             flat = _SPACES.sub(" ", lowered)
             for offset in range(0, min(len(flat), MAX_LEAF) - SPAN_WINDOW + 1, SPAN_STRIDE):
                 window = flat[offset:offset + SPAN_WINDOW]
-                comparisons += len(self._texts)
-                if comparisons > budget:
+                # Each window is searched for in all the flagged text kept (up to max_chars).
+                scanned += self._chars
+                if scanned > MAX_PASSAGE_SCAN:
                     break
                 for text, source in self._texts:
                     if window in text:
