@@ -233,11 +233,14 @@ __all__ += ["int_value"]
 
 def int_value(value: object) -> int | None:
     """An integer attribute as it reads back from OTLP (JSON encodes 64-bit ints as strings);
-    ``None`` for anything else, booleans included."""
+    ``None`` for anything else, booleans and values outside OTLP's signed 64 bits included."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+        return value if -(2**63) <= value < 2**63 else None
+    # ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits, which
+    # int() refuses or reads differently. Nineteen digits cover every positive int64.
+    if isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        number = int(value)
+        return number if number < 2**63 else None
     return None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["add_incidents_parser", "add_parser", "build_parser", "main"]
@@ -31,6 +33,20 @@ def _open_store(args: argparse.Namespace) -> Any:
     except StoreError as exc:
         print(f"agentguard collector: {exc}", file=sys.stderr)
         return None
+
+
+def _reading(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler``, a read command, with a database that fails while being read (damaged, or
+    missing tables) reported in one line and exit status 2, like one that cannot be opened."""
+    @functools.wraps(handler)
+    def read(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except sqlite3.DatabaseError as exc:
+            print(f"agentguard collector: {_db_path(args)}: cannot read the collector database "
+                  f"({exc})", file=sys.stderr)
+            return 2
+    return read
 
 
 def _console() -> Any:
@@ -79,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 # -- read commands -------------------------------------------------------------------------
 
 
+@_reading
 def _status(args: argparse.Namespace) -> int:
     store = _open_store(args)
     if store is None:
@@ -105,6 +122,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if alive else 3
 
 
+@_reading
 def _events(args: argparse.Namespace) -> int:
     store = _open_store(args)
     if store is None:
@@ -130,6 +148,7 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reading
 def _incidents(args: argparse.Namespace) -> int:
     from agentguard.collector.incidents import build_incident, list_incidents
 
@@ -176,6 +195,7 @@ def _incidents(args: argparse.Namespace) -> int:
 # -- agentguard incidents list|show|report ------------------------------------------------
 
 
+@_reading
 def _incidents_list(args: argparse.Namespace) -> int:
     from agentguard.collector.incidents import list_incidents
 
@@ -198,13 +218,14 @@ def _incidents_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_incident(args: argparse.Namespace) -> Any:
-    """The incident named by ``args.id`` (or a unique prefix); prints why not and returns None."""
+def _load_incident(args: argparse.Namespace) -> tuple[Any, int]:
+    """The incident named by ``args.id`` (or a unique prefix), or ``None`` and the exit status
+    after saying why: 2 when the database cannot be read, 1 when it has no such incident."""
     from agentguard.collector.incidents import build_incident
 
     store = _open_store(args)
     if store is None:
-        return None
+        return None, 2
     try:
         incident = build_incident(store, args.id)
     finally:
@@ -212,13 +233,15 @@ def _load_incident(args: argparse.Namespace) -> Any:
     if incident is None:
         print(f"agentguard incidents: no incident {args.id!r} in {_db_path(args)} "
               f"(see agentguard incidents list)", file=sys.stderr)
-    return incident
+        return None, 1
+    return incident, 0
 
 
+@_reading
 def _incidents_show(args: argparse.Namespace) -> int:
-    incident = _load_incident(args)
+    incident, status = _load_incident(args)
     if incident is None:
-        return 2 if not os.path.exists(_db_path(args)) else 1
+        return status
     if args.json:
         print(json.dumps(incident.model_dump(mode="json"), indent=2, default=str))
         return 0
@@ -228,10 +251,11 @@ def _incidents_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reading
 def _incidents_report(args: argparse.Namespace) -> int:
-    incident = _load_incident(args)
+    incident, status = _load_incident(args)
     if incident is None:
-        return 2 if not os.path.exists(_db_path(args)) else 1
+        return status
     from agentguard.collector.render import incident_html
 
     page = incident_html([incident])

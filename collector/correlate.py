@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentguard._errors import internal_error
 from agentguard.collector import _names as names
 from agentguard.collector import procfs
 from agentguard.collector.model import (
@@ -38,10 +39,13 @@ from agentguard.collector.model import (
     KernelEvent,
     SpanInfo,
 )
+from agentguard.collector.sensor import boot_time_ns
 
-__all__ = ["AgentInfo", "Correlator", "ProcInfo"]
+__all__ = ["AgentInfo", "Correlator", "OwnEndpoints", "ProcInfo"]
 
 _MAX_DEPTH = 64
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_BOOT_NS = boot_time_ns()
 
 
 def _is_ip(text: str) -> bool:
@@ -69,6 +73,20 @@ class AgentInfo:
     # thread ids, which the kernel's host ids are translated to before comparing.
     namespaced: bool = False
     thread_ids: dict[int, int] = field(default_factory=dict)
+    # When the process started (``/proc/<pid>/stat``, clock ticks since boot); ``None`` when it
+    # was gone before it could be read. With the pid it names the process: a pid is handed out
+    # again once its process is gone, and the next agent on it is another agent.
+    start_ticks: int | None = None
+
+    def is_other_process(self, start_ticks: int | None) -> bool:
+        """Whether the process now at this pid (started at ``start_ticks``; ``None``: no process
+        there now) is another one than this agent."""
+        if start_ticks is None:
+            # Nobody on the pid: spans that come now are this agent's last ones.
+            return False
+        if self.start_ticks is None:
+            return self.exited_ns is not None
+        return start_ticks != self.start_ticks
 
 
 @dataclass(slots=True)
@@ -100,6 +118,7 @@ class Correlator:
         max_pending: int = 100_000,
         max_spans: int = 200_000,
         max_processes: int = 65_536,
+        max_agents: int = 4096,
         slack_ns: int = 2_000_000,
     ) -> None:
         self.hold_seconds = hold_seconds
@@ -107,8 +126,14 @@ class Correlator:
         self.max_pending_per_agent = max(100, max_pending // 8)
         self.max_spans = max_spans
         self.max_processes = max_processes
+        self.max_agents = max_agents
         self.slack_ns = slack_ns
         self.agents: dict[int, AgentInfo] = {}
+        # Agents whose process is gone, with the monotonic time after which they are forgotten
+        # (the hold window: their last spans and events have come by then), oldest first.
+        self._exited: collections.deque[tuple[float, AgentInfo]] = collections.deque()
+        # Set by the collector once its receiver listens: connections there are no agent's act.
+        self.own_endpoints: OwnEndpoints | None = None
         self.procs: collections.OrderedDict[int, ProcInfo] = collections.OrderedDict()
         self.spans: collections.OrderedDict[str, SpanInfo] = collections.OrderedDict()
         # pid → native thread id → tool spans of that thread; pid → agent invocation spans.
@@ -127,6 +152,7 @@ class Correlator:
         self.counters = {
             "correlated": 0, "unattributed": 0, "ambiguous": 0, "pending_expired": 0,
             "pending_forced": 0, "spans_evicted": 0, "processes_evicted": 0,
+            "agents_replaced": 0, "agents_evicted": 0, "spans_unindexed": 0,
         }
 
     # -- agents and spans ------------------------------------------------------------------
@@ -134,20 +160,35 @@ class Correlator:
     def register_agent(self, pid: int, service: str | None,
                        namespaced: bool = False) -> AgentInfo | None:
         """Note an agent process (``service`` unknown: a watched root that may send spans);
-        returns it when it is new."""
+        returns it when it is new: never seen, or on a pid another agent had before."""
+        stat = procfs.read_stat(pid)
+        start_ticks = stat.start_ticks if stat is not None else None
         agent = self.agents.get(pid)
         if agent is not None:
-            if service and not agent.service:
-                agent.service = service
-            agent.namespaced = agent.namespaced or namespaced
-            return None
+            if not agent.is_other_process(start_ticks):
+                if service and not agent.service:
+                    agent.service = service
+                agent.namespaced = agent.namespaced or namespaced
+                return None
+            # The pid was handed out again: what waits for the old agent is resolved with what
+            # is known of it, and nothing of it is joined to the new one.
+            self.counters["agents_replaced"] += 1
+            until = agent.exited_ns
+            if until is None and start_ticks is not None:
+                until = _BOOT_NS + start_ticks * 1_000_000_000 // _CLK_TCK
+            self._forget_agent(agent, until)
         markers = procfs.read_environ_markers(pid) or {}
         agent = AgentInfo(pid, service, time.time_ns(),
                           own_traceparent=procfs.parse_traceparent(markers.get(names.ENV_TRACEPARENT)),
-                          namespaced=namespaced)
+                          namespaced=namespaced, start_ticks=start_ticks)
         self.agents[pid] = agent
+        if start_ticks is None:
+            # Gone before its spans were read (they were its last): kept as long as one that
+            # exited under watch.
+            self._exited_now(agent, time.time_ns())
+        self._bound_agents()
         proc = self.procs.get(pid)
-        if proc is not None:
+        if proc is not None and proc.exited_ns is None:
             # The agent was first seen as a process below another watched root (a launcher,
             # a container's init): it and its own descendants are the new agent's from now on,
             # and what of theirs waits under the old root is moved over.
@@ -167,11 +208,63 @@ class Correlator:
                     self._pending.setdefault(pid, collections.deque()).extend(mine)
         return agent
 
+    def _exited_now(self, agent: AgentInfo, ts_ns: int) -> None:
+        """Note that ``agent``'s process is gone; it is forgotten a hold window from now."""
+        if agent.exited_ns is None:
+            agent.exited_ns = ts_ns
+        self._exited.append((time.monotonic() + self.hold_seconds, agent))
+
+    def _bound_agents(self) -> None:
+        """At most ``max_agents``: those gone longest are forgotten first, then the oldest."""
+        while len(self.agents) > self.max_agents:
+            if self._exited:
+                _, agent = self._exited.popleft()
+            else:
+                agent = next(iter(self.agents.values()))
+            if self.agents.get(agent.pid) is agent:
+                self.counters["agents_evicted"] += 1
+                self._forget_agent(agent, None)
+
+    def _forget_agent(self, agent: AgentInfo, until_ns: int | None) -> None:
+        """Drop an agent whose process is gone: its events still waiting (those up to
+        ``until_ns``, all when ``None``) are resolved with what is known, then its indexes go."""
+        pid = agent.pid
+        queue = self._pending.get(pid)
+        if queue:
+            still: collections.deque[KernelEvent] = collections.deque()
+            for event in queue:
+                if until_ns is not None and event.ts_ns > until_ns:
+                    still.append(event)
+                    continue
+                self._finish(event, self._resolve(event, event.pid, event.tid, event.ts_ns, True, 0)
+                             or UNATTRIBUTED)
+                self._forced.append(event)
+            self.pending_count -= len(queue) - len(still)
+            if still:
+                self._pending[pid] = still
+            else:
+                del self._pending[pid]
+        self._tools.pop(pid, None)
+        self._invocations.pop(pid, None)
+        for key in [key for key in self._by_child if key[0] == pid]:
+            del self._by_child[key]
+        for key in [key for key in self._connects if key[0] == pid]:
+            del self._connects[key]
+        self._namespaced.pop(pid, None)
+        if self.agents.get(pid) is agent:
+            del self.agents[pid]
+
     def add_spans(self, spans: Iterable[SpanInfo]) -> list[KernelEvent]:
         """Index spans; returns the waiting events they resolve."""
         touched: set[int] = set()
         for span in spans:
-            self._index(span)
+            try:
+                self._index(span)
+            except Exception as exc:
+                # One span that cannot be indexed is left out; the others still join.
+                self.counters["spans_unindexed"] += 1
+                internal_error("collector span index", exc)
+                continue
             if span.pid is not None:
                 touched.add(span.pid)
         resolved: list[KernelEvent] = []
@@ -278,8 +371,8 @@ class Correlator:
             if exited is not None:
                 exited.exited_ns = event.ts_ns
             agent = self.agents.get(event.pid)
-            if agent is not None:
-                agent.exited_ns = event.ts_ns
+            if agent is not None and agent.exited_ns is None:
+                self._exited_now(agent, event.ts_ns)
         if event.pid in self.agents:
             event.agent_pid = event.pid
         else:
@@ -393,6 +486,14 @@ class Correlator:
         """Resolve waiting events whose time is up (all of them at shutdown)."""
         now = time.monotonic() if now is None else now
         resolved: list[KernelEvent] = []
+        exited = self._exited
+        while exited and exited[0][0] <= now:
+            _, agent = exited.popleft()
+            if self.agents.get(agent.pid) is agent:
+                self.counters["agents_evicted"] += 1
+                self._forget_agent(agent, None)
+        if self._forced:
+            resolved.extend(self.take_forced())
         for queue in self._pending.values():
             while queue and (everything or queue[0].deadline <= now):
                 event = queue.popleft()
@@ -563,3 +664,87 @@ class Correlator:
             if proc is not None and proc.resolved is not None and not proc.resolved.attributed:
                 proc.resolved = None
 
+
+
+def _address(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as a sensor reported it, an IPv4-mapped IPv6 address as the IPv4 one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class OwnEndpoints:
+    """Where the collector's OTLP receiver listens: a connection there is an agent exporting its
+    spans to us, not an act worth recording. Only the address and port together say so: the
+    same port number on any other host is an ordinary (possibly exfiltrating) connection.
+
+    A listener bound to one address owns that address; one bound to ``0.0.0.0`` owns every IPv4
+    address of this host (loopback included) and one bound to ``::`` every address of either
+    family. The host's addresses are read from ``/proc`` and read again after a while, as they
+    change (DHCP, interfaces coming up).
+    """
+
+    def __init__(self, listeners: Iterable[tuple[str, int]], *, refresh_seconds: float = 10.0,
+                 max_addresses: int = 4096) -> None:
+        self.refresh_seconds = refresh_seconds
+        self.max_addresses = max_addresses
+        self._exact: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = set()
+        # Port → the address families a wildcard listener on it accepts (4, 6).
+        self._wildcard: dict[int, set[int]] = {}
+        for host, port in listeners:
+            if not port:
+                continue
+            for address in self._resolve(host):
+                if address.is_unspecified:
+                    families = {4, 6} if address.version == 6 else {4}
+                    self._wildcard.setdefault(port, set()).update(families)
+                else:
+                    self._exact.add((address, port))
+        self.ports = frozenset({port for _, port in self._exact} | set(self._wildcard))
+        self._local: frozenset[str] = frozenset()
+        self._local_until = 0.0
+
+    @staticmethod
+    def _resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        address = _address(host.strip("[]"))
+        if address is not None:
+            return [address]
+        import socket
+
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return []
+        found = [_address(str(info[4][0])) for info in infos]
+        return [address for address in found if address is not None]
+
+    def owns(self, address: object, port: int | None) -> bool:
+        """Whether a connection to ``address``:``port`` reaches the receiver."""
+        if port not in self.ports:
+            return False
+        destination = _address(address)
+        if destination is None:
+            return False
+        if destination.is_unspecified:
+            # Linux delivers a connection to 0.0.0.0 or :: to the host itself, over loopback.
+            destination = ipaddress.ip_address("127.0.0.1" if destination.version == 4 else "::1")
+        if (destination, port) in self._exact:
+            return True
+        families = self._wildcard.get(port)
+        if not families or destination.version not in families:
+            return False
+        return destination.is_loopback or str(destination) in self._local_addresses()
+
+    def _local_addresses(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now >= self._local_until:
+            found = procfs.local_addresses(os.getpid())
+            self._local = frozenset(sorted(found)[:self.max_addresses])
+            self._local_until = now + self.refresh_seconds
+        return self._local

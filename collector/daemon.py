@@ -19,7 +19,7 @@ from typing import Any
 
 from agentguard._errors import internal_error, internal_error_counts
 from agentguard.collector import procfs
-from agentguard.collector.correlate import Correlator
+from agentguard.collector.correlate import Correlator, OwnEndpoints
 from agentguard.collector.forward import AgentResources, ResourceKey
 from agentguard.collector.judge import Judge
 from agentguard.collector.model import CONNECT, FORK, GAP, LOST, Attribution, KernelEvent, SpanInfo
@@ -38,6 +38,15 @@ _MAX_EVENTS_PER_SPAN = 256
 _MAX_FORWARDED_IDS = 200_000
 _STATUS_EVERY = 1.0
 _PRUNE_EVERY = 60.0
+# Bytes of OTLP request bodies (after inflation) waiting for the core thread. A parsed request
+# takes two to four times its wire size in memory; a count of requests alone bounds nothing,
+# since each may be up to max_request_bytes.
+_MAX_QUEUE_BYTES = 32 * 1024 * 1024
+# How long `run` lets a stop drain the queue, and the part of a stop's time (at most half) kept
+# for the core to finish the request it is storing, and commit, once what it has not reached is
+# given up: a request of max_request_bytes takes the core seconds.
+_STOP_TIMEOUT = 10.0
+_STOP_GRACE = 5.0
 # The span name of an agent's runtime AI-BOM (agentguard.aibom._wire.SPAN_NAME).
 _AIBOM_SPAN = "agentguard.aibom"
 # Environment markers of a process that reports to a collector (set by `agentguard run` and by
@@ -63,6 +72,76 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+
+
+class _CoreQueue(collections.deque[tuple[str, Any]]):
+    """The core thread's input, in order: kernel events, span requests, watches, sync markers.
+
+    Producers append without blocking; only the core thread pops. Span requests are admitted by
+    count and by bytes, and what each weighs is kept beside it, in the same order, so its bytes
+    are given back when the core takes it. Once closed, requests are refused; once abandoned,
+    requests the core takes are dropped and counted instead of handed over.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._weights: collections.deque[tuple[int, int]] = collections.deque()
+        self.request_bytes = 0
+        self.requests = 0
+        self.spans = 0
+        self.closed = False
+        self.abandoned = False
+        self.lost_requests = 0
+        self.lost_spans = 0
+
+    def put_request(self, request: ExportRequest, peer: str | None, size: int, *,
+                    max_items: int, max_bytes: int) -> str | None:
+        """Queue a span request of ``size`` bytes; why it was refused (``stopping``, ``full``,
+        ``bytes``), or ``None``. One request is always admitted while no other waits, so a budget
+        below ``max_request_bytes`` still lets every request through in turn."""
+        spans = sum(len(scope.spans) for resource in request.resource_spans
+                    for scope in resource.scope_spans)
+        with self._lock:
+            if self.closed:
+                return "stopping"
+            if len(self) >= max_items:
+                return "full"
+            if self.requests and self.request_bytes + size > max_bytes:
+                return "bytes"
+            self._weights.append((size, spans))
+            self.request_bytes += size
+            self.requests += 1
+            self.spans += spans
+            self.append(("spans", (request, peer)))
+        return None
+
+    def popleft(self) -> tuple[str, Any]:
+        item = super().popleft()
+        if item[0] != "spans":
+            return item
+        with self._lock:
+            size, spans = self._weights.popleft()
+            self.request_bytes -= size
+            self.requests -= 1
+            self.spans -= spans
+            if not self.abandoned:
+                return item
+            self.lost_requests += 1
+            self.lost_spans += spans
+        # The core takes one item per pop: a dropped request becomes a marker it sets once its
+        # batch is stored.
+        return ("sync", threading.Event())
+
+    def close(self) -> None:
+        """Refuse every request from now on (the collector is stopping)."""
+        with self._lock:
+            self.closed = True
+
+    def abandon(self) -> None:
+        """Drop the requests still waiting as the core reaches them (a stop out of time)."""
+        with self._lock:
+            self.abandoned = True
 
 
 def _cgroup_id(value: str | None) -> int:
@@ -95,7 +174,16 @@ class Collector:
         self.receiver: Any = None
         self.forwarder: Any = None
         self.metrics: Any = None
-        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._queue = _CoreQueue()
+        # Bytes of span requests the queue may hold (see _CoreQueue.put_request).
+        self.max_queue_bytes = _MAX_QUEUE_BYTES
+        self._stop_lock = threading.Lock()
+        self._stop_started = False
+        self._stored_all = True
+        # Who closes the store: stop, unless the core is still at work when stop gives up on it.
+        self._store_lock = threading.Lock()
+        self._core_done = False
+        self._store_left_to_core = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -120,6 +208,7 @@ class Collector:
             "findings": 0, "library_findings": 0, "reattributed": 0, "late_spans_forwarded": 0,
             "late_spans_resource_lost": 0,
             "discovered": 0, "own_traffic": 0,
+            "requests_over_queue_bytes": 0, "requests_lost_at_stop": 0, "spans_lost_at_stop": 0,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -246,19 +335,37 @@ class Collector:
         sensor_ok = self.sensor is None or self.sensor.healthy
         return core is not None and core.is_alive() and sensor_ok
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking input, resolve what is waiting, store and forward it, and close."""
-        if self._stopping.is_set():
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop taking input, resolve what is waiting, store and forward it, and close.
+
+        Returns ``False`` when spans already accepted could not all be stored within ``timeout``
+        seconds: requests the core had not reached by then are dropped, logged and counted
+        (``requests_lost_at_stop``, ``spans_lost_at_stop``). The store is never closed under a
+        core thread still at work: the core closes it when it is done.
+        """
+        with self._stop_lock:
+            again = self._stop_started
+            self._stop_started = True
+        if again:
             self._stopped.wait(timeout)
-            return
-        self._stopping.set()
+            return self._stored_all
+        deadline = time.monotonic() + timeout
+        # Refuse new requests first (their senders retry), then close the listeners and the
+        # sensor; only then is the core told to finish, so nothing accepted arrives after it.
+        self._queue.close()
         if self.receiver is not None:
             self.receiver.stop()
         if self.sensor is not None:
             self.sensor.stop()
+        self._stopping.set()
         self._wake.set()
-        if self._core is not None:
-            self._core.join(timeout)
+        core = self._core
+        if core is not None:
+            core.join(max(0.0, deadline - min(_STOP_GRACE, timeout / 2) - time.monotonic()))
+            if core.is_alive():
+                self._queue.abandon()
+                self._wake.set()
+                core.join(max(0.0, deadline - time.monotonic()))
         if self.forwarder is not None:
             self.forwarder.stop(timeout=min(5.0, timeout))
         if self.metrics is not None:
@@ -266,35 +373,76 @@ class Collector:
                 self.metrics.shutdown()
             except Exception as exc:
                 internal_error("collector metrics shutdown", exc)
-        if self.store is not None and self._core is not None:
-            try:
-                self._write_status("stopped")
-                self.store.commit()
-            except Exception as exc:
-                internal_error("collector final status", exc)
-            self.store.close()
+        with self._store_lock:
+            busy = core is not None and core.is_alive() and not self._core_done
+            self._stored_all = self._report_loss(timeout, busy) and not busy
+            if busy:
+                self._store_left_to_core = True
+            elif core is not None:
+                self._close_store()
         self._stopped.set()
+        return self._stored_all
 
-    def run(self) -> int:
-        """Run until SIGTERM or SIGINT; returns the exit status."""
+    def _report_loss(self, timeout: float, busy: bool) -> bool:
+        """Count and log the accepted requests a stop did not store; ``True`` if there are none."""
+        queue = self._queue
+        requests = queue.lost_requests + queue.requests
+        spans = queue.lost_spans + queue.spans
+        self.counters["requests_lost_at_stop"] = requests
+        self.counters["spans_lost_at_stop"] = spans
+        if requests:
+            logger.error("agentguard collector: %d accepted request(s) (%d spans) were not stored: "
+                         "the queue was not drained within the %gs the stop allows",
+                         requests, spans, timeout)
+        if busy:
+            logger.error("agentguard collector: the core thread is still storing after %gs; the "
+                         "database is left to it, and a process that exits now loses what it "
+                         "stored since its last commit (not counted above)", timeout)
+        return not requests
+
+    def _close_store(self) -> None:
+        """Record the stop and close the store (the core thread no longer uses it)."""
+        if self.store is None:
+            return
+        try:
+            self._write_status("stopped")
+            self.store.commit()
+        except Exception as exc:
+            internal_error("collector final status", exc)
+        finally:
+            self.store.close()
+
+    def _core_exit(self) -> None:
+        """The core thread's last act: it closes the store if a stop gave up waiting for it."""
+        with self._store_lock:
+            self._core_done = True
+            if self._store_left_to_core:
+                self._close_store()
+
+    def run(self, *, stop_timeout: float = _STOP_TIMEOUT) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit status: 1 when the core thread died or
+        when spans already accepted could not all be stored within ``stop_timeout``."""
         stop = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
             stop.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        status = 0
         try:
             self.start()
             while not stop.wait(0.5):
                 if self._core is not None and not self._core.is_alive():
                     logger.error("agentguard collector: core thread died; stopping")
-                    return 1
-            logger.warning("agentguard collector: stopping")
-            return 0
+                    status = 1
+                    break
+            if not status:
+                logger.warning("agentguard collector: stopping")
         finally:
-            self.stop()
+            stored_all = self.stop(stop_timeout)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        return status if stored_all else 1
 
     # -- input -----------------------------------------------------------------------------
 
@@ -308,13 +456,18 @@ class Collector:
         if len(self._queue) >= 256 and not self._wake.is_set():
             self._wake.set()
 
-    def submit_request(self, request: ExportRequest, peer: str | None = None) -> bool:
-        """The receiver's hand-off (``peer``: the sender's address); ``False`` tells the sender
-        to retry later."""
-        if self._stopping.is_set() or len(self._queue) >= self.settings.queue_size:
+    def submit_request(self, request: ExportRequest, peer: str | None = None,
+                       size: int = 0) -> bool:
+        """The receiver's hand-off (``peer``: the sender's address, ``size``: the bytes of its
+        body after inflation); ``False`` tells the sender to retry later: the collector is
+        stopping, or its queue is full by count or by bytes (``max_queue_bytes``)."""
+        refused = self._queue.put_request(request, peer, size, max_items=self.settings.queue_size,
+                                          max_bytes=self.max_queue_bytes)
+        if refused is not None:
             self.counters["requests_dropped"] += 1
+            if refused == "bytes":
+                self.counters["requests_over_queue_bytes"] += 1
             return False
-        self._queue.append(("spans", (request, peer)))
         self._wake.set()
         return True
 
@@ -410,6 +563,7 @@ class Collector:
                     self.store.commit()
                 except Exception as exc:
                     internal_error("collector drain", exc)
+                self._core_exit()
                 return
 
     def _fall_back(self) -> None:
@@ -428,14 +582,26 @@ class Collector:
 
     def _process_queue(self) -> None:
         queue = self._queue
+        own = self.correlator.own_endpoints
+        if own is None and self.receiver is not None:
+            # Built once the receiver listens (its ports may have been chosen by the system).
+            receiver = self.receiver
+            own = self.correlator.own_endpoints = OwnEndpoints(
+                (address.rsplit(":", 1)[0], port)
+                for address, port in ((receiver.grpc_address, receiver.grpc_port),
+                                      (receiver.http_address, receiver.http_port))
+                if address and port)
         while queue:
             resolved: list[KernelEvent] = []
             markers: list[threading.Event] = []
             for _ in range(min(_BATCH, len(queue))):
                 kind, item = queue.popleft()
                 if kind == "event":
-                    if item.kind == CONNECT and item.data.get("port") in self._own_ports:
-                        # An agent exporting its spans to us is not news.
+                    if item.kind == CONNECT and item.data.get("port") in self._own_ports and \
+                            own is not None and own.owns(item.data.get("address"),
+                                                         item.data.get("port")):
+                        # An agent exporting its spans to us is not news; the same port on
+                        # another host is.
                         self.counters["own_traffic"] += 1
                         continue
                     resolved.extend(self.correlator.observe(item))
@@ -459,33 +625,78 @@ class Collector:
         assert self.store is not None
         spans = list(span_infos(request))
         self.counters["spans_received"] += len(spans)
+        # Per request: the host pid of each reported one, and the agents looked at already.
+        hosts: dict[int, int | None] = {}
+        seen: set[int] = set()
+        kept: list[SpanInfo] = []
+        dropped = 0
         for span in spans:
-            if span.pid is None:
+            try:
+                if span.pid is not None:
+                    reported = span.pid
+                    if reported not in hosts:
+                        hosts[reported] = self._host_pid(reported, span.service, peer)
+                    # From here on a span's pid is the agent's pid on this host (None: not on
+                    # this node).
+                    span.pid = hosts[reported]
+                    if span.pid is not None and span.pid not in seen:
+                        seen.add(span.pid)
+                        self._agent_sent_spans(span.pid, span.service)
+            except Exception as exc:
+                # A span that cannot be handled is left out alone, counted; its request's
+                # other spans go on.
+                internal_error("collector span", exc)
+                dropped += 1
                 continue
-            # From here on a span's pid is the agent's pid on this host (None: not on this node).
-            span.pid = self._host_pid(span.pid, span.service, peer)
-            if span.pid is None:
-                continue
-            agent = self.correlator.agents.get(span.pid)
-            if agent is None or agent.service is None:
-                self.correlator.register_agent(span.pid, span.service,
-                                               namespaced=self._host_pids[-span.pid])
-                self.watch(span.pid, f"agent {span.service or '?'} sent spans")
-        self.store.add_spans(spans)
-        self._inventories(spans)
-        self._library_findings(spans)
-        self._finalize(self.correlator.add_spans(spans))
-        self._late_reattribution(spans)
+            kept.append(span)
+        dropped += self.store.add_spans(kept)
+        if dropped:
+            self.counters["spans_dropped"] = self.counters.get("spans_dropped", 0) + dropped
+        for span in kept:
+            for step, where in ((self._inventories, "collector aibom inventory"),
+                                (self._library_findings, "collector library finding")):
+                try:
+                    step([span])
+                except Exception as exc:
+                    internal_error(where, exc)
+        try:
+            self._finalize(self.correlator.add_spans(kept))
+        except Exception as exc:
+            internal_error("collector span correlation", exc)
+        for span in kept:
+            try:
+                self._late_reattribution([span])
+            except Exception as exc:
+                internal_error("collector late reattribution", exc)
         if self.forwarder is not None:
             self._forward(request)
+
+    def _agent_sent_spans(self, pid: int, service: str | None) -> None:
+        """Register and watch the agent at host ``pid`` when it is new: never seen, or on a pid
+        an agent that is gone had (told apart by the process's start time)."""
+        known = self.correlator.agents.get(pid)
+        if self.correlator.register_agent(pid, service,
+                                          namespaced=self._host_pids.get(-pid, False)) is None:
+            return
+        if known is not None:
+            # The old agent's watch ended with it (or is about to be pruned): watched afresh.
+            self.watches.discard(pid)
+        self.watch(pid, f"agent {service or '?'} sent spans")
 
     def _host_pid(self, reported: int, service: str | None, peer: str | None) -> int | None:
         """The host pid of the agent that reported ``reported`` from ``peer`` (cached)."""
         key = (reported, peer)
         cached = self._agent_pids.get(key)
-        if cached is not None and (cached == 0 or os.path.exists(f"/proc/{cached}")):
+        # Still the same answer while the process there has the reported pid in its own
+        # namespace (a pid handed to a process in another container is not).
+        if cached is not None and (cached == 0 or (procfs.read_nspid(cached) or [0])[-1] == reported):
             return cached or None
         found = procfs.host_pid(reported, peer, self._own_ports)
+        if found is None and cached:
+            # The agent is gone and no other took its place: these are its last spans (an
+            # exporter's flush at exit is read after the exit). Its answer stays, so that a new
+            # agent on the same pid is found then.
+            return cached
         if found is None:
             logger.info("agentguard collector: spans of %s (pid %d, from %s) come from no process "
                         "on this node; they are kept but cannot be joined to kernel events",

@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -40,7 +41,7 @@ from agentguard.collector.model import (
 )
 from agentguard.collector.sensor import EventSink, WatchSet, rescan_event, wall_clock
 
-__all__ = ["BpftraceSensor", "parse_dns_query", "program_path"]
+__all__ = ["BpftraceSensor", "parse_dns_query", "program_path", "record_text"]
 
 logger = logging.getLogger("agentguard.collector")
 
@@ -92,6 +93,39 @@ def _hex_bytes(text: str) -> bytes:
         return bytes.fromhex(text.replace("\\x", ""))
     except ValueError:
         return b""
+
+
+# The escapes bpftrace writes in a JSON string: the usual one-character ones, \u00XX for control
+# characters and, for a byte of 0x80 or more (a signed char, sign-extended), \uffffffXX.
+_JSON_ESCAPE = re.compile(rb'\\(?:u(?:ffffff([0-9a-fA-F]{2})|([0-9a-fA-F]{4}))|(["\\/bfnrt]))')
+_SIMPLE_ESCAPES = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f",
+                   b"n": b"\n", b"r": b"\r", b"t": b"\t"}
+
+
+def _unescape_byte(match: re.Match[bytes]) -> bytes:
+    """The byte (or UTF-8 bytes) one escape of ``_JSON_ESCAPE`` stands for."""
+    high, code, simple = match.groups()
+    if high is not None:
+        return bytes.fromhex(high.decode())
+    if code is not None:
+        point = int(code, 16)
+        return bytes((point,)) if point < 0x80 else chr(point).encode("utf-8", "surrogatepass")
+    return _SIMPLE_ESCAPES[simple]
+
+
+def record_text(body: bytes) -> str:
+    """A printf record as bpftrace wrote it inside a JSON string, with the bytes of file names
+    exactly: escapes undone to bytes, then UTF-8, a byte that is not UTF-8 kept as a surrogate
+    escape (as ``os.fsdecode`` does), so ``os.fsencode`` gives back the name the kernel had."""
+    if body.isascii():
+        if b"\\" not in body:
+            return body.decode("ascii")
+        if b"\\u" not in body:
+            # One-character escapes only (the hex of argument lists and DNS payloads): the C
+            # decoder undoes them faster than the general path.
+            text: str = json.loads(b'"' + body + b'"')
+            return text
+    return _JSON_ESCAPE.sub(_unescape_byte, body).decode("utf-8", "surrogateescape")
 
 
 def _ntohs(value: int) -> int:
@@ -502,8 +536,9 @@ class BpftraceSensor:
         """Parse one line of bpftrace's JSON output and emit the events it completes."""
         try:
             if raw.startswith(_PRINTF):
-                # Most records are numbers and plain words: no JSON escapes to undo but the
-                # trailing newline, so the JSON decoder is needed only when a backslash remains.
+                # A record is one JSON string ending in its newline. It is read here rather than
+                # by the JSON decoder, which would turn the escapes bpftrace writes for bytes of
+                # 0x80 and more into other characters (see record_text).
                 end = raw.rfind(b'\\n"}')
                 if end > 0:
                     body = raw[_PRINTF_LENGTH:end]
@@ -511,13 +546,13 @@ class BpftraceSensor:
                         # Connections are most of the traffic: parsed from bytes directly.
                         self._handle_connect(body)
                         return
-                    if b"\\" not in body:
-                        self._handle_record(body.decode("utf-8", "replace"))
-                        return
+                    self._handle_record(record_text(body))
+                    return
             message = json.loads(raw)
             kind = message.get("type")
             if kind == "printf":
-                self._handle_record(message["data"])
+                data = str(message["data"])
+                self._handle_record(data[:-1] if data.endswith("\n") else data)
             elif kind == "map":
                 self._handle_map(message.get("data") or {})
             elif kind == "lost_events":
@@ -554,7 +589,6 @@ class BpftraceSensor:
 
     def _handle_record(self, text: str) -> None:
         tag = text[:1]
-        text = text.rstrip("\n")
         # Connections first: they are most of the traffic.
         if tag == "C":
             _, pid_s, tid_s, ts_s, family_s, port_s, ret_s, address = text.split(" ", 7)

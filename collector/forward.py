@@ -1,7 +1,11 @@
 """Sends enriched spans onward by OTLP (HTTP/protobuf or gRPC) from a bounded queue.
 
-The queue never blocks the collector: past its size a batch is dropped and counted. A failed
-export is retried a few times with back-off when the backend says it is transient.
+The queue never blocks the collector: past its size a batch is dropped and counted. Queued requests
+are merged into exports of at most ``max_batch_bytes`` serialized bytes (a request larger than that
+is cut into pieces by span); an export the backend refuses as too large (HTTP 413, gRPC
+``RESOURCE_EXHAUSTED`` without retry advice) is split in halves and sent again, and a single span
+too large alone is dropped and counted. A failed export is retried a few times with back-off when
+the backend says it is transient.
 :class:`AgentResources` keeps each agent's OTLP resource, so spans the collector makes on an
 agent's behalf (kernel events that came after their span went out) land under the same resource.
 """
@@ -9,13 +13,14 @@ agent's behalf (kernel events that came after their span went out) land under th
 from __future__ import annotations
 
 import collections
+import dataclasses
 import http.client
 import logging
 import ssl
 import threading
 import time
 import urllib.parse
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
@@ -24,13 +29,28 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from agentguard import semconv
 from agentguard._errors import internal_error
 
-__all__ = ["AgentResources", "Forwarder", "ResourceKey"]
+__all__ = ["DEFAULT_MAX_BATCH_BYTES", "AgentResources", "Forwarder", "ResourceKey"]
 
 logger = logging.getLogger("agentguard.collector")
 
 _RETRYABLE_HTTP = {429, 502, 503, 504}
+_TOO_LARGE_HTTP = 413
 _ATTEMPTS = 4
 _TIMEOUT = 10.0
+# OTLP receivers refuse a request above 4 MiB by default (gRPC's receive limit, kept by the
+# OpenTelemetry Collector, Jaeger and this collector's own receiver); the headroom covers the
+# gRPC frame and proxies that count more than the body.
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# Queued requests merged into one round of exports at most.
+_MAX_MERGE = 32
+# The merge limit learned from refusals stays above this, so one odd refusal (a proxy's) cannot
+# make every later export a single span; a backend stricter still is handled by splitting.
+_MIN_MERGE_LIMIT = 64 * 1024
+# Splits of a round's exports after refusals as too large; past it, what is refused is dropped, so
+# a backend that refuses everything as too large cannot keep the forwarder splitting.
+_MAX_SPLITS = 64
+# OTLP/gRPC: RESOURCE_EXHAUSTED is worth retrying only when the server sends RetryInfo.
+_RETRY_INFO = b"type.googleapis.com/google.rpc.RetryInfo"
 # OpenTelemetry resource convention; agentguard.semconv has no name for it.
 _HOST_NAME = "host.name"
 
@@ -121,13 +141,35 @@ class AgentResources:
         return True
 
 
+# What one export came to: sent, worth retrying, failed for good, or refused as too large.
+_Outcome = Literal["sent", "retry", "failed", "too_large"]
+
+
+@dataclasses.dataclass(slots=True)
+class _Part:
+    """A queued request (or a piece of one) serialized once; exports are concatenations of parts
+    (concatenated ``ExportTraceServiceRequest`` messages parse as their merge)."""
+
+    request: trace_service_pb2.ExportTraceServiceRequest
+    body: bytes
+    spans: int
+
+
 class Forwarder:
     """One background thread exporting queued OTLP requests to ``url``."""
 
-    def __init__(self, url: str, *, max_queue: int = 2048, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, max_queue: int = 2048, headers: dict[str, str] | None = None,
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
+        if max_batch_bytes < 1024:
+            raise ValueError(f"max_batch_bytes must be at least 1024, got {max_batch_bytes}")
         self.url = url
         self.headers = dict(headers or {})
         self.max_queue = max_queue
+        self.max_batch_bytes = max_batch_bytes
+        # Below max_batch_bytes once the backend refused an export as too large: about half the
+        # refused size, so later exports stop sending what it will refuse. A single span is
+        # still tried alone up to max_batch_bytes.
+        self._merge_limit = max_batch_bytes
         self._queue: collections.deque[trace_service_pb2.ExportTraceServiceRequest] = \
             collections.deque()
         self._wake = threading.Condition()
@@ -135,8 +177,10 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self._grpc_channel: Any = None
         self._grpc_call: Any = None
+        self._warned_refused = False
+        self._warned_dropped = False
         self.counters = {"forwarded_spans": 0, "forward_dropped": 0, "forward_failed": 0,
-                         "forward_requests": 0}
+                         "forward_requests": 0, "forward_splits": 0, "forward_too_large": 0}
         parsed = urllib.parse.urlsplit(url)
         self.scheme = parsed.scheme
         self.host = parsed.hostname or "127.0.0.1"
@@ -179,41 +223,119 @@ class Forwarder:
                     self._wake.wait(1.0)
                 if not self._queue and self._stopping:
                     return
-                batch = self._merge()
+                # Serializing happens outside the lock, so submit() never waits on it.
+                taken = [self._queue.popleft() for _ in range(min(_MAX_MERGE, len(self._queue)))]
             try:
-                ok = self._export(batch)
+                batches = self._pack(taken)
             except Exception as exc:
                 internal_error("collector forward", exc)
-                ok = False
-            spans = _span_count(batch)
-            self.counters["forward_requests"] += 1
-            if ok:
-                self.counters["forwarded_spans"] += spans
-            else:
+                self.counters["forward_failed"] += sum(_span_count(r) for r in taken)
+                continue
+            self._send_batches(batches)
+
+    def _pack(self, requests: list[trace_service_pb2.ExportTraceServiceRequest]) -> list[list[_Part]]:
+        """``requests`` as exports in order, each at most the merge limit in bytes (a part larger
+        than that goes alone)."""
+        batches: list[list[_Part]] = []
+        current: list[_Part] = []
+        size = 0
+        limit = self._merge_limit
+        for request in requests:
+            for part in self._fit(request):
+                if current and size + len(part.body) > limit:
+                    batches.append(current)
+                    current, size = [], 0
+                current.append(part)
+                size += len(part.body)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _fit(self, request: trace_service_pb2.ExportTraceServiceRequest) -> list[_Part]:
+        """``request`` as parts of at most ``max_batch_bytes``, cut by span; a span larger than
+        that alone is dropped and counted."""
+        body = request.SerializeToString()
+        spans = _span_count(request)
+        if len(body) <= self.max_batch_bytes:
+            return [_Part(request, body, spans)]
+        if spans <= 1:
+            self._drop_too_large(spans, len(body), refused=False)
+            return []
+        parts: list[_Part] = []
+        for piece in _split(request, -(-len(body) // self.max_batch_bytes)):
+            parts.extend(self._fit(piece))
+        return parts
+
+    def _send_batches(self, batches: list[list[_Part]]) -> None:
+        """Export ``batches`` in order, splitting an export the backend refuses as too large."""
+        work = collections.deque(batches)
+        splits = 0
+        while work:
+            batch = work.popleft()
+            spans = sum(part.spans for part in batch)
+            try:
+                if sum(len(p.body) for p in batch) > self._merge_limit:
+                    # Packed before the backend refused a smaller export: cut it without trying.
+                    halves = _halves(batch)
+                    if halves is not None:
+                        work.extendleft(reversed(halves))
+                        continue
+                body = batch[0].body if len(batch) == 1 else b"".join(p.body for p in batch)
+                outcome = self._export(body)
+                self.counters["forward_requests"] += 1
+                if outcome == "sent":
+                    self.counters["forwarded_spans"] += spans
+                elif outcome == "too_large":
+                    self._refused(len(body))
+                    halves = _halves(batch) if splits < _MAX_SPLITS else None
+                    if halves is None:
+                        self._drop_too_large(spans, len(body), refused=True)
+                    else:
+                        splits += 1
+                        self.counters["forward_splits"] += 1
+                        work.extendleft(reversed(halves))
+                else:
+                    self.counters["forward_failed"] += spans
+            except Exception as exc:
+                internal_error("collector forward", exc)
                 self.counters["forward_failed"] += spans
 
-    def _merge(self) -> trace_service_pb2.ExportTraceServiceRequest:
-        """Up to 32 queued requests as one."""
-        merged = trace_service_pb2.ExportTraceServiceRequest()
-        for _ in range(min(32, len(self._queue))):
-            merged.resource_spans.extend(self._queue.popleft().resource_spans)
-        return merged
+    def _refused(self, size: int) -> None:
+        """The backend refused ``size`` bytes as too large: merge less from now on."""
+        # A little over half: the halves of what was refused (each with its own copy of the
+        # resource and scope) must fit.
+        self._merge_limit = max(_MIN_MERGE_LIMIT, min(self._merge_limit, size // 2 + size // 16))
+        if not self._warned_refused:
+            self._warned_refused = True
+            logger.warning("agentguard collector: %s refused an export of %d bytes as too large; "
+                           "splitting it, and merging at most %d bytes from now on", self.url,
+                           size, self._merge_limit)
 
-    def _export(self, request: trace_service_pb2.ExportTraceServiceRequest) -> bool:
-        body = request.SerializeToString()
+    def _drop_too_large(self, spans: int, size: int, *, refused: bool) -> None:
+        """Count (and the first time, log) spans dropped because they do not fit an export."""
+        self.counters["forward_too_large"] += spans
+        if not self._warned_dropped:
+            self._warned_dropped = True
+            why = "the backend refused it as too large" if refused else \
+                f"a single span is above the limit of {self.max_batch_bytes} bytes"
+            logger.warning("agentguard collector: dropped %d span(s) bound for %s, an export of "
+                           "%d bytes: %s (counted as forward_too_large; logged once)", spans,
+                           self.url, size, why)
+
+    def _export(self, body: bytes) -> _Outcome:
         delay = 0.25
         for attempt in range(_ATTEMPTS):
-            retry = self._send_grpc(body) if self.scheme.startswith("grpc") else self._send_http(body)
-            if retry is None:
-                return True
-            if not retry or attempt == _ATTEMPTS - 1 or self._stopping:
-                return False
+            outcome = self._send_grpc(body) if self.scheme.startswith("grpc") else \
+                self._send_http(body)
+            if outcome != "retry":
+                return outcome
+            if attempt == _ATTEMPTS - 1 or self._stopping:
+                return "failed"
             time.sleep(delay)
             delay *= 2
-        return False
+        return "failed"
 
-    def _send_http(self, body: bytes) -> bool | None:
-        """``None`` on success, else whether the failure is worth retrying."""
+    def _send_http(self, body: bytes) -> _Outcome:
         connection: http.client.HTTPConnection
         if self.scheme == "https":
             connection = http.client.HTTPSConnection(self.host, self.port, timeout=_TIMEOUT,
@@ -221,21 +343,29 @@ class Forwarder:
         else:
             connection = http.client.HTTPConnection(self.host, self.port, timeout=_TIMEOUT)
         try:
-            connection.request("POST", self.path, body, {
-                "Content-Type": "application/x-protobuf", **self.headers})
+            try:
+                connection.request("POST", self.path, body, {
+                    "Content-Type": "application/x-protobuf", **self.headers})
+            except OSError:
+                # A server may answer a body it will not take (413 on its Content-Length) and
+                # close before reading it all; its answer is then still there to read.
+                if connection.sock is None:
+                    raise
             response = connection.getresponse()
             response.read(64 * 1024)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             logger.debug("agentguard collector: forward to %s failed: %s", self.url, exc)
-            return True
+            return "retry"
         finally:
             connection.close()
         if 200 <= response.status < 300:
-            return None
+            return "sent"
         logger.debug("agentguard collector: forward to %s answered %s", self.url, response.status)
-        return response.status in _RETRYABLE_HTTP
+        if response.status == _TOO_LARGE_HTTP:
+            return "too_large"
+        return "retry" if response.status in _RETRYABLE_HTTP else "failed"
 
-    def _send_grpc(self, body: bytes) -> bool | None:
+    def _send_grpc(self, body: bytes) -> _Outcome:
         import grpc
 
         if self._grpc_call is None:
@@ -248,9 +378,63 @@ class Forwarder:
             self._grpc_call(body, timeout=_TIMEOUT, metadata=list(self.headers.items()) or None)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
-            return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # A message above the server's limit comes back as RESOURCE_EXHAUSTED too; only
+                # RetryInfo in the status details marks a transient shortage (OTLP spec).
+                trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+                advised = any(key == "grpc-status-details-bin" and isinstance(value, bytes)
+                              and _RETRY_INFO in value for key, value in trailers or ())
+                return "retry" if advised else "too_large"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.ABORTED):
+                return "retry"
+            return "failed"
+        return "sent"
+
+
+def _halves(batch: list[_Part]) -> list[list[_Part]] | None:
+    """``batch`` in two exports (a lone request cut between its spans); ``None`` for one span."""
+    if len(batch) > 1:
+        middle = len(batch) // 2
+        return [batch[:middle], batch[middle:]]
+    part = batch[0]
+    if part.spans <= 1:
         return None
+    return [[_Part(piece, piece.SerializeToString(), _span_count(piece))]
+            for piece in _split(part.request, 2)]
+
+
+def _split(request: trace_service_pb2.ExportTraceServiceRequest,
+           pieces: int) -> list[trace_service_pb2.ExportTraceServiceRequest]:
+    """``request`` cut into up to ``pieces`` requests of about as many spans each, in order, every
+    span under its own resource and scope."""
+    per = max(1, -(-_span_count(request) // max(1, pieces)))
+    out: list[trace_service_pb2.ExportTraceServiceRequest] = []
+    target = trace_service_pb2.ExportTraceServiceRequest()
+    room = 0
+    for resource_spans in request.resource_spans:
+        target_rs: trace_pb2.ResourceSpans | None = None
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            start = 0
+            while start < len(spans):
+                if room == 0:
+                    target = trace_service_pb2.ExportTraceServiceRequest()
+                    out.append(target)
+                    room = per
+                    target_rs = None
+                if target_rs is None:
+                    target_rs = target.resource_spans.add()
+                    target_rs.resource.CopyFrom(resource_spans.resource)
+                    target_rs.schema_url = resource_spans.schema_url
+                target_scope = target_rs.scope_spans.add()
+                target_scope.scope.CopyFrom(scope_spans.scope)
+                target_scope.schema_url = scope_spans.schema_url
+                take = min(len(spans) - start, room)
+                target_scope.spans.extend(spans[start:start + take])
+                start += take
+                room -= take
+    return out
 
 
 def _span_count(request: trace_service_pb2.ExportTraceServiceRequest) -> int:

@@ -13,6 +13,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from agentguard import semconv
+from agentguard._errors import internal_error
 from agentguard.collector import _names as names
 from agentguard.collector.model import CONNECT, DNS, EXEC, EXIT, FORK, OPEN, SENT, KernelEvent, SpanInfo
 from agentguard.semconv import int_value
@@ -25,6 +26,7 @@ __all__ = [
     "kernel_event_span",
     "span_infos",
     "to_any_value",
+    "utf8_text",
     "value_of",
 ]
 
@@ -36,6 +38,9 @@ MAX_ATTRIBUTE_CHARS = 16384
 MAX_ATTRIBUTES = 128
 MAX_SPAN_EVENTS = 256
 MAX_CHILD_PIDS = 1024
+# Linux never issues a pid above PID_MAX_LIMIT (2**22); the store keeps signed 64-bit integers.
+_MAX_PID = 1 << 22
+_MAX_TIME_NS = 2**63 - 1
 _STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 
@@ -70,6 +75,23 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {kv.key[:256]: value_of(kv.value) for kv in pairs[:MAX_ATTRIBUTES]}
 
 
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 for OTLP: the bytes of a file name that is not UTF-8 (kept as
+    surrogate escapes, ``os.fsdecode``-style) are written ``\\xff``."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        # A lone surrogate that stands for no byte.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def to_any_value(value: Any) -> AnyValue:
     """A Python value as an OTLP value (lists of one scalar type, else JSON text)."""
     if isinstance(value, bool):
@@ -79,7 +101,7 @@ def to_any_value(value: Any) -> AnyValue:
     if isinstance(value, float):
         return AnyValue(double_value=value)
     if isinstance(value, str):
-        return AnyValue(string_value=value)
+        return AnyValue(string_value=utf8_text(value))
     if isinstance(value, (list, tuple)):
         array = AnyValue()
         for item in value:
@@ -90,54 +112,78 @@ def to_any_value(value: Any) -> AnyValue:
 
 
 
+def _pid(value: Any) -> int | None:
+    """A process or thread id as a sender reported it; ``None`` when no kernel could issue it."""
+    number = int_value(value)
+    return number if number is not None and 0 < number <= _MAX_PID else None
+
+
+def _time_ns(value: int) -> int:
+    """An OTLP timestamp (unsigned 64 bits) held to what the store's signed 64 bits can keep."""
+    return min(int(value), _MAX_TIME_NS)
+
+
 def _child_pids(attributes: Mapping[str, Any],
                 events: list[tuple[str, int, dict[str, Any]]]) -> frozenset[int]:
     pids: set[int] = set()
     raw = attributes.get(names.AG_CHILD_PIDS)
     if isinstance(raw, (list, tuple)):
-        pids.update(p for p in (int_value(item) for item in raw[:MAX_CHILD_PIDS]) if p)
+        pids.update(p for p in (_pid(item) for item in raw[:MAX_CHILD_PIDS]) if p)
     for name, _, attrs in events:
         if name in names.LIBRARY_EXEC_EVENTS:
-            pid = int_value(attrs.get(semconv.PROCESS_PID))
+            pid = _pid(attrs.get(semconv.PROCESS_PID))
             if pid:
                 pids.add(pid)
     return frozenset(pids)
 
 
 def span_infos(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator[SpanInfo]:
-    """Every span of a request with the fields correlation and incidents use."""
+    """Every span of a request with the fields correlation and incidents use.
+
+    Values the store could not keep (times past 2**63, integers of any length in JSON text) are
+    held or left out here, and a span that cannot be read at all is skipped (counted as an
+    internal error), so one hostile span never costs the others of its request.
+    """
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
-        pid = int_value(resource.get(semconv.PROCESS_PID))
-        service = resource.get(semconv.SERVICE_NAME)
+        pid = _pid(resource.get(semconv.PROCESS_PID))
+        service = _str(resource.get(semconv.SERVICE_NAME))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 if len(span.trace_id) != 16 or len(span.span_id) != 8:
                     continue
-                attributes = _attributes(span.attributes)
-                events = [(event.name[:256], int(event.time_unix_nano), _attributes(event.attributes))
-                          for event in span.events[:MAX_SPAN_EVENTS]]
-                turn = int_value(attributes.get(semconv.AG_TURN_INDEX))
-                yield SpanInfo(
-                    trace_id=span.trace_id.hex(),
-                    span_id=span.span_id.hex(),
-                    parent_span_id=span.parent_span_id.hex() or None,
-                    name=span.name[:256],
-                    operation=_str(attributes.get(semconv.GEN_AI_OPERATION_NAME)),
-                    start_ns=int(span.start_time_unix_nano),
-                    end_ns=int(span.end_time_unix_nano) or int(span.start_time_unix_nano),
-                    pid=pid,
-                    tid=int_value(attributes.get(semconv.AG_THREAD_NATIVE_ID)),
-                    service=_str(service),
-                    tool=_str(attributes.get(semconv.GEN_AI_TOOL_NAME)),
-                    tool_call_id=_str(attributes.get(semconv.GEN_AI_TOOL_CALL_ID)),
-                    conversation_id=_str(attributes.get(semconv.GEN_AI_CONVERSATION_ID)),
-                    turn=turn,
-                    child_pids=_child_pids(attributes, events),
-                    events=tuple(events),
-                    attributes=attributes,
-                    status=_STATUS_NAMES.get(span.status.code, "UNSET"),
-                )
+                try:
+                    yield _span_info(span, pid, service)
+                except Exception as exc:
+                    internal_error("collector span decode", exc)
+
+
+def _span_info(span: trace_pb2.Span, pid: int | None, service: str | None) -> SpanInfo:
+    """One span's fields, each bounded and of a type the store keeps."""
+    attributes = _attributes(span.attributes)
+    events = [(event.name[:256], _time_ns(event.time_unix_nano), _attributes(event.attributes))
+              for event in span.events[:MAX_SPAN_EVENTS]]
+    start_ns = _time_ns(span.start_time_unix_nano)
+    return SpanInfo(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex() or None,
+        name=span.name[:256],
+        operation=_str(attributes.get(semconv.GEN_AI_OPERATION_NAME)),
+        start_ns=start_ns,
+        end_ns=_time_ns(span.end_time_unix_nano) or start_ns,
+        pid=pid,
+        tid=_pid(attributes.get(semconv.AG_THREAD_NATIVE_ID)),
+        service=service,
+        tool=_str(attributes.get(semconv.GEN_AI_TOOL_NAME)),
+        tool_call_id=_str(attributes.get(semconv.GEN_AI_TOOL_CALL_ID)),
+        conversation_id=_str(attributes.get(semconv.GEN_AI_CONVERSATION_ID)),
+        turn=int_value(attributes.get(semconv.AG_TURN_INDEX)),
+        child_pids=_child_pids(attributes, events),
+        events=tuple(events),
+        attributes=attributes,
+        status=_STATUS_NAMES.get(span.status.code, "UNSET"),
+    )
 
 
 def _str(value: Any) -> str | None:
@@ -202,7 +248,7 @@ def kernel_event_span(event: KernelEvent, service: str | None) -> trace_pb2.Reso
         trace_id=bytes.fromhex(attribution.trace_id),
         span_id=os.urandom(8),
         parent_span_id=bytes.fromhex(attribution.span_id),
-        name=f"{names.KERNEL_EVENT_PREFIX}{event.kind} {event.summary()[:80]}",
+        name=utf8_text(f"{names.KERNEL_EVENT_PREFIX}{event.kind} {event.summary()[:80]}"),
         kind=trace_pb2.Span.SPAN_KIND_INTERNAL,
         start_time_unix_nano=event.ts_ns,
         end_time_unix_nano=event.ts_ns,

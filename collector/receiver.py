@@ -4,15 +4,23 @@ A malformed, oversized or unauthenticated request gets the error OTLP prescribes
 or an HTTP status with a ``google.rpc.Status`` body) and the collector carries on. Accepted
 requests are handed to ``submit``, which never blocks; when the collector is saturated the sender
 is told to retry (``UNAVAILABLE`` / HTTP 503), as the OTLP specification asks.
+
+HTTP is served by a thread per connection, so connections are bounded: 64 in all, 16 from one
+non-loopback address. A request must arrive whole (request line, headers and body) within
+``request_timeout`` of its first byte, whatever the pace of its bytes, and a kept-alive connection
+waits ``idle_timeout`` for its next request; a sender that is too slow gets 408 and is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import io
+import ipaddress
 import logging
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from concurrent import futures
@@ -29,14 +37,36 @@ __all__ = ["Receiver", "ReceiverError"]
 
 logger = logging.getLogger("agentguard.collector")
 
-Submit = Callable[[ExportRequest, "str | None"], bool]
+# (request, sender's address, size of its body after inflation) → accepted?
+Submit = Callable[[ExportRequest, "str | None", int], bool]
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _MAX_HTTP_CONNECTIONS = 64
-_HTTP_TIMEOUT = 10.0
+# One remote address may hold this many; loopback senders are not told apart by address.
+_MAX_CONNECTIONS_PER_PEER = 16
+_REQUEST_TIMEOUT = 10.0
+_IDLE_TIMEOUT = 10.0
+# HTTP bodies inflated and parsed at once, and how long one waits for its turn before 503.
+_MAX_DECODING = 4
+_DECODE_WAIT = 2.0
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+         b"Connection: close\r\n\r\n")
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class ReceiverError(RuntimeError):
     """A listener could not be started (address in use, bad address)."""
+
+
+class _Refused(Exception):
+    """An HTTP request refused: the status, ``google.rpc`` code and counter that go with it."""
+
+    def __init__(self, status: int, code: int, message: str, counter: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.counter = status, code, message, counter
+
+
+class _DeadlineExpired(TimeoutError):
+    """A request did not arrive whole within the request deadline."""
 
 
 def _invalid_spans(request: ExportRequest) -> int:
@@ -47,6 +77,93 @@ def _invalid_spans(request: ExportRequest) -> int:
                 if len(span.trace_id) != 16 or len(span.span_id) != 8:
                     bad += 1
     return bad
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decompressed, at most ``limit`` bytes: every member of a gzip body (RFC 1952 allows
+    several, and ``gzip -d`` reads them all), the one stream of a deflate body.
+
+    Raises :class:`_Refused`: 400 for a stream cut short or followed by other bytes (taking what
+    inflated so far would store part of a request and answer OK), 413 past ``limit``.
+    """
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+        try:
+            # Bounded output: a small body cannot inflate past the limit in memory.
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error:
+            raise _Refused(400, code_pb2.INVALID_ARGUMENT, f"body is not valid {encoding}",
+                           "malformed") from None
+        size += len(part)
+        parts.append(part)
+        if size > limit:
+            raise _Refused(413, code_pb2.RESOURCE_EXHAUSTED,
+                           f"decompressed body exceeds {limit} bytes", "too_large")
+        if not inflater.eof:
+            raise _Refused(400, code_pb2.INVALID_ARGUMENT,
+                           f"{encoding} body is cut short (its stream does not end)", "malformed")
+        rest = inflater.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if encoding != "gzip":
+            raise _Refused(400, code_pb2.INVALID_ARGUMENT,
+                           f"{len(rest)} byte(s) after the end of the deflate stream", "malformed")
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether ``address`` is loopback (also as an IPv4-mapped IPv6 address)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's socket, read against the deadline of the request that is arriving.
+
+    Between requests a read waits up to ``idle_timeout``. The first bytes of a request set its
+    deadline ``request_timeout`` later, and every further read waits only until then: a timeout
+    per read alone lets a sender hold a connection for ever with a byte every few seconds.
+    """
+
+    def __init__(self, sock: socket.socket, receiver: Receiver) -> None:
+        super().__init__()
+        self._sock = sock
+        self._receiver = receiver
+        self.deadline: float | None = None
+        self.expired = False
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        self.deadline = None
+        self.expired = False
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            wait = self._receiver.idle_timeout
+        else:
+            wait = self.deadline - time.monotonic()
+            if wait <= 0:
+                self.expired = True
+                raise _DeadlineExpired("request deadline passed")
+        self._sock.settimeout(wait)
+        try:
+            received = self._sock.recv_into(buffer)
+        except TimeoutError:
+            if self.deadline is None:
+                raise
+            self.expired = True
+            raise _DeadlineExpired("request deadline passed") from None
+        if received and self.deadline is None:
+            self.deadline = time.monotonic() + self._receiver.request_timeout
+        return received
 
 
 def _response(request: ExportRequest) -> bytes:
@@ -72,6 +189,10 @@ class Receiver:
         token: str | None = None,
         max_request_bytes: int = 4 * 1024 * 1024,
         health: Callable[[], bool] | None = None,
+        request_timeout: float = _REQUEST_TIMEOUT,
+        idle_timeout: float = _IDLE_TIMEOUT,
+        max_connections: int = _MAX_HTTP_CONNECTIONS,
+        max_connections_per_peer: int = _MAX_CONNECTIONS_PER_PEER,
     ) -> None:
         self.submit = submit
         self.grpc_address = grpc_address
@@ -79,6 +200,17 @@ class Receiver:
         self.token = token
         self.max_request_bytes = max_request_bytes
         self.health = health or (lambda: True)
+        # HTTP: read each request whole within request_timeout of its first byte; wait at most
+        # idle_timeout for the next one on a kept-alive connection. Read per request, so they
+        # may be changed while serving.
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer
+        # Open HTTP connections by sender address.
+        self.connections: dict[str, int] = {}
+        self._decoding = threading.BoundedSemaphore(_MAX_DECODING)
+        self._open_connections = 0
         self.grpc_port = 0
         self.http_port = 0
         self._grpc: Any = None
@@ -87,12 +219,56 @@ class Receiver:
         self._lock = threading.Lock()
         self.counters = {
             "requests": 0, "accepted": 0, "malformed": 0, "too_large": 0, "unauthenticated": 0,
-            "busy": 0, "unsupported": 0,
+            "busy": 0, "unsupported": 0, "timed_out": 0, "connections_refused": 0,
         }
 
     def count(self, name: str) -> None:
         with self._lock:
             self.counters[name] += 1
+
+    def take_body(self, body: bytes, encoding: str, peer: str | None) -> bytes:
+        """Inflate, parse and hand over one HTTP body; the OTLP response, or :class:`_Refused`.
+
+        Only four bodies are inflated and parsed at a time: a parsed request takes two
+        to four times its wire size, and requests parsed beside the queue are outside its byte
+        budget (the core thread stores one request at a time anyway).
+        """
+        if not self._decoding.acquire(timeout=_DECODE_WAIT):
+            raise _Refused(503, code_pb2.UNAVAILABLE, "collector busy; retry later", "busy")
+        try:
+            if encoding in ("gzip", "deflate"):
+                body = _inflate(body, encoding, self.max_request_bytes)
+            try:
+                request = decode_request(body)
+            except ValueError as exc:
+                raise _Refused(400, code_pb2.INVALID_ARGUMENT, str(exc), "malformed") from None
+            if not self.submit(request, peer, len(body)):
+                raise _Refused(503, code_pb2.UNAVAILABLE, "collector busy; retry later", "busy")
+            return _response(request)
+        finally:
+            self._decoding.release()
+
+    def open_connection(self, peer: str) -> bool:
+        """Take an HTTP connection slot for ``peer``; ``False`` (counted) when none is left."""
+        with self._lock:
+            held = self.connections.get(peer, 0)
+            if self._open_connections >= self.max_connections or \
+                    (held >= self.max_connections_per_peer and not _is_loopback(peer)):
+                self.counters["connections_refused"] += 1
+                return False
+            self._open_connections += 1
+            self.connections[peer] = held + 1
+            return True
+
+    def close_connection(self, peer: str) -> None:
+        """Give back the slot :meth:`open_connection` took for ``peer``."""
+        with self._lock:
+            self._open_connections -= 1
+            held = self.connections.get(peer, 0) - 1
+            if held > 0:
+                self.connections[peer] = held
+            else:
+                self.connections.pop(peer, None)
 
     def authorized(self, header: str | None) -> bool:
         if not self.token:
@@ -138,7 +314,7 @@ class Receiver:
             except ValueError as exc:
                 receiver.count("malformed")
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            if not receiver.submit(request, _grpc_peer(context.peer())):
+            if not receiver.submit(request, _grpc_peer(context.peer()), len(body)):
                 receiver.count("busy")
                 context.abort(grpc.StatusCode.UNAVAILABLE, "collector busy; retry later")
             receiver.count("accepted")
@@ -172,26 +348,40 @@ class Receiver:
         host, port = parse_hostport(address)
         handler = _http_handler(self)
 
+        receiver = self
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            slots = threading.BoundedSemaphore(_MAX_HTTP_CONNECTIONS)
+            # The listen backlog: socketserver's 5 makes a burst of connecting senders wait
+            # for SYN retransmissions (a second each).
+            request_queue_size = 128
 
             def process_request(self, request: Any, client_address: Any) -> None:
-                # Bounded concurrency: beyond the limit a connection is answered 503 and closed.
-                if not self.slots.acquire(blocking=False):
+                # A thread per connection, so connections are bounded, in all and per sender:
+                # beyond, a connection is answered 503 and closed without being read.
+                peer = str(client_address[0])
+                if not receiver.open_connection(peer):
                     with contextlib.suppress(OSError):
-                        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                                        b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                        request.sendall(_BUSY)
                     self.shutdown_request(request)
                     return
-                super().process_request(request, client_address)
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    receiver.close_connection(peer)
+                    raise
 
             def process_request_thread(self, request: Any, client_address: Any) -> None:
                 try:
                     super().process_request_thread(request, client_address)
                 finally:
-                    self.slots.release()
+                    receiver.close_connection(str(client_address[0]))
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A sender that resets its connection is not worth a traceback on stderr.
+                logger.debug("agentguard collector: OTLP/HTTP connection from %s failed",
+                             client_address[0], exc_info=True)
 
         try:
             server = Server((host, port), handler)
@@ -220,9 +410,30 @@ def _status_body(code: int, message: str) -> bytes:
 def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        timeout = _HTTP_TIMEOUT
         server_version = "agentguard-collector"
         sys_version = ""
+        reader: _DeadlineReader
+        answered = False
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()
+            self.reader = _DeadlineReader(self.connection, receiver)
+            self.rfile = io.BufferedReader(self.reader)
+
+        def handle_one_request(self) -> None:
+            self.reader.next_request()
+            self.answered = False
+            super().handle_one_request()
+            if self.reader.expired and not self.answered:
+                # The request line or headers did not arrive in time (the base class gives up on
+                # a timeout without a word); a slow body is answered in do_POST.
+                receiver.count("requests")
+                receiver.count("timed_out")
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.settimeout(receiver.request_timeout)
+                    self.connection.sendall(_TIMED_OUT)
 
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] in ("/healthz", "/health"):
@@ -256,7 +467,20 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                             f"request of {length} bytes exceeds {receiver.max_request_bytes}",
                             close=True)
                 return
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except _DeadlineExpired:
+                receiver.count("timed_out")
+                self._error(408, code_pb2.DEADLINE_EXCEEDED,
+                            f"request not received whole within {receiver.request_timeout:g}s",
+                            close=True)
+                return
+            if len(body) != length:
+                # The sender stopped short: what came may parse, but it is not what was sent.
+                receiver.count("malformed")
+                self._error(400, code_pb2.INVALID_ARGUMENT,
+                            f"body ended after {len(body)} of {length} bytes", close=True)
+                return
             content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
             if content_type != "application/x-protobuf":
                 receiver.count("unsupported")
@@ -264,36 +488,19 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                             f"unsupported Content-Type {content_type!r}; send application/x-protobuf")
                 return
             encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
-            if encoding in ("gzip", "deflate"):
-                inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
-                try:
-                    body = inflater.decompress(body, receiver.max_request_bytes + 1)
-                except zlib.error:
-                    receiver.count("malformed")
-                    self._error(400, code_pb2.INVALID_ARGUMENT, f"body is not valid {encoding}")
-                    return
-                if len(body) > receiver.max_request_bytes or inflater.unconsumed_tail:
-                    receiver.count("too_large")
-                    self._error(413, code_pb2.RESOURCE_EXHAUSTED,
-                                f"decompressed body exceeds {receiver.max_request_bytes} bytes")
-                    return
-            elif encoding not in ("", "identity"):
+            if encoding not in ("", "identity", "gzip", "deflate"):
                 receiver.count("unsupported")
                 self._error(415, code_pb2.INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
                 return
             try:
-                request = decode_request(body)
-            except ValueError as exc:
-                receiver.count("malformed")
-                self._error(400, code_pb2.INVALID_ARGUMENT, str(exc))
-                return
-            if not receiver.submit(request, str(self.client_address[0])):
-                receiver.count("busy")
-                self._error(503, code_pb2.UNAVAILABLE, "collector busy; retry later",
-                            headers={"Retry-After": "1"})
+                answer = receiver.take_body(body, encoding, str(self.client_address[0]))
+            except _Refused as refused:
+                receiver.count(refused.counter)
+                self._error(refused.status, refused.code, refused.message,
+                            headers={"Retry-After": "1"} if refused.status == 503 else None)
                 return
             receiver.count("accepted")
-            self._reply(200, _response(request), "application/x-protobuf")
+            self._reply(200, answer, "application/x-protobuf")
 
         def _error(self, status: int, code: int, message: str, *, close: bool = False,
                    headers: dict[str, str] | None = None) -> None:
@@ -302,7 +509,10 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, status: int, body: bytes, content_type: str, *, close: bool = False,
                    headers: dict[str, str] | None = None) -> None:
+            self.answered = True
             try:
+                # Replies are small; the deadline of the request may have little time left.
+                self.connection.settimeout(receiver.request_timeout)
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))

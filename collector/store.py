@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -136,9 +138,20 @@ CREATE TABLE IF NOT EXISTS aibom_entries (
     PRIMARY KEY (agent_id, kind, key)
 );
 """
+# The tables a collector creates: a database with only these and no version yet is one.
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA + _AIBOM_SCHEMA))
 # Per-agent and overall bounds of the inventory tables.
 MAX_AIBOM_ENTRIES = 16384
 MAX_AIBOM_AGENTS = 1024
+
+
+_INSERT_SPAN = (
+    "INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, name, operation, start_ns, "
+    "end_ns, pid, tid, service, tool, tool_call_id, conversation_id, turn, status, attributes, "
+    "events, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# What SQLite raises for one row's values (an integer past 64 bits, text with no UTF-8 form, a
+# type it cannot bind), as against the database itself failing.
+_ROW_ERRORS = (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError)
 
 
 class StoreError(RuntimeError):
@@ -159,6 +172,49 @@ _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=Fal
 
 def _json(value: Any) -> str:
     return _ENCODER.encode(value)
+
+
+def _storable_json(text: str, value: Any) -> str:
+    """``text`` (``value`` as JSON) as SQLite can take it: a file name that is not UTF-8 is held
+    with surrogate escapes (``os.fsdecode``), which have no UTF-8 form; JSON's ``\\udcff``
+    escapes keep them, and ``json.loads`` gives back the very same string."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _storable_text(text: str) -> str:
+    """A text column as SQLite can take it: surrogate-escaped bytes written ``\\xff``."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int64(value: int | None) -> int | None:
+    """An integer column: ``None`` for one SQLite cannot keep."""
+    return value if value is None or _INT64_MIN <= value <= _INT64_MAX else None
+
+
+def _time_ns(seconds: float) -> int:
+    """Unix seconds as the store's nanoseconds, held to signed 64 bits."""
+    if not math.isfinite(seconds):
+        return _INT64_MAX if seconds > 0 else 0
+    return max(_INT64_MIN, min(_INT64_MAX, int(seconds * 1e9)))
 
 
 def _make_event_json() -> Any:
@@ -195,30 +251,57 @@ class Store:
                                      f"with --db {path}?)")
                 self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
                                           check_same_thread=False)
+                # The connection opens the file lazily: this first read is what finds out whether
+                # it is a database at all, and ours.
+                self._check_version()
             else:
                 directory = os.path.dirname(os.path.abspath(path))
                 os.makedirs(directory, exist_ok=True)
                 self.db = sqlite3.connect(path, timeout=5.0, check_same_thread=False,
                                           isolation_level=None)
+                # Checked before anything is written, so another program's database is left as
+                # it was (not even switched to WAL).
+                self._check_version()
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
-                self.db.executescript(_SCHEMA)
-                self.db.executescript(_AIBOM_SCHEMA)
-                self._check_version()
-        except sqlite3.DatabaseError as exc:
+                # One transaction: a reader never sees the tables without the version.
+                self.db.executescript(
+                    f"BEGIN IMMEDIATE;\n{_SCHEMA}{_AIBOM_SCHEMA}"
+                    f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', "
+                    f"'{SCHEMA_VERSION}');\nCOMMIT;\n")
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            connection: sqlite3.Connection | None = getattr(self, "db", None)
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{path}: not a usable collector database ({exc})") from None
         self.db.row_factory = sqlite3.Row
         self._in_transaction = False
         self._next_event_id: int | None = None
 
     def _check_version(self) -> None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                            (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {row[0]}, this collector reads "
-                             f"version {SCHEMA_VERSION}")
+        """Refuse what is not a collector database of this schema version; a new (empty) one is
+        fine for the writer, which creates the schema next."""
+        tables = {str(row[0]) for row in
+                  self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if not str(row[0]).startswith("sqlite_")}
+        if not tables:
+            if self.readonly:
+                raise StoreError(f"{self.path}: not an agentguard collector database (no tables; "
+                                 f"is the collector still starting?)")
+            return
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None:
+                if str(row[0]) != str(SCHEMA_VERSION):
+                    raise StoreError(f"{self.path}: schema version {row[0]}, this collector "
+                                     f"reads version {SCHEMA_VERSION}")
+                return
+            if not self.readonly and tables <= _TABLES:
+                return  # made by a collector that stopped before it wrote the version
+        raise StoreError(f"{self.path}: not an agentguard collector database (no schema version; "
+                         f"its tables: {', '.join(sorted(tables)[:5])})")
 
     def close(self) -> None:
         try:
@@ -251,8 +334,11 @@ class Store:
         for event in events:
             a = event.attribution
             event.row_id = next_id
+            data = _event_json(event.data)
+            if not data.isascii():
+                data = _storable_json(data, event.data)
             rows.append((next_id, event.ts_ns, event.kind, event.pid, event.tid, event.source,
-                         _event_json(event.data), a.method, a.trace_id, a.span_id,
+                         data, a.method, a.trace_id, a.span_id,
                          _json(list(a.candidates)) if a.candidates else None, event.agent_pid,
                          None if event.seen_by_library is None else int(event.seen_by_library)))
             next_id += 1
@@ -286,22 +372,41 @@ class Store:
             (*pids, start_ns, end_ns, limit),
         ).fetchall()
 
-    def add_spans(self, spans: Sequence[SpanInfo]) -> None:
+    def add_spans(self, spans: Sequence[SpanInfo]) -> int:
+        """Store spans (one stored before is replaced); returns how many could not be stored.
+
+        A span the database refuses is left out alone: the others of its batch are kept.
+        """
         self.begin()
         now = time.time_ns()
-        self.db.executemany(
-            "INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, name, operation, "
-            "start_ns, end_ns, pid, tid, service, tool, tool_call_id, conversation_id, turn, status, "
-            "attributes, events, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(s.span_id, s.trace_id, s.parent_span_id, s.name, s.operation, s.start_ns, s.end_ns,
-              s.pid, s.tid, s.service, s.tool, s.tool_call_id, s.conversation_id, s.turn, s.status,
-              _json(s.attributes), _json([list(e) for e in s.events]), now) for s in spans],
-        )
+        rows = [(s.span_id, s.trace_id, s.parent_span_id, s.name, s.operation, s.start_ns,
+                 s.end_ns, s.pid, s.tid, s.service, s.tool, s.tool_call_id, s.conversation_id,
+                 s.turn, s.status, _json(s.attributes), _json([list(e) for e in s.events]), now)
+                for s in spans]
+        try:
+            self.db.executemany(_INSERT_SPAN, rows)
+            return 0
+        except _ROW_ERRORS:
+            pass
+        # One row in the batch is bad: the rows go in one by one (a row already written by
+        # the batch is written again, to the same effect).
+        dropped = 0
+        for row in rows:
+            try:
+                self.db.execute(_INSERT_SPAN, row)
+            except _ROW_ERRORS:
+                dropped += 1
+        return dropped
 
     def add_finding(self, finding: StoredFinding) -> StoredFinding | None:
         """Store a finding and file it under an incident; ``None`` if it was already stored."""
         self.begin()
-        ts_ns = int(finding.timestamp * 1e9)
+        ts_ns = _time_ns(finding.timestamp)
+        # The title may quote a file name that is not UTF-8 (the evidence keeps it exactly).
+        title = _storable_text(finding.title)
+        if title != finding.title:
+            finding = finding.model_copy(update={"title": title})
+        evidence = _json(finding.evidence)
         incident_id = self._incident_for(finding, ts_ns)
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO findings (ts_ns, source, rule_id, category, severity, action, "
@@ -309,8 +414,8 @@ class Store:
             "incident_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (ts_ns, finding.source, finding.rule_id, finding.category, finding.severity,
              finding.action, finding.title, finding.kind, finding.tool, finding.agent,
-             finding.conversation_id, finding.turn, finding.trace_id, finding.span_id,
-             finding.event_id, _json(finding.evidence), incident_id),
+             finding.conversation_id, _int64(finding.turn), finding.trace_id, finding.span_id,
+             _int64(finding.event_id), _storable_json(evidence, finding.evidence), incident_id),
         )
         if cursor.rowcount == 0:
             return None
