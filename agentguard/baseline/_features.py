@@ -16,6 +16,7 @@ import os
 import re
 from typing import Any
 
+from agentguard.baseline._numbers import as_float, digits
 from agentguard.redaction import redact
 
 __all__ = [
@@ -124,14 +125,22 @@ def _collapse(classes: str) -> str:
 
 
 def numeric_text(text: str) -> float | None:
-    """The number a short string spells (``"50000"``, ``"-1"``, ``"2.5"``, ``"1e5"``), if any."""
+    """The number a short string spells (``"50000"``, ``"-1"``, ``"2.5"``, ``"1e5"``), if any.
+
+    Digits too large for a float (``"1e400"``) spell an infinity, which is outside every learned
+    range; the words ``inf`` and ``nan`` spell no number.
+    """
     if len(text) > 32 or text[:1] not in _NUMBER_START:
         return None
     try:
         number = float(text)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    if math.isfinite(number):
+        return number
+    if math.isinf(number) and _DIGIT.search(text) is not None:
+        return number
+    return None
 
 
 def url_hosts(text: str) -> list[str]:
@@ -302,7 +311,10 @@ def measure(value: Any) -> tuple[int | None, int | None]:
         if text is not None:
             return _measure_text(text)
         return _json_size(value), len(value)
-    if kind is bool or kind is int or kind is float:
+    if kind is int:
+        # repr() of an integer beyond 4300 digits raises; its length is its digit count.
+        return digits(value) + (value < 0), None
+    if kind is bool or kind is float:
         return len(repr(value)), None
     if isinstance(value, str):
         return _measure_cut(value)
@@ -512,7 +524,7 @@ def _fields(mapping: dict[str, Any], prefix: str, labels: list[tuple[str, str]],
             elif isinstance(value, str) and 0 < len(value) <= 48:
                 labels.append((prefix + key, value.strip().lower()))
             elif isinstance(value, (int, float)) and lowered in ("risk", "priority"):
-                scores.append((prefix + key, float(value)))
+                scores.append((prefix + key, as_float(value)))
         elif lowered in _SCORE_KEYS and isinstance(value, (int, float)) and \
                 not isinstance(value, bool):
-            scores.append((prefix + key, float(value)))
+            scores.append((prefix + key, as_float(value)))

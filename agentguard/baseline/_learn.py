@@ -97,6 +97,11 @@ class Learner:
             if handler is None or not isinstance(kind, str):
                 self._skip("unknown_kind")
                 return False
+            if kind == "tool_call" and not event.tool:
+                # A call of no tool in particular (an empty name from a trace or a model) has no
+                # place in the profile.
+                self._skip("unnamed_tool")
+                return False
             context = event.context
             profile.events += 1
             kinds = profile.kinds

@@ -6,6 +6,7 @@ of every value set), so scoring an event is a few dictionary lookups and compari
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from agentguard.baseline._maturity import (
     set_state,
     tool_status,
 )
+from agentguard.baseline._numbers import as_float, number_text
 from agentguard.baseline._settings import Thresholds
 from agentguard.baseline._summaries import Histogram, ValueSet
 from agentguard.baseline._turns import TurnTracker
@@ -41,6 +43,7 @@ __all__ = ["BaselineAnnotation", "Deviation", "Scorer"]
 
 _LEVELS: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 _SAMPLE = 8
+_INF = math.inf
 
 
 def _cap(severity: Severity, cap: Severity) -> Severity:
@@ -169,6 +172,11 @@ class _Range:
     def check(self, value: float, upward_only: bool = False) -> Severity | None:
         if value != value:
             return "medium"
+        # Beyond every learned (always finite) value, even where a fence overflowed to infinity.
+        if value == _INF:
+            return "high"
+        if value == -_INF:
+            return None if upward_only else "high"
         if value > self.med_hi:
             return "high" if value > self.high_hi else "medium"
         if upward_only:
@@ -475,13 +483,13 @@ class Scorer:
         numbers = arg.numbers
         if numbers is None:
             return
-        severity = numbers.check(value)
+        severity = numbers.check(as_float(value))
         if severity is not None:
             out.append(Deviation(
                 "argument-range", severity,
                 f"{tool.name}: argument {key!r} = {_num(value)} is outside the learned range "
                 f"{_num(numbers.lo)}..{_num(numbers.hi)}", tool.name, f"args.{key}.numbers",
-                value, numbers.expected(), numbers.mature))
+                _observed(value), numbers.expected(), numbers.mature))
 
     def _categorical(self, tool: _Tool, key: str, values: _Set, value: str,
                      out: list[Deviation]) -> None:
@@ -621,14 +629,14 @@ class Scorer:
             learned_range = scope.cloud_numbers.get(f"{operation}.{key}")
             if learned_range is None:
                 continue
-            out_of_range = learned_range.check(number)
+            out_of_range = learned_range.check(as_float(number))
             if out_of_range is not None:
                 out.append(Deviation(
                     "cloud-parameter", out_of_range,
                     f"{operation} parameter {key} = {_num(number)} is outside the learned range "
                     f"{_num(learned_range.lo)}..{_num(learned_range.hi)}", tool,
-                    f"cloud_numbers.{operation}.{key}", number, learned_range.expected(),
-                    learned_range.mature))
+                    f"cloud_numbers.{operation}.{key}", _observed(number),
+                    learned_range.expected(), learned_range.mature))
 
     def _process_exec(self, event: Any, scope: _Activity, tool: str | None,
                       out: list[Deviation]) -> None:
@@ -719,13 +727,14 @@ class Scorer:
                           f"model {key!r} never called while learning")
             return
         where = f"{tool}: " if tool else ""
-        if event.output_tokens is not None and scope.output_tokens is not None:
-            severity = scope.output_tokens.check(event.output_tokens, upward_only=True)
+        tokens = event.output_tokens
+        if tokens is not None and scope.output_tokens is not None:
+            severity = scope.output_tokens.check(as_float(tokens), upward_only=True)
             if severity is not None:
                 out.append(Deviation(
                     "output-tokens", _cap(severity, "medium"),
-                    f"{where}model answered with {event.output_tokens} tokens; learned at most "
-                    f"{_num(scope.output_tokens.hi)}", tool, "output_tokens", event.output_tokens,
+                    f"{where}model answered with {_num(tokens)} tokens; learned at most "
+                    f"{_num(scope.output_tokens.hi)}", tool, "output_tokens", _observed(tokens),
                     scope.output_tokens.expected(), scope.output_tokens.mature))
         labels, scores = features.decisions(event.output)
         for field_name, value in labels:
@@ -820,8 +829,12 @@ _EMPTY = _Set(None, Thresholds())
 
 
 def _num(value: float | None) -> str:
-    if value is None:
-        return "?"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
+    return number_text(value)
+
+
+def _observed(value: float) -> float | str:
+    """A number as a deviation's evidence holds it: an integer too large for a float as its
+    description (evidence is serialised, and such an integer is not portable JSON)."""
+    if type(value) is int and math.isinf(as_float(value)):
+        return number_text(value)
+    return value

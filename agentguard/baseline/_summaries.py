@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_SCALE",
     "MIN_SCALE",
     "Histogram",
@@ -33,8 +34,15 @@ MIN_SCALE = -10
 _FACTOR = float(1 << MAX_SCALE)
 _INF = math.inf
 
-NonNeg = Annotated[int, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1)]
+# Every count a profile holds is at most this: no agent observes 2**53 events, every count is
+# exact as a float, and arithmetic on counts (rates, quantile ranks) cannot overflow. A larger
+# count in a file is corruption, refused when the profile is loaded.
+MAX_COUNT = 1 << 53
+NonNeg = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Positive = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+# Bucket indices at the finest scale of every finite float lie within +-2**19 (log2 of the
+# largest float and of the smallest subnormal, times 256).
+BucketIndex = Annotated[int, Field(ge=-(1 << 20), le=1 << 20)]
 STRICT = ConfigDict(extra="forbid")
 
 
@@ -83,8 +91,8 @@ class Histogram:
     min: float | None = None
     max: float | None = None
     scale: Annotated[int, Field(ge=MIN_SCALE, le=MAX_SCALE)] = MAX_SCALE
-    positive: dict[int, Positive] = field(default_factory=dict)
-    negative: dict[int, Positive] = field(default_factory=dict)
+    positive: dict[BucketIndex, Positive] = field(default_factory=dict)
+    negative: dict[BucketIndex, Positive] = field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Histogram:

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ _RESOURCE_ATTRIBUTES = {
 _KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer",
                5: "consumer"}
 # Text captured by agentguard past its size cap ends like this; N is the full size.
-_TRUNCATED = re.compile(r"\.\.\.\[truncated(?:, (more than )?(\d+) chars)?\]\Z")
+_TRUNCATED = re.compile(r"\.\.\.\[truncated(?:, (more than )?(\d{1,15}) chars)?\]\Z")
 _MAX_TEXT = 4 << 20
 _MAX_LITERAL = 64 * 1024
 # Traces held open while their spans arrive, and spans kept per trace.
@@ -89,6 +90,9 @@ _MAX_OPEN_TRACES = 2000
 _MAX_SPANS_PER_TRACE = 20_000
 _MAX_DOCUMENT = 256 << 20
 _HEX = re.compile(r"\A[0-9a-fA-F]+\Z")
+# What reading a malformed file raises: a document nested too deep for the parser, a compressed
+# file cut short or corrupt (gzip.BadGzipFile is an OSError, zlib.error is not).
+_UNREADABLE = (RecursionError, EOFError, zlib.error, OSError)
 _DIGEST = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 
 
@@ -138,13 +142,51 @@ def _open(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
+def _parse(data: bytes) -> Any:
+    """JSON text as Python values; :class:`ValueError` for anything else, too deep included."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _not_otlp(document: Any) -> str | None:
+    """Why a parsed document is not an OTLP/JSON trace export, if it is not one.
+
+    A document without ``resourceSpans`` is an empty export (protobuf's JSON mapping leaves out
+    empty lists), not an error.
+    """
+    if not isinstance(document, dict):
+        return f"a JSON {_json_type(document)}, not an object"
+    spans = document.get("resourceSpans")
+    if spans is not None and not isinstance(spans, list):
+        return f"resourceSpans is a JSON {_json_type(spans)}, not an array"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return "string" if isinstance(value, str) else "null"
+
+
 def _documents(path: str, stats: OtlpStats, advance: Callable[[int], None]
                ) -> Iterator[dict[str, Any]]:
-    """The OTLP documents of a file: one per line, or the whole file as one document."""
+    """The OTLP documents of a file: one per line, or the whole file as one document.
+
+    Raises what reading the file raises (``OSError``, and ``EOFError`` or ``zlib.error`` for a
+    compressed file cut short or corrupt); a part that is not OTLP/JSON is reported in ``stats``.
+    """
     with _open(path) as handle:
         first = handle.readline()
         try:
-            document = json.loads(first) if first.strip() else None
+            document = _parse(first) if first.strip() else None
         except ValueError:
             document = None
         if first.strip() and document is None:
@@ -152,29 +194,56 @@ def _documents(path: str, stats: OtlpStats, advance: Callable[[int], None]
             rest = handle.read(_MAX_DOCUMENT)
             advance(len(first) + len(rest))
             try:
-                whole = json.loads(first + rest)
+                whole = _parse(first + rest)
             except ValueError as exc:
                 stats.errors.append(f"{path}: not OTLP/JSON ({exc})")
                 return
-            if isinstance(whole, dict):
-                yield whole
+            problem = _not_otlp(whole)
+            if problem is not None:
+                stats.errors.append(f"{path}: not OTLP/JSON ({problem})")
+                return
+            yield whole
             return
         advance(len(first))
-        if isinstance(document, dict):
-            yield document
         number = 1
+        if document is not None:
+            problem = _not_otlp(document)
+            if problem is not None:
+                stats.errors.append(f"{path}:{number}: not OTLP/JSON ({problem})")
+            else:
+                yield document
         for line in handle:
             number += 1
             advance(len(line))
             if not line.strip():
                 continue
             try:
-                document = json.loads(line)
+                document = _parse(line)
             except ValueError as exc:
                 stats.errors.append(f"{path}:{number}: not JSON ({exc})")
                 continue
-            if isinstance(document, dict):
-                yield document
+            problem = _not_otlp(document)
+            if problem is not None:
+                stats.errors.append(f"{path}:{number}: not OTLP/JSON ({problem})")
+                continue
+            yield document
+
+
+def _unreadable(path: str, exc: BaseException) -> str:
+    """The error line for a file whose reading raised ``exc`` (one of ``_UNREADABLE``)."""
+    if isinstance(exc, RecursionError):
+        return f"{path}: not OTLP/JSON (nested too deeply)"
+    if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+        return f"{path}: cannot read ({exc.strerror or exc})"
+    return f"{path}: not OTLP/JSON (compressed data cut short or corrupt: {exc})"
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _id(value: Any) -> str | None:
@@ -208,10 +277,10 @@ def _any(value: Any) -> Any:
     if "boolValue" in value:
         return bool(value["boolValue"])
     if "arrayValue" in value:
-        items = (value["arrayValue"] or {}).get("values") or []
+        items = _list(_dict(value["arrayValue"]).get("values"))
         return [_any(item) for item in items[:1024]]
     if "kvlistValue" in value:
-        return _attributes((value["kvlistValue"] or {}).get("values") or [])
+        return _attributes(_dict(value["kvlistValue"]).get("values"))
     if "bytesValue" in value:
         return value["bytesValue"]
     return None
@@ -227,10 +296,12 @@ def _attributes(items: Any) -> dict[str, Any]:
 
 
 def _seconds(value: Any) -> float:
+    """A ``*UnixNano`` time in seconds; 0 for anything that is not a fixed64 count of nanoseconds."""
     try:
-        return int(value) / 1e9
-    except (TypeError, ValueError):
+        nanos = int(value)
+    except (TypeError, ValueError, OverflowError):
         return 0.0
+    return nanos / 1e9 if 0 <= nanos < 1 << 64 else 0.0
 
 
 def _kind(value: Any) -> str:
@@ -246,16 +317,18 @@ def read_spans(documents: Iterable[dict[str, Any]], stats: OtlpStats
     """The spans of OTLP documents, with their resource's service name."""
     for document in documents:
         stats.documents += 1
-        for resource_spans in document.get("resourceSpans") or []:
+        for resource_spans in _list(document.get("resourceSpans")):
             if not isinstance(resource_spans, dict):
+                stats.skip("malformed_resource_spans")
                 continue
-            resource = _attributes((resource_spans.get("resource") or {}).get("attributes"))
+            resource = _attributes(_dict(resource_spans.get("resource")).get("attributes"))
             service = resource.get(SERVICE_NAME)
-            for scope_spans in resource_spans.get("scopeSpans") or []:
+            for scope_spans in _list(resource_spans.get("scopeSpans")):
                 if not isinstance(scope_spans, dict):
+                    stats.skip("malformed_scope_spans")
                     continue
-                scope = (scope_spans.get("scope") or {}).get("name")
-                for raw in scope_spans.get("spans") or []:
+                scope = _dict(scope_spans.get("scope")).get("name")
+                for raw in _list(scope_spans.get("spans")):
                     span = _span(raw, service if isinstance(service, str) else None,
                                  scope if isinstance(scope, str) else None)
                     if span is None:
@@ -273,7 +346,7 @@ def _span(raw: Any, service: str | None, scope: str | None) -> SpanRecord | None
     if trace_id is None or span_id is None:
         return None
     events = []
-    for event in raw.get("events") or []:
+    for event in _list(raw.get("events")):
         if isinstance(event, dict) and isinstance(event.get("name"), str):
             events.append((event["name"], _seconds(event.get("timeUnixNano")),
                            _attributes(event.get("attributes"))))
@@ -408,7 +481,7 @@ def _indexed(attributes: dict[str, Any], prefix: str) -> dict[int, dict[str, Any
         if not key.startswith(prefix):
             continue
         index, _, rest = key[len(prefix):].partition(".")
-        if index.isdigit() and int(index) < 256:
+        if index.isascii() and index.isdigit() and int(index) < 256:
             groups.setdefault(int(index), {})[rest] = value
     return groups
 
@@ -764,7 +837,14 @@ def learn_otlp_files(paths: Iterable[str], learner: Learner, *, service: str | N
 
     def finish(trace: _Trace) -> None:
         stats.traces += 1
-        events = span_events(sorted(trace.spans.values(), key=lambda s: s.start), agent, stats)
+        try:
+            events = span_events(sorted(trace.spans.values(), key=lambda s: s.start), agent,
+                                 stats)
+        except (ValueError, TypeError, RecursionError):
+            # Attribute values of the wrong type for an event (a validation error): the trace
+            # is not learned, the others are.
+            stats.skip("malformed_trace")
+            return
         for event in events:
             stats.events += 1
             if learner.learn(event):
@@ -794,8 +874,9 @@ def learn_otlp_files(paths: Iterable[str], learner: Learner, *, service: str | N
                     stats.skip("trace_too_large")
                     continue
                 trace.spans[span.span_id] = span
-        except OSError as exc:
-            stats.errors.append(f"{path}: cannot read ({exc})")
+        except _UNREADABLE as exc:
+            # Spans read before the problem are kept (a cut .gz still holds whole traces).
+            stats.errors.append(_unreadable(path, exc))
     while open_traces:
         finish(open_traces.popitem(last=False)[1])
     return stats
@@ -813,6 +894,6 @@ def peek_service(paths: Iterable[str]) -> str | None:
                 for span in spans:
                     if span.service and not span.service.startswith("unknown_service"):
                         return span.service
-        except OSError:
+        except _UNREADABLE:
             continue
     return None

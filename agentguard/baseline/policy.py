@@ -7,7 +7,9 @@ result is an ordinary policy in the format of :mod:`agentguard.policy` that a pe
 edit and enforce without the profile.
 
 Parts of the profile still learning become ``alert`` rules; open (high-cardinality) sets give no
-rule. Numeric bounds include the same margin the baseline scores with. What a declarative rule
+rule. Numeric bounds include the same margin the baseline scores with; a bound that margin would
+put beyond the largest float (a range learned up to ``1e308``) is left out, as no finite number
+lies beyond it, and the file's header says so. What a declarative rule
 cannot express (calls per turn, tool order, decision drift, new argument keys) stays with the
 baseline stage, and the file's header says so.
 """
@@ -88,7 +90,9 @@ class _Builder:
     def state(self, values: ValueSet | None) -> str:
         return set_state(values, self.thresholds)[0]
 
-    def fences(self, histogram: Histogram) -> tuple[float, float]:
+    def fences(self, histogram: Histogram) -> tuple[float | None, float | None]:
+        """The lower and upper bound of a learned range with the scoring margin; ``None`` for a
+        side whose bound overflows to infinity (nothing finite lies beyond it)."""
         lo = histogram.min if histogram.min is not None else 0.0
         hi = histogram.max if histogram.max is not None else 0.0
         scale = max(hi - lo, abs(hi), abs(lo)) or 1.0
@@ -98,8 +102,15 @@ class _Builder:
             lower = max(lower, 0.0)
         return _round(lower, down=True), _round(upper, down=False)
 
+    def unbounded(self, where: str, learned: Histogram) -> None:
+        """Note a range that gives no rule: its bound with the margin is beyond every float."""
+        self.skipped.append(f"{where}: learned up to {_number(learned.max or 0)}, no finite "
+                            "bound above it (no rule)")
 
-def _round(value: float, *, down: bool) -> float:
+
+def _round(value: float, *, down: bool) -> float | None:
+    if not math.isfinite(value):
+        return None
     if abs(value) >= 1:
         rounded = math.floor(value) if down else math.ceil(value)
         return float(rounded)
@@ -124,8 +135,22 @@ def _path(root: str, key: str) -> str:
     return "".join(parts)
 
 
-def _when_outside(path: str, lower: float, upper: float) -> dict[str, Any]:
-    return {"any": [{"field": path, "gt": _number(upper)}, {"field": path, "lt": _number(lower)}]}
+def _when_outside(path: str, lower: float | None, upper: float | None) -> dict[str, Any]:
+    tests = []
+    if upper is not None:
+        tests.append({"field": path, "gt": _number(upper)})
+    if lower is not None:
+        tests.append({"field": path, "lt": _number(lower)})
+    return tests[0] if len(tests) == 1 else {"any": tests}
+
+
+def _outside(lower: float | None, upper: float | None) -> str:
+    """What a range rule fires on, in words (``outside 0..10``, ``below 0``)."""
+    if lower is None:
+        return f"above {_number(upper)}" if upper is not None else "any number"
+    if upper is None:
+        return f"below {_number(lower)}"
+    return f"outside {_number(lower)}..{_number(upper)}"
 
 
 def _glob(prefix: str) -> str:
@@ -147,11 +172,17 @@ def _argument(b: _Builder, tool: str, key: str, arg: ArgSummary) -> None:
     th = b.thresholds
     if arg.numbers is not None and arg.numbers.count:
         lower, upper = b.fences(arg.numbers)
-        b.rule(f"{tool}: {label} learned {_number(arg.numbers.min or 0)}.."
-               f"{_number(arg.numbers.max or 0)} over {arg.numbers.count} calls",
-               f"{tool} called with {label} outside {_number(lower)}..{_number(upper)}",
-               severity="high", mature=range_mature(arg.numbers, th), match=match,
-               when=_when_outside(path, lower, upper))
+        if lower is None and upper is None:
+            b.skipped.append(f"{tool}.{label}: learned {_number(arg.numbers.min or 0)}.."
+                             f"{_number(arg.numbers.max or 0)}, no finite bound (no rule)")
+        else:
+            if upper is None:
+                b.unbounded(f"{tool}.{label}", arg.numbers)
+            b.rule(f"{tool}: {label} learned {_number(arg.numbers.min or 0)}.."
+                   f"{_number(arg.numbers.max or 0)} over {arg.numbers.count} calls",
+                   f"{tool} called with {label} {_outside(lower, upper)}",
+                   severity="high", mature=range_mature(arg.numbers, th), match=match,
+                   when=_when_outside(path, lower, upper))
     if features.secret_key(key):
         b.skipped.append(f"{tool}.{label}: a secret; only its form is learned")
         return
@@ -172,10 +203,13 @@ def _argument(b: _Builder, tool: str, key: str, arg: ArgSummary) -> None:
         b.skipped.append(f"{tool}.{label}: {len(arg.values.values)}+ distinct values (no list)")
     if arg.lengths is not None and arg.lengths.count:
         _, upper = b.fences(arg.lengths)
-        b.rule(f"{tool}: {label} length learned up to {_number(arg.lengths.max or 0)}",
-               f"{tool} called with a {label} longer than {_number(upper)} characters",
-               severity="medium", mature=range_mature(arg.lengths, th), match=match,
-               when={"field": path, "length": {"gt": _number(upper)}}, cap="alert")
+        if upper is None:
+            b.unbounded(f"{tool}.{label} length", arg.lengths)
+        else:
+            b.rule(f"{tool}: {label} length learned up to {_number(arg.lengths.max or 0)}",
+                   f"{tool} called with a {label} longer than {_number(upper)} characters",
+                   severity="medium", mature=range_mature(arg.lengths, th), match=match,
+                   when={"field": path, "length": {"gt": _number(upper)}}, cap="alert")
     hosts_state = b.state(arg.hosts)
     if arg.hosts is not None and hosts_state in ("closed", "mature", "learning"):
         hosts = sorted(arg.hosts.values)
@@ -212,18 +246,24 @@ def _tool(b: _Builder, name: str, tool: ToolProfile, mature_tool: bool) -> None:
     result = {"kind": "tool_call", "tool": name, "phase": "result"}
     if tool.result_records is not None and tool.result_records.count:
         _, upper = b.fences(tool.result_records)
-        b.rule(f"{name}: results held {_number(tool.result_records.min or 0)}.."
-               f"{_number(tool.result_records.max or 0)} records",
-               f"{name} returned more than {_number(upper)} records",
-               severity="high", mature=range_mature(tool.result_records, th), match=result,
-               when={"field": "result", "count": {"gt": _number(upper)}})
+        if upper is None:
+            b.unbounded(f"{name} result records", tool.result_records)
+        else:
+            b.rule(f"{name}: results held {_number(tool.result_records.min or 0)}.."
+                   f"{_number(tool.result_records.max or 0)} records",
+                   f"{name} returned more than {_number(upper)} records",
+                   severity="high", mature=range_mature(tool.result_records, th), match=result,
+                   when={"field": "result", "count": {"gt": _number(upper)}})
     if tool.result_bytes is not None and tool.result_bytes.count:
         _, upper = b.fences(tool.result_bytes)
-        # Result sizes vary more than record counts: an alert, as the baseline's margin is.
-        b.rule(f"{name}: results were up to {_number(tool.result_bytes.max or 0)} bytes",
-               f"{name} returned more than {_number(upper)} characters",
-               severity="medium", mature=range_mature(tool.result_bytes, th), match=result,
-               when={"field": "result", "length": {"gt": _number(upper)}})
+        if upper is None:
+            b.unbounded(f"{name} result size", tool.result_bytes)
+        else:
+            # Result sizes vary more than record counts: an alert, as the baseline's margin is.
+            b.rule(f"{name}: results were up to {_number(tool.result_bytes.max or 0)} bytes",
+                   f"{name} returned more than {_number(upper)} characters",
+                   severity="medium", mature=range_mature(tool.result_bytes, th), match=result,
+                   when={"field": "result", "length": {"gt": _number(upper)}})
     _activity(b, tool.activity, name, mature_tool)
 
 
@@ -437,8 +477,12 @@ def policy_document(profile: Profile, thresholds: Thresholds | None = None, *,
 def _stamp(value: float | None) -> str:
     if value is None:
         return "-"
-    return datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M UTC")
+    try:
+        return datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC")
+    except (OverflowError, ValueError, OSError):
+        # A time no calendar date stands for (a corrupt or hand-edited profile).
+        return f"{value:.6g}"
 
 
 def policy_yaml(profile: Profile, thresholds: Thresholds | None = None, *,

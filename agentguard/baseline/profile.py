@@ -291,9 +291,16 @@ class Profile:
     def merge(self, other: Profile) -> Profile:
         """Both profiles' observations together (commutative and associative; inputs unchanged).
 
-        Raises :class:`ProfileError` when the profiles are of different agents or were learned
-        under different limits.
+        Raises :class:`ProfileError` when the profiles are of different agents, were learned
+        under different limits, or together count more than ``MAX_COUNT`` of something.
         """
+        try:
+            return self._merge(other)
+        except ValidationError as exc:
+            raise ProfileError(f"cannot merge the profiles of agent {self.agent!r}: "
+                               f"{_problems(exc)}") from None
+
+    def _merge(self, other: Profile) -> Profile:
         if self.agent != other.agent:
             raise ProfileError(f"cannot merge the profile of agent {self.agent!r} with the profile "
                                f"of agent {other.agent!r}")
@@ -350,13 +357,7 @@ class Profile:
         try:
             profile = _adapter().validate_python(raw)
         except ValidationError as exc:
-            problems = []
-            for error in exc.errors()[:5]:
-                where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-                problems.append(f"{where}: {error['msg']}")
-            more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-            raise ProfileError(f"{source}: invalid profile: " + "; ".join(problems) + more) \
-                from None
+            raise ProfileError(f"{source}: invalid profile: {_problems(exc)}") from None
         problem = _within_limits(profile)
         if problem is not None:
             raise ProfileError(f"{source}: invalid profile: {problem}")
@@ -364,6 +365,21 @@ class Profile:
 
     def size_bytes(self) -> int:
         return len(self.to_json())
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first few problems of a validation error, each with where it is."""
+    problems = []
+    for error in exc.errors()[:5]:
+        # A location holds the file's keys, which may be anything: each part is kept short.
+        where = ".".join(_short(str(part)) for part in error["loc"]) or "(top level)"
+        problems.append(f"{where}: {error['msg']}")
+    more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return "; ".join(problems) + more
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @functools.cache

@@ -54,8 +54,12 @@ def _values(values: ValueSet | None, limit: int = _SHOWN_VALUES) -> str:
 def _when(stamp: float | None) -> str:
     if stamp is None:
         return "-"
-    return datetime.datetime.fromtimestamp(stamp, tz=datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.datetime.fromtimestamp(stamp, tz=datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        # A time no calendar date stands for (a corrupt or hand-edited profile).
+        return f"{stamp:.6g}"
 
 
 def _arg(node: Tree, key: str, arg: ArgSummary) -> None:

@@ -87,8 +87,14 @@ class Baseline:
                                f"but this agent is {agent!r} (service_name)")
         stage = cls(profile, path=path, thresholds=thresholds)
         if mode != "learn":
-            # Compiled now, so the first event does not pay for it.
-            stage._make_scorer()
+            # Compiled now, so the first event does not pay for it, and so a profile that passed
+            # the loader's checks but cannot be scored with fails here, naming the file, rather
+            # than on every event.
+            try:
+                stage._make_scorer()
+            except Exception as exc:
+                raise ProfileError(f"{path}: the profile cannot be scored against "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})") from None
         return stage
 
     # -- the pipeline stage --------------------------------------------------------------
@@ -246,6 +252,10 @@ def configure(guard: Guard, previous: Guard | None = None) -> None:
         stage = Baseline.open(path, mode=guard.mode, agent=guard.config.service_name)
     except ProfileError as exc:
         raise ConfigError(f"profile (mode={guard.mode}): {exc}") from None
+    except Exception as exc:
+        # Anything else a profile file can cause still names the file, as a configuration error.
+        raise ConfigError(f"profile (mode={guard.mode}): {path}: cannot be used "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
     guard.set_baseline(stage)
 
 
