@@ -265,6 +265,8 @@ class _Compiler:
         self.raw_macros: dict[str, tuple[Condition, int, Path, str | None]] = {}
         self.macro_nodes: dict[str, Node | None] = {}
         self.macro_stack: list[str] = []
+        # The rule being compiled, named in problems found in what it uses (a regex, a list).
+        self.rule_id: str | None = None
 
     def error(self, source: int, path: Path, message: str, hint: str | None = None, *,
               key: bool = False) -> None:
@@ -506,8 +508,9 @@ class _Compiler:
                     where = (*path, "regex") if name is None else ("lists", name)
                     if name is None and len(cond.regex) > 1:
                         where = (*where, i)
+                    used_by = f" in rule {self.rule_id!r}" if self.rule_id else ""
                     self.error(source if name is None else self._list_source(name), where,
-                               f"regex {pattern[:80]!r} refused: {exc}", exc.hint)
+                               f"regex {pattern[:80]!r} refused{used_by}: {exc}", exc.hint)
                     ok = False
             if compiled:
                 # The gate literals are matched on lower-cased text only when the values are
@@ -615,13 +618,17 @@ class _Compiler:
     def rule(self, rule: Rule, source: int, path: Path, extra_unless: list[tuple[Condition, int,
              Path]]) -> CompiledRule | None:
         kinds = rule.match.kind
-        when = self.condition(rule.when, source, (*path, "when"), kinds) if rule.when else \
-            Const(True)
-        unless_nodes: list[Node | None] = []
-        if rule.unless is not None:
-            unless_nodes.append(self.condition(rule.unless, source, (*path, "unless"), kinds))
-        for cond, index, where in extra_unless:
-            unless_nodes.append(self.condition(cond, index, where, kinds))
+        self.rule_id = rule.id
+        try:
+            when = self.condition(rule.when, source, (*path, "when"), kinds) if rule.when else \
+                Const(True)
+            unless_nodes: list[Node | None] = []
+            if rule.unless is not None:
+                unless_nodes.append(self.condition(rule.unless, source, (*path, "unless"), kinds))
+            for cond, index, where in extra_unless:
+                unless_nodes.append(self.condition(cond, index, where, kinds))
+        finally:
+            self.rule_id = None
         title = self.title(rule, source, path, kinds)
         if when is None or any(node is None for node in unless_nodes) or \
                 (rule.message is not None and title is None):

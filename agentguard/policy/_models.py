@@ -98,6 +98,9 @@ def _describe(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
+    if isinstance(value, int) and value.bit_length() > 1024:
+        # Beyond every float (and maybe beyond what Python turns into text).
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     if isinstance(value, (int, float)):
         return f"number {value!r}"
     if isinstance(value, str):
@@ -111,7 +114,22 @@ def _describe(value: Any) -> str:
 
 # -- value validators (one clear error each instead of pydantic's per-union-member errors) ---------
 
+_NAN_HINT = "NaN equals nothing, not even itself: the test could never hold"
+
+
+# Integers in a policy have at most about 3900 digits (Python writes ints as text up to 4300).
+_MAX_INT_BITS = 13_000
+
+
+def _odd_number(value: Any, what: str) -> None:
+    if isinstance(value, float) and value != value:
+        raise _fail(f"{what} cannot be NaN", _NAN_HINT)
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise _fail(f"{what} is too large a number; got {_describe(value)}")
+
+
 def _scalar(value: Any) -> Scalar:
+    _odd_number(value, "a value")
     if isinstance(value, (str, int, float)) and not (isinstance(value, str) and
                                                       len(value) > _MAX_TEXT):
         return value
@@ -130,6 +148,7 @@ def _value_list(value: Any) -> list[Scalar] | str:
             if not isinstance(item, (str, int, float)) or (isinstance(item, str) and \
                     len(item) > _MAX_TEXT):
                 raise _fail(f"list items must be strings, numbers or booleans; got {_describe(item)}")
+            _odd_number(item, "a list item")
         return list(value)
     raise _fail(f"expected a list of values or the name of a list; got {_describe(value)}",
                 "write [a, b, c], or name a list defined under 'lists:'")
@@ -279,10 +298,10 @@ class Bounds(_Model):
     """Numeric bounds on a length or a record count; every bound given must hold."""
 
     equals: int | None = Field(None, ge=0, description="exactly this many")
-    gt: float | None = Field(None, description="more than")
-    gte: float | None = Field(None, description="at least")
-    lt: float | None = Field(None, description="fewer than")
-    lte: float | None = Field(None, description="at most")
+    gt: float | None = Field(None, allow_inf_nan=False, description="more than")
+    gte: float | None = Field(None, allow_inf_nan=False, description="at least")
+    lt: float | None = Field(None, allow_inf_nan=False, description="fewer than")
+    lte: float | None = Field(None, allow_inf_nan=False, description="at most")
 
     @model_validator(mode="after")
     def _some_bound(self) -> Bounds:
@@ -332,10 +351,12 @@ class Condition(_Model):
         "catastrophic backtracking when the policy loads)"))
     cidr: PatternSet | None = Field(None, description=(
         "an IP address value lies in one of these networks ('169.254.0.0/16', 'fd00:ec2::254')"))
-    gt: float | None = Field(None, description="a numeric value (or numeric string) is greater")
-    gte: float | None = Field(None, description="... greater or equal")
-    lt: float | None = Field(None, description="... less")
-    lte: float | None = Field(None, description="... less or equal")
+    # A NaN bound would never hold and an infinite one always or never: both are refused.
+    gt: float | None = Field(None, allow_inf_nan=False,
+                             description="a numeric value (or numeric string) is greater")
+    gte: float | None = Field(None, allow_inf_nan=False, description="... greater or equal")
+    lt: float | None = Field(None, allow_inf_nan=False, description="... less")
+    lte: float | None = Field(None, allow_inf_nan=False, description="... less or equal")
     exists: bool | None = Field(None, description="the field is present (true) or absent (false)")
     length: Bounds | None = Field(None, description=(
         "bounds on the length of a string (characters), list or mapping (entries)"))
@@ -577,6 +598,10 @@ def _issue_for(error: Any, data: Any, marks: Marks) -> PolicyIssue:
         hint = (did_you_mean(value, options) if isinstance(value, str) else None) or \
             (f"this agentguard reads version {options[0]}" if path == ["version"] else
              f"choose one of {', '.join(options)}")
+    elif kind == "finite_number" or (kind == "float_type" and isinstance(value, int) and
+                                     not isinstance(value, bool)):
+        message = f"must be a finite number; got {_describe(value)}"
+        hint = "a bound is an ordinary number, e.g. 1000"
     elif kind in _BOUND_WORDS:
         message = f"must be {_BOUND_WORDS[kind]} {ctx.get(_BOUND_KEYS[kind])}; got " \
                   f"{_describe(value)}"

@@ -9,6 +9,7 @@ let several rules share one linear search (see ``Gate`` in the compiler).
 from __future__ import annotations
 
 import ipaddress
+import math
 import operator
 import posixpath
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "SEPARATOR",
     "TRANSFORM_FUNCTIONS",
     "Op",
+    "big_int_text",
     "bounds_test",
     "cidr_op",
     "glob_literal",
@@ -46,6 +48,19 @@ __all__ = [
 
 # Text values longer than this are scanned only this far (1 MiB).
 MAX_SCAN = 1 << 20
+# Integers up to this size have decimal text (Python refuses int → str past 4300 digits).
+_TEXT_INT_BITS = 14_000
+
+
+def big_int_text(value: int) -> str:
+    """An integer of any size in scientific notation (``≈1.000e+5000``), without building its
+    decimal text."""
+    magnitude = math.log10(abs(value)) if value else 0.0
+    exponent = math.floor(magnitude)
+    mantissa = round(10 ** (magnitude - exponent), 3)
+    if mantissa >= 10:
+        mantissa, exponent = 1.0, exponent + 1
+    return f"≈{'-' if value < 0 else ''}{mantissa:.3f}e+{exponent}"
 
 
 def show(value: Any, limit: int = 200) -> Any:
@@ -53,8 +68,12 @@ def show(value: Any, limit: int = 200) -> Any:
     from agentguard._content import to_json
     from agentguard.redaction import redact
 
-    if value is None or isinstance(value, (bool, int, float)):
+    if value is None or isinstance(value, (bool, float)):
         return value
+    if isinstance(value, int):
+        # Too long to show (past 4300 digits Python cannot even write it out, and a tool may be
+        # called with such an integer): scientific notation instead.
+        return value if value.bit_length() <= 3 * limit else big_int_text(value)
     text = value if isinstance(value, str) else to_json(value, 4 * limit)
     text = redact(text[: 4 * limit])
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -108,10 +127,15 @@ def literal_set(items: Iterable[Any], fold: bool) -> frozenset[Any]:
             out.add(item.lower() if fold else item)
         elif isinstance(item, bool):
             out.add(item)
-        elif isinstance(item, (int, float)):
+        elif isinstance(item, int):
             out.add(item)
-            # A model may send 443 as "443": numbers also match their plain text form.
-            out.add(str(int(item)) if float(item).is_integer() else str(item))
+            # A model may send 443 as "443": numbers also match their plain text form (up to
+            # Python's limit on turning an int into text).
+            if item.bit_length() <= _TEXT_INT_BITS:
+                out.add(str(item))
+        elif isinstance(item, float):
+            out.add(item)
+            out.add(str(int(item)) if item.is_integer() else str(item))
     return frozenset(out)
 
 

@@ -14,6 +14,7 @@ most :data:`MAX_NODES` values to :data:`MAX_DEPTH` levels, and a path yields at 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_JSON",
     "MAX_NODES",
+    "MAX_NUMBER_SCAN",
+    "MAX_NUMBER_TEXT",
     "MAX_VALUES",
     "MISSING",
     "FieldPath",
@@ -40,6 +43,10 @@ MAX_JSON = 8 << 20
 MAX_NODES = 5000
 MAX_DEPTH = 32
 MAX_VALUES = 1000
+# Numeric strings longer than this are read without float()'s parser (see _long_number); longer
+# than MAX_NUMBER_SCAN, like the text other operators see, they are not read as numbers.
+MAX_NUMBER_TEXT = 256
+MAX_NUMBER_SCAN = 1 << 20
 
 
 class _Missing:
@@ -53,7 +60,10 @@ MISSING: Any = _Missing()
 
 _JSON_START = re.compile(r"[ \t\r\n]*[\[{]")
 _NAME = re.compile(r"[A-Za-z_$@][A-Za-z0-9_$@-]*")
-_NUMBER = re.compile(r"[ \t]*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?[ \t]*")
+_PADDING = re.compile(r"\s*([-+]?)[0_]*")
+# What float() reads (but "nan"), without backtracking: no other text costs a conversion.
+_NUMBER = re.compile(r"\s*[-+]?(?:(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d[\d_]*)?|"
+                     r"(?i:inf|infinity))\s*")
 
 
 class PathSyntaxError(ValueError):
@@ -462,17 +472,81 @@ def _parse(text: str) -> tuple[str, list[Step]]:
 
 
 def as_number(value: Any) -> float | None:
-    """A number, or a short string that is one (models often send "5000"); else None."""
+    """A number, or a string that is one (models often send "5000"); else None.
+
+    An integer beyond the range of a float is ±infinity: it still compares right with every
+    bound. A string is read as Python's ``float()`` and ``int()`` read it (the way a tool reads
+    it): surrounding whitespace, a sign, leading zeros and ``_`` between digits ("5_000") are
+    allowed; "nan" is not a number.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and len(value) <= 64 and _NUMBER.fullmatch(value):
+    if isinstance(value, int):
         try:
             return float(value)
-        except ValueError:
-            return None
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, str):
+        return _text_number(value)
     return None
+
+
+def _text_number(text: str) -> float | None:
+    if len(text) > MAX_NUMBER_TEXT:
+        if len(text) > MAX_NUMBER_SCAN:
+            return None
+        # Padding (spaces, leading zeros) does not change the number: drop it first.
+        padding = _PADDING.match(text)
+        assert padding is not None
+        rest = text[padding.end():].rstrip()
+        if not rest or rest[0] in ".eE":
+            rest = "0" + rest
+        if len(rest) > MAX_NUMBER_TEXT:
+            return _long_number(padding.group(1) + rest)
+        text = padding.group(1) + rest
+    if not _NUMBER.fullmatch(text):
+        return None
+    try:
+        number = float(text)
+    except ValueError:  # misplaced '_'
+        return None
+    return None if number != number else number
+
+
+def _long_number(text: str) -> float | None:
+    """A numeric string with more than MAX_NUMBER_TEXT significant characters, read from its
+    first significant digits with string methods only (linear in its length; '_' is ignored)."""
+    core = text.lower()
+    negative = core[:1] == "-"
+    if core[:1] in ("+", "-"):
+        core = core[1:]
+    mantissa, has_exponent, exponent = core.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    whole, fraction = whole.replace("_", ""), fraction.replace("_", "")
+    exponent = exponent.replace("_", "")
+    if not (whole or fraction) or any(part and not part.isdecimal() for part in (whole, fraction)):
+        return None
+    power = 0
+    if has_exponent:
+        exponent_negative = exponent[:1] == "-"
+        digits = exponent[1:] if exponent[:1] in ("+", "-") else exponent
+        if not digits.isdecimal():
+            return None
+        digits = digits.lstrip("0") or "0"
+        # An exponent this long puts the number beyond every float whatever the (at most
+        # MAX_NUMBER_SCAN) digits before it: no need to read it.
+        power = 10**9 if len(digits) > 9 else int(digits)
+        power = -power if exponent_negative else power
+    significant = (whole + fraction).lstrip("0")
+    if not significant:
+        return -0.0 if negative else 0.0
+    # The mantissa is 0.<significant> times 10**position.
+    stripped_whole = whole.lstrip("0")
+    position = len(stripped_whole) if stripped_whole else -(len(fraction) - len(fraction.lstrip("0")))
+    number = float(f"0.{significant[:40]}e{position + power}")
+    return -number if negative else number
 
 
 _ROW_KEYS = ("rows", "items", "records", "data", "results", "Items", "Contents", "hits")

@@ -14,7 +14,12 @@ backtracking:
   only one can match (``a.*b.*c``, ``\\d+\\w+``); a separator the first cannot consume makes
   them safe (``\\d+\\.\\d+``, ``[^/]*/[^/]*``);
 * an unbounded quantifier inside a look-ahead or look-behind, back-references and conditional
-  groups, counted repetitions above 1000, patterns longer than 1000 characters.
+  groups, counted repetitions above 1000, patterns longer than 1000 characters;
+* quantifiers that can split the same text between them in more than :data:`MAX_SPLITS`
+  ways at one position: a counted repetition of a variable-width body
+  (``(?:a{1,32}){1,32}``, ``(?:a?){25}``), or counted quantifiers in a row that compete for the
+  same characters (``a{0,32}a{0,32}a{0,32}``, ``\\w+\\w{0,2}``). Each split is a path a failing
+  match backtracks through, so their number, not the length of the pattern, sets the cost.
 
 What remains is at worst quadratic in the input (a search restarts at every position), so a
 regex sees at most :data:`MAX_REGEX_INPUT` characters of each value; the other operators
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -35,13 +41,26 @@ else:  # pragma: no cover - Python 3.10
     import sre_constants as _c
     import sre_parse as _parser
 
-__all__ = ["MAX_PATTERN_LENGTH", "MAX_REGEX_INPUT", "RegexProblem", "check_regex", "compile_regex"]
+__all__ = ["MAX_PATTERN_LENGTH", "MAX_REGEX_INPUT", "MAX_SPLITS", "RegexProblem", "check_regex",
+           "compile_regex"]
 
 MAX_REGEX_INPUT = 4096
 MAX_PATTERN_LENGTH = 1000
 MAX_COUNTED_REPEAT = 1000
 # Counted repetitions larger than this behave like unbounded ones for backtracking.
 _LARGE = 32
+# At most this many ways for quantifiers to split the same text at one start position. A failing
+# search tries each at every position of its (at most MAX_REGEX_INPUT characters of) input, so
+# this keeps an accepted pattern within a few tens of milliseconds on text built against it;
+# the built-in rules need 121 (\s{0,10}\(?\s{0,10}).
+MAX_SPLITS = 128
+# The ways an unbounded quantifier adds: any length of the input it sees.
+_UNBOUNDED_WAYS = MAX_REGEX_INPUT
+# Bounds on the split analysis itself: iterations of one repetition unrolled, items visited.
+_MAX_UNROLL = 64
+_MAX_VISITS = 100_000
+# Counts of ways stop growing here (far past every budget; keeps the integers small).
+_CAP = 1 << 62
 _TOP = 0x10FFFF
 
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
@@ -324,6 +343,271 @@ class _Analyser:
                 pending = None
 
 
+# -- how many ways quantifiers can split the same text --------------------------------------------
+#
+# A left-to-right walk over the parse tree keeps the open "components": groups of quantifiers
+# that may still trade characters with what follows, each with the number of ways they can split
+# their text. A quantifier joins the components whose characters it overlaps, multiplying their
+# ways. An item that must consume a character closes the components that cannot consume it: the
+# text before it is fixed, so of all the splits only those of that same text stay alive, and
+# everything after is tried again for each of them ("live"). A single character that joins a
+# component narrows it: what comes after can trade with it only through that character (after
+# the '.' of [\w.]{1,255}\.[a-z]{2,24} the letters that follow cannot move the '.'), and it stays
+# open, its splits ending at different places. Alternatives (a branch, or how many times a
+# repetition runs) add their ways; when two of them carry on the same earlier component, its
+# splits multiply with the choice. A repetition whose body is not one character is unrolled until
+# the walk comes back to the same state, so (?:a{1,32}){1,32} multiplies 32 ways per iteration
+# while (?:\d{1,3}\.){1,4} stays at 3.
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Quantifiers that may trade characters: what they can consume and how many ways."""
+
+    chars: Ranges
+    ways: int
+    # Quantifiers (or choices) with more than one way that it multiplies (0, 1, or 2 for "more").
+    variable: int
+    # The most ways any one of them has: ways // largest is how many splits share one end.
+    largest: int
+    # Joined by a required character: only that character links it to what follows.
+    pinned: bool
+    # The items it joined, numbered in pattern order: a choice carries on an earlier component
+    # when they share one, and components interleave when their ranges overlap. Not compared
+    # when finding that unrolling a repetition came back to the same state.
+    roots: frozenset[int] = field(compare=False)
+
+
+_State = tuple[tuple[_Part, ...], int]  # open components, splits alive at this point
+_SINGLE = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY)
+
+
+class _Splits:
+    """Refuses a pattern whose quantifiers can split one text in more than MAX_SPLITS ways."""
+
+    def __init__(self, analyser: _Analyser) -> None:
+        self.analyser = analyser
+        self.visits = 0
+        self.created = 0
+        # id(subpattern) → (characters, can match nothing): asked again at every unrolling.
+        self.summaries: dict[int, tuple[Ranges, bool]] = {}
+
+    def summary(self, seq: Any) -> tuple[Ranges, bool]:
+        """What ``seq`` can consume, and whether it can match nothing."""
+        known = self.summaries.get(id(seq))
+        if known is None:
+            known = self.summaries[id(seq)] = (self.analyser.chars(seq),
+                                               self.analyser.first(seq)[1])
+        return known
+
+    def check(self, seq: Any) -> None:
+        self.walk(seq, ((), 1))
+
+    def walk(self, seq: Any, state: _State) -> _State:
+        for op, av in seq:
+            self.visits += 1
+            if self.visits > _MAX_VISITS:
+                raise _too_complex()
+            if op == _c.AT:
+                continue
+            if op in (_c.ASSERT, _c.ASSERT_NOT):
+                # Tried where it stands, once for each split alive; it consumes nothing.
+                self.walk(av[1], ((), state[1]))
+            elif op == _c.SUBPATTERN:
+                state = self.walk(av[3], state)
+            elif op == _c.BRANCH:
+                ends = [(self.walk(alt, state), 1) for alt in av[1]]
+                state = self.alternatives(ends, state, _union(*(self.summary(alt)[0]
+                                                                for alt in av[1])))
+            elif _ATOMIC is not None and op == _ATOMIC:
+                # Backtracking stays inside: one way from outside, whatever it holds.
+                self.walk(av, ((), state[1]))
+                chars, empty = self.summary(av)
+                state = self.add(state, chars, 1, not empty)
+            elif op in _REPEATS:
+                state = self.repeat(op, av, state)
+            else:
+                state = self.add(state, self.analyser.chars([(op, av)]), 1, True, narrow=True)
+        return state
+
+    def repeat(self, op: Any, av: Any, state: _State) -> _State:
+        lo, hi, body = av
+        chars, empty = self.summary(body)
+        required = lo > 0 and not empty
+        if _POSSESSIVE is not None and op == _POSSESSIVE:
+            self.walk(body, ((), state[1]))
+            return self.add(state, chars, 1, required)
+        unbounded = hi == _c.MAXREPEAT
+        if _single(body):
+            return self.add(state, chars, _UNBOUNDED_WAYS if unbounded else hi - lo + 1, required)
+        for _ in range(min(lo, _MAX_UNROLL)):
+            following = self.walk(body, state)
+            if following == state:
+                break
+            state = following
+        else:
+            if lo > _MAX_UNROLL:
+                raise _too_complex()
+        optional = _UNBOUNDED_WAYS if unbounded else hi - lo
+        if optional <= 0:
+            return state
+        # The ends of 0, 1, 2 ... optional iterations are the alternatives after the repetition.
+        ends: list[tuple[_State, int]] = [(state, 1)]
+        current = state
+        for done in range(1, optional + 1):
+            following = self.walk(body, current)
+            if following == current:
+                # Steady: every further iteration ends the same way.
+                ends.append((following, optional - done + 1))
+                break
+            if done >= _MAX_UNROLL:
+                raise _too_complex()
+            ends.append((following, 1))
+            current = following
+        return self.alternatives(ends, state, chars)
+
+    def add(self, state: _State, chars: Ranges, ways: int, required: bool,
+            narrow: bool = False) -> _State:
+        """``state`` followed by an item that consumes ``chars`` in ``ways`` ways (at least one
+        character when ``required``)."""
+        parts, live = state
+        joined = [part for part in parts if _overlap(part.chars, chars)]
+        kept: list[_Part] = []
+        closed: list[_Part] = []
+        for part in parts:
+            if _overlap(part.chars, chars):
+                continue
+            if not required or part.pinned:
+                kept.append(part)
+            elif part.variable >= 2:
+                closed.append(part)
+        if closed:
+            # The splits of the same text that end here all carry on from here.
+            live = min(live * _sharing_an_end(closed), _CAP)
+        variable = 1 if ways > 1 else 0
+        largest = ways
+        self.created += 1
+        roots = frozenset((self.created,))
+        merged_chars = chars
+        for part in joined:
+            merged_chars = _union(merged_chars, part.chars)
+            ways = min(ways * part.ways, _CAP)
+            variable += part.variable
+            largest = max(largest, part.largest)
+            roots |= part.roots
+        # A split that is still open (more than one way) stays open past a required character.
+        pinned = narrow and required and ways > 1 and bool(joined)
+        merged = _Part(chars if pinned else merged_chars, ways, min(variable, 2), largest, pinned,
+                       roots)
+        self.record(merged, live)
+        return (*kept, merged), live
+
+    def alternatives(self, ends: list[tuple[_State, int]], before: _State,
+                     chars: Ranges) -> _State:
+        """The open components after a choice between ``ends`` (each with how many alternatives
+        end that way); ``chars`` is everything the choice can consume."""
+        earlier = {id(part) for part in before[0]}
+        earlier_roots = frozenset().union(*(part.roots for part in before[0]))
+        live = max(state[1] for state, _ in ends)
+        # [chars, ways, variable, largest, pinned, roots, alternatives, carried on]
+        groups: list[list[Any]] = []
+        seen: set[int] = set()
+        for state, count in ends:
+            for part in state[0]:
+                if id(part) in earlier:
+                    # Not touched by the choice: the same whichever alternative is taken.
+                    if id(part) in seen:
+                        continue
+                    seen.add(id(part))
+                    groups.append([part.chars, part.ways, part.variable, part.largest,
+                                   part.pinned, part.roots, 1, 1])
+                    continue
+                carried = count if part.roots & earlier_roots else 0
+                groups.append([part.chars, min(part.ways * count, _CAP), part.variable,
+                               part.largest, part.pinned, part.roots, count, carried])
+        changed = True
+        while changed:
+            changed = False
+            for group in groups:
+                # Alternatives that end at different places share the text between them.
+                if group[6] > 1:
+                    union = _union(group[0], chars)
+                    if union != group[0]:
+                        group[0] = union
+                        changed = True
+            merged: list[list[Any]] = []
+            for group in groups:
+                target = next((m for m in merged if _overlap(m[0], group[0])), None)
+                if target is None:
+                    merged.append(group)
+                    continue
+                target[0] = _union(target[0], group[0])
+                target[1] = min(target[1] + group[1], _CAP)
+                target[2] = max(target[2], group[2])
+                target[3] = max(target[3], group[3])
+                target[4] = target[4] and group[4]
+                target[5] = target[5] | group[5]
+                target[6] += group[6]
+                target[7] += group[7]
+                changed = True
+            groups = merged
+        out: list[_Part] = []
+        for group_chars, ways, variable, largest, pinned, roots, count, carried in groups:
+            if carried > 1:
+                variable += 1  # several alternatives multiply the same earlier splits
+            elif count > 1:
+                variable = max(variable, 1)  # the choice itself is one more way to split
+            part = _Part(group_chars, ways, min(variable, 2), largest, pinned, roots)
+            self.record(part, live)
+            out.append(part)
+        return tuple(out), live
+
+    @staticmethod
+    def record(part: _Part, live: int) -> None:
+        total = part.ways * live
+        if (part.variable >= 2 or live > 1) and total > MAX_SPLITS:
+            raise RegexProblem(
+                f"quantifiers that can split the same text between them in more than "
+                f"{MAX_SPLITS} ways (nested counted repetitions like (a{{1,32}}){{1,32}} or "
+                f"(a?){{25}}, or counted ones in a row like a{{0,32}}a{{0,32}}a{{0,32}}) take "
+                f"exponential or high polynomial time",
+                "use smaller counts, put a character only one side can match between the "
+                "quantifiers, or make the inner one possessive (a{1,32}+) or atomic ((?>...))")
+
+
+def _sharing_an_end(closed: list[_Part]) -> int:
+    """How many splits of the components closed together can end at the same place."""
+    # A component whose quantifiers sit between those of another (\s{0,10}\(?\s{0,10}\(? holds
+    # two) can only split differently while the other's middle ones match nothing: their splits
+    # add up instead of multiplying. Components one after the other multiply.
+    clusters: list[list[int]] = []  # first item, last item, splits, components
+    for part in sorted(closed, key=lambda part: min(part.roots)):
+        first, last = min(part.roots), max(part.roots)
+        splits = max(part.ways // part.largest, 1)
+        if clusters and first <= clusters[-1][1]:
+            cluster = clusters[-1]
+            cluster[1] = max(cluster[1], last)
+            cluster[2] += splits - 1
+        else:
+            clusters.append([first, last, splits])
+    total = 1
+    for _, _, splits in clusters:
+        total = min(total * splits, _CAP)
+    return total
+
+
+def _too_complex() -> RegexProblem:
+    return RegexProblem("the pattern is too complex to check for slow backtracking",
+                        "simplify it, or split it into several patterns")
+
+
+def _single(body: Any) -> bool:
+    """Whether a repeated body is one character (inside plain groups)."""
+    while len(body) == 1 and body[0][0] == _c.SUBPATTERN:
+        body = body[0][1][3]
+    return len(body) == 1 and body[0][0] in _SINGLE
+
+
 def _flatten(seq: Any) -> list[tuple[Any, Any]]:
     """Items of a sequence with plain (unrepeated) groups inlined."""
     out: list[tuple[Any, Any]] = []
@@ -366,6 +650,7 @@ def check_regex(pattern: str, ignore_case: bool = False) -> str:
     analyser = _Analyser(folded)
     try:
         analyser.check(tree, False, False)
+        _Splits(analyser).check(tree)
     except RecursionError:
         raise RegexProblem("the pattern nests too deeply", "simplify the pattern") from None
     return trimmed

@@ -18,6 +18,7 @@ __all__ = ["add_parser", "check_command", "explain_command"]
 # Events given to `policy explain` in one file (a list or JSON lines) are capped.
 MAX_EVENTS = 10_000
 MAX_EVENT_FILE_BYTES = 64 << 20
+_TOO_DEEP = "the JSON nests too deeply to read"
 
 
 def add_parser(commands: Any) -> None:
@@ -153,6 +154,8 @@ def _read_items(path: str) -> list[Any]:
         raise ValueError("the event file is empty")
     try:
         data = json.loads(stripped)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
     except json.JSONDecodeError:
         # JSON lines.
         data = []
@@ -160,6 +163,8 @@ def _read_items(path: str) -> list[Any]:
             if line.strip():
                 try:
                     data.append(json.loads(line))
+                except RecursionError:
+                    raise ValueError(f"line {number}: {_TOO_DEEP}") from None
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"line {number}: not JSON ({exc.msg})") from None
     items = data if isinstance(data, list) else [data]
@@ -273,6 +278,10 @@ def explain_command(args: argparse.Namespace) -> int:
         return 1
     try:
         events = _events(args.event)
+    except RecursionError:
+        # Nested too deeply for the event models to read, past what the JSON reader took.
+        _error(f"agentguard policy explain: {args.event}: {_TOO_DEEP}")
+        return 1
     except (OSError, ValueError) as exc:
         _error(f"agentguard policy explain: {args.event}: {exc}")
         return 1
