@@ -653,7 +653,35 @@ def check_regex(pattern: str, ignore_case: bool = False) -> str:
         _Splits(analyser).check(tree)
     except RecursionError:
         raise RegexProblem("the pattern nests too deeply", "simplify the pattern") from None
-    return trimmed
+    return _anchor_leading_run(trimmed, tree)
+
+
+# A pattern's leading repeat of one character class (``\w+``, ``[a-z]*``, ``.{2,}``), as written.
+_LEADING_CLASS = re.compile(r"(\\[wdsWDS]|\[(?:\\.|[^\]\\])+\]|\.)(?:[+*]|\{\d*,\})")
+_REPEATS = (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT)
+
+
+def _anchor_leading_run(pattern: str, tree: Any) -> str:
+    """``pattern`` made to start only where its leading class run starts, when it begins with an
+    unbounded repeat of one character class: the same search results, in linear instead of
+    quadratic time.
+
+    ``search`` tries every start; from inside a run of the class, the leading repeat can take
+    only a suffix of what it could take from the run's first character, so any match found there
+    is matched from the run's start as well, which is further left and found first. A search of
+    ``\\w+\\s+\\w+`` in 4 KB of letters re-scanned the run from each of its positions (0.25 s);
+    with ``(?<!\\w)`` in front, positions inside the run fail at once.
+    """
+    items = list(tree)
+    if not items or items[0][0] not in _REPEATS or items[0][1][1] is not _c.MAXREPEAT:
+        return pattern  # a bounded repeat cannot always reach from the run's start
+    body = list(items[0][1][2])
+    if len(body) != 1 or body[0][0] not in (_c.IN, _c.ANY, _c.LITERAL, _c.NOT_LITERAL):
+        return pattern
+    match = _LEADING_CLASS.match(pattern)
+    if match is None:
+        return pattern
+    return f"(?<!{match.group(1)}){pattern}"
 
 
 def compile_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:

