@@ -166,12 +166,21 @@ def logging_sink(finding: Finding) -> None:
             "%s %s [%s] %s (tool=%s conversation=%s turn=%s)",
             finding.action.upper(),
             finding.severity,
-            finding.rule_id,
-            finding.title,
-            finding.tool,
-            finding.conversation_id,
+            _printable(finding.rule_id),
+            _printable(finding.title),
+            _printable(finding.tool),
+            _printable(finding.conversation_id),
             finding.turn,
         )
+
+
+def _printable(text: str | None) -> str | None:
+    """``text`` with control, format and line-separator characters escaped: a finding's title
+    quotes what an attacker named (a file, a tool, a host), and a log line must not carry escape
+    sequences to the operator's terminal or a line break that forges another log line."""
+    if text is None or text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _SPAN_KEY: str | None

@@ -311,3 +311,29 @@ def test_findings_file_receives_policy_findings(guarded: Any, policy_file: Path,
     record = json.loads(line)
     assert (record["rule_id"], record["tool"], record["kind"]) == (
         "WATCH", "lookup_customer", "tool_call")
+
+
+def test_the_finding_log_line_escapes_what_an_attacker_named(
+        guarded: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A finding's log line shows control characters in a tool's name or a title as escapes: no
+    terminal escape sequence reaches the operator and no line break forges another log line."""
+    import logging
+
+    hostile = "wipe\x1b]0;pwned\x07\x1b[2J\nBLOCK critical [AG000] all clear"
+
+    def flag(event: Any) -> Decision | None:
+        return Decision.alert(f"tool {event.tool} used") if event.kind == "tool_call" and \
+            event.phase == "call" else None
+
+    caplog.set_level(logging.INFO, logger="agentguard.findings")
+    guarded(policy=[flag], builtin_rules=False, **QUIET)
+
+    @agentguard.tool(name=hostile)
+    def wipe() -> str:
+        return "done"
+
+    wipe()
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == "agentguard.findings" and "[callback]" in r.getMessage()]
+    assert "\x1b" not in line and "\x07" not in line and "\n" not in line
+    assert "wipe\\x1b]0;pwned\\x07\\x1b[2J\\nBLOCK critical [AG000] all clear" in line
