@@ -658,7 +658,6 @@ def check_regex(pattern: str, ignore_case: bool = False) -> str:
 
 # A pattern's leading repeat of one character class (``\w+``, ``[a-z]*``, ``.{2,}``), as written.
 _LEADING_CLASS = re.compile(r"(\\[wdsWDS]|\[(?:\\.|[^\]\\])+\]|\.)(?:[+*]|\{\d*,\})")
-_REPEATS = (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT)
 
 
 def _anchor_leading_run(pattern: str, tree: Any) -> str:
