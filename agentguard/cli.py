@@ -39,7 +39,11 @@ def _run(args: argparse.Namespace) -> int:
             env[variable] = str(value)
     from agentguard.aibom.cli import run_environment
 
-    run_environment(args, env)
+    try:
+        run_environment(args, env)
+    except ValueError as exc:
+        print(f"agentguard run: {exc}", file=sys.stderr)
+        return 2
     # Validate the configuration here, where a mistake can be reported before the program starts.
     from agentguard.config import ConfigError, resolve_config
 
@@ -49,6 +53,13 @@ def _run(args: argparse.Namespace) -> int:
             from agentguard.policy._setup import load_policy_items
 
             load_policy_items(config.policy)  # a bad policy file names its line here
+        if config.aibom_declared or config.aibom_models:
+            from agentguard.aibom import DeclaredError, load_declared
+
+            try:  # a declared-dependency or models file that cannot be read names it here
+                load_declared(config.aibom_declared, config.aibom_models)
+            except DeclaredError as exc:
+                raise ConfigError(f"aibom: {exc}") from None
     except ConfigError as exc:
         print(f"agentguard run: {exc}", file=sys.stderr)
         return 2
@@ -161,7 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except BrokenPipeError:
+        # The reader went away (`agentguard aibom ... | head`): stop quietly. Python would
+        # report the same error again flushing stdout at exit; point it at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        return 1
     return result
 
 

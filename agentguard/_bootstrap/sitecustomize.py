@@ -17,7 +17,16 @@ def _instrument() -> None:
     try:
         import agentguard
 
-        agentguard.instrument()
+        try:
+            agentguard.instrument()
+        except Exception:
+            problem = _aibom_declarations_problem()
+            if problem is None:
+                raise
+            # A declared-dependency or models file that cannot be read costs the AI-BOM its
+            # declarations, not the program its protection: said once, then guarded without them.
+            print(f"agentguard: AI-BOM declarations not used: {problem}", file=sys.stderr)
+            agentguard.instrument(aibom_declared=[], aibom_models="")
     except Exception as exc:  # a bad setting must not stop the program from starting
         print(f"agentguard: not instrumenting this program: {exc}", file=sys.stderr)
         return
@@ -28,6 +37,23 @@ def _instrument() -> None:
             start()  # `agentguard run --aibom FILE`: the AI-BOM, written at exit
         except Exception as exc:
             print(f"agentguard: no AI-BOM for this program: {exc}", file=sys.stderr)
+
+
+def _aibom_declarations_problem() -> str | None:
+    """Why the AI-BOM declared files the environment names cannot be used, if they cannot."""
+    try:
+        from agentguard.aibom import DeclaredError, load_declared
+        from agentguard.config import resolve_config
+
+        config = resolve_config({})
+        if not (config.aibom_declared or config.aibom_models):
+            return None
+        load_declared(config.aibom_declared, config.aibom_models)
+    except DeclaredError as exc:
+        return str(exc)
+    except Exception:
+        return None  # another setting is wrong: the caller reports it
+    return None
 
 
 def _chain() -> None:

@@ -17,6 +17,7 @@ Importing this package patches nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import tempfile
@@ -78,6 +79,7 @@ __all__ = [
 
 _lock = threading.Lock()
 _settings: Settings | None = None
+MAX_VALIDATION_ERRORS = 100
 
 
 def _declared_from(declared: Sequence[str | os.PathLike[str]] | Declared | None,
@@ -208,8 +210,9 @@ def build(declared: Sequence[str | os.PathLike[str]] | Declared | None = None, *
           include_installed: bool = False, settle_timeout: float = 30.0) -> dict[str, Any]:
     """The CycloneDX 1.6 document (a JSON-ready dict) of what this process has loaded so far.
 
-    Without ``declared`` the declarations given to :func:`enable` are used. Artifacts the sensor
-    did not hash are hashed first (at most ``settle_timeout`` seconds of waiting).
+    Without ``declared`` the declarations given to :func:`enable` are used. Digests the sensor
+    left to the hash thread are waited for, at most ``settle_timeout`` seconds: an artifact it
+    has not reached by then has no digest and is marked ``agentguard:sha256_pending``.
     """
     document: dict[str, Any] = json.loads(build_json(
         declared, models_allowlist=models_allowlist, include_installed=include_installed,
@@ -267,9 +270,15 @@ def validate(document: str | dict[str, Any]) -> list[str]:
     from cyclonedx.validation.json import JsonStrictValidator
 
     text = document if isinstance(document, str) else json.dumps(document)
-    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text, all_errors=True)
-    if error is None:
+    errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text, all_errors=True)
+    if errors is None:
         return []
-    if isinstance(error, Sequence) and not isinstance(error, str):
-        return [str(item) for item in error]
-    return [str(error)]
+    out: list[str] = []
+    # An iterable of the library's errors, each wrapping a jsonschema error in ``data``.
+    for error in itertools.islice(errors, MAX_VALIDATION_ERRORS):
+        detail = getattr(error, "data", error)
+        message = str(getattr(detail, "message", detail))
+        where = getattr(detail, "json_path", None)
+        line = f"{where}: {message}" if isinstance(where, str) else message
+        out.append(line if len(line) <= 500 else line[:499] + "…")
+    return out

@@ -1,9 +1,10 @@
 """``agentguard run --aibom FILE``: the AI-BOM of a program started by the CLI, written at exit.
 
 Read by the bootstrap ``sitecustomize`` once ``instrument()`` has run in the child:
-``AGENTGUARD_AIBOM_FILE`` (where to write), ``AGENTGUARD_AIBOM_DECLARED`` (declared files,
-``os.pathsep``-separated), ``AGENTGUARD_AIBOM_MODELS`` (the models allow-list) and
-``AGENTGUARD_AIBOM_BLOCK`` (``true``: the BOM rules block in enforce mode).
+``AGENTGUARD_AIBOM_FILE`` (where to write); the declarations come from the configuration
+``instrument()`` resolved: ``AGENTGUARD_AIBOM_DECLARED`` (declared files, comma-separated, as every
+list setting), ``AGENTGUARD_AIBOM_MODELS`` (the models allow-list) and ``AGENTGUARD_AIBOM_BLOCK``
+(``true``: the BOM rules block in enforce mode).
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ def start() -> None:
     if not target or _started:
         return
     _started = True
-    from agentguard import aibom
+    from agentguard import _state, aibom
 
-    declared = [item for item in os.environ.get(ENV_DECLARED, "").split(os.pathsep) if item]
-    models = os.environ.get(ENV_MODELS) or None
-    block = os.environ.get(ENV_BLOCK, "").strip().lower() in ("1", "true", "yes", "on")
+    guard = _state.guard
+    if guard is None:
+        return
+    # What instrument() used: without the declarations when they could not be read (the
+    # bootstrap said so once), not read again here.
+    config = guard.config
+    declared = list(config.aibom_declared)
+    models = config.aibom_models or None
+    block = config.aibom_block
     try:
         aibom.enable(declared=declared, models_allowlist=models, block=block)
     except Exception as exc:  # a bad declared file must not stop the program from starting
@@ -48,10 +55,15 @@ def start() -> None:
     atexit.register(_write, target)
 
 
+# At exit the program waits at most this long for model digests still being taken; the
+# document lists what was not reached without a digest (agentguard:sha256_pending).
+EXIT_SETTLE_TIMEOUT = 5.0
+
+
 def _write(target: str) -> None:
     from agentguard import aibom
 
     try:
-        aibom.write(target, settle_timeout=10.0)
+        aibom.write(target, settle_timeout=EXIT_SETTLE_TIMEOUT)
     except Exception as exc:
         print(f"agentguard: could not write the AI-BOM to {target}: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ call.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
@@ -17,16 +18,21 @@ from typing import Any
 
 from agentguard.aibom._declared import Declared
 from agentguard.aibom._environment import Environment, environment
-from agentguard.aibom._inventory import AI_FRAMEWORKS, Artifact, Inventory, Seen
+from agentguard.aibom._inventory import AI_FRAMEWORKS, Artifact, Inventory, Seen, needs_digest
 from agentguard.aibom._stage import RULE_UNDECLARED_PACKAGE, AibomStage, Settings
+from agentguard.aibom._text import faithful, is_sha256, path_bytes_hex, timestamp
 
 __all__ = ["to_bom", "to_json"]
 
 MAX_OCCURRENCES = 8
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
+def _iso(value: float) -> str:
+    """An ISO 8601 time, or ``unknown`` for a number no clock gives (another process's report)."""
+    seconds = timestamp(value)
+    if seconds is None:
+        return "unknown"
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
 
 
 def _seen_properties(seen: Seen) -> list[tuple[str, str]]:
@@ -226,9 +232,14 @@ def _artifact_component(stage: AibomStage, artifact: Artifact, declared: Declare
     from cyclonedx.model.component import Component, ComponentType
     from cyclonedx.model.component_evidence import ComponentEvidence, Occurrence
 
+    # A file name that is not UTF-8 is written with \xNN escapes, its bytes kept beside it.
+    path = faithful(artifact.path)
     items: list[tuple[str, str]] = [("agentguard:model_kind", "artifact"),
-                                    ("agentguard:path", artifact.path),
+                                    ("agentguard:path", path),
                                     *_seen_properties(artifact.seen)]
+    raw = path_bytes_hex(artifact.path)
+    if raw is not None:
+        items.append(("agentguard:path_bytes_hex", raw))
     if artifact.format:
         items.append(("agentguard:format", artifact.format))
     if artifact.size is not None:
@@ -239,6 +250,9 @@ def _artifact_component(stage: AibomStage, artifact: Artifact, declared: Declare
         items.append(("agentguard:revision", artifact.revision))
     if artifact.hashed_bytes is not None:
         items.append(("agentguard:sha256_prefix_bytes", str(artifact.hashed_bytes)))
+    if needs_digest(artifact):
+        # Built before the hash thread reached it (settle_timeout): no digest, and it says so.
+        items.append(("agentguard:sha256_pending", "true"))
     decisions = [d.rule_id for d in stage.judge_artifact(artifact)]
     if stage.has_allowlist:
         items.append(("agentguard:declared", str("BOM002" not in decisions).lower()))
@@ -247,21 +261,38 @@ def _artifact_component(stage: AibomStage, artifact: Artifact, declared: Declare
         rule = entry.get("rule_id") or entry.get("kind")
         items.append(("agentguard:load_activity", f"{rule}: {entry.get('title', '')}".strip()))
     hashes = [HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)] \
-        if artifact.sha256 and artifact.hashed_bytes is None else []
-    name = artifact.model_id or os.path.basename(artifact.path) or artifact.path
+        if is_sha256(artifact.sha256) and artifact.hashed_bytes is None else []
+    name = artifact.model_id or os.path.basename(path) or path
     return Component(
         name=name, type=ComponentType.MACHINE_LEARNING_MODEL,
-        bom_ref=f"artifact:{artifact.path}", hashes=hashes,
+        # The bytes keep two names apart that escape alike (a literal "\xff" and the byte).
+        bom_ref=f"artifact:{path}" + (f"#{raw}" if raw is not None else ""), hashes=hashes,
         properties=[Property(name=k, value=v) for k, v in items],
         evidence=ComponentEvidence(occurrences=[Occurrence(
-            location=artifact.path,
+            location=path,
             additional_context=_occurrence_context(artifact.seen, f"loaded by {artifact.source}"),
         )]),
     )
 
 
 def to_json(bom: Any) -> str:
-    """Serialise a ``Bom`` as CycloneDX 1.6 JSON."""
+    """Serialise a ``Bom`` as CycloneDX 1.6 JSON (valid UTF-8: no lone surrogates)."""
     from cyclonedx.output.json import JsonV1Dot6
 
-    return str(JsonV1Dot6(bom).output_as_string(indent=2))
+    text = str(JsonV1Dot6(bom).output_as_string(indent=2))
+    # The serialiser writes every non-ASCII character as a \u escape, a lone surrogate (a file
+    # name, an executable path, a tool name that was not UTF-8) too, which a strict UTF-8 reader
+    # refuses. Rare: looked for before paying for a second pass.
+    if "\\ud" in text or "\\uD" in text:
+        text = json.dumps(_faithful_strings(json.loads(text)), indent=2)
+    return text
+
+
+def _faithful_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return faithful(value)
+    if isinstance(value, list):
+        return [_faithful_strings(item) for item in value]
+    if isinstance(value, dict):
+        return {faithful(key): _faithful_strings(item) for key, item in value.items()}
+    return value

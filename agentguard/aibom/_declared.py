@@ -148,10 +148,36 @@ def _read_text(path: str) -> str:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
             raise DeclaredError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES} limit")
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise DeclaredError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:  # grew since it was measured
+        raise DeclaredError(f"{path}: larger than the {MAX_FILE_BYTES} bytes limit")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DeclaredError(f"{path}:{line}: not UTF-8 text: byte 0x{data[exc.start]:02x} at "
+                            f"offset {exc.start}") from None
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a TOML table (absent: empty), else a :class:`DeclaredError`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DeclaredError(f"{where}: expected a table, got {type(value).__name__}")
+    return value
+
+
+def _array(value: Any, where: str) -> list[Any]:
+    """``value`` when it is a TOML array (absent: empty), else a :class:`DeclaredError`."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DeclaredError(f"{where}: expected an array, got {type(value).__name__}")
+    return value
 
 
 def _marker_applies(marker: Marker | None) -> bool:
@@ -268,16 +294,21 @@ def parse_pyproject(path: str) -> Declared:
     data = _toml(path)
     declared = Declared(files=[path])
     items: list[str] = []
-    project = data.get("project") or {}
-    items.extend(project.get("dependencies") or [])
-    for group in (project.get("optional-dependencies") or {}).values():
-        items.extend(group or [])
-    for group in (data.get("dependency-groups") or {}).values():
-        items.extend(item for item in group or [] if isinstance(item, str))
+    project = _table(data.get("project"), f"{path}: [project]")
+    items.extend(_array(project.get("dependencies"), f"{path}: project.dependencies"))
+    optional = _table(project.get("optional-dependencies"),
+                      f"{path}: [project.optional-dependencies]")
+    for extra, group in optional.items():
+        items.extend(_array(group, f"{path}: project.optional-dependencies.{extra}"))
+    groups = _table(data.get("dependency-groups"), f"{path}: [dependency-groups]")
+    for name, group in groups.items():
+        # PEP 735: a group also holds {include-group = "..."} tables, which name no package.
+        items.extend(item for item in _array(group, f"{path}: dependency-groups.{name}")
+                     if isinstance(item, str))
     own = canonicalize_name(str(project.get("name") or "")) if project.get("name") else None
     for item in items:
         if not isinstance(item, str):
-            continue
+            raise DeclaredError(f"{path}: a dependency must be a string, got {item!r:.120}")
         where = f"{path}:{_line_of(text, item)}"
         try:
             package = _from_requirement(item, where)
@@ -285,10 +316,13 @@ def parse_pyproject(path: str) -> Declared:
             raise DeclaredError(f"{where}: not a requirement: {item!r} ({exc})") from None
         if package.name != own:  # "myproject[extra]" in a group refers to the project itself
             declared.add(package)
-    poetry = (data.get("tool") or {}).get("poetry") or {}
-    tables = [poetry.get("dependencies") or {}, poetry.get("dev-dependencies") or {}]
-    tables.extend((group or {}).get("dependencies") or {}
-                  for group in (poetry.get("group") or {}).values())
+    poetry = _table(_table(data.get("tool"), f"{path}: [tool]").get("poetry"),
+                    f"{path}: [tool.poetry]")
+    tables = [_table(poetry.get("dependencies"), f"{path}: [tool.poetry.dependencies]"),
+              _table(poetry.get("dev-dependencies"), f"{path}: [tool.poetry.dev-dependencies]")]
+    for name, group in _table(poetry.get("group"), f"{path}: [tool.poetry.group]").items():
+        where = f"{path}: [tool.poetry.group.{name}]"
+        tables.append(_table(_table(group, where).get("dependencies"), where))
     for table in tables:
         for name in table:
             if name.lower() == "python":
@@ -302,22 +336,27 @@ def _lock_packages(path: str, hash_key: str | None) -> Declared:
     text = _read_text(path)
     data = _toml(path)
     declared = Declared(files=[path], locked=True)
-    for entry in data.get("package") or []:
+    for index, entry in enumerate(_array(data.get("package"), f"{path}: package")):
+        where = f"{path}: package[{index}]"
+        entry = _table(entry, where)
         name = entry.get("name")
         if not isinstance(name, str):
             continue
         hashes: list[str] = []
         if hash_key == "uv":
-            for artifact in [entry.get("sdist") or {}, *(entry.get("wheels") or [])]:
+            for artifact in [entry.get("sdist") or {},
+                             *_array(entry.get("wheels"), f"{where}.wheels")]:
                 value = artifact.get("hash") if isinstance(artifact, dict) else None
                 if isinstance(value, str):
                     hashes.append(value.lower())
         else:
-            for artifact in entry.get("files") or []:
+            for artifact in _array(entry.get("files"), f"{where}.files"):
                 value = artifact.get("hash") if isinstance(artifact, dict) else None
                 if isinstance(value, str):
                     hashes.append(value.lower())
         version = entry.get("version")
+        if version is not None and not isinstance(version, str):
+            raise DeclaredError(f"{where}.version: expected a string, got {version!r:.60}")
         needle = f'name = "{name}"'
         declared.add(DeclaredPackage(
             name=canonicalize_name(name), version=str(version) if version else None,

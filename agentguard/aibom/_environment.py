@@ -2,14 +2,20 @@
 
 ``importlib.metadata`` scans every ``sys.path`` entry on each query; a process with a few hundred
 distributions pays that once here (one pass over ``distributions()``) and reads dictionaries
-afterwards. :func:`refresh` reads it again (a tool may have run pip).
+afterwards. A tool may run ``pip install`` later: :meth:`Environment.discover` re-reads the one
+``sys.path`` entry a module without a known owner comes from, when that directory changed since it
+was read; :func:`refresh` reads everything again.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import os
+import stat
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,6 +28,11 @@ from agentguard._errors import internal_error
 __all__ = ["Environment", "InstalledDistribution", "environment", "refresh"]
 
 MAX_CLOSURE = 4096
+# Re-reads of a sys.path entry for modules no known distribution ships: at most this many per
+# process, and each entry at most this often (a re-read of a site-packages with a few hundred
+# distributions takes tens of milliseconds, on the thread that imports).
+MAX_REREADS = 64
+REREAD_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -60,7 +71,13 @@ class Environment:
         self.stdlib: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ())) | \
             frozenset(sys.builtin_module_names)
         self._raw_requires: dict[str, list[Requirement]] = {}
+        # sys.path entry -> (its modification time when read, when it was last re-read).
+        self._entries: dict[str, tuple[int, float]] = {}
+        self._discover_lock = threading.Lock()
+        self.rereads = 0
         if read:
+            self._entries = {entry: (mtime, 0.0) for entry in sys.path
+                             if (mtime := _mtime(entry)) is not None}
             self._read()
 
     @classmethod
@@ -76,15 +93,20 @@ class Environment:
         return env
 
     def _read(self) -> None:
+        self.module_owners = self._index(importlib.metadata.distributions(), self.distributions)
+
+    def _index(self, found: Iterable[importlib.metadata.Distribution],
+               into: dict[str, InstalledDistribution]) -> dict[str, tuple[str, ...]]:
+        """Add the distributions of ``found`` not in ``into`` yet; their module owners."""
         owners: dict[str, set[str]] = {}
-        for dist in importlib.metadata.distributions():
+        for dist in found:
             try:
                 headers = _headers(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
                 display = (headers.get("name") or [""])[0]
                 if not display:
                     continue
                 name = canonicalize_name(display)
-                if name in self.distributions:
+                if name in into:
                     continue  # an earlier sys.path entry shadows this one, as the import system does
                 requirements: list[Requirement] = []
                 for text in headers.get("requires-dist", ()):
@@ -101,7 +123,7 @@ class Environment:
                 for top in tops:
                     owners.setdefault(top, set()).add(name)
                 license_text = _first(headers, "license-expression") or _first(headers, "license")
-                self.distributions[name] = InstalledDistribution(
+                into[name] = InstalledDistribution(
                     name=name, display_name=display, version=(headers.get("version") or [""])[0],
                     location=location,
                     requires=tuple(canonicalize_name(r.name) for r in requirements
@@ -112,11 +134,52 @@ class Environment:
                 )
             except Exception as exc:
                 internal_error("aibom environment", exc)
-        self.module_owners = {top: tuple(sorted(names)) for top, names in owners.items()}
+        return {top: tuple(sorted(names)) for top, names in owners.items()}
 
     def owner(self, module: str) -> tuple[str, ...]:
         """The normalised names of the distributions that ship top-level ``module``."""
         return self.module_owners.get(module.partition(".")[0], ())
+
+    def discover(self, module: str) -> tuple[str, ...]:
+        """:meth:`owner`, and on a miss for a module found on a ``sys.path`` entry outside the
+        standard library, the owner after re-reading that entry's distributions if the directory
+        changed since it was read (a tool ran ``pip install``, then imported what it installed).
+
+        Bounded: :data:`MAX_REREADS` re-reads per process, each entry at most every
+        :data:`REREAD_INTERVAL` seconds.
+        """
+        owners = self.owner(module)
+        top = module.partition(".")[0]
+        if owners or not top or top in self.stdlib or self.rereads >= MAX_REREADS:
+            return owners
+        entry = _entry_of(top)
+        mtime = _mtime(entry) if entry is not None else None
+        if entry is None or mtime is None:
+            return owners
+        with self._discover_lock:
+            owners = self.owner(module)  # another thread may have re-read it meanwhile
+            known = self._entries.get(entry)
+            now = time.monotonic()
+            if owners or (known is not None and (known[0] == mtime or
+                                                 now - known[1] < REREAD_INTERVAL)) or \
+                    self.rereads >= MAX_REREADS:
+                return owners
+            self.rereads += 1
+            self._entries[entry] = (mtime, now)
+            # Copies replaced whole: readers iterating the old dictionaries are not disturbed.
+            distributions = dict(self.distributions)
+            try:
+                added = self._index(importlib.metadata.distributions(path=[entry]),
+                                    distributions)
+            except Exception as exc:
+                internal_error("aibom environment re-read", exc)
+                return owners
+            merged = dict(self.module_owners)
+            for name, new in added.items():
+                merged[name] = tuple(sorted(set(merged.get(name, ())) | set(new)))
+            self.distributions = distributions
+            self.module_owners = merged
+            return self.owner(module)
 
     def closure(self, roots: Iterable[str], *, with_extras: bool = False) -> set[str]:
         """``roots`` and every installed distribution they require, transitively (bounded).
@@ -140,6 +203,43 @@ class Environment:
                 requires = list(dist.requires) if dist is not None else []
             stack.extend(req for req in requires if req not in seen)
         return seen
+
+
+def _mtime(entry: str) -> int | None:
+    """The modification time of a ``sys.path`` directory (``None``: not a readable directory)."""
+    try:
+        info = os.stat(entry or ".")
+    except (OSError, ValueError):
+        return None
+    return info.st_mtime_ns if stat.S_ISDIR(info.st_mode) else None
+
+
+def _entry_of(top: str) -> str | None:
+    """The ``sys.path`` entry top-level module ``top`` is (or would be) loaded from."""
+    module = sys.modules.get(top)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    if spec is None:
+        try:
+            spec = importlib.util.find_spec(top)
+        except Exception:  # a finder that fails, a name that is not a module
+            return None
+    if spec is None:
+        return None
+    origin = spec.origin if spec.has_location else None
+    if origin is None and spec.submodule_search_locations:
+        locations = list(spec.submodule_search_locations)
+        origin = locations[0] if locations else None
+    if not origin:
+        return None
+    best: str | None = None
+    for entry in list(sys.path):
+        if not isinstance(entry, str):
+            continue
+        root = os.path.abspath(entry or ".")
+        if origin.startswith(root.rstrip(os.sep) + os.sep) and \
+                (best is None or len(root) > len(os.path.abspath(best or "."))):
+            best = entry
+    return best
 
 
 def _first(headers: dict[str, list[str]], key: str) -> str | None:

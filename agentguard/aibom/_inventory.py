@@ -35,6 +35,7 @@ __all__ = [
     "ModelUse",
     "Seen",
     "inventory",
+    "needs_digest",
 ]
 
 MAX_DISTRIBUTIONS = 8192
@@ -137,6 +138,8 @@ class Artifact:
     revision: str | None = None
     # Findings of the runtime sensor about this load (a payload spawning a process, ...).
     activity: list[dict[str, Any]] = field(default_factory=list)
+    # Whether hashing was tried (False with no digest: still pending when the BOM was built).
+    hash_tried: bool = False
 
 
 @dataclass(slots=True)
@@ -151,26 +154,47 @@ class HubDownload:
     seen: Seen
 
 
+MAX_QUEUED_HASHES = 256
+
+
 class _Hasher:
-    """Hashes artifacts the sensor could not (too large for the hot path) on one daemon thread."""
+    """Hashes artifacts the sensor could not (too large for the hot path) on one daemon thread.
+
+    Only this thread hashes them: a caller that needs the digests waits for it (bounded), so a
+    file is never read twice at once and a BOM built with a short timeout returns on time.
+    """
 
     def __init__(self, owner: Inventory) -> None:
         self.owner = owner
-        self.queue: queue.Queue[str] = queue.Queue(maxsize=256)
+        self.queue: queue.Queue[str] = queue.Queue(maxsize=MAX_QUEUED_HASHES)
         self.thread: threading.Thread | None = None
         self.dropped = 0
         self.lock = threading.Lock()
+        # Paths queued or being hashed (a path is queued once however often it is submitted).
+        self.pending: set[str] = set()
 
-    def submit(self, path: str) -> None:
+    def submit(self, path: str, timeout: float = 0.0) -> bool:
+        """Queue ``path`` (waiting at most ``timeout`` seconds for room); whether it is queued."""
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="agentguard-aibom-hash",
                                                daemon=True)
                 self.thread.start()
+            if path in self.pending:
+                return True
+            self.pending.add(path)
         try:
-            self.queue.put_nowait(path)
+            if timeout > 0:
+                self.queue.put(path, timeout=timeout)
+            else:
+                self.queue.put_nowait(path)
+            return True
         except queue.Full:
-            self.dropped += 1
+            with self.lock:
+                self.pending.discard(path)
+                if timeout <= 0:  # a load's digest given up (a waiting caller's retry is not)
+                    self.dropped += 1
+            return False
 
     def _run(self) -> None:
         try:
@@ -186,6 +210,8 @@ class _Hasher:
             except Exception as exc:
                 internal_error("aibom hash", exc)
             finally:
+                with self.lock:
+                    self.pending.discard(path)
                 self.queue.task_done()
 
     def wait(self, timeout: float) -> bool:
@@ -247,12 +273,14 @@ class Inventory:
         env = environment()
         now = time.time()
         tops = {name.partition(".")[0] for name in list(sys.modules)}
+        # Outside the lock: a module no known distribution ships may make the environment re-read
+        # the directory it came from (installed at runtime, imported while no sensor watched).
+        owned = [(top, owners) for top in sorted(tops) if (owners := env.discover(top))]
         added = 0
         with self.lock:
-            for top in sorted(tops):
-                owners = env.owner(top)
-                if not owners:
-                    continue
+            for top, owners in owned:
+                # Recorded as local when it loaded; an installed distribution ships it after all.
+                local = self.local_modules.pop(top, None)
                 for owner in owners:
                     use = self.distributions.get(owner)
                     if use is None:
@@ -261,7 +289,8 @@ class Inventory:
                             continue
                         dist = env.distributions.get(owner)
                         use = DistributionUse(owner, dist.version if dist else None,
-                                              Seen(first_seen=now, last_seen=now), preloaded=True)
+                                              local or Seen(first_seen=now, last_seen=now),
+                                              preloaded=local is None)
                         self.distributions[owner] = use
                         added += 1
                     if top not in use.modules and len(use.modules) < MAX_MODULES_PER_DISTRIBUTION:
@@ -278,7 +307,8 @@ class Inventory:
         else:
             if "/" in module or module.partition(".")[0] in environment().stdlib:
                 return []  # a native library by path, or the standard library
-            names = environment().owner(module)
+            # A miss re-reads the module's sys.path entry when it changed (a tool ran pip).
+            names = environment().discover(module)
         timestamp = event.timestamp
         context = event.context
         new: list[str] = []
@@ -424,6 +454,7 @@ class Inventory:
                 return artifact.sha256 if artifact is not None else None
         size, sha, read = sha256_file(path)
         with self.lock:
+            artifact.hash_tried = True
             artifact.size = artifact.size if artifact.size is not None else size
             hashed = sha is not None and artifact.sha256 is None
             if hashed:
@@ -438,15 +469,24 @@ class Inventory:
                 internal_error("aibom hashed callback", exc)
         return artifact.sha256
 
-    def settle(self, timeout: float = 30.0) -> None:
-        """Finish the queued digests (and hash what is left on this thread): before a BOM is built."""
-        self.hasher.wait(timeout)
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait (at most ``timeout`` seconds) for the digests still to be taken, before a BOM is
+        built; whether every one was. Artifacts the hash thread has not reached by then stay
+        without a digest (``pending_digests()``); the caller's thread never hashes."""
+        deadline = time.monotonic() + max(0.0, timeout)
         with self.lock:
-            pending = [a.path for a in self.artifacts.values()
-                       if a.sha256 is None and not a.path.startswith("hub:")
-                       and a.format != DIRECTORY]
-        for path in pending:
-            self.hash_now(path)
+            # Queued when recorded, or not (the queue was full): either way the hash thread's.
+            waiting = [a.path for a in self.artifacts.values() if needs_digest(a)]
+        for path in waiting:
+            if not self.hasher.submit(path, max(0.0, deadline - time.monotonic())):
+                break
+        return self.hasher.wait(max(0.0, deadline - time.monotonic())) and \
+            not self.pending_digests()
+
+    def pending_digests(self) -> int:
+        """How many artifacts still wait for their digest."""
+        with self.lock:
+            return sum(1 for artifact in self.artifacts.values() if needs_digest(artifact))
 
     # -- reading -----------------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:
@@ -459,6 +499,12 @@ class Inventory:
     def loaded_distributions(self) -> set[str]:
         with self.lock:
             return set(self.distributions)
+
+
+def needs_digest(artifact: Artifact) -> bool:
+    """Whether an artifact is a file whose digest was neither given nor tried yet."""
+    return artifact.sha256 is None and not artifact.hash_tried and \
+        not artifact.path.startswith("hub:") and artifact.format != DIRECTORY
 
 
 _lock = threading.Lock()

@@ -238,7 +238,7 @@ class AibomStage:
                                     "model_id": artifact.model_id, "loader": artifact.source}
         if self.has_allowlist and not by_hash and digest_known:
             named = [entry for entry in entries if _names(entry, artifact)]
-            pinned = [entry.sha256 for entry in named if entry.sha256]
+            pinned = [entry.sha256 for entry in named if entry.sha256 and _pins(entry, artifact)]
             revisions = [entry.revision for entry in named if entry.revision]
             if named and revisions and artifact.revision and artifact.revision not in revisions:
                 # The seed's compromised uploader: the same repo id, a new revision.
@@ -291,9 +291,28 @@ def _builtin_pickle_rule(guard: Guard) -> bool:
         _BUILTIN_PICKLE_RULE not in (getattr(config, "disabled_rules", None) or ())
 
 
-def _names(entry: AllowedModel, artifact: Artifact) -> bool:
-    """Whether an allow-list entry names this artifact (by path pattern or model id)."""
-    if entry.path is not None and glob_match(entry.path, artifact.path):
-        return True
+def _id_matches(entry: AllowedModel, artifact: Artifact) -> bool:
     return entry.id is not None and artifact.model_id is not None and \
         glob_match(entry.id, artifact.model_id)
+
+
+def _path_matches(entry: AllowedModel, artifact: Artifact) -> bool:
+    """Whether the entry's path pattern matches the artifact; an id on the same entry must then
+    name the artifact's model too, when the artifact has one (the same file name in another
+    repo is another file)."""
+    return entry.path is not None and glob_match(entry.path, artifact.path) and \
+        (entry.id is None or artifact.model_id is None or _id_matches(entry, artifact))
+
+
+def _names(entry: AllowedModel, artifact: Artifact) -> bool:
+    """Whether an allow-list entry names this artifact (by path pattern or model id)."""
+    return _path_matches(entry, artifact) or _id_matches(entry, artifact)
+
+
+def _pins(entry: AllowedModel, artifact: Artifact) -> bool:
+    """Whether the entry's digest applies to this artifact: an entry with a path pins only the
+    files its path matches (the repo's other files are allowed by its id, not pinned to the
+    digest of one of them); an entry without one pins what its id names."""
+    if entry.path is not None:
+        return _path_matches(entry, artifact)
+    return _id_matches(entry, artifact)

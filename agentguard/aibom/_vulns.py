@@ -10,6 +10,7 @@ osv-scanner JSON (``{"results": [{"packages": [...]}]}``) and plain lists of OSV
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,16 +66,36 @@ class Reachability(BaseModel):
                 f"(noise reduction {self.noise_reduction:.0%})")
 
 
-def _ids(vulns: Iterable[Any]) -> tuple[list[str], list[str]]:
+def _objects(value: Any, where: str) -> list[dict[str, Any]]:
+    """``value`` as a list of JSON objects (absent: empty), else a ``ValueError`` saying where:
+    a report of another shape must not read as "nothing vulnerable"."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"not a pip-audit or OSV report: {where} is not an array")
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ValueError(f"not a pip-audit or OSV report: {where}[{index}] is not an object")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"not a pip-audit or OSV report: {where} is not an object")
+    return value
+
+
+def _ids(vulns: Iterable[dict[str, Any]]) -> tuple[list[str], list[str]]:
     ids: list[str] = []
     fixes: list[str] = []
     for vuln in vulns:
-        if not isinstance(vuln, dict):
-            continue
         identifier = vuln.get("id")
         if isinstance(identifier, str) and identifier not in ids:
             ids.append(identifier)
-        for fix in vuln.get("fix_versions") or ():
+        fix_versions = vuln.get("fix_versions")
+        for fix in fix_versions if isinstance(fix_versions, list) else ():
             if isinstance(fix, str) and fix not in fixes:
                 fixes.append(fix)
     return ids, fixes
@@ -99,33 +120,34 @@ def parse_report(data: Any) -> list[VulnerablePackage]:
     if isinstance(data, dict) and isinstance(data.get("dependencies"), list):
         entries = data["dependencies"]  # pip-audit
     elif isinstance(data, dict) and isinstance(data.get("results"), list):
-        for result in data["results"]:  # osv-scanner
-            for item in (result or {}).get("packages") or ():
-                package = item.get("package") or {}
+        for r, result in enumerate(_objects(data["results"], "results")):  # osv-scanner
+            where = f"results[{r}].packages"
+            for p, item in enumerate(_objects(result.get("packages"), where)):
+                package = _object(item.get("package"), f"{where}[{p}].package")
                 if str(package.get("ecosystem", "PyPI")).lower() != "pypi":
                     continue
-                ids, fixes = _ids(item.get("vulnerabilities") or ())
+                ids, fixes = _ids(_objects(item.get("vulnerabilities"),
+                                           f"{where}[{p}].vulnerabilities"))
                 add(package.get("name"), package.get("version"), ids, fixes)
         return list(found.values())
     elif isinstance(data, list):
-        entries = data
+        entries = _objects(data, "the list")
     elif isinstance(data, dict) and isinstance(data.get("vulns"), list):
-        entries = [{"id": vuln.get("id"), **vuln} for vuln in data["vulns"]]
+        entries = [{"id": vuln.get("id"), **vuln} for vuln in _objects(data["vulns"], "vulns")]
     else:
         raise ValueError("not a pip-audit or OSV report: expected 'dependencies', 'results' or "
                          "a list")
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
+    for index, entry in enumerate(_objects(entries, "dependencies")):
         if "vulns" in entry or "name" in entry:  # pip-audit dependency
-            ids, fixes = _ids(entry.get("vulns") or ())
+            ids, fixes = _ids(_objects(entry.get("vulns"), f"dependencies[{index}].vulns"))
             add(entry.get("name"), entry.get("version"), ids, fixes)
         elif "affected" in entry:  # one OSV record
-            for affected in entry.get("affected") or ():
-                package = (affected or {}).get("package") or {}
+            for a, affected in enumerate(_objects(entry.get("affected"), f"[{index}].affected")):
+                package = _object(affected.get("package"), f"[{index}].affected[{a}].package")
                 if str(package.get("ecosystem", "PyPI")).lower() != "pypi":
                     continue
-                versions = affected.get("versions") or [None]
+                versions = affected.get("versions")
+                versions = versions if isinstance(versions, list) and versions else [None]
                 add(package.get("name"), versions[0] if len(versions) == 1 else None,
                     [str(entry.get("id"))], [])
     return list(found.values())
@@ -138,7 +160,9 @@ def reachability(report: str | bytes | dict[str, Any] | list[Any],
     data: Any = report
     if isinstance(report, (str, bytes)):
         text = report
-        if isinstance(report, str) and not report.lstrip().startswith(("{", "[")):
+        # A path when it names a file ("[audit].json" does), JSON text when it looks like it.
+        if isinstance(report, str) and (os.path.isfile(report) or
+                                        not report.lstrip().startswith(("{", "["))):
             with open(report, "rb") as handle:
                 text = handle.read(MAX_REPORT_BYTES + 1)
             if len(text) > MAX_REPORT_BYTES:

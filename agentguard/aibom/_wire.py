@@ -8,7 +8,10 @@ CycloneDX document without the agent's environment at hand. Both sides bound wha
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +24,9 @@ from agentguard.aibom._inventory import (
     Inventory,
     ModelUse,
     Seen,
+    needs_digest,
 )
+from agentguard.aibom._text import faithful, is_sha256, path_bytes_hex, timestamp
 from agentguard.semconv import int_value
 
 __all__ = [
@@ -88,8 +93,16 @@ class Entry:
 
 
 def _text(value: Any) -> str:
-    text = str(value)
+    """Bounded text that OTLP can carry (a name that was not UTF-8 with ``\\xNN`` escapes)."""
+    text = faithful(str(value))
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT]
+
+
+def _artifact_key(path: str) -> str:
+    """An artifact's key: its path as text, with the path's bytes when the text had to escape
+    them (two names that escape alike stay apart)."""
+    raw = path_bytes_hex(path)
+    return _text(path) if raw is None else f"{_text(path)}#{raw[:MAX_TEXT]}"
 
 
 def _seen(seen: Seen) -> dict[str, Any]:
@@ -148,9 +161,12 @@ def entries_of(inv: Inventory, env: Environment | None = None,
             "tools": [_text(t) for t in tools[:MAX_LIST]],
             "findings": found.get(("model", key), []), **_seen(model.seen)})))
     for artifact, activity in artifacts:
-        out.append(Entry("artifact", _text(artifact.path), _clean({
-            "path": _text(artifact.path), "format": artifact.format, "size": artifact.size,
+        raw = path_bytes_hex(artifact.path)
+        out.append(Entry("artifact", _artifact_key(artifact.path), _clean({
+            "path": _text(artifact.path), "path_bytes_hex": raw[:MAX_TEXT] if raw else None,
+            "format": artifact.format, "size": artifact.size,
             "sha256": artifact.sha256, "hashed_bytes": artifact.hashed_bytes,
+            "sha256_pending": True if needs_digest(artifact) else None,
             "source": artifact.source, "model_id": artifact.model_id,
             "revision": artifact.revision,
             "activity": json.dumps(activity, default=str)[:MAX_ACTIVITY_TEXT] if activity else None,
@@ -159,7 +175,8 @@ def entries_of(inv: Inventory, env: Environment | None = None,
         key = f"{download.repo_id}@{download.revision or ''}:{download.filename or ''}"
         out.append(Entry("download", _text(key), _clean({
             "repo_id": _text(download.repo_id), "revision": download.revision,
-            "filename": download.filename, "local_path": download.local_path,
+            "filename": _text(download.filename) if download.filename else None,
+            "local_path": _text(download.local_path) if download.local_path else None,
             "library": download.library, **_seen(download.seen)})))
     for name, seen in local_modules:
         out.append(Entry("module", _text(name), _clean({"name": _text(name), **_seen(seen)})))
@@ -198,21 +215,26 @@ def decode_event(attributes: Mapping[str, Any]) -> Entry | None:
     return Entry(kind, key[:MAX_TEXT], data)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+# What a process id and an emission sequence number can be (SQLite stores signed 64 bits).
+_MAX_PID = 1 << 31
+_MAX_SEQUENCE = 1 << 62
+
+
+def _whole(value: Any, low: int, high: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
         return None
-    return float(value)
+    return value
 
 
 def decode_span(attributes: Mapping[str, Any], events: Iterable[tuple[str, int, Mapping[str, Any]]],
                 service: str | None) -> dict[str, Any] | None:
     """The keyword arguments of ``Store.add_inventory`` for one ``agentguard.aibom`` span (as the
     collector decoded it), or ``None`` when it does not say which process it describes."""
-    pid = attributes.get(ATTR_PID)
-    started = _number(attributes.get(ATTR_STARTED))
-    sequence = attributes.get(ATTR_SEQUENCE)
-    if isinstance(pid, bool) or not isinstance(pid, int) or started is None or \
-            isinstance(sequence, bool) or not isinstance(sequence, int):
+    pid = _whole(attributes.get(ATTR_PID), 0, _MAX_PID)
+    # A start time no clock gives (another process's report) tells no process apart.
+    started = timestamp(attributes.get(ATTR_STARTED))
+    sequence = _whole(attributes.get(ATTR_SEQUENCE), 0, _MAX_SEQUENCE)
+    if pid is None or started is None or sequence is None:
         return None
     host = attributes.get(ATTR_HOST)
     info = {name[len(_PREFIX):]: value for name, value in attributes.items()
@@ -239,7 +261,8 @@ def bom_ref(entry: Entry) -> str:
     if entry.kind == "model":
         return f"model:{data.get('provider') or 'unknown'}:{data.get('model')}"
     if entry.kind == "artifact":
-        return f"artifact:{data.get('path')}"
+        raw = data.get("path_bytes_hex")
+        return f"artifact:{data.get('path')}" + (f"#{raw}" if isinstance(raw, str) and raw else "")
     if entry.kind == "download":
         return f"hub:{data.get('repo_id')}@{data.get('revision') or 'main'}:" \
                f"{data.get('filename') or ''}"
@@ -252,7 +275,8 @@ def _str(data: Mapping[str, Any], name: str) -> str | None:
 
 
 def _int(data: Mapping[str, Any], name: str) -> int | None:
-    return int_value(data.get(name))
+    value = int_value(data.get(name))
+    return value if value is not None and value >= 0 else None  # sizes and counts
 
 
 def _list(data: Mapping[str, Any], name: str) -> list[str]:
@@ -261,9 +285,8 @@ def _list(data: Mapping[str, Any], name: str) -> list[str]:
 
 
 def _seen_of(data: Mapping[str, Any], fallback: float) -> Seen:
-    first = data.get("first_seen")
-    first_seen = float(first) if isinstance(first, (int, float)) and \
-        not isinstance(first, bool) else fallback
+    first = timestamp(data.get("first_seen"))
+    first_seen = first if first is not None else fallback
     return Seen(first_seen=first_seen, last_seen=first_seen, tool=_str(data, "tool"),
                 span_id=_str(data, "span_id"), trace_id=_str(data, "trace_id"),
                 conversation_id=_str(data, "conversation_id"))
@@ -272,6 +295,10 @@ def _seen_of(data: Mapping[str, Any], fallback: float) -> Seen:
 def rebuild(entries: Iterable[Entry], started: float) -> tuple[Inventory, Environment]:
     """An :class:`Inventory` and the :class:`Environment` it came from, out of stored entries."""
     inv = Inventory()
+    # Stored before start times were checked on the way in: no clock gives such a number, and
+    # times that fall back to it are unknown (NaN: written as "unknown", never as 1970).
+    checked = timestamp(started)
+    started = checked if checked is not None else math.nan
     inv.started = started
     dists: list[InstalledDistribution] = []
     for entry in entries:
@@ -295,6 +322,11 @@ def rebuild(entries: Iterable[Entry], started: float) -> tuple[Inventory, Enviro
                                                          _list(data, "tools"))
         elif entry.kind == "artifact":
             path = _str(data, "path") or entry.key
+            raw = _str(data, "path_bytes_hex")
+            if raw is not None:
+                with contextlib.suppress(ValueError):  # the file name as the agent had it
+                    path = os.fsdecode(bytes.fromhex(raw))
+            sha = _str(data, "sha256")
             activity: list[dict[str, Any]] = []
             text = _str(data, "activity")
             if text:
@@ -306,10 +338,12 @@ def rebuild(entries: Iterable[Entry], started: float) -> tuple[Inventory, Enviro
                     activity = []
             inv.artifacts[path] = Artifact(
                 path=path, format=_str(data, "format"), seen=_seen_of(data, started),
-                size=_int(data, "size"), sha256=_str(data, "sha256"),
+                size=_int(data, "size"), sha256=sha if is_sha256(sha) else None,
                 hashed_bytes=_int(data, "hashed_bytes"), source=_str(data, "source"),
                 model_id=_str(data, "model_id"), revision=_str(data, "revision"),
-                activity=activity)
+                activity=activity,
+                # A digest the agent had not taken yet is pending; none at all, unavailable.
+                hash_tried=data.get("sha256_pending") is not True)
         elif entry.kind == "download":
             repo = _str(data, "repo_id")
             if repo:

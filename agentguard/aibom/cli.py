@@ -18,6 +18,8 @@ from typing import Any
 __all__ = ["add_parser", "add_run_options", "run_environment"]
 
 _SUPPLY_RULES_PREFIX = ("BOM", "sensor-model-load-activity", "sensor-unsafe-pickle")
+# A document or report larger than this is refused rather than read into memory.
+MAX_INPUT_BYTES = 64 << 20
 
 
 def add_run_options(run: argparse.ArgumentParser) -> None:
@@ -32,17 +34,25 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
 
 
 def run_environment(args: argparse.Namespace, env: dict[str, str]) -> None:
-    """Put the ``--aibom*`` options of ``agentguard run`` into the child's environment."""
+    """Put the ``--aibom*`` options of ``agentguard run`` into the child's environment.
+
+    Declared files and the models allow-list apply without ``--aibom`` too (the findings, no
+    document). Raises ``ValueError`` for a file name the environment cannot carry.
+    """
     from agentguard.aibom._autorun import ENV_DECLARED, ENV_FILE, ENV_MODELS
 
     target = getattr(args, "aibom", None)
-    if not target:
-        return
-    # Absolute: the program may change its working directory before it exits.
-    env[ENV_FILE] = os.path.abspath(target)
+    if target:
+        # Absolute: the program may change its working directory before it exits.
+        env[ENV_FILE] = os.path.abspath(target)
     declared = getattr(args, "aibom_declared", None) or []
+    for path in declared:
+        if "," in path:
+            # The variable is a comma-separated list, as every list setting of the configuration.
+            raise ValueError(f"--aibom-declared {path}: a file name with a comma cannot be "
+                             f"passed in {ENV_DECLARED}; rename or link the file")
     if declared:
-        env[ENV_DECLARED] = os.pathsep.join(os.path.abspath(path) for path in declared)
+        env[ENV_DECLARED] = ",".join(os.path.abspath(path) for path in declared)
     models = getattr(args, "aibom_models", None)
     if models:
         env[ENV_MODELS] = os.path.abspath(models)
@@ -82,6 +92,53 @@ def _properties(component: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
+def _read_json(path: str) -> Any:
+    """The JSON value of a file; every way it can fail is a ``ValueError`` (or ``OSError``)
+    naming the file."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_INPUT_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 JSON: byte at offset {exc.start}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+
+
+def _check_document(document: Any, source: str) -> dict[str, Any]:
+    """``document`` when it has the shape of a CycloneDX JSON document as far as this command
+    reads it (components and their properties), else a ``ValueError`` naming ``source``."""
+
+    def refuse(what: str) -> ValueError:
+        return ValueError(f"{source}: not a CycloneDX JSON document: {what}")
+
+    if not isinstance(document, dict):
+        kind = "an array" if isinstance(document, list) else "a string" \
+            if isinstance(document, str) else "null" if document is None else "a number or boolean"
+        raise refuse(f"{kind}, not an object")
+    components = document.get("components")
+    if components is None:
+        return document
+    if not isinstance(components, list):
+        raise refuse("'components' is not an array")
+    for index, component in enumerate(components):
+        if not isinstance(component, dict):
+            raise refuse(f"components[{index}] is not an object")
+        properties = component.get("properties")
+        if properties is None:
+            continue
+        if not isinstance(properties, list):
+            raise refuse(f"components[{index}].properties is not an array")
+        for number, prop in enumerate(properties):
+            if not isinstance(prop, dict):
+                raise refuse(f"components[{index}].properties[{number}] is not an object")
+    return document
+
+
 def _redeclare(document: dict[str, Any], declared_files: list[str], models: str | None) -> None:
     """Recompute ``agentguard:declared`` / ``agentguard:finding`` of library components."""
     from packaging.utils import canonicalize_name
@@ -116,40 +173,50 @@ def _from_findings(path: str) -> dict[str, Any]:
     from cyclonedx.model import HashAlgorithm, HashType, Property
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
+    from pydantic import ValidationError
 
     from agentguard.aibom._cyclonedx import to_json
+    from agentguard.aibom._text import is_sha256
     from agentguard.findings import Finding
 
     components: dict[str, Component] = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:  # bytes: a line that is not UTF-8 is named by its number
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 finding = Finding.model_validate_json(line)
-            except Exception as exc:
-                raise ValueError(f"{path}:{number}: not a finding: {exc}") from None
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(part) for part in error['loc']) or 'json'}: {error['msg']}"
+                    for error in exc.errors()[:3])
+                raise ValueError(f"{path}:{number}: not a finding: {problems}") from None
             if not finding.rule_id.startswith(_SUPPLY_RULES_PREFIX):
                 continue
-            evidence = finding.evidence or {}
+            evidence = finding.evidence if isinstance(finding.evidence, dict) else {}
             tag = Property(name="agentguard:finding", value=finding.rule_id)
-            if "distribution" in evidence:
-                ref = f"pkg:pypi/{evidence['distribution']}"
+            # Evidence is whatever the finding's writer put there: only text is taken as a name.
+            distribution = _text_of(evidence.get("distribution"))
+            if distribution is not None:
+                ref = f"pkg:pypi/{distribution}"
                 component = components.get(ref)
                 if component is None:
-                    component = Component(name=str(evidence["distribution"]),
-                                          version=evidence.get("version"), bom_ref=ref,
+                    component = Component(name=distribution,
+                                          version=_text_of(evidence.get("version")), bom_ref=ref,
                                           type=ComponentType.LIBRARY)
                     components[ref] = component
                 component.properties.add(tag)
                 continue
-            model = evidence.get("path") or evidence.get("model") or evidence.get("model_id")
+            model = _text_of(evidence.get("path")) or _text_of(evidence.get("model")) or \
+                _text_of(evidence.get("model_id"))
             if not model:
                 continue
             ref = f"artifact:{model}"
             component = components.get(ref)
             if component is None:
                 sha = evidence.get("sha256")
+                sha = sha.lower() if isinstance(sha, str) else None
+                sha = sha if is_sha256(sha) else None
                 component = Component(
                     name=os.path.basename(str(model)) or str(model), bom_ref=ref,
                     type=ComponentType.MACHINE_LEARNING_MODEL,
@@ -164,8 +231,15 @@ def _from_findings(path: str) -> dict[str, Any]:
     return result
 
 
+def _text_of(value: Any) -> str | None:
+    """``value`` when it is non-empty text (bounded), else ``None``."""
+    return value[:2048] if isinstance(value, str) and value else None
+
+
 def render_table(document: dict[str, Any]) -> str:
     """A plain-text table of a document's components (loaded first, findings marked)."""
+    from agentguard.aibom._text import printable
+
     rows: list[tuple[str, str, str, str, str]] = []
     for component in document.get("components") or ():
         props = _properties(component)
@@ -183,7 +257,10 @@ def render_table(document: dict[str, Any]) -> str:
         role = props.get("agentguard:ai_framework", [""])[0]
         if role:
             kind = f"{kind}:{role}"
-        rows.append((kind, name, version, where, findings))
+        # Names come from file names and other processes: nothing in them reaches the terminal
+        # as a control sequence.
+        rows.append((printable(kind), printable(name), printable(version), printable(where),
+                     printable(findings)))
     rows.sort(key=lambda row: (not row[4], not row[0].startswith("model"), row[1].lower()))
     header = ("KIND", "NAME", "VERSION", "TOOLS", "FINDINGS")
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
@@ -208,43 +285,53 @@ def loaded_names(document: dict[str, Any]) -> set[str]:
 
 
 def _aibom(args: argparse.Namespace) -> int:
-    from agentguard.aibom._declared import DeclaredError
-    from agentguard.aibom._vulns import reachability
+    from agentguard.aibom._text import printable
 
     try:
-        if args.db:
-            found = _from_store(args)
-            if isinstance(found, str):
-                return _write(args, found)
-            document = found
-        elif args.bom:
-            with open(args.bom, encoding="utf-8") as handle:
-                document = json.load(handle)
-        else:
-            document = _from_findings(args.from_findings)
-        if (args.db or args.bom) and (args.declared or args.models):
-            _redeclare(document, args.declared, args.models)
-    except _Refused as exc:
-        print(f"agentguard aibom: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, DeclaredError) as exc:
-        print(f"agentguard aibom: {exc}", file=sys.stderr)
-        return 2
+        return _aibom_output(args)
+    except BrokenPipeError:
+        raise  # the reader went away: the command line's own handling, not an input error
+    except OSError as exc:
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename is not None and \
+            exc.strerror else str(exc)
+    except (_Refused, ValueError) as exc:  # DeclaredError too: it names the file and line
+        message = str(exc)
+    # One line: names in it come from files and other processes.
+    print(f"agentguard aibom: {printable(message)}", file=sys.stderr)
+    return 2
+
+
+def _aibom_output(args: argparse.Namespace) -> int:
+    from agentguard.aibom._text import printable
+    from agentguard.aibom._vulns import reachability
+
+    if args.db:
+        found = _from_store(args)
+        if isinstance(found, str):
+            return _write(args, found)
+        document = found
+    elif args.bom:
+        document = _check_document(_read_json(args.bom), args.bom)
+    else:
+        document = _from_findings(args.from_findings)
+    if (args.db or args.bom) and (args.declared or args.models):
+        _redeclare(document, args.declared, args.models)
     if args.format == "cyclonedx-json":
         text = json.dumps(document, indent=2, sort_keys=True)
     else:
         text = render_table(document)
     if args.vulns:
+        # Read here, as a file whatever its name ("[audit].json" is a file, not JSON text).
+        data = _read_json(args.vulns)
         try:
-            result = reachability(args.vulns, loaded_names(document))
-        except (OSError, ValueError) as exc:
-            print(f"agentguard aibom: {args.vulns}: {exc}", file=sys.stderr)
-            return 2
+            result = reachability(data, loaded_names(document))
+        except ValueError as exc:
+            raise ValueError(f"{args.vulns}: {exc}") from None
         report = [result.summary()]
-        report.extend(f"  LOADED          {p.name} {p.version or ''}: {', '.join(p.vulnerabilities)}"
-                      for p in result.loaded)
-        report.extend(f"  installed-only  {p.name} {p.version or ''}: "
-                      f"{', '.join(p.vulnerabilities)}" for p in result.installed_only)
+        report.extend(printable(f"  LOADED          {p.name} {p.version or ''}: "
+                                f"{', '.join(p.vulnerabilities)}") for p in result.loaded)
+        report.extend(printable(f"  installed-only  {p.name} {p.version or ''}: "
+                                f"{', '.join(p.vulnerabilities)}") for p in result.installed_only)
         if args.format == "table":
             text = text + "\n\n" + "\n".join(report)
         else:
@@ -254,6 +341,8 @@ def _aibom(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, text: str) -> int:
     if args.output:
+        if os.path.isdir(args.output):
+            raise ValueError(f"--output {args.output}: is a directory; name a file")
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text + "\n")
     else:
@@ -292,6 +381,8 @@ def render_agents(agents: list[dict[str, Any]]) -> str:
     """A plain-text table of the agents whose inventories a collector keeps."""
     import datetime
 
+    from agentguard.aibom._text import printable
+
     header = ("ID", "AGENT", "ENTRIES", "LAST UPDATE", "STATE")
     rows = []
     for agent in agents:
@@ -300,7 +391,8 @@ def render_agents(agents: list[dict[str, Any]]) -> str:
         state = "exited" if agent["final"] else "running"
         if agent["gaps"]:
             state += f", {agent['gaps']} emissions missed"
-        rows.append((f"#{agent['id']}", f"{agent['service']}@{agent['host']}:{agent['pid']}",
+        rows.append((f"#{agent['id']}",
+                     printable(f"{agent['service']}@{agent['host']}:{agent['pid']}"),
                      str(agent["entries"]), last, state))
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(5)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header)).rstrip()]
