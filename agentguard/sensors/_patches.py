@@ -18,6 +18,9 @@ the child's pid. So the spawn entry points are wrapped with ``wrapt``:
 * ``pickle.load`` / ``pickle.loads`` and, once imported, ``joblib.load`` and ``torch.load``:
   they mark a load in progress, so what a payload does while it is deserialised is attributed
   to the file (the audit events of the load itself come from the hook).
+* once imported, loaders that open the model file in native code, where no ``open`` audit event
+  is raised: ``safetensors``' ``safe_open`` and its ``load_file`` functions, ONNX Runtime's
+  ``InferenceSession`` and llama.cpp's ``Llama``. They report the file as a model load.
 * ``asyncio`` ``BaseEventLoop.getaddrinfo``: it resolves in the default executor, where the
   task's context is lost; the wrapper runs the lookup in a copy of the caller's context.
 * ``importlib._bootstrap._gcd_import``: ``importlib.import_module`` (however it was imported)
@@ -67,7 +70,7 @@ from agentguard._errors import internal_error
 from agentguard.sensors import _state
 from agentguard.sensors._emit import OperationBlocked, add_child_pid, write_span_event
 from agentguard.sensors._hook import report_import, report_model_load, run_handler
-from agentguard.sensors._models import Load
+from agentguard.sensors._models import Load, current_load
 from agentguard.sensors._propagation import child_environment, identity
 from agentguard.sensors._tamper import ours
 
@@ -335,6 +338,35 @@ def _model_loader(format: str, source: str, keyword: str) -> Wrapper:
     return load_model
 
 
+def _native_loader(format: str, source: str, keyword: str) -> Wrapper:
+    """A wrapper for a loader that opens the model file in native code (the hook sees no
+    ``open``): ``safetensors.safe_open``, ``onnxruntime.InferenceSession``, ``llama_cpp.Llama``.
+
+    Only a path names a file: ONNX Runtime also takes the model's bytes, which are left alone.
+    """
+
+    def load_native_model(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> Any:
+        guard = _sensor_guard()
+        if guard is None:
+            return wrapped(*args, **kwargs)
+        target = args[0] if args else kwargs.get(keyword)
+        path = _file_path(target) if isinstance(target, (str, os.PathLike)) else None
+        if path is None:
+            return wrapped(*args, **kwargs)
+        current = current_load()
+        if current is not None and current.reported and current.path == path:
+            return wrapped(*args, **kwargs)  # safe_open inside load_file: one load, reported
+        load = Load(path, format, source)
+        if os.path.isfile(path):
+            run_handler(guard, source, report_model_load, path, format, source)
+            load.reported = True
+        return _loading(load, wrapped, args, kwargs)
+
+    load_native_model.__name__ = f"load_native_model_{format}"
+    return load_native_model
+
+
 # -- thread pools ---------------------------------------------------------------------------------
 
 # Modules whose threads serve a pool: they never keep their starter's context (the first caller
@@ -405,12 +437,27 @@ def _thread_pool_class() -> Any:
     return getattr(module, "ThreadPool", ()) if module is not None else ()
 
 
+# safetensors opens and maps the file in Rust. safe_open is what every load goes through; each
+# framework module binds its own name for it at import (wrapped there too, when it was imported
+# before the sensor started) and has its own load_file (the loader named in the event).
+_SAFE_OPEN = _native_loader("safetensors", "safetensors.safe_open", "filename")
+_SAFETENSORS_MODULES = ("numpy", "torch", "flax", "tensorflow", "paddle", "mlx")
+
 # Wrapped when imported: module -> (owner inside the module, "" for the module itself, attribute,
 # wrapper).
 _LOADERS: dict[str, tuple[tuple[str, str, Wrapper], ...]] = {
     # Each library's public entry point for reading a model file.
     "joblib": (("", "load", _model_loader("joblib", "joblib.load", "filename")),),
     "torch": (("", "load", _model_loader("pytorch", "torch.load", "f")),),
+    "safetensors": (("", "safe_open", _SAFE_OPEN),),
+    **{f"safetensors.{name}": (
+        ("", "load_file", _native_loader("safetensors", f"safetensors.{name}.load_file",
+                                         "filename")),
+        ("", "safe_open", _SAFE_OPEN)) for name in _SAFETENSORS_MODULES},
+    # Classes: their __init__ (the class itself stays a class for isinstance and subclasses).
+    "onnxruntime": (("InferenceSession", "__init__",
+                     _native_loader("onnx", "onnxruntime.InferenceSession", "path_or_bytes")),),
+    "llama_cpp": (("Llama", "__init__", _native_loader("gguf", "llama_cpp.Llama", "model_path")),),
     "multiprocessing.pool": tuple(("Pool", name, _pool_task)
                                   for name in ("apply_async", "_map_async", "imap",
                                                "imap_unordered")),
@@ -533,6 +580,8 @@ def _wrap(owner: Any, attribute: str, wrapper: Wrapper) -> None:
         getattr(owner, attribute, None)
     if original is None:
         return
+    if any(original is wrapped for _, _, _, wrapped in _state.patches):
+        return  # a name bound to one of ours already (``from safetensors import safe_open``)
     wrapped = wrapt.FunctionWrapper(original, wrapper)
     setattr(owner, attribute, wrapped)
     _state.patches.append((owner, attribute, original, wrapped))
