@@ -178,7 +178,7 @@ def _incidents(args: argparse.Namespace) -> int:
         if not incidents:
             print("agentguard collector: no incidents to report", file=sys.stderr)
             return 1
-        with open(args.html, "w", encoding="utf-8") as handle:
+        with open(args.html, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(incident_html(incidents))
         print(f"wrote {args.html} ({len(incidents)} incident(s))")
         return 0
@@ -260,7 +260,7 @@ def _incidents_report(args: argparse.Namespace) -> int:
 
     page = incident_html([incident])
     try:
-        with open(args.output, "w", encoding="utf-8") as handle:
+        with open(args.output, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(page)
     except OSError as exc:
         print(f"agentguard incidents: cannot write {args.output}: {exc.strerror}", file=sys.stderr)

@@ -38,15 +38,19 @@ _MAX_EVENTS_PER_SPAN = 256
 _MAX_FORWARDED_IDS = 200_000
 _STATUS_EVERY = 1.0
 _PRUNE_EVERY = 60.0
-# Bytes of OTLP request bodies (after inflation) waiting for the core thread. A parsed request
-# takes two to four times its wire size in memory; a count of requests alone bounds nothing,
-# since each may be up to max_request_bytes.
-_MAX_QUEUE_BYTES = 32 * 1024 * 1024
-# How long `run` lets a stop drain the queue, and the part of a stop's time (at most half) kept
-# for the core to finish the request it is storing, and commit, once what it has not reached is
-# given up: a request of max_request_bytes takes the core seconds.
-_STOP_TIMEOUT = 10.0
+# The part of a stop's time (at most half) kept for the core to finish the request it is storing,
+# and commit, once what it has not reached is given up: a request of max_request_bytes takes the
+# core seconds.
 _STOP_GRACE = 5.0
+# The core commits after this much work (seconds) or this many span requests, not only when its
+# queue runs empty: under a backlog that keeps the queue from emptying, everything stored since
+# would otherwise sit in one transaction that a kill, or a stop that leaves the core behind, rolls
+# back. Measured on a backlog of 200,000 spans, storing costs the same CPU either way.
+_COMMIT_EVERY = 0.5
+_COMMIT_EVERY_REQUESTS = 64
+# The counters that add up to the snapshot's "dropped" (see Collector.snapshot).
+_DROPPED_HERE = ("events_dropped", "requests_dropped", "spans_dropped", "spans_lost_at_stop")
+_DROPPED_FORWARD = ("forward_dropped", "forward_too_large", "forward_lost_at_stop")
 # The span name of an agent's runtime AI-BOM (agentguard.aibom._wire.SPAN_NAME).
 _AIBOM_SPAN = "agentguard.aibom"
 # Environment markers of a process that reports to a collector (set by `agentguard run` and by
@@ -176,7 +180,11 @@ class Collector:
         self.metrics: Any = None
         self._queue = _CoreQueue()
         # Bytes of span requests the queue may hold (see _CoreQueue.put_request).
-        self.max_queue_bytes = _MAX_QUEUE_BYTES
+        self.max_queue_bytes = settings.max_queue_bytes
+        # What the core stored since its last commit (its own; read by a stop for its log).
+        self._last_commit = 0.0
+        self._uncommitted_requests = 0
+        self._uncommitted_spans = 0
         self._stop_lock = threading.Lock()
         self._stop_started = False
         self._stored_all = True
@@ -207,7 +215,7 @@ class Collector:
             "events": 0, "events_dropped": 0, "spans_received": 0, "requests_dropped": 0,
             "findings": 0, "library_findings": 0, "reattributed": 0, "late_spans_forwarded": 0,
             "late_spans_resource_lost": 0,
-            "discovered": 0, "own_traffic": 0,
+            "discovered": 0, "own_traffic": 0, "spans_dropped": 0,
             "requests_over_queue_bytes": 0, "requests_lost_at_stop": 0, "spans_lost_at_stop": 0,
         }
 
@@ -234,7 +242,7 @@ class Collector:
             grpc_address=None if settings.otlp_grpc == "off" else settings.otlp_grpc,
             http_address=None if settings.otlp_http == "off" else settings.otlp_http,
             token=settings.token, max_request_bytes=settings.max_request_bytes,
-            health=self.healthy,
+            health=self.healthy, request_timeout=settings.request_timeout,
         )
         try:
             self.receiver.start()
@@ -247,7 +255,9 @@ class Collector:
         if settings.forward:
             from agentguard.collector.forward import Forwarder
 
-            self.forwarder = Forwarder(settings.forward, max_queue=settings.forward_queue)
+            self.forwarder = Forwarder(settings.forward, max_queue=settings.forward_queue,
+                                       max_queue_bytes=settings.forward_queue_bytes,
+                                       max_batch_bytes=settings.forward_max_batch_bytes)
             self.forwarder.start()
         self._core = threading.Thread(target=self._run_core, name="agentguard-collector-core",
                                       daemon=True)
@@ -335,14 +345,17 @@ class Collector:
         sensor_ok = self.sensor is None or self.sensor.healthy
         return core is not None and core.is_alive() and sensor_ok
 
-    def stop(self, timeout: float = 10.0) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop taking input, resolve what is waiting, store and forward it, and close.
 
         Returns ``False`` when spans already accepted could not all be stored within ``timeout``
-        seconds: requests the core had not reached by then are dropped, logged and counted
-        (``requests_lost_at_stop``, ``spans_lost_at_stop``). The store is never closed under a
-        core thread still at work: the core closes it when it is done.
+        seconds (default: the ``stop_timeout`` setting): requests the core had not reached by then
+        are dropped, logged and counted (``requests_lost_at_stop``, ``spans_lost_at_stop``). The
+        store is never closed under a core thread still at work: the core closes it when it is
+        done.
         """
+        if timeout is None:
+            timeout = self.settings.stop_timeout
         with self._stop_lock:
             again = self._stop_started
             self._stop_started = True
@@ -368,6 +381,9 @@ class Collector:
                 core.join(max(0.0, deadline - time.monotonic()))
         if self.forwarder is not None:
             self.forwarder.stop(timeout=min(5.0, timeout))
+        # Counted before the metrics' last export, so the loss is exported too: requests the core
+        # has not taken by now are counted as it takes them, so these totals no longer change.
+        lost = self._count_loss()
         if self.metrics is not None:
             try:
                 self.metrics.shutdown()
@@ -375,7 +391,7 @@ class Collector:
                 internal_error("collector metrics shutdown", exc)
         with self._store_lock:
             busy = core is not None and core.is_alive() and not self._core_done
-            self._stored_all = self._report_loss(timeout, busy) and not busy
+            self._stored_all = self._report_loss(lost, timeout, busy) and not busy
             if busy:
                 self._store_left_to_core = True
             elif core is not None:
@@ -383,21 +399,28 @@ class Collector:
         self._stopped.set()
         return self._stored_all
 
-    def _report_loss(self, timeout: float, busy: bool) -> bool:
-        """Count and log the accepted requests a stop did not store; ``True`` if there are none."""
+    def _count_loss(self) -> tuple[int, int]:
+        """Count the accepted requests (and their spans) a stop did not store."""
         queue = self._queue
         requests = queue.lost_requests + queue.requests
         spans = queue.lost_spans + queue.spans
         self.counters["requests_lost_at_stop"] = requests
         self.counters["spans_lost_at_stop"] = spans
+        return requests, spans
+
+    def _report_loss(self, lost: tuple[int, int], timeout: float, busy: bool) -> bool:
+        """Log what a stop did not store; ``True`` if nothing was lost."""
+        requests, spans = lost
         if requests:
             logger.error("agentguard collector: %d accepted request(s) (%d spans) were not stored: "
                          "the queue was not drained within the %gs the stop allows",
                          requests, spans, timeout)
         if busy:
             logger.error("agentguard collector: the core thread is still storing after %gs; the "
-                         "database is left to it, and a process that exits now loses what it "
-                         "stored since its last commit (not counted above)", timeout)
+                         "database is left to it, and a process that exits before it is done "
+                         "loses what it stored since its last commit (now %d request(s), %d spans; "
+                         "not counted above)", timeout, self._uncommitted_requests,
+                         self._uncommitted_spans)
         return not requests
 
     def _close_store(self) -> None:
@@ -419,9 +442,10 @@ class Collector:
             if self._store_left_to_core:
                 self._close_store()
 
-    def run(self, *, stop_timeout: float = _STOP_TIMEOUT) -> int:
+    def run(self, *, stop_timeout: float | None = None) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status: 1 when the core thread died or
-        when spans already accepted could not all be stored within ``stop_timeout``."""
+        when spans already accepted could not all be stored within ``stop_timeout`` (default:
+        the setting)."""
         stop = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -550,17 +574,17 @@ class Collector:
                 if now - last_prune >= _PRUNE_EVERY:
                     last_prune = now
                     self._prune()
-                self.store.commit()
+                self._commit()
             except Exception as exc:
                 internal_error("collector core", exc)
                 try:
-                    self.store.commit()
+                    self._commit()
                 except Exception as err:
                     internal_error("collector commit", err)
             if self._stopping.is_set() and not self._queue:
                 try:
                     self._finalize(self.correlator.expire(everything=True))
-                    self.store.commit()
+                    self._commit()
                 except Exception as exc:
                     internal_error("collector drain", exc)
                 self._core_exit()
@@ -609,6 +633,7 @@ class Collector:
                     self._finalize(resolved)
                     resolved = []
                     self._handle_spans(*item)
+                    self._commit_when_due()
                 elif kind == "watch":
                     self.correlator.register_agent(item, None)
                 else:
@@ -616,15 +641,32 @@ class Collector:
             resolved.extend(self.correlator.take_forced())
             self._finalize(resolved)
             if markers:
-                assert self.store is not None
-                self.store.commit()
+                self._commit()
                 for marker in markers:
                     marker.set()
+            else:
+                self._commit_when_due()
+
+    def _commit(self) -> None:
+        """Commit what the core stored (core thread only)."""
+        assert self.store is not None
+        self.store.commit()
+        self._last_commit = time.monotonic()
+        self._uncommitted_requests = self._uncommitted_spans = 0
+
+    def _commit_when_due(self) -> None:
+        """Commit when the last commit is ``_COMMIT_EVERY`` seconds or ``_COMMIT_EVERY_REQUESTS``
+        span requests ago."""
+        if self._uncommitted_requests >= _COMMIT_EVERY_REQUESTS or \
+                time.monotonic() - self._last_commit >= _COMMIT_EVERY:
+            self._commit()
 
     def _handle_spans(self, request: ExportRequest, peer: str | None) -> None:
         assert self.store is not None
         spans = list(span_infos(request))
         self.counters["spans_received"] += len(spans)
+        self._uncommitted_requests += 1
+        self._uncommitted_spans += len(spans)
         # Per request: the host pid of each reported one, and the agents looked at already.
         hosts: dict[int, int | None] = {}
         seen: set[int] = set()
@@ -650,8 +692,7 @@ class Collector:
                 continue
             kept.append(span)
         dropped += self.store.add_spans(kept)
-        if dropped:
-            self.counters["spans_dropped"] = self.counters.get("spans_dropped", 0) + dropped
+        self.counters["spans_dropped"] += dropped
         for span in kept:
             for step, where in ((self._inventories, "collector aibom inventory"),
                                 (self._library_findings, "collector library finding")):
@@ -858,8 +899,15 @@ class Collector:
         correlator = self.correlator.stats()
         receiver = self.receiver.counters if self.receiver is not None else {}
         forward = self.forwarder.stats() if self.forwarder is not None else {}
-        dropped = self.counters["events_dropped"] + self.counters["requests_dropped"] + \
-            forward.get("forward_dropped", 0)
+        counters = self.counters
+        # What the collector dropped itself (the backend's failures are forward_failed): kernel
+        # events and span requests refused by a full queue (requests_over_queue_bytes is part of
+        # requests_dropped), spans the store refused, accepted spans a stop could not store
+        # (spans_lost_at_stop; requests_lost_at_stop counts the same loss by request), and spans
+        # not forwarded: a full forward queue (forward_over_queue_bytes is part of
+        # forward_dropped), too large for any export, still queued at the stop.
+        dropped = sum(counters[key] for key in _DROPPED_HERE) + \
+            sum(forward.get(key, 0) for key in _DROPPED_FORWARD)
         return {
             **self.counters,
             "lost": sensor_stats.get("lost", 0),
@@ -872,7 +920,12 @@ class Collector:
             "ambiguous": correlator["ambiguous"],
             "pending": correlator["pending"],
             "agents": correlator["agents"],
+            "agents_replaced": correlator["agents_replaced"],
+            "agents_evicted": correlator["agents_evicted"],
             "dropped": dropped,
+            # Span requests accepted and waiting for the core thread, and their bytes.
+            "queued_requests": self._queue.requests,
+            "queued_request_bytes": self._queue.request_bytes,
             "requests": receiver.get("requests", 0),
             "requests_rejected": sum(v for k, v in receiver.items()
                                      if k not in ("requests", "accepted")),

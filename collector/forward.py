@@ -1,6 +1,7 @@
 """Sends enriched spans onward by OTLP (HTTP/protobuf or gRPC) from a bounded queue.
 
-The queue never blocks the collector: past its size a batch is dropped and counted. Queued requests
+The queue never blocks the collector: past its size in requests or in serialized bytes a request is
+dropped and counted (one request is always taken while the queue is empty). Queued requests
 are merged into exports of at most ``max_batch_bytes`` serialized bytes (a request larger than that
 is cut into pieces by span); an export the backend refuses as too large (HTTP 413, gRPC
 ``RESOURCE_EXHAUSTED`` without retry advice) is split in halves and sent again, and a single span
@@ -28,6 +29,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from agentguard import semconv
 from agentguard._errors import internal_error
+from agentguard.collector.settings import DEFAULT_FORWARD_QUEUE_BYTES, DEFAULT_MAX_BATCH_BYTES
 
 __all__ = ["DEFAULT_MAX_BATCH_BYTES", "AgentResources", "Forwarder", "ResourceKey"]
 
@@ -37,10 +39,6 @@ _RETRYABLE_HTTP = {429, 502, 503, 504}
 _TOO_LARGE_HTTP = 413
 _ATTEMPTS = 4
 _TIMEOUT = 10.0
-# OTLP receivers refuse a request above 4 MiB by default (gRPC's receive limit, kept by the
-# OpenTelemetry Collector, Jaeger and this collector's own receiver); the headroom covers the
-# gRPC frame and proxies that count more than the body.
-DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024
 # Queued requests merged into one round of exports at most.
 _MAX_MERGE = 32
 # The merge limit learned from refusals stays above this, so one odd refusal (a proxy's) cannot
@@ -159,19 +157,23 @@ class Forwarder:
     """One background thread exporting queued OTLP requests to ``url``."""
 
     def __init__(self, url: str, *, max_queue: int = 2048, headers: dict[str, str] | None = None,
-                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+                 max_queue_bytes: int = DEFAULT_FORWARD_QUEUE_BYTES) -> None:
         if max_batch_bytes < 1024:
             raise ValueError(f"max_batch_bytes must be at least 1024, got {max_batch_bytes}")
         self.url = url
         self.headers = dict(headers or {})
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.max_batch_bytes = max_batch_bytes
         # Below max_batch_bytes once the backend refused an export as too large: about half the
         # refused size, so later exports stop sending what it will refuse. A single span is
         # still tried alone up to max_batch_bytes.
         self._merge_limit = max_batch_bytes
-        self._queue: collections.deque[trace_service_pb2.ExportTraceServiceRequest] = \
+        # Each queued request with its serialized size, and the sum of those sizes.
+        self._queue: collections.deque[tuple[trace_service_pb2.ExportTraceServiceRequest, int]] = \
             collections.deque()
+        self._queue_bytes = 0
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -179,8 +181,11 @@ class Forwarder:
         self._grpc_call: Any = None
         self._warned_refused = False
         self._warned_dropped = False
+        self._warned_full = False
+        # forward_over_queue_bytes: the spans of forward_dropped refused by the byte budget.
         self.counters = {"forwarded_spans": 0, "forward_dropped": 0, "forward_failed": 0,
-                         "forward_requests": 0, "forward_splits": 0, "forward_too_large": 0}
+                         "forward_requests": 0, "forward_splits": 0, "forward_too_large": 0,
+                         "forward_over_queue_bytes": 0, "forward_lost_at_stop": 0}
         parsed = urllib.parse.urlsplit(url)
         self.scheme = parsed.scheme
         self.host = parsed.hostname or "127.0.0.1"
@@ -194,27 +199,53 @@ class Forwarder:
         self._thread.start()
 
     def submit(self, request: trace_service_pb2.ExportTraceServiceRequest) -> bool:
-        """Queue a request; ``False`` (and counted) when the queue is full."""
+        """Queue a request; ``False`` (its spans counted as dropped) when the queue is full by
+        count or by bytes. One request is always taken while none waits, so a budget below the
+        size of a request still lets every request through in turn."""
+        size = request.ByteSize()
         with self._wake:
-            if len(self._queue) >= self.max_queue:
-                self.counters["forward_dropped"] += _span_count(request)
+            over_bytes = bool(self._queue) and self._queue_bytes + size > self.max_queue_bytes
+            if over_bytes or len(self._queue) >= self.max_queue:
+                spans = _span_count(request)
+                self.counters["forward_dropped"] += spans
+                if over_bytes:
+                    self.counters["forward_over_queue_bytes"] += spans
+                if not self._warned_full:
+                    self._warned_full = True
+                    logger.warning("agentguard collector: the queue of spans bound for %s is full "
+                                   "(%s); dropping what does not fit (counted as forward_dropped; "
+                                   "logged once)", self.url,
+                                   f"{self.max_queue_bytes} bytes" if over_bytes else
+                                   f"{self.max_queue} requests")
                 return False
-            self._queue.append(request)
+            self._queue.append((request, size))
+            self._queue_bytes += size
             self._wake.notify()
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``), then stop."""
+        """Send what is queued (within ``timeout``), then stop; what is still queued then is
+        counted (``forward_lost_at_stop``) and logged."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._wake:
+            left = sum(_span_count(request) for request, _ in self._queue)
+            self._queue.clear()
+            self._queue_bytes = 0
+        if left:
+            self.counters["forward_lost_at_stop"] += left
+            logger.error("agentguard collector: %d span(s) bound for %s were not sent within the "
+                         "%gs the stop allows (counted as forward_lost_at_stop)", left, self.url,
+                         timeout)
         if self._grpc_channel is not None:
             self._grpc_channel.close()
 
     def stats(self) -> dict[str, int]:
-        return {**self.counters, "forward_queue": len(self._queue)}
+        return {**self.counters, "forward_queue": len(self._queue),
+                "forward_queued_bytes": self._queue_bytes}
 
     def _run(self) -> None:
         while True:
@@ -224,7 +255,11 @@ class Forwarder:
                 if not self._queue and self._stopping:
                     return
                 # Serializing happens outside the lock, so submit() never waits on it.
-                taken = [self._queue.popleft() for _ in range(min(_MAX_MERGE, len(self._queue)))]
+                taken: list[trace_service_pb2.ExportTraceServiceRequest] = []
+                for _ in range(min(_MAX_MERGE, len(self._queue))):
+                    request, size = self._queue.popleft()
+                    self._queue_bytes -= size
+                    taken.append(request)
             try:
                 batches = self._pack(taken)
             except Exception as exc:

@@ -14,8 +14,42 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.events.correlated": (
         "correlated", "kernel events joined to an agent span", "{event}"),
     "agentguard.collector.events.dropped": (
-        "dropped", "events and spans the collector dropped (full queues)", "{event}"),
+        "dropped", "events, requests and spans the collector dropped itself (full queues, the "
+        "store, a stop, the export bound): the sum of the causes counted below; failed exports "
+        "are forward.failed", "{item}"),
+    "agentguard.collector.events.refused": (
+        "events_dropped", "kernel events dropped by the full queue to the core thread", "{event}"),
     "agentguard.collector.spans": ("spans_received", "agent spans received by OTLP", "{span}"),
+    "agentguard.collector.spans.dropped": (
+        "spans_dropped", "agent spans the store could not take (left out alone)", "{span}"),
+    "agentguard.collector.spans.lost_at_stop": (
+        "spans_lost_at_stop", "accepted spans a stop could not store in time", "{span}"),
+    "agentguard.collector.requests.refused": (
+        "requests_dropped", "OTLP requests told to retry later (queue full by count or bytes, or "
+        "stopping)", "{request}"),
+    "agentguard.collector.requests.over_queue_bytes": (
+        "requests_over_queue_bytes", "OTLP requests refused by the queue's byte budget",
+        "{request}"),
+    "agentguard.collector.requests.lost_at_stop": (
+        "requests_lost_at_stop", "accepted OTLP requests a stop could not store in time",
+        "{request}"),
+    "agentguard.collector.forward.spans": ("forwarded_spans", "spans sent onward", "{span}"),
+    "agentguard.collector.forward.dropped": (
+        "forward_dropped", "spans not forwarded: the forward queue was full", "{span}"),
+    "agentguard.collector.forward.over_queue_bytes": (
+        "forward_over_queue_bytes", "spans not forwarded: the forward queue's byte budget",
+        "{span}"),
+    "agentguard.collector.forward.too_large": (
+        "forward_too_large", "spans not forwarded: too large for any export", "{span}"),
+    "agentguard.collector.forward.failed": (
+        "forward_failed", "spans whose export failed after retries", "{span}"),
+    "agentguard.collector.forward.lost_at_stop": (
+        "forward_lost_at_stop", "spans still queued for forwarding when the stop ended", "{span}"),
+    "agentguard.collector.agents.replaced": (
+        "agents_replaced", "agents succeeded by a new process on the same pid", "{agent}"),
+    "agentguard.collector.agents.evicted": (
+        "agents_evicted", "agents forgotten: exited longer than the hold window ago, or past "
+        "the bound on agents kept", "{agent}"),
     "agentguard.collector.findings": ("findings", "findings stored", "{finding}"),
     "agentguard.collector.sensor.restarts": ("sensor_restarts", "kernel sensor restarts", "{restart}"),
 }

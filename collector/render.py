@@ -2,6 +2,8 @@
 
 Everything shown may come from an attacker (prompts, arguments, file names), so the HTML page
 escapes every value and loads nothing from anywhere; the terminal output escapes rich markup.
+File and program names that are not UTF-8 (kept exactly in the store, as surrogate escapes) are
+shown with their odd bytes written ``\\xff``, in both.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from agentguard.collector.incidents import Incident, ProcessNode
+from agentguard.collector.store import printable_text
 
 __all__ = ["BASE_CSS", "escape_html", "html_page", "incident_html", "print_events",
            "print_incident", "print_incidents", "print_status", "severity_badge"]
@@ -34,12 +37,31 @@ def _time(ts_ns: int | None) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def _text(value: str) -> str:
+    """``value`` for the terminal: printable (no surrogates, which no encoding of a terminal
+    takes) and with rich markup escaped."""
+    return escape(printable_text(value))
+
+
 def _short(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 # -- terminal ------------------------------------------------------------------------------
+
+# The counters of `collector status`, in order: what came in; "dropped" and its causes (the
+# *_over_queue_bytes counters are parts of the one before them, requests_lost_at_stop counts the
+# loss of spans_lost_at_stop by request); what was found and watched; forwarding.
+_STATUS_COUNTERS = (
+    "events", "lost", "correlated", "unattributed", "ambiguous", "pending",
+    "dropped", "events_dropped", "requests_dropped", "requests_over_queue_bytes", "spans_dropped",
+    "requests_lost_at_stop", "spans_lost_at_stop", "forward_dropped", "forward_over_queue_bytes",
+    "forward_too_large", "forward_lost_at_stop",
+    "spans_received", "findings", "library_findings", "watched_processes", "watched_roots",
+    "agents", "agents_replaced", "agents_evicted", "sensor_restarts", "sensor_gaps", "requests",
+    "requests_rejected", "forwarded_spans", "forward_failed", "forward_queue",
+)
 
 
 def print_status(console: Console, status: dict[str, Any], alive: bool) -> None:
@@ -49,33 +71,30 @@ def print_status(console: Console, status: dict[str, Any], alive: bool) -> None:
     if state == "running" and not alive:
         state = "not running (stale status)"
     table = Table(show_header=False, box=None)
-    table.add_row("state", escape(state))
+    table.add_row("state", _text(state))
     table.add_row("pid", str(collector.get("pid")))
     table.add_row("started", _time(collector.get("started_ns")))
     table.add_row("last update", _time(updated))
-    table.add_row("sensor", escape(f"{collector.get('sensor')} "
-                                   f"({'healthy' if collector.get('sensor_healthy') else 'NOT healthy'})"))
+    table.add_row("sensor", _text(f"{collector.get('sensor')} "
+                                  f"({'healthy' if collector.get('sensor_healthy') else 'NOT healthy'})"))
     if collector.get("fallback_reason"):
-        table.add_row("why not eBPF", escape(str(collector["fallback_reason"])))
+        table.add_row("why not eBPF", _text(str(collector["fallback_reason"])))
     if collector.get("sensor_error"):
-        table.add_row("sensor error", escape(str(collector["sensor_error"])))
+        table.add_row("sensor error", _text(str(collector["sensor_error"])))
     for name, address in (collector.get("endpoints") or {}).items():
-        table.add_row(name, escape(address))
-    table.add_row("forward", escape(str(collector.get("forward") or "-")))
-    table.add_row("database", escape(str(collector.get("db"))))
+        table.add_row(name, _text(address))
+    table.add_row("forward", _text(str(collector.get("forward") or "-")))
+    table.add_row("database", _text(str(collector.get("db"))))
     console.print(Panel(table, title="agentguard collector"))
     if collector.get("sensor") != "ebpf" and collector.get("blind_spots"):
         console.print("[bold yellow]This sensor cannot see:[/]")
         for item in collector["blind_spots"]:
-            console.print(f"  • {escape(item)}")
+            console.print(f"  • {_text(item)}")
     counters = collector.get("counters") or {}
     counts = Table("counter", "value", title="counters")
-    for key in ("events", "lost", "correlated", "unattributed", "ambiguous", "dropped", "pending",
-                "spans_received", "findings", "library_findings", "watched_processes",
-                "watched_roots", "agents", "sensor_restarts", "sensor_gaps", "requests",
-                "requests_rejected", "forwarded_spans", "forward_dropped"):
+    for key in _STATUS_COUNTERS:
         if key in counters:
-            counts.add_row(key, str(counters[key]))
+            counts.add_row(key, _text(str(counters[key])))
     console.print(counts)
 
 
@@ -89,9 +108,9 @@ def print_events(console: Console, events: Sequence[dict[str, Any]]) -> None:
         seen = event.get("seen_by_library")
         table.add_row(
             _time(event["ts_ns"]), str(event["pid"]), str(event["tid"] or ""),
-            escape(_short(_event_text(event), 80)), escape(str(event.get("conversation_id") or "")),
-            str(event.get("turn") if event.get("turn") is not None else ""), escape(where),
-            escape(event["attribution"]), "" if seen is None else ("yes" if seen else "[red]no[/]"),
+            _text(_short(_event_text(event), 80)), _text(str(event.get("conversation_id") or "")),
+            str(event.get("turn") if event.get("turn") is not None else ""), _text(where),
+            _text(event["attribution"]), "" if seen is None else ("yes" if seen else "[red]no[/]"),
         )
     console.print(table)
 
@@ -127,26 +146,26 @@ def print_incidents(console: Console, incidents: Iterable[dict[str, Any]]) -> No
                   title="incidents")
     for row in incidents:
         style = _SEVERITY_STYLE.get(row["severity"], "")
-        table.add_row(row["id"], f"[{style}]{row['severity']}[/]", escape(_short(row["title"], 70)),
-                      escape(str(row.get("agent") or "")),
-                      escape(str(row.get("conversation_id") or row.get("trace_id") or "")),
+        table.add_row(row["id"], f"[{style}]{row['severity']}[/]", _text(_short(row["title"], 70)),
+                      _text(str(row.get("agent") or "")),
+                      _text(str(row.get("conversation_id") or row.get("trace_id") or "")),
                       str(row["findings"]), _time(row["last_ns"]))
     console.print(table)
 
 
 def _tree(node: ProcessNode, tree: Tree) -> None:
-    label = f"[bold]{node.pid}[/] {escape(_short(' '.join(node.argv) or node.exe or '?', 100))}"
+    label = f"[bold]{node.pid}[/] {_text(_short(' '.join(node.argv) or node.exe or '?', 100))}"
     if node.tool:
-        label += f"  [dim]tool {escape(node.tool)}[/]"
+        label += f"  [dim]tool {_text(node.tool)}[/]"
     if node.kernel_only:
         label += "  [red]kernel-only[/]"
     branch = tree.add(label)
     for target in node.connections[:10]:
-        branch.add(f"[magenta]connect {escape(target)}[/]")
+        branch.add(f"[magenta]connect {_text(target)}[/]")
     for path in node.files[:10]:
-        branch.add(f"[yellow]open {escape(path)}[/]")
+        branch.add(f"[yellow]open {_text(path)}[/]")
     for query in node.dns[:10]:
-        branch.add(f"[blue]dns {escape(query)}[/]")
+        branch.add(f"[blue]dns {_text(query)}[/]")
     if node.bytes_sent:
         branch.add(f"sent {node.bytes_sent} bytes")
     for child in node.children:
@@ -155,21 +174,21 @@ def _tree(node: ProcessNode, tree: Tree) -> None:
 
 def print_incident(console: Console, incident: Incident) -> None:
     style = _SEVERITY_STYLE.get(incident.severity, "")
-    console.print(Panel(escape(incident.narrative),
+    console.print(Panel(_text(incident.narrative),
                         title=f"{incident.id} [{style}]{incident.severity}[/] "
-                              f"{escape(_short(incident.title, 80))}"))
+                              f"{_text(_short(incident.title, 80))}"))
     if incident.trigger.get("text"):
         console.print(f"[bold]Turn {incident.trigger.get('turn')}:[/] "
-                      f"{escape(_short(incident.trigger['text'], 400))}")
+                      f"{_text(_short(incident.trigger['text'], 400))}")
     for item in incident.trigger.get("untrusted_content", []):
-        console.print(f"[bold]Untrusted ({escape(item['source'])}):[/] "
-                      f"{escape(_short(item['excerpt'], 400))}")
+        console.print(f"[bold]Untrusted ({_text(item['source'])}):[/] "
+                      f"{_text(_short(item['excerpt'], 400))}")
     timeline = Table("time", "what", "tool", "pid", "", title="timeline")
     for entry in incident.timeline:
         mark = f"[{_SEVERITY_STYLE.get(entry.severity or '', '')}]{entry.severity}[/]" \
             if entry.severity else ("[red]kernel-only[/]" if entry.kernel_only else "")
-        timeline.add_row(_time(entry.ts_ns), escape(_short(entry.title, 100)),
-                         escape(entry.tool or ""), str(entry.pid or ""), mark)
+        timeline.add_row(_time(entry.ts_ns), _text(_short(entry.title, 100)),
+                         _text(entry.tool or ""), str(entry.pid or ""), mark)
     console.print(timeline)
     if incident.processes:
         tree = Tree("processes")
@@ -179,8 +198,8 @@ def print_incident(console: Console, incident: Incident) -> None:
     findings = Table("severity", "rule", "title", "source", "evidence", title="findings")
     for finding in incident.findings:
         findings.add_row(f"[{_SEVERITY_STYLE.get(finding.severity, '')}]{finding.severity}[/]",
-                         escape(finding.rule_id), escape(_short(finding.title, 80)),
-                         finding.source, escape(_short(finding.evidence, 100)))
+                         _text(finding.rule_id), _text(_short(finding.title, 80)),
+                         _text(finding.source), _text(_short(finding.evidence, 100)))
     console.print(findings)
 
 
@@ -220,7 +239,7 @@ _KERNEL_ONLY = '<span class="kernel">kernel-only</span>'
 
 def escape_html(value: Any) -> str:
     """``value`` as text safe in HTML content and attribute values (None: empty)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape("" if value is None else printable_text(str(value)), quote=True)
 
 
 _e = escape_html

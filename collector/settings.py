@@ -9,9 +9,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["CollectorSettings", "SettingsError", "default_db_path", "load_settings", "parse_hostport"]
+__all__ = ["DEFAULT_FORWARD_QUEUE_BYTES", "DEFAULT_MAX_BATCH_BYTES", "CollectorSettings",
+           "SettingsError", "default_db_path", "load_settings", "parse_hostport"]
 
 ENV_PREFIX = "AGENTGUARD_COLLECTOR_"
+_MIB = 1024 * 1024
+# The forwarder's default bound on one export. OTLP receivers refuse a request above 4 MiB by
+# default (gRPC's receive limit, kept by the OpenTelemetry Collector, Jaeger and this collector's
+# own receiver); the headroom covers the gRPC frame and proxies that count more than the body.
+DEFAULT_MAX_BATCH_BYTES = 4 * _MIB - 64 * 1024
+# Serialized bytes of the requests waiting to be forwarded: what a backend outage may hold in
+# memory (a parsed request takes two to four times its serialized size).
+DEFAULT_FORWARD_QUEUE_BYTES = 64 * _MIB
 _LIST_FIELDS = {"watch_pids", "policy"}
 
 
@@ -55,6 +64,10 @@ class CollectorSettings(BaseModel):
     # Where enriched spans go: http(s)://host:port[/v1/traces] (OTLP/HTTP) or grpc://host:port.
     forward: str | None = None
     forward_queue: int = Field(2048, ge=1, le=1 << 20)
+    # A request may be up to max_request_bytes, so a count alone bounds nothing.
+    forward_queue_bytes: int = Field(DEFAULT_FORWARD_QUEUE_BYTES, ge=1024, le=16 * 1024 * _MIB)
+    # Largest export sent onward: most OTLP receivers refuse more than 4 MiB.
+    forward_max_batch_bytes: int = Field(DEFAULT_MAX_BATCH_BYTES, ge=1024, le=64 * _MIB)
     sensor: Literal["auto", "ebpf", "procfs", "none"] = "auto"
     bpftrace: str = "bpftrace"
     watch_pids: list[int] = Field(default_factory=list)
@@ -65,7 +78,13 @@ class CollectorSettings(BaseModel):
     discover_interval: float = Field(1.0, gt=0, le=60)
     poll_interval: float = Field(0.2, gt=0, le=60)
     hold_seconds: float = Field(10.0, ge=0, le=600)
-    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_request_bytes: int = Field(4 * _MIB, ge=1024, le=64 * _MIB)
+    # Bytes of request bodies (after inflation) waiting for the core thread.
+    max_queue_bytes: int = Field(32 * _MIB, ge=1024, le=16 * 1024 * _MIB)
+    # An HTTP request (line, headers, body) must arrive whole within this of its first byte.
+    request_timeout: float = Field(10.0, gt=0, le=600)
+    # How long a stop may take to store what was accepted before it gives up and counts the rest.
+    stop_timeout: float = Field(10.0, gt=0, le=3600)
     max_pending_events: int = Field(100_000, ge=100)
     queue_size: int = Field(65_536, ge=100)
     retention_days: float = Field(7.0, gt=0)

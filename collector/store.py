@@ -20,7 +20,7 @@ from agentguard.collector.model import Attribution, KernelEvent, SpanInfo
 from agentguard.findings import SEVERITY_ORDER, Finding
 
 __all__ = ["MAX_AIBOM_AGENTS", "MAX_AIBOM_ENTRIES", "SCHEMA_VERSION", "Store", "StoreError",
-           "StoredFinding"]
+           "StoredFinding", "printable_text"]
 
 SCHEMA_VERSION = 1
 # A conversation's findings separated by more than this start a new incident.
@@ -187,8 +187,10 @@ def _storable_json(text: str, value: Any) -> str:
         return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def _storable_text(text: str) -> str:
-    """A text column as SQLite can take it: surrogate-escaped bytes written ``\\xff``."""
+def printable_text(text: str) -> str:
+    """``text`` as valid UTF-8, for a text column, a terminal or a file: surrogate-escaped bytes
+    (a file name that is not UTF-8) written ``\\xff``, or every surrogate ``\\udXXX`` when one
+    of them stands for no byte."""
     if text.isascii():
         return text
     try:
@@ -403,7 +405,7 @@ class Store:
         self.begin()
         ts_ns = _time_ns(finding.timestamp)
         # The title may quote a file name that is not UTF-8 (the evidence keeps it exactly).
-        title = _storable_text(finding.title)
+        title = printable_text(finding.title)
         if title != finding.title:
             finding = finding.model_copy(update={"title": title})
         evidence = _json(finding.evidence)
