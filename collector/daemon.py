@@ -38,6 +38,13 @@ _MAX_EVENTS_PER_SPAN = 256
 _MAX_FORWARDED_IDS = 200_000
 _STATUS_EVERY = 1.0
 _PRUNE_EVERY = 60.0
+# An agent whose spans came from no process found on this node is looked for again after this
+# long, doubled on each miss up to _HOST_PID_RETRY_MAX: its process may not have been visible yet
+# (a container still being set up, two candidates until one connects to us), and an answer kept
+# for good would leave all its later spans unjoined. Each look walks /proc, hence the backoff.
+_HOST_PID_RETRY = 2.0
+_HOST_PID_RETRY_MAX = 60.0
+_MAX_AGENT_PIDS = 4096
 # The part of a stop's time (at most half) kept for the core to finish the request it is storing,
 # and commit, once what it has not reached is given up: a request of max_request_bytes takes the
 # core seconds.
@@ -209,13 +216,15 @@ class Collector:
         self._own_ports: frozenset[int] = frozenset()
         # (reported pid, peer address) → host pid (0: none here); host pid → namespaced.
         self._agent_pids: dict[tuple[int, str | None], int] = {}
+        # (reported pid, peer address) found nowhere → (when to look again, misses so far).
+        self._agent_pid_misses: dict[tuple[int, str | None], tuple[float, int]] = {}
         self._host_pids: collections.defaultdict[int, bool] = collections.defaultdict(bool)
         self.started_ns = 0
         self.counters = {
             "events": 0, "events_dropped": 0, "spans_received": 0, "requests_dropped": 0,
             "findings": 0, "library_findings": 0, "reattributed": 0, "late_spans_forwarded": 0,
             "late_spans_resource_lost": 0,
-            "discovered": 0, "own_traffic": 0, "spans_dropped": 0,
+            "discovered": 0, "own_traffic": 0, "spans_dropped": 0, "agents_not_found": 0,
             "requests_over_queue_bytes": 0, "requests_lost_at_stop": 0, "spans_lost_at_stop": 0,
         }
 
@@ -725,13 +734,18 @@ class Collector:
         self.watch(pid, f"agent {service or '?'} sent spans")
 
     def _host_pid(self, reported: int, service: str | None, peer: str | None) -> int | None:
-        """The host pid of the agent that reported ``reported`` from ``peer`` (cached)."""
+        """The host pid of the agent that reported ``reported`` from ``peer`` (cached; an agent
+        found nowhere is looked for again, with backoff)."""
         key = (reported, peer)
         cached = self._agent_pids.get(key)
         # Still the same answer while the process there has the reported pid in its own
         # namespace (a pid handed to a process in another container is not).
-        if cached is not None and (cached == 0 or (procfs.read_nspid(cached) or [0])[-1] == reported):
-            return cached or None
+        if cached and (procfs.read_nspid(cached) or [0])[-1] == reported:
+            return cached
+        miss = self._agent_pid_misses.get(key)
+        now = time.monotonic()
+        if cached == 0 and miss is not None and now < miss[0]:
+            return None
         found = procfs.host_pid(reported, peer, self._own_ports)
         if found is None and cached:
             # The agent is gone and no other took its place: these are its last spans (an
@@ -739,15 +753,24 @@ class Collector:
             # agent on the same pid is found then.
             return cached
         if found is None:
-            logger.info("agentguard collector: spans of %s (pid %d, from %s) come from no process "
-                        "on this node; they are kept but cannot be joined to kernel events",
-                        service or "?", reported, peer or "?")
+            misses = miss[1] + 1 if miss is not None else 1
+            if misses == 1:
+                logger.info("agentguard collector: spans of %s (pid %d, from %s) come from no "
+                            "process on this node; they are kept, and joined to kernel events "
+                            "once the process is found", service or "?", reported, peer or "?")
+            delay = min(_HOST_PID_RETRY_MAX, _HOST_PID_RETRY * 2 ** min(misses - 1, 16))
+            self._agent_pid_misses[key] = (now + delay, misses)
+            self.counters["agents_not_found"] += 1
+        else:
+            self._agent_pid_misses.pop(key, None)
         host, namespaced = found if found is not None else (0, False)
         self._agent_pids[key] = host
         if host:
             self._host_pids[-host] = namespaced
-        if len(self._agent_pids) > 4096:
+        if len(self._agent_pids) > _MAX_AGENT_PIDS:
             self._agent_pids.pop(next(iter(self._agent_pids)))
+        if len(self._agent_pid_misses) > _MAX_AGENT_PIDS:
+            self._agent_pid_misses.pop(next(iter(self._agent_pid_misses)))
         return host or None
 
     def _inventories(self, spans: list[SpanInfo]) -> None:

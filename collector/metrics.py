@@ -45,6 +45,9 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
         "forward_failed", "spans whose export failed after retries", "{span}"),
     "agentguard.collector.forward.lost_at_stop": (
         "forward_lost_at_stop", "spans still queued for forwarding when the stop ended", "{span}"),
+    "agentguard.collector.agents.not_found": (
+        "agents_not_found", "looks for the process that sent spans that found none on this node",
+        "{lookup}"),
     "agentguard.collector.agents.replaced": (
         "agents_replaced", "agents succeeded by a new process on the same pid", "{agent}"),
     "agentguard.collector.agents.evicted": (

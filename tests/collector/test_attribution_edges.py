@@ -228,6 +228,30 @@ def test_a_new_agent_on_a_reused_pid_is_watched_and_filed_under_itself(edges: Co
         {"pid": a["pid"], "service": a["service"]} for a in _status_agents(edges)], timeout=5)
 
 
+def test_an_agent_found_nowhere_at_first_is_joined_once_it_appears(
+        edges: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spans reporting a pid no process on the node has yet are kept and counted; once an agent
+    runs on that pid (a container still starting), it is looked for again, watched, and its
+    tool's child process is joined to its tool span."""
+    from agentguard.collector import daemon
+
+    monkeypatch.setattr(daemon, "_HOST_PID_RETRY", 0.2)
+    pid = _exited_process()
+    before = edges.counters["agents_not_found"]
+    early = _span("span of an agent not yet visible")
+    assert post(edges, _request([early], pid, "agent-late").SerializeToString())[0] == 200
+    assert edges.sync()
+    assert edges.counters["agents_not_found"] == before + 1
+    # Within the backoff the answer is kept: no second walk of /proc.
+    again = _span("second span, within the backoff")
+    assert post(edges, _request([again], pid, "agent-late").SerializeToString())[0] == 200
+    assert edges.sync() and edges.counters["agents_not_found"] == before + 1
+    time.sleep(0.3)
+    agent = _spawn(edges, "agent-late", pid=pid)
+    event = _run_tool(edges, agent, "agent-late")
+    assert event["service"] == "agent-late" and event["data"]["ppid"] == pid
+
+
 def _exited_process() -> int:
     """The pid of a real process that ran and was reaped."""
     process = subprocess.Popen([sys.executable, "-c", "pass"])
