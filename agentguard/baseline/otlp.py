@@ -181,18 +181,23 @@ def _documents(path: str, stats: OtlpStats, advance: Callable[[int], None]
     """The OTLP documents of a file: one per line, or the whole file as one document.
 
     Raises what reading the file raises (``OSError``, and ``EOFError`` or ``zlib.error`` for a
-    compressed file cut short or corrupt); a part that is not OTLP/JSON is reported in ``stats``.
+    compressed file cut short or corrupt); a part that is not OTLP/JSON is reported in ``stats``,
+    and so is a line or document larger than ``_MAX_DOCUMENT`` (read through, never held).
     """
     with _open(path) as handle:
-        first = handle.readline()
+        first = _line(handle, advance)
         try:
-            document = _parse(first) if first.strip() else None
+            document = _parse(first) if first is not None and first.strip() else None
         except ValueError:
             document = None
-        if first.strip() and document is None:
+        if first is not None and first.strip() and document is None:
             # Not JSON lines: a single (pretty-printed) document.
-            rest = handle.read(_MAX_DOCUMENT)
-            advance(len(first) + len(rest))
+            rest = handle.read(_MAX_DOCUMENT + 1 - len(first))
+            advance(len(rest))
+            if len(first) + len(rest) > _MAX_DOCUMENT:
+                stats.errors.append(f"{path}: not read: a document larger than "
+                                    f"{_size(_MAX_DOCUMENT)}")
+                return
             try:
                 whole = _parse(first + rest)
             except ValueError as exc:
@@ -204,29 +209,44 @@ def _documents(path: str, stats: OtlpStats, advance: Callable[[int], None]
                 return
             yield whole
             return
-        advance(len(first))
-        number = 1
-        if document is not None:
-            problem = _not_otlp(document)
-            if problem is not None:
-                stats.errors.append(f"{path}:{number}: not OTLP/JSON ({problem})")
-            else:
-                yield document
-        for line in handle:
+        number, line = 0, first
+        while True:
             number += 1
-            advance(len(line))
-            if not line.strip():
-                continue
-            try:
-                document = _parse(line)
-            except ValueError as exc:
-                stats.errors.append(f"{path}:{number}: not JSON ({exc})")
-                continue
-            problem = _not_otlp(document)
-            if problem is not None:
-                stats.errors.append(f"{path}:{number}: not OTLP/JSON ({problem})")
-                continue
-            yield document
+            if line is None:
+                stats.errors.append(f"{path}:{number}: not read: a line longer than "
+                                    f"{_size(_MAX_DOCUMENT)}")
+            elif not line:
+                return  # the end of the file
+            elif line.strip():
+                try:  # the first line was parsed above
+                    parsed: Any = document if number == 1 else _parse(line)
+                except ValueError as exc:
+                    stats.errors.append(f"{path}:{number}: not JSON ({exc})")
+                else:
+                    problem = _not_otlp(parsed)
+                    if problem is not None:
+                        stats.errors.append(f"{path}:{number}: not OTLP/JSON ({problem})")
+                    else:
+                        yield parsed
+            line = _line(handle, advance)
+
+
+def _size(count: int) -> str:
+    return f"{count >> 20} MiB" if count >= 1 << 20 and not count % (1 << 20) else f"{count} bytes"
+
+
+def _line(handle: IO[bytes], advance: Callable[[int], None]) -> bytes | None:
+    """The next line (``b""`` at the end of the file), or ``None`` for one longer than
+    ``_MAX_DOCUMENT``, which is read through in bounded pieces and dropped."""
+    line = handle.readline(_MAX_DOCUMENT + 1)
+    advance(len(line))
+    if len(line) <= _MAX_DOCUMENT or line.endswith(b"\n"):
+        return line
+    while True:
+        piece = handle.readline(1 << 20)
+        advance(len(piece))
+        if not piece or piece.endswith(b"\n"):
+            return None
 
 
 def _unreadable(path: str, exc: BaseException) -> str:

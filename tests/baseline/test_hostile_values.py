@@ -326,6 +326,28 @@ def test_learn_reports_a_malformed_trace_file_and_learns_the_others(
     assert out.read_bytes() == original
 
 
+def test_a_line_or_document_over_the_size_bound_is_reported_and_the_rest_learned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace line (or a pretty-printed document) larger than the bound is read through and
+    reported by line, never held whole; the spans on the lines around it are learned."""
+    from agentguard.baseline import otlp
+
+    monkeypatch.setattr(otlp, "_MAX_DOCUMENT", 4096)
+    first = dict(_SPAN, spanId="a7ad6b7169203331")
+    huge = dict(_SPAN, spanId="b7ad6b7169203332", name="x" * 200_000)
+    last = dict(_SPAN, spanId="c7ad6b7169203333")
+    lines = tmp_path / "spans.jsonl"
+    lines.write_text("\n".join(_export(span) for span in (first, huge, last)) + "\n")
+    learner = Learner(Profile(agent="svc"))
+    stats = learn_otlp_files([str(lines)], learner)
+    assert stats.errors == [f"{lines}:2: not read: a line longer than 4096 bytes"]
+    assert learner.profile.tools["lookup"].calls == 2
+    pretty = tmp_path / "one.json"
+    pretty.write_text(json.dumps(json.loads(_export(huge)), indent=2))
+    stats = learn_otlp_files([str(pretty)], Learner(Profile(agent="svc")))
+    assert stats.errors == [f"{pretty}: not read: a document larger than 4096 bytes"]
+
+
 def test_wrong_types_inside_a_trace_document_are_skipped_not_raised(tmp_path: Path) -> None:
     """Spans, events, attribute values and times of the wrong type or size inside an otherwise
     valid document are skipped; the well-formed span beside them is learned."""
