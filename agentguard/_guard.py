@@ -130,14 +130,34 @@ class PolicyStage(Protocol):
 
 
 class CallbackPolicy:
-    """Adapts a plain ``fn(event) -> Decision | None`` to the policy stage."""
+    """Adapts a plain ``fn(event) -> Decision | None`` to the policy stage; a callback that
+    takes a second positional argument is given the verdict so far, ``fn(event, verdict)``
+    (what detectors and the baseline found, ``verdict.annotations``)."""
 
     def __init__(self, fn: PolicyCallback) -> None:
         self.fn = fn
         self.name = getattr(fn, "__name__", repr(fn))
+        self.wants_verdict = _takes_two_arguments(fn)
 
     def evaluate(self, event: Any, verdict: Verdict) -> Decision | Iterable[Decision] | None:
+        if self.wants_verdict:
+            return self.fn(event, verdict)  # type: ignore[call-arg]
         return self.fn(event)
+
+
+def _takes_two_arguments(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` can be called with two positional arguments (read once, at registration)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False  # a builtin or C callable without a signature: called as documented first
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        return False
+    return True
 
 
 class JsonLinesSink:

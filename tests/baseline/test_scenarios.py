@@ -17,6 +17,7 @@ from langchain_core.tools import tool
 import agentguard
 from agentguard.baseline import load_profile, profile_status
 from agentguard.demo.scripted import ScriptedChatModel, call, say
+from agentguard.events import ToolCall
 from tests.baseline.workload import TOOLS, Workload, run_in_agent, run_in_guard
 
 # Tools run for real in these tests; these count what they did.
@@ -129,6 +130,42 @@ def test_fifty_thousand_records_learned_then_blocked_in_a_langchain_agent(
     assert evidence["observed"] == 50_000 and evidence["expected"]["max"] <= 5
     assert blocks["baseline-result-records"].conversation_id == "ticket-4711"
     assert blocks["baseline-result-records"].category == "baseline"
+
+
+def test_a_callback_given_the_verdict_blocks_what_the_baseline_only_flags(
+        support_profile: Path, guarded: Any) -> None:
+    """A policy callback that takes ``(event, verdict)`` reads the baseline's annotation and
+    blocks an out-of-character export the baseline alone would only report."""
+    findings: list[Any] = []
+
+    def strict_exports(event: Any, verdict: Any) -> agentguard.Decision | None:
+        baseline = verdict.annotations.get("baseline")
+        if baseline and getattr(event, "tool", None) == "export_segment":
+            return agentguard.Decision.block("export out of character", rule_id="exports-strict",
+                                             evidence=baseline.to_dict())
+        return None
+
+    guard = guarded(mode="enforce", profile=str(support_profile), service_name="support",
+                    runtime_sensor=False, builtin_rules=False, injection_detection=False,
+                    on_finding=findings.append)
+    guard.policy(strict_exports)
+    EXPORTED.clear()
+    agent = _agent([say("", call("export_segment", "odd-1", segment="partners-apac")),
+                    say("Done.")])
+    with agentguard.conversation("odd-export"):
+        messages = agent.invoke({"messages": [("user", "export the partners")]})["messages"]
+    (result,) = [m for m in messages if m.type == "tool"]
+    assert result.status == "error" and "exports-strict" in result.content
+    assert EXPORTED == []
+    baseline = [f for f in findings if f.category == "baseline"]
+    assert baseline and all(f.action == "alert" for f in baseline)
+    (block,) = [f for f in findings if f.rule_id == "exports-strict"]
+    assert block.action == "block" and block.evidence["deviations"]
+    # A one-argument callback is still called with the event alone.
+    seen: list[Any] = []
+    guard.policy(lambda event: seen.append(event))
+    guard.evaluate(ToolCall(tool="lookup_order", arguments={"order_id": "A-1"}))
+    assert seen and isinstance(seen[0], ToolCall)
 
 
 def test_the_same_attack_in_monitor_mode_alerts_and_lets_it_through(
