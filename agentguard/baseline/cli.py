@@ -154,8 +154,13 @@ def _learn(args: argparse.Namespace) -> int:
     missing = [path for path in args.sources if not os.path.exists(path)]
     if missing:
         return _fail(f"no such file: {', '.join(missing)}")
-    agent = args.agent or args.service or peek_service(args.sources)
+    unreadable: list[str] = []
+    agent = args.agent or args.service or peek_service(args.sources, unreadable)
     if not agent:
+        for error in unreadable[:20]:
+            print(f"agentguard profile learn: {error}", file=sys.stderr)
+        if unreadable:
+            return _fail("no span could be read from the traces given")
         return _fail("the traces name no service.name; give the agent's name with --agent")
     existing = None
     if os.path.exists(args.output) and not args.replace:
@@ -188,6 +193,8 @@ def _learn(args: argparse.Namespace) -> int:
         stats = learn_otlp_files(args.sources, learner, service=args.service)
     for error in stats.errors[:20]:
         print(f"agentguard profile learn: {error}", file=sys.stderr)
+    if stats.errors and not stats.spans:
+        return _fail(f"no span could be read from the traces given; {args.output} not written")
     profile = existing.merge(learner.profile) if existing is not None else learner.profile
     try:
         save_profile(profile, args.output)
@@ -200,7 +207,7 @@ def _learn(args: argparse.Namespace) -> int:
           f"{len(profile.tools)} tools)")
     if stats.skipped:
         print("not learned: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.skipped.items())))
-    return 0 if stats.spans or not stats.errors else 2
+    return 0
 
 
 def _console_stderr() -> Any:

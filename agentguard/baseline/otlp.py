@@ -902,8 +902,9 @@ def learn_otlp_files(paths: Iterable[str], learner: Learner, *, service: str | N
     return stats
 
 
-def peek_service(paths: Iterable[str]) -> str | None:
-    """The ``service.name`` of the first span in the files, if any names one."""
+def peek_service(paths: Iterable[str], errors: list[str] | None = None) -> str | None:
+    """The ``service.name`` of the first span in the files, if any names one; what made a file
+    unreadable on the way is appended to ``errors``."""
     import contextlib
 
     for path in paths:
@@ -914,6 +915,8 @@ def peek_service(paths: Iterable[str]) -> str | None:
                 for span in spans:
                     if span.service and not span.service.startswith("unknown_service"):
                         return span.service
-        except _UNREADABLE:
-            continue
+        except _UNREADABLE as exc:
+            stats.errors.append(_unreadable(path, exc))
+        if errors is not None:
+            errors.extend(stats.errors)
     return None

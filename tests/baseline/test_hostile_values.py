@@ -326,6 +326,25 @@ def test_learn_reports_a_malformed_trace_file_and_learns_the_others(
     assert out.read_bytes() == original
 
 
+@pytest.mark.parametrize("agent", [[], ["--agent", "svc"]], ids=["no-agent", "agent"])
+def test_learning_only_unreadable_traces_names_them_and_writes_nothing(
+        tmp_path: Path, capsys: Any, agent: list[str]) -> None:
+    """When every trace file given is unreadable, each is named with its reason (with or without
+    --agent), the command exits 2 and no profile file is created."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"resourceSpans": 5}\n')
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(b'{"resourceSpans": []}\n')[:15])
+    out = tmp_path / "new.json"
+    assert main(["profile", "learn", "--no-progress", "--from", str(bad), str(cut),
+                 "-o", str(out), *agent]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:1: not OTLP/JSON (resourceSpans is a JSON number" in err
+    assert f"{cut}: not OTLP/JSON (compressed data cut short or corrupt" in err
+    assert "no span could be read" in err
+    assert not out.exists()
+
+
 def test_a_line_or_document_over_the_size_bound_is_reported_and_the_rest_learned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A trace line (or a pretty-printed document) larger than the bound is read through and
