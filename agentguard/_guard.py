@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -260,6 +261,99 @@ stages_changed: Callable[[Guard], object] | None = None
 attribute_written: Callable[[Guard, str], object] | None = None
 
 
+# Tool operations in progress on one thread, at most: past it, the ones that ended or belong to
+# another process are dropped first, then the oldest (counted in ``running_tools_dropped``).
+MAX_RUNNING_TOOLS = 64
+running_tools_dropped = 0
+
+
+class _RunningTools(threading.local):
+    """The tool operations this thread is running, innermost last, each with the asyncio task
+    that runs it (``None``: a synchronous call) and the process: the runtime sensor's answer to
+    "inside a tool?" when code in a tool runs in a context that no longer says so
+    (``contextvars.Context().run``)."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[Operation, object, int]] = []
+
+
+_running = _RunningTools()
+
+
+def _current_task() -> object:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    loop = asyncio._get_running_loop()
+    return asyncio.current_task(loop) if loop is not None else None
+
+
+def running_tool() -> Operation | None:
+    """The innermost tool operation running on this thread and in this process, whatever the
+    current context says; ``None`` when there is none.
+
+    A tool called synchronously owns everything that runs on its thread until it returns (an
+    event loop it starts included). A tool running in an asyncio task owns that task and the
+    tasks it is waiting for (LangChain runs an async tool's body in a task of its own), not the
+    other tasks of the loop, which run on the same thread while it awaits. A forked child does
+    not inherit its parent's tools (a pool's worker serves every later caller).
+    """
+    stack = _running.stack
+    if not stack:
+        return None
+    task = _current_task()
+    pid = current_pid()
+    for op, owner, process in reversed(stack):
+        if process != pid or op.ended:
+            continue
+        if owner is None or owner is task or (task is not None and _awaits(owner, task)):
+            return op
+    return None
+
+
+# Links followed from a task to what it waits for, and tasks of one asyncio.gather looked at.
+MAX_AWAITED = 8
+MAX_GATHERED = 256
+
+
+def _awaits(owner: object, task: object) -> bool:
+    """Whether asyncio task ``owner`` is waiting for ``task``: directly, through the tasks it
+    waits for, or among the tasks of an ``asyncio.gather`` it waits for."""
+    waiter: object = owner
+    for _ in range(MAX_AWAITED):
+        waiter = getattr(waiter, "_fut_waiter", None)
+        if waiter is None:
+            return False
+        if waiter is task:
+            return True
+        children = getattr(waiter, "_children", None)
+        if isinstance(children, list) and any(
+                child is task for child in children[:MAX_GATHERED]):
+            return True
+    return False
+
+
+def _push_running(op: Operation) -> None:
+    global running_tools_dropped
+    stack = _running.stack
+    if len(stack) >= MAX_RUNNING_TOOLS:
+        pid = current_pid()
+        live = [entry for entry in stack if not entry[0].ended and entry[2] == pid]
+        if len(live) >= MAX_RUNNING_TOOLS:
+            running_tools_dropped += len(live) - MAX_RUNNING_TOOLS + 1
+            live = live[len(live) - MAX_RUNNING_TOOLS + 1:]
+        stack[:] = live
+    stack.append((op, _current_task(), current_pid()))
+
+
+def _pop_running(op: Operation) -> None:
+    stack = _running.stack
+    for index in range(len(stack) - 1, -1, -1):
+        if stack[index][0] is op:
+            del stack[index]
+            return
+
+
 class Operation:
     """One traced unit of agent work (agent invocation, model call, retrieval or tool call)."""
 
@@ -296,11 +390,17 @@ class Operation:
 
     # -- context ---------------------------------------------------------------------------
     def activate(self) -> object:
-        """Make this operation current (returns a token for :meth:`deactivate`)."""
+        """Make this operation current (returns a token for :meth:`deactivate`); a tool also
+        counts as running on this thread until then (:func:`running_tool`)."""
+        # (Only the runtime sensor asks: without it a tool call costs nothing more.)
+        if self.kind == "tool" and self.guard.config.runtime_sensor:
+            _push_running(self)
         return attach_context(self.context)
 
-    @staticmethod
-    def deactivate(token: object) -> None:
+    def deactivate(self, token: object) -> None:
+        """Undo :meth:`activate` (``token`` is what it returned)."""
+        if self.kind == "tool":
+            _pop_running(self)
         try:
             detach_context(token)  # type: ignore[arg-type]
         except Exception as exc:

@@ -10,7 +10,9 @@ spans. The 3% target applies to ``on``.
   difference between a sensor variant and ``off``: events nobody asked for, reads the sensor
   ignores (bytecode, an ordinary file), a lookup of a literal address, a submodule import, a
   connection reported on a tool span (with and without a policy callback judging it), and the
-  same connection repeated in one tool call (settled by the repeat table).
+  same connection repeated in one tool call (settled by the repeat table). And per unpickle:
+  ``pickle.loads`` of a dict of 10 ints and of five objects of five classes (the loader wrapper,
+  and one ``pickle.find_class`` event per global), shown as ratios to ``off``.
 * imports: each fresh interpreter imports a set of standard-library and installed packages.
 * I/O: inside a tool call, a loop reading small files, rewriting one, and opening a loopback
   TCP connection that sends 512 bytes.
@@ -190,6 +192,24 @@ class _IOWorkload:
             op.end_tool(None)
 
 
+UNPICKLES = ("unpickle_plain", "unpickle_classes")
+
+
+def _pickles() -> tuple[bytes, bytes]:
+    """A dict of 10 ints (no global), and five objects of five classes (five globals); their
+    modules are imported only now, after the import workload."""
+    import datetime
+    import decimal
+    import fractions
+    import pickle
+    import uuid
+    from collections import OrderedDict
+
+    classes = [OrderedDict(a=1), datetime.date(2024, 1, 1), decimal.Decimal("1.5"),
+               fractions.Fraction(1, 3), uuid.UUID(int=1)]
+    return pickle.dumps({f"k{index}": index for index in range(10)}), pickle.dumps(classes)
+
+
 def _micro(guard: Any, iterations: int) -> dict[str, float]:
     audit = sys.audit
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
@@ -247,6 +267,12 @@ def _micro(guard: Any, iterations: int) -> dict[str, float]:
             op.deactivate(token)
             op.end_tool(None)
 
+    # Unpickling: the pickle.loads wrapper, and the pickle.find_class event of each global
+    # (judged once, then a cached verdict).
+    plain, classes = _pickles()
+    loads = sys.modules["pickle"].loads  # (the sensor's wrapper, when it runs)
+    results["unpickle_plain"] = _per_call(lambda: loads(plain), iterations)
+    results["unpickle_classes"] = _per_call(lambda: loads(classes), iterations)
     results["connect_reported"] = min(connect_in_tools() for _ in range(ROUNDS))
     results["connect_repeat"] = min(repeat_in_tool() for _ in range(ROUNDS))
     guard.add_policy(lambda event: None)
@@ -438,8 +464,18 @@ def _print(result: dict[str, Any]) -> None:
         "connect_reported_judged": "connect in a tool + policy",
     }
     for name, values in result["per_event_ns"].items():
+        if name in UNPICKLES:
+            continue
         print(f"{labels.get(name, name):28s} {values['off']:8.0f} {values['on']:8.0f} "
               f"{values['python']:10.0f}  {values['hook_on']:11.0f} {values['hook_python']:7.0f}")
+    print(f"\n{'pickle.loads, per call':28s} {'off ns':>8s} {'on ns':>8s} {'python ns':>10s}  "
+          f"{'on/off':>11s} {'python/off':>10s}")
+    for name, label in (("unpickle_plain", "a dict of 10 ints"),
+                        ("unpickle_classes", "5 objects of 5 classes")):
+        values = result["per_event_ns"].get(name)
+        if values is not None:
+            print(f"{label:28s} {values['off']:8.0f} {values['on']:8.0f} {values['python']:10.0f}"
+                  f"  {values['on'] / values['off']:10.2f}x {values['python'] / values['off']:9.2f}x")
     print(f"\n{'workload (pairs)':28s} {'off ms':>8s} {'on':>8s} {'middle half':>15s}   "
           f"{'python':>8s} {'middle half':>15s}")
     noisy = False

@@ -52,6 +52,7 @@ def start(guard: Guard) -> None:
     from agentguard import _context, _guard
     from agentguard.sensors import (
         _emit,
+        _fspaths,
         _hook,
         _models,
         _modules,
@@ -65,8 +66,10 @@ def start(guard: Guard) -> None:
     # Verdicts cached for datagram destinations belong to the previous configuration.
     _state.datagrams.clear()
     _patches.install()
-    protected: set[Any] = {_hook.HOOK, *_patches.wrapper_functions(), _context.current_frame}
-    for module in (_emit, _hook, _models, _modules, _propagation, _tamper):
+    _fspaths.install()
+    protected: set[Any] = {_hook.HOOK, *_patches.wrapper_functions(),
+                           *_fspaths.wrapper_functions(), _context.current_frame}
+    for module in (_emit, _fspaths, _hook, _models, _modules, _propagation, _tamper):
         protected.update(value for value in vars(module).values()
                          if callable(value) and getattr(value, "__module__", None) ==
                          module.__name__ and hasattr(value, "__code__"))
@@ -107,22 +110,28 @@ def before_instrument() -> None:
 
 
 def quiet_thread() -> None:
-    """Mark the calling thread as agentguard's own (the span exporter): the sensor ignores it.
+    """Mark the calling thread as agentguard's own (the span exporter, the AI-BOM's workers):
+    the sensor ignores it.
 
-    Called from inside a tool call it is refused, and reported as tampering.
+    Only agentguard's own modules may call it, and never from inside a tool call (whatever
+    context the call is made in): any other call is refused, and reported as tampering.
     """
-    from agentguard._context import current_frame
+    import sys
 
-    if current_frame().tool is not None:
-        from agentguard import _state as agentguard_state
-        from agentguard.sensors import _tamper
+    from agentguard import _state as agentguard_state
+    from agentguard.sensors import _emit, _tamper
 
-        guard = agentguard_state.guard
-        if guard is not None and guard.config.runtime_sensor:
-            _tamper.report_tamper(guard, "a tool call tried to hide its thread from agentguard",
-                                  {"call": "agentguard.sensors.quiet_thread"}, "quiet_thread()")
+    caller = sys._getframe(1).f_globals.get("__name__")
+    inside = _emit.in_tool()
+    if _tamper.ours(caller) and not inside:
+        _state.set_local("state", _state.QUIET)
         return
-    _state.set_local("state", _state.QUIET)
+    guard = agentguard_state.guard
+    if guard is not None and guard.config.runtime_sensor:
+        who = "a tool call" if inside else f"code outside agentguard ({caller})"
+        _tamper.report_tamper(guard, f"{who} tried to hide its thread from agentguard",
+                              {"call": "agentguard.sensors.quiet_thread", "module": caller},
+                              "quiet_thread()")
 
 
 def installed() -> bool:
@@ -139,13 +148,17 @@ def hook_kind() -> str | None:
 
 
 def stats() -> dict[str, int]:
-    """Counters: events seen, span events written and suppressed, blocks, tamper findings, and
-    with the C hook the events it passed to Python and settled itself (of those, the repeats it
-    only counted)."""
+    """Counters: events seen, span events written and suppressed, blocks, tamper findings, tool
+    calls no longer tracked per thread, and with the C hook the events it passed to Python and
+    settled itself (of those, the repeats it only counted)."""
     native = _state.native
     if native is not None:
         native.flush()  # repeats counted in C: into span_events_suppressed first
     counters = _state.stats()
+    # Tool calls a thread no longer tracks as running (more than 64 at once on one thread).
+    from agentguard import _guard
+
+    counters["running_tools_dropped"] = _guard.running_tools_dropped
     if native is not None:
         native_stats = native.stats()
         counters["native_forwarded"] = native_stats["forwarded"]

@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from agentguard import semconv
 from agentguard._context import FRAME_KEY, Frame, current_frame, runtime_variable
-from agentguard._guard import Verdict
+from agentguard._guard import Verdict, running_tool
 from agentguard.events import EventContext
 from agentguard.findings import Decision, Finding
 from agentguard.sensors import _state
@@ -37,6 +37,7 @@ __all__ = [
     "current_operation",
     "emit_native",
     "event_context",
+    "in_tool",
     "native_finding",
     "needless",
     "report",
@@ -127,11 +128,20 @@ def current_operation() -> Operation | None:
 
     Only tool spans get the sensor's span events: what happens around a model call (the
     provider's connection) or in agent code is judged, but would only be noise on those spans.
+    Code inside a tool that runs in a context without it (``contextvars.Context().run``) is
+    still the tool's: the tool operation this thread (and asyncio task) is running.
     """
     if _read_context is None:
-        return current_frame().tool
-    frame = _read_context().get(FRAME_KEY)
-    return frame.tool if type(frame) is Frame else None
+        op = current_frame().tool
+    else:
+        frame = _read_context().get(FRAME_KEY)
+        op = frame.tool if type(frame) is Frame else None
+    return op if op is not None else running_tool()
+
+
+def in_tool() -> bool:
+    """Whether the code running now is inside a tool call (by its context or its thread)."""
+    return current_operation() is not None
 
 
 def event_context(guard: Guard, op: Operation | None) -> EventContext:

@@ -56,7 +56,19 @@ from agentguard.sensors._emit import (
     report,
     rule_enabled,
 )
-from agentguard.sensors._models import current_load, digest, unsafe_global
+from agentguard.sensors._fspaths import UNKNOWN, absolute, normalised
+from agentguard.sensors._models import (
+    EXEC,
+    FILE,
+    NETWORK,
+    REFLECTION,
+    STATE,
+    UNRESOLVED,
+    current_load,
+    digest,
+    unpickled_by_transport,
+    unsafe_global,
+)
 from agentguard.sensors._modules import MAX_SEEN, first_load
 from agentguard.sensors._paths import MODEL, classify_path, model_format, sensitive_unix_socket
 from agentguard.sensors._tamper import CODE_ATTRIBUTES, check_patches, on_setattr, report_tamper
@@ -79,6 +91,7 @@ MAX_ORDINARY_READS = 4096
 # Reads of code by the import system: the bulk of all opens, never an event.
 _CODE_SUFFIXES = (".pyc", ".py")
 
+_UNJUDGED: Any = object()
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _FAMILY = _socket.socket.family.__get__
 _TYPE = _socket.socket.type.__get__
@@ -214,8 +227,8 @@ def _process(guard: Guard, operation: str, executable: Any, argv: Any, cwd: Any,
 def _during_load(guard: Guard, obs: Observation, what: str) -> None:
     """Attribute an observation to the model load in progress and apply the load rule."""
     load = current_load()
-    if load is None:
-        return
+    if load is None or unpickled_by_transport(load):
+        return  # (multiprocessing's own unpickling: a manager proxy connects as it is rebuilt)
     source = load.path or f"<{load.source}>"
     obs.attributes[semconv.AG_MODEL_LOADING] = source
     if rule_enabled(guard, RULE_LOAD_SPAWN):
@@ -426,7 +439,8 @@ def _on_open(guard: Guard, args: tuple[Any, ...]) -> None:
 
 
 def _open(guard: Guard, args: tuple[Any, ...]) -> None:
-    path, mode, flags = args
+    raw, mode, flags = args
+    path = raw
     if type(path) is not str:
         if isinstance(path, int):
             return  # an already open descriptor
@@ -435,18 +449,25 @@ def _open(guard: Guard, args: tuple[Any, ...]) -> None:
         flags = 0
     write = bool(flags & _WRITE_FLAGS) if flags else (
         isinstance(mode, str) and any(c in mode for c in "wax+"))
+    # Classified (and remembered as ordinary) by where the open goes, never by its spelling.
+    known = True
     if path[:1] != "/":
-        path = os.path.abspath(path)
+        path, known = absolute(raw, path)
+    else:
+        path = normalised(path)
     if not write:
         if path in _state.ordinary_reads or path.endswith(_CODE_SUFFIXES):
             return
         category = classify_path(path, False)
         if category is None:
-            ordinary = _state.ordinary_reads
-            if len(ordinary) >= MAX_ORDINARY_READS:
-                ordinary.clear()
-            ordinary.add(path)
-            return
+            if not known:
+                category = UNKNOWN  # relative to a directory nobody could resolve: reported
+            else:
+                ordinary = _state.ordinary_reads
+                if len(ordinary) >= MAX_ORDINARY_READS:
+                    ordinary.clear()
+                ordinary.add(path)
+                return
         if category == MODEL:
             load = current_load()
             if load is not None and load.reported and load.path == path:
@@ -462,6 +483,8 @@ def _open(guard: Guard, args: tuple[Any, ...]) -> None:
         return
     if write:
         category = classify_path(path, True)
+        if category is None and not known:
+            category = UNKNOWN
     text_mode = _mode_of(mode, flags)
     attributes: dict[str, Any] = {semconv.FILE_PATH: path, semconv.AG_FILE_WRITE: write}
     if category is not None:
@@ -589,15 +612,29 @@ def _on_dlopen(guard: Guard, args: tuple[Any, ...]) -> None:
 
 
 _UNSAFE_TEXT = {
-    "exec": ("run commands or code", "critical"),
-    "network": ("open network connections", "high"),
-    "reflection": ("reach any object by name", "medium"),
+    EXEC: ("run commands or code", "critical"),
+    NETWORK: ("open network connections", "high"),
+    FILE: ("write or delete files", "high"),
+    STATE: ("rewrite the interpreter's state (a module, sys.modules, os.environ, sys.path, "
+            "agentguard's own objects)", "high"),
+    REFLECTION: ("reach any object by name", "medium"),
+    UNRESOLVED: ("be anything: only running code (a module's __getattr__, a lazy attribute) "
+                 "would tell what it names", "high"),
 }
 
 
+# Characters of a pickle's module or name kept in a finding (the stream chooses its length).
+MAX_GLOBAL_TEXT = 200
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_GLOBAL_TEXT else f"{text[:MAX_GLOBAL_TEXT]}..."
+
+
 def _on_find_class(guard: Guard, args: tuple[Any, ...]) -> None:
-    module, name = args[:2]
-    if not isinstance(module, str) or not isinstance(name, str):
+    module = args[0]
+    name = args[1]
+    if type(module) is not str or type(name) is not str:
         return
     why = unsafe_global(module, name)
     if why is None or not rule_enabled(guard, RULE_UNSAFE_PICKLE):
@@ -605,14 +642,22 @@ def _on_find_class(guard: Guard, args: tuple[Any, ...]) -> None:
     load = current_load()
     source = (load.path or f"<{load.source}>") if load is not None else None
     text, severity = _UNSAFE_TEXT[why]
+    module, name = _clip(module), _clip(name)
     reason = f"pickle data names {module}.{name}, which can {text} while it loads"
     if source is not None:
         reason += f" ({source})"
     evidence = {"module": module, "name": name, "capability": why, "model": source,
                 "format": load.format if load is not None else "pickle"}
-    # Naming a process or network primitive is never needed by model data: block. Reflection
-    # helpers have rare legitimate uses: alert.
-    factory: Callable[..., Decision] = Decision.block if why != "reflection" else Decision.alert
+    # Naming a process, network, file or interpreter primitive is never needed by data, nor is a
+    # name that only code resolves: block. Reflection helpers have rare legitimate uses (a
+    # pickled bound method names getattr): alert. multiprocessing's own unpickling (its
+    # workers, result handler, spawn bootstrap) is only reported: refusing it kills a worker or
+    # the pool's result thread, and the pool hangs.
+    block = why != REFLECTION
+    if block and unpickled_by_transport(load):
+        block = False
+        evidence["unpickled_by"] = "multiprocessing"
+    factory: Callable[..., Decision] = Decision.block if block else Decision.alert
     decision = factory(reason, severity, rule_id=RULE_UNSAFE_PICKLE, category="supply-chain",
                        evidence=evidence)
     finding = native_finding(guard, "model_load", decision)
@@ -781,6 +826,8 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
     on_open = handlers.get("open")
     on_connect = handlers.get("socket.connect")
     on_probe = handlers.get(PROBE_EVENT)
+    on_find_class = handlers.get("pickle.find_class")
+    verdicts = _state.pickle_verdicts
     ordinary = _state.ordinary_reads
     write_flags = _WRITE_FLAGS
     code_suffixes = _CODE_SUFFIXES
@@ -803,6 +850,10 @@ def _make_hook(handlers: dict[str, Handler]) -> Callable[[str, tuple[Any, ...]],
                     return
             elif handler is on_probe:
                 args[0].append(True)
+                return
+            elif handler is on_find_class and verdicts.get(args, _UNJUDGED) is None:
+                # A global already judged safe (the event's arguments are (module, name), the
+                # verdict cache's key): nothing to do, whoever is watching.
                 return
             guard = agentguard_state.guard
             # local.state is non-zero while the sensor itself runs on this thread (its own

@@ -65,10 +65,16 @@ from opentelemetry import context as otel_context
 
 from agentguard import _state as _agentguard_state
 from agentguard import semconv
-from agentguard._context import FRAME_KEY, Frame, current_frame
+from agentguard._context import FRAME_KEY, Frame
 from agentguard._errors import internal_error
+from agentguard._guard import running_tool
 from agentguard.sensors import _state
-from agentguard.sensors._emit import OperationBlocked, add_child_pid, write_span_event
+from agentguard.sensors._emit import (
+    OperationBlocked,
+    add_child_pid,
+    current_operation,
+    write_span_event,
+)
 from agentguard.sensors._hook import report_import, report_model_load, run_handler
 from agentguard.sensors._models import Load, current_load
 from agentguard.sensors._propagation import child_environment, identity
@@ -107,7 +113,7 @@ def _with_child_env(guard: Guard, args: tuple[Any, ...], kwargs: dict[str, Any],
     """``args``/``kwargs`` with the ``env`` argument (at ``index``) replaced by the child's."""
     if not guard.config.propagate_context:
         return args, kwargs
-    op = current_frame().tool
+    op = current_operation()  # the tool running here, even in a context emptied of it
     if op is None:
         return args, kwargs
     try:
@@ -223,7 +229,7 @@ def _system_command(guard: Guard, command: Any) -> str | None:
     """``command`` wrapped so its shell carries the tool call's context, or ``None``."""
     if not guard.config.propagate_context:
         return None
-    op = current_frame().tool
+    op = current_operation()
     if op is None:
         return None
     text = os.fsdecode(command) if isinstance(command, bytes) else command
@@ -514,7 +520,12 @@ def _scoped_context(function: Any) -> Any:
         return None
     context = otel_context.get_current()
     if not isinstance(context.get(FRAME_KEY), Frame):
-        return None
+        # A context emptied inside a tool (``contextvars.Context().run(thread.start)``): the new
+        # thread is still the tool's.
+        op = running_tool()
+        if op is None:
+            return None
+        context = op.context
     if ours(getattr(function, "__module__", None)):
         return None
     return context

@@ -9,6 +9,7 @@ per-span bookkeeping (events written, child pids) and the datagram verdict cache
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +43,8 @@ QUIET = 2  # one of agentguard's own threads: nothing it does is an event
 # where looking up the writer would cost more than the rest of the bookkeeping.
 on_local_write: Callable[[str], object] | None = None
 _SET = threading.local.__setattr__
+_GET = threading.local.__getattribute__
+_getframe = sys._getframe
 _DELETE = threading.local.__delattr__
 
 # The checked per-thread attributes: ``state`` (a thread marked busy or quiet is ignored by the
@@ -49,7 +52,8 @@ _DELETE = threading.local.__delattr__
 # os.system call is judged as), the spawns and loads in progress and the repeat table. Not
 # ``repeat`` and ``last_span``: scratch written several times per event, which a forged value can
 # at most use to hide a span event while nothing judges events (judgement never reads them).
-_CHECKED = frozenset({"state", "context", "system", "spawns", "loads", "repeats"})
+# ``open_at``: the directory descriptor an ``os.open`` in progress resolves its path against.
+_CHECKED = frozenset({"state", "context", "system", "spawns", "loads", "repeats", "open_at"})
 
 
 class _Local(threading.local):
@@ -72,6 +76,9 @@ class _Local(threading.local):
     # address: (span, SpanState, open flags or None)}).
     repeat: tuple[Any, Any] | None
     repeats: tuple[Any, Any, dict[Any, tuple[Any, Any, Any]]] | None
+    # (path object, directory descriptor) while the os.open wrapper runs a call with ``dir_fd``:
+    # the hook resolves a relative path against that directory, not the working directory.
+    open_at: tuple[Any, int] | None
 
     def __init__(self) -> None:
         _reset(self, IDLE)
@@ -95,7 +102,7 @@ class _Local(threading.local):
 def _reset(target: _Local, state: int) -> None:
     for name, value in (("state", state), ("context", None), ("spawns", []), ("loads", []),
                         ("last_span", None), ("system", None), ("repeat", None),
-                        ("repeats", None)):
+                        ("repeats", None), ("open_at", None)):
         _SET(target, name, value)
 
 
@@ -105,12 +112,17 @@ local = _Local()
 def set_local(name: str, value: Any) -> None:
     """agentguard's write of one of this thread's attributes (``local``), without the
     Python-level ``__setattr__`` (as cheap as a plain thread-local write for the per-event
-    scratch); a checked attribute is still shown to ``on_local_write``, which lets agentguard's
-    own modules through (checked attributes are written once per tool call or spawn at most)."""
+    scratch); a checked attribute written by code outside agentguard is shown to
+    ``on_local_write`` (the pickle wrappers write one on every ``pickle.loads``: agentguard's own
+    writes are let through here, without calling the watch)."""
     if name in _CHECKED:
         watch = on_local_write
-        if watch is not None:
-            watch(name)
+        # (None over None changes nothing: the pickle wrappers' clearing of ``repeats``.)
+        if watch is not None and (value is not None or _GET(local, name) is not None):
+            writer = _getframe(1).f_globals.get("__name__")
+            if type(writer) is not str or not (writer.startswith("agentguard.") or
+                                               writer == "agentguard"):
+                watch(name)
     _SET(local, name, value)
 
 
@@ -167,6 +179,8 @@ versions: dict[str, str | None] = {}
 ordinary_reads: set[str] = set()
 # Model files hashed: (path, size, mtime_ns) -> sha256.
 digests: dict[tuple[str, int, int], str] = {}
+# Pickle globals judged: (module, name) -> why the global is unsafe, or None (cleared when full).
+pickle_verdicts: dict[tuple[str, str], str | None] = {}
 # The audit hook is added once and stays for the life of the process; ``native`` is the C
 # extension module when the hook is entered from C.
 hook_installed = False

@@ -26,7 +26,6 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from agentguard import _state as _agentguard_state
-from agentguard._context import current_frame
 from agentguard._errors import internal_error
 from agentguard.findings import Decision
 from agentguard.sensors import _state
@@ -34,6 +33,7 @@ from agentguard.sensors._emit import (
     RULE_TAMPER,
     OperationBlocked,
     emit_native,
+    in_tool,
     native_finding,
     rule_enabled,
 )
@@ -82,8 +82,7 @@ def report_tamper(guard: Guard, reason: str, evidence: dict[str, Any], what: str
     if not rule_enabled(guard, RULE_TAMPER):
         return
     _state.counters["tamper"] += 1
-    in_tool = current_frame().tool is not None
-    factory = Decision.block if in_tool else Decision.alert
+    factory = Decision.block if in_tool() else Decision.alert
     decision = factory(reason, "critical", rule_id=RULE_TAMPER, category="runtime",
                        evidence=evidence)
     emit_native(guard, native_finding(guard, "tamper", decision), what)
@@ -120,7 +119,7 @@ def before_instrument() -> None:
 
 def _from_tool(title: str, call: str) -> None:
     guard = _sensor_guard()
-    if guard is None or current_frame().tool is None or _state.local.state:
+    if guard is None or _state.local.state or not in_tool():
         return
     _report(guard, title, {"call": f"agentguard.{call}"}, f"agentguard.{call}()",
             f"sensor tamper {call}")
