@@ -69,7 +69,9 @@ CASES: list[tuple[str, list[Any], list[Any]]] = [
     ("AG004",
      [proc("/tmp/x", "x"), proc("/dev/shm/.hidden/miner"), proc("/var/tmp/../tmp/a"),
       proc("/proc/self/fd/3"), proc("/memfd:payload (deleted)")],
-     [proc("/usr/local/bin/tool"), proc("/opt/tmp/app")]),
+     [proc("/usr/local/bin/tool"), proc("/opt/tmp/app"),
+      # A fork of an interpreter installed under /tmp runs no new program.
+      ProcessExec(context=IN_TOOL, executable="/tmp/venv/bin/python", argv=[])]),
     ("AG005",
      [proc("/usr/local/bin/kubectl", "kubectl", "get", "secrets"), proc("/usr/bin/aws", "aws")],
      [proc("/usr/local/bin/kubectl", "kubectl", context=NO_TOOL)]),

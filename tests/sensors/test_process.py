@@ -255,6 +255,38 @@ def test_exec_after_fork_carries_the_context(guarded: Any, spans: Any, tmp_path:
     assert [e.executable for e in recorder.of("process_exec")] == [sys.executable]
 
 
+def test_a_fork_of_an_interpreter_installed_under_tmp_is_not_blocked(
+        guarded: Any, spans: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In enforce mode, a tool's fork is reported but not taken for a program executed from a
+    temporary location when the agent's own interpreter lives under /tmp (a virtualenv there);
+    executing a program from /tmp still is."""
+    guarded(mode="enforce")
+    monkeypatch.setattr(sys, "executable", "/tmp/venv/bin/python")
+
+    def fork() -> str:
+        """Fork a child that exits at once."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        return str(os.waitstatus_to_exitcode(status))
+
+    assert run_tool(fork) == "0"
+    (event,) = events(spans.one("execute_tool fork"), "process.exec")
+    assert event["process.executable.path"] == "/tmp/venv/bin/python"
+    assert "agentguard.decision" not in event
+
+    def dropped() -> str:
+        """Run a program from /tmp."""
+        try:
+            subprocess.run(["/tmp/agentguard-no-such-payload"], check=False)
+        except PermissionError as blocked:
+            return f"blocked: {blocked}"
+        return "ran"
+
+    assert "[AG004]" in run_tool(dropped)
+
+
 def test_os_system_is_reported(guarded: Any, spans: Any) -> None:
     """``os.system`` in a tool is a process.exec event for /bin/sh -c."""
     guarded()
