@@ -14,6 +14,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from agentguard import semconv
 from agentguard._errors import internal_error
+from agentguard._text import faithful
 from agentguard.collector import _names as names
 from agentguard.collector.model import CONNECT, DNS, EXEC, EXIT, FORK, OPEN, SENT, KernelEvent, SpanInfo
 from agentguard.semconv import int_value
@@ -26,7 +27,6 @@ __all__ = [
     "kernel_event_span",
     "span_infos",
     "to_any_value",
-    "utf8_text",
     "value_of",
 ]
 
@@ -75,23 +75,6 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {kv.key[:256]: value_of(kv.value) for kv in pairs[:MAX_ATTRIBUTES]}
 
 
-def utf8_text(text: str) -> str:
-    """``text`` as valid UTF-8 for OTLP: the bytes of a file name that is not UTF-8 (kept as
-    surrogate escapes, ``os.fsdecode``-style) are written ``\\xff``."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        # A lone surrogate that stands for no byte.
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def to_any_value(value: Any) -> AnyValue:
     """A Python value as an OTLP value (lists of one scalar type, else JSON text)."""
     if isinstance(value, bool):
@@ -101,7 +84,7 @@ def to_any_value(value: Any) -> AnyValue:
     if isinstance(value, float):
         return AnyValue(double_value=value)
     if isinstance(value, str):
-        return AnyValue(string_value=utf8_text(value))
+        return AnyValue(string_value=faithful(value))
     if isinstance(value, (list, tuple)):
         array = AnyValue()
         for item in value:
@@ -248,7 +231,7 @@ def kernel_event_span(event: KernelEvent, service: str | None) -> trace_pb2.Reso
         trace_id=bytes.fromhex(attribution.trace_id),
         span_id=os.urandom(8),
         parent_span_id=bytes.fromhex(attribution.span_id),
-        name=utf8_text(f"{names.KERNEL_EVENT_PREFIX}{event.kind} {event.summary()[:80]}"),
+        name=faithful(f"{names.KERNEL_EVENT_PREFIX}{event.kind} {event.summary()[:80]}"),
         kind=trace_pb2.Span.SPAN_KIND_INTERNAL,
         start_time_unix_nano=event.ts_ns,
         end_time_unix_nano=event.ts_ns,

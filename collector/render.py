@@ -20,8 +20,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
+from agentguard._text import faithful
 from agentguard.collector.incidents import Incident, ProcessNode
-from agentguard.collector.store import printable_text
 
 __all__ = ["BASE_CSS", "escape_html", "html_page", "incident_html", "print_events",
            "print_incident", "print_incidents", "print_status", "severity_badge"]
@@ -40,7 +40,7 @@ def _time(ts_ns: int | None) -> str:
 def _text(value: str) -> str:
     """``value`` for the terminal: printable (no surrogates, which no encoding of a terminal
     takes) and with rich markup escaped."""
-    return escape(printable_text(value))
+    return escape(faithful(value))
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -239,7 +239,7 @@ _KERNEL_ONLY = '<span class="kernel">kernel-only</span>'
 
 def escape_html(value: Any) -> str:
     """``value`` as text safe in HTML content and attribute values (None: empty)."""
-    return html.escape("" if value is None else printable_text(str(value)), quote=True)
+    return html.escape("" if value is None else faithful(str(value)), quote=True)
 
 
 _e = escape_html

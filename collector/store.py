@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from agentguard._text import faithful
 from agentguard.collector.model import Attribution, KernelEvent, SpanInfo
 from agentguard.findings import SEVERITY_ORDER, Finding
 
 __all__ = ["MAX_AIBOM_AGENTS", "MAX_AIBOM_ENTRIES", "SCHEMA_VERSION", "Store", "StoreError",
-           "StoredFinding", "printable_text"]
+           "StoredFinding"]
 
 SCHEMA_VERSION = 1
 # A conversation's findings separated by more than this start a new incident.
@@ -185,23 +186,6 @@ def _storable_json(text: str, value: Any) -> str:
         return text
     except UnicodeEncodeError:
         return json.dumps(value, default=str, separators=(",", ":"))
-
-
-def printable_text(text: str) -> str:
-    """``text`` as valid UTF-8, for a text column, a terminal or a file: surrogate-escaped bytes
-    (a file name that is not UTF-8) written ``\\xff``, or every surrogate ``\\udXXX`` when one
-    of them stands for no byte."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -405,7 +389,7 @@ class Store:
         self.begin()
         ts_ns = _time_ns(finding.timestamp)
         # The title may quote a file name that is not UTF-8 (the evidence keeps it exactly).
-        title = printable_text(finding.title)
+        title = faithful(finding.title)
         if title != finding.title:
             finding = finding.model_copy(update={"title": title})
         evidence = _json(finding.evidence)

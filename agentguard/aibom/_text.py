@@ -13,6 +13,8 @@ import os
 import re
 from typing import Any, TypeGuard
 
+from agentguard._text import faithful
+
 __all__ = ["MAX_TIMESTAMP", "faithful", "is_sha256", "path_bytes_hex", "printable", "timestamp"]
 
 # 2100-01-01T00:00:00Z: later (or negative, or not finite) is no time a process was seen at.
@@ -21,17 +23,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Characters a terminal may act on or hide: C0/C1 controls, DEL, lone surrogates; the rest of
 # what str.isprintable() refuses (format characters, separators) too, but not the plain space.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def faithful(text: str) -> str:
-    """``text`` as valid Unicode: bytes of a file name that were not UTF-8 (``os.fsdecode``'s
-    surrogate escapes) written ``\\xNN``, any other lone surrogate ``\\udNNN``."""
-    if text.isascii():
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def path_bytes_hex(path: str) -> str | None:
