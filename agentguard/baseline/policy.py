@@ -107,6 +107,14 @@ class _Builder:
         self.skipped.append(f"{where}: learned up to {_number(learned.max or 0)}, no finite "
                             "bound above it (no rule)")
 
+    def ceiling(self, where: str, histogram: Histogram) -> float | None:
+        """The upper fence of a learned range; ``None``, noted as giving no rule, when it is
+        beyond every float."""
+        _, upper = self.fences(histogram)
+        if upper is None:
+            self.unbounded(where, histogram)
+        return upper
+
 
 def _round(value: float, *, down: bool) -> float | None:
     if not math.isfinite(value):
@@ -202,10 +210,8 @@ def _argument(b: _Builder, tool: str, key: str, arg: ArgSummary) -> None:
     elif arg.values is not None and state == "open":
         b.skipped.append(f"{tool}.{label}: {len(arg.values.values)}+ distinct values (no list)")
     if arg.lengths is not None and arg.lengths.count:
-        _, upper = b.fences(arg.lengths)
-        if upper is None:
-            b.unbounded(f"{tool}.{label} length", arg.lengths)
-        else:
+        upper = b.ceiling(f"{tool}.{label} length", arg.lengths)
+        if upper is not None:
             b.rule(f"{tool}: {label} length learned up to {_number(arg.lengths.max or 0)}",
                    f"{tool} called with a {label} longer than {_number(upper)} characters",
                    severity="medium", mature=range_mature(arg.lengths, th), match=match,
@@ -245,20 +251,16 @@ def _tool(b: _Builder, name: str, tool: ToolProfile, mature_tool: bool) -> None:
         _argument(b, name, key, tool.args[key])
     result = {"kind": "tool_call", "tool": name, "phase": "result"}
     if tool.result_records is not None and tool.result_records.count:
-        _, upper = b.fences(tool.result_records)
-        if upper is None:
-            b.unbounded(f"{name} result records", tool.result_records)
-        else:
+        upper = b.ceiling(f"{name} result records", tool.result_records)
+        if upper is not None:
             b.rule(f"{name}: results held {_number(tool.result_records.min or 0)}.."
                    f"{_number(tool.result_records.max or 0)} records",
                    f"{name} returned more than {_number(upper)} records",
                    severity="high", mature=range_mature(tool.result_records, th), match=result,
                    when={"field": "result", "count": {"gt": _number(upper)}})
     if tool.result_bytes is not None and tool.result_bytes.count:
-        _, upper = b.fences(tool.result_bytes)
-        if upper is None:
-            b.unbounded(f"{name} result size", tool.result_bytes)
-        else:
+        upper = b.ceiling(f"{name} result size", tool.result_bytes)
+        if upper is not None:
             # Result sizes vary more than record counts: an alert, as the baseline's margin is.
             b.rule(f"{name}: results were up to {_number(tool.result_bytes.max or 0)} bytes",
                    f"{name} returned more than {_number(upper)} characters",
