@@ -78,12 +78,14 @@ def listener() -> Iterator[Listener]:
     server.close()
 
 
-def start_collector(tmp: Path, **overrides: Any) -> Collector:
-    """A started collector on ephemeral loopback ports with its database under ``tmp``."""
+def start_collector(tmp: Path, environ: dict[str, str] | None = None, **overrides: Any
+                    ) -> Collector:
+    """A started collector on ephemeral loopback ports with its database under ``tmp``, its
+    settings read as ``run`` reads them (``environ``: the variables it sees)."""
     settings = {"db": str(tmp / "collector.db"), "otlp_grpc": "127.0.0.1:0",
                 "otlp_http": "127.0.0.1:0", "discover": False, "hold_seconds": 3.0}
     settings.update(overrides)
-    collector = Collector(load_settings(settings, environ={})).start()
+    collector = Collector(load_settings(settings, environ=environ or {})).start()
     assert collector.wait_ready(30), "collector sensor did not become ready"
     return collector
 

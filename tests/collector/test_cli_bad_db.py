@@ -33,20 +33,21 @@ def garbage(path: Path) -> None:
     path.write_text("not sqlite at all\n" * 100)
 
 
-def other_program(path: Path) -> None:
+def _execute(path: Path, *statements: str) -> None:
     connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE t (x)")
-    connection.execute("INSERT INTO t VALUES (1)")
+    for statement in statements:
+        connection.execute(statement)
     connection.commit()
     connection.close()
+
+
+def other_program(path: Path) -> None:
+    _execute(path, "CREATE TABLE t (x)", "INSERT INTO t VALUES (1)")
 
 
 def newer_collector(path: Path) -> None:
     Store(str(path)).close()
-    connection = sqlite3.connect(path)
-    connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    connection.commit()
-    connection.close()
+    _execute(path, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
 
 
 def empty(path: Path) -> None:
@@ -55,11 +56,8 @@ def empty(path: Path) -> None:
 
 def half_copied(path: Path) -> None:
     """The collector's version, none of its tables (a file cut short or put together by hand)."""
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    connection.commit()
-    connection.close()
+    _execute(path, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+             "INSERT INTO meta VALUES ('schema_version', '1')")
 
 
 BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {

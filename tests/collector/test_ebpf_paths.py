@@ -5,7 +5,6 @@ bytes the kernel had (``os.fsencode``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from agentguard.collector.model import EXEC, OPEN, KernelEvent
 from agentguard.collector.otlp import event_attributes, kernel_event_span, span_event
 from agentguard.collector.sensor import WatchSet
 from agentguard.collector.store import Store, StoredFinding
-from tests.collector.conftest import require_ebpf, start_collector
 from tests.collector.helpers import run_watched, tree_events
 
 # Directory names: UTF-8 (two and three bytes a character), and bytes that are no UTF-8 at all.
@@ -25,11 +23,8 @@ NAMES = ["josé".encode(), "データ".encode(), b"\xff\xfe-raw", b"bad\xe2-cut\
 
 
 @pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
-    require_ebpf()
-    collector = start_collector(tmp_path_factory.mktemp("paths"), sensor="ebpf")
-    yield collector
-    collector.stop()
+def collector(ebpf_collector: Collector) -> Collector:
+    return ebpf_collector
 
 
 OPEN_AND_RUN = """

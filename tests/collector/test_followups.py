@@ -7,7 +7,6 @@ backends for forwarded spans and exported metrics, and real databases."""
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import re
@@ -33,10 +32,17 @@ from agentguard.collector.forward import Forwarder
 from agentguard.collector.model import EXEC, OPEN, Attribution, KernelEvent
 from agentguard.collector.settings import CollectorSettings, SettingsError, load_settings
 from agentguard.collector.store import Store, StoredFinding
-from tests.collector.conftest import Listener
+from tests.collector.conftest import Listener, start_collector
 from tests.collector.helpers import wait_for
 from tests.collector.test_forward_limits import make_request
-from tests.collector.test_ingest_limits import bulk_request, final_state, http_port, stored_spans
+from tests.collector.test_ingest_limits import (
+    bulk_request,
+    daemon_port,
+    final_state,
+    http_port,
+    post_backlog,
+    stored_spans,
+)
 from tests.collector.test_receiver import post
 
 ROOT = Path(__file__).parents[2]
@@ -104,10 +110,8 @@ def sink() -> Iterator[Sink]:
 
 
 def started(tmp_path: Path, environ: dict[str, str] | None = None, **overrides: Any) -> Collector:
-    """A collector on loopback ports, its settings read as ``run`` reads them."""
-    settings = {"db": str(tmp_path / "c.db"), "otlp_grpc": "127.0.0.1:0",
-                "otlp_http": "127.0.0.1:0", "discover": False, "sensor": "none", **overrides}
-    return Collector(load_settings(settings, environ=environ or {})).start()
+    """A collector without a kernel sensor (see :func:`start_collector`)."""
+    return start_collector(tmp_path, environ, **{"sensor": "none", **overrides})
 
 
 @pytest.fixture
@@ -117,16 +121,6 @@ def collectors() -> Iterator[list[Collector]]:
     yield made
     for collector in made:
         collector.stop(timeout=30)
-
-
-def _daemon_port(daemon: subprocess.Popen[str]) -> int:
-    """The OTLP/HTTP port a ``collector run`` daemon announces on stderr."""
-    assert daemon.stderr is not None
-    while True:
-        line = daemon.stderr.readline()
-        assert line, "collector exited before listening"
-        if "listening on otlp_http" in line:
-            return int(line.split("otlp_http ", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -169,21 +163,14 @@ def test_request_and_stop_deadlines_come_from_the_config_file(tmp_path: Path) ->
     daemon = subprocess.Popen([*AGENTGUARD, "collector", "run", "--config", str(config)],
                               stderr=subprocess.PIPE, text=True)
     try:
-        port = _daemon_port(daemon)
+        port = daemon_port(daemon)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
             begun = time.monotonic()
             slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
             answer = slow.recv(4096)
             waited = time.monotonic() - begun
         assert answer.startswith(b"HTTP/1.1 408 ") and 0.4 < waited < 5, (answer, waited)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for index in range(80):
-            connection.request("POST", "/v1/traces", bulk_request(1000, first=index * 1000),
-                               {"Content-Type": "application/x-protobuf"})
-            response = connection.getresponse()
-            response.read()
-            assert response.status == 200
-        connection.close()
+        post_backlog(port)
         stopping = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=20)
@@ -324,14 +311,7 @@ def test_a_stop_that_loses_spans_reports_them_in_metrics_and_status(
     """Accepted spans a stop could not store are in the metrics' last export and in the status
     table (spans_lost_at_stop, requests_lost_at_stop) and in dropped."""
     collector = started(tmp_path, max_queue_bytes=1 << 30, metrics=sink.url, metrics_interval=60)
-    connection = http.client.HTTPConnection("127.0.0.1", http_port(collector), timeout=10)
-    for index in range(80):
-        connection.request("POST", "/v1/traces", bulk_request(1000, first=index * 1000),
-                           {"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        response.read()
-        assert response.status == 200
-    connection.close()
+    post_backlog(http_port(collector))
     assert collector.stop(timeout=1.0) is False
     lost_spans = collector.counters["spans_lost_at_stop"]
     lost_requests = collector.counters["requests_lost_at_stop"]

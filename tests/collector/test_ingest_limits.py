@@ -126,14 +126,30 @@ def test_request_bytes_waiting_for_the_core_are_bounded(collector: Collector) ->
 # -- stopping --------------------------------------------------------------------------------
 
 
-def _post_backlog(collector: Collector, requests: int, spans: int) -> int:
-    """Post requests faster than the core stores them; returns the spans answered with 200."""
-    sent = 0
-    for index in range(requests):
-        status, _, _ = post(collector, bulk_request(spans, first=index * spans))
-        assert status == 200
-        sent += spans
-    return sent
+def post_backlog(port: int, requests: int = 80, spans: int = 1000) -> int:
+    """Post requests of ``spans`` small spans each, on one connection to the OTLP/HTTP ``port``,
+    faster than the core stores them; returns the spans answered with 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for index in range(requests):
+            connection.request("POST", "/v1/traces", bulk_request(spans, first=index * spans),
+                               {"Content-Type": "application/x-protobuf"})
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        connection.close()
+    return requests * spans
+
+
+def daemon_port(daemon: subprocess.Popen[str]) -> int:
+    """The OTLP/HTTP port a ``collector run`` daemon announces on stderr."""
+    assert daemon.stderr is not None
+    while True:
+        line = daemon.stderr.readline()
+        assert line, "collector exited before listening"
+        if "listening on otlp_http" in line:
+            return int(line.split("otlp_http ", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
 
 
 def test_a_stop_that_cannot_drain_in_time_counts_and_logs_what_is_lost(
@@ -142,7 +158,7 @@ def test_a_stop_that_cannot_drain_in_time_counts_and_logs_what_is_lost(
     requests and spans it did not store, and every accepted span is either stored or counted."""
     collector.max_queue_bytes = 1 << 30
     errors_before = sum(internal_error_counts().values())
-    sent = _post_backlog(collector, requests=80, spans=1000)
+    sent = post_backlog(http_port(collector))
     with caplog.at_level(logging.ERROR, logger="agentguard.collector"):
         assert collector.stop(timeout=1.0) is False
     # Had the core still been storing a request at the deadline, it records the stop when done.
@@ -198,25 +214,9 @@ def test_sigterm_with_accepted_spans_left_exits_nonzero(tmp_path: Path) -> None:
     daemon = subprocess.Popen([sys.executable, "-c", _RUN, db, "1.0"], stderr=subprocess.PIPE,
                               text=True)
     try:
-        assert daemon.stderr is not None
-        port = 0
-        while not port:
-            line = daemon.stderr.readline()
-            assert line, "collector exited before listening"
-            if "listening on otlp_http" in line:
-                port = int(line.split("otlp_http ", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
         # Small requests, posted much faster than the core stores them: a backlog of seconds,
         # and the one request the core is storing at the deadline is done well within its grace.
-        sent = 0
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for index in range(80):
-            connection.request("POST", "/v1/traces", bulk_request(1000, first=index * 1000),
-                               {"Content-Type": "application/x-protobuf"})
-            response = connection.getresponse()
-            response.read()
-            assert response.status == 200
-            sent += 1000
-        connection.close()
+        sent = post_backlog(daemon_port(daemon))
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=20)
     finally:
