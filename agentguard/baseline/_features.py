@@ -16,6 +16,7 @@ import os
 import re
 from typing import Any
 
+from agentguard._numbers import text_number
 from agentguard.baseline._numbers import as_float, digits
 from agentguard.redaction import redact
 
@@ -84,7 +85,6 @@ _SCORE_KEYS = frozenset({"score", "confidence", "probability", "risk_score", "ra
 _MAX_DECISION_TEXT = 64 * 1024
 _MAX_DECISION_FIELDS = 16
 _HOME = os.path.expanduser("~").rstrip("/")
-_NUMBER_START = frozenset("-+.0123456789")
 _IP_CHARS = frozenset("0123456789abcdefABCDEF.:%[]")
 # One encoder: json.dumps with options builds a new one per call, which costs more than encoding.
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"),
@@ -125,20 +125,14 @@ def _collapse(classes: str) -> str:
 
 
 def numeric_text(text: str) -> float | None:
-    """The number a short string spells (``"50000"``, ``"-1"``, ``"2.5"``, ``"1e5"``), if any.
+    """The number a string spells as the tool reading it would (``"50000"``, ``" 50000"``,
+    ``"-1"``, ``"2.5"``, ``"1e5"``, ``"5_000"``, forty zeros and ``5``), if any.
 
     Digits too large for a float (``"1e400"``) spell an infinity, which is outside every learned
     range; the words ``inf`` and ``nan`` spell no number.
     """
-    if len(text) > 32 or text[:1] not in _NUMBER_START:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    if math.isfinite(number):
-        return number
-    if math.isinf(number) and _DIGIT.search(text) is not None:
+    number = text_number(text)
+    if number is None or math.isfinite(number) or _DIGIT.search(text) is not None:
         return number
     return None
 

@@ -103,6 +103,26 @@ def test_argument_far_outside_its_range_is_high(scorer: Scorer) -> None:
         context=ctx("orders"), tool="orders", arguments={"limit": "50000", "status": "open"})))
 
 
+@pytest.mark.parametrize("limit", [" 50000", "50000\n", "0" * 40 + "50000", "+0050_000",
+                                   "５００００", "٥٠٠٠٠", " " * 300 + "5e4", "0" * 5000 + "50000"])
+def test_number_padded_as_int_reads_it_is_still_out_of_range(scorer: Scorer, limit: str) -> None:
+    """Text that int() or float() reads as 50000 (spaces, leading zeros, '_', other scripts'
+    digits) is the high-severity range deviation, not a mere new shape that only alerts."""
+    assert float(limit) == 50_000
+    deviations = scorer.score(ToolCall(context=ctx("orders"), tool="orders",
+                                       arguments={"limit": limit, "status": "open"}))
+    assert _rules(deviations)["argument-range"] == ("high", True)
+    assert any(d.to_dict()["observed"] == 50_000 for d in deviations)
+
+
+def test_text_that_is_no_number_is_not_read_as_one(scorer: Scorer) -> None:
+    """Words, 'inf', 'nan' and digits with a space between are no number: no range deviation."""
+    for value in ("inf", "nan", "12 34", "5 000", "x5", "-", "."):
+        rules = _rules(scorer.score(ToolCall(context=ctx("orders"), tool="orders",
+                                             arguments={"limit": value, "status": "open"})))
+        assert "argument-range" not in rules, value
+
+
 def test_record_count_spike_is_high(scorer: Scorer) -> None:
     """50,000 records from a tool that returned 1-5 is a high-severity deviation."""
     rows = json.dumps([{"id": i} for i in range(50_000)])
