@@ -63,7 +63,9 @@ _SHAPE_TABLE = str.maketrans(
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # Repeats of a class character (deleted, leaving one of each run).
 _RUNS = re.compile(r"(?<=a)a+|(?<=A)A+|(?<=9)9+|(?<= ) +|(?<=u)u+")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}://([^/\s?#\"'<>\\]{1,255})")
+# The authority as RFC 3986 reads it (to '/', '?' or '#'); a backslash in it is read as the end
+# by WHATWG clients (urllib3, requests), and both readings are hosts the URL can reach.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}://([^/\s?#\"'<>]{1,255})")
 # Not preceded by ':' or '/': the user info of a URL (scheme://user:pw@host) is not an address.
 _EMAIL = re.compile(r"(?<![\w.%+\-:/])[A-Za-z0-9._%+\-]{1,64}"
                     r"@([A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){1,8})")
@@ -143,15 +145,20 @@ def url_hosts(text: str) -> list[str]:
         return []
     hosts: list[str] = []
     for match in _URL.finditer(text, 0, TEXT_SCAN):
-        netloc = match.group(1)
-        netloc = netloc.rpartition("@")[2]
-        # An IPv6 literal is bracketed: [::1]:8080.
-        host = netloc[1:].partition("]")[0] if netloc.startswith("[") else netloc.partition(":")[0]
-        host = host.rstrip(".").lower()
-        if host and host not in hosts:
-            hosts.append(host)
-            if len(hosts) >= _MAX_FOUND:
-                break
+        authority = match.group(1)
+        readings = (authority, authority.partition("\\")[0]) if "\\" in authority \
+            else (authority,)
+        for netloc in readings:
+            netloc = netloc.rpartition("@")[2]
+            # An IPv6 literal is bracketed: [::1]:8080.
+            host = netloc[1:].partition("]")[0] if netloc.startswith("[") \
+                else netloc.partition(":")[0]
+            host = host.rstrip(".").lower()
+            if host and host not in hosts:
+                hosts.append(host)
+        if len(hosts) >= _MAX_FOUND:
+            del hosts[_MAX_FOUND:]
+            break
     return hosts
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from agentguard.policy._models import KIND_FIELDS
 from agentguard.policy._ops import (
+    EXPANDING_TRANSFORMS,
     MAX_SCAN,
     REGEX_BUDGET,
+    Alternatives,
     Op,
     joined_text,
     length_of,
@@ -109,6 +111,9 @@ class FieldNode(Node):
         self._test: Test | None = None
         self.transform_names = tuple(name for name, _ in transforms)
         self.transforms = tuple(fn for _, fn in transforms)
+        # A transform may turn one value into several (Alternatives); such paths take the
+        # general code below instead of the one-value shortcuts.
+        self.expands = any(name in EXPANDING_TRANSFORMS for name in self.transform_names)
         self.ops = ops
         self.exists = exists
         self.count = count
@@ -145,12 +150,44 @@ class FieldNode(Node):
             return len(value)
         return record_count(value, scratch)
 
+    def _transformed(self) -> Callable[[Any], list[Any]]:
+        """The values one value becomes through the transforms: none when a transform drops
+        it, several when one reads it in several ways (:class:`Alternatives`)."""
+        transforms = self.transforms
+
+        def run(x: Any) -> list[Any]:
+            values = [x]
+            for transform in transforms:
+                out: list[Any] = []
+                for value in values:
+                    value = transform(value)
+                    if type(value) is Alternatives:
+                        out.extend(value)
+                    elif value is not None:
+                        out.append(value)
+                if not out:
+                    return out
+                values = out
+            return values
+        return run
+
     def _element_test(self) -> Callable[[Any], bool]:
         transforms = self.transforms
         tests = tuple(op.test for op in self.ops)
         if not tests:
             return lambda value: True
         single = tests[0] if len(tests) == 1 else None
+        if self.expands:
+            run = self._transformed()
+
+            def check_each(x: Any) -> bool:
+                return any(all(test(value) for test in tests) for value in run(x))
+
+            def element_each(value: Any) -> bool:
+                if isinstance(value, (list, tuple)):
+                    return any(check_each(item) for item in value[:1000])
+                return check_each(value)
+            return element_each
 
         def check(x: Any) -> bool:
             for transform in transforms:
@@ -181,6 +218,8 @@ class FieldNode(Node):
         cached = bool(transforms) or self.path.multi
         key = ("i", self.path.text, *self.transform_names)
 
+        run = self._transformed() if self.expands else None
+
         def items(fields: Any, scratch: Scratch) -> list[Any]:
             if cached:
                 hit = scratch.cache.get(key)
@@ -191,6 +230,9 @@ class FieldNode(Node):
                 elements = value[:1000] if type(value) is list or type(value) is tuple else \
                     (value,)
                 for x in elements:
+                    if run is not None:
+                        out.extend(run(x))
+                        continue
                     for transform in transforms:
                         x = transform(x)
                         if x is None:
@@ -338,7 +380,7 @@ class FieldNode(Node):
             return test_count
 
         if exists is None and count is None and length is None and len(self.ops) == 1 and \
-                self.path.get_one is not None:
+                self.path.get_one is not None and not self.expands:
             # One value (no [*] or **): no list, no cache.
             get_one = self.path.get_one
             single = self.ops[0].test
@@ -484,17 +526,12 @@ class FieldNode(Node):
                 if size is None or not self.length[0](size):
                     continue
             items = value if isinstance(value, (list, tuple)) else [value]
+            run = self._transformed()
             for item in items[:1000]:
-                x = item
-                for transform in self.transforms:
-                    x = transform(x)
-                    if x is None:
-                        break
-                if x is None:
-                    continue
-                if all(op.test(x) for op in self.ops):
-                    reasons = [op.why(x) if op.why else op.expect for op in self.ops]
-                    return item, x, reasons
+                for x in run(item):
+                    if all(op.test(x) for op in self.ops):
+                        reasons = [op.why(x) if op.why else op.expect for op in self.ops]
+                        return item, x, reasons
         return None
 
 

@@ -16,17 +16,19 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from agentguard._urls import reached_hosts
 from agentguard.policy._models import Bounds
 from agentguard.policy._paths import MISSING, as_number
 from agentguard.policy._regex import MAX_REGEX_INPUT, required_literals
 
 __all__ = [
+    "EXPANDING_TRANSFORMS",
     "MAX_SCAN",
     "REGEX_BUDGET",
     "SEPARATOR",
     "TRANSFORM_FUNCTIONS",
+    "Alternatives",
     "Op",
     "big_int_text",
     "bounds_test",
@@ -218,15 +220,25 @@ def _normpath(x: Any) -> Any:
     return normal[1:] if normal.startswith("//") else normal
 
 
+class Alternatives(tuple[Any, ...]):
+    """What a transform returns when a value stands for several (a URL that HTTP clients read
+    as different hosts): a test holds on the value when it holds on any of them, as if the
+    field held each."""
+
+    __slots__ = ()
+
+
 def _url_host(x: Any) -> Any:
     if not isinstance(x, str) or "://" not in x[:64]:
         return None
-    try:
-        host = urlsplit(x[:4096].strip()).hostname
-    except ValueError:
+    hosts = reached_hosts(x[:4096].strip())
+    if not hosts:
         return None
-    return host.lower() if host else None
+    return hosts[0] if len(hosts) == 1 else Alternatives(hosts)
 
+
+# Transforms that can return Alternatives.
+EXPANDING_TRANSFORMS = frozenset({"url_host"})
 
 TRANSFORM_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "basename": _basename, "dirname": _dirname, "lower": lowercase, "normpath": _normpath,

@@ -104,7 +104,8 @@ def test_argument_far_outside_its_range_is_high(scorer: Scorer) -> None:
 
 
 @pytest.mark.parametrize("limit", [" 50000", "50000\n", "0" * 40 + "50000", "+0050_000",
-                                   "５００００", "٥٠٠٠٠", " " * 300 + "5e4", "0" * 5000 + "50000"])
+                                   "\uff15\uff10\uff10\uff10\uff10",
+                                   "\u0665\u0660\u0660\u0660\u0660", " " * 300 + "5e4", "0" * 5000 + "50000"])
 def test_number_padded_as_int_reads_it_is_still_out_of_range(scorer: Scorer, limit: str) -> None:
     """Text that int() or float() reads as 50000 (spaces, leading zeros, '_', other scripts'
     digits) is the high-severity range deviation, not a mere new shape that only alerts."""
@@ -152,6 +153,18 @@ def test_new_host_and_email_domain_in_arguments_are_high(scorer: Scorer) -> None
         arguments={"to": "drop@attacker.example", "url": "https://attacker.example/collect"})))
     assert rules["argument-host"] == ("high", True)
     assert rules["argument-email-domain"] == ("high", True)
+
+
+@pytest.mark.parametrize("url", ["https://attacker.example\\@status.corp.example/ok",
+                                 "https://status.corp.example\\@attacker.example/ok"])
+def test_url_clients_read_as_two_hosts_is_checked_for_both(scorer: Scorer, url: str) -> None:
+    """A URL that requests reads as one host and httpx as another cannot hide the unseen host
+    behind the learned one: the unseen one is the high-severity host deviation."""
+    deviations = scorer.score(ToolCall(context=ctx("notify"), tool="notify",
+                                       arguments={"to": "ops@corp.example", "url": url}))
+    assert _rules(deviations)["argument-host"] == ("high", True)
+    assert [d.to_dict()["observed"] for d in deviations
+            if d.rule == "argument-host"] == ["attacker.example"]
 
 
 def test_runtime_activity_outside_the_learned_is_flagged(scorer: Scorer) -> None:

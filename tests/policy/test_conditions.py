@@ -249,6 +249,28 @@ def test_url_host_drops_values_that_are_not_urls() -> None:
     assert fires(policy, call({"u": "https://api.evil.com/x"}))
 
 
+@pytest.mark.parametrize("url", ["http://evil.test\\@api.example.com/",
+                                 "http://api.example.com\\@evil.test/",
+                                 "https://evil.test\\.api.example.com/x"])
+def test_url_host_checks_every_host_http_clients_reach(url: str) -> None:
+    """A URL that requests (urllib3) and httpx read as different hosts cannot pass a host
+    allowlist by being allowed in one reading: every reached host is checked, and the decision
+    names the one that is not allowed."""
+    urllib3 = pytest.importorskip("urllib3")
+    from urllib.parse import urlsplit
+    reached = {urllib3.util.parse_url(url).host, urlsplit(url).hostname}
+    assert "evil.test" in reached and len(reached) == 2  # the clients disagree
+    allowlist = one_rule("{field: arguments.**, transform: url_host, "
+                         "not_in: [api.example.com]}")
+    decisions = allowlist.evaluate(call({"url": url}))
+    assert rule_ids(decisions) == ["R1"]
+    assert decisions[0].evidence["matched"][0]["transformed"] in reached - {"api.example.com"}
+    blocklist = one_rule("{field: arguments.url, transform: url_host, in: [evil.test]}")
+    assert fires(blocklist, call({"url": url})) == ("evil.test" in reached)
+    # A URL every client reads alike is one host, as before.
+    assert not fires(allowlist, call({"url": "https://user@api.example.com/x?a=\\b"}))
+
+
 def test_transforms_chain_in_order() -> None:
     """A list of transforms applies left to right."""
     policy = one_rule("{field: executable, transform: [normpath, basename], equals: sh}",
