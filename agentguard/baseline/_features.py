@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from typing import Any
 
 from agentguard._numbers import text_number
@@ -66,9 +67,15 @@ _RUNS = re.compile(r"(?<=a)a+|(?<=A)A+|(?<=9)9+|(?<= ) +|(?<=u)u+")
 # The authority as RFC 3986 reads it (to '/', '?' or '#'); a backslash in it is read as the end
 # by WHATWG clients (urllib3, requests), and both readings are hosts the URL can reach.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}://([^/\s?#\"'<>]{1,255})")
-# Not preceded by ':' or '/': the user info of a URL (scheme://user:pw@host) is not an address.
-_EMAIL = re.compile(r"(?<![\w.%+\-:/])[A-Za-z0-9._%+\-]{1,64}"
-                    r"@([A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){1,8})")
+# An address as a mail library sends it: a local part of RFC 5322 atoms (any letters, as
+# SMTPUTF8 allows) or quoted, after "mailto:" or "To:" too; a domain of any letters (read as
+# NFKC, as IDNA reads one in fullwidth letters) or an address literal ("[203.0.113.9]").
+# The user part of a URL ("https://user@host") is no address (see ``email_domains``).
+_EMAIL = re.compile(r"(?<![\w.%+\-!#$&'*=?^`{|}~])"
+                    r"(?:\"[^\"\r\n]{0,64}\"|[\w.%+\-!#$&'*=?^`{|}~]{1,64})"
+                    r"@([^\W_][\w\-]{0,62}(?:\.[\w\-]{1,63}){1,8}"
+                    r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])")
+_NOT_USERINFO = re.compile(r"[\s/?#\\]")
 _SECRET_KEY = re.compile(
     r"pass(?:word|wd|phrase)?|secret|token|api[_\-]?key|access[_\-]?key|credential|auth|cookie"
     r"|session|private[_\-]?key|signature|\bpin\b|otp"
@@ -168,7 +175,16 @@ def email_domains(text: str) -> list[str]:
         return []
     domains: list[str] = []
     for match in _EMAIL.finditer(text, 0, TEXT_SCAN):
-        domain = match.group(1).lower()
+        start = match.start()
+        scheme = text.rfind("://", max(0, start - 256), start)
+        if scheme >= 0 and not _NOT_USERINFO.search(text, scheme + 3, start):
+            continue  # the user part of a URL: its host is the URL's host
+        domain = match.group(1)
+        if domain[0] == "[":
+            domain = domain[1:-1].lower().removeprefix("ipv6:")
+        else:
+            domain = unicodedata.normalize("NFKC", domain).lower() if not domain.isascii() \
+                else domain.lower()
         if domain not in domains:
             domains.append(domain)
             if len(domains) >= _MAX_FOUND:

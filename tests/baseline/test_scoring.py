@@ -167,6 +167,27 @@ def test_url_clients_read_as_two_hosts_is_checked_for_both(scorer: Scorer, url: 
             if d.rule == "argument-host"] == ["attacker.example"]
 
 
+@pytest.mark.parametrize(("to", "domain"), [
+    ("mailto:drop@attacker.example", "attacker.example"),
+    ('"drop box"@attacker.example', "attacker.example"),
+    ("d\u00fcrer@attacker.example", "attacker.example"),
+    ("drop@\uff21TTACKER.example", "attacker.example"),
+    ("drop@[203.0.113.9]", "203.0.113.9"),
+])
+def test_addresses_mail_libraries_send_are_checked(scorer: Scorer, to: str, domain: str) -> None:
+    """An address a mail library delivers (after mailto:, quoted, with non-ASCII letters, in
+    fullwidth letters or to an address literal) is checked for its domain like a plain one."""
+    deviations = scorer.score(ToolCall(context=ctx("notify"), tool="notify",
+                                       arguments={"to": to, "url": "https://status.corp.example/ok"}))
+    assert _rules(deviations)["argument-email-domain"] == ("high", True)
+    assert [d.to_dict()["observed"] for d in deviations
+            if d.rule == "argument-email-domain"] == [domain]
+    # The user part of a URL is no address.
+    assert "argument-email-domain" not in _rules(scorer.score(ToolCall(
+        context=ctx("notify"), tool="notify",
+        arguments={"to": "user1@corp.example", "url": "https://drop@attacker.example/ok"})))
+
+
 def test_runtime_activity_outside_the_learned_is_flagged(scorer: Scorer) -> None:
     """A new bucket, a new process, a new destination and a write in a new area are high."""
     assert _rules(scorer.score(CloudCall(context=ctx("orders"), service="s3",
