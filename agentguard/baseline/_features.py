@@ -14,10 +14,10 @@ import json
 import math
 import os
 import re
-import unicodedata
 from typing import Any
 
 from agentguard._numbers import text_number
+from agentguard._urls import email_domains
 from agentguard.baseline._numbers import as_float, digits
 from agentguard.redaction import redact
 
@@ -67,15 +67,6 @@ _RUNS = re.compile(r"(?<=a)a+|(?<=A)A+|(?<=9)9+|(?<= ) +|(?<=u)u+")
 # The authority as RFC 3986 reads it (to '/', '?' or '#'); a backslash in it is read as the end
 # by WHATWG clients (urllib3, requests), and both readings are hosts the URL can reach.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}://([^/\s?#\"'<>]{1,255})")
-# An address as a mail library sends it: a local part of RFC 5322 atoms (any letters, as
-# SMTPUTF8 allows) or quoted, after "mailto:" or "To:" too; a domain of any letters (read as
-# NFKC, as IDNA reads one in fullwidth letters) or an address literal ("[203.0.113.9]").
-# The user part of a URL ("https://user@host") is no address (see ``email_domains``).
-_EMAIL = re.compile(r"(?<![\w.%+\-!#$&'*=?^`{|}~])"
-                    r"(?:\"[^\"\r\n]{0,64}\"|[\w.%+\-!#$&'*=?^`{|}~]{1,64})"
-                    r"@([^\W_][\w\-]{0,62}(?:\.[\w\-]{1,63}){1,8}"
-                    r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])")
-_NOT_USERINFO = re.compile(r"[\s/?#\\]")
 _SECRET_KEY = re.compile(
     r"pass(?:word|wd|phrase)?|secret|token|api[_\-]?key|access[_\-]?key|credential|auth|cookie"
     r"|session|private[_\-]?key|signature|\bpin\b|otp"
@@ -167,29 +158,6 @@ def url_hosts(text: str) -> list[str]:
             del hosts[_MAX_FOUND:]
             break
     return hosts
-
-
-def email_domains(text: str) -> list[str]:
-    """Domains of the e-mail addresses in ``text`` (lower case)."""
-    if "@" not in text:
-        return []
-    domains: list[str] = []
-    for match in _EMAIL.finditer(text, 0, TEXT_SCAN):
-        start = match.start()
-        scheme = text.rfind("://", max(0, start - 256), start)
-        if scheme >= 0 and not _NOT_USERINFO.search(text, scheme + 3, start):
-            continue  # the user part of a URL: its host is the URL's host
-        domain = match.group(1)
-        if domain[0] == "[":
-            domain = domain[1:-1].lower().removeprefix("ipv6:")
-        else:
-            domain = unicodedata.normalize("NFKC", domain).lower() if not domain.isascii() \
-                else domain.lower()
-        if domain not in domains:
-            domains.append(domain)
-            if len(domains) >= _MAX_FOUND:
-                break
-    return domains
 
 
 def looks_like_path(text: str) -> bool:

@@ -167,10 +167,6 @@ def _glob(prefix: str) -> str:
     return prefix.rstrip("/") + "/*"
 
 
-def _domain_regex(domains: list[str]) -> str:
-    return "@(?:" + "|".join(re.escape(d) for d in domains) + r")\b"
-
-
 # -- tools ---------------------------------------------------------------------------------------
 
 def _argument(b: _Builder, tool: str, key: str, arg: ArgSummary) -> None:
@@ -228,12 +224,11 @@ def _argument(b: _Builder, tool: str, key: str, arg: ArgSummary) -> None:
     if arg.domains is not None and domains_state in ("closed", "mature", "learning"):
         domains = sorted(arg.domains.values)
         b.rule(f"{tool}: {label} addressed {', '.join(domains[:5])}"
-               f"{' ...' if len(domains) > 5 else ''} (an address at any other domain fires, "
-               "unless the value also holds an allowed one)",
+               f"{' ...' if len(domains) > 5 else ''} (an address at any other domain fires)",
                f"{tool} called with a {label} addressed to a domain never seen while learning",
                severity="high", mature=domains_state in ("closed", "mature"), match=match,
-               when={"all": [{"field": path, "contains": "@"},
-                             {"not": {"field": path, "regex": _domain_regex(domains)}}]})
+               when={"field": path, "transform": "email_domain",
+                     "not_in": b.named_list(f"{tool}_{key}_domains", domains)})
     paths_state = b.state(arg.paths)
     if arg.paths is not None and paths_state in ("closed", "mature", "learning"):
         globs = sorted({_glob(p) for p in arg.paths.values})

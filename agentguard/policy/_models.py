@@ -71,6 +71,8 @@ CONTEXT_FIELDS: frozenset[str] = frozenset(_events.EventContext.model_fields)
 TRANSFORMS: dict[str, str] = {
     "basename": "the last component of a path ('/usr/bin/curl' → 'curl')",
     "dirname": "everything before the last '/' of a path",
+    "email_domain": "the domain of each e-mail address in the value, lower case "
+                    "('Ops <ops@Corp.example>' → 'corp.example'); values without one are dropped",
     "lower": "lower case",
     "normpath": "a normalised path ('/a/./b/../c' → '/a/c', '//x' → '/x')",
     "url_host": "the host of a URL, lower case ('https://Example.com:8443/x' → 'example.com'); "

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentguard._urls import reached_hosts
+from agentguard._urls import email_domains, reached_hosts
 from agentguard.policy._models import Bounds
 from agentguard.policy._paths import MISSING, as_number
 from agentguard.policy._regex import MAX_REGEX_INPUT, required_literals
@@ -237,12 +237,21 @@ def _url_host(x: Any) -> Any:
     return hosts[0] if len(hosts) == 1 else Alternatives(hosts)
 
 
+def _email_domain(x: Any) -> Any:
+    if not isinstance(x, str) or "@" not in x[:4096]:
+        return None
+    domains = email_domains(x)
+    if not domains:
+        return None
+    return domains[0] if len(domains) == 1 else Alternatives(domains)
+
+
 # Transforms that can return Alternatives.
-EXPANDING_TRANSFORMS = frozenset({"url_host"})
+EXPANDING_TRANSFORMS = frozenset({"email_domain", "url_host"})
 
 TRANSFORM_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
-    "basename": _basename, "dirname": _dirname, "lower": lowercase, "normpath": _normpath,
-    "url_host": _url_host,
+    "basename": _basename, "dirname": _dirname, "email_domain": _email_domain, "lower": lowercase,
+    "normpath": _normpath, "url_host": _url_host,
 }
 
 
