@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
@@ -61,6 +63,7 @@ class LightSpan(trace.Span):
         "_on_end",
         "attributes",
         "events",
+        "events_dropped",
         "kind",
         "links",
         "name",
@@ -88,8 +91,10 @@ class LightSpan(trace.Span):
         self.kind = kind
         self.attributes = attributes
         self.links = links
-        # (name, attributes, time in ns): SDK events are built in the export thread.
-        self.events: list[tuple[str, Any, int]] | None = None
+        # (name, attributes, time in ns): SDK events are built in the export thread. At most the
+        # tracer's event limit are held, the newest (as an SDK span keeps them), the rest counted.
+        self.events: deque[tuple[str, Any, int]] | None = None
+        self.events_dropped = 0
         self.status = _UNSET
         self.start_time = start_time
         self._end_time: int | None = None
@@ -118,7 +123,9 @@ class LightSpan(trace.Span):
             return
         events = self.events
         if events is None:
-            events = self.events = []
+            events = self.events = deque(maxlen=self.tracer.limits.max_events)
+        elif len(events) == events.maxlen:
+            self.events_dropped += 1
         events.append((name, dict(attributes) if attributes else None,
                        timestamp if timestamp is not None else time.time_ns()))
 
@@ -270,14 +277,19 @@ def to_readable(span: LightSpan) -> ReadableSpan:
                              limits.max_span_attribute_length)
     events: Sequence[Event] = ()
     if span.events:
-        kept = span.events[: limits.max_events] if limits.max_events is not None else span.events
         events = [
             Event(name,
                   _attributes(event_attributes or {}, limits.max_event_attributes,
                               limits.max_attribute_length),
                   timestamp, None)
-            for name, event_attributes, timestamp in kept
+            for name, event_attributes, timestamp in span.events
         ]
+        if span.events_dropped:
+            # A BoundedList is how a ReadableSpan tells its exporter how many events it dropped.
+            bounded: BoundedList[Event] = BoundedList(None)
+            bounded.extend(events)
+            bounded.dropped = span.events_dropped
+            events = bounded
     links = span.links
     if limits.max_links is not None and len(links) > limits.max_links:
         links = links[: limits.max_links]

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -21,7 +22,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from agentguard import semconv
 from agentguard._errors import internal_error
 from agentguard._spans import LightSpan, LightTracer, to_readable
-from agentguard.config import Config
+from agentguard.config import Config, ConfigError
 from agentguard.sensors import quiet_thread
 
 __all__ = ["BoundedBatchSpanProcessor", "Telemetry", "build_telemetry"]
@@ -29,6 +30,12 @@ __all__ = ["BoundedBatchSpanProcessor", "Telemetry", "build_telemetry"]
 logger = logging.getLogger("agentguard")
 
 _VERSION = "0.1.0"
+
+# An export in flight this long (seconds) means the backend is not answering: shutdown stops
+# waiting for it.
+STALLED_AFTER = 1.0
+# How long shutdown still waits for a worker stuck in such an export, once its exporter is shut.
+_STALLED_JOIN = 0.25
 
 
 class BoundedBatchSpanProcessor(SpanProcessor):
@@ -46,8 +53,16 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         max_batch_size: int = 512,
         schedule_delay: float = 0.5,
         only_scope: str | None = None,
+        exporter_factory: Callable[[], SpanExporter] | None = None,
     ) -> None:
         self.exporter = exporter
+        # Builds the exporter anew in a forked child: an exporter agentguard made holds pooled
+        # connections (a keep-alive socket, a gRPC channel) that the parent goes on using.
+        self.exporter_factory = exporter_factory
+        self._rebuild_exporter = False
+        # The parent's exporter in a forked child: never used there, and never closed (closing
+        # it could end the parent's connection), only kept from being collected.
+        self._inherited: SpanExporter | None = None
         # On a provider agentguard does not own, export only agentguard's spans: the
         # application's own pipeline already exports the rest.
         self.only_scope = only_scope
@@ -89,12 +104,32 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         self._worker.start()
 
     def _reinit_after_fork(self) -> None:
-        # The worker thread does not survive fork; the child exports its own spans.
+        # The worker thread does not survive fork; the child exports its own spans, over
+        # connections of its own, and counts only them.
         self._wake = threading.Condition(threading.Lock())
         self._queue.clear()
         self._flush_requests = []
+        self.queued = self.exported = self.dropped = self.failed = 0
+        self.last_export_ok = None
+        self.exporting_since = None
+        if self.exporter_factory is not None:
+            self._rebuild_exporter = True
         if not self._shutdown:
             self._start_worker()
+
+    def _fresh_exporter(self) -> None:
+        """Replace the exporter inherited across ``fork`` (in the worker: building a gRPC
+        channel in the fork handler itself is not safe)."""
+        self._rebuild_exporter = False
+        factory = self.exporter_factory
+        if factory is None:
+            return
+        try:
+            exporter = factory()
+        except Exception as exc:
+            internal_error("exporter rebuild after fork", exc)
+            return
+        self._inherited, self.exporter = self.exporter, exporter
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -112,6 +147,12 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         queue = self._queue
         if len(queue) >= self.max_queue_size:
             self.dropped += 1
+            if self.dropped == 1:
+                # Said once: a backend that cannot keep up shows in the logs, not just in stats().
+                logger.warning(
+                    "agentguard: the span export queue is full (%d spans); spans are dropped "
+                    "until the exporter catches up (counted in agentguard.stats()"
+                    "['spans_dropped'])", self.max_queue_size)
             return
         queue.append(span)
         self.queued += 1
@@ -156,6 +197,8 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         quiet_thread()
         # Nor are its HTTP or AWS calls: instrumentations (ours included) skip them.
         otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        if self._rebuild_exporter:
+            self._fresh_exporter()
         while True:
             with self._wake:
                 if not self._shutdown and not self._flush_requests and (
@@ -180,12 +223,39 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             self._wake.notify()
         return done.wait(timeout_millis / 1000)
 
-    def backend_down(self, stalled_after: float = 1.0) -> bool:
+    def backend_down(self, stalled_after: float = STALLED_AFTER) -> bool:
         """Whether the backend looks unreachable: the last export failed, or one has been
         retrying for longer than ``stalled_after`` seconds."""
         since = self.exporting_since
         return self.last_export_ok is False or (
             since is not None and time.monotonic() - since > stalled_after)
+
+    def stalled(self) -> bool:
+        """Whether the worker is inside an export that looks hung (see :meth:`backend_down`)."""
+        return self.exporting_since is not None and self.backend_down()
+
+    def flush_before_shutdown(self, timeout: float) -> bool:
+        """Export what is queued, waiting at most ``timeout`` seconds, and less when the backend
+        is down: from the start (the last export failed), or while waiting (an export has hung
+        for a second). Nobody waits at exit for a backend that does not answer."""
+        if self.backend_down():
+            timeout = min(timeout, 0.5)
+        deadline = time.monotonic() + timeout
+        worker = self._worker
+        if worker is None or not worker.is_alive():
+            return not self._queue
+        done = threading.Event()
+        with self._wake:
+            self._flush_requests.append(done)
+            self._wake.notify()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if done.wait(min(left, 0.1)):
+                return True
+            if self.stalled():
+                return False
 
     def shutdown(self, timeout_millis: int = 5000, *, close_exporter: bool = True) -> None:
         if self._shutdown:
@@ -195,12 +265,17 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             self._shutdown = True
             self._wake.notify()
         worker = self._worker
-        if close_exporter and self.exporting_since is not None and self.backend_down():
-            # Shutting the OTLP exporter down cuts its retry back-off short.
-            self._close_exporter()
-            close_exporter = False
+        wait = timeout_millis / 1000
+        if self.stalled():
+            # An export that hangs (a backend that accepts and never answers) is not waited out:
+            # shutting the exporter down cuts its retry back-off short (and a gRPC call at
+            # once); an HTTP request still in flight ends with its timeout, in the daemon worker.
+            wait = min(wait, _STALLED_JOIN)
+            if close_exporter:
+                self._close_exporter()
+                close_exporter = False
         if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout_millis / 1000)
+            worker.join(wait)
         if close_exporter:
             self._close_exporter()
 
@@ -259,7 +334,25 @@ def _make_exporter(config: Config) -> SpanExporter | None:
         # The collector is the exporter: no second copy to the OTLP default (which is where a
         # local collector listens anyway).
         return None
-    return _otlp_exporter(config)
+    try:
+        return _otlp_exporter(config)
+    except ValueError as exc:
+        # The exporter refuses the endpoint outright (gRPC parses it at once; HTTP only when
+        # it first sends): a configuration mistake, said at instrument().
+        raise ConfigError(
+            f"invalid agentguard configuration: otlp_endpoint (or OTEL_EXPORTER_OTLP_"
+            f"(TRACES_)ENDPOINT) cannot be used by the {config.otlp_protocol} exporter: "
+            f"{exc}; got {config.otlp_endpoint!r}") from None
+
+
+def _otlp_factory(config: Config, exporter: SpanExporter | None
+                  ) -> Callable[[], SpanExporter] | None:
+    """What rebuilds ``exporter`` in a forked child: set for the OTLP exporters agentguard
+    builds from the configuration; an exporter instance the application gave is its own."""
+    if exporter is None or isinstance(config.exporter, SpanExporter) or \
+            config.exporter == "console":
+        return None
+    return lambda: _otlp_exporter(config)
 
 
 def _otlp_elsewhere(config: Config) -> bool:
@@ -359,6 +452,27 @@ class Telemetry:
         self.tracer = tracer if tracer is not None else provider.get_tracer("agentguard", _VERSION)
         # Content can be left for the export thread to redact only on light spans.
         self.light = isinstance(self.tracer, LightTracer)
+        if owns_provider and hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def _after_fork() -> None:
+                telemetry = ref()
+                if telemetry is not None:
+                    telemetry._own_pid()
+
+            os.register_at_fork(after_in_child=_after_fork)
+
+    def _own_pid(self) -> None:
+        """Put a forked child's pid on the resource of the spans it starts (the collector joins
+        spans to processes by ``process.pid``; a pre-fork server's workers are processes of
+        their own). Both agentguard's light tracer and the SDK's tracer read ``resource`` when
+        a span starts."""
+        try:
+            resource: Resource = getattr(self.tracer, "resource")  # noqa: B009
+            setattr(self.tracer, "resource",  # noqa: B010
+                    resource.merge(Resource({semconv.PROCESS_PID: os.getpid()})))
+        except Exception as exc:
+            internal_error("resource after fork", exc)
 
     def flush(self, timeout: float = 5.0) -> bool:
         if self.collector is not None:
@@ -380,16 +494,15 @@ class Telemetry:
                 self.processor.successor = successor.processor or successor.collector
             if self.collector is not None:
                 self.collector.successor = successor.collector or successor.processor
-        if self.collector is not None:
-            flush_timeout = min(timeout, 0.5) if self.collector.backend_down() else timeout
-            self.collector.force_flush(int(flush_timeout * 1000))
-            self.collector.shutdown(int(timeout * 1000))
-        if self.processor is not None:
+        # One deadline for everything: a second export queue must not double the wait.
+        deadline = time.monotonic() + timeout
+        for processor, keep in ((self.collector, None), (self.processor, keep_exporter)):
+            if processor is None:
+                continue
             # Waiting for a backend that is down would only delay the agent's exit.
-            flush_timeout = min(timeout, 0.5) if self.processor.backend_down() else timeout
-            self.processor.force_flush(int(flush_timeout * 1000))
-            self.processor.shutdown(int(timeout * 1000),
-                                    close_exporter=self.processor.exporter is not keep_exporter)
+            processor.flush_before_shutdown(max(0.0, deadline - time.monotonic()))
+            processor.shutdown(int(max(0.0, deadline - time.monotonic()) * 1000),
+                               close_exporter=processor.exporter is not keep)
         if self.owns_provider and self.provider is not None:
             self.provider.shutdown()
 
@@ -418,13 +531,15 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
             exporter = _make_exporter(config)
             if exporter is not None:
                 processor = BoundedBatchSpanProcessor(
-                    exporter, max_queue_size=config.max_queue_size, only_scope="agentguard")
+                    exporter, max_queue_size=config.max_queue_size, only_scope="agentguard",
+                    exporter_factory=_otlp_factory(config, exporter))
                 provider.add_span_processor(processor)
         collector = None
         if config.collector_endpoint:
             collector = BoundedBatchSpanProcessor(
                 _WithPid(_collector_exporter(config)), max_queue_size=config.max_queue_size,
-                only_scope="agentguard")
+                only_scope="agentguard",
+                exporter_factory=lambda: _WithPid(_collector_exporter(config)))
             provider.add_span_processor(collector)
         return Telemetry(provider, processor, owns_provider=False, collector=collector)
     resource = Resource.create(
@@ -438,11 +553,13 @@ def build_telemetry(config: Config, tracer_provider: Any = None) -> Telemetry:
     exporter = _make_exporter(config)
     processor = None
     if exporter is not None:
-        processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size)
+        processor = BoundedBatchSpanProcessor(exporter, max_queue_size=config.max_queue_size,
+                                              exporter_factory=_otlp_factory(config, exporter))
     collector = None
     if config.collector_endpoint:
-        collector = BoundedBatchSpanProcessor(_collector_exporter(config),
-                                              max_queue_size=config.max_queue_size)
+        collector = BoundedBatchSpanProcessor(
+            _collector_exporter(config), max_queue_size=config.max_queue_size,
+            exporter_factory=lambda: _collector_exporter(config))
         if processor is None:
             # The collector is the only exporter: it is the pipeline's processor.
             processor, collector = collector, None

@@ -11,7 +11,8 @@ __all__ = ["CallInfo", "CallerError", "Handler", "error_code", "record_response"
 
 
 class CallerError(Exception):
-    """Raised by a handler's ``done`` for an error that belongs to the caller (re-raised as is)."""
+    """Raised by a handler's ``done`` for an error that belongs to the caller (re-raised as is,
+    outside any ``except`` block of agentguard's, so its chain is the library's own)."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))

@@ -31,7 +31,7 @@ from typing import Any
 from agentguard import semconv
 from agentguard._guard import Guard, Operation
 from agentguard.findings import ToolCallBlocked
-from agentguard.integrations._aws_call import CallInfo, Handler, record_response
+from agentguard.integrations._aws_call import CallInfo, Handler, error_code, record_response
 from agentguard.integrations._aws_streams import (
     StreamFollower,
     TracedAioEventStream,
@@ -285,12 +285,21 @@ class _AgentFollower(StreamFollower):
                     semconv.AG_BEDROCK_GUARDRAIL_ACTION: str(step.get("action", "")),
                     semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))})
             elif key == "failureTrace":
-                self.op.span.add_event(semconv.EVENT_BEDROCK_FAILURE, {
-                    "message": str(step.get("failureReason", ""))[:1024],
-                    semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))})
+                self._failure(step)
             else:
                 # orchestration, pre-/post-processing, routing, custom orchestration
                 self._step(key, step)
+
+    def _failure(self, step: dict[str, Any]) -> None:
+        attributes: dict[str, Any] = {semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))}
+        reason = step.get("failureReason")
+        if reason and self.guard.capture.enabled:
+            # Content like any error message (a Lambda's error often quotes its input): captured
+            # per capture_content, so redacted, hashed or left out.
+            captured = self.guard.content(str(reason)[:MAX_TEXT])
+            if captured is not None:
+                attributes["message"] = captured
+        self.op.span.add_event(semconv.EVENT_BEDROCK_FAILURE, attributes)
 
     def _step(self, phase: str, step: dict[str, Any]) -> None:
         model_input = step.get("modelInvocationInput")
@@ -429,6 +438,10 @@ class _AgentFollower(StreamFollower):
 
     def failed(self, exc: BaseException) -> None:
         self._close_steps()
+        # The part of the answer the caller received before the stream broke.
+        self._record_answer()
+        if isinstance(getattr(exc, "response", None), dict):
+            self.op.span.set_attribute(semconv.RPC_RESPONSE_STATUS_CODE, error_code(exc))
         self.op.fail(exc)
 
     def abandoned(self) -> None:

@@ -17,7 +17,13 @@ from typing import Any
 from agentguard import semconv
 from agentguard._guard import Guard, Operation
 from agentguard._tool import expect_tool_call
-from agentguard.integrations._aws_call import CallerError, CallInfo, Handler, record_response
+from agentguard.integrations._aws_call import (
+    CallerError,
+    CallInfo,
+    Handler,
+    error_code,
+    record_response,
+)
 from agentguard.integrations._aws_streams import (
     StreamFollower,
     TracedAioEventStream,
@@ -35,6 +41,7 @@ from agentguard.integrations._bedrock_models import (
     parse_response,
     text_of,
 )
+from agentguard.integrations._streams import mark_failed
 
 __all__ = ["HANDLERS"]
 
@@ -134,7 +141,8 @@ def _start_chat(guard: Guard, call: CallInfo, messages: list[dict[str, Any]],
                             parameters=params, attributes=attrs, turn_text=turn_text)
 
 
-def _finish(op: Operation, reply: ModelReply, abandoned: bool = False) -> None:
+def _finish(op: Operation, reply: ModelReply, abandoned: bool = False,
+            broken: bool = False) -> None:
     """End the chat span with the reply and note the tool calls it asks for."""
     span = op.span
     if reply.response_id:
@@ -146,13 +154,28 @@ def _finish(op: Operation, reply: ModelReply, abandoned: bool = False) -> None:
     op.end_chat(reply.output, response_model=reply.response_model,
                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
                 finish_reasons=reply.finish_reasons)
-    if abandoned:
+    if abandoned or broken:
         return  # the caller never saw the whole answer, so it will not run these tools
     for message in reply.output:
         for tool_call in message.get("tool_calls", ()):
             name, call_id = tool_call.get("name"), tool_call.get("id")
             if isinstance(name, str) and isinstance(call_id, str):
                 expect_tool_call(name, call_id, tool_call.get("arguments"))
+
+
+def _broken(op: Operation, reply: ModelReply, exc: BaseException) -> None:
+    """End the chat span of a stream that failed mid-way (an exception event, a dropped
+    connection): an error with the AWS error code, as a call failing before its stream would
+    have, keeping the part of the answer the caller already read, recorded and judged as for
+    a stream the caller abandoned."""
+    span = op.span
+    if isinstance(getattr(exc, "response", None), dict):
+        span.set_attribute(semconv.RPC_RESPONSE_STATUS_CODE, error_code(exc))
+    if not reply.output and reply.input_tokens is None and reply.output_tokens is None:
+        op.fail(exc)
+        return
+    mark_failed(op, exc)
+    _finish(op, reply, broken=True)
 
 
 # -- Converse / ConverseStream -------------------------------------------------------------------
@@ -219,7 +242,7 @@ class _ConverseStreamFollower(StreamFollower):
         _finish(self.op, self.acc.result())
 
     def failed(self, exc: BaseException) -> None:
-        self.op.fail(exc)
+        _broken(self.op, self.acc.result(), exc)
 
     def abandoned(self) -> None:
         _finish(self.op, self.acc.result(), abandoned=True)
@@ -396,7 +419,7 @@ class _InvokeStreamFollower(StreamFollower):
         _finish(self.op, self.acc.result())
 
     def failed(self, exc: BaseException) -> None:
-        self.op.fail(exc)
+        _broken(self.op, self.acc.result(), exc)
 
     def abandoned(self) -> None:
         _finish(self.op, self.acc.result(), abandoned=True)

@@ -207,14 +207,18 @@ def _api_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         raise
     finally:
         state.op.deactivate(token)
+    caller_error: BaseException | None = None
     try:
         handler.done(state, result, False)
     except CallerError as caller:
-        raise caller.error from None
+        caller_error = caller.error
     except ToolCallBlocked:
         raise
     except Exception as exc:
         _done_failed(state, exc, call.operation)
+    if caller_error is not None:
+        # Raised outside the handler above, so its chain stays botocore's own.
+        raise caller_error
     return result
 
 
@@ -276,14 +280,17 @@ async def _aio_api_call(wrapped: Any, instance: Any, args: tuple[Any, ...],
         raise
     finally:
         state.op.deactivate(token)
+    caller_error: BaseException | None = None
     try:
         await handler.adone(state, result)
     except CallerError as caller:
-        raise caller.error from None
+        caller_error = caller.error
     except ToolCallBlocked:
         raise
     except Exception as exc:
         _done_failed(state, exc, call.operation)
+    if caller_error is not None:
+        raise caller_error
     return result
 
 

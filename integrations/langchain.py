@@ -12,15 +12,16 @@ Targets are the base-class entry points every implementation goes through, so on
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from agentguard import _state
+from agentguard import _state, semconv
 from agentguard._context import current_frame
 from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
 from agentguard.findings import Finding, ToolCallBlocked
 from agentguard.integrations._base import Integration
+from agentguard.integrations._streams import StreamWatch, adrive, drive, mark_failed
 from agentguard.sensors import OperationBlocked
 
 __all__ = ["LangChainIntegration", "message_to_dict"]
@@ -39,7 +40,13 @@ _PROVIDERS = {
 }
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",
-          "function": "tool", "chat": "user", "developer": "system"}
+          "function": "tool", "chat": "user", "developer": "system",
+          # A streamed answer is assembled from chunks, whose type names the class.
+          "AIMessageChunk": "assistant", "HumanMessageChunk": "user",
+          "SystemMessageChunk": "system", "ToolMessageChunk": "tool",
+          "FunctionMessageChunk": "tool", "ChatMessageChunk": "user"}
+# Message types whose ``role`` attribute says who spoke (``ChatMessage``).
+_CUSTOM_ROLE = frozenset({"chat", "ChatMessageChunk"})
 
 
 def _content_text(content: Any) -> str:
@@ -70,8 +77,11 @@ def message_to_dict(message: Any) -> dict[str, Any]:
         role = str(message.get("role", message.get("type", "user")))
         return {"role": _ROLES.get(role, role), "content": _content_text(message.get("content"))}
     kind = getattr(message, "type", "unknown")
+    role = _ROLES.get(kind, kind)
+    if kind in _CUSTOM_ROLE and isinstance(getattr(message, "role", None), str):
+        role = _ROLES.get(message.role, message.role)
     out: dict[str, Any] = {
-        "role": _ROLES.get(kind, kind),
+        "role": role,
         "content": _content_text(getattr(message, "content", "")),
     }
     tool_calls = getattr(message, "tool_calls", None)
@@ -300,9 +310,9 @@ def _start_chat(guard: Guard, instance: Any, message_lists: Any, kwargs: dict[st
                 messages.extend(message_to_dict(m) for m in message_list)
         attributes: dict[str, Any] = {}
         if batch > 1:
-            attributes["agentguard.model.batch_size"] = batch
+            attributes[semconv.AG_BATCH_SIZE] = batch
         if stream:
-            attributes["agentguard.stream"] = True
+            attributes[semconv.AG_STREAM] = True
         # A single request ending with the user's message: in a hand-written loop (no agent
         # invocation around it) that starts a turn of the conversation.
         last = messages[-1] if batch == 1 and messages else None
@@ -402,8 +412,10 @@ def _stream_input_messages(instance: Any, args: tuple[Any, ...], kwargs: dict[st
         return []
 
 
-class _ChunkCollector:
-    """Accumulates streamed chunks into the final message, bounded in count."""
+class _ChunkCollector(StreamWatch):
+    """Accumulates streamed chunks into the answer (bounded in count) and ends the chat span
+    with it: the whole answer, or the part the caller read before it stopped reading or the
+    stream failed (recorded and judged like the whole one)."""
 
     __slots__ = ("chunks", "dropped")
     LIMIT = 20_000
@@ -412,11 +424,28 @@ class _ChunkCollector:
         self.chunks: list[Any] = []
         self.dropped = 0
 
-    def add(self, chunk: Any) -> None:
+    def observe(self, chunk: Any) -> None:
         if len(self.chunks) < self.LIMIT:
             self.chunks.append(chunk)
         else:
             self.dropped += 1
+
+    def complete(self, op: Operation) -> None:
+        self.finish(op)
+
+    def abandoned(self, op: Operation) -> None:
+        try:
+            op.span.set_attribute(semconv.AG_STREAM_ABANDONED, True)
+        except Exception as exc:
+            internal_error("span abandon", exc)
+        self.finish(op)
+
+    def failed(self, op: Operation, exc: BaseException) -> None:
+        if not self.chunks:
+            op.fail(exc)
+            return
+        mark_failed(op, exc)
+        self.finish(op)
 
     def finish(self, op: Operation) -> None:
         try:
@@ -453,14 +482,12 @@ def _traced_chat_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[A
     if op is None:
         yield from wrapped(*args, **kwargs)
         return
-    collector = _ChunkCollector()
     token = op.activate()
     try:
         inner = wrapped(*args, **kwargs)
     finally:
         op.deactivate(token)
-    yield from drive(op, inner, collector.add)
-    collector.finish(op)
+    yield from drive(op, inner, _ChunkCollector())
 
 
 def _chat_astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -468,100 +495,19 @@ def _chat_astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
     guard = _state.guard
     if guard is None or _suppressed():
         return wrapped(*args, **kwargs)
-    return _traced_chat_astream(guard, wrapped, instance, args, kwargs)
 
+    def start() -> tuple[Operation | None, AsyncIterator[Any]]:
+        op = _start_chat(guard, instance, _stream_input_messages(instance, args, kwargs),
+                         kwargs, stream=True)
+        if op is None:
+            return None, wrapped(*args, **kwargs)
+        token = op.activate()
+        try:
+            return op, wrapped(*args, **kwargs)
+        finally:
+            op.deactivate(token)
 
-async def _traced_chat_astream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
-                               kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-    op = _start_chat(guard, instance, _stream_input_messages(instance, args, kwargs), kwargs,
-                     stream=True)
-    if op is None:
-        async for chunk in wrapped(*args, **kwargs):
-            yield chunk
-        return
-    collector = _ChunkCollector()
-    token = op.activate()
-    try:
-        inner = wrapped(*args, **kwargs)
-    finally:
-        op.deactivate(token)
-    stream = adrive(op, inner, collector.add)
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        await stream.aclose()
-    collector.finish(op)
-
-
-# -- streams, shared with the LangGraph integration ------------------------------------------------
-
-def drive(op: Operation, inner: Iterator[Any], observe: Any = None) -> Iterator[Any]:
-    """Yield from ``inner`` with ``op`` current while it runs; ends ``op`` if it fails or is
-    abandoned. The caller ends it after normal exhaustion."""
-    finished = False
-    try:
-        while True:
-            token = op.activate()
-            try:
-                item = next(inner)
-            except StopIteration:
-                finished = True
-                return
-            finally:
-                op.deactivate(token)
-            if observe is not None:
-                observe(item)
-            yield item
-    except GeneratorExit:
-        op.abandon()
-        raise
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        if not finished:
-            close = getattr(inner, "close", None)
-            if close is not None:
-                token = op.activate()
-                try:
-                    close()
-                finally:
-                    op.deactivate(token)
-
-
-async def adrive(op: Operation, inner: AsyncIterator[Any], observe: Any = None
-                 ) -> AsyncGenerator[Any, None]:
-    """Async counterpart of :func:`drive`."""
-    finished = False
-    try:
-        while True:
-            token = op.activate()
-            try:
-                item = await inner.__anext__()
-            except StopAsyncIteration:
-                finished = True
-                return
-            finally:
-                op.deactivate(token)
-            if observe is not None:
-                observe(item)
-            yield item
-    except GeneratorExit:
-        op.abandon()
-        raise
-    except BaseException as exc:
-        op.fail(exc)
-        raise
-    finally:
-        if not finished:
-            aclose = getattr(inner, "aclose", None)
-            if aclose is not None:
-                token = op.activate()
-                try:
-                    await aclose()
-                finally:
-                    op.deactivate(token)
+    return adrive(start, _ChunkCollector())
 
 
 # -- retrievers ----------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
-from agentguard.integrations.langchain import adrive, drive, message_to_dict
+from agentguard.integrations._streams import adrive, drive
+from agentguard.integrations.langchain import message_to_dict
 
 __all__ = ["LangGraphIntegration", "turn_text"]
 
@@ -93,31 +94,21 @@ def _traced_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, .
         return
     inner = op.call(wrapped, *args, **kwargs)
     yield from drive(op, inner)
-    op.end()
 
 
 def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     guard = _state.guard
     if guard is None:
         return wrapped(*args, **kwargs)
-    return _traced_astream(guard, wrapped, instance, args, kwargs)
 
+    def start() -> tuple[Operation | None, AsyncIterator[Any]]:
+        # At the first item asked for, as in the sync stream.
+        op = _start(guard, instance, args, kwargs)
+        if op is None:
+            return None, wrapped(*args, **kwargs)
+        return op, op.call(wrapped, *args, **kwargs)
 
-async def _traced_astream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
-                          kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-    op = _start(guard, instance, args, kwargs)
-    if op is None:
-        async for item in wrapped(*args, **kwargs):
-            yield item
-        return
-    inner = op.call(wrapped, *args, **kwargs)
-    stream = adrive(op, inner)
-    try:
-        async for item in stream:
-            yield item
-    finally:
-        await stream.aclose()
-    op.end()
+    return adrive(start)
 
 
 class LangGraphIntegration(Integration):
