@@ -18,7 +18,7 @@ from agentguard.collector import cli
 from agentguard.collector.daemon import Collector
 from agentguard.collector.sensor import ebpf_unavailable_reason
 from agentguard.collector.settings import SettingsError, load_settings
-from agentguard.collector.store import Store
+from agentguard.collector.store import Store, StoreError
 from tests.collector.helpers import wait_for
 from tests.collector.test_receiver import export_request
 
@@ -47,7 +47,10 @@ def running_status(db: Path, daemon: subprocess.Popen[str]) -> dict[str, Any]:
         assert daemon.poll() is None, daemon.communicate()[1][-2000:]
         if not db.exists():
             return None
-        store = Store(str(db), readonly=True)
+        try:
+            store = Store(str(db), readonly=True)
+        except StoreError:  # the file exists, its schema is not written yet
+            return None
         try:
             status: dict[str, Any] = store.status().get("collector", {}).get("value", {})
         finally:
