@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agentguard.detectors._taint import SourceRef, TaintStore
+from agentguard.detectors._taint import SourceRef, TaintStore, UserValues
 from agentguard.detectors.scanner import Evidence
 
 __all__ = ["ConversationState", "ConversationStore", "Piece"]
@@ -24,6 +24,10 @@ __all__ = ["ConversationState", "ConversationStore", "Piece"]
 MAX_SOURCES = 16
 MAX_FINGERPRINTS = 512
 MAX_INDICATORS = 64
+# What the user typed, kept to tell their own values from injected ones: characters per turn and
+# in all (the most recent turns).
+USER_TEXT_CHARS = 16 * 1024
+USER_CHARS = 32 * 1024
 # Characters of a piece kept in the rolling tail.
 TAIL_CHARS = 1024
 
@@ -62,8 +66,9 @@ class Piece:
 class ConversationState:
     """What the detector remembers about one conversation."""
 
-    __slots__ = ("alerted_risk", "flagged", "heads", "indicators", "last_channel", "last_clean",
-                 "last_turn", "lock", "open_tails", "pieces", "risk", "seen", "taint")
+    __slots__ = ("_user_values", "alerted_risk", "flagged", "heads", "indicators",
+                 "last_channel", "last_clean", "last_turn", "lock", "open_tails", "pieces",
+                 "risk", "seen", "taint", "user_chars", "user_texts")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -84,9 +89,14 @@ class ConversationState:
         self.last_clean = ""
         self.last_channel: str | None = None
         # Texts judged before, by fingerprint, with their judgement (no second scan).
-        self.seen: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self.seen: OrderedDict[tuple[int, int, str | None], Any] = OrderedDict()
         self.taint = TaintStore()
         self.alerted_risk = False
+        # The user's own turns (bounded), and the values in those not flagged, read lazily: only
+        # a tool call in a tainted conversation asks for them.
+        self.user_texts: deque[tuple[str, SourceRef]] = deque()
+        self.user_chars = 0
+        self._user_values: UserValues | None = None
 
     # -- bookkeeping (call with ``lock`` held) -------------------------------------------------
     def turn_of(self, turn: int | None) -> int:
@@ -94,16 +104,18 @@ class ConversationState:
             self.last_turn = turn
         return turn if turn is not None else self.last_turn
 
-    def judged_before(self, text: str) -> Any:
-        """The judgement of this exact text if it was judged before in this conversation."""
-        key = (len(text), hash(text))
+    def judged_before(self, text: str, channel: str | None = "content") -> Any:
+        """The judgement of this exact text if it was judged before in this conversation, read
+        the same way (``channel``: a user's turn, third-party content, or model output are
+        scored with different profiles, and one's judgement is not the other's)."""
+        key = (len(text), hash(text), channel)
         found = self.seen.get(key)
         if found is not None:
             self.seen.move_to_end(key)
         return found
 
-    def record(self, text: str, judgement: Any) -> None:
-        self.seen[(len(text), hash(text))] = judgement
+    def record(self, text: str, channel: str | None, judgement: Any) -> None:
+        self.seen[(len(text), hash(text), channel)] = judgement
         if len(self.seen) > MAX_FINGERPRINTS:
             self.seen.popitem(last=False)
 
@@ -133,7 +145,7 @@ class ConversationState:
                     self.open_tails -= tail.popleft().open_tail
             # Remembered as judged: the same text in the next model request costs a lookup.
             seen = self.seen
-            seen[(len(text), hash(text))] = judgement
+            seen[(len(text), hash(text), channel)] = judgement
             if len(seen) > MAX_FINGERPRINTS:
                 seen.popitem(last=False)
             self.last_clean = text
@@ -194,7 +206,28 @@ class ConversationState:
     def all_pieces(self) -> list[Piece]:
         return [piece for tail in self.pieces.values() for piece in tail]
 
+    def add_user_text(self, text: str, source: SourceRef) -> None:
+        """Remember what the user typed in a turn: a value they typed is theirs, not an
+        injected one, even when flagged content repeats it."""
+        text = text[:USER_TEXT_CHARS]
+        self.user_texts.append((text, source))
+        self.user_chars += len(text)
+        while self.user_chars > USER_CHARS and len(self.user_texts) > 1:
+            self.user_chars -= len(self.user_texts.popleft()[0])
+        self._user_values = None
+
+    def user_values(self) -> UserValues | None:
+        """The values and text of the user's turns that were not flagged (``None``: none)."""
+        if not self.user_texts:
+            return None
+        if self._user_values is None:
+            flagged = {source.key for source in self.flagged}
+            self._user_values = UserValues(
+                [text for text, source in self.user_texts if source.key not in flagged])
+        return self._user_values
+
     def flag(self, source: SourceRef, text: str) -> None:
+        self._user_values = None  # a flagged turn's values are no longer the user's own
         for index, known in enumerate(self.flagged):
             if known.key == source.key:
                 if source.score > known.score:

@@ -19,10 +19,13 @@ from urllib.parse import urlsplit
 
 from agentguard.detectors._text import escape_invisible
 
-__all__ = ["SourceRef", "TaintMatch", "TaintStore", "extract_values", "iter_arguments"]
+__all__ = ["SourceRef", "TaintMatch", "TaintStore", "UserValues", "extract_values",
+           "iter_arguments"]
 
 MAX_TEXT = 64 * 1024
 MAX_VALUES_PER_TEXT = 256
+# Characters of one value kept (a longer URL is compared by this prefix, in arguments too).
+MAX_VALUE_CHARS = 256
 MAX_LEAF = 8 * 1024
 MAX_LEAVES = 256
 MAX_DEPTH = 8
@@ -57,7 +60,8 @@ class SourceRef:
         if self.kind == "turn":
             return f"user turn {self.turn}" if self.turn is not None else "user turn"
         if self.kind == "tool_message":
-            return f"tool message {self.ref}"
+            named = f" (tool {self.tool})" if self.tool and self.tool != self.ref else ""
+            return f"tool message {self.ref}{named}"
         if self.kind == "model_output":
             return "model output"
         return self.ref
@@ -89,7 +93,10 @@ class TaintMatch:
 
 # -- extraction ------------------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
+# An e-mail address is found from its "@": the local part read backwards (a pattern tried at
+# every start would read up to 64 characters at each one), the domain forwards.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+_MAIL_DOMAIN = re.compile(r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,9}://[^\s<>\"'`)\]}]{1,2048}")
 _DOMAIN = re.compile(
     r"(?<![\w.@-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,6}(?:com|net|org|io|co|xyz|ru|cn|"
@@ -119,6 +126,22 @@ MAX_SUBSTRING_SCAN = 32 * 1024 * 1024
 MAX_PASSAGE_SCAN = 32 * 1024 * 1024
 
 
+def _emails(text: str) -> Iterator[str]:
+    """The e-mail addresses in ``text``, left to right, without overlaps: what a search for
+    ``local{1,64}@domain`` finds, in time linear in the text however many "@" it holds."""
+    floor = 0
+    at = text.find("@")
+    while at >= 0:
+        local = _LOCAL_PART.match(text[max(floor, at - 64):at][::-1])
+        domain = _MAIL_DOMAIN.match(text, at + 1) if local else None
+        if local and domain:
+            yield text[at - local.end():domain.end()]
+            floor = domain.end()
+            at = text.find("@", floor)
+        else:
+            at = text.find("@", at + 1)
+
+
 def _url_key(url: str) -> tuple[str, str | None]:
     url = url.rstrip(".,;:!?'\"")
     try:
@@ -139,6 +162,7 @@ def extract_values(text: str) -> list[tuple[str, str, str]]:
     seen: set[str] = set()
 
     def add(kind: str, key: str, raw: str) -> None:
+        key, raw = key[:MAX_VALUE_CHARS], raw[:MAX_VALUE_CHARS]
         if key and len(out) < MAX_VALUES_PER_TEXT and f"{kind}:{key}" not in seen:
             seen.add(f"{kind}:{key}")
             out.append((kind, key, raw))
@@ -150,8 +174,8 @@ def extract_values(text: str) -> list[tuple[str, str, str]]:
             if host:
                 add("host", host, host)
     if "@" in text:
-        for match in _EMAIL.finditer(text):
-            email = match.group().rstrip(".")
+        for email in _emails(text):
+            email = email.rstrip(".")
             add("email", email.lower(), email)
             add("host", email.rsplit("@", 1)[1].lower(), email.rsplit("@", 1)[1])
     # Each pattern below needs a character that many texts lack (a dot, a digit, a slash): one
@@ -215,18 +239,47 @@ def _excerpt(value: str, limit: int = 80) -> str:
     return escape_invisible(redact(value[:limit]))
 
 
+class UserValues:
+    """What the user typed in a conversation: an argument value the user gave is the user's
+    request, not one injected by content that happens to contain it too."""
+
+    __slots__ = ("hosts", "texts", "values")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.values: set[str] = set()
+        self.hosts: set[str] = set()
+        self.texts = [_SPACES.sub(" ", text[:MAX_TEXT]).lower() for text in texts]
+        for text in texts:
+            for kind, key, _ in extract_values(text):
+                if kind == "host":
+                    self.hosts.add(key)
+                else:
+                    self.values.add(f"{kind}:{key}")
+
+    def typed(self, window: str) -> bool:
+        """Whether the user's own text holds this passage."""
+        return any(window in text for text in self.texts)
+
+
 class TaintStore:
     """The tainted values and text of one conversation, bounded, with their sources."""
 
-    __slots__ = ("_chars", "_texts", "empty", "hosts", "max_chars", "max_values", "values")
+    __slots__ = ("_chars", "_host_chars", "_texts", "_value_chars", "empty", "hosts",
+                 "max_chars", "max_value_chars", "max_values", "values")
 
-    def __init__(self, max_values: int = 512, max_chars: int = 32 * 1024) -> None:
+    def __init__(self, max_values: int = 512, max_chars: int = 32 * 1024,
+                 max_value_chars: int = 32 * 1024) -> None:
         self.values: OrderedDict[str, tuple[str, str, SourceRef]] = OrderedDict()
         self.hosts: OrderedDict[str, SourceRef] = OrderedDict()
         self._texts: deque[tuple[str, SourceRef]] = deque()
         self._chars = 0
         self.max_values = max_values
         self.max_chars = max_chars
+        # Characters of the values kept (and, apart, of the hosts): a conversation fed long
+        # values (attacker-chosen URLs) holds tens of kilobytes, not megabytes.
+        self.max_value_chars = max_value_chars
+        self._value_chars = 0
+        self._host_chars = 0
         # Nothing was ever added: a plain attribute, read on every tool call.
         self.empty = True
 
@@ -236,17 +289,25 @@ class TaintStore:
     def add(self, text: str, source: SourceRef) -> None:
         """Remember the values and the text of flagged content."""
         self.empty = False
+        hosts, values = self.hosts, self.values
         for kind, key, raw in extract_values(text):
             if kind == "host":
-                self.hosts[key] = source
-                self.hosts.move_to_end(key)
-                while len(self.hosts) > self.max_values:
-                    self.hosts.popitem(last=False)
+                if key not in hosts:
+                    self._host_chars += len(key)
+                hosts[key] = source
+                hosts.move_to_end(key)
+                while len(hosts) > self.max_values or self._host_chars > self.max_value_chars:
+                    self._host_chars -= len(hosts.popitem(last=False)[0])
                 continue
-            self.values[f"{kind}:{key}"] = (kind, raw, source)
-            self.values.move_to_end(f"{kind}:{key}")
-            while len(self.values) > self.max_values:
-                self.values.popitem(last=False)
+            name = f"{kind}:{key}"
+            known = values.get(name)
+            self._value_chars += len(name) + len(raw) - \
+                (len(name) + len(known[1]) if known else 0)
+            values[name] = (kind, raw, source)
+            values.move_to_end(name)
+            while len(values) > self.max_values or self._value_chars > self.max_value_chars:
+                gone, (_, gone_raw, _) = values.popitem(last=False)
+                self._value_chars -= len(gone) + len(gone_raw)
         flat = _SPACES.sub(" ", text[:MAX_TEXT]).lower()[: self.max_chars]
         if len(flat) >= SPAN_WINDOW:
             self._texts.append((flat, source))
@@ -255,8 +316,11 @@ class TaintStore:
                 old, _ = self._texts.popleft()
                 self._chars -= len(old)
 
-    def match(self, arguments: Any) -> list[TaintMatch]:
-        """The argument leaves that carry tainted values or copied passages."""
+    def match(self, arguments: Any, user: UserValues | None = None) -> list[TaintMatch]:
+        """The argument leaves that carry tainted values or copied passages; values and
+        passages the user typed (``user``) are not taint, wherever else they appear."""
+        mine_values = user.values if user is not None else frozenset()
+        mine_hosts = user.hosts if user is not None else frozenset()
         found: list[TaintMatch] = []
         seen: set[tuple[str, str]] = set()
         searched = 0
@@ -281,14 +345,15 @@ class TaintStore:
                     # a bare top-level domain.
                     labels = key.split(".")
                     for index in range(max(0, len(labels) - 6), len(labels) - 1):
-                        source = self.hosts.get(".".join(labels[index:]))
-                        if source is not None:
+                        parent = ".".join(labels[index:])
+                        source = self.hosts.get(parent)
+                        if source is not None and parent not in mine_hosts:
                             note(path, "host", "host", raw, source)
                             hit = True
                             break
                     continue
                 stored = self.values.get(f"{kind}:{key}")
-                if stored is not None:
+                if stored is not None and f"{kind}:{key}" not in mine_values:
                     note(path, kind, "exact" if stored[1] == raw else "normalised", raw, stored[2])
                     hit = True
             if not hit and _NUMBER.fullmatch(leaf):
@@ -296,7 +361,7 @@ class TaintStore:
                 number = leaf[:-2] if leaf.endswith(".0") else leaf
                 number = number[:-3] if number.endswith(".00") else number
                 stored = self.values.get(f"amount:{number}")
-                if stored is not None:
+                if stored is not None and f"amount:{number}" not in mine_values:
                     note(path, "amount", "normalised", leaf, stored[2])
                     hit = True
             if hit:
@@ -304,8 +369,9 @@ class TaintStore:
             # Values the extractor cannot see in this argument's context (a number glued to
             # text, an address without its scheme): plain substring of the normalised value.
             if keys is None:
-                keys = [(kind, key, raw, source) for kind, raw, source in self.values.values()
-                        if len(key := raw.lower()) >= 6]
+                keys = [(kind, key, raw, source)
+                        for name, (kind, raw, source) in self.values.items()
+                        if len(key := raw.lower()) >= 6 and name not in mine_values]
             for kind, key, raw, source in keys:
                 # Each comparison reads the argument: the budget is in characters read.
                 searched += len(lowered)
@@ -329,6 +395,8 @@ class TaintStore:
                     break
                 for text, source in self._texts:
                     if window in text:
+                        if user is not None and user.typed(window):
+                            break  # the user wrote this passage themselves
                         note(path, "passage", "span", window, source)
                         hit = True
                         break

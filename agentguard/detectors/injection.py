@@ -19,11 +19,14 @@ the tool call they lead to.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from agentguard._errors import internal_error
+from agentguard.config import ConfigError
 from agentguard.detectors._conversation import (
     TAIL_CHARS,
     ConversationState,
@@ -31,7 +34,7 @@ from agentguard.detectors._conversation import (
     Piece,
 )
 from agentguard.detectors._taint import SourceRef, TaintMatch
-from agentguard.detectors._tools import ToolClassifier
+from agentguard.detectors._tools import ToolClassifier, side_effects
 from agentguard.detectors.classifier import ClassifierVerdict, TextClassifier
 from agentguard.detectors.scanner import (
     EMPTY,
@@ -51,11 +54,19 @@ __all__ = ["InjectionAnnotation", "InjectionDetector", "InjectionSettings"]
 
 ANNOTATION_KEY = "injection"
 _TOOL_ROLES = frozenset({"tool", "toolresult", "tool_result", "function", "ipython"})
+# A structured tool result: characters read (the last _TAIL_TEXT of them from its end), values
+# visited from its front and from its back, and nesting followed.
 _MAX_TEXT = 4 * 1024 * 1024
-_MAX_LEAVES = 10_000
+_TAIL_TEXT = 1024 * 1024
+_MAX_STEPS = 10_000
+_TAIL_STEPS = 4_000
+_MAX_DEPTH = 256
+_TEXT_ATTRIBUTES = ("page_content", "content", "text")
 _TAIL = TAIL_CHARS
 _EVIDENCE_IN_FINDING = 8
 _CLEAN_CALLS_LIMIT = 4096
+# Tool calls read per message when naming the tools of tool messages.
+_MAX_CALLS = 256
 # Which rolling tail a source kind joins (model output joins none: it is the model's own text).
 _CHANNELS: dict[str, str] = {"turn": "user", "document": "content", "tool_result": "content",
                              "tool_message": "content"}
@@ -66,14 +77,18 @@ _KIND_LABELS = {"email": "an e-mail address", "url": "a URL", "host": "a host na
 
 @dataclass(frozen=True, slots=True)
 class InjectionSettings:
-    """Thresholds and limits of the injection detector."""
+    """Thresholds and limits of the injection detector (checked when built: a wrong value raises
+    :class:`~agentguard.config.ConfigError` naming the setting, instead of switching detection
+    off quietly)."""
 
     flag_threshold: float = 0.5
+    # Above 1, nothing is confident enough to block.
     block_threshold: float = 0.85
     # Weight kept per turn by an indicator not seen again (0.7: a third after three turns).
     decay: float = 0.7
     # Turns after a flagged source during which sensitive tool calls are escalated.
     escalation_turns: int = 20
+    # Tool names or shell patterns; a string is read as comma-separated names.
     sensitive_tools: tuple[str, ...] = ()
     safe_tools: tuple[str, ...] = ()
     tool_heuristics: bool = True
@@ -83,27 +98,65 @@ class InjectionSettings:
     tail_pieces: int = 4
     scan_model_output: bool = True
 
+    def __post_init__(self) -> None:
+        flag = _number("flag_threshold", self.flag_threshold, 0.0, 1.0, low_open=True)
+        block = _number("block_threshold", self.block_threshold, flag, math.inf)
+        decay = _number("decay", self.decay, 0.0, 1.0)
+        for name, value in (("flag_threshold", flag), ("block_threshold", block),
+                            ("decay", decay)):
+            object.__setattr__(self, name, value)
+        for name, low, high in (("escalation_turns", 0, 1_000_000),
+                                ("max_conversations", 1, 1 << 24), ("tail_pieces", 0, 64)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"InjectionSettings.{name} must be a whole number from {low} "
+                                  f"to {high}; got {value!r}")
+        for name in ("tool_heuristics", "taint", "block_taint", "scan_model_output"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"InjectionSettings.{name} must be True or False; got "
+                                  f"{getattr(self, name)!r}")
+        for name in ("sensitive_tools", "safe_tools"):
+            object.__setattr__(self, name, _names(name, getattr(self, name)))
+
     @classmethod
     def from_config(cls, config: Any) -> InjectionSettings:
         """Settings from an agentguard ``Config`` (``injection_*`` fields where present)."""
-        defaults = cls()
-
-        def get(name: str, default: Any) -> Any:
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
             value = getattr(config, f"injection_{name}", None)
-            return default if value is None else value
+            if value is not None:
+                values[name] = value
+        return cls(**values)
 
-        return cls(
-            flag_threshold=float(get("flag_threshold", defaults.flag_threshold)),
-            block_threshold=float(get("block_threshold", defaults.block_threshold)),
-            decay=float(get("decay", defaults.decay)),
-            escalation_turns=int(get("escalation_turns", defaults.escalation_turns)),
-            sensitive_tools=tuple(get("sensitive_tools", ())),
-            safe_tools=tuple(get("safe_tools", ())),
-            tool_heuristics=bool(get("tool_heuristics", True)),
-            taint=bool(get("taint", True)),
-            block_taint=bool(get("block_taint", True)),
-            max_conversations=int(get("max_conversations", defaults.max_conversations)),
-        )
+
+def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False
+            ) -> float:
+    """``value`` as a float within ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or \
+            value < low or value > high or (low_open and value == low):
+        bound = "(" if low_open else "["
+        upper = "]" if high != math.inf else ")"
+        raise ConfigError(f"InjectionSettings.{name} must be a number in {bound}{low:g}, "
+                          f"{high:g}{upper}; got {value!r}")
+    return float(value)
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    """Tool names or patterns: a tuple of non-empty strings (a string is split on commas, so
+    ``"send_email"`` is one name, not ten letters)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigError(f"InjectionSettings.{name} must be tool names (a list of strings or "
+                          f"a comma-separated string); got {value!r}")
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"InjectionSettings.{name} must hold tool names (strings); got "
+                              f"{item!r}")
+        if item.strip():
+            names.append(item.strip())
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +237,33 @@ class InjectionDetector:
         self._clean_texts = self.scanner.clean_texts
         self._tail_pieces = self.settings.tail_pieces
         self._clean_calls: dict[str | None, InjectionAnnotation] = {}
+        # The Guard's policy stages and baseline the sink names were last taken from.
+        self._sources: tuple[Any, Any] | None = None
+
+    def _sync_sinks(self, guard: Guard) -> None:
+        """Take sink names from the Guard's policy files (lists ``sensitive_tools`` and
+        ``safe_tools``) and from its learned profile (tools seen with side effects), again
+        whenever its policy stages or baseline are replaced (two identity checks otherwise)."""
+        policies, baseline = guard.policies, guard.baseline
+        sources = self._sources
+        if sources is not None and sources[0] is policies and sources[1] is baseline:
+            return
+        self._sources = (policies, baseline)
+        sensitive: list[Any] = []
+        safe: list[Any] = []
+        learned: dict[str, str] = {}
+        try:
+            for stage in policies:
+                lists = getattr(stage, "lists", None)
+                if isinstance(lists, dict):
+                    sensitive.extend(lists.get("sensitive_tools", ()))
+                    safe.extend(lists.get("safe_tools", ()))
+            if baseline is not None:
+                learned = side_effects(getattr(baseline, "profile", None))
+        except Exception as exc:
+            internal_error("injection sink sources", exc)
+        self.tools.set_sources(sensitive=sensitive, safe=safe, learned=learned)
+        self._clean_calls = {}
 
     def _clean_call(self, tool: str | None) -> InjectionAnnotation:
         """The annotation of a call to ``tool`` in a clean conversation, kept per tool."""
@@ -217,7 +297,13 @@ class InjectionDetector:
         elif kind == "turn":
             ctx = event.context
             source = SourceRef("turn", f"turn {ctx.turn}", ctx.turn)
-            self._judge(event, verdict, guard, [(event.text, "turn", source)], False)
+            conversation_id = ctx.conversation_id
+            state = self.conversations.get(conversation_id) if conversation_id else None
+            if state is not None and event.text:
+                with state.lock:
+                    state.add_user_text(event.text, source)
+            self._judge(event, verdict, guard, [(event.text, "turn", source)], False,
+                        state=state, lookup=False)
         elif kind == "model_call":
             pieces = self._model_pieces(event)
             if pieces:
@@ -279,15 +365,23 @@ class InjectionDetector:
         turn = event.context.turn
         pieces: list[tuple[str, SourceKind, SourceRef]] = []
         if event.phase == "request":
+            # Tool names by call id, from the assistant's requests (a Bedrock toolResult or an
+            # Anthropic tool_result block names its call, not its tool); built when needed.
+            names: dict[str, str] | None = None
             for index, message in enumerate(event.messages):
                 if not message.content:
                     continue
                 role = message.role.lower()
                 if role in _TOOL_ROLES:
-                    ref = message.tool_call_id or message.name or f"message {index}"
+                    call_id = message.tool_call_id
+                    tool = message.name
+                    if not tool and call_id:
+                        if names is None:
+                            names = _tool_names(event.messages)
+                        tool = names.get(call_id)
+                    ref = call_id or tool or f"message {index}"
                     pieces.append((message.content, "tool_message", SourceRef(
-                        "tool_message", str(ref), turn, tool=message.name,
-                        call_id=message.tool_call_id)))
+                        "tool_message", str(ref), turn, tool=tool, call_id=call_id)))
                 elif role == "document":
                     # A file or search result attached to the user's message (Bedrock document
                     # and searchResult blocks): what it says is not what the user typed.
@@ -352,6 +446,12 @@ class InjectionDetector:
         if lookup:
             conversation_id = ctx.conversation_id
             state = self.conversations.get(conversation_id) if conversation_id else None
+        transient = state is None and len(pieces) > 1
+        if transient:
+            # No conversation: the pieces of this one event (the chunks of one retrieval, the
+            # tool messages of one request) are still joined, in a state kept for it alone.
+            state = ConversationState()
+        taint = settings.taint and not transient
         if precheck is not None and len(pieces) != 1:
             precheck = None
         if precheck is None and len(pieces) == 1 and self._clean_fast(pieces[0], state):
@@ -367,7 +467,7 @@ class InjectionDetector:
             before = None
             if state is not None:
                 with state.lock:
-                    before = state.judged_before(text)
+                    before = state.judged_before(text, _CHANNELS.get(kind))
             if before is not None and state is not None:
                 # The same text again (a tool result quoted in the next model request, a result
                 # repeating a retrieved document): judged once. A tool result can still be
@@ -395,7 +495,7 @@ class InjectionDetector:
             if state is None:
                 continue
             with state.lock:
-                state.record(text, (result, score, votes))
+                state.record(text, _CHANNELS.get(kind), (_kept(result), score, votes))
             channel = _CHANNELS.get(kind)
             fragment = self._fragments(state, channel, text, result, kind, source) \
                 if channel is not None else None
@@ -405,14 +505,14 @@ class InjectionDetector:
                     item.related = tuple(s for s in state.quoted_sources(text)
                                          if s.key != source.key)
                     state.flag(source, text)
-                    if settings.taint:
+                    if taint:
                         state.taint.add(text, source)
                 if fragment is not None:
                     fragments.append(fragment)
                     keys = {s.key: s for s in fragment[1]}
                     for involved in fragment[1]:
                         state.flag(involved, "")
-                    if settings.taint:
+                    if taint:
                         for piece in state.all_pieces():
                             if piece.source.key in keys:
                                 state.taint.add(piece.tail, keys[piece.source.key])
@@ -432,7 +532,7 @@ class InjectionDetector:
                         keys = {s.key: s for s in risk_crossed}
                         for contributor in risk_crossed:
                             state.flag(contributor, "")
-                        if settings.taint:
+                        if taint:
                             for piece in state.all_pieces():
                                 if piece.source.key in keys:
                                     state.taint.add(piece.tail, keys[piece.source.key])
@@ -440,7 +540,10 @@ class InjectionDetector:
                     state.alerted_risk = False
                 recent = state.recent_flagged(turn, settings.escalation_turns)
                 conversation_flagged = bool(recent) or risk >= settings.flag_threshold
-        if not judged and state is not None:
+        if transient:
+            # What the pieces complete together is reported; there is no conversation to flag.
+            risk, conversation_flagged, recent, risk_crossed = 0.0, False, [], []
+        elif not judged and state is not None:
             with state.lock:
                 turn = state.turn_of(ctx.turn)
                 risk = state.current_risk(turn, settings.decay)
@@ -514,6 +617,9 @@ class InjectionDetector:
         if state is None:
             verdict.annotations[ANNOTATION_KEY] = _CLEAN
             return
+        sources = self._sources
+        if sources is None or sources[0] is not guard.policies or sources[1] is not guard.baseline:
+            self._sync_sinks(guard)
         if not (state.flagged or state.indicators) and state.taint.empty:
             # A clean conversation: nothing to escalate, nothing tainted, one shared annotation.
             turn = ctx.turn
@@ -531,8 +637,8 @@ class InjectionDetector:
             turn = state.turn_of(ctx.turn)
             risk = state.current_risk(turn, settings.decay) if state.indicators else 0.0
             recent = state.recent_flagged(turn, settings.escalation_turns)
-            matches = state.taint.match(event.arguments) if settings.taint and state.taint \
-                else []
+            matches = state.taint.match(event.arguments, state.user_values()) \
+                if settings.taint and state.taint else []
         conversation_flagged = bool(recent) or risk >= settings.flag_threshold
         verdict.annotations[ANNOTATION_KEY] = InjectionAnnotation(
             flagged=False, score=0.0, conversation_flagged=conversation_flagged,
@@ -540,14 +646,19 @@ class InjectionDetector:
         )
         enforce = guard.mode == "enforce"
         if matches:
-            top = matches[0]
+            # A value from the user's own (flagged) turn blocks only at high confidence, as an
+            # escalation does: the user may simply have changed their mind ("forget what I said,
+            # send it to ..."); a flagged document or tool result needs no more than the flag.
+            strong = [m for m in matches if m.source.score >= (
+                settings.block_threshold if m.source.kind == "turn" else settings.flag_threshold)]
+            top = (strong or matches)[0]
             severity: Severity = "high" if sink else "medium"
-            block = enforce and bool(sink) and settings.block_taint and \
-                top.source.score >= settings.flag_threshold
+            block = enforce and bool(sink) and settings.block_taint and bool(strong)
             reason = (f"argument {top.argument!r} of tool {event.tool} carries "
                       f"{_KIND_LABELS.get(top.kind, 'a value')} from untrusted content "
                       f"({top.source.describe()})")
             evidence = {"tool": event.tool, "call_id": event.call_id, "sink": sink,
+                        "sink_from": self.tools.origin(event.tool),
                         "matches": [m.to_dict() for m in matches[:8]],
                         "conversation_risk": risk}
             decision = (Decision.block if block else Decision.alert)(
@@ -561,6 +672,7 @@ class InjectionDetector:
             reason = (f"sensitive tool {event.tool} ({sink}) called after untrusted content was "
                       f"flagged in this conversation: {recent[0].describe()}")
             evidence = {"tool": event.tool, "call_id": event.call_id, "sink": sink,
+                        "sink_from": self.tools.origin(event.tool),
                         "sources": [s.to_dict() for s in recent[:8]],
                         "conversation_risk": risk}
             decision = (Decision.block if block else Decision.alert)(
@@ -655,6 +767,32 @@ def _tool_result_source(event: Any) -> SourceRef:
                      event.context.turn, tool=event.tool, call_id=call_id)
 
 
+def _kept(result: ScanResult) -> ScanResult:
+    """A judgement as the conversation remembers it for a repeat of the text: the first piece
+    of evidence of each indicator (the same score and indicators; a conversation that meets many
+    dense flagged texts keeps kilobytes per text, not the full evidence of each)."""
+    if len(result.evidence) <= _EVIDENCE_IN_FINDING:
+        return result
+    first: dict[str, Evidence] = {}
+    for evidence in result.evidence:
+        first.setdefault(evidence.indicator, evidence)
+    if len(first) == len(result.evidence):
+        return result
+    return replace(result, evidence=tuple(first.values()))
+
+
+def _tool_names(messages: Sequence[Any]) -> dict[str, str]:
+    """Tool names by call id, from the tool calls of a request's assistant messages."""
+    names: dict[str, str] = {}
+    for message in messages:
+        for call in message.tool_calls[:_MAX_CALLS]:
+            if isinstance(call, dict):
+                call_id, name = call.get("id"), call.get("name")
+                if isinstance(call_id, str) and isinstance(name, str) and name:
+                    names[call_id] = name
+    return names
+
+
 def _severity(score: float, confident: bool) -> Severity:
     if score >= 0.95:
         return "critical"
@@ -670,44 +808,111 @@ def _with_score(source: SourceRef, score: float) -> SourceRef:
 
 def _text_of(value: Any) -> str:
     """The text a tool result puts in front of the model, bounded: strings as they are, the
-    string leaves of structured results joined by newlines."""
+    string leaves of structured results joined by newlines (a content block by its text alone).
+
+    A structure too large to read whole is read from both ends, as the scanner reads a long
+    text: values past the front walk's budget (the last records of a long API response) are
+    still read. Nothing here costs more than the budgets, whatever the size of a container,
+    and an object that raises when its text is asked for is skipped, not fatal."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value[:_MAX_TEXT]).decode("utf-8", "replace")
+        return _decoded(value, _MAX_TEXT)
     if isinstance(value, (int, float, bool)):
         return ""
+    head, cut = _walk(value, _MAX_STEPS, _MAX_TEXT - _TAIL_TEXT, backward=False)
+    text = "\n".join(head)
+    if cut:
+        tail, _ = _walk(value, _TAIL_STEPS, _TAIL_TEXT, backward=True)
+        if tail:
+            text += "\n" + "\n".join(reversed(tail))
+    return text
+
+
+def _walk(value: Any, steps: int, chars: int, *, backward: bool) -> tuple[list[str], bool]:
+    """The string leaves of ``value`` met first (from its end when ``backward``, in reverse
+    order), within ``steps`` values visited and ``chars`` characters; and whether anything was
+    left unread."""
     parts: list[str] = []
     size = 0
+    cut = False
     stack: list[tuple[Any, int]] = [(value, 0)]
-    leaves = 0
-    while stack and size < _MAX_TEXT and leaves < _MAX_LEAVES:
+    while stack:
+        if steps <= 0 or size >= chars:
+            return parts, True
         item, depth = stack.pop()
-        leaves += 1
-        if isinstance(item, str):
-            if item:
-                parts.append(item)
-                size += len(item)
-        elif isinstance(item, dict):
-            if depth < 16:
-                for key, child in reversed(list(item.items())):
-                    stack.append((child, depth + 1))
+        steps -= 1
+        try:
+            if isinstance(item, str):
+                if item:
+                    if len(item) > chars - size:
+                        item = _ends(item, chars - size)
+                    parts.append(item)
+                    size += len(item)
+                continue
+            if item is None or isinstance(item, (int, float, bool)):
+                continue
+            if isinstance(item, (bytes, bytearray)):
+                parts.append(_decoded(item, chars - size))
+                size += len(parts[-1])
+                continue
+            if depth >= _MAX_DEPTH:
+                cut = True
+                continue
+            children: list[Any]
+            if isinstance(item, dict):
+                # Backwards, the dict's own view (a subclass's items() may not reverse).
+                pairs = reversed(dict.items(item)) if backward else iter(item.items())
+                children = []
+                for key, child in islice(pairs, steps):
+                    if key == "type" and isinstance(child, str) and child.isidentifier():
+                        # A discriminator ({"type": "text", "text": ...}): a content block reads
+                        # as its text alone, as it does in the next model request.
+                        continue
+                    # A long key is text the model reads too; a short one is a field name.
+                    if backward:
+                        children.append(child)
                     if isinstance(key, str) and len(key) > 24:
-                        stack.append((key, depth + 1))
-        elif isinstance(item, (list, tuple)):
-            if depth < 16:
-                stack.extend((child, depth + 1) for child in reversed(item[:_MAX_LEAVES]))
-        elif isinstance(item, (bytes, bytearray)):
-            parts.append(bytes(item[:_MAX_TEXT]).decode("utf-8", "replace"))
-            size += len(parts[-1])
-        elif not isinstance(item, (int, float, bool)) and item is not None:
-            text = getattr(item, "page_content", None) or getattr(item, "content", None) or \
-                getattr(item, "text", None)
-            if isinstance(text, str):
-                parts.append(text)
-                size += len(text)
-            elif isinstance(text, list):
-                stack.append((text, depth + 1))
-    return "\n".join(parts)[:_MAX_TEXT]
+                        children.append(key)
+                    if not backward:
+                        children.append(child)
+            elif isinstance(item, (list, tuple)):
+                children = list(reversed(item[max(len(item) - steps, 0):])) if backward \
+                    else list(item[:steps])
+            elif isinstance(item, (set, frozenset)):
+                children = list(islice(item, steps))
+            else:
+                text = None
+                for name in _TEXT_ATTRIBUTES:
+                    text = getattr(item, name, None)
+                    if text:
+                        break
+                if isinstance(text, (str, list, tuple)):
+                    stack.append((text, depth + 1))
+                continue
+            if len(item) > steps:
+                cut = True  # more children than the budget left: the other walk reads the rest
+        except Exception:
+            continue  # an object that cannot say what it holds is not read
+        stack.extend((child, depth + 1) for child in reversed(children))
+    return parts, cut
+
+
+def _ends(text: str, room: int) -> str:
+    """The first and last characters of ``text`` that fit in ``room`` (an injection is as likely
+    at the end of a long value as at its start)."""
+    if room <= 1:
+        return text[:max(room, 0)]
+    half = room // 2
+    return text[:half] + "\n" + text[len(text) - (room - half - 1):]
+
+
+def _decoded(data: bytes | bytearray, room: int) -> str:
+    """Bytes as the text they hold (UTF-8, invalid sequences replaced), both ends when long."""
+    if len(data) <= room:
+        return bytes(data).decode("utf-8", "replace")
+    half = room // 2
+    return (bytes(data[:half]).decode("utf-8", "replace") + "\n"
+            + bytes(data[len(data) - half:]).decode("utf-8", "replace"))
