@@ -213,14 +213,22 @@ class BoundedBatchSpanProcessor(SpanProcessor):
             if stopping:
                 return
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+    def _request_flush(self) -> threading.Event | None:
+        """Ask the worker to export what is queued: the event it sets when done, or ``None``
+        when no worker is running (nothing will be exported)."""
         worker = self._worker
         if worker is None or not worker.is_alive():
-            return not self._queue
+            return None
         done = threading.Event()
         with self._wake:
             self._flush_requests.append(done)
             self._wake.notify()
+        return done
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        done = self._request_flush()
+        if done is None:
+            return not self._queue
         return done.wait(timeout_millis / 1000)
 
     def backend_down(self, stalled_after: float = STALLED_AFTER) -> bool:
@@ -241,13 +249,9 @@ class BoundedBatchSpanProcessor(SpanProcessor):
         if self.backend_down():
             timeout = min(timeout, 0.5)
         deadline = time.monotonic() + timeout
-        worker = self._worker
-        if worker is None or not worker.is_alive():
+        done = self._request_flush()
+        if done is None:
             return not self._queue
-        done = threading.Event()
-        with self._wake:
-            self._flush_requests.append(done)
-            self._wake.notify()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
