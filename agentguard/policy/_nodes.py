@@ -520,13 +520,13 @@ class FieldNode(Node):
         """The first value (or list item) that satisfies every operator, and why."""
         if not self.ops and not self.length:
             return None if self.count else (values[0], values[0], []) if values else None
+        run = self._transformed()
         for value in values:
             if self.length is not None:
                 size = length_of(value)
                 if size is None or not self.length[0](size):
                     continue
             items = value if isinstance(value, (list, tuple)) else [value]
-            run = self._transformed()
             for item in items[:1000]:
                 for x in run(item):
                     if all(op.test(x) for op in self.ops):
