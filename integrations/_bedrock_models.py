@@ -17,6 +17,8 @@ import codecs
 import json
 from typing import Any
 
+from agentguard._content import to_json
+
 __all__ = [
     "ContentBudget",
     "ModelReply",
@@ -272,7 +274,10 @@ def _block_text(block: dict[str, Any], encoded: bool, budget: ContentBudget) -> 
     if isinstance(block.get("text"), str):
         return str(block["text"])
     if "json" in block:
-        return json.dumps(block["json"], default=str)
+        # As the model reads it: text in other scripts and invisible characters stay themselves
+        # (json.dumps would escape them, hiding an injection from the scanner), bounded, never
+        # raising on what JSON cannot encode.
+        return to_json(block["json"], MAX_DOCUMENT)
     if isinstance(block.get("document"), dict):
         return document_text(block["document"], encoded=encoded, budget=budget)
     if kind == "document":
