@@ -131,8 +131,11 @@ def _tool_arguments(instance: Any, tool_input: Any) -> Any:
 
 def _tool_output(output: Any) -> Any:
     # With a tool call id, LangChain wraps the content in a ToolMessage.
-    if getattr(output, "type", None) == "tool" and hasattr(output, "content"):
-        return output.content
+    try:
+        if getattr(output, "type", None) == "tool" and hasattr(output, "content"):
+            return output.content
+    except Exception:  # the tool's own object, whose attribute lookup raises: judged as it is
+        pass
     return output
 
 

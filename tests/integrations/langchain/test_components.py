@@ -156,6 +156,22 @@ def test_unserialisable_result_still_ends_the_span(guarded: Any, spans: Any) -> 
     assert "gen_ai.tool.call.result" in span.attributes
 
 
+def test_a_result_whose_attributes_raise_is_returned_to_the_agent(guarded: Any,
+                                                                  spans: Any) -> None:
+    """A tool's own object whose attribute lookup raises (a lazy proxy, an RPC stub) reaches the
+    agent unchanged, and its span ends."""
+
+    class Proxy:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError(f"remote object has no {name}")
+
+    proxy = Proxy()
+    tool = StructuredTool.from_function(lambda: proxy, name="remote", description="remote")
+    guarded()
+    assert tool.invoke({}) is proxy
+    assert spans.one("execute_tool remote").end_time is not None
+
+
 @pytest.mark.parametrize("mode", ["none", "hash", "full", "redacted"])
 def test_capture_modes_control_what_leaves_the_process(guarded: Any, spans: Any, mode: str
                                                        ) -> None:
