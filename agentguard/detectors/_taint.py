@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from agentguard._urls import reached_hosts
 from agentguard.detectors._text import escape_invisible
 
 __all__ = ["SourceRef", "TaintMatch", "TaintStore", "UserValues", "extract_values",
@@ -142,17 +143,22 @@ def _emails(text: str) -> Iterator[str]:
             at = text.find("@", at + 1)
 
 
-def _url_key(url: str) -> tuple[str, str | None]:
+def _url_key(url: str) -> tuple[str, tuple[str, ...]]:
+    """A URL's key (host and what follows, lower-cased) and every host it reaches: two when
+    clients read a backslash differently (``http://evil.test\\@ok.com/`` is ``evil.test`` to
+    requests, ``ok.com`` to httpx), so a later call to either host is tainted."""
     url = url.rstrip(".,;:!?'\"")
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
     except ValueError:
-        return url.lower(), None
+        return url.lower(), ()
+    hosts = tuple(dict.fromkeys(h[4:] if h.startswith("www.") else h
+                                for h in reached_hosts(url)))
     if host.startswith("www."):
         host = host[4:]
     rest = url[url.find(parts.netloc) + len(parts.netloc):] if parts.netloc else ""
-    return (host + rest).rstrip("/").lower(), host or None
+    return (host + rest).rstrip("/").lower(), hosts
 
 
 def extract_values(text: str) -> list[tuple[str, str, str]]:
@@ -169,9 +175,9 @@ def extract_values(text: str) -> list[tuple[str, str, str]]:
 
     if "://" in text:
         for match in _URL.finditer(text):
-            key, host = _url_key(match.group())
+            key, hosts = _url_key(match.group())
             add("url", key, match.group())
-            if host:
+            for host in hosts:
                 add("host", host, host)
     if "@" in text:
         for email in _emails(text):
