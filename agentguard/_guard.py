@@ -1012,11 +1012,13 @@ class Guard:
         conversation_id: str | None = None,
         turn_text: str | None = None,
         attributes: dict[str, Any] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> Operation:
         """Open an ``invoke_agent`` span. A top-level invocation with a new user message is a turn.
 
         The conversation comes from :func:`agentguard.conversation`, else ``conversation_id`` (a
-        framework's thread id), else a fresh id for this invocation alone.
+        framework's thread id), else a fresh id for this invocation alone. ``kind``: ``CLIENT``
+        for an agent a remote service runs (Bedrock Agents), as the GenAI conventions ask.
         """
         parent = current_frame()
         top_level = parent.agent is None
@@ -1043,7 +1045,7 @@ class Guard:
                 attrs[semconv.AG_TURN_TEXT] = captured
         if attributes:
             attrs.update(attributes)
-        span = self._open_span(parent, f"{semconv.OP_INVOKE_AGENT} {name}", attrs)
+        span = self._open_span(parent, f"{semconv.OP_INVOKE_AGENT} {name}", attrs, kind)
         op = Operation(self, "agent", name, span, frame)
         frame.agent = op
         if new_turn and self.has_stages:
@@ -1171,8 +1173,10 @@ class Guard:
         *,
         query: str,
         attributes: dict[str, Any] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> Operation:
-        """Open a ``retrieval {name}`` span for a retriever lookup."""
+        """Open a ``retrieval {name}`` span for a retriever lookup (``kind`` ``CLIENT`` for a
+        request to a remote retrieval service, such as a Bedrock knowledge base)."""
         parent = current_frame()
         attrs = self._base_attributes(parent, semconv.OP_RETRIEVAL)
         attrs[semconv.AG_RETRIEVER_NAME] = name
@@ -1182,7 +1186,7 @@ class Guard:
                 attrs[semconv.AG_RETRIEVAL_QUERY] = captured
         if attributes:
             attrs.update(attributes)
-        span = self._open_span(parent, f"{semconv.OP_RETRIEVAL} {name}", attrs)
+        span = self._open_span(parent, f"{semconv.OP_RETRIEVAL} {name}", attrs, kind)
         op = Operation(self, "retrieval", name, span, parent.replace())
         if self.has_stages:
             event = Retrieval.model_construct(

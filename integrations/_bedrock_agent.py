@@ -30,6 +30,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from agentguard import semconv
 from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
@@ -499,7 +501,7 @@ class InvokeAgent(Handler):
         session = params.get("sessionId")
         op = guard.start_agent(agent_id, conversation_id=str(session) if session else None,
                                turn_text=text if isinstance(text, str) and text else None,
-                               attributes=attrs)
+                               attributes=attrs, kind=SpanKind.CLIENT)
         return _AgentState(guard, op, call)
 
     def done(self, state: _AgentState, result: Any, asynchronous: bool) -> None:
@@ -541,7 +543,8 @@ class Retrieve(Handler):
         query = params.get("retrievalQuery")
         text = query.get("text") if isinstance(query, dict) else None
         return _RetrievalState(guard.start_retrieval(kb, query=str(text or ""),
-                                                     attributes=_kb_attributes(call, kb)))
+                                                     attributes=_kb_attributes(call, kb),
+                                                     kind=SpanKind.CLIENT))
 
     def done(self, state: _RetrievalState, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)
@@ -612,8 +615,9 @@ def _start_generation(guard: Guard, call: CallInfo) -> _RetrievalState:
     query = params.get("input")
     text = str((query.get("text") if isinstance(query, dict) else None) or "")
     name = str(kb) if kb else str(config.get("type") or "retrieve_and_generate").lower()
-    return _RetrievalState(guard.start_retrieval(name, query=text, attributes=attrs), text,
-                           str(model) if model else None)
+    return _RetrievalState(guard.start_retrieval(name, query=text, attributes=attrs,
+                                                 kind=SpanKind.CLIENT),
+                           text, str(model) if model else None)
 
 
 class RetrieveAndGenerate(Handler):

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 import agentguard
 from agentguard import Decision, ToolCallBlocked
@@ -87,6 +87,7 @@ def test_invoke_agent_trace_events_become_child_spans(guarded: Any, spans: Any, 
     assert answer == b"Refunded order 42."
 
     root = spans.one("invoke_agent AGENT1")
+    assert root.kind is SpanKind.CLIENT  # the agent runs in the Bedrock service
     assert root.attributes["gen_ai.conversation.id"] == "session-1"
     assert root.attributes["agentguard.turn.index"] == 1
     assert root.attributes["agentguard.turn.text"] == "refund order 42"
@@ -258,6 +259,7 @@ def test_retrieve_passages_are_retrieval_documents(guarded: Any, spans: Any, bed
         knowledgeBaseId="KBPOLICY01", retrievalQuery={"text": "refund policy"})
     assert len(results["retrievalResults"]) == 2
     span = spans.one("retrieval KBPOLICY01")
+    assert span.kind is SpanKind.CLIENT  # a request to a remote service
     assert span.attributes["agentguard.retrieval.query"] == "refund policy"
     assert span.attributes["gen_ai.data_source.id"] == "KBPOLICY01"
     assert span.attributes["agentguard.retrieval.document_count"] == 2
@@ -391,6 +393,7 @@ def test_retrieve_and_generate_stream_is_one_retrieval_span(guarded: Any, spans:
     assert [next(iter(e)) for e in received] == [name for name, _ in events]
 
     span = spans.one("retrieval KBPOLICY03")
+    assert span.kind is SpanKind.CLIENT
     assert span.attributes["agentguard.retrieval.document_count"] == 2
     assert span.attributes["agentguard.retrieval.query"] == "refund window?"
     assert json.loads(span.attributes["gen_ai.output.messages"]) == [
