@@ -57,6 +57,12 @@ _FLAT_STRING = 1024
 _FLAT = frozenset({str, int, float, bool, type(None)})
 # Longer strings are redacted at once rather than kept alive until they are exported.
 _PENDING_LIMIT = 1 << 16
+# Keys under which findings' evidence quotes captured content (the scanner's excerpts, policy
+# and taint values, baseline observations, exception messages, queries and texts).
+_QUOTING_KEYS = frozenset({"excerpt", "value", "values", "transformed", "observed", "message",
+                           "text", "content", "query", "match_text", "sample", "samples"})
+# Items of one evidence container walked in hash/none mode.
+_EVIDENCE_ITEMS = 256
 _ENDS_REDACTED = re.compile(r"\[REDACTED:[a-z_]{1,32}\]\Z")
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None))
@@ -388,6 +394,39 @@ class ContentCapture:
             if _far_enough(redacted, self.max_length, limit) or limit >= _HASH_LIMIT:
                 return self._marked(redacted, f"more than {len(encoded)}")
             limit *= 4
+
+    def evidence(self, evidence: dict[str, Any], limit: int = 8192) -> str:
+        """A finding's evidence as the JSON text of its span event, under the capture mode.
+
+        Evidence names what was found (indicators, rules, offsets, sources) and quotes some of
+        what it was found in (``excerpt``, ``value``, ``observed``...). ``full`` keeps the quotes,
+        ``redacted`` removes secrets from them, ``hash`` replaces each quote by its hash and
+        ``none`` by a marker, so what the capture mode keeps in is not let out through a finding.
+        """
+        if self.mode == "full":
+            return to_json(evidence, limit)
+        if self.mode == "redacted":
+            return redact(to_json(evidence, limit))
+        return to_json(self._unquoted(evidence, 0), limit)
+
+    def _unquoted(self, value: Any, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            return "<nested>"
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for index, (key, item) in enumerate(value.items()):
+                if index >= _EVIDENCE_ITEMS:
+                    out["..."] = f"{len(value) - index} more"
+                    break
+                name = _key(key)
+                if name in _QUOTING_KEYS and not isinstance(item, (bool, int, float, type(None))):
+                    out[name] = "[not captured]" if self.mode == "none" else self.value(item)
+                else:
+                    out[name] = self._unquoted(item, depth + 1)
+            return out
+        if isinstance(value, (list, tuple)):
+            return [self._unquoted(item, depth + 1) for item in value[:_EVIDENCE_ITEMS]]
+        return value
 
     def exception(self, exc: BaseException, *, escaped: bool = False) -> dict[str, str]:
         """The attributes of an ``exception`` span event for ``exc``, under the capture mode.

@@ -657,6 +657,10 @@ def _messages(items: Iterable[dict[str, Any]]) -> list[Any]:
     return out
 
 
+# Distinct rule ids kept in a span's agentguard.finding.rule_ids.
+_MAX_RULE_IDS = 64
+
+
 class Guard:
     """Runs events through the pipeline and opens the spans integrations ask for."""
 
@@ -915,8 +919,12 @@ class Guard:
                             top = str(previous)
                 span.set_attribute(semconv.AG_DECISION, action)
                 span.set_attribute(semconv.AG_FINDING_COUNT, count)
-                span.set_attribute(semconv.AG_FINDING_RULES, rules)
+                # Each rule once, and a bounded list: a long-lived span (an agent's, which
+                # sensor findings land on) may be judged thousands of times.
+                span.set_attribute(semconv.AG_FINDING_RULES,
+                                   list(dict.fromkeys(rules))[:_MAX_RULE_IDS])
                 span.set_attribute(semconv.AG_FINDING_SEVERITY, top)
+                capture = self.capture
                 for finding in findings:
                     span.add_event(
                         semconv.EVENT_FINDING,
@@ -926,7 +934,7 @@ class Guard:
                             "agentguard.finding.severity": finding.severity,
                             "agentguard.finding.action": finding.action,
                             "agentguard.finding.title": finding.title,
-                            "agentguard.finding.evidence": to_json(finding.evidence, 8192),
+                            "agentguard.finding.evidence": capture.evidence(finding.evidence),
                         },
                     )
         except Exception as exc:
