@@ -316,6 +316,10 @@ def _otlp_exporter(config: Config) -> SpanExporter:
     )
 
     if endpoint is None:
+        for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            if os.environ.get(variable):
+                _check_http_url(os.environ[variable].strip())
+                break
         return HttpExporter(timeout=config.export_timeout)
     if "://" not in endpoint:
         endpoint = "http://" + endpoint
@@ -323,7 +327,28 @@ def _otlp_exporter(config: Config) -> SpanExporter:
     if "/" not in rest.rstrip("/"):
         # OTEL_EXPORTER_OTLP_ENDPOINT names the base URL; the traces path is appended to it.
         endpoint = f"{scheme}://{rest.rstrip('/')}/v1/traces"
+    _check_http_url(endpoint)
     return HttpExporter(endpoint=endpoint, timeout=config.export_timeout)
+
+
+def _check_http_url(url: str) -> None:
+    """Raise ValueError for a URL the HTTP exporter could never send to (it would only say so
+    at its first export, in a log line, with every span of the process lost)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"the scheme must be http or https, not {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if port == 0:
+        raise ValueError("port 0 cannot be connected to")
+    if any(c.isspace() for c in url):
+        raise ValueError("the URL contains whitespace")
 
 
 def _make_exporter(config: Config) -> SpanExporter | None:

@@ -366,3 +366,24 @@ def test_bad_otlp_protocol_env_is_a_clear_config_error(monkeypatch: pytest.Monke
     assert "OTEL_EXPORTER_OTLP_PROTOCOL" in message
     assert "'http/json'" in message
     assert agentguard.get_guard() is None
+
+
+@pytest.mark.parametrize(("endpoint", "env", "reason"), [
+    ("ftp://collector:4318", {}, "scheme must be http or https"),
+    ("http://:4318/v1/traces", {}, "no host"),
+    ("http://collector:99999", {}, "not a usable URL"),
+    ("http://collector :4318", {}, "whitespace"),
+    (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "grpc://collector:4317"}, "scheme must be"),
+])
+def test_an_http_endpoint_that_cannot_work_is_refused_at_instrument(
+        endpoint: str | None, env: dict[str, str], reason: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTTP endpoint no request could reach is a ConfigError at instrument(), not a log line
+    at the first export with every span lost."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(agentguard.ConfigError) as raised:
+        agentguard.instrument(exporter="otlp", otlp_endpoint=endpoint)
+    assert reason in str(raised.value)
+    assert "otlp_endpoint" in str(raised.value)
+    assert agentguard.get_guard() is None
