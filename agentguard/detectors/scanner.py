@@ -159,6 +159,14 @@ _SOURCE_WEIGHTS: dict[str, dict[str, float]] = {
                      "delimiter": 0.5, "encoded-directive": 0.5},
 }
 
+# In a user's own turn, an override that names the user's earlier words ("ignore my previous
+# message", "forget what I said") is the user changing their mind, not an attack on the
+# instructions the agent was given: its weight is cut to this share. Elsewhere (documents, tool
+# results) "my" is the author's, and nothing changes.
+_OWN_WORDS_SHARE = 0.3
+_OWN_WORDS = re.compile(
+    r"\b(?:my|what i|i (?:said|asked|wrote|typed|told|sent|mentioned|meant|requested))\b")
+
 _SPECIAL_ANCHORS: dict[str, str] = {
     "![": "md-image", "](": "md-link", "<img": "html-image", "http://": "url", "https://": "url",
     "<!--": "html-comment", "[//]: #": "md-comment", "[//]:#": "md-comment",
@@ -321,11 +329,14 @@ class _Run:
     """Per-scan state: the evidence so far and the shared work budget."""
 
     __slots__ = ("anchors", "capped", "checks", "decoded", "evidence", "exact", "hidden_runs",
-                 "limits", "native", "open_tail", "per_indicator", "source_weights")
+                 "limits", "native", "open_tail", "own_words", "per_indicator",
+                 "source_weights")
 
     def __init__(self, limits: ScanLimits, source_weights: dict[str, float],
-                 native: bool = False) -> None:
+                 native: bool = False, own_words: bool = False) -> None:
         self.limits = limits
+        # Whether the text is the user's own turn (see _OWN_WORDS).
+        self.own_words = own_words
         # Whether the text is long enough for the automaton (which releases the GIL) to search
         # every part of it, decoded payloads included; short texts never leave the GIL.
         self.native = native
@@ -426,7 +437,8 @@ class InjectionScanner:
         if not text:
             return EMPTY
         limits = self.limits
-        run = _Run(limits, _SOURCE_WEIGHTS.get(source, {}), len(text) > self._precheck_max)
+        run = _Run(limits, _SOURCE_WEIGHTS.get(source, {}), len(text) > self._precheck_max,
+                   source == "turn")
         segments = self._segments(text)
         for base, segment in segments:
             self._scan_segment(segment, base, run, 0)
@@ -554,6 +566,9 @@ class InjectionScanner:
             return
         run.per_indicator[evidence.indicator] = run.per_indicator.get(evidence.indicator, 0) + 1
         weight = run.weight_for(evidence.indicator, evidence.weight)
+        if run.own_words and evidence.family == "override" and evidence.via is None and \
+                _OWN_WORDS.search(evidence.excerpt.lower()):
+            weight *= _OWN_WORDS_SHARE
         if weight <= 0:
             return
         if weight != evidence.weight:
