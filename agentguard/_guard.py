@@ -34,6 +34,7 @@ from agentguard._context import (
     detach_context,
 )
 from agentguard._errors import internal_error
+from agentguard._genai import input_messages, output_messages
 from agentguard._spans import LightTracer
 from agentguard.config import Config
 from agentguard.events import (
@@ -551,7 +552,7 @@ class Operation:
             if finish_reasons:
                 span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
             if output is not None and guard.capture.enabled:
-                captured = guard.content(list(output))
+                captured = guard.content(output_messages(output, finish_reasons))
                 if captured is not None:
                     span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
             if guard.has_stages and self.event is not None and output is not None:
@@ -1154,7 +1155,7 @@ class Guard:
         if params.get("max_tokens") is not None:
             attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = int(params["max_tokens"])
         if messages and self.capture.enabled:
-            captured = self.content(list(messages))
+            captured = self.content(input_messages(messages))
             if captured is not None:
                 attrs[semconv.GEN_AI_INPUT_MESSAGES] = captured
         if attributes:

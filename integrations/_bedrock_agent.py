@@ -34,6 +34,7 @@ from opentelemetry.trace import SpanKind
 
 from agentguard import semconv
 from agentguard._errors import internal_error
+from agentguard._genai import output_messages
 from agentguard._guard import Guard, Operation
 from agentguard.events import Document, Message, ModelCall, Retrieval, trusted
 from agentguard.findings import ToolCallBlocked
@@ -433,7 +434,8 @@ class _AgentFollower(StreamFollower):
     def _record_answer(self) -> None:
         guard = self.guard
         if self.answer and guard.capture.enabled:
-            captured = guard.content([{"role": "assistant", "content": "".join(self.answer)}])
+            captured = guard.content(output_messages(
+                [{"role": "assistant", "content": "".join(self.answer)}]))
             if captured is not None:
                 self.op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
 
@@ -584,7 +586,7 @@ def _record_answer(state: _RetrievalState, answer: str) -> None:
         return
     try:
         if guard.capture.enabled:
-            captured = guard.content([{"role": "assistant", "content": answer}])
+            captured = guard.content(output_messages([{"role": "assistant", "content": answer}]))
             if captured is not None:
                 op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
     except Exception as exc:

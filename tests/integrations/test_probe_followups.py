@@ -27,6 +27,7 @@ import agentguard
 from agentguard.config import ConfigError
 from agentguard.demo.scripted import ScriptedChatModel, say
 from agentguard.events import ModelCall
+from tests.genai import plain
 from tests.otlp_receiver import ReceivedSpan, decode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -252,7 +253,7 @@ class _BreakingModel(ScriptedChatModel):
 
 
 def _output(span: Any) -> Any:
-    return json.loads(span.attributes["gen_ai.output.messages"])
+    return plain(span.attributes["gen_ai.output.messages"])
 
 
 def test_an_abandoned_chat_stream_keeps_the_part_the_caller_read(guarded: Any,
@@ -348,7 +349,7 @@ def test_streamed_answers_and_chat_messages_keep_their_roles(guarded: Any, spans
                HumanMessage("and now?")]
     assert "".join(str(c.content) for c in model.stream(history)) == "streamed answer"
     span = spans.one("chat scripted-1")
-    assert json.loads(span.attributes["gen_ai.input.messages"]) == [
+    assert plain(span.attributes["gen_ai.input.messages"]) == [
         {"role": "assistant", "content": "earlier answer"}, {"role": "user", "content": "and now?"}]
     assert _output(span)[0]["role"] == "assistant"
     [response] = [e for e in seen if isinstance(e, ModelCall) and e.phase == "response"]

@@ -13,6 +13,7 @@ from opentelemetry.trace import StatusCode
 
 import agentguard
 from tests.bedrock_server import Failure, Reply, tool_use
+from tests.genai import plain
 
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
@@ -21,7 +22,7 @@ _USER = [{"role": "user", "content": [{"text": "What is the weather in Oslo?"}]}
 
 
 def _messages(span: Any, key: str = "gen_ai.input.messages") -> Any:
-    return json.loads(span.attributes[key])
+    return plain(span.attributes[key])
 
 
 def test_converse_is_one_chat_span_with_request_and_answer(guarded: Any, spans: Any,

@@ -12,6 +12,7 @@ import pytest
 
 from agentguard.integrations._bedrock_models import MAX_DOCUMENT
 from tests.bedrock_server import Raw, Reply
+from tests.genai import plain
 
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
@@ -76,7 +77,7 @@ def test_a_text_document_in_a_tool_result_is_scanned(guarded: Any, spans: Any, b
     assert finding.evidence["source"]["kind"] == "tool_message"
     assert finding.evidence["source"]["call_id"] == "tu-1"
     assert "tool message tu-1" in finding.title
-    messages = json.loads(spans.one(f"chat {CLAUDE}").attributes["gen_ai.input.messages"])
+    messages = plain(spans.one(f"chat {CLAUDE}").attributes["gen_ai.input.messages"])
     assert messages[-1] == {"role": "tool", "tool_call_id": "tu-1",
                             "content": f"[document mail (txt)]\n{INJECTION}"}
 
@@ -183,7 +184,7 @@ def test_a_document_the_user_attaches_is_scanned_as_a_document(guarded: Any, spa
     client = runtime()
     client.converse(modelId=CLAUDE, messages=[{"role": "user", "content": [
         {"text": "Summarise this."}, _document("txt", BENIGN.encode(), name="q3")]}])
-    messages = json.loads(spans.one(f"chat {CLAUDE}").attributes["gen_ai.input.messages"])
+    messages = plain(spans.one(f"chat {CLAUDE}").attributes["gen_ai.input.messages"])
     assert messages == [{"role": "user", "content": "Summarise this."},
                         {"role": "document", "name": "q3",
                          "content": f"[document q3 (txt)]\n{BENIGN}"}]

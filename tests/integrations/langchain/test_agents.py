@@ -11,6 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from opentelemetry.trace import StatusCode
 
 import agentguard
+from tests.genai import plain
 from tests.integrations.langchain.agents import call, make_agent, say
 
 
@@ -58,10 +59,10 @@ def test_agent_turn_is_one_trace_with_nested_chat_and_tool_spans(guarded: Any, s
     assert chat.attributes["gen_ai.usage.input_tokens"] == 12
     assert chat.attributes["gen_ai.usage.output_tokens"] == 7
     assert chat.attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
-    output = json.loads(chat.attributes["gen_ai.output.messages"])
+    output = plain(chat.attributes["gen_ai.output.messages"])
     assert output[0]["tool_calls"] == [
         {"id": "c1", "name": "lookup_customer", "arguments": {"customer_id": 42}}]
-    assert json.loads(chat.attributes["gen_ai.input.messages"]) == [
+    assert plain(chat.attributes["gen_ai.input.messages"]) == [
         {"role": "user", "content": "who is 42?"}]
 
 

@@ -13,6 +13,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, StructuredTool
 
 import agentguard
+from tests.genai import plain
 from tests.integrations.langchain.agents import ScriptedChatModel, call, lookup_customer, say
 
 
@@ -31,7 +32,8 @@ def test_chat_invoke_is_one_chat_span(guarded: Any, spans: Any) -> None:
     model = ScriptedChatModel(script=[say("hello")])
     assert model.invoke("hi").content == "hello"
     span = spans.one("chat scripted-1")
-    assert span.attributes["gen_ai.output.messages"] == '[{"role":"assistant","content":"hello"}]'
+    assert span.attributes["gen_ai.output.messages"] == (
+        '[{"role":"assistant","parts":[{"type":"text","content":"hello"}],"finish_reason":"stop"}]')
     assert span.attributes["gen_ai.usage.output_tokens"] == 7
     assert span.kind.name == "CLIENT"
 
@@ -43,7 +45,7 @@ def test_chat_stream_is_one_span_with_the_assembled_answer(guarded: Any, spans: 
     chunks = list(model.stream("hi"))
     assert "".join(str(c.content) for c in chunks) == "one two three"
     span = spans.one("chat scripted-1")
-    output = json.loads(span.attributes["gen_ai.output.messages"])
+    output = plain(span.attributes["gen_ai.output.messages"])
     assert output[0]["content"] == "one two three"
     assert output[0]["tool_calls"][0]["name"] == "get_weather"
     assert span.attributes["agentguard.stream"] is True
