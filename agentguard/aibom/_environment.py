@@ -24,6 +24,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from agentguard._errors import internal_error
+from agentguard.sensors._modules import read_metadata
 
 __all__ = ["Environment", "InstalledDistribution", "environment", "refresh"]
 
@@ -101,7 +102,9 @@ class Environment:
         owners: dict[str, set[str]] = {}
         for dist in found:
             try:
-                headers = _headers(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+                # Bounded, and lenient with bytes that are not UTF-8 (a Latin-1 author name).
+                headers = _headers(read_metadata(dist, "METADATA") or
+                                   read_metadata(dist, "PKG-INFO") or "")
                 display = (headers.get("name") or [""])[0]
                 if not display:
                     continue
@@ -272,11 +275,11 @@ def _headers(text: str) -> dict[str, list[str]]:
 
 def _top_level(dist: importlib.metadata.Distribution) -> set[str]:
     """Top-level import names a distribution ships (``top_level.txt``, else its ``RECORD``)."""
-    text = dist.read_text("top_level.txt")
+    text = read_metadata(dist, "top_level.txt")
     if text:
         return {line.strip() for line in text.splitlines() if line.strip()}
     tops: set[str] = set()
-    for line in (dist.read_text("RECORD") or "").splitlines():
+    for line in (read_metadata(dist, "RECORD") or "").splitlines():
         path = line.split(",", 1)[0].strip('"')
         head, sep, _ = path.partition("/")
         if not head or head.endswith((".dist-info", ".egg-info", ".data")) or \

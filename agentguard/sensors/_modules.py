@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import importlib.util
+import re
 import sys
 import time
 from typing import NamedTuple
@@ -20,7 +21,7 @@ from typing import NamedTuple
 from agentguard._errors import internal_error
 from agentguard.sensors import _state
 
-__all__ = ["MAX_SEEN", "ModuleInfo", "first_load", "prime"]
+__all__ = ["MAX_METADATA_BYTES", "MAX_SEEN", "ModuleInfo", "first_load", "prime", "read_metadata"]
 
 MAX_SEEN = 16384
 MAX_MISSING = 4096
@@ -28,6 +29,9 @@ MISSING_RETRY = 30.0
 # A module found in site-packages but missing from the distribution map re-reads the map, at most
 # this often (reading it takes about a tenth of a second).
 REFRESH_INTERVAL = 30.0
+# Bytes read of one metadata file of a distribution (METADATA, RECORD, top_level.txt): the
+# largest real RECORD files are a few MiB; of a larger one only the lines within this are read.
+MAX_METADATA_BYTES = 16 << 20
 
 _STDLIB: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ()))
 _BUILTIN: frozenset[str] = frozenset(sys.builtin_module_names)
@@ -44,49 +48,89 @@ class ModuleInfo(NamedTuple):
     candidates: tuple[str, ...]  # every distribution shipping the name (namespace packages)
 
 
+def read_metadata(dist: importlib.metadata.Distribution, filename: str) -> str | None:
+    """``dist.read_text(filename)``, bounded and lenient: at most :data:`MAX_METADATA_BYTES`
+    (up to the last whole line), bytes that are not UTF-8 replaced (an old installer's Latin-1
+    author name must not hide the distribution); ``None`` when the file is missing or
+    unreadable."""
+    # The directory (or zip path) of a PathDistribution; another finder's distribution is read
+    # its own way.
+    folder = getattr(dist, "_path", None)
+    if folder is None or not hasattr(folder, "joinpath"):
+        try:
+            return dist.read_text(filename)
+        except (OSError, ValueError, KeyError):
+            return None
+    limit = MAX_METADATA_BYTES
+    try:
+        with folder.joinpath(filename).open("rb") as handle:
+            data: bytes = handle.read(limit + 1)
+    except (OSError, ValueError, KeyError):
+        return None
+    if len(data) > limit:
+        data = data[:data.rfind(b"\n", 0, limit) + 1]
+    return data.decode("utf-8", "replace")
+
+
 def _read_distributions() -> dict[str, list[str]]:
     """What ``importlib.metadata.packages_distributions()`` answers (top-level name ->
     distribution names), read about five times faster: it parses every METADATA file as an
     e-mail message and builds a path object for every installed file, ~0.3 s for 250
     distributions on ``instrument()``; here the name is the first ``Name:`` header and a RECORD
-    file is scanned as text."""
+    file is scanned as text. Unlike it, a distribution whose files cannot be read (not UTF-8,
+    a folder where a file should be) costs only itself, and one without a name ships nothing."""
+    mapping: dict[str, list[str]] = {}
     try:
-        mapping: dict[str, list[str]] = {}
-        for dist in importlib.metadata.distributions():
-            tops = (dist.read_text("top_level.txt") or "").split() or _inferred(dist)
+        found = list(importlib.metadata.distributions())
+    except Exception as exc:
+        internal_error("sensor distributions", exc)
+        return mapping
+    for dist in found:
+        try:
+            tops = (read_metadata(dist, "top_level.txt") or "").split() or _inferred(dist)
             if not tops:
                 continue
             name = _name(dist)
+            if not name:
+                continue
             for top in tops:
                 mapping.setdefault(top, []).append(name)
-        return mapping
-    except Exception as exc:
-        internal_error("sensor distributions", exc)
-        return {}
+        except Exception as exc:
+            internal_error("sensor distributions", exc)
+    return mapping
 
 
-def _name(dist: importlib.metadata.Distribution) -> str:
-    """``dist.metadata["Name"]``: the first ``Name`` header (the e-mail parser only when the
-    header is missing or folded over several lines)."""
-    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
-    if text:
-        end = text.find("\n\n")
-        lines = (text if end < 0 else text[:end]).splitlines()
-        for index, line in enumerate(lines):
-            if line[:5].lower() == "name:":
-                folded = index + 1 < len(lines) and lines[index + 1][:1] in (" ", "\t")
-                if not folded:
-                    return line[5:].lstrip(" \t")
-                break
-    name: str = dist.metadata["Name"]
-    return name
+def _name(dist: importlib.metadata.Distribution) -> str | None:
+    """``dist.metadata["Name"]``; ``None`` when there is none."""
+    return _header(dist, "name")
+
+
+def _header(dist: importlib.metadata.Distribution, field: str) -> str | None:
+    """``dist.metadata[field]``: the first such header (the e-mail parser only when it is folded
+    over several lines); ``None`` when there is none."""
+    text = read_metadata(dist, "METADATA") or read_metadata(dist, "PKG-INFO")
+    if not text:
+        return None
+    end = text.find("\n\n")
+    lines = (text if end < 0 else text[:end]).splitlines()
+    size = len(field) + 1
+    for index, line in enumerate(lines):
+        if line[:size].lower() == f"{field}:":
+            folded = index + 1 < len(lines) and lines[index + 1][:1] in (" ", "\t")
+            if not folded:
+                return line[size:].lstrip(" \t")
+            break
+    else:
+        return None
+    value: str | None = dist.metadata[field]
+    return value
 
 
 def _inferred(dist: importlib.metadata.Distribution) -> set[str]:
     """The top-level names a distribution without ``top_level.txt`` installs, as
     ``importlib.metadata`` infers them from its files: each ``.py`` file's first path part, or
     its name without the suffix at the top."""
-    record = dist.read_text("RECORD")
+    record = read_metadata(dist, "RECORD")
     if record is None:  # egg-info and other layouts: the general (slower) reading
         return {f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
                 for f in dist.files or () if f.suffix == ".py"}
@@ -124,7 +168,8 @@ def _version(distribution: str) -> str | None:
     if distribution in versions:
         return versions[distribution]
     try:
-        version: str | None = importlib.metadata.version(distribution)
+        # (Its METADATA read as the map's were: one that is not UTF-8 still has its version.)
+        version = _header(importlib.metadata.distribution(distribution), "version")
     except Exception:
         version = None
     if len(versions) < MAX_SEEN:
@@ -147,11 +192,24 @@ def _spec_origin(top: str) -> tuple[bool, str | None]:
     return True, origin
 
 
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
+def _distinct(dists: list[str]) -> tuple[str, ...]:
+    """The distributions of a top-level name, each once: a distribution installed again in a
+    later ``sys.path`` entry (``GoodPkg`` there, ``goodpkg`` here) is shadowed, as the import
+    system shadows its modules, so the first copy names it."""
+    kept: dict[str, str] = {}
+    for dist in dists:
+        kept.setdefault(_SEPARATORS.sub("-", dist).lower(), dist)
+    return tuple(sorted(kept.values()))
+
+
 def _resolve(top: str) -> ModuleInfo | None:
     mapping = _state.distributions or {}
     dists = mapping.get(top)
     if dists:
-        unique = tuple(sorted(set(dists)))
+        unique = _distinct(dists)
         if len(unique) == 1:
             return ModuleInfo(top, unique[0], _version(unique[0]), "distribution", None, unique)
         return ModuleInfo(top, None, None, "distribution", None, unique)
@@ -167,10 +225,10 @@ def _resolve(top: str) -> ModuleInfo | None:
         # Installed after the map was read (a tool ran pip): read it again, at most this often.
         _state.distributions = _read_distributions()
         _state.distributions_read_at = time.monotonic()
-        dists = _state.distributions.get(top)
-        if dists and len(set(dists)) == 1:
-            return ModuleInfo(top, dists[0], _version(dists[0]), "distribution", origin,
-                              (dists[0],))
+        unique = _distinct(_state.distributions.get(top) or [])
+        if len(unique) == 1:
+            return ModuleInfo(top, unique[0], _version(unique[0]), "distribution", origin,
+                              unique)
     return ModuleInfo(top, None, None, "path", origin, ())
 
 

@@ -1,0 +1,135 @@
+"""Which distribution a first import names, when the installed metadata is odd or hostile."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentguard.sensors import _modules
+from agentguard.sensors import _state as sensor_state
+from tests.sensors.helpers import events, run_tool
+
+PREFIX = "agprobe_"
+
+
+def _distribution(site: Path, folder: str, metadata: bytes, *, top_level: str | None = None,
+                  record: bytes | None = None, module: str | None = None) -> None:
+    """A ``.dist-info`` directory in ``site`` (and the package ``module`` it ships)."""
+    info = site / folder
+    info.mkdir(parents=True)
+    (info / "METADATA").write_bytes(metadata)
+    if top_level is not None:
+        (info / "top_level.txt").write_text(top_level)
+    if record is not None:
+        (info / "RECORD").write_bytes(record)
+    if module is not None:
+        (site / module).mkdir(exist_ok=True)
+        (site / module / "__init__.py").write_text("VALUE = 1\n")
+
+
+@pytest.fixture
+def sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    """Two fresh ``sys.path`` entries (the first shadows the second); the sensor reads the
+    installed distributions again when it starts."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    monkeypatch.setattr(sensor_state, "distributions", None)
+    importlib.invalidate_caches()
+    yield first, second
+    for name in [name for name in sys.modules if name.startswith(PREFIX)]:
+        del sys.modules[name]
+
+
+def _first_import(guarded: Any, spans: Any, module: str) -> dict[str, Any]:
+    """The module.load event of a tool's first import of ``module``."""
+    guarded(builtin_rules=False)
+
+    def load() -> str:
+        """Import a package."""
+        return str(importlib.import_module(module).VALUE)
+
+    assert run_tool(load) == "1"
+    (event,) = [e for e in events(spans.one("execute_tool load"), "module.load")
+                if e["agentguard.module.name"] == module]
+    return event
+
+
+def test_a_distribution_whose_metadata_is_not_utf8_is_still_named(
+        guarded: Any, spans: Any, sites: tuple[Path, Path]) -> None:
+    """One distribution whose METADATA has a Latin-1 author name neither hides itself nor every
+    other installed distribution: its import names it and its version."""
+    first, _ = sites
+    _distribution(first, "agprobe_latin-1.0.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe-latin\nVersion: 1.0\n"
+                  b"Author: Jos\xe9 Garc\xeda\n\nDescription\n",
+                  top_level=f"{PREFIX}latin\n", module=f"{PREFIX}latin")
+    _distribution(first, "agprobe_plain-2.0.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe-plain\nVersion: 2.0\n\n",
+                  top_level=f"{PREFIX}plain\n", module=f"{PREFIX}plain")
+
+    assert _first_import(guarded, spans, f"{PREFIX}latin") == {
+        "agentguard.module.name": f"{PREFIX}latin", "agentguard.module.origin": "distribution",
+        "agentguard.module.distribution": "agprobe-latin", "agentguard.module.version": "1.0"}
+    assert _modules._read_distributions()[f"{PREFIX}plain"] == ["agprobe-plain"]
+    assert _modules._read_distributions()["pytest"] == ["pytest"]
+
+
+def test_a_distribution_without_a_name_does_not_break_the_import_report(
+        guarded: Any, spans: Any, sites: tuple[Path, Path]) -> None:
+    """A leftover ``.dist-info`` without a Name header that claims the same package as a real
+    distribution ships nothing: the import is reported, naming the real one."""
+    first, _ = sites
+    _distribution(first, "agprobe_real-3.0.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe-real\nVersion: 3.0\n\n",
+                  top_level=f"{PREFIX}shared\n", module=f"{PREFIX}shared")
+    _distribution(first, "leftover-0.dist-info", b"Metadata-Version: 2.1\nVersion: 0\n\n",
+                  top_level=f"{PREFIX}shared\n")
+
+    event = _first_import(guarded, spans, f"{PREFIX}shared")
+    assert (event["agentguard.module.distribution"], event["agentguard.module.version"]) == \
+        ("agprobe-real", "3.0")
+
+
+def test_a_distribution_installed_twice_is_named_by_the_copy_that_loads(
+        guarded: Any, spans: Any, sites: tuple[Path, Path]) -> None:
+    """The same distribution in two ``sys.path`` entries (spelled ``agprobe_Twin`` in the later
+    one) is one distribution, named and versioned by the first copy, the one imported."""
+    first, second = sites
+    _distribution(first, "agprobe_twin-1.0.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe-twin\nVersion: 1.0\n\n",
+                  top_level=f"{PREFIX}twin\n", module=f"{PREFIX}twin")
+    _distribution(second, "agprobe_Twin-0.9.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe_Twin\nVersion: 0.9\n\n",
+                  top_level=f"{PREFIX}twin\n", module=f"{PREFIX}twin")
+
+    event = _first_import(guarded, spans, f"{PREFIX}twin")
+    assert (event["agentguard.module.distribution"], event["agentguard.module.version"]) == \
+        ("agprobe-twin", "1.0")
+
+
+def test_a_huge_record_is_read_only_up_to_the_bound(sites: tuple[Path, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A RECORD larger than the bound (a tool wrote gigabytes there) is read only up to it: the
+    modules listed within it are found, a line cut by the bound is not taken for a module, and
+    nothing after it is read."""
+    first, _ = sites
+    monkeypatch.setattr(_modules, "MAX_METADATA_BYTES", 4096)
+    rows = b"".join(b"agprobe_early/m%05d.py,sha256=x,1\n" % index for index in range(200))
+    assert len(rows) > 4096
+    _distribution(first, "agprobe_big-1.0.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe-big\nVersion: 1.0\n\n",
+                  record=b"agprobe_first.py,,\n" + rows + b"agprobe_late/__init__.py,,\n")
+
+    mapping = _modules._read_distributions()
+    assert mapping[f"{PREFIX}first"] == mapping[f"{PREFIX}early"] == ["agprobe-big"]
+    assert f"{PREFIX}late" not in mapping
+    assert not [top for top in mapping if top.startswith(PREFIX) and top not in
+                (f"{PREFIX}first", f"{PREFIX}early")]
