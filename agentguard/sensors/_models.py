@@ -343,14 +343,26 @@ def _judge(module: str, name: str) -> tuple[str | None, bool]:
     if mapped is None and module in _compat_pickle.IMPORT_MAPPING:
         mapped = (_compat_pickle.IMPORT_MAPPING[module], name)
     spellings = [key] if mapped is None or mapped == key else [key, mapped]
+    moved = module == "numpy.core" or module.startswith("numpy.core.")
+    if moved:
+        # numpy 2 moved numpy.core to numpy._core and left a shim whose module __getattr__
+        # hands out the moved names: what a numpy 1.x pickle (numpy.core.numeric._frombuffer)
+        # reaches. Judged there first; without numpy 2 that module does not import and the
+        # name is judged as spelled.
+        spellings.insert(0, ("numpy._core" + module[len("numpy.core"):], name))
     for spelled_module, spelled_name in spellings:
         why = _by_name(spelled_module, spelled_name.split("."), whole_modules=False)
         if why is not None:
             return why, True
-    for spelled_module, spelled_name in spellings:
+    for index, (spelled_module, spelled_name) in enumerate(spellings):
         target = _module(spelled_module)
         if target is not None:
-            return _resolve(spelled_module, target, spelled_name.split("."))
+            # (Only the moved spelling, first, may pass its turn to the next.)
+            moved = moved and index == 0
+            verdict, final = _resolve(spelled_module, target, spelled_name.split("."))
+            if final or index + 1 == len(spellings) or not moved:
+                return verdict, final
+            # Not in numpy._core: the shim's own module is what the unpickler reaches.
     # Nothing to resolve (a module that cannot be imported): the unpickler fails on it too.
     return _by_name(module, name.split("."), whole_modules=True), False
 

@@ -22,6 +22,7 @@ import pytest
 
 import agentguard
 from agentguard import sensors
+from agentguard.sensors._models import unsafe_global
 from tests.sensors.helpers import Recorder
 
 # Tasks and results of a pool must be found by name in the worker (a forked copy of this module).
@@ -97,6 +98,21 @@ def test_a_numpy_array_loads_in_enforce_mode(guarded: Any) -> None:
     for protocol in (2, 4, 5):
         assert (pickle.loads(pickle.dumps(array, protocol=protocol)) == array).all()
     assert _pickle_findings(findings) == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_an_array_pickled_by_numpy_1_loads_in_enforce_mode(guarded: Any) -> None:
+    """numpy 1.x wrote arrays as ``numpy.core.numeric._frombuffer`` (protocol 5), a name numpy 2
+    serves from its ``numpy.core`` shim: the array loads and nothing is reported."""
+    numpy = pytest.importorskip("numpy")
+    findings: list[agentguard.Finding] = []
+    guarded(mode="enforce", on_finding=findings.append)
+    array = numpy.arange(6, dtype="<f8").reshape(2, 3)
+    arguments = pickle.dumps((array.tobytes(), array.dtype, array.shape, "C"), protocol=3)
+    stream = b"\x80\x03cnumpy.core.numeric\n_frombuffer\n" + arguments[2:-1] + b"R."
+    assert (pickle.loads(stream) == array).all()
+    assert _pickle_findings(findings) == []
+    assert unsafe_global("numpy.core.numeric", "_frombuffer") is None
 
 
 @pytest.mark.parametrize(("module", "name", "capability", "protocol"), [
