@@ -75,6 +75,7 @@ from agentguard.sensors._emit import (
     current_operation,
     write_span_event,
 )
+from agentguard.sensors._fspaths import normalised
 from agentguard.sensors._hook import report_import, report_model_load, run_handler
 from agentguard.sensors._models import Load, current_load
 from agentguard.sensors._propagation import child_environment, identity
@@ -283,16 +284,33 @@ def _original(name: str) -> Any:
 # -- model loads ---------------------------------------------------------------------------------
 
 def _file_path(target: Any) -> str | None:
-    """The absolute path a load reads from (a path, or an open file's name)."""
+    """The absolute path a load reads from (a path, or an open file's name), spelled as the
+    audit hook spells the file it sees opened (``..`` resolved as the kernel walks it), so one
+    file is one artifact. A file-like object that is no file of the file system (a ZIP member,
+    an in-memory buffer) names none: its ``name`` is not a path."""
     if isinstance(target, (str, bytes, os.PathLike)):
         try:
-            return os.path.abspath(os.fsdecode(os.fspath(target)))
+            return _absolute(os.fsdecode(os.fspath(target)))
         except (TypeError, ValueError):
             return None
     name = getattr(target, "name", None)
-    if isinstance(name, str) and name:
-        return os.path.abspath(name)
-    return None
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        target.fileno()
+    except Exception:  # io.UnsupportedOperation, AttributeError, a closed file
+        return None
+    return _absolute(name)
+
+
+def _absolute(path: str) -> str:
+    # (Not os.path.abspath: it drops ".." textually, before the links are followed.)
+    if path[:1] != "/":
+        try:
+            path = os.path.join(os.getcwd(), path)
+        except OSError:  # the working directory was removed: the path as given
+            return path
+    return normalised(path)
 
 
 def _loading(load: Load, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

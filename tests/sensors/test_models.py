@@ -231,3 +231,52 @@ def test_safe_model_formats_and_large_files(guarded: Any, spans: Any, tmp_path: 
     assert second["agentguard.model.format"] == "gguf"
     assert second["agentguard.model.size"] == 17 << 20
     assert "agentguard.model.sha256" not in second
+
+
+def test_a_pickle_read_from_an_archive_member_blames_no_file_on_disk(
+        guard_off_builtins: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ZIP member's name is not a path: a finding on a pickle read from one does not name the
+    file of that name in the working directory (an innocent file), but the load itself."""
+    import zipfile
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps("an unrelated file"))
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("model.pkl", pickle.dumps({"lookup": getattr}))
+    findings: list[agentguard.Finding] = []
+    guard_off_builtins(on_finding=findings.append)
+
+    def load_bundle() -> str:
+        """Load the bundled model."""
+        with zipfile.ZipFile(archive) as bundle, bundle.open("model.pkl") as member:
+            return type(pickle.load(member)).__name__
+
+    assert run_tool(load_bundle) == "dict"
+    [finding] = [f for f in findings if f.rule_id == "sensor-unsafe-pickle"]
+    assert finding.evidence["name"] == "getattr"
+    assert finding.evidence["model"] == "<pickle.load>"
+
+
+def test_a_path_through_a_link_and_dotdot_is_the_file_the_kernel_opens(
+        guarded: Any, spans: Any, tmp_path: Path) -> None:
+    """``link/../model.pkl`` where ``link`` is a symbolic link names the file in the link's
+    target's parent, as the kernel resolves it, not the file a textual reading of ``..`` finds
+    (here another model): one file, one model.load event, the right digest."""
+    real = tmp_path / "store" / "models"
+    (real / "sub").mkdir(parents=True)
+    (real / "model.pkl").write_bytes(pickle.dumps({"weights": [1]}))
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps({"weights": [2]}))
+    (tmp_path / "link").symlink_to(real / "sub")
+    spelled = str(tmp_path / "link" / ".." / "model.pkl")
+    guarded(builtin_rules=False)
+
+    def load_model() -> str:
+        """Load the model."""
+        return type(joblib.load(spelled)).__name__
+
+    assert run_tool(load_model) == "dict"
+    loads = events(spans.one("execute_tool load_model"), "model.load")
+    assert [e["file.path"] for e in loads] == [str(real / "model.pkl")]
+    assert loads[0]["agentguard.model.sha256"] == hashlib.sha256(
+        (real / "model.pkl").read_bytes()).hexdigest()
