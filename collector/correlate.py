@@ -244,6 +244,8 @@ class Correlator:
                 self._pending[pid] = still
             else:
                 del self._pending[pid]
+        elif queue is not None:
+            del self._pending[pid]
         self._tools.pop(pid, None)
         self._invocations.pop(pid, None)
         for key in [key for key in self._by_child if key[0] == pid]:
@@ -454,6 +456,8 @@ class Correlator:
                              if self._pending[k] else float("inf"))
             queue = self._pending[oldest_key]
             victim = queue.popleft()
+            if not queue:
+                del self._pending[oldest_key]
             self.pending_count -= 1
             self.counters["pending_forced"] += 1
             self._finish(victim, self._resolve(victim, victim.pid, victim.tid, victim.ts_ns, True, 0)
@@ -479,7 +483,12 @@ class Correlator:
                 self._finish(event, attribution)
                 resolved.append(event)
         self.pending_count -= len(queue) - len(still)
-        self._pending[agent_pid] = still
+        # An agent's queue goes once empty: one kept per agent ever seen would grow with every
+        # agent pid and slow the search for the oldest waiting event when the room is full.
+        if still:
+            self._pending[agent_pid] = still
+        else:
+            del self._pending[agent_pid]
         return resolved
 
     def expire(self, now: float | None = None, *, everything: bool = False) -> list[KernelEvent]:
@@ -494,7 +503,8 @@ class Correlator:
                 self._forget_agent(agent, None)
         if self._forced:
             resolved.extend(self.take_forced())
-        for queue in self._pending.values():
+        emptied: list[int] = []
+        for key, queue in self._pending.items():
             while queue and (everything or queue[0].deadline <= now):
                 event = queue.popleft()
                 self.pending_count -= 1
@@ -502,6 +512,10 @@ class Correlator:
                 attribution = self._resolve(event, event.pid, event.tid, event.ts_ns, True, 0)
                 self._finish(event, attribution or UNATTRIBUTED)
                 resolved.append(event)
+            if not queue:
+                emptied.append(key)
+        for key in emptied:
+            del self._pending[key]
         return resolved
 
     def _finish(self, event: KernelEvent, attribution: Attribution) -> None:
@@ -651,11 +665,16 @@ class Correlator:
             if proc.ppid is not None and proc.start_ns >= since_ns:
                 children.setdefault(proc.ppid, []).append(proc.pid)
         found: list[int] = []
+        # A reused pid can close a loop (a process forks a child, exits, and its pid goes to a
+        # process that child forks): each process is visited once.
+        seen = {pid}
         stack = [pid]
         while stack:
             for child in children.get(stack.pop(), ()):
-                found.append(child)
-                stack.append(child)
+                if child not in seen:
+                    seen.add(child)
+                    found.append(child)
+                    stack.append(child)
         return found
 
     def forget_proc_resolution(self, pids: Iterable[int]) -> None:

@@ -37,6 +37,10 @@ _MAX_ENRICH_SPANS = 20_000
 _MAX_EVENTS_PER_SPAN = 256
 _MAX_FORWARDED_IDS = 200_000
 _STATUS_EVERY = 1.0
+# The longest the core works through its queue before it turns to its periodic work (status,
+# expiry of waiting events, retention): under input that never lets the queue empty, that work
+# would otherwise wait for ever, and the collector would read as dead to `status`.
+_QUEUE_SLICE = 0.5
 _PRUNE_EVERY = 60.0
 # An agent whose spans came from no process found on this node is looked for again after this
 # long, doubled on each miss up to _HOST_PID_RETRY_MAX: its process may not have been visible yet
@@ -624,7 +628,12 @@ class Collector:
                 for address, port in ((receiver.grpc_address, receiver.grpc_port),
                                       (receiver.http_address, receiver.http_port))
                 if address and port)
+        until = time.monotonic() + _QUEUE_SLICE
         while queue:
+            if time.monotonic() >= until:
+                # The rest waits for the next pass of the core loop, which starts at once.
+                self._wake.set()
+                return
             resolved: list[KernelEvent] = []
             markers: list[threading.Event] = []
             for _ in range(min(_BATCH, len(queue))):
@@ -643,6 +652,8 @@ class Collector:
                     resolved = []
                     self._handle_spans(*item)
                     self._commit_when_due()
+                    if time.monotonic() >= until:
+                        break
                 elif kind == "watch":
                     self.correlator.register_agent(item, None)
                 else:
@@ -802,7 +813,8 @@ class Collector:
                     evidence = json.loads(evidence_text) if isinstance(evidence_text, str) else {}
                     if not isinstance(evidence, dict):
                         evidence = {"value": evidence}
-                except ValueError:
+                except (ValueError, RecursionError):
+                    # Not JSON, or nested deeper than the decoder goes: kept as the text it is.
                     evidence = {"raw": str(evidence_text)[:2000]}
                 finding = StoredFinding(
                     rule_id=str(attrs.get("agentguard.finding.rule_id") or "unknown")[:128],

@@ -18,6 +18,7 @@ import hmac
 import io
 import ipaddress
 import logging
+import re
 import socket
 import threading
 import time
@@ -58,11 +59,14 @@ class ReceiverError(RuntimeError):
 
 
 class _Refused(Exception):
-    """An HTTP request refused: the status, ``google.rpc`` code and counter that go with it."""
+    """An HTTP request refused: the status, ``google.rpc`` code and counter that go with it, and
+    whether the connection must close (its body was not read whole, or its framing is unclear)."""
 
-    def __init__(self, status: int, code: int, message: str, counter: str) -> None:
+    def __init__(self, status: int, code: int, message: str, counter: str, *,
+                 close: bool = False) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.counter = status, code, message, counter
+        self.close = close
 
 
 class _DeadlineExpired(TimeoutError):
@@ -111,6 +115,50 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
         if encoding != "gzip":
             raise _Refused(400, code_pb2.INVALID_ARGUMENT,
                            f"{len(rest)} byte(s) after the end of the deflate stream", "malformed")
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A chunk-size line (with any chunk extensions) and a trailer line, and the trailer lines read.
+_MAX_CHUNK_LINE = 1024
+_MAX_TRAILER_LINE = 8192
+_MAX_TRAILERS = 64
+
+
+def _malformed(message: str) -> _Refused:
+    return _Refused(400, code_pb2.INVALID_ARGUMENT, message, "malformed", close=True)
+
+
+def _read_chunked(rfile: Any, limit: int) -> bytes:
+    """A ``Transfer-Encoding: chunked`` body (RFC 9112 section 7.1), at most ``limit`` bytes of
+    data; trailer fields are read and ignored. Raises :class:`_Refused` (the connection closes):
+    400 for a body cut short or not in chunks, 413 past ``limit``."""
+    # One buffer: a list of parts would cost an object per chunk, and chunks may be one byte.
+    body = bytearray()
+    while True:
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if not line.endswith(b"\n"):
+            raise _malformed("chunked body is cut short or a chunk-size line is too long")
+        size_text = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise _malformed(f"chunk size {size_text[:32].decode('latin-1')!r} is not a "
+                             f"hexadecimal number")
+        chunk = int(size_text, 16)
+        if chunk == 0:
+            break
+        if len(body) + chunk > limit:
+            raise _Refused(413, code_pb2.RESOURCE_EXHAUSTED,
+                           f"chunked body exceeds {limit} bytes", "too_large", close=True)
+        data = rfile.read(chunk)
+        if len(data) != chunk or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise _malformed("chunked body is cut short or a chunk is longer than its size")
+        body += data
+    for _ in range(_MAX_TRAILERS):
+        line = rfile.readline(_MAX_TRAILER_LINE + 1)
+        if line in (b"\r\n", b"\n"):
+            return bytes(body)
+        if not line.endswith(b"\n"):
+            raise _malformed("chunked body is cut short or a trailer line is too long")
+    raise _malformed(f"more than {_MAX_TRAILERS} trailer lines")
 
 
 def _is_loopback(address: str) -> bool:
@@ -453,33 +501,17 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 self._error(401, code_pb2.UNAUTHENTICATED, "missing or wrong bearer token",
                             close=True)
                 return
-            length_text = self.headers.get("Content-Length")
-            if length_text is None or not length_text.strip().isdigit():
-                receiver.count("malformed")
-                self._error(411, code_pb2.INVALID_ARGUMENT, "Content-Length is required",
-                            close=True)
-                return
-            length = int(length_text)
-            if length > receiver.max_request_bytes:
-                receiver.count("too_large")
-                # The body is not read; the connection is closed so it cannot be misparsed.
-                self._error(413, code_pb2.RESOURCE_EXHAUSTED,
-                            f"request of {length} bytes exceeds {receiver.max_request_bytes}",
-                            close=True)
-                return
             try:
-                body = self.rfile.read(length)
+                body = self._read_body()
             except _DeadlineExpired:
                 receiver.count("timed_out")
                 self._error(408, code_pb2.DEADLINE_EXCEEDED,
                             f"request not received whole within {receiver.request_timeout:g}s",
                             close=True)
                 return
-            if len(body) != length:
-                # The sender stopped short: what came may parse, but it is not what was sent.
-                receiver.count("malformed")
-                self._error(400, code_pb2.INVALID_ARGUMENT,
-                            f"body ended after {len(body)} of {length} bytes", close=True)
+            except _Refused as refused:
+                receiver.count(refused.counter)
+                self._error(refused.status, refused.code, refused.message, close=refused.close)
                 return
             content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
             if content_type != "application/x-protobuf":
@@ -501,6 +533,48 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 return
             receiver.count("accepted")
             self._reply(200, answer, "application/x-protobuf")
+
+        def _read_body(self) -> bytes:
+            """The request's body as its framing says (``Content-Length``, or chunks), at most
+            ``max_request_bytes``; :class:`_Refused` when the framing is missing, unclear or
+            broken, or the body is over the limit or cut short."""
+            headers = self.headers
+            transfer = headers.get_all("Transfer-Encoding") or []
+            lengths = headers.get_all("Content-Length") or []
+            if transfer:
+                # Both headers: a sender and a proxy could each read the body differently (RFC
+                # 9112 section 6.1), so the request is refused and the connection closed.
+                if lengths:
+                    raise _malformed("both Transfer-Encoding and Content-Length are set")
+                codings = [c.strip().lower() for value in transfer for c in value.split(",")]
+                if codings != ["chunked"]:
+                    raise _Refused(501, code_pb2.UNIMPLEMENTED,
+                                   f"unsupported Transfer-Encoding {', '.join(codings)!r}; "
+                                   f"send chunked or a Content-Length", "unsupported", close=True)
+                return _read_chunked(self.rfile, receiver.max_request_bytes)
+            if not lengths:
+                raise _Refused(411, code_pb2.INVALID_ARGUMENT,
+                               "Content-Length (or Transfer-Encoding: chunked) is required",
+                               "malformed", close=True)
+            # One number; a list of copies of it is allowed (RFC 9112 section 6.3), ASCII digits
+            # only (str.isdigit also takes superscripts, which int() refuses).
+            values = {v.strip() for value in lengths for v in value.split(",")}
+            if len(values) != 1:
+                raise _malformed(f"Content-Length values differ: {', '.join(sorted(values))[:64]}")
+            length_text = values.pop()
+            if not (length_text.isascii() and length_text.isdigit()):
+                raise _malformed(f"Content-Length {length_text[:32]!r} is not a byte count")
+            length = int(length_text)
+            if length > receiver.max_request_bytes:
+                # The body is not read; the connection is closed so it cannot be misparsed.
+                raise _Refused(413, code_pb2.RESOURCE_EXHAUSTED,
+                               f"request of {length} bytes exceeds {receiver.max_request_bytes}",
+                               "too_large", close=True)
+            body: bytes = self.rfile.read(length)
+            if len(body) != length:
+                # The sender stopped short: what came may parse, but it is not what was sent.
+                raise _malformed(f"body ended after {len(body)} of {length} bytes")
+            return body
 
         def _error(self, status: int, code: int, message: str, *, close: bool = False,
                    headers: dict[str, str] | None = None) -> None:
