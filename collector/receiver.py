@@ -321,8 +321,12 @@ class Receiver:
     def authorized(self, header: str | None) -> bool:
         if not self.token:
             return True
-        expected = f"Bearer {self.token}".encode()
-        return header is not None and hmac.compare_digest(header.strip().encode(), expected)
+        if header is None:
+            return False
+        # The scheme is case-insensitive (RFC 9110 section 11.1): "bearer x" is "Bearer x".
+        scheme, _, credentials = header.strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("utf-8", "surrogateescape"), self.token.encode())
 
     # -- lifecycle -------------------------------------------------------------------------
 

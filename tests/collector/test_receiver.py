@@ -158,6 +158,11 @@ def test_bearer_token_is_required_when_configured(
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert post(collector, body, {"Authorization": "Bearer wrong"})[0] == 401
     assert post(collector, body, {"Authorization": "Bearer s3cret"})[0] == 200
+    assert post(collector, body, {"Authorization": "Basic s3cret"})[0] == 401
+    assert post(collector, body, {"Authorization": "s3cret"})[0] == 401
+    # The scheme is case-insensitive, as senders spell it either way.
+    assert post(collector, body, {"Authorization": "bearer s3cret"})[0] == 200
+    grpc_export(collector, body, metadata=[("authorization", "BEARER s3cret")])
     grpc_export(collector, body, metadata=[("authorization", "Bearer s3cret")])
     assert "execute_tool authed" in stored_span_names(collector)
 
