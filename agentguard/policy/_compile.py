@@ -84,6 +84,14 @@ BUILTIN_ID = re.compile(r"^AG\d+$")
 _NAME = re.compile(NAME_PATTERN)
 _ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\{([^{}]{1,200})\}")
+# A condition, with every macro it uses written out in place, is at most this deep and has at most
+# this many parts: a macro used twice by a macro used twice... doubles at each level, so a file of
+# forty lines could otherwise ask for a trillion tests per event (and take as long to load).
+MAX_CONDITION_DEPTH = 64
+MAX_CONDITION_SIZE = 10_000
+# Lists naming lists naming lists...: at most this deep.
+MAX_LIST_DEPTH = 32
+_TOO_DEEP = "flatten nested all:/any: groups, or use fewer layers of macros"
 
 # Event kind → (fields that only exist once the work is done, that phase, the phase before it).
 PHASED: dict[str, tuple[frozenset[str], str, str]] = {
@@ -265,6 +273,10 @@ class _Compiler:
         self.raw_macros: dict[str, tuple[Condition, int, Path, str | None]] = {}
         self.macro_nodes: dict[str, Node | None] = {}
         self.macro_stack: list[str] = []
+        # Size and depth of each condition measured with its macros written out (see _shape; the
+        # node is kept so its id stays its own), and the depth of the condition being compiled.
+        self.shapes: dict[int, tuple[Node, int, int]] = {}
+        self.depth = 0
         # The rule being compiled, named in problems found in what it uses (a regex, a list).
         self.rule_id: str | None = None
 
@@ -332,6 +344,11 @@ class _Compiler:
             self.error(index, path, f"list {name!r} includes itself "
                        f"({' → '.join([*stack, name])})", key=True)
             return None
+        if len(stack) >= MAX_LIST_DEPTH:
+            self.error(index, path, f"lists include lists more than {MAX_LIST_DEPTH} levels deep "
+                       f"({' → '.join([*stack[:3], '...', name])})",
+                       "include the values of the inner lists directly", key=True)
+            return None
         out: list[Any] = []
         for item in items:
             if isinstance(item, str):
@@ -371,6 +388,18 @@ class _Compiler:
 
     def condition(self, cond: Condition, source: int, path: Path,
                   kinds: tuple[str, ...] | None) -> Node | None:
+        if self.depth >= MAX_CONDITION_DEPTH:
+            self.error(source, path, f"the condition nests deeper than {MAX_CONDITION_DEPTH} "
+                       "levels (with its macros written out)", _TOO_DEEP)
+            return None
+        self.depth += 1
+        try:
+            return self._condition(cond, source, path, kinds)
+        finally:
+            self.depth -= 1
+
+    def _condition(self, cond: Condition, source: int, path: Path,
+                   kinds: tuple[str, ...] | None) -> Node | None:
         if cond.all_ is not None or cond.any_ is not None:
             key = "all" if cond.all_ is not None else "any"
             items = cond.all_ if cond.all_ is not None else cond.any_
@@ -401,7 +430,15 @@ class _Compiler:
             return None
         if name in self.macro_nodes:
             node = self.macro_nodes[name]
-            return MacroNode(name, node) if node is not None else None
+            if node is None:
+                return None
+            # Compiled earlier, elsewhere: written out here, it must still fit.
+            if self.depth + self._shape(node)[1] > MAX_CONDITION_DEPTH:
+                self.error(source, path, f"the condition nests deeper than "
+                           f"{MAX_CONDITION_DEPTH} levels (with macro {name!r} written out)",
+                           _TOO_DEEP)
+                return None
+            return MacroNode(name, node)
         condition, index, macro_path, _ = self.raw_macros[name]
         self.macro_stack.append(name)
         try:
@@ -410,6 +447,27 @@ class _Compiler:
             self.macro_stack.pop()
         self.macro_nodes[name] = inner
         return MacroNode(name, inner) if inner is not None else None
+
+    def _shape(self, node: Node) -> tuple[int, int]:
+        """The number of parts and the depth of a condition with its macros written out."""
+        known = self.shapes.get(id(node))
+        if known is not None:
+            return known[1], known[2]
+        children: list[Node] = []
+        if isinstance(node, (AllNode, AnyNode)):
+            children = node.children
+        elif isinstance(node, NotNode):
+            children = [node.child]
+        elif isinstance(node, MacroNode):
+            children = [node.inner]
+        size, depth = 1, 0
+        for child in children:
+            child_size, child_depth = self._shape(child)
+            size += child_size
+            depth = max(depth, child_depth)
+        # A macro's condition is shared by every use of the macro: it is measured once.
+        self.shapes[id(node)] = (node, size, depth + 1)
+        return size, depth + 1
 
     def field_path(self, text: str, source: int, path: Path,
                    kinds: tuple[str, ...] | None) -> FieldPath | None:
@@ -634,6 +692,13 @@ class _Compiler:
                 (rule.message is not None and title is None):
             return None
         unless_list = [node for node in unless_nodes if node is not None]
+        size = sum(self._shape(node)[0] for node in [when, *unless_list])
+        if size > MAX_CONDITION_SIZE:
+            self.error(source, (*path, "when" if rule.when else "unless"),
+                       f"the rule's conditions have {size:,} parts with their macros written out, "
+                       f"more than {MAX_CONDITION_SIZE:,}", "a macro that uses another macro "
+                       "several times doubles its size at each level; test the fields once")
+            return None
         unless: Node | None = None
         if unless_list:
             unless = unless_list[0] if len(unless_list) == 1 else AnyNode(unless_list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -113,6 +114,36 @@ def _parse(text: str | bytes, name: str, *, builtin: bool = False) -> Source:
     return Source(name, validate_document(data, marks), marks, builtin=builtin)
 
 
+def _read_policy_file(name: str) -> bytes:
+    """The bytes of a policy file (one over the size limit at most); raises :class:`PolicyError`."""
+    try:
+        # Opened without blocking: a named pipe nobody writes to would otherwise hang the agent
+        # at instrument(), and it is no policy file anyway.
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise PolicyError.single(name, "policy file not found") from None
+    except OSError as exc:
+        raise PolicyError.single(name, f"cannot read the policy file: "
+                                       f"{exc.strerror or exc}") from None
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise PolicyError.single(name, "is a directory, not a policy file")
+        if not stat.S_ISREG(kind):
+            raise PolicyError.single(name, "is a named pipe, device or socket, not a policy file",
+                                     hint="give the path of a regular file")
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            # One byte over the limit is enough for the loader to refuse the file.
+            return handle.read(MAX_SOURCE_BYTES + 1)
+    except OSError as exc:
+        raise PolicyError.single(name, f"cannot read the policy file: "
+                                       f"{exc.strerror or exc}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _from_data(data: Any, name: str) -> Source:
     from agentguard.policy._compile import Source
     from agentguard.policy._models import validate_document
@@ -210,18 +241,7 @@ class Policy:
         sources = [replace(builtin_source(), include_rules=builtin_rules)]
         for path in paths:
             name = os.fspath(path)
-            try:
-                with open(name, "rb") as handle:
-                    # One byte over the limit is enough for the loader to refuse the file.
-                    text = handle.read(MAX_SOURCE_BYTES + 1)
-            except FileNotFoundError:
-                raise PolicyError.single(name, "policy file not found") from None
-            except IsADirectoryError:
-                raise PolicyError.single(name, "is a directory, not a policy file") from None
-            except OSError as exc:
-                raise PolicyError.single(name, f"cannot read the policy file: "
-                                               f"{exc.strerror or exc}") from None
-            sources.append(_parse(text, name))
+            sources.append(_parse(_read_policy_file(name), name))
         return cls(sources, disabled=disabled, environ=environ)
 
     @classmethod

@@ -402,3 +402,72 @@ def test_yaml_1_1_booleans_stay_strings() -> None:
     """'no', 'yes', 'on' and 'off' are strings (YAML 1.2), so a list of them means what it says."""
     policy = Policy.from_yaml("lists: {answers: [no, yes, on, off, true]}\nrules: []\n")
     assert policy.lists["answers"] == ("no", "yes", "on", "off", True)
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path,
+                                                              guarded: object) -> None:
+    """A policy path that is a named pipe is refused at once, naming it (opening it to read would
+    wait for a writer and hang instrument() and the CLI); the CLI exits 1."""
+    from agentguard.cli import main
+    from tests.policy.fifo import named_pipe
+
+    with named_pipe(tmp_path / "policy.yaml", b"rules: []\n") as path:
+        with pytest.raises(PolicyError) as info:
+            Policy.from_file(path)
+        assert info.value.first.file == str(path)
+        assert "is a named pipe, device or socket, not a policy file" in str(info.value)
+        with pytest.raises(PolicyError, match="named pipe"):
+            agentguard.instrument(policy=str(path), exporter="none")
+        assert agentguard.get_guard() is None
+        assert main(["policy", "check", str(path)]) == 1
+
+
+_RULE_ON_MACRO = ("rules:\n  - id: R1\n    description: d\n    match: {kind: tool_call}\n"
+                  "    when: {macro: m0}\n")
+
+
+def _doubling_macros(levels: int) -> str:
+    """Macros each using the next one twice: the condition written out doubles at each level."""
+    lines = [f"  m{i}: {{any: [{{macro: m{i + 1}}}, {{not: {{macro: m{i + 1}}}}}]}}"
+             for i in range(levels)]
+    lines.append(f"  m{levels}: {{field: tool, equals: x}}")
+    return "macros:\n" + "\n".join(lines) + "\n" + _RULE_ON_MACRO
+
+
+def test_macros_that_double_at_each_level_are_refused_by_size() -> None:
+    """A short file whose macros use each other twice per level would mean 2**levels tests per
+    event (and as long to load): it is refused at load, naming the rule; a few levels load."""
+    with pytest.raises(PolicyError) as info:
+        Policy.from_yaml(_doubling_macros(14), "p.yaml")
+    issue = info.value.first
+    assert (issue.line, issue.field) == (21, "rules[0].when")
+    assert "with their macros written out, more than 10,000" in issue.message
+    policy = Policy.from_yaml(_doubling_macros(6), "p.yaml")
+    from agentguard.events import ToolCall
+
+    assert [d.rule_id for d in policy.evaluate(ToolCall(tool="x")) or []] == ["R1"]
+
+
+@pytest.mark.parametrize("order", ["forward", "backward"])
+def test_long_chains_of_macros_and_lists_are_refused_not_a_recursion_error(order: str) -> None:
+    """Macros using macros, or lists including lists, hundreds of levels deep are a PolicyError
+    naming the place (defined in either order), not a RecursionError out of instrument()."""
+    macros = [f"  m{i}: {{macro: m{i + 1}}}" for i in range(300)] + \
+        ["  m300: {field: tool, equals: x}"]
+    lists = [f"  l{i}: [l{i + 1}]" for i in range(300)] + ["  l300: [x]"]
+    if order == "backward":
+        macros.reverse()
+        lists.reverse()
+    with pytest.raises(PolicyError) as info:
+        Policy.from_yaml("macros:\n" + "\n".join(macros) + "\n" + _RULE_ON_MACRO)
+    assert "the condition nests deeper than 64 levels" in info.value.first.message
+    assert info.value.first.field.startswith("macros.m")
+    lists_policy = "lists:\n" + "\n".join(lists) + "\n" + _RULE_ON_MACRO.replace(
+        "{macro: m0}", "{field: tool, in: l0}")
+    if order == "forward":
+        with pytest.raises(PolicyError) as info:
+            Policy.from_yaml(lists_policy)
+        assert "lists include lists more than 32 levels deep" in info.value.first.message
+    else:
+        # Each list is resolved before the one including it: nothing is deep, all is kept.
+        assert Policy.from_yaml(lists_policy).lists["l0"] == ("x",)
