@@ -195,7 +195,10 @@ def _learn(args: argparse.Namespace) -> int:
         print(f"agentguard profile learn: {error}", file=sys.stderr)
     if stats.errors and not stats.spans:
         return _fail(f"no span could be read from the traces given; {args.output} not written")
-    profile = existing.merge(learner.profile) if existing is not None else learner.profile
+    try:
+        profile = existing.merge(learner.profile) if existing is not None else learner.profile
+    except ProfileError as exc:
+        return _fail(f"{exc}; {args.output} not changed")
     try:
         save_profile(profile, args.output)
     except OSError as exc:

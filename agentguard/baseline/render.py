@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import TYPE_CHECKING, Any
 
 from agentguard.baseline._maturity import ProfileStatus, ScopeStatus
@@ -16,6 +17,23 @@ if TYPE_CHECKING:
 __all__ = ["render_profile", "render_status"]
 
 _SHOWN_VALUES = 8
+# Characters a terminal acts on rather than shows (escape sequences that recolour, hide or rewrite
+# what is on screen, bidirectional overrides that reorder it). Learned strings come from tool
+# calls a model made, so whoever steered the model chooses them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _text(value: str) -> str:
+    """A string from the profile as shown: control characters written as escapes (``\\x1b``),
+    rich markup escaped."""
+    from rich.markup import escape
+
+    return escape(_CONTROL.sub(_visible, value))
 
 
 def _number(value: float | None) -> str:
@@ -38,11 +56,9 @@ def _range(histogram: Histogram | None) -> str:
 
 
 def _values(values: ValueSet | None, limit: int = _SHOWN_VALUES) -> str:
-    from rich.markup import escape
-
     if values is None or not values.values:
         return "-"
-    shown = ", ".join(f"{escape(v)} [dim]x{n:,}[/dim]" for v, n in values.most_common(limit))
+    shown = ", ".join(f"{_text(v)} [dim]x{n:,}[/dim]" for v, n in values.most_common(limit))
     more = len(values.values) - limit
     if more > 0:
         shown += f" [dim]… {more} more[/dim]"
@@ -63,10 +79,8 @@ def _when(stamp: float | None) -> str:
 
 
 def _arg(node: Tree, key: str, arg: ArgSummary) -> None:
-    from rich.markup import escape
-
     types = ", ".join(f"{t} x{n:,}" for t, n in sorted(arg.types.items(), key=lambda i: -i[1]))
-    branch = node.add(f"[bold]{escape(key) or '(input)'}[/bold] [dim]{types}[/dim]")
+    branch = node.add(f"[bold]{_text(key) or '(input)'}[/bold] [dim]{types}[/dim]")
     rows: list[tuple[str, str]] = [
         ("values", _values(arg.values)), ("numbers", _range(arg.numbers)),
         ("length", _range(arg.lengths)), ("size", _range(arg.items)),
@@ -79,8 +93,6 @@ def _arg(node: Tree, key: str, arg: ArgSummary) -> None:
 
 
 def _activity(node: Tree, activity: Activity) -> None:
-    from rich.markup import escape
-
     sets: list[tuple[str, ValueSet | None]] = [
         ("cloud calls", activity.cloud_calls), ("regions", activity.regions),
         ("destinations", activity.destinations), ("networks", activity.networks),
@@ -93,22 +105,22 @@ def _activity(node: Tree, activity: Activity) -> None:
         if values is not None and values.values:
             node.add(f"{label}: {_values(values)}")
     for name, values in sorted(activity.cloud_resources.items()):
-        node.add(f"cloud {escape(name)}: {_values(values)}")
+        node.add(f"cloud {_text(name)}: {_values(values)}")
     for name, histogram in sorted(activity.cloud_numbers.items()):
-        node.add(f"cloud {escape(name)}: {_range(histogram)}")
+        node.add(f"cloud {_text(name)}: {_range(histogram)}")
     if activity.processes:
         processes = node.add("processes")
         for path, process in sorted(activity.processes.items()):
-            entry = processes.add(f"[bold]{escape(path)}[/bold] [dim]x{process.count:,}[/dim]")
+            entry = processes.add(f"[bold]{_text(path)}[/bold] [dim]x{process.count:,}[/dim]")
             entry.add(f"arguments: {_range(process.argc)}")
             if process.subcommands.values:
                 entry.add(f"subcommands: {_values(process.subcommands)}")
             if process.flags.values:
                 entry.add(f"options: {_values(process.flags)}")
     for name, values in sorted(activity.decisions.items()):
-        node.add(f"decision {escape(name)}: {_values(values)}")
+        node.add(f"decision {_text(name)}: {_values(values)}")
     for name, histogram in sorted(activity.scores.items()):
-        node.add(f"score {escape(name)}: {_range(histogram)}")
+        node.add(f"score {_text(name)}: {_range(histogram)}")
     if activity.output_tokens is not None:
         node.add(f"output tokens: {_range(activity.output_tokens)}")
     if activity.documents is not None:
@@ -116,13 +128,11 @@ def _activity(node: Tree, activity: Activity) -> None:
 
 
 def _tool(tree: Tree, name: str, tool: ToolProfile, status: ScopeStatus | None) -> None:
-    from rich.markup import escape
-
     state = ""
     if status is not None:
         color = "green" if status.state == "mature" else "yellow"
         state = f" [{color}]{status.state}[/{color}]"
-    node = tree.add(f"[bold cyan]{escape(name)}[/bold cyan]{state} [dim]{tool.calls:,} calls, "
+    node = tree.add(f"[bold cyan]{_text(name)}[/bold cyan]{state} [dim]{tool.calls:,} calls, "
                     f"{tool.errors:,} errors[/dim]")
     if tool.args:
         args = node.add("arguments")
@@ -143,10 +153,9 @@ def _tool(tree: Tree, name: str, tool: ToolProfile, status: ScopeStatus | None) 
 def render_profile(profile: Profile, console: Console, *, tool: str | None = None,
                    status: ProfileStatus | None = None) -> None:
     """Print a profile as a tree: tools, their arguments and results, and what ran inside them."""
-    from rich.markup import escape
     from rich.tree import Tree
 
-    tree = Tree(f"[bold]agent {escape(profile.agent)}[/bold] [dim]{profile.events:,} events, "
+    tree = Tree(f"[bold]agent {_text(profile.agent)}[/bold] [dim]{profile.events:,} events, "
                 f"{profile.turns:,} turns, {_when(profile.first_seen)} → "
                 f"{_when(profile.last_seen)}[/dim]")
     statuses = {s.name: s for s in status.tools} if status is not None else {}
@@ -155,7 +164,7 @@ def render_profile(profile: Profile, console: Console, *, tool: str | None = Non
         if name in profile.tools:
             _tool(tree, name, profile.tools[name], statuses.get(name))
         else:
-            tree.add(f"[red]no tool {escape(name)!s} in this profile[/red]")
+            tree.add(f"[red]no tool {_text(name)!s} in this profile[/red]")
     if tool is None:
         tree.add(f"tool calls per turn: {_range(profile.calls_per_turn)}")
         agent = tree.add("outside tools")
@@ -166,7 +175,7 @@ def render_profile(profile: Profile, console: Console, *, tool: str | None = Non
                      ", ".join(f"{k} {v:,}" for k, v in dropped.items()) + "[/yellow]")
         if profile.skipped:
             tree.add("[dim]not learned: " +
-                     ", ".join(f"{k} {v:,}" for k, v in sorted(profile.skipped.items())) +
+                     ", ".join(f"{_text(k)} {v:,}" for k, v in sorted(profile.skipped.items())) +
                      "[/dim]")
     console.print(tree)
 
@@ -183,10 +192,9 @@ def _dropped(profile: Profile) -> dict[str, int]:
 
 def render_status(status: ProfileStatus, console: Console, *, verbose: bool = False) -> None:
     """Print how far learning has come for each tool and what is still under-observed."""
-    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"profile of agent {escape(status.agent)}: {status.events:,} events, "
+    table = Table(title=f"profile of agent {_text(status.agent)}: {status.events:,} events, "
                         f"{status.turns:,} turns", title_justify="left")
     table.add_column("scope")
     table.add_column("calls", justify="right")
@@ -196,11 +204,11 @@ def render_status(status: ProfileStatus, console: Console, *, verbose: bool = Fa
     for scope in [*status.tools, status.agent_scope]:
         color = "green" if scope.state == "mature" else "yellow"
         learning = scope.under_observed
-        names = ", ".join(f"{escape(d.name)} ({d.observations:,})" for d in
+        names = ", ".join(f"{_text(d.name)} ({d.observations:,})" for d in
                           (learning if verbose else learning[:4]))
         if not verbose and len(learning) > 4:
             names += f" … {len(learning) - 4} more"
-        table.add_row(escape(scope.name), f"{scope.calls:,}", f"{scope.new_rate:.1%}",
+        table.add_row(_text(scope.name), f"{scope.calls:,}", f"{scope.new_rate:.1%}",
                       f"[{color}]{scope.state}[/{color}]", names or "-")
     console.print(table)
     verdict = ("[green]every tool is mature: deviations on mature parts block in enforce "

@@ -56,12 +56,14 @@ class Baseline:
         self._block_level = SEVERITY_ORDER[self.thresholds.block_severity]
         self._suspicious_level = SEVERITY_ORDER["high"]
         self._atexit = False
-        # The profile file and its temporary and lock files: saving them is not the agent's doing.
-        self._own_files: tuple[str, str] | None = None
+        # The profile file and its temporary and lock files (beside the file a symbolic link
+        # points to): saving them is not the agent's doing.
+        self._own_files: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         if path is not None:
-            absolute = os.path.abspath(path)
-            directory, name = os.path.split(absolute)
-            self._own_files = (absolute, os.path.join(directory, f".{name}."))
+            names = dict.fromkeys((os.path.abspath(path), os.path.realpath(path)))
+            self._own_files = (tuple(names), tuple(
+                os.path.join(directory, f".{name}.")
+                for directory, name in map(os.path.split, names)))
         self.counters = {"learned": 0, "skipped": 0, "scored": 0, "deviations": 0,
                          "findings": 0, "saves": 0}
 
@@ -124,7 +126,7 @@ class Baseline:
         own = self._own_files
         if own is not None and event.kind == "file_open":
             path = str(event.path)
-            if path == own[0] or path.startswith(own[1]):
+            if path in own[0] or path.startswith(own[1]):
                 return False
         return learner.learn(event)
 

@@ -2,13 +2,15 @@
 
 A profile is written to a temporary file in the same directory, flushed to disk and renamed over
 the old one, so a reader sees the old profile or the new one, never half of one. A file that
-cannot be read as a profile is refused with an error naming it and is never overwritten.
+cannot be read as a profile is refused with an error naming it and is never overwritten. A path
+that is a symbolic link is written through: the file it points to is replaced, the link stays.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 
@@ -30,12 +32,26 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and check a profile file; raises :class:`ProfileError` naming the file."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as handle:
-            data = handle.read(MAX_FILE_SIZE + 1)
+        # Opened without blocking: a named pipe nobody writes to would otherwise hang the agent
+        # at instrument(), and it is no profile anyway.
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ProfileError(f"{name}: no such profile file") from None
     except OSError as exc:
         raise ProfileError(f"{name}: cannot read the profile ({exc.strerror or exc})") from None
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            what = "a directory" if stat.S_ISDIR(kind) else "a named pipe, device or socket"
+            raise ProfileError(f"{name}: is {what}, not a profile file")
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            data = handle.read(MAX_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ProfileError(f"{name}: cannot read the profile ({exc.strerror or exc})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > MAX_FILE_SIZE:
         raise ProfileError(f"{name}: larger than {MAX_FILE_SIZE >> 20} MiB, not a profile")
     return Profile.from_json(data, name)
@@ -53,7 +69,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
-    name = os.fspath(path)
+    # Through a symbolic link: renaming over the link would leave the file it points to (shared
+    # by other processes) behind with the old profile.
+    name = os.path.realpath(os.fspath(path))
     directory = os.path.dirname(os.path.abspath(name))
     try:
         mode = os.stat(name).st_mode & 0o777
@@ -84,8 +102,9 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 @contextlib.contextmanager
 def locked(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (a hidden ``.NAME.lock`` beside it) between processes."""
-    name = os.path.abspath(os.fspath(path))
+    """Hold an exclusive lock on ``path`` (a hidden ``.NAME.lock`` beside the file, the file a
+    symbolic link points to) between processes."""
+    name = os.path.realpath(os.fspath(path))
     if fcntl is None:  # pragma: no cover
         yield
         return

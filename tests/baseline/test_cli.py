@@ -94,3 +94,28 @@ def test_bad_files_fail_with_the_file_named(tmp_path: Path, capsys: Any) -> None
                  "-o", str(tmp_path / "ab.json")]) == 2
     assert "cannot merge" in capsys.readouterr().err
     assert not (tmp_path / "ab.json").exists()
+
+
+def test_show_and_status_print_control_characters_as_escapes(tmp_path: Path,
+                                                             capsys: Any) -> None:
+    """Learned names and values are chosen by whoever steers the model: terminal escape
+    sequences and bidirectional overrides in them are shown as escapes, never sent to the
+    terminal (where they could hide a value or rewrite the screen), and markup-like text in a
+    hand-edited profile is printed as written."""
+    learner = Learner(Profile(agent="support\x1b[8m"))
+    for _ in range(3):
+        context = EventContext(agent="support\x1b[8m", tool="send\x1b]0;title\x07")
+        learner.learn(ToolCall(context=context, tool="send\x1b]0;title\x07",
+                               arguments={"to\u202e": "evil.example\x1b[8m\x9b2J"}))
+    learner.skip("[/dim] reason")
+    path = tmp_path / "support.json"
+    save_profile(learner.profile, path)
+    for command in ("show", "status"):
+        assert main(["profile", command, str(path)]) == 0
+        out = capsys.readouterr().out
+        assert not any(c in out for c in "\x1b\x07\x9b\u202e")
+        assert "send\\x1b]0;title" in out and "support\\x1b[8m" in out
+    assert main(["profile", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "send\\x1b]0;title\\x07" in out and "to\\u202e" in out and "evil.example\\x1b[8m\\x9b2J" in out
+    assert "[/dim] reason 1" in out

@@ -235,3 +235,42 @@ def test_saving_with_the_runtime_sensor_on_does_not_learn_its_own_files(
     own_area = features.path_prefix(str(tmp_path / ".p.json.x.tmp"))
     writes = profile.agent_activity.file_writes
     assert writes is None or own_area not in writes.values
+
+
+def test_a_named_pipe_as_profile_is_refused_without_waiting_for_a_writer(
+        guarded: Any, tmp_path: Path, capsys: Any) -> None:
+    """A profile path that is a named pipe (or a directory) is refused at once, naming it:
+    instrument() fails with a ConfigError instead of waiting for a writer, the CLI exits 2."""
+    from agentguard.cli import main
+    from tests.policy.fifo import named_pipe
+
+    with named_pipe(tmp_path / "p.json", _profile().to_json()) as path:
+        with pytest.raises(ProfileError, match="is a named pipe, device or socket, not a "
+                                               "profile file"):
+            load_profile(path)
+        with pytest.raises(agentguard.ConfigError, match=f"{path}: is a named pipe"):
+            guarded(mode="enforce", profile=str(path), service_name="test-agent")
+        assert main(["profile", "status", str(path)]) == 2
+        assert f"{path}: is a named pipe" in capsys.readouterr().err
+    with pytest.raises(ProfileError, match=f"{tmp_path}: is a directory, not a profile file"):
+        load_profile(tmp_path)
+
+
+def test_a_profile_behind_a_symbolic_link_is_saved_through_it(guarded: Any,
+                                                              tmp_path: Path) -> None:
+    """Saving to a symbolic link replaces the file it points to and keeps the link, so
+    processes that name the shared file directly or through the link learn into one profile."""
+    shared = tmp_path / "shared" / "support.json"
+    shared.parent.mkdir()
+    save_profile(_profile(2), shared)
+    link = tmp_path / "profile.json"
+    link.symlink_to(shared)
+    guard = guarded(mode="learn", profile=str(link), service_name="test-agent",
+                    runtime_sensor=False, injection_detection=False)
+    guard.start_tool("lookup", arguments={"customer_id": 7}).end_tool('{"id": 7}')
+    agentguard.uninstrument()
+    assert link.is_symlink() and link.resolve() == shared
+    assert load_profile(shared).tools["lookup"].calls == 3
+    save_profile(_profile(5), link)
+    assert link.is_symlink() and load_profile(shared).tools["lookup"].calls == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json", "shared"]

@@ -408,3 +408,20 @@ def test_a_tool_span_without_a_tool_name_is_skipped_not_raised(tmp_path: Path) -
     assert stats.errors == [] and stats.spans == 2
     assert list(learner.profile.tools) == ["lookup"]
     assert learner.profile.skipped == {"unnamed_tool": 1}
+
+
+def test_learning_traces_into_a_profile_at_the_count_bound_fails_cleanly(
+        tmp_path: Path, capsys: Any) -> None:
+    """profile learn into a profile whose counts cannot grow any more exits 2 saying why (no
+    traceback) and leaves the profile as it was."""
+    path = _profile_file(tmp_path)
+    _edit(path, lambda data: data.update(events=MAX_COUNT))
+    original = path.read_bytes()
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text(_export(_SPAN) + "\n")
+    assert main(["profile", "learn", "--no-progress", "--from", str(traces), "-o", str(path),
+                 "--agent", "svc"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot merge the profiles of agent 'svc': events:" in err
+    assert f"{path} not changed" in err
+    assert path.read_bytes() == original
