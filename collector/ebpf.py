@@ -21,7 +21,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ from agentguard.collector.model import (
     EXIT,
     FORK,
     GAP,
+    IO_URING,
     LOST,
     OPEN,
     SENT,
@@ -41,7 +42,7 @@ from agentguard.collector.model import (
 )
 from agentguard.collector.sensor import EventSink, WatchSet, rescan_event, wall_clock
 
-__all__ = ["BpftraceSensor", "parse_dns_query", "program_path", "record_text"]
+__all__ = ["BpftraceSensor", "fit_program", "parse_dns_query", "program_path", "record_text"]
 
 logger = logging.getLogger("agentguard.collector")
 
@@ -57,6 +58,10 @@ _PRINTF = b'{"type": "printf", "data": "'
 _PRINTF_LENGTH = len(_PRINTF)
 _OWN_DEPTH = len(procfs.read_nspid(os.getpid()) or [0])
 _STDERR_LINES = 40
+# Opens and connects submitted to an io_uring ring carry this in their data (`via`).
+_VIA_IO_URING = "io_uring"
+# io_uring_setup's flag for a kernel thread that takes submissions without any system call.
+_IORING_SETUP_SQPOLL = 0x2
 # The opened inode's type (S_IFMT >> 12) as the `O` record gives it.
 _FILE_TYPES = {1: "fifo", 2: "char_device", 4: "directory", 6: "block_device", 8: "regular",
                10: "symlink", 12: "socket"}
@@ -85,6 +90,61 @@ def _grow_pipe(fd: int) -> None:
 def program_path() -> str:
     """Filesystem path of the packaged bpftrace program."""
     return str(resources.files("agentguard.collector").joinpath("agentguard.bt"))
+
+
+# Probes the sensor can run without: io_uring's read the kernel's internal structures (request,
+# open and connect commands), whose fields change between kernel versions.
+_OPTIONAL_CATEGORIES = frozenset({"io_uring"})
+# One attach point of a probe, alone on its line at the start of a block (a probe with several
+# lists them one per line, each but the last ending in a comma).
+_ATTACH_POINT = re.compile(r"tracepoint:(\w+):(\w+),?")
+
+
+def fit_program(text: str, has_tracepoint: Callable[[str, str], bool]) -> tuple[str, list[str]]:
+    """The program without the tracepoints this kernel lacks, and those left out.
+
+    bpftrace refuses a whole program that names one missing tracepoint, and kernels differ:
+    arm64 has no ``open`` or ``creat`` system calls, a kernel built without io_uring has no
+    ``io_uring`` events, ``openat2`` came with Linux 5.6. A missing attach point is dropped from
+    its probe, and a probe left with none is dropped with its predicate and body (up to the
+    ``}`` that closes it at the start of a line).
+    """
+    lines = text.split("\n")
+    kept: list[str] = []
+    missing: list[str] = []
+    index = 0
+    while index < len(lines):
+        if _ATTACH_POINT.fullmatch(lines[index]) is None:
+            kept.append(lines[index])
+            index += 1
+            continue
+        header: list[str] = []
+        while index < len(lines):
+            line = lines[index]
+            index += 1
+            match = _ATTACH_POINT.fullmatch(line)
+            if match is None or has_tracepoint(match[1], match[2]):
+                header.append(line.rstrip(","))
+            elif f"{match[1]}:{match[2]}" not in missing:
+                missing.append(f"{match[1]}:{match[2]}")
+            if not line.endswith(","):
+                break
+        if header:
+            kept.extend([line + "," for line in header[:-1]] + header[-1:])
+            continue
+        while index < len(lines) and lines[index] != "}":
+            index += 1
+        index += 1
+    return "\n".join(kept), missing
+
+
+def _tracepoint_checker() -> Callable[[str, str], bool] | None:
+    """Whether this kernel has a tracepoint (from tracefs), or ``None`` when it cannot tell."""
+    tracefs = procfs.tracefs_ready(mount_if_missing=False)
+    if tracefs is None:
+        return None
+    events = os.path.join(tracefs, "events")
+    return lambda category, name: os.path.isdir(os.path.join(events, category, name))
 
 
 def _hex_bytes(text: str) -> bytes:
@@ -241,6 +301,10 @@ class BpftraceSensor:
             "startup_failures": 0, "rescanned": 0, "directory_opens": 0,
         }
         self.last_error: str | None = None
+        # Tracepoints of the program this kernel lacks (left out of the program it runs).
+        self.missing_tracepoints: list[str] = []
+        # Set when the program failed to start: the optional probes are left out from then on.
+        self._without_optional = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -336,8 +400,44 @@ class BpftraceSensor:
 
     def _command(self) -> list[str]:
         # O_DIRECTORY is passed in because its value depends on the architecture.
-        return [self.bpftrace, "-f", "json", self.program, str(os.getpid()), self.watch_comm,
+        return [self.bpftrace, "-f", "json", *self._source(), str(os.getpid()), self.watch_comm,
                 str(self.watch_cgroup), str(getattr(os, "O_DIRECTORY", 0))]
+
+    def _source(self) -> list[str]:
+        """The program as bpftrace's arguments: its file, or its text (``-e``) when this kernel
+        lacks some of its tracepoints and they had to be left out, or when the optional probes
+        (io_uring's, which read the kernel's own structures) did not load here."""
+        checker = _tracepoint_checker()
+        if self._without_optional:
+            present = checker
+
+            def without_optional(category: str, name: str) -> bool:
+                if category in _OPTIONAL_CATEGORIES:
+                    return False
+                return present is None or present(category, name)
+
+            checker = without_optional
+        if checker is None:
+            return [self.program]
+        try:
+            with open(self.program, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            # bpftrace reports the unreadable file itself.
+            return [self.program]
+        fitted, missing = fit_program(text, checker)
+        if not missing:
+            return [self.program]
+        if missing != self.missing_tracepoints:
+            self.missing_tracepoints = missing
+            logger.warning("agentguard collector: %s %s; the eBPF sensor runs without it",
+                           "the program did not load with the optional tracepoints" if
+                           self._without_optional else "this kernel has no tracepoint",
+                           ", ".join(missing))
+            self.blind_spots = type(self).blind_spots + tuple(
+                f"what the kernel tracepoint {name} would show (this kernel has none)"
+                for name in missing)
+        return ["-e", fitted]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -377,6 +477,12 @@ class BpftraceSensor:
                 failures += 1
                 self.counters["startup_failures"] += 1
                 logger.warning("agentguard collector: bpftrace failed to start (%s)", gap_reason)
+                if not self._without_optional:
+                    # The io_uring probes read kernel structures whose layout changes between
+                    # kernel versions: where they do not compile, the rest of the sensor still
+                    # runs (the next attempt leaves them out, and says so).
+                    self._without_optional = True
+                    failures -= 1
                 if failures >= 2 and self.on_failure is not None:
                     try:
                         self.on_failure(gap_reason)
@@ -590,7 +696,7 @@ class BpftraceSensor:
     def _handle_record(self, text: str) -> None:
         tag = text[:1]
         # Connections first: they are most of the traffic.
-        if tag == "C":
+        if tag == "C" or tag == "K":
             _, pid_s, tid_s, ts_s, family_s, port_s, ret_s, address = text.split(" ", 7)
             ret = int(ret_s)
             data: dict[str, Any] = {
@@ -599,6 +705,8 @@ class BpftraceSensor:
             }
             if ret < 0:
                 data["result_name"] = errno.errorcode.get(-ret, str(ret))
+            if tag == "K":
+                data["via"] = _VIA_IO_URING
             self._emit(KernelEvent(CONNECT, wall_clock.to_wall(int(ts_s)), int(pid_s), int(tid_s),
                                    data))
             return
@@ -646,7 +754,7 @@ class BpftraceSensor:
             query, qtype = parse_dns_query(_hex_bytes(blob))
             self._emit(KernelEvent(DNS, wall_clock.to_wall(int(ts_s)), int(pid_s), int(tid_s),
                                    {"query": query, "qtype": qtype}))
-        elif tag == "O":
+        elif tag == "O" or tag == "P":
             _, pid_s, tid_s, ts_s, mode_s, type_s, path = text.split(" ", 6)
             file_type = _FILE_TYPES.get(int(type_s), "other")
             if file_type == "directory":
@@ -654,9 +762,18 @@ class BpftraceSensor:
                 # without that filter) is still no credential read.
                 self.counters["directory_opens"] += 1
                 return
+            data = {"path": path, "write": int(mode_s) in (1, 2), "file_type": file_type}
+            if tag == "P":
+                data["via"] = _VIA_IO_URING
             self._emit(KernelEvent(OPEN, wall_clock.to_wall(int(ts_s)), int(pid_s), int(tid_s),
-                                   {"path": path, "write": int(mode_s) in (1, 2),
-                                    "file_type": file_type}))
+                                   data))
+        elif tag == "R":
+            _, pid_s, tid_s, ts_s, fd_s, entries_s, flags_s = text.split(" ")
+            flags = int(flags_s)
+            self._emit(KernelEvent(IO_URING, wall_clock.to_wall(int(ts_s)), int(pid_s),
+                                   int(tid_s), {"fd": int(fd_s), "entries": int(entries_s),
+                                                "flags": flags,
+                                                "sqpoll": bool(flags & _IORING_SETUP_SQPOLL)}))
         elif tag in ("W", "U", "S"):
             parts = text.split(" ")
             sequence = int(parts[1])

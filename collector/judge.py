@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from agentguard._context import ConversationRegistry
 from agentguard._guard import Guard
-from agentguard.collector.model import CONNECT, DNS, EXEC, OPEN, KernelEvent, SpanInfo
+from agentguard.collector.model import CONNECT, DNS, EXEC, IO_URING, OPEN, KernelEvent, SpanInfo
 from agentguard.collector.store import StoredFinding
 from agentguard.config import resolve_config
 from agentguard.events import DnsLookup, EventContext, FileOpen, NetConnect, ProcessExec
@@ -30,6 +30,7 @@ KERNEL_RULES: dict[str, tuple[str, str]] = {
     CONNECT: ("AGK002", "network connection the in-process sensor did not see"),
     DNS: ("AGK003", "DNS lookup the in-process sensor did not see"),
     OPEN: ("AGK004", "sensitive file opened where the in-process sensor could not see it"),
+    IO_URING: ("AGK005", "io_uring ring set up: its operations bypass system-call tracing"),
 }
 _DEDUPE = 65536
 
@@ -134,11 +135,16 @@ class Judge:
 
     def _kernel_only(self, event: KernelEvent, context: EventContext) -> StoredFinding | None:
         rule = KERNEL_RULES.get(event.kind)
-        if rule is None or event.seen_by_library is not False or event.agent_pid is None:
+        if rule is None or event.agent_pid is None:
+            return None
+        # No in-process sensor sees a ring (Python has no io_uring, nor an audit event for one),
+        # so a ring is reported whatever the library saw.
+        if event.kind != IO_URING and event.seen_by_library is not False:
             return None
         d = event.data
         target = {EXEC: d.get("exe"), CONNECT: f"{d.get('address')}:{d.get('port')}",
-                  DNS: d.get("query"), OPEN: d.get("path")}.get(event.kind)
+                  DNS: d.get("query"), OPEN: d.get("path"),
+                  IO_URING: f"pid {event.pid}"}.get(event.kind)
         # One finding per tool call, rule and target: a shell loop is one story, not a thousand.
         key = (event.attribution.span_id or f"agent:{event.agent_pid}", rule[0], target)
         if key in self._seen:
@@ -154,7 +160,10 @@ class Judge:
             severity = "high"
         else:
             where = f"process {event.pid} started by the tool, below what the library can see"
-            severity = "medium" if event.kind != OPEN else "high"
+            # A ring in a descendant may be a runtime's own I/O (some Node.js releases, Rust's
+            # tokio-uring, liburing tools); in the agent it is native code, as CPython never
+            # sets one up. Its opens and connects are still reported as they complete.
+            severity = "high" if event.kind == OPEN else "medium"
         evidence: dict[str, Any] = {
             "kernel_event": event.kind, "pid": event.pid, "target": target,
             "attribution": event.attribution.method, "where": where, "sensor": event.source,
@@ -164,9 +173,17 @@ class Judge:
             evidence["ppid"] = d.get("ppid")
         if event.kind == CONNECT and d.get("result") not in (None, 0):
             evidence["result"] = d.get("result_name") or d.get("result")
+        if d.get("via"):
+            evidence["via"] = d["via"]
+        title = f"{rule[1]}: {event.summary()[:200]}"
+        if event.kind == IO_URING:
+            evidence.update(sqpoll=bool(d.get("sqpoll")), entries=d.get("entries"),
+                            flags=d.get("flags"))
+            title = f"process {event.pid} set up an io_uring ring: its file and network " \
+                    "operations are not seen system call by system call"
         return StoredFinding(
             rule_id=rule[0], category="runtime", severity=severity,
-            title=f"{rule[1]}: {event.summary()[:200]}", action="alert", kind=event.kind,
+            title=title, action="alert", kind=event.kind,
             tool=context.tool, agent=context.agent, conversation_id=context.conversation_id,
             turn=context.turn, trace_id=context.trace_id, span_id=context.span_id,
             evidence=evidence, timestamp=event.ts_ns / 1e9, source="collector",

@@ -24,7 +24,9 @@ OPEN = "file.open"
 SENT = "net.sent"
 GAP = "sensor.gap"
 LOST = "sensor.lost"
-EVENT_KINDS = (EXEC, FORK, EXIT, CONNECT, DNS, OPEN, SENT, GAP, LOST)
+# A watched process set up an io_uring ring: what it submits there bypasses system calls.
+IO_URING = "io_uring.setup"
+EVENT_KINDS = (EXEC, FORK, EXIT, CONNECT, DNS, OPEN, SENT, GAP, LOST, IO_URING)
 
 AttributionMethod = Literal[
     "thread",       # same process and native thread as a tool span open at that time
@@ -96,11 +98,16 @@ class KernelEvent:
         if self.kind == CONNECT:
             result = d.get("result")
             outcome = "" if result in (None, 0) else f" ({d.get('result_name') or result})"
-            return f"connect {d.get('address')}:{d.get('port')}{outcome}"
+            via = f" via {d['via']}" if d.get("via") else ""
+            return f"connect {d.get('address')}:{d.get('port')}{outcome}{via}"
         if self.kind == DNS:
             return f"dns {d.get('query') or '?'}"
         if self.kind == OPEN:
-            return f"open {d.get('path')}" + (" for writing" if d.get("write") else "")
+            return f"open {d.get('path')}" + (" for writing" if d.get("write") else "") + \
+                (f" via {d['via']}" if d.get("via") else "")
+        if self.kind == IO_URING:
+            return "io_uring ring set up" + (" with a submission thread (SQPOLL)"
+                                             if d.get("sqpoll") else "")
         if self.kind == SENT:
             return f"sent {d.get('bytes')} bytes"
         if self.kind == GAP:

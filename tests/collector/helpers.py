@@ -46,13 +46,14 @@ AGENT_SCRIPT = str(Path(__file__).with_name("agent_script.py"))
 def run_agent_script(collector: Collector, args: Sequence[str], *,
                      env: dict[str, str] | None = None, launcher: Sequence[str] = (),
                      watch: Callable[[int], Any] | None = None,
-                     timeout: float = 60.0) -> tuple[int, str]:
-    """Run the instrumented test agent (``agent_script.py args``, under ``launcher`` when given)
+                     timeout: float = 60.0, script: str = AGENT_SCRIPT) -> tuple[int, str]:
+    """Run the instrumented test agent (``agent_script.py args``, or another ``script`` that
+    speaks the same protocol, under ``launcher`` when given)
     through its protocol: once it says it is ready, the collector watches it (``watch(pid)``,
     which must return something true; by default it is watched as "test agent"), catches up,
     and the agent is let go. Returns the pid of the
     process started and the agent's output."""
-    process = subprocess.Popen([*launcher, sys.executable, AGENT_SCRIPT, *args],
+    process = subprocess.Popen([*launcher, sys.executable, script, *args],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     try:
