@@ -508,13 +508,17 @@ class InvokeAgent(Handler):
 
     def done(self, state: _AgentState, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)
-        follower = _AgentFollower(state)
-        stream = result.get("completion") if isinstance(result, dict) else None
-        if stream is None:
-            follower.on_complete()
-            return
-        result["completion"] = (TracedAioEventStream if asynchronous else TracedEventStream)(
-            stream, follower)
+        _follow(result, "completion", _AgentFollower(state), asynchronous)
+
+
+def _follow(result: Any, key: str, follower: StreamFollower, asynchronous: bool) -> None:
+    """Hand the caller the response's event stream (``result[key]``) through a proxy that
+    shows every event to ``follower``; without a stream, the operation is complete."""
+    stream = result.get(key) if isinstance(result, dict) else None
+    if stream is None:
+        follower.on_complete()
+        return
+    result[key] = (TracedAioEventStream if asynchronous else TracedEventStream)(stream, follower)
 
 
 # -- Retrieve / RetrieveAndGenerate ----------------------------------------------------------------
@@ -713,13 +717,7 @@ class RetrieveAndGenerateStream(Handler):
 
     def done(self, state: _RetrievalState, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)
-        follower = _GenerationFollower(state)
-        stream = result.get("stream") if isinstance(result, dict) else None
-        if stream is None:
-            follower.on_complete()
-            return
-        result["stream"] = (TracedAioEventStream if asynchronous else TracedEventStream)(
-            stream, follower)
+        _follow(result, "stream", _GenerationFollower(state), asynchronous)
 
 
 def _list(value: Any) -> list[Any]:

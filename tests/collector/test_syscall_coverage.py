@@ -354,6 +354,26 @@ def test_agent_reading_credentials_around_openat_gets_findings(tmp_path: Path) -
         elsewhere.close()
 
 
+def _credential_read_is_seen(sensor: BpftraceSensor, events: list[KernelEvent],
+                             tmp_path: Path) -> None:
+    """A watched child that reads a credential file with open() gives a file.open event."""
+    import subprocess
+
+    home = _credentials(tmp_path / "home")
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.stdin.readline(); "
+                               f"open({str(home['aws'])!r}).read()"],
+        stdin=subprocess.PIPE, text=True)
+    assert child.stdin is not None
+    sensor.watch(child.pid)
+    assert sensor.sync()
+    child.stdin.write("go\n")
+    child.stdin.close()
+    assert child.wait(20) == 0
+    wait_for(lambda: sensor.sync() and [e for e in events if e.kind == "file.open"
+                                        and e.pid == child.pid])
+
+
 def test_probes_on_tracepoints_this_kernel_lacks_are_left_out(tmp_path: Path) -> None:
     """A program naming tracepoints the kernel does not have (as arm64 lacks open(2), or a kernel
     built without io_uring lacks its events) still runs, without them, and reports the rest."""
@@ -378,21 +398,7 @@ def test_probes_on_tracepoints_this_kernel_lacks_are_left_out(tmp_path: Path) ->
         assert sensor.wait_attached(30), sensor.last_error
         assert sensor.missing_tracepoints == missing
         assert any("agentguard_nonexistent:event" in spot for spot in sensor.blind_spots)
-        home = _credentials(tmp_path / "home")
-        import subprocess
-
-        child = subprocess.Popen(
-            [sys.executable, "-c", f"import sys; sys.stdin.readline(); "
-                                   f"open({str(home['aws'])!r}).read()"],
-            stdin=subprocess.PIPE, text=True)
-        assert child.stdin is not None
-        sensor.watch(child.pid)
-        assert sensor.sync()
-        child.stdin.write("go\n")
-        child.stdin.close()
-        assert child.wait(20) == 0
-        wait_for(lambda: sensor.sync() and [e for e in events if e.kind == "file.open"
-                                            and e.pid == child.pid])
+        _credential_read_is_seen(sensor, events, tmp_path)
     finally:
         sensor.stop()
 
@@ -416,20 +422,6 @@ def test_io_uring_probes_that_do_not_load_leave_the_rest_running(tmp_path: Path)
         assert sensor.counters["startup_failures"] == 1
         assert "io_uring:io_uring_create" in sensor.missing_tracepoints
         assert any("io_uring" in spot for spot in sensor.blind_spots)
-        home = _credentials(tmp_path / "home")
-        import subprocess
-
-        child = subprocess.Popen(
-            [sys.executable, "-c", f"import sys; sys.stdin.readline(); "
-                                   f"open({str(home['aws'])!r}).read()"],
-            stdin=subprocess.PIPE, text=True)
-        assert child.stdin is not None
-        sensor.watch(child.pid)
-        assert sensor.sync()
-        child.stdin.write("go\n")
-        child.stdin.close()
-        assert child.wait(20) == 0
-        wait_for(lambda: sensor.sync() and [e for e in events if e.kind == "file.open"
-                                            and e.pid == child.pid])
+        _credential_read_is_seen(sensor, events, tmp_path)
     finally:
         sensor.stop()
