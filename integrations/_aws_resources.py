@@ -184,6 +184,9 @@ def extract_resources(service: str, operation: str, params: dict[str, Any]
 _SECRET_NAME = re.compile(
     r"passw|passphrase|secret(?!id$|arn$|name$)|token|credential|privatekey|plaintext|ciphertext"
     r"|keymaterial|sessionkey|authparameters|challengeresponses|authorization|signature|cookie"
+    # Bearer credentials under other names: an STS SAML assertion, a Cognito auth-flow session,
+    # the one-time code that resets a Cognito password.
+    r"|assertion|^session$|confirmationcode"
     r"|^value$|^values$|^body$|^payload$|^data$|^blob$|^content$|^sourcefile$|^zipfile$"
     r"|^message$|^userdata$|^sharedsecret$|^pin$|^otp$|^mfa",
 )

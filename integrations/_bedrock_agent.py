@@ -24,7 +24,6 @@ model's output, on the same span.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -44,7 +43,13 @@ from agentguard.integrations._aws_streams import (
     TracedAioEventStream,
     TracedEventStream,
 )
-from agentguard.integrations._bedrock_models import MAX_TEXT, ContentBudget, text_of
+from agentguard.integrations._bedrock_models import (
+    MAX_TEXT,
+    ContentBudget,
+    parse_json,
+    text_of,
+    token_count,
+)
 
 __all__ = ["HANDLERS", "PendingReturnControl", "pending_return_control"]
 
@@ -218,10 +223,7 @@ def _prompt_messages(text: Any) -> list[dict[str, Any]]:
     if not isinstance(text, str):
         return []
     if text[:1] == "{" and len(text) <= MAX_TEXT:
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
+        parsed = parse_json(text)
         if isinstance(parsed, dict) and isinstance(parsed.get("messages"), list):
             messages: list[dict[str, Any]] = []
             budget = ContentBudget()
@@ -357,8 +359,8 @@ class _AgentFollower(StreamFollower):
         usage = metadata.get("usage") if isinstance(metadata, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         output = [{"role": "assistant", "content": str(content)}] if content is not None else []
-        op.end_chat(output, input_tokens=usage.get("inputTokens"),
-                    output_tokens=usage.get("outputTokens"))
+        op.end_chat(output, input_tokens=token_count(usage.get("inputTokens")),
+                    output_tokens=token_count(usage.get("outputTokens")))
 
     def _invocation(self, item: dict[str, Any]) -> None:
         trace_id = item.get("traceId")

@@ -15,6 +15,7 @@ import base64
 import binascii
 import codecs
 import json
+import math
 from typing import Any
 
 from agentguard._content import to_json
@@ -25,9 +26,11 @@ __all__ = [
     "StreamAccumulator",
     "document_text",
     "family_of",
+    "parse_json",
     "parse_request",
     "parse_response",
     "text_of",
+    "token_count",
 ]
 
 _FAMILIES = (("anthropic.", "anthropic"), ("amazon.nova", "nova"), ("amazon.titan", "titan"),
@@ -286,7 +289,19 @@ def _block_text(block: dict[str, Any], encoded: bool, budget: ContentBudget) -> 
         return _search_result(block["searchResult"], budget)
     if kind == "search_result":
         return _search_result(block, budget)
+    guarded = _map(block.get("guardContent")).get("text")
+    if isinstance(guarded, dict) and isinstance(guarded.get("text"), str):
+        return str(guarded["text"])  # text a Converse guardrail evaluates, read by the model as well
+    if isinstance(block.get("citationsContent"), dict):
+        return _cited_text(block["citationsContent"])
     return f"<{kind or next(iter(block), 'block')}>"
+
+
+def _cited_text(block: dict[str, Any]) -> str:
+    """The generated text of a Converse ``citationsContent`` block (an answer with citations
+    to the documents it was given comes as these blocks instead of ``text``)."""
+    return "".join(str(part["text"]) for part in _list(block.get("content"))[:MAX_BLOCKS]
+                   if isinstance(part, dict) and isinstance(part.get("text"), str))
 
 
 def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -371,8 +386,6 @@ def converse_messages(messages: Any, system: Any = None, *,
                 use = block["toolUse"]
                 calls.append({"id": use.get("toolUseId"), "name": use.get("name"),
                               "arguments": use.get("input")})
-            elif isinstance(block.get("guardContent"), dict):
-                texts.append(text_of([block["guardContent"].get("text") or {}]))
             elif "cachePoint" not in block:
                 texts.append(_block_text(block, encoded, budget))
         if texts or calls:
@@ -392,8 +405,33 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+# Counts and indexes beyond a span attribute's 64-bit integer are not counts.
+_MAX_COUNT = 2**63 - 1
+
+
 def _number(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A count or index from a response body: a finite number within 64 bits, else ``None``
+    (JSON as Python decodes it may hold ``NaN``, ``Infinity`` or integers of any size)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    number = int(value)
+    return number if -_MAX_COUNT <= number <= _MAX_COUNT else None
+
+
+def token_count(value: Any) -> int | None:
+    """A token count of a usage field, ``None`` unless it is a number a span can carry."""
+    return _number(value)
+
+
+def parse_json(data: str | bytes | bytearray, default: Any = None) -> Any:
+    """``data`` decoded as JSON, or ``default`` when it is not JSON, including JSON nested
+    deeper than the decoder can go (a model's output may be that, by accident or by design)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return default
 
 
 def parse_request(family: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]],
@@ -466,7 +504,8 @@ def _anthropic_output(content: Any) -> dict[str, Any]:
 
 
 def converse_output(message: Any) -> dict[str, Any]:
-    """The assistant message of a Converse / Nova response (text and ``toolUse`` requests)."""
+    """The assistant message of a Converse / Nova response (text, cited text and ``toolUse``
+    requests)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     content = message.get("content") if isinstance(message, dict) else None
@@ -479,6 +518,8 @@ def converse_output(message: Any) -> dict[str, Any]:
                           "arguments": use.get("input")})
         elif isinstance(block.get("text"), str):
             texts.append(block["text"])
+        elif isinstance(block.get("citationsContent"), dict):
+            texts.append(_cited_text(block["citationsContent"]))
     out: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if calls:
         out["tool_calls"] = calls
@@ -667,10 +708,7 @@ def assemble(blocks: dict[int, list[Any]]) -> dict[str, Any]:
         kind, fragments, call_id, name = blocks[index]
         joined = "".join(fragments)
         if kind == "tool":
-            try:
-                arguments: Any = json.loads(joined) if joined else {}
-            except ValueError:
-                arguments = joined
+            arguments = parse_json(joined, joined) if joined else {}
             calls.append({"id": call_id, "name": name, "arguments": arguments})
         else:
             texts.append(joined)

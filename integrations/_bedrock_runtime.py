@@ -11,7 +11,6 @@ Tool calls the model asks for are noted for ``@agentguard.tool`` (:func:`expect_
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Any
 
 from agentguard import semconv
@@ -37,9 +36,11 @@ from agentguard.integrations._bedrock_models import (
     converse_messages,
     converse_output,
     family_of,
+    parse_json,
     parse_request,
     parse_response,
     text_of,
+    token_count,
 )
 from agentguard.integrations._streams import mark_failed
 
@@ -204,8 +205,8 @@ def _converse_reply(result: dict[str, Any]) -> ModelReply:
         reply.finish_reasons = [str(result["stopReason"])]
     usage = result.get("usage")
     if isinstance(usage, dict):
-        reply.input_tokens = usage.get("inputTokens")
-        reply.output_tokens = usage.get("outputTokens")
+        reply.input_tokens = token_count(usage.get("inputTokens"))
+        reply.output_tokens = token_count(usage.get("outputTokens"))
     return reply
 
 
@@ -289,10 +290,7 @@ def _request_body(body: Any) -> Any:
             return None
     if data is None or len(data) > MAX_BODY:
         return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+    return parse_json(data)
 
 
 def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
@@ -320,7 +318,7 @@ def _header_usage(result: Any, reply: ModelReply) -> None:
         value = headers.get(header)
         if value is not None and getattr(reply, slot) is None:
             with contextlib.suppress(ValueError):
-                setattr(reply, slot, int(value))
+                setattr(reply, slot, token_count(int(value)))
 
 
 def _body_size(result: dict[str, Any]) -> int | None:
@@ -336,10 +334,7 @@ def _body_size(result: dict[str, Any]) -> int | None:
 def _reply_from(family: str, data: bytes | None, result: Any) -> ModelReply:
     reply = ModelReply()
     if data is not None:
-        try:
-            parsed = json.loads(data)
-        except ValueError:
-            parsed = None
+        parsed = parse_json(data)
         if isinstance(parsed, dict):
             reply = parse_response(family, parsed)
     _header_usage(result, reply)
@@ -408,10 +403,7 @@ class _InvokeStreamFollower(StreamFollower):
         data = chunk.get("bytes") if isinstance(chunk, dict) else None
         if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BODY:
             return
-        try:
-            decoded = json.loads(data)
-        except ValueError:
-            return
+        decoded = parse_json(data)
         if isinstance(decoded, dict):
             self.acc.add(decoded)
 

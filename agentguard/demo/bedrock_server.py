@@ -14,8 +14,9 @@ standing in for the internal APIs around an agent. All stdlib, all on loopback.
 
 Each request takes the next scripted step (:meth:`BedrockServer.push`): a :class:`Reply` (one
 model answer, rendered in whatever shape the called API and model family use), a
-:class:`Failure` (an AWS error response), :class:`AgentEvents` (an ``InvokeAgent`` stream) or
-:class:`Raw` JSON. Every request is recorded (:attr:`BedrockServer.requests`).
+:class:`Failure` (an AWS error response), :class:`AgentEvents` (an ``InvokeAgent`` stream, or
+any event stream answering a streaming model call), :class:`Raw` JSON or a :class:`Body` of
+bytes as given. Every request is recorded (:attr:`BedrockServer.requests`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, TypeVar
 __all__ = [
     "AgentEvents",
     "BedrockServer",
+    "Body",
     "Failure",
     "HttpService",
     "Raw",
@@ -159,6 +161,15 @@ class Raw:
 
     body: dict[str, Any]
     status: int = 200
+
+
+@dataclass
+class Body:
+    """A response body sent as given: bytes that need not be JSON, of any size."""
+
+    data: bytes
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -394,6 +405,16 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(step, Raw):
             self._json(step.status, step.body)
             return
+        if isinstance(step, Body):
+            self.send_response(step.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(step.data)))
+            self.send_header("x-amzn-RequestId", f"req-{next(_ids):06d}")
+            for name, value in step.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(step.data)
+            return
         parts = path.strip("/").split("/")
         if parts[0] == "model" and len(parts) == 3:
             self._model(parts[1], parts[2], step)
@@ -406,6 +427,9 @@ class _Handler(BaseHTTPRequestHandler):
                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
 
     def _model(self, model: str, action: str, step: Any) -> None:
+        if isinstance(step, AgentEvents) and action.endswith("stream"):
+            self._stream(step.messages())  # events as given, for either streaming call
+            return
         if not isinstance(step, Reply):
             raise TypeError(f"a model call needs a Reply, got {step!r}")
         family = _family(model)
