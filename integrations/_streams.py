@@ -1,24 +1,34 @@
 """Traced framework streams (LangChain chat streams, LangGraph graph streams): the operation is
 current while the stream computes each item, and ends exactly once.
 
+The operation opens when the caller first asks for an item (a stream never read leaves no open
+span), in the context the stream was asked for in (:func:`opened_in`): a web handler that asks
+for a stream inside ``agentguard.conversation()`` and hands it to its server to read after the
+block keeps the stream in that conversation, under the request's span.
+
 A stream ends its operation when it is exhausted, when it fails, or when the caller closes or
-drops it early (abandoned). An exception thrown into the traced stream at an item it handed out
-(``throw`` / ``athrow``; asyncio cancels a stream its loop is shutting down this way) is thrown
-on into the framework's own stream, as it would be without agentguard in between.
+drops it early, or cancels the task reading it (abandoned). An exception thrown into the traced
+stream at an item it handed out (``throw`` / ``athrow``; asyncio cancels a stream its loop is
+shutting down this way) is thrown on into the framework's own stream, as it would be without
+agentguard in between.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.trace import Status, StatusCode
 
 from agentguard import semconv
+from agentguard._context import attach_context, current_context, detach_context
 from agentguard._errors import internal_error
 from agentguard._guard import Operation
 
-__all__ = ["PLAIN", "StreamWatch", "adrive", "drive", "mark_failed"]
+__all__ = ["PLAIN", "StreamWatch", "adrive", "asked_in", "drive", "mark_failed", "opened_in"]
+
+T = TypeVar("T")
 
 
 class StreamWatch:
@@ -61,11 +71,35 @@ def mark_failed(op: Operation, exc: BaseException) -> None:
         internal_error("span error", err)
 
 
+def asked_in() -> object:
+    """The context a stream is asked for in (call when the framework's stream method is called),
+    for :func:`opened_in`."""
+    return current_context()
+
+
+def opened_in(context: object, start: Callable[[], T]) -> T:
+    """Run ``start`` (which opens a stream's operation) in ``context``, from :func:`asked_in`:
+    the conversation, turn and parent span are those of the code that asked for the stream, not
+    of whatever reads it (a web server's response loop, after the handler's blocks ended)."""
+    token = attach_context(context)  # type: ignore[arg-type]
+    try:
+        return start()
+    finally:
+        detach_context(token)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    # A CancelledError exists only once asyncio is imported: nothing is imported for it here.
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
 def _ended_by(watch: StreamWatch, op: Operation, exc: BaseException,
               forwarded: BaseException | None) -> None:
-    # What the caller threw in and got back (asyncio cancelling a stream its loop left behind)
-    # ends the stream on the caller's side: abandoned, not failed.
-    if exc is forwarded:
+    # What the caller threw in and got back (asyncio cancelling a stream its loop left behind),
+    # and the cancellation of the task reading the stream (a cancelled ``ainvoke``, a timeout,
+    # a client that went away) end the stream on the caller's side: abandoned, not failed.
+    if exc is forwarded or _cancelled(exc):
         watch.abandoned(op)
     else:
         watch.failed(op, exc)

@@ -15,13 +15,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
+
 from agentguard import _state, semconv
 from agentguard._context import current_frame
 from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
 from agentguard.findings import Finding, ToolCallBlocked
 from agentguard.integrations._base import Integration
-from agentguard.integrations._streams import StreamWatch, adrive, drive, mark_failed
+from agentguard.integrations._streams import (
+    StreamWatch,
+    adrive,
+    asked_in,
+    drive,
+    mark_failed,
+    opened_in,
+)
 from agentguard.sensors import OperationBlocked
 
 __all__ = ["LangChainIntegration", "message_to_dict"]
@@ -129,14 +138,91 @@ def _tool_arguments(instance: Any, tool_input: Any) -> Any:
     return {k: v for k, v in tool_input.items() if k not in injected}
 
 
-def _tool_output(output: Any) -> Any:
-    # With a tool call id, LangChain wraps the content in a ToolMessage.
+# Values of a LangGraph ``Command``'s state update, and messages in one, looked at for the tool
+# messages it carries.
+_MAX_UPDATE_ITEMS = 64
+
+
+def _is_tool_message(value: Any) -> bool:
+    return getattr(value, "type", None) == "tool" and hasattr(value, "content")
+
+
+def _update_messages(command: Any) -> list[Any]:
+    """The tool messages in a LangGraph ``Command``'s state update (a dict of channels, or a
+    list of ``(channel, value)`` pairs), whatever the channel of the messages is called."""
+    update = getattr(command, "update", None)
+    if isinstance(update, dict):
+        values = list(update.values())[:_MAX_UPDATE_ITEMS]
+    elif isinstance(update, (list, tuple)):
+        values = [pair[1] for pair in update[:_MAX_UPDATE_ITEMS]
+                  if isinstance(pair, tuple) and len(pair) == 2]
+    else:
+        return []
+    found: list[Any] = []
+    for value in values:
+        items = value[:_MAX_UPDATE_ITEMS] if isinstance(value, (list, tuple)) else [value]
+        found.extend(item for item in items if _is_tool_message(item))
+    return found
+
+
+def _tool_messages(output: Any, call_id: Any) -> list[Any] | None:
+    """The tool messages that carry a tool's answer to the model, or ``None`` when the output is
+    not wrapped in any: a ``ToolMessage`` (LangChain wraps the content in one when there is a
+    call id), or the one a LangGraph ``Command`` (or a list of them) adds to the conversation."""
+    if _is_tool_message(output):
+        return [output]
+    # A Command is recognised by its shape, so LangGraph is never imported here.
+    if isinstance(output, list):
+        items = output[:_MAX_UPDATE_ITEMS]
+    elif type(output).__name__ == "Command" and hasattr(output, "update"):
+        items = [output]
+    else:
+        return None
+    messages: list[Any] = []
+    for item in items:
+        if _is_tool_message(item):
+            messages.append(item)
+        elif type(item).__name__ == "Command":
+            messages.extend(_update_messages(item))
+    if call_id is not None:
+        # The one ToolNode answers the model's call with; others in the update are history.
+        own = [m for m in messages if getattr(m, "tool_call_id", None) == call_id]
+        messages = own or messages
+    return messages or None
+
+
+def _tool_output(output: Any, call_id: Any = None) -> tuple[Any, Any]:
+    """What the model gets from a tool's output (recorded and judged as the tool's result), and
+    the tool message saying the tool failed, if one does (a ``ToolException`` the tool's
+    ``handle_tool_error`` turned into an answer), else ``None``."""
     try:
-        if getattr(output, "type", None) == "tool" and hasattr(output, "content"):
-            return output.content
+        messages = _tool_messages(output, call_id)
+        if messages is None:
+            return output, None
+        failed = next((m for m in messages if getattr(m, "status", None) == "error"), None)
+        if len(messages) == 1:
+            return messages[0].content, failed
+        return [m.content for m in messages], failed
     except Exception:  # the tool's own object, whose attribute lookup raises: judged as it is
-        pass
-    return output
+        return output, None
+
+
+# The conventions' ``error.type`` for an error whose class is not known.
+_ERROR_OTHER = "_OTHER"
+
+
+def _mark_tool_error(op: Operation, message: Any) -> None:
+    """Give ``op``'s span the error status of a tool failure LangChain reported to the model as
+    an error tool message (the exception itself was handled inside the tool and is gone)."""
+    try:
+        capture = op.guard.capture
+        text = capture.text(_content_text(message.content)) \
+            if capture.mode in ("full", "redacted") else None
+        op.span.set_status(Status(StatusCode.ERROR, (f"tool error: {text}" if text else
+                                                     "tool error")[:512]))
+        op.span.set_attribute(semconv.ERROR_TYPE, _ERROR_OTHER)
+    except Exception as exc:
+        internal_error("tool error status", exc)
 
 
 def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -159,7 +245,10 @@ def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict
 
 
 def _finish_tool(op: Operation, output: Any) -> None:
-    verdict = op.end_tool(_tool_output(output))
+    result, failed = _tool_output(output, op.call_id)
+    if failed is not None:
+        _mark_tool_error(op, failed)
+    verdict = op.end_tool(result)
     if verdict.blocked:
         finding = verdict.blocking_finding()
         if finding is not None:
@@ -475,13 +564,13 @@ def _chat_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     guard = _state.guard
     if guard is None or _suppressed():
         return wrapped(*args, **kwargs)
-    return _traced_chat_stream(guard, wrapped, instance, args, kwargs)
+    return _traced_chat_stream(guard, wrapped, instance, args, kwargs, asked_in())
 
 
 def _traced_chat_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Iterator[Any]:
-    op = _start_chat(guard, instance, _stream_input_messages(instance, args, kwargs), kwargs,
-                     stream=True)
+                        kwargs: dict[str, Any], asked: object) -> Iterator[Any]:
+    op = opened_in(asked, lambda: _start_chat(
+        guard, instance, _stream_input_messages(instance, args, kwargs), kwargs, stream=True))
     if op is None:
         yield from wrapped(*args, **kwargs)
         return
@@ -499,9 +588,12 @@ def _chat_astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
     if guard is None or _suppressed():
         return wrapped(*args, **kwargs)
 
+    asked = asked_in()
+
     def start() -> tuple[Operation | None, AsyncIterator[Any]]:
-        op = _start_chat(guard, instance, _stream_input_messages(instance, args, kwargs),
-                         kwargs, stream=True)
+        op = opened_in(asked, lambda: _start_chat(
+            guard, instance, _stream_input_messages(instance, args, kwargs), kwargs,
+            stream=True))
         if op is None:
             return None, wrapped(*args, **kwargs)
         token = op.activate()

@@ -17,7 +17,7 @@ from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
-from agentguard.integrations._streams import adrive, drive
+from agentguard.integrations._streams import adrive, asked_in, drive, opened_in
 from agentguard.integrations.langchain import message_to_dict
 
 __all__ = ["LangGraphIntegration", "turn_text"]
@@ -82,13 +82,14 @@ def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     guard = _state.guard
     if guard is None:
         return wrapped(*args, **kwargs)
-    return _traced_stream(guard, wrapped, instance, args, kwargs)
+    return _traced_stream(guard, wrapped, instance, args, kwargs, asked_in())
 
 
 def _traced_stream(guard: Guard, wrapped: Any, instance: Any, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Iterator[Any]:
-    # The span opens when the caller starts iterating, so an unread stream leaves no open span.
-    op = _start(guard, instance, args, kwargs)
+                   kwargs: dict[str, Any], asked: object) -> Iterator[Any]:
+    # The span opens when the caller starts iterating, so an unread stream leaves no open span,
+    # in the context the stream was asked for in.
+    op = opened_in(asked, lambda: _start(guard, instance, args, kwargs))
     if op is None:
         yield from wrapped(*args, **kwargs)
         return
@@ -101,9 +102,11 @@ def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     if guard is None:
         return wrapped(*args, **kwargs)
 
+    asked = asked_in()
+
     def start() -> tuple[Operation | None, AsyncIterator[Any]]:
         # At the first item asked for, as in the sync stream.
-        op = _start(guard, instance, args, kwargs)
+        op = opened_in(asked, lambda: _start(guard, instance, args, kwargs))
         if op is None:
             return None, wrapped(*args, **kwargs)
         return op, op.call(wrapped, *args, **kwargs)
