@@ -479,6 +479,12 @@ class Operation:
                 span.set_attribute(semconv.AG_INTERRUPTED, pause)
                 self._finish()
                 return
+            if _cancelled(exc):
+                # The task running it was cancelled (a timeout, a client that went away): the
+                # caller stopped waiting, the work did not fail. Marked so, without error status.
+                span.set_attribute(semconv.AG_CANCELLED, True)
+                self._finish()
+                return
             capture = self.guard.capture
             span.add_event("exception", capture.exception(exc, escaped=True))
             span.set_status(Status(StatusCode.ERROR, capture.error_status(exc)))
@@ -634,6 +640,12 @@ class Operation:
         except Exception as exc:
             internal_error("cloud call end", exc)
         self._finish()
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's cancellation (looked up, never imported for it)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
 
 def _pause(exc: BaseException) -> str | None:

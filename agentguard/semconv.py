@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "AG_AGENT_GRAPH",
     "AG_BATCH_SIZE",
+    "AG_CANCELLED",
     "AG_CAPTURE",
     "AG_CONVERSATION_USER",
     "AG_DECISION",
@@ -105,6 +106,8 @@ AG_STREAM = "agentguard.stream"
 AG_STREAM_ABANDONED = "agentguard.stream.abandoned"
 # An operation a LangGraph interrupt or parent command ended (its exception's class name).
 AG_INTERRUPTED = "agentguard.interrupted"
+# An operation whose asyncio task was cancelled (no error status).
+AG_CANCELLED = "agentguard.cancelled"
 AG_RETRIEVER_NAME = "agentguard.retriever.name"
 AG_RETRIEVAL_QUERY = "agentguard.retrieval.query"
 AG_RETRIEVAL_DOCUMENTS = "agentguard.retrieval.documents"

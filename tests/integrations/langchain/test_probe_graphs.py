@@ -187,7 +187,11 @@ async def test_a_cancelled_ainvoke_ends_the_agent_span_abandoned_not_failed(
     assert root.attributes["agentguard.stream.abandoned"] is True
     assert root.status.status_code is StatusCode.UNSET
     assert not any(e.name == "exception" for e in root.events)
-    assert spans.one("execute_tool slow_lookup").end_time is not None
+    tool_span = spans.one("execute_tool slow_lookup")
+    assert tool_span.end_time is not None
+    # The tool was cancelled with its agent: marked so, not counted as a tool failure.
+    assert tool_span.attributes["agentguard.cancelled"] is True
+    assert tool_span.status.status_code is StatusCode.UNSET
 
 
 def _by_user_text(messages: list[BaseMessage]) -> Any:
