@@ -479,7 +479,7 @@ class Operation:
                 span.set_attribute(semconv.AG_INTERRUPTED, pause)
                 self._finish()
                 return
-            if _cancelled(exc):
+            if cancelled(exc):
                 # The task running it was cancelled (a timeout, a client that went away): the
                 # caller stopped waiting, the work did not fail. Marked so, without error status.
                 span.set_attribute(semconv.AG_CANCELLED, True)
@@ -642,7 +642,7 @@ class Operation:
         self._finish()
 
 
-def _cancelled(exc: BaseException) -> bool:
+def cancelled(exc: BaseException) -> bool:
     """Whether ``exc`` is asyncio's cancellation (looked up, never imported for it)."""
     asyncio = sys.modules.get("asyncio")
     return asyncio is not None and isinstance(exc, asyncio.CancelledError)

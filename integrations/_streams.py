@@ -15,7 +15,6 @@ agentguard in between.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 from agentguard import semconv
 from agentguard._context import attach_context, current_context, detach_context
 from agentguard._errors import internal_error
-from agentguard._guard import Operation
+from agentguard._guard import Operation, cancelled
 
 __all__ = ["PLAIN", "StreamWatch", "adrive", "asked_in", "drive", "mark_failed", "opened_in"]
 
@@ -88,18 +87,12 @@ def opened_in(context: object, start: Callable[[], T]) -> T:
         detach_context(token)
 
 
-def _cancelled(exc: BaseException) -> bool:
-    # A CancelledError exists only once asyncio is imported: nothing is imported for it here.
-    asyncio = sys.modules.get("asyncio")
-    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
-
-
 def _ended_by(watch: StreamWatch, op: Operation, exc: BaseException,
               forwarded: BaseException | None) -> None:
     # What the caller threw in and got back (asyncio cancelling a stream its loop left behind),
     # and the cancellation of the task reading the stream (a cancelled ``ainvoke``, a timeout,
     # a client that went away) end the stream on the caller's side: abandoned, not failed.
-    if exc is forwarded or _cancelled(exc):
+    if exc is forwarded or cancelled(exc):
         watch.abandoned(op)
     else:
         watch.failed(op, exc)
