@@ -191,9 +191,12 @@ def measure(engine: str, repeats: int, prefilter: str = "auto") -> dict[str, Any
 
 
 class _Enforcing:
-    """A minimal stand-in for the Guard's finding factory, so findings can be built."""
+    """A minimal stand-in for the Guard: its finding factory, so findings can be built, and no
+    policy stages or baseline to take sink tools from."""
 
     mode = "monitor"
+    policies: tuple[Any, ...] = ()
+    baseline = None
 
     def finding_for(self, event: Any, decision: Any) -> Any:
         from agentguard._guard import Guard
