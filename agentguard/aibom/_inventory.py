@@ -9,9 +9,7 @@ dictionary updates) and bounded: past each limit new entries are counted, not st
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
-import stat
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from packaging.utils import canonicalize_name
 
 from agentguard._errors import internal_error
 from agentguard.aibom._environment import environment
+from agentguard.sensors._fspaths import open_regular
 
 __all__ = [
     "AI_FRAMEWORKS",
@@ -226,25 +225,23 @@ class _Hasher:
 
 def sha256_file(path: str, limit: int = MAX_HASH_BYTES) -> tuple[int | None, str | None, int]:
     """(size, sha256 of at most ``limit`` bytes, bytes hashed) of a regular file."""
-    try:
-        info = os.stat(path)
-    except OSError:
+    opened = open_regular(path)
+    if opened is None:
         return None, None, 0
-    if not stat.S_ISREG(info.st_mode):
-        return None, None, 0
+    handle, size = opened
     digest = hashlib.sha256()
     read = 0
-    try:
-        with open(path, "rb") as handle:
+    with handle:
+        try:
             while read < limit:
                 chunk = handle.read(min(_CHUNK, limit - read))
                 if not chunk:
                     break
                 digest.update(chunk)
                 read += len(chunk)
-    except OSError:
-        return info.st_size, None, 0
-    return info.st_size, digest.hexdigest(), read
+        except OSError:
+            return size, None, 0
+    return size, digest.hexdigest(), read
 
 
 class Inventory:

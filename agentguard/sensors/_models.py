@@ -13,7 +13,6 @@ import functools
 import hashlib
 import importlib
 import os
-import stat
 import sys
 from collections.abc import Iterable, MutableMapping, MutableSequence, MutableSet
 from enum import Enum
@@ -34,6 +33,7 @@ from typing import Any
 from agentguard._errors import internal_error
 from agentguard.sensors import _state
 from agentguard.sensors._emit import OperationBlocked
+from agentguard.sensors._fspaths import open_regular
 
 __all__ = ["EXEC", "FILE", "NETWORK", "REFLECTION", "STATE", "UNRESOLVED", "Load", "current_load",
            "digest", "unpickled_by_transport", "unsafe_global"]
@@ -69,31 +69,31 @@ def current_load() -> Load | None:
 
 def digest(path: str) -> tuple[int | None, str | None]:
     """The size of a regular file and, when it is small enough, its SHA-256 (cached)."""
-    try:
-        info = os.stat(path)
-    except OSError:
+    opened = open_regular(path)
+    if opened is None:
         return None, None
-    if not stat.S_ISREG(info.st_mode):
-        return None, None
-    size = info.st_size
-    if size > MAX_HASH_BYTES:
-        return size, None
-    key = (path, size, info.st_mtime_ns)
-    cached = _state.digests.get(key)
-    if cached is not None:
-        return size, cached
-    sha = hashlib.sha256()
-    remaining = MAX_HASH_BYTES
-    try:
-        with open(path, "rb") as handle:
+    handle, size = opened
+    with handle:
+        if size > MAX_HASH_BYTES:
+            return size, None
+        try:
+            key = (path, size, os.fstat(handle.fileno()).st_mtime_ns)
+        except OSError:
+            return size, None
+        cached = _state.digests.get(key)
+        if cached is not None:
+            return size, cached
+        sha = hashlib.sha256()
+        remaining = MAX_HASH_BYTES
+        try:
             while remaining > 0:
                 chunk = handle.read(min(_CHUNK, remaining))
                 if not chunk:
                     break
                 sha.update(chunk)
                 remaining -= len(chunk)
-    except OSError:
-        return size, None
+        except OSError:
+            return size, None
     value = sha.hexdigest()
     if len(_state.digests) >= MAX_DIGESTS:
         _state.digests.clear()

@@ -280,3 +280,35 @@ def test_a_path_through_a_link_and_dotdot_is_the_file_the_kernel_opens(
     assert [e["file.path"] for e in loads] == [str(real / "model.pkl")]
     assert loads[0]["agentguard.model.sha256"] == hashlib.sha256(
         (real / "model.pkl").read_bytes()).hexdigest()
+
+
+def test_a_model_path_swapped_for_a_named_pipe_never_blocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashing a model file checks the file it opened, opened without blocking: a path that was
+    a regular file when looked at and is a named pipe nobody writes to when opened (swapped in
+    between) gives no digest instead of hanging the agent's thread."""
+    import threading
+
+    from agentguard.aibom._inventory import sha256_file
+    from agentguard.sensors._models import digest
+
+    regular = tmp_path / "model.pkl"
+    regular.write_bytes(b"weights")
+    pipe = tmp_path / "swapped.pkl"
+    os.mkfifo(pipe)
+    real_stat = os.stat
+    # The moment of the swap: looking at the path still shows the regular file.
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: real_stat(
+        regular if str(path) == str(pipe) else path, *a, **k))
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.extend(
+        [digest(str(pipe)), sha256_file(str(pipe))]), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the hashing thread before failing
+        with open(pipe, "wb"):
+            pass
+        worker.join(10)
+        pytest.fail("hashing a named pipe blocked")
+    assert results == [(None, None), (None, None, 0)]
+    assert digest(str(regular))[1] == hashlib.sha256(b"weights").hexdigest()
