@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pytest
 
-from agentguard.collector.store import Store
+from agentguard.collector.store import Store, StoreError
 from tests.backends.phoenix import PhoenixServer, free_port, phoenix_version, wait_for
 from tests.collector.conftest import Listener
 
@@ -59,7 +59,10 @@ class Stack:
     def collector_status(self) -> dict[str, Any]:
         if not self.collector_db.exists():
             return {}
-        store = Store(str(self.collector_db), readonly=True)
+        try:
+            store = Store(str(self.collector_db), readonly=True)
+        except StoreError:  # the file exists, its schema is not written yet
+            return {}
         try:
             status: dict[str, Any] = store.status().get("collector", {}).get("value", {})
         finally:

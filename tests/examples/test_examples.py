@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agentguard.collector.store import Store
+from agentguard.collector.store import Store, StoreError
 from tests.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,7 +250,10 @@ def collector_status(db: Path) -> dict[str, Any]:
     """The status row the running collector rewrites every second ({} before it exists)."""
     if not db.exists():
         return {}
-    store = Store(str(db), readonly=True)
+    try:
+        store = Store(str(db), readonly=True)
+    except StoreError:  # the file exists, its schema is not written yet
+        return {}
     try:
         value: dict[str, Any] = store.status().get("collector", {}).get("value", {})
         return value
