@@ -20,8 +20,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from agentguard._errors import internal_error
+from agentguard._files import open_regular
 from agentguard.aibom._environment import environment
-from agentguard.sensors._fspaths import open_regular
 
 __all__ = [
     "AI_FRAMEWORKS",
@@ -225,10 +225,10 @@ class _Hasher:
 
 def sha256_file(path: str, limit: int = MAX_HASH_BYTES) -> tuple[int | None, str | None, int]:
     """(size, sha256 of at most ``limit`` bytes, bytes hashed) of a regular file."""
-    opened = open_regular(path)
-    if opened is None:
+    try:
+        handle, size = open_regular(path)
+    except (OSError, ValueError):  # no regular file (a pipe swapped in waits for no writer)
         return None, None, 0
-    handle, size = opened
     digest = hashlib.sha256()
     read = 0
     with handle:

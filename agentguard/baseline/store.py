@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 
+from agentguard._files import NotRegularFile, open_regular
 from agentguard.baseline.profile import Profile, ProfileError
 
 __all__ = ["MAX_FILE_SIZE", "load_profile", "locked", "merge_into_file", "save_profile",
@@ -32,26 +32,17 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and check a profile file; raises :class:`ProfileError` naming the file."""
     name = os.fspath(path)
     try:
-        # Opened without blocking: a named pipe nobody writes to would otherwise hang the agent
-        # at instrument(), and it is no profile anyway.
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        # A named pipe nobody writes to would otherwise hang the agent at instrument().
+        handle, _ = open_regular(name)
+        with handle:
+            data = handle.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         raise ProfileError(f"{name}: no such profile file") from None
+    except NotRegularFile as exc:
+        what = "a directory" if exc.directory else "a named pipe, device or socket"
+        raise ProfileError(f"{name}: is {what}, not a profile file") from None
     except OSError as exc:
         raise ProfileError(f"{name}: cannot read the profile ({exc.strerror or exc})") from None
-    try:
-        kind = os.fstat(fd).st_mode
-        if not stat.S_ISREG(kind):
-            what = "a directory" if stat.S_ISDIR(kind) else "a named pipe, device or socket"
-            raise ProfileError(f"{name}: is {what}, not a profile file")
-        with os.fdopen(fd, "rb") as handle:
-            fd = -1
-            data = handle.read(MAX_FILE_SIZE + 1)
-    except OSError as exc:
-        raise ProfileError(f"{name}: cannot read the profile ({exc.strerror or exc})") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
     if len(data) > MAX_FILE_SIZE:
         raise ProfileError(f"{name}: larger than {MAX_FILE_SIZE >> 20} MiB, not a profile")
     return Profile.from_json(data, name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from agentguard import events as _events
+from agentguard._files import NotRegularFile, open_regular
 from agentguard.events import EventContext
 from agentguard.findings import Category, Decision, Severity
 from agentguard.policy._errors import PolicyError
@@ -117,31 +117,21 @@ def _parse(text: str | bytes, name: str, *, builtin: bool = False) -> Source:
 def _read_policy_file(name: str) -> bytes:
     """The bytes of a policy file (one over the size limit at most); raises :class:`PolicyError`."""
     try:
-        # Opened without blocking: a named pipe nobody writes to would otherwise hang the agent
-        # at instrument(), and it is no policy file anyway.
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise PolicyError.single(name, "policy file not found") from None
-    except OSError as exc:
-        raise PolicyError.single(name, f"cannot read the policy file: "
-                                       f"{exc.strerror or exc}") from None
-    try:
-        kind = os.fstat(fd).st_mode
-        if stat.S_ISDIR(kind):
-            raise PolicyError.single(name, "is a directory, not a policy file")
-        if not stat.S_ISREG(kind):
-            raise PolicyError.single(name, "is a named pipe, device or socket, not a policy file",
-                                     hint="give the path of a regular file")
-        with os.fdopen(fd, "rb") as handle:
-            fd = -1
+        # A named pipe nobody writes to would otherwise hang the agent at instrument().
+        handle, _ = open_regular(name)
+        with handle:
             # One byte over the limit is enough for the loader to refuse the file.
             return handle.read(MAX_SOURCE_BYTES + 1)
+    except FileNotFoundError:
+        raise PolicyError.single(name, "policy file not found") from None
+    except NotRegularFile as exc:
+        if exc.directory:
+            raise PolicyError.single(name, "is a directory, not a policy file") from None
+        raise PolicyError.single(name, "is a named pipe, device or socket, not a policy file",
+                                 hint="give the path of a regular file") from None
     except OSError as exc:
         raise PolicyError.single(name, f"cannot read the policy file: "
                                        f"{exc.strerror or exc}") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def _from_data(data: Any, name: str) -> Source:

@@ -25,7 +25,7 @@ import wrapt
 from agentguard import _state as _agentguard_state
 from agentguard.sensors import _state
 
-__all__ = ["UNKNOWN", "absolute", "install", "normalised", "open_regular", "wrapper_functions"]
+__all__ = ["UNKNOWN", "absolute", "install", "normalised", "wrapper_functions"]
 
 # The category of a file opened relative to a directory the sensor could not resolve.
 UNKNOWN = "unknown"
@@ -37,30 +37,6 @@ def _needs_normalising(path: str) -> bool:
 
 # Longer paths are refused by the kernel (ENAMETOOLONG): left as they are, never walked.
 MAX_PATH = 4096
-
-
-def open_regular(path: str) -> tuple[Any, int] | None:
-    """``path`` opened for reading and its size, when it is a regular file; else ``None``.
-
-    The type is checked on the opened file, which is opened without blocking: a path checked
-    first and opened after could be swapped for a named pipe in between, and opening a pipe
-    nobody writes to waits for ever (in the agent's thread)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError, TypeError):
-        return None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode):
-            handle = os.fdopen(fd, "rb")
-            fd = -1
-            return handle, info.st_size
-    except OSError:
-        pass
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return None
 
 
 def normalised(path: str) -> str:

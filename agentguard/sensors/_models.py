@@ -31,9 +31,9 @@ from types import (
 from typing import Any
 
 from agentguard._errors import internal_error
+from agentguard._files import open_regular
 from agentguard.sensors import _state
 from agentguard.sensors._emit import OperationBlocked
-from agentguard.sensors._fspaths import open_regular
 
 __all__ = ["EXEC", "FILE", "NETWORK", "REFLECTION", "STATE", "UNRESOLVED", "Load", "current_load",
            "digest", "unpickled_by_transport", "unsafe_global"]
@@ -69,10 +69,10 @@ def current_load() -> Load | None:
 
 def digest(path: str) -> tuple[int | None, str | None]:
     """The size of a regular file and, when it is small enough, its SHA-256 (cached)."""
-    opened = open_regular(path)
-    if opened is None:
+    try:
+        handle, size = open_regular(path)
+    except (OSError, ValueError):  # no regular file (a pipe swapped in waits for no writer)
         return None, None
-    handle, size = opened
     with handle:
         if size > MAX_HASH_BYTES:
             return size, None

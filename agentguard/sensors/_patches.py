@@ -75,7 +75,7 @@ from agentguard.sensors._emit import (
     current_operation,
     write_span_event,
 )
-from agentguard.sensors._fspaths import normalised
+from agentguard.sensors._fspaths import absolute
 from agentguard.sensors._hook import report_import, report_model_load, run_handler
 from agentguard.sensors._models import Load, current_load
 from agentguard.sensors._propagation import child_environment, identity
@@ -304,13 +304,9 @@ def _file_path(target: Any) -> str | None:
 
 
 def _absolute(path: str) -> str:
-    # (Not os.path.abspath: it drops ".." textually, before the links are followed.)
-    if path[:1] != "/":
-        try:
-            path = os.path.join(os.getcwd(), path)
-        except OSError:  # the working directory was removed: the path as given
-            return path
-    return normalised(path)
+    # The audit hook's own reading of a path it sees opened (not os.path.abspath, which drops
+    # ".." textually, before the links are followed).
+    return absolute(path, path)[0]
 
 
 def _loading(load: Load, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
