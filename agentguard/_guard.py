@@ -1237,11 +1237,12 @@ class Guard:
             pid=current_pid(), tid=current_tid(),
         )
 
-    def emit_event(self, event: _EventBase) -> Verdict:
-        """Judge an event that has no span of its own (sensors); findings land on the current span."""
+    def emit_event(self, event: _EventBase, span: trace.Span | None = None) -> Verdict:
+        """Judge an event that has no span of its own (sensors); findings land on ``span``, else
+        on the current span."""
         verdict = self.evaluate(event)
         if verdict.findings:
-            self.emit(verdict, trace.get_current_span())
+            self.emit(verdict, span if span is not None else trace.get_current_span())
         return verdict
 
     def start_cloud_call(

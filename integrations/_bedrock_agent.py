@@ -434,12 +434,8 @@ class _AgentFollower(StreamFollower):
             op.end()
 
     def _record_answer(self) -> None:
-        guard = self.guard
-        if self.answer and guard.capture.enabled:
-            captured = guard.content(output_messages(
-                [{"role": "assistant", "content": "".join(self.answer)}]))
-            if captured is not None:
-                self.op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
+        if self.answer:
+            _capture_answer(self.op, "".join(self.answer))
 
     def complete(self) -> None:
         self._close_steps()
@@ -574,13 +570,19 @@ def _cited(citation: Any, docs: list[dict[str, Any]]) -> None:
 
 def _judge(op: Operation, event: Any, where: str) -> None:
     """Judge an event of a span that stays open; findings land on that span."""
-    guard = op.guard
     try:
-        verdict = guard.evaluate(event)
-        if verdict.findings:
-            guard.emit(verdict, op.span)
+        op.guard.emit_event(event, op.span)
     except Exception as exc:
         internal_error(where, exc)
+
+
+def _capture_answer(op: Operation, text: str) -> None:
+    """An answer as the span's ``gen_ai.output.messages`` (per ``capture_content``)."""
+    guard = op.guard
+    if guard.capture.enabled:
+        captured = guard.content(output_messages([{"role": "assistant", "content": text}]))
+        if captured is not None:
+            op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
 
 
 def _record_answer(state: _RetrievalState, answer: str) -> None:
@@ -591,10 +593,7 @@ def _record_answer(state: _RetrievalState, answer: str) -> None:
     if op.ended:
         return
     try:
-        if guard.capture.enabled:
-            captured = guard.content(output_messages([{"role": "assistant", "content": answer}]))
-            if captured is not None:
-                op.span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
+        _capture_answer(op, answer)
     except Exception as exc:
         internal_error("bedrock answer capture", exc)
     if guard.has_stages:
@@ -679,8 +678,10 @@ class _GenerationFollower(StreamFollower):
                 semconv.AG_BEDROCK_GUARDRAIL_ACTION: str(guardrail.get("action", ""))})
 
     def _partial(self) -> None:
-        """What the caller read before the stream ended early is judged like a whole answer."""
+        """What the caller read before the stream ended early is recorded and judged like a
+        whole answer."""
         op = self.state.op
+        op.span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(self.docs))
         if self.docs and op.guard.has_stages:
             _judge(op, trusted(Retrieval, {
                 "context": op.event_context(), "timestamp": time.time(), "kind": "retrieval",
@@ -698,7 +699,6 @@ class _GenerationFollower(StreamFollower):
     def failed(self, exc: BaseException) -> None:
         op = self.state.op
         self._partial()
-        op.span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(self.docs))
         if isinstance(getattr(exc, "response", None), dict):
             op.span.set_attribute(semconv.RPC_RESPONSE_STATUS_CODE, error_code(exc))
         op.fail(exc)
@@ -706,7 +706,6 @@ class _GenerationFollower(StreamFollower):
     def abandoned(self) -> None:
         op = self.state.op
         self._partial()
-        op.span.set_attribute(semconv.AG_RETRIEVAL_DOCUMENT_COUNT, len(self.docs))
         op.abandon()
 
 
