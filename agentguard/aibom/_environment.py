@@ -24,7 +24,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from agentguard._errors import internal_error
-from agentguard.sensors._modules import read_metadata
+from agentguard.sensors._modules import pth_tops, read_metadata
 
 __all__ = ["Environment", "InstalledDistribution", "environment", "refresh"]
 
@@ -274,7 +274,8 @@ def _headers(text: str) -> dict[str, list[str]]:
 
 
 def _top_level(dist: importlib.metadata.Distribution) -> set[str]:
-    """Top-level import names a distribution ships (``top_level.txt``, else its ``RECORD``)."""
+    """Top-level import names a distribution ships (``top_level.txt``, else its ``RECORD``, else
+    the directories its ``.pth`` files put on ``sys.path``: an editable install)."""
     text = read_metadata(dist, "top_level.txt")
     if text:
         return {line.strip() for line in text.splitlines() if line.strip()}
@@ -292,7 +293,7 @@ def _top_level(dist: importlib.metadata.Distribution) -> set[str]:
                 tops.add(head.partition(".")[0])
         elif "." not in head and "-" not in head:
             tops.add(head)
-    return tops
+    return tops or pth_tops(dist)
 
 
 _lock = threading.Lock()

@@ -13,15 +13,18 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 import time
 from typing import NamedTuple
 
 from agentguard._errors import internal_error
+from agentguard._files import open_regular
 from agentguard.sensors import _state
 
-__all__ = ["MAX_METADATA_BYTES", "MAX_SEEN", "ModuleInfo", "first_load", "prime", "read_metadata"]
+__all__ = ["MAX_METADATA_BYTES", "MAX_SEEN", "ModuleInfo", "first_load", "prime", "pth_tops",
+           "read_metadata"]
 
 MAX_SEEN = 16384
 MAX_MISSING = 4096
@@ -32,6 +35,11 @@ REFRESH_INTERVAL = 30.0
 # Bytes read of one metadata file of a distribution (METADATA, RECORD, top_level.txt): the
 # largest real RECORD files are a few MiB; of a larger one only the lines within this are read.
 MAX_METADATA_BYTES = 16 << 20
+# Of an editable install's ``.pth`` files: bytes read of one, files read per distribution, and
+# directory entries looked at per directory it names.
+MAX_PTH_BYTES = 64 << 10
+MAX_PTH_FILES = 8
+MAX_PTH_ENTRIES = 4096
 
 _STDLIB: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ()))
 _BUILTIN: frozenset[str] = frozenset(sys.builtin_module_names)
@@ -87,7 +95,8 @@ def _read_distributions() -> dict[str, list[str]]:
         return mapping
     for dist in found:
         try:
-            tops = (read_metadata(dist, "top_level.txt") or "").split() or _inferred(dist)
+            tops = (read_metadata(dist, "top_level.txt") or "").split() or _inferred(dist) or \
+                pth_tops(dist)
             if not tops:
                 continue
             name = _name(dist)
@@ -148,6 +157,74 @@ def _inferred(dist: importlib.metadata.Distribution) -> set[str]:
                 tops.add(file.parts[0] if len(file.parts) > 1 else file.with_suffix("").name)
             continue
         tops.add(first if slash else first[:-3])
+    return tops
+
+
+def pth_tops(dist: importlib.metadata.Distribution) -> set[str]:
+    """The top-level names a distribution puts on ``sys.path`` through the ``.pth`` files it
+    installs: the packages and modules of each directory they name.
+
+    An editable install by a ``.pth`` file (hatchling, flit, pdm, setuptools' "compat" mode)
+    lists the ``.pth`` in its RECORD, not the modules, which stay in the project's source tree;
+    ``site`` adds each line that is not an ``import`` statement, joined to the site directory.
+    Bounded: :data:`MAX_PTH_FILES` files of up to :data:`MAX_PTH_BYTES`, the first
+    :data:`MAX_PTH_ENTRIES` entries of a directory; a line naming the site directory itself (every
+    distribution's modules) adds nothing."""
+    record = read_metadata(dist, "RECORD")
+    if not record:
+        return set()
+    tops: set[str] = set()
+    read = 0
+    for row in csv.reader(record.splitlines()):
+        if not row or "/" in row[0] or not row[0].endswith(".pth"):
+            continue
+        if read >= MAX_PTH_FILES:
+            break
+        read += 1
+        try:
+            pth = os.fspath(dist.locate_file(row[0]))
+            handle, _ = open_regular(pth)
+            with handle:
+                text = handle.read(MAX_PTH_BYTES).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            continue
+        site = os.path.dirname(pth)
+        for line in text.splitlines():
+            line = line.rstrip()
+            if not line or line.startswith(("#", "import ", "import\t")):
+                continue
+            folder = os.path.join(site, line)
+            try:
+                if os.path.samefile(folder, site):
+                    continue
+            except (OSError, ValueError):
+                continue
+            tops |= _directory_tops(folder)
+    return tops
+
+
+def _directory_tops(folder: str) -> set[str]:
+    """The importable top-level names in ``folder``: packages (a directory with ``__init__``) and
+    modules (source or extension), each an identifier."""
+    tops: set[str] = set()
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_PTH_ENTRIES:
+                    break
+                name = entry.name
+                if entry.is_dir():
+                    if name.isidentifier() and any(
+                            os.path.isfile(os.path.join(entry.path, init))
+                            for init in ("__init__.py", "__init__.pyc")):
+                        tops.add(name)
+                    continue
+                stem, dot, suffix = name.partition(".")
+                if dot and stem.isidentifier() and (
+                        suffix == "py" or suffix.endswith(("so", "pyd"))):
+                    tops.add(stem)
+    except (OSError, ValueError):
+        pass
     return tops
 
 

@@ -127,3 +127,33 @@ def test_a_huge_record_is_read_only_up_to_the_bound(site: Path,
 
     assert env.distributions["agbomprobe-big"].top_level == (f"{PREFIX}early", f"{PREFIX}first")
     assert env.owner(f"{PREFIX}late") == ()
+
+
+def test_an_editable_install_by_a_pth_file_is_a_library(
+        site: Path, tmp_path: Path, bom_guard: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package of an editable install whose RECORD lists only a ``.pth`` file (hatchling, flit,
+    pdm) is inventoried as its distribution with its version when the agent imports it, not as a
+    local module from a plain directory."""
+    source = tmp_path / "project" / "src"
+    (source / f"{PREFIX}edit").mkdir(parents=True)
+    (source / f"{PREFIX}edit" / "__init__.py").write_text("VALUE = 1\n")
+    (site / f"_{PREFIX}edit.pth").write_text(f"{source}\n")
+    info = site / f"{PREFIX}edit-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: agbomprobe-edit\nVersion: 0.3\n\n")
+    (info / "RECORD").write_text(f"_{PREFIX}edit.pth,sha256=x,1\n{info.name}/METADATA,,\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(source)])  # what site.py does with the .pth
+    monkeypatch.setattr(_environment, "_cached", _environment.Environment())
+    (tmp_path / "requirements.txt").write_text("pyyaml\n")
+    _, found = bom_guard(enable={"declared": [tmp_path / "requirements.txt"]})
+
+    assert importlib.import_module(f"{PREFIX}edit").VALUE == 1
+
+    assert [(f.evidence["distribution"], f.evidence["version"]) for f in found
+            if f.rule_id == "BOM001" and f.evidence["module"] == f"{PREFIX}edit"] == \
+        [("agbomprobe-edit", "0.3")]
+    document = aibom.build(settle_timeout=5)
+    assert _libraries(document)["agbomprobe-edit"]["version"] == "0.3"
+    local = {p["name"]: p["value"] for p in document["metadata"]["properties"]}
+    assert f"{PREFIX}edit" not in local.get("agentguard:local_modules", "").split(",")
+    assert _environment.environment().owner(f"{PREFIX}edit") == ("agbomprobe-edit",)

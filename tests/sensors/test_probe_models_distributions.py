@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import site
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +135,64 @@ def test_a_huge_record_is_read_only_up_to_the_bound(sites: tuple[Path, Path],
     assert f"{PREFIX}late" not in mapping
     assert not [top for top in mapping if top.startswith(PREFIX) and top not in
                 (f"{PREFIX}first", f"{PREFIX}early")]
+
+
+def _editable(site: Path, project: Path, name: str, module: str) -> None:
+    """An editable install as hatchling, flit or pdm write one: a ``.pth`` file naming the
+    project's source directory, listed in the RECORD of a ``.dist-info`` that ships no module."""
+    source = project / "src"
+    (source / module).mkdir(parents=True)
+    (source / module / "__init__.py").write_text("VALUE = 1\n")
+    (source / "agprobe_helper.py").write_text("VALUE = 1\n")
+    (project / "README.md").write_text("not a module\n")
+    (site / f"_{module}.pth").write_text(f"# editable\n{source}\nimport os\n")
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n")
+    (info / "direct_url.json").write_text(
+        f'{{"url": "file://{project}", "dir_info": {{"editable": true}}}}')
+    (info / "RECORD").write_text(f"_{module}.pth,sha256=x,1\n{info.name}/METADATA,,\n"
+                                 f"{info.name}/RECORD,,\n")
+
+
+def test_an_editable_install_by_a_pth_file_is_named(
+        guarded: Any, spans: Any, sites: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package of an editable install whose RECORD lists only a ``.pth`` file (its modules stay
+    in the project's source tree) is reported with its distribution and version, not as a module
+    from a plain directory; so is a module beside it in that tree."""
+    first, _ = sites
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    _editable(first, tmp_path / "project", "agprobe-edit", f"{PREFIX}edit")
+    site.addsitedir(str(first))  # what the interpreter does with the .pth at start-up
+    assert str(tmp_path / "project" / "src") in sys.path
+
+    assert _first_import(guarded, spans, f"{PREFIX}edit") == {
+        "agentguard.module.name": f"{PREFIX}edit", "agentguard.module.origin": "distribution",
+        "agentguard.module.distribution": "agprobe-edit", "agentguard.module.version": "1.0"}
+    mapping = _modules._read_distributions()
+    assert mapping[f"{PREFIX}helper"] == ["agprobe-edit"]
+    assert "README" not in mapping
+
+
+def test_a_pth_file_naming_the_site_directory_or_a_pipe_adds_nothing(
+        sites: tuple[Path, Path], tmp_path: Path) -> None:
+    """A ``.pth`` line naming the site directory itself would give the distribution every other
+    one's modules; a ``.pth`` that is a named pipe would block the read: neither adds a module,
+    and the other distributions are still mapped."""
+    first, _ = sites
+    (first / f"{PREFIX}own.py").write_text("VALUE = 1\n")
+    (first / "_agprobe_self.pth").write_text(".\n" + str(first) + "\n")
+    os.mkfifo(first / "_agprobe_fifo.pth")
+    for folder, pth in (("agprobe_self-1.dist-info", "_agprobe_self.pth"),
+                        ("agprobe_fifo-1.dist-info", "_agprobe_fifo.pth")):
+        _distribution(first, folder, b"Metadata-Version: 2.1\nName: " +
+                      folder.partition("-")[0].replace("_", "-").encode() + b"\nVersion: 1\n\n",
+                      record=f"{pth},,\n".encode())
+    _distribution(first, "agprobe_plain-1.dist-info",
+                  b"Metadata-Version: 2.1\nName: agprobe-plain\nVersion: 1\n\n",
+                  top_level=f"{PREFIX}plain\n", module=f"{PREFIX}plain")
+
+    mapping = _modules._read_distributions()
+    assert f"{PREFIX}own" not in mapping
+    assert mapping[f"{PREFIX}plain"] == ["agprobe-plain"]
