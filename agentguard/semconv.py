@@ -104,7 +104,8 @@ AG_AGENT_GRAPH = "agentguard.agent.graph"
 AG_BATCH_SIZE = "agentguard.model.batch_size"
 AG_STREAM = "agentguard.stream"
 AG_STREAM_ABANDONED = "agentguard.stream.abandoned"
-# An operation a LangGraph interrupt or parent command ended (its exception's class name).
+# An operation a LangGraph interrupt or parent command ended, or a top-level graph that paused for
+# a human (the interrupt's class name).
 AG_INTERRUPTED = "agentguard.interrupted"
 # An operation whose asyncio task was cancelled (no error status).
 AG_CANCELLED = "agentguard.cancelled"

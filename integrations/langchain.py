@@ -147,9 +147,19 @@ def _is_tool_message(value: Any) -> bool:
     return getattr(value, "type", None) == "tool" and hasattr(value, "content")
 
 
+def _is_new_message(value: Any) -> bool:
+    """Whether ``value`` is a message other than a tool message that a tool made itself (a page
+    it read, handed to the model as a user message): messages already in the graph's state carry
+    the id LangGraph gave them, so a handoff's copy of the history is left out."""
+    kind = getattr(value, "type", None)
+    return kind != "tool" and kind in _ROLES and hasattr(value, "content") and \
+        getattr(value, "id", None) is None
+
+
 def _update_messages(command: Any) -> list[Any]:
     """The tool messages in a LangGraph ``Command``'s state update (a dict of channels, or a
-    list of ``(channel, value)`` pairs), whatever the channel of the messages is called."""
+    list of ``(channel, value)`` pairs), whatever the channel of the messages is called, and the
+    other messages the tool made and adds to the conversation with them."""
     update = getattr(command, "update", None)
     if isinstance(update, dict):
         values = list(update.values())[:_MAX_UPDATE_ITEMS]
@@ -161,14 +171,16 @@ def _update_messages(command: Any) -> list[Any]:
     found: list[Any] = []
     for value in values:
         items = value[:_MAX_UPDATE_ITEMS] if isinstance(value, (list, tuple)) else [value]
-        found.extend(item for item in items if _is_tool_message(item))
+        found.extend(item for item in items if _is_tool_message(item) or _is_new_message(item))
     return found
 
 
 def _tool_messages(output: Any, call_id: Any) -> list[Any] | None:
-    """The tool messages that carry a tool's answer to the model, or ``None`` when the output is
-    not wrapped in any: a ``ToolMessage`` (LangChain wraps the content in one when there is a
-    call id), or the one a LangGraph ``Command`` (or a list of them) adds to the conversation."""
+    """The messages that carry a tool's answer to the model, or ``None`` when the output is not
+    wrapped in any: a ``ToolMessage`` (LangChain wraps the content in one when there is a call
+    id), or what a LangGraph ``Command`` (or a list of them) adds to the conversation: its tool
+    message and any message the tool made to go with it (all read by the model, so all judged
+    as the tool's result)."""
     if _is_tool_message(output):
         return [output]
     # A Command is recognised by its shape, so LangGraph is never imported here.
@@ -184,10 +196,12 @@ def _tool_messages(output: Any, call_id: Any) -> list[Any] | None:
             messages.append(item)
         elif type(item).__name__ == "Command":
             messages.extend(_update_messages(item))
-    if call_id is not None:
-        # The one ToolNode answers the model's call with; others in the update are history.
-        own = [m for m in messages if getattr(m, "tool_call_id", None) == call_id]
-        messages = own or messages
+    # The tool message ToolNode answers the model's call with; other tool messages in the update
+    # are history.
+    if call_id is not None and any(getattr(m, "tool_call_id", None) == call_id
+                                   for m in messages):
+        messages = [m for m in messages if not _is_tool_message(m)
+                    or getattr(m, "tool_call_id", None) == call_id]
     return messages or None
 
 
@@ -225,6 +239,47 @@ def _mark_tool_error(op: Operation, message: Any) -> None:
         internal_error("tool error status", exc)
 
 
+# Tool calls whose tool failed with an error LangChain handled (a ``ToolException`` with
+# ``handle_tool_error``, invalid input with ``handle_validation_error``), each with that error,
+# until the call's result is recorded: the tool's answer is then the handler's text (a plain
+# string on a direct call, without the error status a tool message carries), and LangChain
+# keeps the exception nowhere else.
+_HANDLED: dict[Operation, BaseException] = {}
+_HANDLED_LIMIT = 4096
+
+
+def _error_handled(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> Any:
+    content = wrapped(*args, **kwargs)
+    if _state.guard is None:
+        return content
+    try:
+        # BaseTool.run / arun call the handler with the tool call's operation current.
+        op = current_frame().tool
+        error = args[0] if args else kwargs.get("e")
+        if op is not None and not op.ended and isinstance(error, BaseException):
+            if len(_HANDLED) >= _HANDLED_LIMIT:
+                _HANDLED.clear()
+            _HANDLED[op] = error
+    except Exception as exc:
+        internal_error("tool error handled", exc)
+    return content
+
+
+def _mark_handled(op: Operation, error: BaseException) -> None:
+    """Give ``op``'s span the error a handler of LangChain's turned into the tool's answer: an
+    ``exception`` event (not escaped), error status and ``error.type``, as a tool error that
+    propagates gets, while the agent carries on with the answer."""
+    try:
+        capture = op.guard.capture
+        span = op.span
+        span.add_event("exception", capture.exception(error))
+        span.set_status(Status(StatusCode.ERROR, capture.error_status(error)))
+        span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+    except Exception as exc:
+        internal_error("tool error status", exc)
+
+
 def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                 ) -> Operation | None:
     try:
@@ -246,7 +301,10 @@ def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict
 
 def _finish_tool(op: Operation, output: Any) -> None:
     result, failed = _tool_output(output, op.call_id)
-    if failed is not None:
+    handled = _HANDLED.pop(op, None) if _HANDLED else None
+    if handled is not None:
+        _mark_handled(op, handled)
+    elif failed is not None:
         _mark_tool_error(op, failed)
     verdict = op.end_tool(result)
     if verdict.blocked:
@@ -320,6 +378,8 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     except BaseException as exc:
         op.fail(exc)
         op.deactivate(token)
+        if _HANDLED:
+            _HANDLED.pop(op, None)
         # The runtime sensor or a cloud-call policy refused something the tool did: told to the
         # model like a policy block. Any other error propagates unchanged.
         if not isinstance(exc, Exception):
@@ -349,7 +409,11 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
         return await wrapped(*args, **kwargs)
     try:
         output = await op.acall(wrapped, *args, **kwargs)
-    except Exception as exc:
+    except BaseException as exc:
+        if _HANDLED:
+            _HANDLED.pop(op, None)
+        if not isinstance(exc, Exception):
+            raise
         finding = _sensor_block(exc)
         if finding is None:
             raise
@@ -679,6 +743,11 @@ class LangChainIntegration(Integration):
         if target == "langchain_core.tools.base":
             self.wrap(module.BaseTool, "run", _tool_run)
             self.wrap(module.BaseTool, "arun", _tool_arun)
+            # The module's own handlers, which BaseTool.run / arun look up at each call: the
+            # only place a handled tool error is seen before it becomes the tool's answer.
+            for handler in ("_handle_tool_error", "_handle_validation_error"):
+                if callable(getattr(module, handler, None)):
+                    self.wrap(module, handler, _error_handled)
         elif target == "langchain_core.language_models.chat_models":
             self.wrap(module.BaseChatModel, "generate", _chat_generate)
             self.wrap(module.BaseChatModel, "agenerate", _chat_agenerate)

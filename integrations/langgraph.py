@@ -5,14 +5,21 @@ Target: ``Pregel.stream`` / ``Pregel.astream``. Every way of running a compiled 
 nodes) goes through one of them, so one span per invocation comes out without double counting.
 Tool calls of ``ToolNode`` (including parallel ones) are covered by the LangChain integration,
 which sees them through ``BaseTool``.
+
+A graph that pauses for a human (``interrupt()``, ``interrupt_before`` / ``interrupt_after``)
+ends its stream normally at the top level: LangGraph's run loop swallows the interrupt on its way
+out (``SyncPregelLoop.__exit__`` / ``AsyncPregelLoop.__aexit__``), which is where the pause is
+seen and the invocation marked ``agentguard.interrupted``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from agentguard import _state
+from agentguard import _state, semconv
+from agentguard._context import current_frame
 from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
 from agentguard.findings import ToolCallBlocked
@@ -24,7 +31,17 @@ __all__ = ["LangGraphIntegration", "turn_text"]
 
 
 def turn_text(graph_input: Any) -> str | None:
-    """The user's text if ``graph_input`` brings a new human message (a new turn), else ``None``."""
+    """The user's text if ``graph_input`` brings a new human message (a new turn), else ``None``.
+
+    A ``Command`` brings one in its state update (``Command(update={"messages": [...]})``) or as
+    the value a paused graph is resumed with (``Command(resume=HumanMessage(...))``); a resume
+    value that is not a human message (an approval, an edited tool call) is no turn.
+    """
+    if _is_command(graph_input):
+        texts = [text for text in (_update_text(getattr(graph_input, "update", None)),
+                                   _resume_text(getattr(graph_input, "resume", None)))
+                 if text is not None]
+        return "\n".join(texts) if texts else None
     messages: Any = None
     if isinstance(graph_input, str):
         return graph_input
@@ -37,14 +54,68 @@ def turn_text(graph_input: Any) -> str | None:
         and isinstance(graph_input[0], str)
     ):
         messages = graph_input
-    elif getattr(graph_input, "type", None) == "human":
+    elif _is_human(graph_input):
         messages = [graph_input]
+    return _last_user_text(messages)
+
+
+# Items of a Command's update or resume value looked at for a human message.
+_MAX_ITEMS = 64
+
+
+def _is_command(value: Any) -> bool:
+    # Recognised by its shape, so nothing of LangGraph is imported to look at an input.
+    return type(value).__name__ == "Command" and hasattr(value, "resume") and \
+        hasattr(value, "update")
+
+
+def _is_human(value: Any) -> bool:
+    return getattr(value, "type", None) == "human" and hasattr(value, "content")
+
+
+def _last_user_text(messages: Any) -> str | None:
     if isinstance(messages, (str, tuple)) or getattr(messages, "type", None) is not None:
         messages = [messages]
     if not messages or not isinstance(messages, (list, tuple)):
         return None
     last = message_to_dict(messages[-1])
     return last["content"] if last.get("role") == "user" else None
+
+
+def _update_text(update: Any) -> str | None:
+    """The user's text if a ``Command``'s state update ends its messages with a human message:
+    the update is a dict of channels, a list of ``(channel, value)`` pairs or a state object."""
+    if update is None:
+        return None
+    if isinstance(update, dict):
+        messages = update.get("messages")
+    elif isinstance(update, (list, tuple)):
+        found = [pair[1] for pair in update[:_MAX_ITEMS]
+                 if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == "messages"]
+        messages = found[-1] if found else None
+    else:
+        messages = getattr(update, "messages", None)
+    if isinstance(messages, (list, tuple)):
+        messages = messages[-_MAX_ITEMS:]
+    return _last_user_text(messages) if messages is not None else None
+
+
+def _resume_text(resume: Any) -> str | None:
+    """The user's text if a graph is resumed with a human message: the value itself, the last of
+    a list of messages, or (resuming several interrupts by id) one of a mapping's values."""
+    if isinstance(resume, dict):
+        if "messages" in resume:
+            return _update_text(resume)
+        texts = [text for value in list(resume.values())[:_MAX_ITEMS]
+                 if (text := _human_text(value)) is not None]
+        return "\n".join(texts) if texts else None
+    return _human_text(resume)
+
+
+def _human_text(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)) and value:
+        value = value[-1]
+    return _last_user_text([value]) if _is_human(value) else None
 
 
 def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -61,17 +132,83 @@ def _thread_id(config: Any) -> str | None:
     return None
 
 
+# Thread id → the user's text of a human message a state update (``update_state``) added to that
+# thread, until the next top-level run on the thread, which answers it: that message is the
+# run's turn (judged before the model reads it), as if it had come in the run's input.
+_pending: dict[str, str] = {}
+_pending_lock = threading.Lock()
+_PENDING_LIMIT = 1024
+
+
+def _updated(config: Any, values: Any) -> None:
+    """Note the human message a state update brings to its thread (see ``_pending``)."""
+    try:
+        thread = _thread_id(config)
+        text = _update_text(values) if thread is not None else None
+        if thread is None or text is None:
+            return
+        with _pending_lock:
+            _pending.pop(thread, None)
+            _pending[thread] = text
+            while len(_pending) > _PENDING_LIMIT:
+                del _pending[next(iter(_pending))]
+    except Exception as exc:
+        internal_error("langgraph state update", exc)
+
+
+def _update_state(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> Any:
+    result = wrapped(*args, **kwargs)
+    if _state.guard is not None:
+        _updated(_update_args(args, kwargs), _update_values(args, kwargs))
+    return result
+
+
+async def _aupdate_state(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> Any:
+    result = await wrapped(*args, **kwargs)
+    if _state.guard is not None:
+        _updated(_update_args(args, kwargs), _update_values(args, kwargs))
+    return result
+
+
+def _update_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("config")
+
+
+def _update_values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("values")
+
+
+def _pending_turn(config: Any) -> str | None:
+    thread = _thread_id(config)
+    if thread is None or not _pending:
+        return None
+    with _pending_lock:
+        return _pending.pop(thread, None)
+
+
 def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
            ) -> Operation | None:
+    pending = config = None
     try:
         graph_input = args[0] if args else kwargs.get("input")
         name = getattr(instance, "name", None) or type(instance).__name__
+        config = _config(args, kwargs)
+        text = turn_text(graph_input)
+        if current_frame().agent is None:
+            pending = _pending_turn(config)
+            if pending is not None:
+                text = pending if text is None else f"{pending}\n{text}"
         return guard.start_agent(
             str(name),
-            conversation_id=_thread_id(_config(args, kwargs)),
-            turn_text=turn_text(graph_input),
+            conversation_id=_thread_id(config),
+            turn_text=text,
         )
     except ToolCallBlocked:
+        if pending is not None:
+            # The message stays in the thread's state: the next run must not let it through.
+            _updated(config, {"messages": [("user", pending)]})
         raise
     except Exception as exc:
         internal_error("langgraph start", exc)
@@ -114,14 +251,72 @@ def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     return adrive(start)
 
 
+def _paused(exc: Any) -> str | None:
+    """The class name of ``exc`` when it is LangGraph's interrupt (``GraphInterrupt`` and its
+    subclasses), recognised by name so that nothing is imported to look at it."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ == "GraphInterrupt" and cls.__module__.startswith("langgraph"):
+            return type(exc).__name__
+    return None
+
+
+def _mark_paused(exc: Any) -> None:
+    """Mark the invocation whose run loop swallowed ``exc`` as paused, when ``exc`` is an
+    interrupt: the loop exits inside the graph's stream, so that invocation is current."""
+    try:
+        pause = _paused(exc)
+        if pause is None:
+            return
+        op = current_frame().agent
+        if op is not None and not op.ended:
+            op.span.set_attribute(semconv.AG_INTERRUPTED, pause)
+    except Exception as err:
+        internal_error("langgraph interrupt", err)
+
+
+def _exited(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("exc_value")
+
+
+def _loop_exit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+               ) -> Any:
+    suppressed = wrapped(*args, **kwargs)
+    if suppressed and _state.guard is not None:
+        _mark_paused(_exited(args, kwargs))
+    return suppressed
+
+
+async def _loop_aexit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                      ) -> Any:
+    suppressed = await wrapped(*args, **kwargs)
+    if suppressed and _state.guard is not None:
+        _mark_paused(_exited(args, kwargs))
+    return suppressed
+
+
 class LangGraphIntegration(Integration):
     """Compiled LangGraph graphs (and ``create_agent`` agents built on them)."""
 
     name = "langgraph"
-    targets = ("langgraph.pregel",)
+    # The run loop's module: ``langgraph.pregel._loop`` (``langgraph.pregel.loop`` before 1.0).
+    targets = ("langgraph.pregel", "langgraph.pregel._loop", "langgraph.pregel.loop")
 
     def patch_module(self, target: str, module: Any) -> None:
-        pregel = module.Pregel
-        self.wrap(pregel, "stream", _stream)
-        self.wrap(pregel, "astream", _astream)
+        if target == "langgraph.pregel":
+            pregel = module.Pregel
+            self.wrap(pregel, "stream", _stream)
+            self.wrap(pregel, "astream", _astream)
+            # A human message can also enter a thread through a state update between runs.
+            self.wrap(pregel, "update_state", _update_state)
+            self.wrap(pregel, "aupdate_state", _aupdate_state)
+        else:
+            # The loop's context-manager exit is where a top-level graph's interrupt is swallowed
+            # (the stream then ends as if the run had completed); nested graphs let it propagate
+            # and their spans are marked by Operation.fail.
+            sync_loop = getattr(module, "SyncPregelLoop", None)
+            async_loop = getattr(module, "AsyncPregelLoop", None)
+            if sync_loop is None or async_loop is None:
+                return
+            self.wrap(sync_loop, "__exit__", _loop_exit)
+            self.wrap(async_loop, "__aexit__", _loop_aexit)
         self.patched_modules.add(target)

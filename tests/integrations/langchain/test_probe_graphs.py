@@ -88,8 +88,8 @@ def _refuse(order: str) -> str:
 def test_a_tool_error_langchain_hands_to_the_model_marks_the_tool_span_failed(
         guarded: Any, spans: Any) -> None:
     """A ``ToolException`` the tool's ``handle_tool_error`` turns into an error message for the
-    model leaves the tool span with error status and the message as its result, while the agent
-    carries on."""
+    model leaves the tool span with the exception's error status and type and the message as its
+    result, while the agent carries on."""
     refund = StructuredTool.from_function(_refuse, name="refund", description="Refund an order.",
                                           handle_tool_error=True)
     guarded()
@@ -99,8 +99,8 @@ def test_a_tool_error_langchain_hands_to_the_model_marks_the_tool_span_failed(
     assert result["messages"][-1].content == "Sorry."
     span = spans.one("execute_tool refund")
     assert span.status.status_code is StatusCode.ERROR
-    assert span.status.description == "tool error: order A7 is locked"
-    assert span.attributes["error.type"] == "_OTHER"
+    assert span.status.description == "ToolException: order A7 is locked"
+    assert span.attributes["error.type"] == "ToolException"
     assert span.attributes["gen_ai.tool.call.result"] == "order A7 is locked"
     assert spans.one("invoke_agent LangGraph").status.status_code is StatusCode.UNSET
 
