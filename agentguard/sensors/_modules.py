@@ -182,7 +182,7 @@ def pth_tops(dist: importlib.metadata.Distribution) -> set[str]:
             break
         read += 1
         try:
-            pth = os.fspath(dist.locate_file(row[0]))
+            pth = str(dist.locate_file(row[0]))
             handle, _ = open_regular(pth)
             with handle:
                 text = handle.read(MAX_PTH_BYTES).decode("utf-8", "replace")
