@@ -1134,9 +1134,12 @@ class Guard:
         parameters: dict[str, Any] | None = None,
         attributes: dict[str, Any] | None = None,
         turn_text: str | None = None,
+        operation: str = semconv.OP_CHAT,
     ) -> Operation:
         """Open a ``chat {model}`` span for a model call and judge the request; a block raises
-        :class:`ModelCallBlocked` (the caller must not send the request).
+        :class:`ModelCallBlocked` (the caller must not send the request). ``operation``: the
+        GenAI operation name of a model call that is not a chat (``embeddings``), which also
+        names the span.
 
         ``turn_text``: the request ends with this new message from the user. In a conversation
         (:func:`agentguard.conversation`) outside any agent invocation, as in a hand-written
@@ -1152,7 +1155,7 @@ class Guard:
             # The conversation block's own frame: the tools this loop runs next, outside the
             # model call, belong to the same turn.
             parent.turn = turn
-        attrs = self._base_attributes(parent, semconv.OP_CHAT)
+        attrs = self._base_attributes(parent, operation)
         if new_turn and turn_text is not None and self.capture.enabled:
             captured = self.content(turn_text)
             if captured is not None:
@@ -1172,7 +1175,7 @@ class Guard:
                 attrs[semconv.GEN_AI_INPUT_MESSAGES] = captured
         if attributes:
             attrs.update(attributes)
-        span = self._open_span(parent, f"{semconv.OP_CHAT} {model or 'unknown'}", attrs,
+        span = self._open_span(parent, f"{operation} {model or 'unknown'}", attrs,
                                SpanKind.CLIENT)
         op = Operation(self, "chat", model or "unknown", span, parent.replace())
         if self.has_stages:

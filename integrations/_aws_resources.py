@@ -8,8 +8,13 @@ resource that is not one top-level parameter.
 
 Parameters given to policies are the top-level scalar ones, minus every name that can carry a
 secret or bulk content (``SecretString``, ``Password``, ``Value``, ``Body``, ...), with strings
-redacted and cut. Responses are never read here: ``GetSecretValue``, ``GetParameter`` or
-``AssumeRole`` results stay with the caller.
+redacted and cut. The payload a call delivers (an S3 ``Body``, a Lambda ``Payload``, an SNS
+``Message``, an SQS ``MessageBody``, a Step Functions execution's ``input``, ...) is such
+content: where it goes is the call's resource (bucket, function, topic, queue, state machine),
+which policies see; what it says is the agent's data, judged where the agent handled it (the
+tool's arguments and result), and redaction knows secret formats, not customer records.
+Responses are never read here: ``GetSecretValue``, ``GetParameter`` or ``AssumeRole`` results
+stay with the caller.
 """
 
 from __future__ import annotations
@@ -188,7 +193,11 @@ _SECRET_NAME = re.compile(
     # the one-time code that resets a Cognito password.
     r"|assertion|^session$|confirmationcode"
     r"|^value$|^values$|^body$|^payload$|^data$|^blob$|^content$|^sourcefile$|^zipfile$"
-    r"|^message$|^userdata$|^sharedsecret$|^pin$|^otp$|^mfa",
+    r"|^message$|^userdata$|^sharedsecret$|^pin$|^otp$|^mfa"
+    # The payload a call delivers: an SQS message, a Step Functions execution's input and a
+    # task's output or failure cause, EventBridge event detail, a text for Comprehend,
+    # Translate or Polly, a prompt for an inline Bedrock agent.
+    r"|^messagebody$|^input$|^output$|^cause$|^detail$|^text$|^inputtext$",
 )
 _name_cache: dict[str, bool] = {}
 

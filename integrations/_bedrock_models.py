@@ -2,11 +2,15 @@
 
 ``InvokeModel`` carries the model vendor's own JSON. Families covered: Anthropic Messages
 (``anthropic_version``), Amazon Nova (``schemaVersion: messages-v1`` or a Converse-like
-``messages`` list), Amazon Titan Text, Meta Llama, Mistral (prompt and chat-completion forms)
-and Cohere Command. A family is recognised from the model id (also inside an inference profile
-id or ARN, e.g. ``us.anthropic.claude-...``) and, failing that, from the body's shape.
-Messages come out in the same plain-dict form every integration uses
+``messages`` list), Amazon Titan Text, Meta Llama, Mistral (prompt and chat-completion forms),
+DeepSeek and other chat-completion bodies, Cohere Command and Command R, and the embedding
+models (Titan, Cohere and Nova embeddings). A family is recognised from the model id (also
+inside an inference profile id or ARN, e.g. ``us.anthropic.claude-...``) and, failing that,
+from the body's shape. Messages come out in the same plain-dict form every integration uses
 (``role``, ``content``, ``tool_calls``, ``tool_call_id``).
+
+A body too deep for the JSON decoder, or not JSON, is read as far as that is safe
+(:func:`parse_json_partial`), and the reply says it was not read whole.
 """
 
 from __future__ import annotations
@@ -16,22 +20,37 @@ import binascii
 import codecs
 import json
 import math
+import re
 from typing import Any
 
 from agentguard._content import to_json
 
 __all__ = [
+    "CUT_DEPTH",
+    "CUT_INVALID",
+    "CUT_SIZE",
     "ContentBudget",
+    "EmbeddingRequest",
     "ModelReply",
     "StreamAccumulator",
     "document_text",
+    "embedding_request",
+    "embedding_response",
     "family_of",
+    "is_embedding",
     "parse_json",
+    "parse_json_partial",
     "parse_request",
     "parse_response",
+    "prompt_variables",
+    "raw_text",
     "text_of",
     "token_count",
 ]
+
+# The field Bedrock adds to an InvokeModel answer (and to a stream's last chunk) when the request
+# named a guardrail: "INTERVENED" or "NONE".
+GUARDRAIL_ACTION_FIELD = "amazon-bedrock-guardrailAction"
 
 _FAMILIES = (("anthropic.", "anthropic"), ("amazon.nova", "nova"), ("amazon.titan", "titan"),
              ("meta.", "llama"), ("mistral.", "mistral"), ("cohere.", "cohere"),
@@ -397,6 +416,16 @@ def converse_messages(messages: Any, system: Any = None, *,
     return out
 
 
+def prompt_variables(variables: Any) -> dict[str, Any] | None:
+    """The ``promptVariables`` of a Converse call on a managed prompt (a prompt ARN as the model
+    id), as one user message of ``name: text`` lines: the text the template is filled with,
+    which the request's ``messages`` do not hold."""
+    lines = [f"{_name(name)}: {value['text']}"
+             for name, value in list(_map(variables).items())[:MAX_BLOCKS]
+             if isinstance(value, dict) and isinstance(value.get("text"), str)]
+    return {"role": "user", "content": "\n".join(lines)} if lines else None
+
+
 def _map(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -434,6 +463,90 @@ def parse_json(data: str | bytes | bytearray, default: Any = None) -> Any:
         return default
 
 
+# Why a body was not read whole (the value of agentguard.bedrock.response.truncated).
+CUT_DEPTH = "depth"
+CUT_INVALID = "invalid_json"
+CUT_SIZE = "size"
+
+# Nesting kept when a body is too deep to decode whole: each value below it reads as null.
+MAX_DEPTH = 64
+# Strings and brackets the depth scan reads at most (about half a second of work); a body with
+# more is not decoded at all.
+MAX_SCAN_TOKENS = 1 << 18
+# Tokens of the depth scan: a whole string (brackets inside it are text), or a run of opening or
+# of closing brackets, so a body of a million "[" is one token, not a million.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+', re.S)
+_DOCUMENT_START = re.compile(rb"\s*[\[{]")
+_NOT_READ = object()
+
+
+def _cut_deep(data: bytes, limit: int) -> tuple[bytes, int] | None:
+    """``data`` with every value nested deeper than ``limit`` replaced by ``null``, and how many
+    were replaced; ``None`` past :data:`MAX_SCAN_TOKENS`. Unbalanced input is left for the
+    decoder to refuse."""
+    out: list[bytes] = []
+    copied = 0  # data[copied:] is still to be copied; -1 while inside a value being cut
+    depth = 0
+    cuts = 0
+    for scanned, match in enumerate(_TOKEN.finditer(data)):
+        if scanned >= MAX_SCAN_TOKENS:
+            return None
+        start, end = match.span()
+        first = data[start]
+        if first == 0x22:  # a string
+            continue
+        count = end - start
+        if first in b"[{":
+            if depth <= limit < depth + count:
+                out.append(data[copied:start + limit - depth])
+                copied = -1
+            depth += count
+            continue
+        if depth > limit >= depth - count and copied == -1:
+            out.append(b"null")
+            copied = start + depth - limit
+            cuts += 1
+        depth -= count
+    if copied >= 0:
+        out.append(data[copied:])
+    return b"".join(out), cuts
+
+
+def parse_json_partial(data: str | bytes | bytearray) -> tuple[Any, str | None]:
+    """``data`` decoded as JSON as far as it can be read safely, and why it was not read whole.
+
+    ``(value, None)``: it decoded whole. ``(value, "depth")``: values nested deeper than
+    :data:`MAX_DEPTH` read as ``null`` (JSON too deep for the decoder, by accident or by design,
+    must not hide the rest of an answer). ``(value, "invalid_json")``: a JSON value followed by
+    something else, the value read. ``(None, "invalid_json")`` when nothing decodes.
+    """
+    value = parse_json(data, _NOT_READ)
+    if value is not _NOT_READ:
+        return value, None
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if _DOCUMENT_START.match(raw) is None:
+        return None, CUT_INVALID  # no JSON object or array starts here: nothing to scan for
+    scanned = _cut_deep(raw, MAX_DEPTH)
+    if scanned is None:
+        return None, CUT_DEPTH
+    shallow, cuts = scanned
+    text = shallow.decode("utf-8", "replace")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip()))
+    except (ValueError, RecursionError):
+        return None, CUT_INVALID
+    return value, CUT_DEPTH if cuts else CUT_INVALID
+
+
+def raw_text(data: bytes | bytearray) -> str | None:
+    """The first :data:`MAX_TEXT` characters of a body that is not JSON, or ``None`` when it is
+    not text either (an image, an archive: there is nothing a reader would see as words)."""
+    head = bytes(data[:MAX_TEXT * 4])
+    if not _looks_like_text(head[:4096]):
+        return None
+    return head.decode("utf-8", "replace")[:MAX_TEXT]
+
+
 def parse_request(family: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]],
                                                                   dict[str, Any]]:
     """The messages and the sampling parameters of an ``InvokeModel`` request body."""
@@ -457,25 +570,126 @@ def parse_request(family: str, body: dict[str, Any]) -> tuple[list[dict[str, Any
                   "top_p": config.get("topP"), "stop_sequences": config.get("stopSequences")}
     elif family in ("llama", "mistral", "cohere", "deepseek", "unknown", "ai21"):
         if isinstance(body.get("messages"), list):
-            budget = ContentBudget()
-            messages = [{"role": str(m.get("role", "user")),
-                         "content": text_of(m.get("content"), encoded=True, budget=budget)}
-                        for m in body["messages"] if isinstance(m, dict)]
+            messages = _chat_messages(body["messages"])
         elif isinstance(body.get("message"), str):  # Cohere Command R
-            messages = [{"role": "user", "content": body["message"]}]
+            messages = _cohere_chat(body)
         elif isinstance(body.get("prompt"), str):
             messages = [{"role": "user", "content": body["prompt"]}]
         params = {"max_tokens": body.get("max_gen_len", body.get("max_tokens")),
                   "temperature": body.get("temperature"),
-                  "top_p": body.get("top_p", body.get("p")), "stop_sequences": body.get("stop")}
+                  "top_p": body.get("top_p", body.get("p")),
+                  "stop_sequences": body.get("stop", body.get("stop_sequences"))}
     return messages, {k: v for k, v in params.items() if v is not None}
+
+
+def _chat_calls(calls: Any) -> list[dict[str, Any]]:
+    """Tool calls in the chat-completion shape (Mistral, DeepSeek, OpenAI-compatible models):
+    ``{"id", "function": {"name", "arguments"}}``, the arguments a JSON string or an object."""
+    out: list[dict[str, Any]] = []
+    for call in _list(calls)[:MAX_BLOCKS]:
+        if not isinstance(call, dict):
+            continue
+        function = _map(call.get("function"))
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            arguments = parse_json(arguments, arguments)
+        out.append({"id": call.get("id"), "name": function.get("name"), "arguments": arguments})
+    return out
+
+
+def _chat_messages(messages: list[Any]) -> list[dict[str, Any]]:
+    """Messages in the chat-completion shape: role, content, the assistant's ``tool_calls`` and
+    a ``tool`` message's ``tool_call_id`` (the result of the call it answers)."""
+    budget = ContentBudget()
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        item: dict[str, Any] = {"role": str(message.get("role", "user")),
+                                "content": text_of(message.get("content"), encoded=True,
+                                                   budget=budget)}
+        calls = _chat_calls(message.get("tool_calls"))
+        if calls:
+            item["tool_calls"] = calls
+        if message.get("tool_call_id") is not None:
+            item["tool_call_id"] = str(message["tool_call_id"])
+        if isinstance(message.get("name"), str) and message["name"]:
+            item["name"] = message["name"]
+        out.append(item)
+    return out
+
+
+_COHERE_ROLES = {"USER": "user", "CHATBOT": "assistant", "SYSTEM": "system", "TOOL": "tool"}
+
+
+def _cohere_calls(calls: Any) -> list[dict[str, Any]]:
+    return [{"id": None, "name": call.get("name"), "arguments": call.get("parameters")}
+            for call in _list(calls)[:MAX_BLOCKS] if isinstance(call, dict)]
+
+
+def _cohere_results(results: Any) -> list[dict[str, Any]]:
+    """Cohere ``tool_results`` (each the call and its outputs) as ``tool`` messages: untrusted
+    content, as a Converse ``toolResult`` is."""
+    out: list[dict[str, Any]] = []
+    for result in _list(results)[:MAX_BLOCKS]:
+        if not isinstance(result, dict):
+            continue
+        call = _map(result.get("call"))
+        out.append({"role": "tool", "name": _name(call.get("name")) or None,
+                    "content": to_json(result.get("outputs"), MAX_DOCUMENT)})
+    return out
+
+
+def _cohere_documents(documents: Any, budget: ContentBudget) -> list[dict[str, Any]]:
+    """Cohere Command R ``documents`` (grounding passages the model reads) as ``document``
+    messages: each passage's text fields as ``field: value`` lines."""
+    out: list[dict[str, Any]] = []
+    for index, document in enumerate(_list(documents)[:MAX_BLOCKS]):
+        if isinstance(document, str):
+            text = document
+        elif isinstance(document, dict):
+            text = "\n".join(f"{key}: {value}" for key, value in document.items()
+                             if isinstance(value, str))
+        else:
+            continue
+        name = _name(document.get("title") or document.get("id")) if isinstance(
+            document, dict) else ""
+        out.append({"role": "document", "name": name or f"document {index}",
+                    "content": _bounded(text, budget)})
+    return out
+
+
+def _cohere_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Cohere Command R chat request: ``preamble`` (system), ``chat_history``, ``documents``,
+    the new ``message`` and the ``tool_results`` it sends back."""
+    budget = ContentBudget()
+    out: list[dict[str, Any]] = []
+    if isinstance(body.get("preamble"), str) and body["preamble"]:
+        out.append({"role": "system", "content": body["preamble"]})
+    for turn in _list(body.get("chat_history")):
+        if not isinstance(turn, dict):
+            continue
+        role = _COHERE_ROLES.get(str(turn.get("role", "")).upper(), "user")
+        if role == "tool":
+            out.extend(_cohere_results(turn.get("tool_results")))
+            continue
+        item: dict[str, Any] = {"role": role, "content": str(turn.get("message") or "")}
+        calls = _cohere_calls(turn.get("tool_calls"))
+        if calls:
+            item["tool_calls"] = calls
+        out.append(item)
+    out.extend(_cohere_documents(body.get("documents"), budget))
+    if body["message"]:
+        out.append({"role": "user", "content": body["message"]})
+    out.extend(_cohere_results(body.get("tool_results")))
+    return out
 
 
 class ModelReply:
     """What a model answered: output messages, finish reasons, usage, response id and model."""
 
-    __slots__ = ("finish_reasons", "input_tokens", "output", "output_tokens", "response_id",
-                 "response_model")
+    __slots__ = ("finish_reasons", "guardrail_action", "input_tokens", "output",
+                 "output_tokens", "response_id", "response_model", "truncated")
 
     def __init__(self) -> None:
         self.output: list[dict[str, Any]] = []
@@ -484,6 +698,10 @@ class ModelReply:
         self.output_tokens: int | None = None
         self.response_id: str | None = None
         self.response_model: str | None = None
+        # Why the answer was not read whole (CUT_DEPTH, CUT_INVALID, CUT_SIZE), if it was not.
+        self.truncated: str | None = None
+        # InvokeModel with a guardrail: "INTERVENED" or "NONE", as the body says.
+        self.guardrail_action: str | None = None
 
 
 def _anthropic_output(content: Any) -> dict[str, Any]:
@@ -565,12 +783,19 @@ def parse_response(family: str, body: dict[str, Any]) -> ModelReply:
         outputs = [o for o in body["outputs"] if isinstance(o, dict)]
         reply.output = [{"role": "assistant", "content": str(o.get("text", ""))} for o in outputs]
         reply.finish_reasons = [str(o["stop_reason"]) for o in outputs if o.get("stop_reason")]
-    elif isinstance(body.get("choices"), list):  # chat-completion form (Mistral, DeepSeek)
-        for choice in body["choices"]:
+    elif isinstance(body.get("choices"), list):
+        # Chat-completion form (Mistral, AI21 Jamba, OpenAI-compatible models), or a completion's
+        # choices with "text" (DeepSeek).
+        for choice in body["choices"][:MAX_BLOCKS]:
             if not isinstance(choice, dict):
                 continue
             message = _map(choice.get("message"))
-            reply.output.append({"role": "assistant", "content": text_of(message.get("content"))})
+            text = message.get("content") if message else choice.get("text")
+            item: dict[str, Any] = {"role": "assistant", "content": text_of(text)}
+            calls = _chat_calls(message.get("tool_calls"))
+            if calls:
+                item["tool_calls"] = calls
+            reply.output.append(item)
             if choice.get("finish_reason") or choice.get("stop_reason"):
                 reply.finish_reasons.append(str(choice.get("finish_reason")
                                                 or choice.get("stop_reason")))
@@ -578,9 +803,22 @@ def parse_response(family: str, body: dict[str, Any]) -> ModelReply:
         reply.input_tokens = _number(usage.get("prompt_tokens"))
         reply.output_tokens = _number(usage.get("completion_tokens"))
     elif isinstance(body.get("text"), str):  # Cohere Command R
-        reply.output = [{"role": "assistant", "content": body["text"]}]
+        message = {"role": "assistant", "content": body["text"]}
+        calls = _cohere_calls(body.get("tool_calls"))
+        if calls:
+            message["tool_calls"] = calls
+        reply.output = [message]
         if body.get("finish_reason"):
             reply.finish_reasons = [str(body["finish_reason"])]
+    elif isinstance(body.get("generations"), list):  # Cohere Command (text generation)
+        generations = [g for g in body["generations"][:MAX_BLOCKS] if isinstance(g, dict)]
+        reply.output = [{"role": "assistant", "content": str(g.get("text", ""))}
+                        for g in generations]
+        reply.finish_reasons = [str(g["finish_reason"]) for g in generations
+                                if g.get("finish_reason")]
+    action = body.get(GUARDRAIL_ACTION_FIELD)
+    if isinstance(action, str):
+        reply.guardrail_action = action
     return reply
 
 
@@ -603,6 +841,9 @@ class StreamAccumulator:
             if len(self._blocks) >= MAX_BLOCKS:
                 return
             block = self._blocks[index] = [kind, [], call_id, name]
+        else:  # a later fragment may be the first to name its call
+            block[2] = block[2] if block[2] is not None else call_id
+            block[3] = block[3] if block[3] is not None else name
         if text and self._size < MAX_TEXT:
             text = text[:MAX_TEXT - self._size]
             block[1].append(text)
@@ -614,6 +855,9 @@ class StreamAccumulator:
         if isinstance(metrics, dict):
             self.reply.input_tokens = _number(metrics.get("inputTokenCount"))
             self.reply.output_tokens = _number(metrics.get("outputTokenCount"))
+        action = chunk.get(GUARDRAIL_ACTION_FIELD)
+        if isinstance(action, str):
+            self.reply.guardrail_action = action
         family = self.family
         if family == "anthropic":
             self._anthropic(chunk)
@@ -634,8 +878,56 @@ class StreamAccumulator:
                     self._append(0, "text", str(output.get("text", "")))
                     if output.get("stop_reason"):
                         self.reply.finish_reasons = [str(output["stop_reason"])]
+        elif isinstance(chunk.get("choices"), list):
+            self._choices(chunk["choices"])
+        elif isinstance(chunk.get("event_type"), str):
+            self._cohere_event(chunk)
         elif isinstance(chunk.get("text"), str):
             self._append(0, "text", chunk["text"])
+        elif isinstance(chunk.get("generations"), list):  # Cohere Command, streamed
+            for generation in chunk["generations"][:MAX_BLOCKS]:
+                if isinstance(generation, dict):
+                    self._append(0, "text", str(generation.get("text", "")))
+                    if generation.get("finish_reason"):
+                        self.reply.finish_reasons = [str(generation["finish_reason"])]
+
+    def _cohere_event(self, chunk: dict[str, Any]) -> None:
+        """A Cohere Command R stream event: text pieces, the tool calls asked for (once, whole),
+        and the finish reason at the end."""
+        kind = chunk["event_type"]
+        if kind == "text-generation" and isinstance(chunk.get("text"), str):
+            self._append(0, "text", chunk["text"])
+        elif kind == "tool-calls-generation":
+            for position, call in enumerate(_cohere_calls(chunk.get("tool_calls"))):
+                arguments = call["arguments"]
+                self._append(1 + position, "tool",
+                             "" if arguments is None else to_json(arguments, MAX_TEXT), None,
+                             call["name"])
+        elif kind == "stream-end" and chunk.get("finish_reason"):
+            self.reply.finish_reasons = [str(chunk["finish_reason"])]
+
+    def _choices(self, choices: list[Any]) -> None:
+        """A chat-completion chunk (Mistral, OpenAI-compatible models: the first choice's
+        ``message`` or ``delta``) or a completion chunk (DeepSeek: ``text``). Tool calls come as
+        fragments keyed by their ``index``, each after the text block."""
+        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        message = _map(choice.get("delta")) or _map(choice.get("message"))
+        text = message.get("content") if message else choice.get("text")
+        if isinstance(text, str):
+            self._append(0, "text", text)
+        for position, call in enumerate(_list(message.get("tool_calls"))[:MAX_BLOCKS]):
+            if not isinstance(call, dict):
+                continue
+            index = _number(call.get("index"))
+            function = _map(call.get("function"))
+            arguments = function.get("arguments")
+            if not isinstance(arguments, str):
+                arguments = "" if arguments is None else to_json(arguments, MAX_TEXT)
+            self._append(1 + (position if index is None else max(0, index)), "tool", arguments,
+                         call.get("id"), function.get("name"))
+        reason = choice.get("finish_reason") or choice.get("stop_reason")
+        if reason:
+            self.reply.finish_reasons = [str(reason)]
 
     def _anthropic(self, chunk: dict[str, Any]) -> None:
         kind = chunk.get("type")
@@ -716,3 +1008,112 @@ def assemble(blocks: dict[int, list[Any]]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     return message
+
+
+# -- embeddings ----------------------------------------------------------------------------------
+
+# Request fields only an embedding model's Titan-shaped body has (a Titan Text body has
+# textGenerationConfig instead).
+_TITAN_EMBEDDING_FIELDS = ("dimensions", "normalize", "embeddingTypes", "inputImage",
+                           "embeddingConfig")
+
+
+def is_embedding(model_id: str | None, body: Any) -> bool:
+    """Whether an ``InvokeModel`` call asks an embedding model for vectors: the model id says so
+    (``amazon.titan-embed-*``, ``cohere.embed-*``, ``amazon.nova-*-embeddings-*``) or, for an id
+    that names no model family (an application inference profile ARN), the body's shape does."""
+    model = (model_id or "").lower()
+    if "embed" in model:
+        return True
+    if family_of(model) != "unknown" or not isinstance(body, dict):
+        return False
+    if "input_type" in body and any(key in body for key in ("texts", "images", "inputs")):
+        return True  # Cohere Embed
+    if isinstance(body.get("singleEmbeddingParams"), dict):
+        return True  # Nova multimodal embeddings
+    return "inputText" in body and "textGenerationConfig" not in body and any(
+        key in body for key in _TITAN_EMBEDDING_FIELDS)
+
+
+class EmbeddingRequest:
+    """What an embedding request asks for: its inputs as user messages, the dimension count and
+    the encoding formats it names."""
+
+    __slots__ = ("dimensions", "formats", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.dimensions: int | None = None
+        self.formats: list[str] = []
+
+
+def _dimension(value: Any) -> int | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
+
+
+def _formats(value: Any) -> list[str]:
+    return [str(item)[:MAX_NAME] for item in _list(value)[:16] if isinstance(item, str)]
+
+
+def embedding_request(body: Any) -> EmbeddingRequest:
+    """The inputs of a Titan, Cohere or Nova embedding request (an image, video or audio input
+    as a placeholder: it carries no text), its ``dimensions`` and its encoding formats."""
+    request = EmbeddingRequest()
+    if not isinstance(body, dict):
+        return request
+    inputs: list[str] = []
+    if "inputText" in body or "inputImage" in body:  # Titan
+        if isinstance(body.get("inputText"), str):
+            inputs.append(body["inputText"])
+        if body.get("inputImage"):
+            inputs.append("<image>")
+        request.dimensions = _dimension(body.get("dimensions")) or _dimension(
+            _map(body.get("embeddingConfig")).get("outputEmbeddingLength"))
+        request.formats = _formats(body.get("embeddingTypes"))
+    elif isinstance(body.get("singleEmbeddingParams"), dict):  # Nova
+        params = body["singleEmbeddingParams"]
+        text = _map(params.get("text"))
+        if isinstance(text.get("value"), str):
+            inputs.append(text["value"])
+        inputs.extend(f"<{kind}>" for kind in ("image", "video", "audio") if kind in params)
+        request.dimensions = _dimension(params.get("embeddingDimension"))
+    else:  # Cohere Embed: texts, images, or (v4) inputs of mixed content
+        inputs.extend(text for text in _list(body.get("texts"))[:MAX_BLOCKS]
+                      if isinstance(text, str))
+        inputs.extend("<image>" for _ in _list(body.get("images"))[:MAX_BLOCKS])
+        budget = ContentBudget()
+        for item in _list(body.get("inputs"))[:MAX_BLOCKS]:
+            content = _map(item).get("content")
+            inputs.append(text_of(content, encoded=True, budget=budget))
+        request.dimensions = _dimension(body.get("output_dimension"))
+        request.formats = _formats(body.get("embedding_types"))
+    request.messages = [{"role": "user", "content": text} for text in inputs[:MAX_BLOCKS]]
+    return request
+
+
+def _vector_length(value: Any) -> int | None:
+    """The length of the first vector in ``value``: a vector, a list of them, or a map of
+    encoding format to either."""
+    if isinstance(value, dict):
+        value = next(iter(value.values()), None)
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        value = value[0]
+    if not isinstance(value, list) or not value:
+        return None
+    return len(value)
+
+
+def embedding_response(body: Any) -> tuple[int | None, int | None]:
+    """The input token count (Titan's body gives it) and the dimension count of an embedding
+    answer (Titan ``embedding`` / ``embeddingsByType``, Cohere ``embeddings``, Nova
+    ``embeddings[].embedding``)."""
+    if not isinstance(body, dict):
+        return None, None
+    tokens = _number(body.get("inputTextTokenCount"))
+    if "embedding" in body or "embeddingsByType" in body:
+        return tokens, _vector_length(body.get("embedding") or body.get("embeddingsByType"))
+    embeddings = body.get("embeddings")
+    if isinstance(embeddings, list) and embeddings and isinstance(embeddings[0], dict):
+        return tokens, _vector_length(embeddings[0].get("embedding"))
+    return tokens, _vector_length(embeddings)

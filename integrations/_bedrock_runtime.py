@@ -6,6 +6,9 @@ messages: untrusted content the Guard scans, which Bedrock Guardrails never look
 parameters, the guardrail, and once the answer is in, output, usage and finish reasons. Streams
 are proxied (:mod:`._aws_streams`): the span ends when the caller has read, closed or dropped it.
 Tool calls the model asks for are noted for ``@agentguard.tool`` (:func:`expect_tool_call`).
+
+``InvokeModel`` of an embedding model is an ``embeddings {model}`` span instead: its inputs,
+the input token count and the dimension count, and no output (a vector is not content).
 """
 
 from __future__ import annotations
@@ -31,14 +34,20 @@ from agentguard.integrations._aws_streams import (
     buffered_body,
 )
 from agentguard.integrations._bedrock_models import (
+    CUT_SIZE,
     ModelReply,
     StreamAccumulator,
     converse_messages,
     converse_output,
+    embedding_request,
+    embedding_response,
     family_of,
-    parse_json,
+    is_embedding,
+    parse_json_partial,
     parse_request,
     parse_response,
+    prompt_variables,
+    raw_text,
     text_of,
     token_count,
 )
@@ -49,13 +58,24 @@ __all__ = ["HANDLERS"]
 # Request and response bodies parsed at most this large; a larger body passes untouched.
 MAX_BODY = 8 * 1024 * 1024
 
+# The GenAI conventions' embeddings operation and its attributes.
+OP_EMBEDDINGS = "embeddings"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT = "gen_ai.embeddings.dimension.count"
+GEN_AI_REQUEST_ENCODING_FORMATS = "gen_ai.request.encoding_formats"
+# Why an answer was not read whole: "depth" (parts nested too deep for the JSON decoder read as
+# null), "invalid_json" (not JSON: its text read as the answer), "size" (over MAX_BODY, unread).
+AG_BEDROCK_RESPONSE_TRUNCATED = "agentguard.bedrock.response.truncated"
+_EMBEDDING = "embedding"
+
 
 class _State:
-    __slots__ = ("family", "op")
+    __slots__ = ("dimensions", "family", "op")
 
-    def __init__(self, op: Operation, family: str = "converse") -> None:
+    def __init__(self, op: Operation, family: str = "converse",
+                 dimensions: int | None = None) -> None:
         self.op = op
-        self.family = family
+        self.family = family  # a model family, or _EMBEDDING for an embedding model
+        self.dimensions = dimensions
 
 
 def _parameters(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,7 +170,9 @@ def _finish(op: Operation, reply: ModelReply, abandoned: bool = False,
         span.set_attribute(semconv.GEN_AI_RESPONSE_ID, str(reply.response_id))
     if abandoned:
         span.set_attribute(semconv.AG_STREAM_ABANDONED, True)
-    if "guardrail_intervened" in reply.finish_reasons:
+    if reply.truncated:
+        span.set_attribute(AG_BEDROCK_RESPONSE_TRUNCATED, reply.truncated)
+    if "guardrail_intervened" in reply.finish_reasons or reply.guardrail_action == "INTERVENED":
         span.set_attribute(semconv.AG_BEDROCK_GUARDRAIL_ACTION, "INTERVENED")
     op.end_chat(reply.output, response_model=reply.response_model,
                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
@@ -185,6 +207,9 @@ def _converse_request(call: CallInfo) -> tuple[list[dict[str, Any]], dict[str, A
                                                dict[str, Any]]:
     params = call.params
     messages = converse_messages(params.get("messages"), params.get("system"))
+    variables = prompt_variables(params.get("promptVariables"))
+    if variables is not None:
+        messages.insert(0, variables)  # they fill the managed prompt, which comes first
     config = params.get("inferenceConfig")
     config = config if isinstance(config, dict) else {}
     sampling = {"max_tokens": config.get("maxTokens"), "temperature": config.get("temperature"),
@@ -290,12 +315,45 @@ def _request_body(body: Any) -> Any:
             return None
     if data is None or len(data) > MAX_BODY:
         return None
-    return parse_json(data)
+    return parse_json_partial(data)[0]
+
+
+def _embeddings_start(guard: Guard, call: CallInfo, body: Any) -> _State:
+    """An ``embeddings {model}`` span: the inputs (per the capture setting), the dimension count
+    and the encoding formats asked for; judged as a model call (there is no turn in it)."""
+    request = embedding_request(body)
+    attrs = call.rpc_attributes()
+    if request.dimensions is not None:
+        attrs[GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
+    if request.formats:
+        attrs[GEN_AI_REQUEST_ENCODING_FORMATS] = request.formats
+    attrs.update(_guardrail_attributes(call.params.get("guardrailIdentifier"),
+                                       call.params.get("guardrailVersion")))
+    model = call.params.get("modelId")
+    op = guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
+                          model=str(model) if model else None, messages=request.messages,
+                          attributes=attrs, operation=OP_EMBEDDINGS)
+    return _State(op, _EMBEDDING, request.dimensions)
+
+
+def _finish_embeddings(state: _State, data: bytes | None, result: Any) -> None:
+    """End an embeddings span with the input token count and the dimension count the answer
+    shows; the vectors themselves are not recorded or judged."""
+    body = parse_json_partial(data)[0] if data is not None else None
+    tokens, dimensions = embedding_response(body)
+    reply = ModelReply()
+    reply.input_tokens = tokens
+    _header_usage(result, reply)
+    if dimensions is not None and state.dimensions is None:
+        state.op.span.set_attribute(GEN_AI_EMBEDDINGS_DIMENSION_COUNT, dimensions)
+    state.op.end_chat(None, input_tokens=reply.input_tokens)
 
 
 def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
     params = call.params
     body = _request_body(params.get("body"))
+    if is_embedding(str(params.get("modelId") or ""), body):
+        return _embeddings_start(guard, call, body)
     family = family_of(str(params.get("modelId") or ""), body)
     messages: list[dict[str, Any]] = []
     sampling: dict[str, Any] = {}
@@ -331,14 +389,42 @@ def _body_size(result: dict[str, Any]) -> int | None:
         return None
 
 
+def _json_or_text(result: Any) -> bool:
+    """Whether the response's content type is JSON or text (or not given)."""
+    kind = result.get("contentType") if isinstance(result, dict) else None
+    if not isinstance(kind, str) or not kind:
+        return True
+    kind = kind.lower()
+    return "json" in kind or kind.startswith("text/")
+
+
 def _reply_from(family: str, data: bytes | None, result: Any) -> ModelReply:
+    """The answer in an ``InvokeModel`` body: decoded per family; a body too deep to decode
+    whole read without its deepest parts; a body that is not JSON read as text (what a lenient
+    reader would show); a body too large to read, none. Usage from the headers if not in it."""
     reply = ModelReply()
-    if data is not None:
-        parsed = parse_json(data)
+    if data is None:
+        size = _body_size(result) if isinstance(result, dict) else None
+        if size is not None and size > MAX_BODY:
+            reply.truncated = CUT_SIZE
+    elif _json_or_text(result):  # not an image or other media the caller asked for (accept)
+        parsed, cut = parse_json_partial(data)
         if isinstance(parsed, dict):
             reply = parse_response(family, parsed)
+        elif parsed is None and cut is not None:
+            text = raw_text(data)
+            if text is not None:
+                reply.output = [{"role": "assistant", "content": text}]
+        reply.truncated = cut
     _header_usage(result, reply)
     return reply
+
+
+def _invoke_end(state: _State, data: bytes | None, result: Any) -> None:
+    if state.family == _EMBEDDING:
+        _finish_embeddings(state, data, result)
+    else:
+        _finish(state.op, _reply_from(state.family, data, result))
 
 
 class InvokeModel(Handler):
@@ -372,7 +458,7 @@ class InvokeModel(Handler):
                 state.op.fail(exc)
                 raise CallerError(exc) from exc
             result["body"] = buffered_body(data)
-        _finish(state.op, _reply_from(state.family, data, result))
+        _invoke_end(state, data, result)
 
     async def adone(self, state: _State, result: Any) -> None:
         record_response(state.op.span, result)
@@ -385,7 +471,7 @@ class InvokeModel(Handler):
                 state.op.fail(exc)
                 raise CallerError(exc) from exc
             result["body"] = buffered_aio_body(body, data)
-        _finish(state.op, _reply_from(state.family, data, result))
+        _invoke_end(state, data, result)
 
 
 class _InvokeStreamFollower(StreamFollower):
@@ -401,9 +487,14 @@ class _InvokeStreamFollower(StreamFollower):
     def observe(self, event: Any) -> None:
         chunk = event.get("chunk") if isinstance(event, dict) else None
         data = chunk.get("bytes") if isinstance(chunk, dict) else None
-        if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BODY:
+        if not isinstance(data, (bytes, bytearray)):
             return
-        decoded = parse_json(data)
+        if len(data) > MAX_BODY:
+            self.acc.reply.truncated = self.acc.reply.truncated or CUT_SIZE
+            return
+        decoded, cut = parse_json_partial(data)
+        if cut is not None and self.acc.reply.truncated is None:
+            self.acc.reply.truncated = cut
         if isinstance(decoded, dict):
             self.acc.add(decoded)
 
@@ -427,6 +518,9 @@ class InvokeModelWithResponseStream(Handler):
 
     def done(self, state: _State, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)
+        if state.family == _EMBEDDING:  # Bedrock does not stream embeddings: nothing to follow
+            _finish_embeddings(state, None, result)
+            return
         _trace_stream(result, "body", _InvokeStreamFollower(state.op, state.family), asynchronous)
 
 

@@ -1,7 +1,8 @@
 """A local Bedrock-compatible HTTP server speaking the real wire formats, with a scriptable model.
 
 bedrock-runtime (``Converse``, ``ConverseStream``, ``InvokeModel``,
-``InvokeModelWithResponseStream``) and bedrock-agent-runtime (``InvokeAgent``, ``Retrieve``,
+``InvokeModelWithResponseStream``; ``InvokeModel`` of an embedding model answers with vectors)
+and bedrock-agent-runtime (``InvokeAgent``, ``Retrieve``,
 ``RetrieveAndGenerate``) over HTTP/1.1 on loopback: JSON bodies for the plain calls, and the AWS
 event-stream binary framing (prelude, headers, CRC32 checksums; :func:`encode_message`) sent
 chunked for the streaming ones. boto3 clients reach it with ``endpoint_url`` and dummy
@@ -165,7 +166,8 @@ class Raw:
 
 @dataclass
 class Body:
-    """A response body sent as given: bytes that need not be JSON, of any size."""
+    """A response body sent as given: bytes that need not be JSON, of any size (with a
+    ``Content-Type`` of ``application/json`` unless ``headers`` name another)."""
 
     data: bytes
     status: int = 200
@@ -216,11 +218,64 @@ class RecordedRequest:
 
 def _family(model_id: str) -> str:
     model = model_id.lower()
-    for marker, family in (("anthropic.", "anthropic"), ("amazon.nova", "nova"),
+    for marker, family in (("amazon.titan-embed", "titan-embed"), ("cohere.embed", "cohere-embed"),
+                           ("amazon.nova-2-multimodal-embeddings", "nova-embed"),
+                           ("anthropic.", "anthropic"), ("amazon.nova", "nova"),
                            ("amazon.titan", "titan"), ("meta.", "llama"), ("mistral.", "mistral")):
         if marker in model:
             return family
     return "anthropic"
+
+
+_EMBEDDING_FAMILIES = frozenset({"titan-embed", "cohere-embed", "nova-embed"})
+# What the server answers at most (Bedrock refuses more): dimensions per vector, inputs per call.
+_MAX_DIMENSIONS = 4096
+_MAX_INPUTS = 96
+
+
+def _vector(size: Any, seed: int) -> list[float]:
+    """A made-up embedding: ``size`` floats in [-0.5, 0.5), the same for the same seed;
+    ``ValueError`` for a size Bedrock would refuse."""
+    size = int(size)
+    if not 0 < size <= _MAX_DIMENSIONS:
+        raise ValueError(f"dimensions must be within 1 and {_MAX_DIMENSIONS}")
+    return [((seed * 7919 + i * 104729) % 1000) / 1000 - 0.5 for i in range(size)]
+
+
+def _embedding_json(family: str, model: str, body: dict[str, Any], reply: Reply
+                    ) -> dict[str, Any]:
+    """An embedding answer in the model's shape, with as many dimensions as the request asks
+    for (else the model's default)."""
+    if family == "titan-embed":
+        config = body.get("embeddingConfig") or {}
+        size = (body.get("dimensions") or config.get("outputEmbeddingLength")
+                or (1024 if "v2" in model or "image" in model else 1536))
+        vector = _vector(size, len(str(body.get("inputText", ""))))
+        out: dict[str, Any] = {"embedding": vector, "inputTextTokenCount": reply.input_tokens}
+        types = body.get("embeddingTypes")
+        if types:
+            out["embeddingsByType"] = {kind: vector if kind == "float"
+                                       else [1 if value > 0 else 0 for value in vector]
+                                       for kind in types}
+        return out
+    if family == "nova-embed":
+        params = body.get("singleEmbeddingParams") or {}
+        size = params.get("embeddingDimension") or 3072
+        return {"embeddings": [{"embeddingType": "TEXT", "embedding": _vector(size, 1)}]}
+    inputs = body.get("texts") or body.get("images") or body.get("inputs") or []
+    if not isinstance(inputs, list) or len(inputs) > _MAX_INPUTS:
+        raise ValueError(f"at most {_MAX_INPUTS} inputs")
+    size = body.get("output_dimension") or (1536 if "v4" in model else 1024)
+    vectors = [_vector(size, index) for index in range(len(inputs))]
+    out = {"id": f"emb-{next(_ids):04d}", "texts": body.get("texts") or []}
+    types = body.get("embedding_types")
+    if types:
+        out["embeddings"] = {kind: vectors for kind in types}
+        out["response_type"] = "embeddings_by_type"
+    else:
+        out["embeddings"] = vectors
+        out["response_type"] = "embeddings_floats"
+    return out
 
 
 def _converse_content(reply: Reply) -> list[dict[str, Any]]:
@@ -366,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
             step = step(request)
         # A client that stops reading (an abandoned stream) hangs up mid-response.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._respond(path, step)
+            self._respond(path, step, request)
 
     do_GET = do_POST
     do_PUT = do_POST
@@ -397,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _respond(self, path: str, step: Any) -> None:
+    def _respond(self, path: str, step: Any, request: RecordedRequest) -> None:
         if isinstance(step, Failure):
             self._json(step.status, {"message": step.message},
                        {"x-amzn-ErrorType": f"{step.code}:http://internal.amazon.com/coral/"})
@@ -407,17 +462,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if isinstance(step, Body):
             self.send_response(step.status)
-            self.send_header("Content-Type", "application/json")
+            headers = {"Content-Type": "application/json", **step.headers}
             self.send_header("Content-Length", str(len(step.data)))
             self.send_header("x-amzn-RequestId", f"req-{next(_ids):06d}")
-            for name, value in step.headers.items():
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(step.data)
             return
         parts = path.strip("/").split("/")
-        if parts[0] == "model" and len(parts) == 3:
-            self._model(parts[1], parts[2], step)
+        if parts[0] == "model" and len(parts) >= 3:
+            # A model ARN (an inference profile's) keeps its slashes once the path is unquoted.
+            self._model("/".join(parts[1:-1]), parts[-1], step, request)
         elif parts[0] == "agents" and parts[-1] == "text":
             self._agent(step, parts[-2])
         elif parts == ["retrieveAndGenerateStream"]:
@@ -426,14 +482,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"message": f"no scripted route for {path}"},
                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
 
-    def _model(self, model: str, action: str, step: Any) -> None:
+    def _model(self, model: str, action: str, step: Any, request: RecordedRequest) -> None:
         if isinstance(step, AgentEvents) and action.endswith("stream"):
             self._stream(step.messages())  # events as given, for either streaming call
             return
         if not isinstance(step, Reply):
             raise TypeError(f"a model call needs a Reply, got {step!r}")
         family = _family(model)
-        if action == "converse":
+        if family in _EMBEDDING_FAMILIES:
+            self._embedding(family, model, action, step, request)
+        elif action == "converse":
             self._json(200, _converse_json(step))
         elif action == "converse-stream":
             messages = [event_message(name, payload) for name, payload in _converse_events(step)]
@@ -456,6 +514,27 @@ class _Handler(BaseHTTPRequestHandler):
                          {"X-Amzn-Bedrock-Content-Type": "application/json"})
         else:
             self._json(404, {"message": action}, {"x-amzn-ErrorType": "UnknownOperation"})
+
+    def _embedding(self, family: str, model: str, action: str, reply: Reply,
+                   request: RecordedRequest) -> None:
+        """An embedding model: InvokeModel answers with vectors; the other calls are refused as
+        Bedrock refuses them."""
+        if action != "invoke":
+            self._json(400, {"message": f"The provided model {model} does not support {action}"},
+                       {"x-amzn-ErrorType": "ValidationException"})
+            return
+        try:
+            body = request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+            answer = _embedding_json(family, model, body, reply)
+        except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+            self._json(400, {"message": f"Malformed input request: {exc}"},
+                       {"x-amzn-ErrorType": "ValidationException"})
+            return
+        self._json(200, answer,
+                   {"X-Amzn-Bedrock-Input-Token-Count": str(reply.input_tokens),
+                    "X-Amzn-Bedrock-Invocation-Latency": "12"})
 
     @staticmethod
     def _maybe_fail(messages: list[bytes], reply: Reply) -> list[bytes]:

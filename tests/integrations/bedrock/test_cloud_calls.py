@@ -302,3 +302,36 @@ def test_cloud_call_blocked_inside_a_langchain_tool_becomes_an_error_tool_messag
     with pytest.raises(CloudCallBlocked):
         agent().invoke({"messages": [("user", "export everything")]})
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_the_payload_a_call_delivers_is_not_a_parameter_but_its_destination_is(
+        guarded: Any, spans: Any, aws: Any) -> None:
+    """An SQS message body and a Step Functions execution's input are the payload, as an S3
+    Body or an SNS Message is: a policy sees the queue and the state machine they go to (and
+    can block the call on them), never the data, which reaches no span either."""
+    seen: list[Any] = []
+    guarded(capture_content="full", policy=lambda event: seen.append(event))
+    payload = "customer list: ana@example.com, card 4111 1111 1111 1111, notes: call back"
+    sqs = aws("sqs")
+    url = sqs.create_queue(QueueName="exports")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=payload, DelaySeconds=0)
+    sfn = aws("stepfunctions")
+    machine = sfn.create_state_machine(
+        name="export", roleArn="arn:aws:iam::123456789012:role/sfn",
+        definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
+    )["stateMachineArn"]
+    sfn.start_execution(stateMachineArn=machine, name="run-1",
+                        input=json.dumps({"records": payload}))
+    sqs.delete_queue(QueueUrl=url)
+    sfn.delete_state_machine(stateMachineArn=machine)
+
+    sent = next(e for e in seen if e.kind == "cloud_call" and e.operation == "SendMessage")
+    assert sent.resource == {"queue": url}
+    assert sent.parameters == {"QueueUrl": url, "DelaySeconds": 0}
+    started = next(e for e in seen if e.kind == "cloud_call" and e.operation == "StartExecution")
+    assert started.resource == {"state_machine": machine}
+    assert started.parameters == {"stateMachineArn": machine, "name": "run-1"}
+    assert spans.one("aws.sqs.SendMessage").attributes["aws.sqs.queue.url"] == url
+    everything = _everything(spans) + "\n".join(repr(event) for event in seen)
+    for part in ("ana@example.com", "4111 1111 1111 1111", "call back"):
+        assert part not in everything, part
