@@ -31,10 +31,12 @@ __all__ = [
     "EVENT_FINDING",
     "GEN_AI_AGENT_NAME",
     "GEN_AI_CONVERSATION_ID",
+    "GEN_AI_EMBEDDINGS_DIMENSION_COUNT",
     "GEN_AI_INPUT_MESSAGES",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_OUTPUT_MESSAGES",
     "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_ENCODING_FORMATS",
     "GEN_AI_REQUEST_MAX_TOKENS",
     "GEN_AI_REQUEST_MODEL",
     "GEN_AI_REQUEST_TEMPERATURE",
@@ -49,6 +51,7 @@ __all__ = [
     "GEN_AI_USAGE_INPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
     "OP_CHAT",
+    "OP_EMBEDDINGS",
     "OP_EXECUTE_TOOL",
     "OP_INVOKE_AGENT",
     "OP_RETRIEVAL",
@@ -77,8 +80,11 @@ GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 GEN_AI_TOOL_DESCRIPTION = "gen_ai.tool.description"
 GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT = "gen_ai.embeddings.dimension.count"
+GEN_AI_REQUEST_ENCODING_FORMATS = "gen_ai.request.encoding_formats"
 
 OP_CHAT = "chat"
+OP_EMBEDDINGS = "embeddings"
 OP_EXECUTE_TOOL = "execute_tool"
 OP_INVOKE_AGENT = "invoke_agent"
 OP_RETRIEVAL = "retrieval"
@@ -162,13 +168,17 @@ AG_BEDROCK_EXECUTION = "agentguard.bedrock.action_execution"
 AG_BEDROCK_TRACE_ID = "agentguard.bedrock.trace_id"
 AG_BEDROCK_GUARDRAIL_VERSION = "agentguard.bedrock.guardrail.version"
 AG_BEDROCK_GUARDRAIL_ACTION = "agentguard.bedrock.guardrail.action"
+# Why a model's answer was not read whole: "depth" (parts nested too deep for the JSON decoder
+# read as null), "invalid_json" (not JSON: its text read as the answer), "size" (too large, unread).
+AG_BEDROCK_RESPONSE_TRUNCATED = "agentguard.bedrock.response.truncated"
 AG_BEDROCK_STEP = "agentguard.bedrock.agent.step"
 EVENT_BEDROCK_GUARDRAIL = "agentguard.bedrock.guardrail"
 EVENT_BEDROCK_FAILURE = "agentguard.bedrock.failure"
 
 __all__ += [
     "AG_BEDROCK_ACTION_GROUP", "AG_BEDROCK_AGENT_ALIAS_ID", "AG_BEDROCK_EXECUTION",
-    "AG_BEDROCK_GUARDRAIL_ACTION", "AG_BEDROCK_GUARDRAIL_VERSION", "AG_BEDROCK_STEP",
+    "AG_BEDROCK_GUARDRAIL_ACTION", "AG_BEDROCK_GUARDRAIL_VERSION", "AG_BEDROCK_RESPONSE_TRUNCATED",
+    "AG_BEDROCK_STEP",
     "AG_BEDROCK_TRACE_ID", "AG_CLOUD_REQUEST_ID", "AG_CLOUD_RESOURCE_PREFIX",
     "AG_CLOUD_RETRY_ATTEMPTS",
     "AWS_BEDROCK_GUARDRAIL_ID", "AWS_BEDROCK_KNOWLEDGE_BASE_ID",

@@ -58,13 +58,6 @@ __all__ = ["HANDLERS"]
 # Request and response bodies parsed at most this large; a larger body passes untouched.
 MAX_BODY = 8 * 1024 * 1024
 
-# The GenAI conventions' embeddings operation and its attributes.
-OP_EMBEDDINGS = "embeddings"
-GEN_AI_EMBEDDINGS_DIMENSION_COUNT = "gen_ai.embeddings.dimension.count"
-GEN_AI_REQUEST_ENCODING_FORMATS = "gen_ai.request.encoding_formats"
-# Why an answer was not read whole: "depth" (parts nested too deep for the JSON decoder read as
-# null), "invalid_json" (not JSON: its text read as the answer), "size" (over MAX_BODY, unread).
-AG_BEDROCK_RESPONSE_TRUNCATED = "agentguard.bedrock.response.truncated"
 _EMBEDDING = "embedding"
 
 
@@ -171,7 +164,7 @@ def _finish(op: Operation, reply: ModelReply, abandoned: bool = False,
     if abandoned:
         span.set_attribute(semconv.AG_STREAM_ABANDONED, True)
     if reply.truncated:
-        span.set_attribute(AG_BEDROCK_RESPONSE_TRUNCATED, reply.truncated)
+        span.set_attribute(semconv.AG_BEDROCK_RESPONSE_TRUNCATED, reply.truncated)
     if "guardrail_intervened" in reply.finish_reasons or reply.guardrail_action == "INTERVENED":
         span.set_attribute(semconv.AG_BEDROCK_GUARDRAIL_ACTION, "INTERVENED")
     op.end_chat(reply.output, response_model=reply.response_model,
@@ -324,15 +317,15 @@ def _embeddings_start(guard: Guard, call: CallInfo, body: Any) -> _State:
     request = embedding_request(body)
     attrs = call.rpc_attributes()
     if request.dimensions is not None:
-        attrs[GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
+        attrs[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
     if request.formats:
-        attrs[GEN_AI_REQUEST_ENCODING_FORMATS] = request.formats
+        attrs[semconv.GEN_AI_REQUEST_ENCODING_FORMATS] = request.formats
     attrs.update(_guardrail_attributes(call.params.get("guardrailIdentifier"),
                                        call.params.get("guardrailVersion")))
     model = call.params.get("modelId")
     op = guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
                           model=str(model) if model else None, messages=request.messages,
-                          attributes=attrs, operation=OP_EMBEDDINGS)
+                          attributes=attrs, operation=semconv.OP_EMBEDDINGS)
     return _State(op, _EMBEDDING, request.dimensions)
 
 
@@ -345,7 +338,7 @@ def _finish_embeddings(state: _State, data: bytes | None, result: Any) -> None:
     reply.input_tokens = tokens
     _header_usage(result, reply)
     if dimensions is not None and state.dimensions is None:
-        state.op.span.set_attribute(GEN_AI_EMBEDDINGS_DIMENSION_COUNT, dimensions)
+        state.op.span.set_attribute(semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, dimensions)
     state.op.end_chat(None, input_tokens=reply.input_tokens)
 
 
