@@ -76,16 +76,20 @@ def finish_reason(reason: str | None, asks_for_tools: bool) -> str:
     return "tool_call" if asks_for_tools else "stop"
 
 
-def output_messages(messages: Iterable[Any], finish_reasons: Sequence[str] = ()
-                    ) -> list[dict[str, Any]]:
+def output_messages(messages: Iterable[Any], finish_reasons: Sequence[str] = (),
+                    unfinished: str | None = None) -> list[dict[str, Any]]:
     """A model's answer, as ``gen_ai.output.messages`` holds it; the n-th message finished for
-    the n-th reason (the last reason serves the messages after it)."""
+    the n-th reason (the last reason serves the messages after it). ``unfinished``: the reason
+    of an answer the caller did not get whole (``error``: its stream failed, ``abandoned``: the
+    caller stopped reading) when the provider gave none, instead of the ``stop`` of a complete
+    one."""
     out = []
     for index, message in enumerate(messages):
         item = _message(message)
         if not (isinstance(message, dict) and message.get("role")):
             item["role"] = "assistant"  # what a model writes, unless it says otherwise
-        reason = finish_reasons[min(index, len(finish_reasons) - 1)] if finish_reasons else None
+        reason = finish_reasons[min(index, len(finish_reasons) - 1)] if finish_reasons else \
+            unfinished
         item["finish_reason"] = finish_reason(
             reason, any(part["type"] == "tool_call" for part in item["parts"]))
         out.append(item)

@@ -541,8 +541,11 @@ class Operation:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         finish_reasons: Sequence[str] = (),
+        unfinished: str | None = None,
     ) -> Verdict:
-        """Record a model's answer and usage, and judge it."""
+        """Record a model's answer and usage, and judge it. ``unfinished``: the answer is the
+        part the caller read of a stream that failed (``"error"``) or that it stopped reading
+        (``"abandoned"``); its messages say so when the provider gave no finish reason."""
         if self.ended:
             return _ALLOW
         guard = self.guard
@@ -558,7 +561,7 @@ class Operation:
             if finish_reasons:
                 span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
             if output is not None and guard.capture.enabled:
-                captured = guard.content(output_messages(output, finish_reasons))
+                captured = guard.content(output_messages(output, finish_reasons, unfinished))
                 if captured is not None:
                     span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, captured)
             if guard.has_stages and self.event is not None and output is not None:

@@ -169,7 +169,8 @@ def _finish(op: Operation, reply: ModelReply, abandoned: bool = False,
         span.set_attribute(semconv.AG_BEDROCK_GUARDRAIL_ACTION, "INTERVENED")
     op.end_chat(reply.output, response_model=reply.response_model,
                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-                finish_reasons=reply.finish_reasons)
+                finish_reasons=reply.finish_reasons,
+                unfinished="abandoned" if abandoned else "error" if broken else None)
     if abandoned or broken:
         return  # the caller never saw the whole answer, so it will not run these tools
     for message in reply.output:

@@ -594,16 +594,16 @@ class _ChunkCollector(StreamWatch):
             op.span.set_attribute(semconv.AG_STREAM_ABANDONED, True)
         except Exception as exc:
             internal_error("span abandon", exc)
-        self.finish(op)
+        self.finish(op, "abandoned")
 
     def failed(self, op: Operation, exc: BaseException) -> None:
         if not self.chunks:
             op.fail(exc)
             return
         mark_failed(op, exc)
-        self.finish(op)
+        self.finish(op, "error")
 
-    def finish(self, op: Operation) -> None:
+    def finish(self, op: Operation, unfinished: str | None = None) -> None:
         try:
             if not self.chunks:
                 op.end_chat([])
@@ -617,7 +617,7 @@ class _ChunkCollector(StreamWatch):
             reason = metadata.get("finish_reason") or metadata.get("stop_reason")
             op.end_chat([message_to_dict(message)], input_tokens=i, output_tokens=o,
                         response_model=metadata.get("model_name") or metadata.get("model"),
-                        finish_reasons=[str(reason)] if reason else [])
+                        finish_reasons=[str(reason)] if reason else [], unfinished=unfinished)
         except Exception as exc:
             internal_error("langchain stream end", exc)
             op.end()

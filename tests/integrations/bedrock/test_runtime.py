@@ -139,6 +139,9 @@ def test_an_abandoned_stream_ends_its_span_when_dropped(guarded: Any, spans: Any
     span = spans.one(f"chat {CLAUDE}")
     assert span.attributes["agentguard.stream.abandoned"] is True
     assert _messages(span, "gen_ai.output.messages") == [{"role": "assistant", "content": "one"}]
+    # The model never said it was done: the answer is not claimed to have stopped normally.
+    assert [m["finish_reason"] for m in json.loads(span.attributes["gen_ai.output.messages"])] \
+        == ["abandoned"]
     assert span.status.status_code is StatusCode.UNSET
 
 
@@ -169,6 +172,8 @@ def test_a_stream_that_fails_midway_ends_with_an_error(guarded: Any, spans: Any,
     span = spans.one(f"chat {CLAUDE}")
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "EventStreamError"
+    assert [m["finish_reason"] for m in json.loads(span.attributes["gen_ai.output.messages"])] \
+        == ["error"]
 
 
 def test_throttling_is_one_span_across_botocore_retries(guarded: Any, spans: Any, bedrock: Any,

@@ -61,6 +61,10 @@ def test_abandoned_chat_stream_ends_its_span(guarded: Any, spans: Any) -> None:
     del stream
     span = spans.one("chat scripted-1")
     assert span.attributes["agentguard.stream.abandoned"] is True
+    # What was read is the answer, not claimed to have stopped normally.
+    assert [(m["parts"], m["finish_reason"])
+            for m in json.loads(span.attributes["gen_ai.output.messages"])] == \
+        [([{"type": "text", "content": "one"}], "abandoned")]
 
 
 async def test_async_chat_stream_and_abandon(guarded: Any, spans: Any) -> None:
