@@ -8,6 +8,11 @@ include it, else the one its ``TRACEPARENT`` names, else whatever its parent's f
 Spans arrive after they end, so an event that needs a span not yet seen waits (bounded in time
 and number) and is retried when spans from its agent arrive; when the wait runs out it is
 resolved with what is known (the agent invocation span of that time, or unattributed).
+
+A span is known by its agent (the host pid its sender was mapped to), trace id and span id: an
+event of one agent is only ever joined to that agent's own spans, so spans another sender makes
+up with the same ids (it may have read them from a ``TRACEPARENT``) cannot take, hide or relabel
+another agent's events.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import collections
 import ipaddress
 import itertools
 import os
+import posixpath
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,11 +47,33 @@ from agentguard.collector.model import (
 )
 from agentguard.collector.sensor import boot_time_ns
 
-__all__ = ["AgentInfo", "Correlator", "OwnEndpoints", "ProcInfo"]
+__all__ = ["AgentInfo", "Correlator", "OwnEndpoints", "ProcInfo", "SpanKey", "span_key"]
 
 _MAX_DEPTH = 64
+# How far up a span's parents are followed to find the tool call it belongs to.
+_MAX_TOOL_DEPTH = 16
+# Sensors whose event times are when they looked (a poll), not when the act happened.
+_COARSE_SOURCES = frozenset({"procfs"})
+# The library's records of connections, lookups and opens kept for matching kernel events, in all,
+# and of one peer, name or file name of one agent (the library writes an act once per span, so
+# these are the spans that last did it; a kernel event's own span is among the newest).
+_MAX_LIBRARY_RECORDS = 65_536
+_MAX_RECORDS_PER_KEY = 256
+_RESOLV_CONF_BYTES = 16_384
+# Span events only the in-process sensor writes: an agent whose spans carry one runs it.
+_LIBRARY_RECORDS = names.LIBRARY_CONNECT_EVENTS | names.LIBRARY_DNS_EVENTS | \
+    names.LIBRARY_OPEN_EVENTS
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _BOOT_NS = boot_time_ns()
+
+# A span's identity: its agent's pid on this host, its trace id and its span id.
+SpanKey = tuple[int, str, str]
+
+
+def span_key(span: SpanInfo) -> SpanKey | None:
+    """The identity of an agent's span (``None`` for a span of no agent on this node)."""
+    return None if span.pid is None else (span.pid, span.trace_id, span.span_id)
 
 
 def _is_ip(text: str) -> bool:
@@ -77,6 +105,19 @@ class AgentInfo:
     # was gone before it could be read. With the pid it names the process: a pid is handed out
     # again once its process is gone, and the next agent on it is another agent.
     start_ticks: int | None = None
+    # Some of its events were stored without the span they waited for: a tool span of this
+    # agent that still comes re-attributes them (the flag goes with the agent, so it is bounded
+    # as the agents are and never carries over to another process on the same pid).
+    gave_up: bool = False
+    # The DNS search domains of its resolver (``None``: not read yet): a lookup of ``name`` may
+    # reach the kernel as ``name.<domain>`` first.
+    search_domains: tuple[str, ...] | None = None
+
+    def started_ns(self) -> int | None:
+        """When its process started, in Unix nanoseconds (``None`` when unknown)."""
+        if self.start_ticks is None:
+            return None
+        return _BOOT_NS + self.start_ticks * 1_000_000_000 // _CLK_TCK
 
     def is_other_process(self, start_ticks: int | None) -> bool:
         """Whether the process now at this pid (started at ``start_ticks``; ``None``: no process
@@ -120,6 +161,8 @@ class Correlator:
         max_processes: int = 65_536,
         max_agents: int = 4096,
         slack_ns: int = 2_000_000,
+        coarse_ns: int = 1_000_000_000,
+        max_library_records: int = _MAX_LIBRARY_RECORDS,
     ) -> None:
         self.hold_seconds = hold_seconds
         self.max_pending = max_pending
@@ -128,6 +171,10 @@ class Correlator:
         self.max_processes = max_processes
         self.max_agents = max_agents
         self.slack_ns = slack_ns
+        # How long before its time an act of a polling sensor may have happened (its time is
+        # the poll that saw it).
+        self.coarse_ns = coarse_ns
+        self.max_library_records = max_library_records
         self.agents: dict[int, AgentInfo] = {}
         # Agents whose process is gone, with the monotonic time after which they are forgotten
         # (the hold window: their last spans and events have come by then), oldest first.
@@ -135,14 +182,18 @@ class Correlator:
         # Set by the collector once its receiver listens: connections there are no agent's act.
         self.own_endpoints: OwnEndpoints | None = None
         self.procs: collections.OrderedDict[int, ProcInfo] = collections.OrderedDict()
-        self.spans: collections.OrderedDict[str, SpanInfo] = collections.OrderedDict()
+        self.spans: collections.OrderedDict[SpanKey, SpanInfo] = collections.OrderedDict()
         # pid → native thread id → tool spans of that thread; pid → agent invocation spans.
         self._tools: dict[int, dict[int, list[SpanInfo]]] = {}
         self._invocations: dict[int, list[SpanInfo]] = {}
         # (agent pid, child pid as the agent recorded it) → the span that started the child.
         self._by_child: dict[tuple[int, int], SpanInfo] = {}
-        # (pid, port) → (address as the library saw it, span) of connections it reported.
-        self._connects: dict[tuple[int, int], list[tuple[str, SpanInfo]]] = {}
+        # What the in-process sensor reported (connections, lookups, opens), as
+        # (value, time, span) under a key naming the agent pid and what a kernel event is looked
+        # up by; and every record's key, oldest first, for the bound on them all.
+        self._records: dict[tuple[Any, ...], collections.deque[tuple[Any, int, SpanInfo]]] = {}
+        self._record_order: collections.deque[tuple[tuple[Any, ...], tuple[Any, int, SpanInfo]]] = \
+            collections.deque()
         self._pending: dict[int, collections.deque[KernelEvent]] = {}
         self._forced: list[KernelEvent] = []
         # Whether a process lives in a pid namespace below ours (cached per parent process).
@@ -153,6 +204,7 @@ class Correlator:
             "correlated": 0, "unattributed": 0, "ambiguous": 0, "pending_expired": 0,
             "pending_forced": 0, "spans_evicted": 0, "processes_evicted": 0,
             "agents_replaced": 0, "agents_evicted": 0, "spans_unindexed": 0,
+            "library_records_evicted": 0,
         }
 
     # -- agents and spans ------------------------------------------------------------------
@@ -175,7 +227,7 @@ class Correlator:
             self.counters["agents_replaced"] += 1
             until = agent.exited_ns
             if until is None and start_ticks is not None:
-                until = _BOOT_NS + start_ticks * 1_000_000_000 // _CLK_TCK
+                until = AgentInfo(pid, None, 0, start_ticks=start_ticks).started_ns()
             self._forget_agent(agent, until)
         markers = procfs.read_environ_markers(pid) or {}
         agent = AgentInfo(pid, service, time.time_ns(),
@@ -250,8 +302,8 @@ class Correlator:
         self._invocations.pop(pid, None)
         for key in [key for key in self._by_child if key[0] == pid]:
             del self._by_child[key]
-        for key in [key for key in self._connects if key[0] == pid]:
-            del self._connects[key]
+        for key in [key for key in self._records if key[1] == pid]:
+            del self._records[key]
         self._namespaced.pop(pid, None)
         if self.agents.get(pid) is agent:
             del self.agents[pid]
@@ -275,33 +327,68 @@ class Correlator:
         return resolved
 
     def _index(self, span: SpanInfo) -> None:
-        if span.span_id in self.spans:
+        key = span_key(span)
+        # A span of no agent on this node joins no kernel event; one already known (a sender's
+        # retry) is kept as it was.
+        if key is None or key in self.spans:
             return
-        self.spans[span.span_id] = span
+        self.spans[key] = span
         if len(self.spans) > self.max_spans:
             self._evict(self.spans.popitem(last=False)[1])
-        pid = span.pid
-        if pid is None:
-            return
+        pid = key[0]
         agent = self.agents.get(pid)
         if agent is not None and (span.child_pids or any(
-                name in names.LIBRARY_CONNECT_EVENTS for name, _, _ in span.events)):
+                name in _LIBRARY_RECORDS for name, _, _ in span.events)):
             agent.library_sensor = True
         for child in span.child_pids:
             self._by_child[(pid, child)] = span
-        for name, _, attrs in span.events:
+        for name, ts_ns, attrs in span.events:
             if name in names.LIBRARY_CONNECT_EVENTS:
                 address = attrs.get(names.NETWORK_PEER_ADDRESS)
                 port = attrs.get(names.NETWORK_PEER_PORT)
                 if isinstance(address, str) and isinstance(port, int):
-                    entries = self._connects.setdefault((pid, port), [])
-                    if len(entries) < 1024:
-                        entries.append((address, span))
+                    # A host name resolved inside connect() names no address: any address on
+                    # that port may be it.
+                    where = address if _is_ip(address) else "*"
+                    self._record(("connect", pid, port, _canonical_ip(where)), address, ts_ns,
+                                 span)
+                hostname = attrs.get(names.SERVER_ADDRESS)
+                if isinstance(hostname, str) and hostname:
+                    # ... and its lookup has no record of its own.
+                    self._record(("dns", pid, _dns_name(hostname)), hostname, ts_ns, span)
+            elif name in names.LIBRARY_DNS_EVENTS:
+                query = attrs.get(names.DNS_QUESTION_NAME)
+                if isinstance(query, str) and query:
+                    self._record(("dns", pid, _dns_name(query)), query, ts_ns, span)
+            elif name in names.LIBRARY_OPEN_EVENTS:
+                path = attrs.get(names.FILE_PATH)
+                if isinstance(path, str) and path:
+                    self._record(("open", pid, posixpath.basename(path)),
+                                 (path, bool(attrs.get(names.AG_OPEN_WRITE))), ts_ns, span)
         if span.is_tool:
             tid = span.tid or 0
             self._tools.setdefault(pid, {}).setdefault(tid, []).append(span)
         elif span.operation == "invoke_agent":
             self._invocations.setdefault(pid, []).append(span)
+
+    def _record(self, key: tuple[Any, ...], value: Any, ts_ns: int, span: SpanInfo) -> None:
+        """Keep one record of the in-process sensor; past the bound the oldest goes."""
+        record = (value, ts_ns, span)
+        entries = self._records.get(key)
+        if entries is None:
+            entries = self._records[key] = collections.deque(maxlen=_MAX_RECORDS_PER_KEY)
+        entries.append(record)
+        order = self._record_order
+        order.append((key, record))
+        if len(order) > self.max_library_records:
+            old_key, old = order.popleft()
+            entries = self._records.get(old_key)
+            # Its agent may have been forgotten (and the pid's records with it) meanwhile.
+            if entries and entries[0] is old:
+                entries.popleft()
+                if not entries:
+                    del self._records[old_key]
+            self.counters["library_records_evicted"] += 1
 
     def _evict(self, span: SpanInfo) -> None:
         self.counters["spans_evicted"] += 1
@@ -320,8 +407,13 @@ class Correlator:
             if self._by_child.get((pid, child)) is span:
                 del self._by_child[(pid, child)]
 
-    def span(self, span_id: str | None) -> SpanInfo | None:
-        return self.spans.get(span_id) if span_id else None
+    def span_for(self, event: KernelEvent) -> SpanInfo | None:
+        """The span an event was joined to, as its own agent sent it (``None``: none, or not
+        one of its agent's spans)."""
+        attribution = event.attribution
+        if event.agent_pid is None or attribution.trace_id is None or attribution.span_id is None:
+            return None
+        return self.spans.get((event.agent_pid, attribution.trace_id, attribution.span_id))
 
     # -- kernel events ---------------------------------------------------------------------
 
@@ -400,7 +492,7 @@ class Correlator:
         levels = procfs.read_nspid(pid)
         return levels[-1] if levels else None
 
-    def _agent_tid(self, agent: AgentInfo, tid: int) -> int:
+    def agent_tid(self, agent: AgentInfo, tid: int) -> int:
         """A kernel thread id as the agent's spans name it (translated once per thread)."""
         if not agent.namespaced or not tid:
             return tid
@@ -535,9 +627,15 @@ class Correlator:
         child's TRACEPARENT names its span before the span itself arrives; the conversation,
         turn and tool it carries are needed to judge the event)."""
         attribution = self._resolve(event, event.pid, event.tid, event.ts_ns, final, 0)
-        if attribution is None or final or attribution.span_id is None:
+        if attribution is None or final or attribution.span_id is None or event.agent_pid is None:
+            # An event outside every agent's tree has no agent whose span could give details.
             return attribution
-        return attribution if attribution.span_id in self.spans else None
+        return attribution if self.span_for_attribution(event.agent_pid, attribution) else None
+
+    def span_for_attribution(self, agent_pid: int, attribution: Attribution) -> SpanInfo | None:
+        if attribution.trace_id is None or attribution.span_id is None:
+            return None
+        return self.spans.get((agent_pid, attribution.trace_id, attribution.span_id))
 
     def _resolve(self, event: KernelEvent | None, pid: int, tid: int, ts_ns: int, final: bool,
                  depth: int) -> Attribution | None:
@@ -576,7 +674,7 @@ class Correlator:
         threads = self._tools.get(pid, {})
         agent = self.agents.get(pid)
         if agent is not None:
-            tid = self._agent_tid(agent, tid)
+            tid = self.agent_tid(agent, tid)
         spans = threads.get(tid, []) if tid else [s for group in threads.values() for s in group]
         slack = self.slack_ns
         # Clocks of agent and kernel agree to well under the slack; it only counts when no span
@@ -609,7 +707,8 @@ class Correlator:
         # Several tool calls interleaved on one thread (asyncio): the in-process sensor's own
         # record of the act decides; without one the event is reported as ambiguous.
         if event is not None and event.kind == CONNECT:
-            recorded_spans = [span for span in self._library_connects(event) if span in candidates]
+            recorded_spans = [span for span in candidates
+                              if self._library_saw(event, frozenset({span_key(span)}))]
             if len(recorded_spans) == 1:
                 return Attribution(method, recorded_spans[0].trace_id,  # type: ignore[arg-type]
                                    recorded_spans[0].span_id)
@@ -635,22 +734,106 @@ class Correlator:
             return False
         if agent is None or not agent.library_sensor:
             return None
-        span = self.spans.get(attribution.span_id) if attribution.span_id else None
         if event.kind == FORK:
             return self._recorded_child(agent_pid, int(event.data.get("child_pid", 0))) is not None
-        if event.kind == CONNECT:
-            return bool(self._library_connects(event))
-        if span is None:
-            return None
-        wanted = names.LIBRARY_DNS_EVENTS if event.kind == DNS else names.LIBRARY_OPEN_EVENTS
-        return any(name in wanted for name, _, _ in span.events)
+        if event.kind == EXEC:
+            # The agent process itself ran a new program: the library records that as a spawn
+            # on the span it happened in.
+            span = self.span_for_attribution(agent_pid, attribution)
+            if span is None:
+                return None
+            return any(name in names.LIBRARY_EXEC_EVENTS for name, _, _ in span.events)
+        return self._library_saw(event, self._tool_calls_of(agent_pid, attribution))
 
-    def _library_connects(self, event: KernelEvent) -> list[SpanInfo]:
-        """Spans on which the library reported this connection (same peer, or a host name it
-        resolved inside connect, which the kernel only sees as an address)."""
-        address = str(event.data.get("address"))
-        entries = self._connects.get((event.pid, int(event.data.get("port") or 0)), ())
-        return [span for seen, span in entries if seen == address or not _is_ip(seen)]
+    def _tool_calls_of(self, agent_pid: int, attribution: Attribution) -> frozenset[Any]:
+        """The tool calls an act of the agent process belongs to: the tool span it was joined
+        to, the candidates of an ambiguous one, or none (``{None}``: outside every tool call as
+        far as the kernel can tell, e.g. a thread the tool's span does not name)."""
+        if attribution.method == "ambiguous":
+            trace_id = attribution.trace_id
+            if trace_id is not None:
+                calls = {(agent_pid, trace_id, span_id) for span_id in attribution.candidates}
+            else:
+                # Candidates of several traces: found among the agent's tool spans.
+                calls = {(agent_pid, span.trace_id, span.span_id)
+                         for spans in self._tools.get(agent_pid, {}).values() for span in spans
+                         if span.span_id in attribution.candidates}
+            return frozenset(calls) if calls else frozenset({None})
+        span = self.span_for_attribution(agent_pid, attribution)
+        if span is not None and span.is_tool:
+            return frozenset({span_key(span)})
+        return frozenset({None})
+
+    def _tool_call(self, span: SpanInfo) -> SpanKey | None:
+        """The tool span ``span`` is part of (itself, or its nearest tool ancestor)."""
+        current: SpanInfo | None = span
+        for _ in range(_MAX_TOOL_DEPTH):
+            if current is None:
+                return None
+            if current.is_tool:
+                return span_key(current)
+            if current.parent_span_id is None or current.pid is None:
+                return None
+            current = self.spans.get((current.pid, current.trace_id, current.parent_span_id))
+        return None
+
+    def _library_saw(self, event: KernelEvent, tool_calls: frozenset[Any]) -> bool:
+        """Whether the in-process sensor reported this very act: the same peer, name or file,
+        recorded no later than the act, on a span open at the time, in the same tool call.
+
+        A record of the same peer in another tool call (an earlier, legitimate one) does not
+        count: an attacker's tool could otherwise hide a native connection behind it. An act
+        outside every tool call (``tool_calls`` is ``{None}``) counts as seen by a record on any
+        span of its agent open at that moment, as the kernel cannot tell which call a thread
+        the spans do not name worked for. A polling sensor's time is when it looked, so its
+        events are matched by time alone, over the poll's window.
+        """
+        coarse = event.source in _COARSE_SOURCES
+        slack = self.slack_ns
+        before = self.coarse_ns if coarse else slack
+        ts = event.ts_ns
+        pid = event.pid
+        d = event.data
+        keys: list[tuple[Any, ...]] = []
+        if event.kind == CONNECT:
+            port = d.get("port")
+            address = _canonical_ip(str(d.get("address")))
+            keys = [("connect", pid, port, address), ("connect", pid, port, "*")]
+        elif event.kind == DNS:
+            query = d.get("query")
+            if not isinstance(query, str) or not query:
+                return False
+            name = _dns_name(query)
+            keys = [("dns", pid, name)]
+            for domain in self._search_domains(pid):
+                if name.endswith("." + domain):
+                    keys.append(("dns", pid, name[:-len(domain) - 1]))
+        elif event.kind == OPEN:
+            path = d.get("path")
+            if not isinstance(path, str) or not path:
+                return False
+            keys = [("open", pid, posixpath.basename(posixpath.normpath(path)))]
+        else:
+            return False
+        for key in keys:
+            for value, recorded_ns, span in reversed(self._records.get(key, ())):
+                if recorded_ns > ts + slack or span.start_ns - slack > ts or \
+                        span.end_ns + before < ts:
+                    continue
+                if not coarse and None not in tool_calls and self._tool_call(span) not in tool_calls:
+                    continue
+                if event.kind == OPEN and not _same_file(value, d):
+                    continue
+                return True
+        return False
+
+    def _search_domains(self, pid: int) -> tuple[str, ...]:
+        agent = self.agents.get(pid)
+        if agent is None:
+            return ()
+        if agent.search_domains is None:
+            agent.search_domains = _read_search_domains(pid)
+        return agent.search_domains
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -683,6 +866,48 @@ class Correlator:
             if proc is not None and proc.resolved is not None and not proc.resolved.attributed:
                 proc.resolved = None
 
+
+
+def _canonical_ip(text: str) -> str:
+    """An address as one spelling (IPv4-mapped IPv6 as IPv4, IPv6 compressed); other text as is."""
+    address = _address(text)
+    return text if address is None else str(address)
+
+
+def _dns_name(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def _same_file(recorded: tuple[str, bool], data: dict[str, Any]) -> bool:
+    """Whether a file open the library recorded (absolute path, write) is the kernel's: the same
+    path, or one ending in the kernel's relative path; a write needs a recorded write."""
+    path, write = recorded
+    if data.get("write") and not write:
+        return False
+    opened = posixpath.normpath(str(data.get("path")))
+    if opened.startswith("/"):
+        return path == opened
+    if opened.startswith(".."):
+        # Relative to a parent directory: which one is not known here; the name decides.
+        return posixpath.basename(path) == posixpath.basename(opened)
+    return path.endswith("/" + opened)
+
+
+def _read_search_domains(pid: int) -> tuple[str, ...]:
+    """The ``search`` (or ``domain``) list of a process's resolver configuration, as its own
+    file system has it; empty when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/root/etc/resolv.conf", "rb") as handle:
+            raw = handle.read(_RESOLV_CONF_BYTES)
+    except OSError:
+        return ()
+    domains: list[str] = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("search", "domain"):
+            # The last search or domain line wins (resolv.conf(5)).
+            domains = [_dns_name(field) for field in fields[1:7] if field.strip(".")]
+    return tuple(domains)
 
 
 def _address(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -19,11 +19,17 @@ from typing import Any
 
 from agentguard._errors import internal_error, internal_error_counts
 from agentguard.collector import procfs
-from agentguard.collector.correlate import Correlator, OwnEndpoints
+from agentguard.collector.correlate import Correlator, OwnEndpoints, SpanKey
 from agentguard.collector.forward import AgentResources, ResourceKey
 from agentguard.collector.judge import Judge
 from agentguard.collector.model import CONNECT, FORK, GAP, LOST, Attribution, KernelEvent, SpanInfo
-from agentguard.collector.otlp import ExportRequest, kernel_event_span, span_event, span_infos
+from agentguard.collector.otlp import (
+    ExportRequest,
+    kernel_event_span,
+    resource_pid,
+    span_event,
+    span_infos,
+)
 from agentguard.collector.sensor import Sensor, WatchSet, ebpf_unavailable_reason
 from agentguard.collector.settings import CollectorSettings
 from agentguard.collector.store import Store, StoredFinding
@@ -33,8 +39,12 @@ __all__ = ["Collector", "CollectorError", "tune_gc"]
 logger = logging.getLogger("agentguard.collector")
 
 _BATCH = 4096
+# Kernel events waiting to ride on their span when it is forwarded: spans, events per span and
+# events in all (an event whose span never comes, e.g. one a forged TRACEPARENT names, must not
+# hold memory for ever).
 _MAX_ENRICH_SPANS = 20_000
 _MAX_EVENTS_PER_SPAN = 256
+_MAX_ENRICH_EVENTS = 65_536
 _MAX_FORWARDED_IDS = 200_000
 _STATUS_EVERY = 1.0
 # The longest the core works through its queue before it turns to its periodic work (status,
@@ -49,6 +59,12 @@ _PRUNE_EVERY = 60.0
 _HOST_PID_RETRY = 2.0
 _HOST_PID_RETRY_MAX = 60.0
 _MAX_AGENT_PIDS = 4096
+# Looking for an agent's process walks /proc (milliseconds per hundred processes), on the core
+# thread. Any sender can name any pid, so the walks get a budget of core time: this share of
+# each second, banked up to _LOOKUP_BURST seconds. A pid left unlooked for is looked for again
+# with its next request, and counted (agent_lookups_deferred).
+_LOOKUP_SHARE = 0.25
+_LOOKUP_BURST = 1.0
 # The part of a stop's time (at most half) kept for the core to finish the request it is storing,
 # and commit, once what it has not reached is given up: a request of max_request_bytes takes the
 # core seconds.
@@ -60,8 +76,12 @@ _STOP_GRACE = 5.0
 _COMMIT_EVERY = 0.5
 _COMMIT_EVERY_REQUESTS = 64
 # The counters that add up to the snapshot's "dropped" (see Collector.snapshot).
-_DROPPED_HERE = ("events_dropped", "requests_dropped", "spans_dropped", "spans_lost_at_stop")
+_DROPPED_HERE = ("events_dropped", "events_failed", "requests_dropped", "spans_dropped",
+                 "spans_rejected", "spans_lost_at_stop", "forward_events_dropped")
 _DROPPED_FORWARD = ("forward_dropped", "forward_too_large", "forward_lost_at_stop")
+# Lines of the sensor's output it could not read, each an event the collector lost (the kernel's
+# own losses, perf-buffer records bpftrace reports, are "lost", apart).
+_DROPPED_SENSOR = ("parse_errors",)
 # The span name of an agent's runtime AI-BOM (agentguard.aibom._wire.SPAN_NAME).
 _AIBOM_SPAN = "agentguard.aibom"
 # Environment markers of a process that reports to a collector (set by `agentguard run` and by
@@ -179,8 +199,10 @@ class Collector:
                  sensor: Sensor | None = None) -> None:
         self.settings = settings
         self.watches = WatchSet()
-        self.correlator = Correlator(hold_seconds=settings.hold_seconds,
-                                     max_pending=settings.max_pending_events)
+        self.correlator = Correlator(
+            hold_seconds=settings.hold_seconds, max_pending=settings.max_pending_events,
+            # A /proc poll sees an act up to one interval after it happened.
+            coarse_ns=int(max(1.0, 2 * settings.poll_interval) * 1e9))
         self._metric_readers = list(metric_readers)
         self._sensor_override = sensor
         self.sensor: Any = None
@@ -208,27 +230,36 @@ class Collector:
         self._stopped = threading.Event()
         self._core: threading.Thread | None = None
         self._discovery: threading.Thread | None = None
-        self._enrich: collections.OrderedDict[str, list[KernelEvent]] = collections.OrderedDict()
-        # Forwarded span id → its agent's resource key: late kernel events go out under the
-        # agent's own resource, remembered once per agent.
-        self._forwarded: collections.OrderedDict[str, ResourceKey] = collections.OrderedDict()
+        # Kernel events of a span not forwarded yet, by the span's identity (its agent, trace
+        # and span id), and how many there are in all.
+        self._enrich: collections.OrderedDict[SpanKey, list[KernelEvent]] = \
+            collections.OrderedDict()
+        self._enrich_events = 0
+        # Forwarded span → its agent's resource key: late kernel events go out under the agent's
+        # own resource, remembered once per agent.
+        self._forwarded: collections.OrderedDict[SpanKey, ResourceKey] = collections.OrderedDict()
         self._resources = AgentResources()
-        self._expired_agents: set[int] = set()
         self._fallback_reason: str | None = None
         self._switch_to_fallback = threading.Event()
         self._discovered: set[int] = set()
         self._own_ports: frozenset[int] = frozenset()
-        # (reported pid, peer address) → host pid (0: none here); host pid → namespaced.
-        self._agent_pids: dict[tuple[int, str | None], int] = {}
+        # (reported pid, peer address) → (host pid, in a pid namespace of its own); host pid 0:
+        # none here. Both bounded by _MAX_AGENT_PIDS, oldest first.
+        self._agent_pids: dict[tuple[int, str | None], tuple[int, bool]] = {}
         # (reported pid, peer address) found nowhere → (when to look again, misses so far).
         self._agent_pid_misses: dict[tuple[int, str | None], tuple[float, int]] = {}
-        self._host_pids: collections.defaultdict[int, bool] = collections.defaultdict(bool)
+        # Seconds of core time left for walks of /proc, and when it was last topped up.
+        self._lookup_budget = _LOOKUP_BURST
+        self._lookup_budget_at = time.monotonic()
         self.started_ns = 0
         self.counters = {
-            "events": 0, "events_dropped": 0, "spans_received": 0, "requests_dropped": 0,
+            "events": 0, "events_dropped": 0, "events_failed": 0, "spans_received": 0,
+            "requests_dropped": 0, "requests_failed": 0,
             "findings": 0, "library_findings": 0, "reattributed": 0, "late_spans_forwarded": 0,
-            "late_spans_resource_lost": 0,
+            "late_spans_resource_lost": 0, "forward_events_dropped": 0,
             "discovered": 0, "own_traffic": 0, "spans_dropped": 0, "agents_not_found": 0,
+            "agent_lookups_deferred": 0,
+            "spans_rejected": 0, "spans_rejected_invalid_id": 0, "spans_rejected_unreadable": 0,
             "requests_over_queue_bytes": 0, "requests_lost_at_stop": 0, "spans_lost_at_stop": 0,
         }
 
@@ -646,16 +677,29 @@ class Collector:
                         # another host is.
                         self.counters["own_traffic"] += 1
                         continue
-                    resolved.extend(self.correlator.observe(item))
+                    try:
+                        resolved.extend(self.correlator.observe(item))
+                    except Exception as exc:
+                        # One event that cannot be taken is lost alone, and counted; the
+                        # batch around it (and the sync markers in it) go on.
+                        self.counters["events_failed"] += 1
+                        internal_error("collector event", exc)
                 elif kind == "spans":
                     self._finalize(resolved)
                     resolved = []
-                    self._handle_spans(*item)
+                    try:
+                        self._handle_spans(*item)
+                    except Exception as exc:
+                        self.counters["requests_failed"] += 1
+                        internal_error("collector span request", exc)
                     self._commit_when_due()
                     if time.monotonic() >= until:
                         break
                 elif kind == "watch":
-                    self.correlator.register_agent(item, None)
+                    try:
+                        self.correlator.register_agent(item, None)
+                    except Exception as exc:
+                        internal_error("collector watch", exc)
                 else:
                     markers.append(item)
             resolved.extend(self.correlator.take_forced())
@@ -683,12 +727,17 @@ class Collector:
 
     def _handle_spans(self, request: ExportRequest, peer: str | None) -> None:
         assert self.store is not None
-        spans = list(span_infos(request))
+        rejected: dict[str, int] = {}
+        spans = list(span_infos(request, rejected))
         self.counters["spans_received"] += len(spans)
+        for cause, count in rejected.items():
+            # Told to the sender too (partial_success.rejected_spans), for invalid ids.
+            self.counters["spans_rejected"] += count
+            self.counters[f"spans_rejected_{cause}"] += count
         self._uncommitted_requests += 1
         self._uncommitted_spans += len(spans)
         # Per request: the host pid of each reported one, and the agents looked at already.
-        hosts: dict[int, int | None] = {}
+        hosts: dict[int, tuple[int, bool] | None] = {}
         seen: set[int] = set()
         kept: list[SpanInfo] = []
         dropped = 0
@@ -698,12 +747,13 @@ class Collector:
                     reported = span.pid
                     if reported not in hosts:
                         hosts[reported] = self._host_pid(reported, span.service, peer)
+                    found = hosts[reported]
                     # From here on a span's pid is the agent's pid on this host (None: not on
                     # this node).
-                    span.pid = hosts[reported]
-                    if span.pid is not None and span.pid not in seen:
-                        seen.add(span.pid)
-                        self._agent_sent_spans(span.pid, span.service)
+                    span.pid = found[0] if found is not None else None
+                    if found is not None and found[0] not in seen:
+                        seen.add(found[0])
+                        self._agent_sent_spans(found[0], span.service, namespaced=found[1])
             except Exception as exc:
                 # A span that cannot be handled is left out alone, counted; its request's
                 # other spans go on.
@@ -730,35 +780,43 @@ class Collector:
             except Exception as exc:
                 internal_error("collector late reattribution", exc)
         if self.forwarder is not None:
-            self._forward(request)
+            self._forward(request, {reported: found[0] for reported, found in hosts.items()
+                                    if found is not None})
 
-    def _agent_sent_spans(self, pid: int, service: str | None) -> None:
+    def _agent_sent_spans(self, pid: int, service: str | None, *, namespaced: bool) -> None:
         """Register and watch the agent at host ``pid`` when it is new: never seen, or on a pid
         an agent that is gone had (told apart by the process's start time)."""
         known = self.correlator.agents.get(pid)
-        if self.correlator.register_agent(pid, service,
-                                          namespaced=self._host_pids.get(-pid, False)) is None:
+        if self.correlator.register_agent(pid, service, namespaced=namespaced) is None:
             return
         if known is not None:
             # The old agent's watch ended with it (or is about to be pruned): watched afresh.
             self.watches.discard(pid)
         self.watch(pid, f"agent {service or '?'} sent spans")
 
-    def _host_pid(self, reported: int, service: str | None, peer: str | None) -> int | None:
-        """The host pid of the agent that reported ``reported`` from ``peer`` (cached; an agent
-        found nowhere is looked for again, with backoff)."""
+    def _host_pid(self, reported: int, service: str | None,
+                  peer: str | None) -> tuple[int, bool] | None:
+        """The host pid of the agent that reported ``reported`` from ``peer``, and whether it is
+        in a pid namespace of its own (cached; an agent found nowhere is looked for again, with
+        backoff, and the walks of /proc are held to a budget of core time)."""
         key = (reported, peer)
         cached = self._agent_pids.get(key)
         # Still the same answer while the process there has the reported pid in its own
         # namespace (a pid handed to a process in another container is not).
-        if cached and (procfs.read_nspid(cached) or [0])[-1] == reported:
+        if cached and cached[0] and (procfs.read_nspid(cached[0]) or [0])[-1] == reported:
             return cached
         miss = self._agent_pid_misses.get(key)
         now = time.monotonic()
-        if cached == 0 and miss is not None and now < miss[0]:
+        if cached is not None and not cached[0] and miss is not None and now < miss[0]:
             return None
+        if not self._lookup_allowed(now):
+            # Looked for with a later request; its spans here are stored, not joined.
+            self.counters["agent_lookups_deferred"] += 1
+            return cached if cached and cached[0] else None
+        started = time.monotonic()
         found = procfs.host_pid(reported, peer, self._own_ports)
-        if found is None and cached:
+        self._lookup_budget -= time.monotonic() - started
+        if found is None and cached and cached[0]:
             # The agent is gone and no other took its place: these are its last spans (an
             # exporter's flush at exit is read after the exit). Its answer stays, so that a new
             # agent on the same pid is found then.
@@ -774,15 +832,19 @@ class Collector:
             self.counters["agents_not_found"] += 1
         else:
             self._agent_pid_misses.pop(key, None)
-        host, namespaced = found if found is not None else (0, False)
-        self._agent_pids[key] = host
-        if host:
-            self._host_pids[-host] = namespaced
+        self._agent_pids[key] = found if found is not None else (0, False)
         if len(self._agent_pids) > _MAX_AGENT_PIDS:
             self._agent_pids.pop(next(iter(self._agent_pids)))
         if len(self._agent_pid_misses) > _MAX_AGENT_PIDS:
             self._agent_pid_misses.pop(next(iter(self._agent_pid_misses)))
-        return host or None
+        return found
+
+    def _lookup_allowed(self, now: float) -> bool:
+        """Whether the budget of core time for walks of /proc has some left (topped up)."""
+        self._lookup_budget = min(_LOOKUP_BURST, self._lookup_budget +
+                                  (now - self._lookup_budget_at) * _LOOKUP_SHARE)
+        self._lookup_budget_at = now
+        return self._lookup_budget > 0
 
     def _inventories(self, spans: list[SpanInfo]) -> None:
         """Runtime AI-BOM spans (``agentguard.aibom``): merge each agent's inventory changes."""
@@ -835,13 +897,25 @@ class Collector:
         if not events:
             return
         assert self.store is not None and self.judge is not None
-        self.store.add_events(events)
+        try:
+            refused = self.store.add_events(events)
+        except Exception as exc:
+            # The database refused the batch (full disk, I/O error): lost, and counted.
+            self.counters["events_failed"] += len(events)
+            internal_error("collector store events", exc)
+            return
+        if refused:
+            # Values the store cannot keep: those events alone are lost, and counted.
+            self.counters["events_failed"] += refused
+            events = [event for event in events if event.row_id is not None]
         for event in events:
-            if event.agent_pid is not None and event.attribution.method in ("unattributed", "agent"):
-                self._expired_agents.add(event.agent_pid)
-            span = self.correlator.span(event.attribution.span_id)
+            agent = self.correlator.agents.get(event.agent_pid) \
+                if event.agent_pid is not None else None
+            if agent is not None and event.attribution.method in ("unattributed", "agent"):
+                # A tool span of this agent that still comes re-attributes it.
+                agent.gave_up = True
+            span = self.correlator.span_for(event)
             if event.kind not in (GAP, LOST) and event.agent_pid is not None:
-                agent = self.correlator.agents.get(event.agent_pid)
                 try:
                     for finding in self.judge.judge(event, span, agent.service if agent else None):
                         if self.store.add_finding(finding) is not None:
@@ -854,39 +928,62 @@ class Collector:
                     title=f"kernel sensor was blind for {event.data.get('seconds', 0):.1f}s",
                     kind=GAP, evidence=dict(event.data), timestamp=event.ts_ns / 1e9,
                     source="collector", event_id=event.row_id, agent="agentguard-collector"))
-            if self.forwarder is not None and event.attribution.span_id is not None:
-                self._enrich_or_send(event)
+            if self.forwarder is not None and event.agent_pid is not None and \
+                    event.attribution.trace_id is not None and \
+                    event.attribution.span_id is not None:
+                # Only onto a span of the event's own agent: another sender's span with the
+                # same ids never carries it.
+                try:
+                    self._enrich_or_send(event, (event.agent_pid, event.attribution.trace_id,
+                                                 event.attribution.span_id))
+                except Exception as exc:
+                    # Stored already; only its forwarding is lost, and counted.
+                    self.counters["forward_events_dropped"] += 1
+                    internal_error("collector forward event", exc)
 
-    def _enrich_or_send(self, event: KernelEvent) -> None:
-        span_id = event.attribution.span_id
-        assert span_id is not None
-        if span_id in self._forwarded:
+    def _enrich_or_send(self, event: KernelEvent, key: SpanKey) -> None:
+        agent = self._forwarded.get(key)
+        if agent is not None:
             # The span went out already: the event follows as a child span of it, under the
             # agent's resource (backends file spans by resource).
-            key = self._forwarded[span_id]
-            late = kernel_event_span(event, key[1])
-            if not self._resources.apply(late, key):
+            late = kernel_event_span(event, agent[1])
+            if not self._resources.apply(late, agent):
                 self.counters["late_spans_resource_lost"] += 1
             self.forwarder.submit(_request_of(late))
             self.counters["late_spans_forwarded"] += 1
             return
-        pending = self._enrich.get(span_id)
+        pending = self._enrich.get(key)
         if pending is None:
-            pending = self._enrich[span_id] = []
-            if len(self._enrich) > _MAX_ENRICH_SPANS:
-                self._enrich.popitem(last=False)
-        if len(pending) < _MAX_EVENTS_PER_SPAN:
-            pending.append(event)
+            pending = self._enrich[key] = []
+        if len(pending) >= _MAX_EVENTS_PER_SPAN:
+            self.counters["forward_events_dropped"] += 1
+            return
+        pending.append(event)
+        self._enrich_events += 1
+        while len(self._enrich) > _MAX_ENRICH_SPANS or self._enrich_events > _MAX_ENRICH_EVENTS:
+            # Spans waited for longest first: they are the least likely to come.
+            _, dropped = self._enrich.popitem(last=False)
+            self._enrich_events -= len(dropped)
+            self.counters["forward_events_dropped"] += len(dropped)
 
-    def _forward(self, request: ExportRequest) -> None:
+    def _forward(self, request: ExportRequest, hosts: dict[int, int]) -> None:
+        """Send a request on, each span with the kernel events of its agent joined to it
+        (``hosts``: reported pid → the agent's pid on this host)."""
         for resource_spans in request.resource_spans:
             agent = self._resources.remember(resource_spans)
+            reported = resource_pid(resource_spans)
+            host = hosts.get(reported) if reported is not None else None
+            if host is None:
+                # Not an agent on this node: no kernel event is its.
+                continue
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    span_id = span.span_id.hex()
-                    for event in self._enrich.pop(span_id, ()):
+                    key = (host, span.trace_id.hex(), span.span_id.hex())
+                    events = self._enrich.pop(key, ())
+                    self._enrich_events -= len(events)
+                    for event in events:
                         span.events.append(span_event(event))
-                    self._forwarded[span_id] = agent
+                    self._forwarded[key] = agent
                     if len(self._forwarded) > _MAX_FORWARDED_IDS:
                         self._forwarded.popitem(last=False)
         self.forwarder.submit(request)
@@ -895,12 +992,16 @@ class Collector:
         """Events that gave up waiting are joined to a tool span that arrived after all."""
         assert self.store is not None
         for span in spans:
-            if not span.is_tool or span.pid is None or span.pid not in self._expired_agents:
+            agent = self.correlator.agents.get(span.pid) if span.pid is not None else None
+            if not span.is_tool or agent is None or not agent.gave_up:
                 continue
             slack = self.correlator.slack_ns
-            rows = self.store.unattributed_events([span.pid], span.start_ns - slack,
-                                                  span.end_ns + slack)
-            own = [row for row in rows if row["tid"] in (span.tid, 0)]
+            # Only this agent's own acts: an earlier process on the same pid (one that exited,
+            # its pid handed out again) was another agent, whatever times this span claims.
+            start = max(span.start_ns - slack, agent.started_ns() or 0)
+            rows = self.store.unattributed_events([agent.pid], start, span.end_ns + slack)
+            own = [row for row in rows
+                   if row["tid"] == 0 or self.correlator.agent_tid(agent, row["tid"]) == span.tid]
             if not own:
                 continue
             attribution = Attribution("thread", span.trace_id, span.span_id)
@@ -942,10 +1043,13 @@ class Collector:
         # not forwarded: a full forward queue (forward_over_queue_bytes is part of
         # forward_dropped), too large for any export, still queued at the stop.
         dropped = sum(counters[key] for key in _DROPPED_HERE) + \
-            sum(forward.get(key, 0) for key in _DROPPED_FORWARD)
+            sum(forward.get(key, 0) for key in _DROPPED_FORWARD) + \
+            sum(sensor_stats.get(key, 0) for key in _DROPPED_SENSOR)
         return {
             **self.counters,
             "lost": sensor_stats.get("lost", 0),
+            # Lines of the sensor's output it could not read (an event each, lost).
+            "events_unparsed": sensor_stats.get("parse_errors", 0),
             "sensor_restarts": sensor_stats.get("restarts", 0),
             "sensor_gaps": sensor_stats.get("gaps", 0),
             "watched_processes": sensor_stats.get("watched_processes", 0),
@@ -957,6 +1061,12 @@ class Collector:
             "agents": correlator["agents"],
             "agents_replaced": correlator["agents_replaced"],
             "agents_evicted": correlator["agents_evicted"],
+            # Events resolved before their time because the waiting room was full, and spans
+            # and library records pushed out of the correlator's bounded indexes.
+            "pending_forced": correlator["pending_forced"],
+            "spans_evicted": correlator["spans_evicted"],
+            "spans_unindexed": correlator["spans_unindexed"],
+            "library_records_evicted": correlator["library_records_evicted"],
             "dropped": dropped,
             # Span requests accepted and waiting for the core thread, and their bytes.
             "queued_requests": self._queue.requests,

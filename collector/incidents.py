@@ -105,7 +105,9 @@ def build_incident(store: Store, incident_id: str) -> Incident | None:
     spans = store.spans(trace_ids=trace_ids, conversation_id=conversation)
     trace_ids = sorted(set(trace_ids) | {s["trace_id"] for s in spans})
     events = store.events_for_traces(trace_ids)
-    spans_by_id = {s["span_id"]: s for s in spans}
+    # A span is its agent's, trace's and span id's: another sender's span with the same ids
+    # (stored beside it) never stands in for it.
+    spans_by_id = {(s["pid"], s["trace_id"], s["span_id"]): s for s in spans}
 
     timeline: list[TimelineEntry] = []
     tool_calls: list[dict[str, Any]] = []
@@ -196,7 +198,8 @@ def build_incident(store: Store, incident_id: str) -> Incident | None:
 
 
 def _kernel_story(
-    events: list[dict[str, Any]], spans: dict[str, dict[str, Any]], timeline: list[TimelineEntry],
+    events: list[dict[str, Any]], spans: dict[tuple[Any, ...], dict[str, Any]],
+    timeline: list[TimelineEntry],
 ) -> tuple[list[ProcessNode], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]],
            dict[str, Any]]:
     nodes: dict[int, ProcessNode] = {}
@@ -210,7 +213,8 @@ def _kernel_story(
         pid = event["pid"]
         if event.get("agent_pid") is not None:
             agents.setdefault(int(event["agent_pid"]), str(event.get("service") or "agent"))
-        span = spans.get(event.get("span_id") or "")
+        span = spans.get((event["agent_pid"], event.get("trace_id"), event.get("span_id"))) \
+            if event.get("agent_pid") is not None else None
         tool = span.get("tool") if span else event.get("tool")
         kernel_only = event.get("seen_by_library") is False
         kind = event["kind"]

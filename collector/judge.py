@@ -146,7 +146,12 @@ class Judge:
                   DNS: d.get("query"), OPEN: d.get("path"),
                   IO_URING: f"pid {event.pid}"}.get(event.kind)
         # One finding per tool call, rule and target: a shell loop is one story, not a thousand.
-        key = (event.attribution.span_id or f"agent:{event.agent_pid}", rule[0], target)
+        # A tool call is its agent's span (trace and span id): another sender's span with the
+        # same span id must not use up this one's finding.
+        attribution = event.attribution
+        call = (event.agent_pid, attribution.trace_id, attribution.span_id) \
+            if attribution.span_id is not None else (event.agent_pid,)
+        key = (call, rule[0], target)
         if key in self._seen:
             return None
         self._seen[key] = None

@@ -14,14 +14,26 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.events.correlated": (
         "correlated", "kernel events joined to an agent span", "{event}"),
     "agentguard.collector.events.dropped": (
-        "dropped", "events, requests and spans the collector dropped itself (full queues, the "
-        "store, a stop, the export bound): the sum of the causes counted below; failed exports "
-        "are forward.failed", "{item}"),
+        "dropped", "events, requests and spans the collector dropped itself (full queues, "
+        "sensor output it could not read, spans it rejected, the store, a stop, the export "
+        "bounds): the sum of the causes counted below; failed exports are forward.failed",
+        "{item}"),
     "agentguard.collector.events.refused": (
         "events_dropped", "kernel events dropped by the full queue to the core thread", "{event}"),
+    "agentguard.collector.events.unparsed": (
+        "events_unparsed", "lines of the kernel sensor's output it could not read (an event "
+        "each)", "{event}"),
+    "agentguard.collector.events.failed": (
+        "events_failed", "kernel events the core thread could not handle or store", "{event}"),
+    "agentguard.collector.events.forced": (
+        "pending_forced", "kernel events resolved before their span came, the waiting room being "
+        "full", "{event}"),
     "agentguard.collector.spans": ("spans_received", "agent spans received by OTLP", "{span}"),
     "agentguard.collector.spans.dropped": (
         "spans_dropped", "agent spans the store could not take (left out alone)", "{span}"),
+    "agentguard.collector.spans.rejected": (
+        "spans_rejected", "agent spans left out unread: ids that are missing, of the wrong "
+        "length or all zeros, or a span that could not be read", "{span}"),
     "agentguard.collector.spans.lost_at_stop": (
         "spans_lost_at_stop", "accepted spans a stop could not store in time", "{span}"),
     "agentguard.collector.requests.refused": (
@@ -30,6 +42,9 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.requests.over_queue_bytes": (
         "requests_over_queue_bytes", "OTLP requests refused by the queue's byte budget",
         "{request}"),
+    "agentguard.collector.requests.failed": (
+        "requests_failed", "accepted OTLP requests the core thread failed on (stored in part at "
+        "most)", "{request}"),
     "agentguard.collector.requests.lost_at_stop": (
         "requests_lost_at_stop", "accepted OTLP requests a stop could not store in time",
         "{request}"),
@@ -41,6 +56,9 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
         "{span}"),
     "agentguard.collector.forward.too_large": (
         "forward_too_large", "spans not forwarded: too large for any export", "{span}"),
+    "agentguard.collector.forward.events_dropped": (
+        "forward_events_dropped", "kernel events stored but not added to their forwarded span "
+        "(its bounds on waiting events)", "{event}"),
     "agentguard.collector.forward.failed": (
         "forward_failed", "spans whose export failed after retries", "{span}"),
     "agentguard.collector.forward.lost_at_stop": (
@@ -48,6 +66,9 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.agents.not_found": (
         "agents_not_found", "looks for the process that sent spans that found none on this node",
         "{lookup}"),
+    "agentguard.collector.agents.lookups_deferred": (
+        "agent_lookups_deferred", "looks for an agent's process put off to a later request (the "
+        "budget of core time for walking /proc was spent)", "{lookup}"),
     "agentguard.collector.agents.replaced": (
         "agents_replaced", "agents succeeded by a new process on the same pid", "{agent}"),
     "agentguard.collector.agents.evicted": (

@@ -21,10 +21,14 @@ from agentguard.semconv import int_value
 
 __all__ = [
     "MAX_ATTRIBUTE_CHARS",
+    "REJECT_INVALID_ID",
+    "REJECT_UNREADABLE",
     "ExportRequest",
     "decode_request",
     "event_attributes",
+    "invalid_ids",
     "kernel_event_span",
+    "resource_pid",
     "span_infos",
     "to_any_value",
     "value_of",
@@ -42,6 +46,11 @@ MAX_CHILD_PIDS = 1024
 _MAX_PID = 1 << 22
 _MAX_TIME_NS = 2**63 - 1
 _STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+# Why span_infos left a span out (the keys of its ``rejected`` counts).
+REJECT_INVALID_ID = "invalid_id"
+REJECT_UNREADABLE = "unreadable"
 
 
 def decode_request(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
@@ -120,25 +129,50 @@ def _child_pids(attributes: Mapping[str, Any],
     return frozenset(pids)
 
 
-def span_infos(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator[SpanInfo]:
+def invalid_ids(span: trace_pb2.Span) -> bool:
+    """Whether a span lacks a valid identity: a 16-byte trace id and an 8-byte span id, neither
+    all zeros (invalid in W3C trace context and OTLP)."""
+    return len(span.trace_id) != 16 or len(span.span_id) != 8 or \
+        span.trace_id == _ZERO_TRACE_ID or span.span_id == _ZERO_SPAN_ID
+
+
+def resource_pid(resource_spans: trace_pb2.ResourceSpans) -> int | None:
+    """The pid a resource reports (``process.pid``), as :func:`span_infos` reads it (the last
+    of repeated keys)."""
+    found = None
+    for kv in resource_spans.resource.attributes[:MAX_ATTRIBUTES]:
+        if kv.key[:256] == semconv.PROCESS_PID:
+            found = kv.value
+    return None if found is None else _pid(value_of(found))
+
+
+def span_infos(request: trace_service_pb2.ExportTraceServiceRequest,
+               rejected: dict[str, int] | None = None) -> Iterator[SpanInfo]:
     """Every span of a request with the fields correlation and incidents use.
 
     Values the store could not keep (times past 2**63, integers of any length in JSON text) are
-    held or left out here, and a span that cannot be read at all is skipped (counted as an
-    internal error), so one hostile span never costs the others of its request.
+    held or left out here. A span without valid ids, or one that cannot be read at all (an
+    internal error), is left out and counted in ``rejected`` by cause
+    (:data:`REJECT_INVALID_ID`, :data:`REJECT_UNREADABLE`), so one hostile span never costs the
+    others of its request and none goes missing unseen.
     """
+    counts = rejected if rejected is not None else {}
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         pid = _pid(resource.get(semconv.PROCESS_PID))
         service = _str(resource.get(semconv.SERVICE_NAME))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                if invalid_ids(span):
+                    counts[REJECT_INVALID_ID] = counts.get(REJECT_INVALID_ID, 0) + 1
                     continue
                 try:
-                    yield _span_info(span, pid, service)
+                    info = _span_info(span, pid, service)
                 except Exception as exc:
                     internal_error("collector span decode", exc)
+                    counts[REJECT_UNREADABLE] = counts.get(REJECT_UNREADABLE, 0) + 1
+                    continue
+                yield info
 
 
 def _span_info(span: trace_pb2.Span, pid: int | None, service: str | None) -> SpanInfo:

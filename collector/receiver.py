@@ -31,7 +31,7 @@ from typing import Any
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from agentguard.collector.otlp import ExportRequest, decode_request
+from agentguard.collector.otlp import ExportRequest, decode_request, invalid_ids
 from agentguard.collector.settings import parse_hostport
 
 __all__ = ["Receiver", "ReceiverError"]
@@ -74,13 +74,9 @@ class _DeadlineExpired(TimeoutError):
 
 
 def _invalid_spans(request: ExportRequest) -> int:
-    bad = 0
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
-                    bad += 1
-    return bad
+    return sum(1 for resource_spans in request.resource_spans
+               for scope_spans in resource_spans.scope_spans
+               for span in scope_spans.spans if invalid_ids(span))
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
@@ -220,7 +216,8 @@ def _response(request: ExportRequest) -> bytes:
     if bad:
         response.partial_success.rejected_spans = bad
         response.partial_success.error_message = \
-            f"{bad} span(s) without a 16-byte trace id and 8-byte span id were dropped"
+            f"{bad} span(s) without a valid trace id (16 bytes, not all zero) and span id " \
+            f"(8 bytes, not all zero) were dropped"
     body: bytes = response.SerializeToString()
     return body
 

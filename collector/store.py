@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ns);
 CREATE INDEX IF NOT EXISTS events_trace ON events (trace_id, ts_ns);
 CREATE INDEX IF NOT EXISTS events_pid ON events (pid, ts_ns);
 CREATE TABLE IF NOT EXISTS spans (
-    span_id TEXT PRIMARY KEY,
+    span_id TEXT NOT NULL,
     trace_id TEXT NOT NULL,
     parent_span_id TEXT,
     name TEXT NOT NULL,
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS spans (
     events TEXT NOT NULL,
     received_ns INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_identity ON spans (trace_id, span_id, ifnull(pid, 0));
 CREATE INDEX IF NOT EXISTS spans_conversation ON spans (conversation_id);
 CREATE INDEX IF NOT EXISTS spans_received ON spans (received_ns);
 CREATE TABLE IF NOT EXISTS findings (
@@ -92,8 +92,8 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 CREATE INDEX IF NOT EXISTS findings_incident ON findings (incident_id);
 CREATE INDEX IF NOT EXISTS findings_ts ON findings (ts_ns);
-CREATE UNIQUE INDEX IF NOT EXISTS findings_library ON findings (span_id, rule_id, ts_ns)
-    WHERE source = 'library';
+CREATE UNIQUE INDEX IF NOT EXISTS findings_library_span ON findings
+    (trace_id, span_id, rule_id, ts_ns) WHERE source = 'library';
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,
     key TEXT NOT NULL,
@@ -141,15 +141,40 @@ CREATE TABLE IF NOT EXISTS aibom_entries (
 """
 # The tables a collector creates: a database with only these and no version yet is one.
 _TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA + _AIBOM_SCHEMA))
+# A span is its agent's (pid on this host; none: not on this node), trace id and span id. Earlier
+# collectors keyed spans by span id alone, so a sender could replace another agent's span (or
+# another trace's) by reusing its id: a writer opening such a database rebuilds the table under
+# the new key, keeping every row. The columns stay the same, so readers read either layout.
+_SPANS_COLUMNS = ("span_id, trace_id, parent_span_id, name, operation, start_ns, end_ns, pid, tid, "
+                  "service, tool, tool_call_id, conversation_id, turn, status, attributes, events, "
+                  "received_ns")
+_OLD_SPANS = "spans_by_span_id"
+_SPANS_REKEY_BEFORE = f"""
+ALTER TABLE spans RENAME TO {_OLD_SPANS};
+DROP INDEX IF EXISTS spans_trace;
+DROP INDEX IF EXISTS spans_conversation;
+DROP INDEX IF EXISTS spans_received;
+"""
+_SPANS_REKEY_AFTER = f"""
+INSERT OR REPLACE INTO spans ({_SPANS_COLUMNS}) SELECT {_SPANS_COLUMNS} FROM {_OLD_SPANS};
+DROP TABLE {_OLD_SPANS};
+"""
+# Library findings were told apart by span id alone too.
+_DROP_OLD_INDEXES = "DROP INDEX IF EXISTS findings_library;\n"
 # Per-agent and overall bounds of the inventory tables.
 MAX_AIBOM_ENTRIES = 16384
 MAX_AIBOM_AGENTS = 1024
 
 
+# A span sent again by its agent (an exporter's retry) replaces the one stored; a span with the
+# same ids from another agent is another span (see _SPANS_COLUMNS).
 _INSERT_SPAN = (
-    "INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, name, operation, start_ns, "
-    "end_ns, pid, tid, service, tool, tool_call_id, conversation_id, turn, status, attributes, "
-    "events, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    f"INSERT OR REPLACE INTO spans ({_SPANS_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_INSERT_EVENT = (
+    "INSERT INTO events (id, ts_ns, kind, pid, tid, source, data, attribution, trace_id, span_id, "
+    "candidates, agent_pid, seen_by_library) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# The span an event was joined to: its own agent's, never another sender's with the same ids.
+_EVENT_SPAN = "s.trace_id = e.trace_id AND s.span_id = e.span_id AND s.pid = e.agent_pid"
 # What SQLite raises for one row's values (an integer past 64 bits, text with no UTF-8 form, a
 # type it cannot bind), as against the database itself failing.
 _ROW_ERRORS = (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError)
@@ -250,9 +275,12 @@ class Store:
                 self._check_version()
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
-                # One transaction: a reader never sees the tables without the version.
+                rekey = self._spans_keyed_by_span_id()
+                # One transaction: a reader never sees the tables without the version, or
+                # spans half moved to their new key.
                 self.db.executescript(
-                    f"BEGIN IMMEDIATE;\n{_SCHEMA}{_AIBOM_SCHEMA}"
+                    f"BEGIN IMMEDIATE;\n{_SPANS_REKEY_BEFORE if rekey else ''}{_DROP_OLD_INDEXES}"
+                    f"{_SCHEMA}{_AIBOM_SCHEMA}{_SPANS_REKEY_AFTER if rekey else ''}"
                     f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', "
                     f"'{SCHEMA_VERSION}');\nCOMMIT;\n")
         except (sqlite3.DatabaseError, StoreError) as exc:
@@ -265,6 +293,12 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self._in_transaction = False
         self._next_event_id: int | None = None
+
+    def _spans_keyed_by_span_id(self) -> bool:
+        """Whether the spans table is an earlier collector's, keyed by span id alone."""
+        row = self.db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'spans'").fetchone()
+        return row is not None and "span_id TEXT PRIMARY KEY" in str(row[0])
 
     def _check_version(self) -> None:
         """Refuse what is not a collector database of this schema version; a new (empty) one is
@@ -309,7 +343,12 @@ class Store:
             self.db.execute("COMMIT")
             self._in_transaction = False
 
-    def add_events(self, events: Sequence[KernelEvent]) -> None:
+    def add_events(self, events: Sequence[KernelEvent]) -> int:
+        """Store kernel events (each gets its ``row_id``); returns how many could not be stored.
+
+        An event the database refuses (a value it cannot keep) is left out alone, its
+        ``row_id`` ``None``: the others of its batch are kept.
+        """
         self.begin()
         if self._next_event_id is None:
             last = self.db.execute("SELECT MAX(id) FROM events").fetchone()[0]
@@ -329,10 +368,21 @@ class Store:
                          None if event.seen_by_library is None else int(event.seen_by_library)))
             next_id += 1
         self._next_event_id = next_id
-        self.db.executemany(
-            "INSERT INTO events (id, ts_ns, kind, pid, tid, source, data, attribution, trace_id, "
-            "span_id, candidates, agent_pid, seen_by_library) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows)
+        try:
+            self.db.executemany(_INSERT_EVENT, rows)
+            return 0
+        except _ROW_ERRORS:
+            pass
+        # One row in the batch is bad: the rows go in one by one (one the batch wrote already
+        # is written again, to the same effect).
+        dropped = 0
+        for event, row in zip(events, rows, strict=True):
+            try:
+                self.db.execute(_INSERT_EVENT.replace("INSERT", "INSERT OR REPLACE", 1), row)
+            except _ROW_ERRORS:
+                event.row_id = None
+                dropped += 1
+        return dropped
 
     def reattribute(self, event_ids: Iterable[int], attribution: Attribution,
                     agent_pid: int | None) -> int:
@@ -502,7 +552,7 @@ class Store:
         rows = self.db.execute(
             "SELECT * FROM (SELECT e.*, s.name AS span_name, s.tool AS tool, "
             "s.conversation_id AS conversation_id, s.turn AS turn, s.service AS service "
-            f"FROM events e LEFT JOIN spans s ON s.span_id = e.span_id {where} "
+            f"FROM events e LEFT JOIN spans s ON {_EVENT_SPAN} {where} "
             "ORDER BY e.ts_ns DESC, e.id DESC LIMIT ?) ORDER BY ts_ns, id",
             (*params, limit),
         ).fetchall()
@@ -559,7 +609,7 @@ class Store:
         rows = self.db.execute(
             "SELECT e.*, s.name AS span_name, s.tool AS tool, s.conversation_id AS conversation_id, "
             "s.turn AS turn, s.service AS service FROM events e LEFT JOIN spans s "
-            f"ON s.span_id = e.span_id WHERE e.trace_id IN ({','.join('?' * len(trace_ids))}) "
+            f"ON {_EVENT_SPAN} WHERE e.trace_id IN ({','.join('?' * len(trace_ids))}) "
             "ORDER BY e.ts_ns LIMIT ?", (*trace_ids, limit)).fetchall()
         return [_event_row(row) for row in rows]
 
