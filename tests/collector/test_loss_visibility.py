@@ -64,6 +64,12 @@ def test_spans_without_valid_ids_are_rejected_counted_and_told(
     counters = _status_json(collector, capsys)
     assert (counters["spans_received"], counters["spans_rejected"],
             counters["spans_rejected_invalid_id"], counters["dropped"]) == (2, 4, 4, 4)
+    # The terminal table shows them too, not only the JSON.
+    cli.main(["status", "--db", collector.settings.db])
+    table = capsys.readouterr().out
+    cells = [line.replace("\u2502", " ").split() for line in table.splitlines()]
+    assert [row for row in cells if row[:1] in (["spans_rejected"], ["spans_rejected_invalid_id"])] \
+        == [["spans_rejected", "4"], ["spans_rejected_invalid_id", "4"]], table
     names = {e["name"] for e in _stored_spans(collector)}
     assert names == {"span-0", "span-1"}
 
