@@ -725,7 +725,8 @@ def _model_or_cloud_events(span: SpanRecord, convention: str, ctx: EventContext,
                                     phase="response"))
         return
     operation = attrs.get(semconv.GEN_AI_OPERATION_NAME)
-    is_llm = operation in ("chat", "text_completion", "generate_content") or (
+    # Every model call of the conventions (an embedding model too: it is a model the agent calls).
+    is_llm = operation in ("chat", "text_completion", "generate_content", "embeddings") or (
         convention == "openllmetry" and "llm.request.type" in attrs)
     if is_llm:
         provider = attrs.get(semconv.GEN_AI_PROVIDER_NAME) or attrs.get(GEN_AI_SYSTEM)

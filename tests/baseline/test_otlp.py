@@ -207,3 +207,28 @@ def test_progress_bar_and_pretty_printed_documents(trace_files: Path, tmp_path: 
     captured = capsys.readouterr()
     assert "learning" in captured.err
     assert load_profile(out).tools
+
+
+def test_embedding_calls_in_traces_are_learned_as_model_calls(guarded: Any, spans: Any,
+                                                              tmp_path: Path) -> None:
+    """An ``embeddings {model}`` span (a Bedrock embedding model) is a model the agent calls,
+    learned from traces as it is learned live: a profile from traces would otherwise flag the
+    embedding model as never seen."""
+    guard = guarded(service_name="search")
+    with agentguard.conversation("c1"):
+        for model, operation in (("amazon.titan-embed-text-v2:0", "embeddings"),
+                                 ("anthropic.claude-3-haiku", "chat")):
+            op = guard.start_chat(provider="aws.bedrock", model=model,
+                                  messages=[{"role": "user", "content": "refund policy"}],
+                                  operation=operation)
+            op.end_chat(None if operation == "embeddings" else
+                        [{"role": "assistant", "content": "ok"}], input_tokens=3)
+    assert {s.name for s in spans.all()} == {"embeddings amazon.titan-embed-text-v2:0",
+                                             "chat anthropic.claude-3-haiku"}
+    traces = write_otlp(spans.all(), tmp_path / "traces.jsonl")
+    out = tmp_path / "profile.json"
+    assert _learn("--from", str(traces), "-o", str(out)) == 0
+    models = load_profile(out).agent_activity.models
+    assert models is not None
+    assert set(models.values) == {"aws.bedrock/amazon.titan-embed-text-v2:0",
+                                  "aws.bedrock/anthropic.claude-3-haiku"}
