@@ -337,6 +337,7 @@ class Collector:
                     self.watches, bpftrace=settings.bpftrace,
                     watch_comm=settings.watch_comm or "",
                     watch_cgroup=_cgroup_id(settings.watch_cgroup),
+                    map_keys=settings.watch_map_size,
                     on_failure=self._ebpf_failed if settings.sensor == "auto" else None,
                 )
             if settings.sensor == "ebpf":
@@ -1052,6 +1053,8 @@ class Collector:
             "events_unparsed": sensor_stats.get("parse_errors", 0),
             "sensor_restarts": sensor_stats.get("restarts", 0),
             "sensor_gaps": sensor_stats.get("gaps", 0),
+            # Processes of watched trees the kernel program could not watch (its map was full).
+            "unwatched_processes": sensor_stats.get("unwatched", 0),
             "watched_processes": sensor_stats.get("watched_processes", 0),
             "watched_roots": len(self.watches),
             "correlated": correlator["correlated"],

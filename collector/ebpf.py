@@ -38,6 +38,7 @@ from agentguard.collector.model import (
     LOST,
     OPEN,
     SENT,
+    UNWATCHED,
     KernelEvent,
 )
 from agentguard.collector.sensor import EventSink, WatchSet, rescan_event, wall_clock
@@ -298,7 +299,7 @@ class BpftraceSensor:
         self.confirmed: set[int] = set()
         self.counters = {
             "events": 0, "lost": 0, "restarts": 0, "gaps": 0, "parse_errors": 0,
-            "startup_failures": 0, "rescanned": 0, "directory_opens": 0,
+            "startup_failures": 0, "rescanned": 0, "directory_opens": 0, "unwatched": 0,
         }
         self.last_error: str | None = None
         # Tracepoints of the program this kernel lacks (left out of the program it runs).
@@ -787,6 +788,13 @@ class BpftraceSensor:
                 done.set()
         elif tag == "A":
             self.confirmed.add(int(text.split(" ")[1]))
+        elif tag == "B":
+            # The watch map is full: this process of a watched tree acts unseen from now on.
+            _, pid_s, tid_s, child_s, ts_s = text.split(" ")
+            self.counters["unwatched"] += 1
+            self._emit(KernelEvent(UNWATCHED, wall_clock.to_wall(int(ts_s)), int(pid_s),
+                                   int(tid_s), {"child_pid": int(child_s),
+                                                "map_keys": self.map_keys}))
 
     def _age_partials(self) -> None:
         # An exec whose argument records never came (should not happen) is sent without them.

@@ -17,7 +17,16 @@ from opentelemetry import trace
 
 from agentguard._context import ConversationRegistry
 from agentguard._guard import Guard
-from agentguard.collector.model import CONNECT, DNS, EXEC, IO_URING, OPEN, KernelEvent, SpanInfo
+from agentguard.collector.model import (
+    CONNECT,
+    DNS,
+    EXEC,
+    IO_URING,
+    OPEN,
+    UNWATCHED,
+    KernelEvent,
+    SpanInfo,
+)
 from agentguard.collector.store import StoredFinding
 from agentguard.config import resolve_config
 from agentguard.events import DnsLookup, EventContext, FileOpen, NetConnect, ProcessExec
@@ -31,6 +40,7 @@ KERNEL_RULES: dict[str, tuple[str, str]] = {
     DNS: ("AGK003", "DNS lookup the in-process sensor did not see"),
     OPEN: ("AGK004", "sensitive file opened where the in-process sensor could not see it"),
     IO_URING: ("AGK005", "io_uring ring set up: its operations bypass system-call tracing"),
+    UNWATCHED: ("AGK006", "process the kernel sensor could not watch: its watch map is full"),
 }
 _DEDUPE = 65536
 
@@ -137,14 +147,15 @@ class Judge:
         rule = KERNEL_RULES.get(event.kind)
         if rule is None or event.agent_pid is None:
             return None
-        # No in-process sensor sees a ring (Python has no io_uring, nor an audit event for one),
-        # so a ring is reported whatever the library saw.
-        if event.kind != IO_URING and event.seen_by_library is not False:
+        # No in-process sensor sees a ring (Python has no io_uring, nor an audit event for one)
+        # or the kernel sensor's own blindness, so these are reported whatever the library saw.
+        if event.kind not in (IO_URING, UNWATCHED) and event.seen_by_library is not False:
             return None
         d = event.data
+        # A tree that fills the watch map is one story per tool call, not one per process.
         target = {EXEC: d.get("exe"), CONNECT: f"{d.get('address')}:{d.get('port')}",
                   DNS: d.get("query"), OPEN: d.get("path"),
-                  IO_URING: f"pid {event.pid}"}.get(event.kind)
+                  IO_URING: f"pid {event.pid}", UNWATCHED: "watch map full"}.get(event.kind)
         # One finding per tool call, rule and target: a shell loop is one story, not a thousand.
         # A tool call is its agent's span (trace and span id): another sender's span with the
         # same span id must not use up this one's finding.
@@ -186,6 +197,14 @@ class Judge:
                             flags=d.get("flags"))
             title = f"process {event.pid} set up an io_uring ring: its file and network " \
                     "operations are not seen system call by system call"
+        if event.kind == UNWATCHED:
+            # Filling the map is how a tool would blind the sensor before acting: high wherever
+            # it happens in the tree.
+            severity = "high"
+            evidence.update(child_pid=d.get("child_pid"), map_keys=d.get("map_keys"))
+            title = f"process {d.get('child_pid')} started by process {event.pid} is not " \
+                    f"watched: the kernel sensor's watch map is full ({d.get('map_keys')} " \
+                    "processes); what it does is not seen"
         return StoredFinding(
             rule_id=rule[0], category="runtime", severity=severity,
             title=title, action="alert", kind=event.kind,

@@ -26,7 +26,10 @@ GAP = "sensor.gap"
 LOST = "sensor.lost"
 # A watched process set up an io_uring ring: what it submits there bypasses system calls.
 IO_URING = "io_uring.setup"
-EVENT_KINDS = (EXEC, FORK, EXIT, CONNECT, DNS, OPEN, SENT, GAP, LOST, IO_URING)
+# A process of a watched tree the kernel program could not watch (its watch map was full): what
+# it does is not seen.
+UNWATCHED = "sensor.unwatched"
+EVENT_KINDS = (EXEC, FORK, EXIT, CONNECT, DNS, OPEN, SENT, GAP, LOST, IO_URING, UNWATCHED)
 
 AttributionMethod = Literal[
     "thread",       # same process and native thread as a tool span open at that time
@@ -114,6 +117,8 @@ class KernelEvent:
             return f"sensor gap {d.get('seconds', 0):.1f}s ({d.get('reason')})"
         if self.kind == LOST:
             return f"{d.get('count')} kernel events lost"
+        if self.kind == UNWATCHED:
+            return f"process {d.get('child_pid')} not watched: the kernel watch map is full"
         return self.kind
 
 

@@ -59,7 +59,7 @@ _STATUS_COUNTERS = (
     "requests_lost_at_stop", "spans_lost_at_stop", "forward_dropped", "forward_over_queue_bytes",
     "forward_too_large", "forward_lost_at_stop", "spans_rejected", "spans_rejected_invalid_id",
     "spans_rejected_unreadable", "events_unparsed", "events_failed", "forward_events_dropped",
-    "requests_failed", "agent_lookups_deferred", "pending_forced",
+    "requests_failed", "agent_lookups_deferred", "pending_forced", "unwatched_processes",
     "spans_received", "findings", "library_findings", "watched_processes", "watched_roots",
     "agents", "agents_replaced", "agents_evicted", "sensor_restarts", "sensor_gaps", "requests",
     "requests_rejected", "forwarded_spans", "forward_failed", "forward_queue",
@@ -140,6 +140,8 @@ def _event_text(event: dict[str, Any]) -> str:
         return f"SENSOR GAP {d.get('seconds', 0):.1f}s: {d.get('reason')}"
     if kind == "sensor.lost":
         return f"{d.get('count')} events LOST"
+    if kind == "sensor.unwatched":
+        return f"process {d.get('child_pid')} NOT WATCHED (kernel watch map full)"
     return str(kind)
 
 

@@ -73,6 +73,9 @@ class CollectorSettings(BaseModel):
     watch_pids: list[int] = Field(default_factory=list)
     watch_comm: str | None = None
     watch_cgroup: str | None = None
+    # Processes the kernel program can watch at once (its watch map; each key 8 bytes of kernel
+    # memory per map). A tree that keeps more alive leaves the rest unwatched, reported (AGK006).
+    watch_map_size: int = Field(16384, ge=64, le=1 << 22)
     # Watch processes whose environment says they report to a collector (AGENTGUARD_* markers).
     discover: bool = True
     discover_interval: float = Field(1.0, gt=0, le=60)
