@@ -2,9 +2,12 @@
 and ``gen_ai.output.messages``: each message a ``role`` and a list of typed ``parts``.
 
 Integrations describe messages as plain dicts (``role``, ``content``, ``tool_calls``,
-``tool_call_id``, ``name``), which is also what the Guard's events hold; this turns them into
-the exported form just before they are captured:
+``tool_call_id``, ``name``, ``reasoning``), which is also what the Guard's events hold; this
+turns them into the exported form just before they are captured:
 
+* the model's reasoning (thinking) is a ``{"type": "reasoning", "content": ...}`` part, before
+  the text, as the model wrote it; reasoning the provider returned encrypted or redacted is
+  :data:`REDACTED_REASONING` (its opaque bytes and the signatures of reasoning are never kept);
 * text content is a ``{"type": "text", "content": ...}`` part;
 * each requested tool call is a ``{"type": "tool_call", "id", "name", "arguments"}`` part;
 * a tool message (``role`` ``tool`` with a ``tool_call_id``) is a
@@ -20,7 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["finish_reason", "input_messages", "output_messages"]
+__all__ = ["REDACTED_REASONING", "finish_reason", "input_messages", "output_messages"]
+
+# The reasoning recorded for a block of reasoning the provider returned only as opaque bytes
+# (Bedrock ``redactedContent``, Anthropic ``redacted_thinking``, encrypted reasoning).
+REDACTED_REASONING = "<redacted_reasoning>"
 
 # Provider finish reasons (Bedrock Converse and Anthropic stop reasons, OpenAI-style reasons that
 # LangChain passes on) in the conventions' words.
@@ -43,10 +50,13 @@ def _message(message: Any) -> dict[str, Any]:
         message = dict(message)
     role = message.get("role") or "user"
     content = message.get("content")
-    if len(message) <= 2 and type(content) is str:
+    if len(message) <= 2 and type(content) is str and "reasoning" not in message:
         # The common message: a role and its text.
         return {"role": role, "parts": [{"type": "text", "content": content}] if content else []}
     parts: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning")
+    if reasoning:
+        parts.append({"type": "reasoning", "content": reasoning})
     call_id = message.get("tool_call_id")
     if role == "tool" and call_id is not None:
         parts.append({"type": "tool_call_response", "id": call_id, "response": content})

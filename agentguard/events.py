@@ -58,13 +58,19 @@ class _EventBase(BaseModel):
 
 
 class Message(BaseModel):
-    """One chat message as the model saw it or produced it."""
+    """One chat message as the model saw it or produced it.
+
+    ``content`` is the text of the message (for the model's answer: what it told the caller);
+    ``reasoning`` is the reasoning (thinking) the model wrote before it, when the provider
+    returned it, ``"<redacted_reasoning>"`` for a block it returned only encrypted.
+    """
 
     role: str
     content: str = ""
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    reasoning: str = ""
 
 
 class Document(BaseModel):

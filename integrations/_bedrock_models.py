@@ -7,7 +7,9 @@ DeepSeek and other chat-completion bodies, Cohere Command and Command R, and the
 models (Titan, Cohere and Nova embeddings). A family is recognised from the model id (also
 inside an inference profile id or ARN, e.g. ``us.anthropic.claude-...``) and, failing that,
 from the body's shape. Messages come out in the same plain-dict form every integration uses
-(``role``, ``content``, ``tool_calls``, ``tool_call_id``).
+(``role``, ``content``, ``tool_calls``, ``tool_call_id``, and ``reasoning`` for the model's
+reasoning: Converse ``reasoningContent``, Anthropic ``thinking`` blocks; a redacted block as
+:data:`~agentguard._genai.REDACTED_REASONING`, its bytes and every signature left out).
 
 A body too deep for the JSON decoder, or not JSON, is read as far as that is safe
 (:func:`parse_json_partial`), and the reply says it was not read whole.
@@ -24,6 +26,7 @@ import re
 from typing import Any
 
 from agentguard._content import to_json
+from agentguard._genai import REDACTED_REASONING
 
 __all__ = [
     "CUT_DEPTH",
@@ -33,6 +36,9 @@ __all__ = [
     "EmbeddingRequest",
     "ModelReply",
     "StreamAccumulator",
+    "anthropic_reasoning",
+    "converse_reasoning",
+    "converse_usage",
     "document_text",
     "embedding_request",
     "embedding_response",
@@ -323,6 +329,36 @@ def _cited_text(block: dict[str, Any]) -> str:
                    if isinstance(part, dict) and isinstance(part.get("text"), str))
 
 
+def converse_reasoning(block: Any) -> str | None:
+    """The reasoning of a Converse ``reasoningContent`` block (``None`` for another block): its
+    ``reasoningText.text``, or :data:`REDACTED_REASONING` for ``redactedContent``."""
+    reasoning = block.get("reasoningContent") if isinstance(block, dict) else None
+    if not isinstance(reasoning, dict):
+        return None
+    text = _map(reasoning.get("reasoningText")).get("text")
+    if isinstance(text, str):
+        return text
+    return REDACTED_REASONING if "redactedContent" in reasoning else ""
+
+
+def anthropic_reasoning(block: Any) -> str | None:
+    """The reasoning of an Anthropic ``thinking`` block, :data:`REDACTED_REASONING` for a
+    ``redacted_thinking`` block, ``None`` for another block."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "thinking":
+        text = block.get("thinking")
+        return text if isinstance(text, str) else ""
+    return REDACTED_REASONING if kind == "redacted_thinking" else None
+
+
+def _with_reasoning(message: dict[str, Any], reasoning: list[str]) -> dict[str, Any]:
+    """``message`` with the reasoning blocks' text (a blank line apart), if there was any."""
+    joined = "\n\n".join(piece for piece in reasoning if piece)
+    if joined:
+        message["reasoning"] = joined
+    return message
+
+
 def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     """Messages of an Anthropic Messages request: system, turns, ``tool_use`` and ``tool_result``."""
     out: list[dict[str, Any]] = []
@@ -341,13 +377,18 @@ def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         attached: list[dict[str, Any]] = []
+        reasoning: list[str] = []
         for block in _list(content):
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
             attachment = _attachment(block, True, budget) if role == "user" else None
+            thought = anthropic_reasoning(block)
             if attachment is not None:
                 attached.append(attachment)
+            elif thought is not None:
+                # The reasoning of an earlier answer, sent back with it (tool use with thinking).
+                reasoning.append(thought)
             elif kind == "tool_result":
                 # Tool output is untrusted content; it travels as its own "tool" message.
                 out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
@@ -359,11 +400,11 @@ def anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             elif kind or isinstance(block.get("text"), str):
                 # Text, and the text of attached documents and search results.
                 texts.append(_block_text(block, True, budget))
-        if texts or calls:
+        if texts or calls or any(reasoning):
             item: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
             if calls:
                 item["tool_calls"] = calls
-            out.append(item)
+            out.append(_with_reasoning(item, reasoning))
         out.extend(attached)
     return out
 
@@ -388,12 +429,16 @@ def converse_messages(messages: Any, system: Any = None, *,
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         attached: list[dict[str, Any]] = []
+        reasoning: list[str] = []
         for block in _list(message.get("content")):
             if not isinstance(block, dict):
                 continue
             attachment = _attachment(block, encoded, budget) if role == "user" else None
+            thought = converse_reasoning(block)
             if attachment is not None:
                 attached.append(attachment)
+            elif thought is not None:
+                reasoning.append(thought)
             elif "text" in block:
                 texts.append(str(block["text"]))
             elif isinstance(block.get("toolResult"), dict):
@@ -407,11 +452,11 @@ def converse_messages(messages: Any, system: Any = None, *,
                               "arguments": use.get("input")})
             elif "cachePoint" not in block:
                 texts.append(_block_text(block, encoded, budget))
-        if texts or calls:
+        if texts or calls or any(reasoning):
             entry: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
             if calls:
                 entry["tool_calls"] = calls
-            out.append(entry)
+            out.append(_with_reasoning(entry, reasoning))
         out.extend(attached)
     return out
 
@@ -688,14 +733,19 @@ def _cohere_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
 class ModelReply:
     """What a model answered: output messages, finish reasons, usage, response id and model."""
 
-    __slots__ = ("finish_reasons", "guardrail_action", "input_tokens", "output",
-                 "output_tokens", "response_id", "response_model", "truncated")
+    __slots__ = ("cache_read_tokens", "cache_write_tokens", "finish_reasons", "guardrail_action",
+                 "input_tokens", "output", "output_tokens", "response_id", "response_model",
+                 "truncated")
 
     def __init__(self) -> None:
         self.output: list[dict[str, Any]] = []
         self.finish_reasons: list[str] = []
+        # Input tokens as Bedrock and Anthropic count them: those not read from or written to
+        # the prompt cache, which are counted apart (see total_input_tokens).
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.cache_read_tokens: int | None = None
+        self.cache_write_tokens: int | None = None
         self.response_id: str | None = None
         self.response_model: str | None = None
         # Why the answer was not read whole (CUT_DEPTH, CUT_INVALID, CUT_SIZE), if it was not.
@@ -703,14 +753,34 @@ class ModelReply:
         # InvokeModel with a guardrail: "INTERVENED" or "NONE", as the body says.
         self.guardrail_action: str | None = None
 
+    def cache_usage(self, read: Any, write: Any) -> None:
+        """Prompt-cache token counts, where the answer gives them."""
+        if _number(read) is not None:
+            self.cache_read_tokens = _number(read)
+        if _number(write) is not None:
+            self.cache_write_tokens = _number(write)
+
+    def total_input_tokens(self) -> int | None:
+        """All the input tokens, as ``gen_ai.usage.input_tokens`` counts them: Bedrock's and
+        Anthropic's input count leaves out the tokens read from and written to the prompt
+        cache, which the conventions count in (``None`` when the input count is unknown)."""
+        if self.input_tokens is None:
+            return None
+        total = self.input_tokens + (self.cache_read_tokens or 0) + (self.cache_write_tokens or 0)
+        return min(total, _MAX_COUNT)
+
 
 def _anthropic_output(content: Any) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for block in _list(content):
         if not isinstance(block, dict):
             continue
-        if block.get("type") == "tool_use":
+        thought = anthropic_reasoning(block)
+        if thought is not None:
+            reasoning.append(thought)
+        elif block.get("type") == "tool_use":
             calls.append({"id": block.get("id"), "name": block.get("name"),
                           "arguments": block.get("input")})
         elif isinstance(block.get("text"), str):
@@ -718,19 +788,23 @@ def _anthropic_output(content: Any) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if calls:
         message["tool_calls"] = calls
-    return message
+    return _with_reasoning(message, reasoning)
 
 
 def converse_output(message: Any) -> dict[str, Any]:
-    """The assistant message of a Converse / Nova response (text, cited text and ``toolUse``
-    requests)."""
+    """The assistant message of a Converse / Nova response (text, cited text, ``toolUse``
+    requests and ``reasoningContent``)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     content = message.get("content") if isinstance(message, dict) else None
     for block in _list(content):
         if not isinstance(block, dict):
             continue
-        if isinstance(block.get("toolUse"), dict):
+        thought = converse_reasoning(block)
+        if thought is not None:
+            reasoning.append(thought)
+        elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
             calls.append({"id": use.get("toolUseId"), "name": use.get("name"),
                           "arguments": use.get("input")})
@@ -741,7 +815,19 @@ def converse_output(message: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if calls:
         out["tool_calls"] = calls
-    return out
+    return _with_reasoning(out, reasoning)
+
+
+def converse_usage(usage: Any, reply: ModelReply) -> None:
+    """The token counts of a Converse / Nova ``usage`` (also a stream's ``metadata`` event),
+    prompt-cache counts included, into ``reply``. Nova's ``InvokeModel`` body names the cache
+    counts ``cacheReadInputTokenCount`` / ``cacheWriteInputTokenCount``."""
+    if not isinstance(usage, dict):
+        return
+    reply.input_tokens = _number(usage.get("inputTokens"))
+    reply.output_tokens = _number(usage.get("outputTokens"))
+    reply.cache_usage(usage.get("cacheReadInputTokens", usage.get("cacheReadInputTokenCount")),
+                      usage.get("cacheWriteInputTokens", usage.get("cacheWriteInputTokenCount")))
 
 
 def parse_response(family: str, body: dict[str, Any]) -> ModelReply:
@@ -754,6 +840,8 @@ def parse_response(family: str, body: dict[str, Any]) -> ModelReply:
         usage = _map(body.get("usage"))
         reply.input_tokens = _number(usage.get("input_tokens"))
         reply.output_tokens = _number(usage.get("output_tokens"))
+        reply.cache_usage(usage.get("cache_read_input_tokens"),
+                          usage.get("cache_creation_input_tokens"))
         reply.response_id = body.get("id")
         reply.response_model = body.get("model")
     elif family == "nova":
@@ -761,9 +849,7 @@ def parse_response(family: str, body: dict[str, Any]) -> ModelReply:
         reply.output = [converse_output(output.get("message"))]
         if body.get("stopReason"):
             reply.finish_reasons = [str(body["stopReason"])]
-        usage = _map(body.get("usage"))
-        reply.input_tokens = _number(usage.get("inputTokens"))
-        reply.output_tokens = _number(usage.get("outputTokens"))
+        converse_usage(body.get("usage"), reply)
     elif family == "titan":
         results = [r for r in _list(body.get("results")) if isinstance(r, dict)]
         reply.output = [{"role": "assistant", "content": str(r.get("outputText", ""))}
@@ -825,14 +911,18 @@ def parse_response(family: str, body: dict[str, Any]) -> ModelReply:
 class StreamAccumulator:
     """Rebuilds the answer from the chunks of ``InvokeModelWithResponseStream`` (bounded)."""
 
-    __slots__ = ("_blocks", "_size", "family", "reply")
+    __slots__ = ("_blocks", "_size", "_thought", "family", "reply")
 
     def __init__(self, family: str) -> None:
         self.family = family
         self.reply = ModelReply()
-        # content block index → [kind, text or JSON fragments, tool id, tool name]
+        # content block index → [kind, text or JSON fragments, tool id, tool name]; kinds:
+        # "text", "tool", "reasoning" and "redacted" (reasoning returned only encrypted)
         self._blocks: dict[int, list[Any]] = {}
         self._size = 0
+        # Reasoning kept so far: bounded apart, so that a long reasoning cannot crowd out the
+        # answer that follows it (the text the Guard judges).
+        self._thought = 0
 
     def _append(self, index: int, kind: str, text: str, call_id: Any = None,
                 name: Any = None) -> None:
@@ -844,7 +934,14 @@ class StreamAccumulator:
         else:  # a later fragment may be the first to name its call
             block[2] = block[2] if block[2] is not None else call_id
             block[3] = block[3] if block[3] is not None else name
-        if text and self._size < MAX_TEXT:
+        if not text:
+            return
+        if block[0] == "reasoning":
+            if self._thought < MAX_TEXT:
+                text = text[:MAX_TEXT - self._thought]
+                block[1].append(text)
+                self._thought += len(text)
+        elif self._size < MAX_TEXT:
             text = text[:MAX_TEXT - self._size]
             block[1].append(text)
             self._size += len(text)
@@ -855,6 +952,8 @@ class StreamAccumulator:
         if isinstance(metrics, dict):
             self.reply.input_tokens = _number(metrics.get("inputTokenCount"))
             self.reply.output_tokens = _number(metrics.get("outputTokenCount"))
+            self.reply.cache_usage(metrics.get("cacheReadInputTokenCount"),
+                                   metrics.get("cacheWriteInputTokenCount"))
         action = chunk.get(GUARDRAIL_ACTION_FIELD)
         if isinstance(action, str):
             self.reply.guardrail_action = action
@@ -934,15 +1033,25 @@ class StreamAccumulator:
         if kind == "content_block_delta":
             delta = _map(chunk.get("delta"))
             index = _number(chunk.get("index")) or 0
-            if delta.get("type") == "input_json_delta":
+            delta_kind = delta.get("type")
+            if delta_kind == "input_json_delta":
                 self._append(index, "tool", str(delta.get("partial_json", "")))
+            elif delta_kind == "thinking_delta":
+                self._append(index, "reasoning", str(delta.get("thinking") or ""))
+            elif delta_kind == "signature_delta":
+                pass  # the signature that vouches for the reasoning: not content, never kept
             elif isinstance(delta.get("text"), str):
                 self._append(index, "text", delta["text"])
         elif kind == "content_block_start":
             block = _map(chunk.get("content_block"))
             index = _number(chunk.get("index")) or 0
-            if block.get("type") == "tool_use":
+            block_kind = block.get("type")
+            if block_kind == "tool_use":
                 self._append(index, "tool", "", block.get("id"), block.get("name"))
+            elif block_kind == "redacted_thinking":
+                self._append(index, "redacted", "")
+            elif block_kind == "thinking":
+                self._append(index, "reasoning", str(block.get("thinking") or ""))
             elif isinstance(block.get("text"), str):
                 self._append(index, "text", block["text"])
         elif kind == "message_start":
@@ -952,6 +1061,8 @@ class StreamAccumulator:
             usage = _map(message.get("usage"))
             if self.reply.input_tokens is None:
                 self.reply.input_tokens = _number(usage.get("input_tokens"))
+            self.reply.cache_usage(usage.get("cache_read_input_tokens"),
+                                   usage.get("cache_creation_input_tokens"))
         elif kind == "message_delta":
             delta = _map(chunk.get("delta"))
             if delta.get("stop_reason"):
@@ -969,6 +1080,14 @@ class StreamAccumulator:
                 self._append(index, "text", delta["text"])
             elif isinstance(delta.get("toolUse"), dict):
                 self._append(index, "tool", str(delta["toolUse"].get("input", "")))
+            elif isinstance(delta.get("reasoningContent"), dict):
+                # Pieces of reasoning text, its signature (never kept) or, for reasoning the
+                # provider encrypted, its opaque bytes (never kept either).
+                thought = delta["reasoningContent"]
+                if isinstance(thought.get("text"), str):
+                    self._append(index, "reasoning", thought["text"])
+                elif "redactedContent" in thought:
+                    self._append(index, "redacted", "")
         elif isinstance(chunk.get("contentBlockStart"), dict):
             event = chunk["contentBlockStart"]
             start = _map(event.get("start"))
@@ -981,10 +1100,7 @@ class StreamAccumulator:
             if reason:
                 self.reply.finish_reasons = [str(reason)]
         elif isinstance(chunk.get("metadata"), dict):
-            usage = chunk["metadata"].get("usage")
-            if isinstance(usage, dict):
-                self.reply.input_tokens = _number(usage.get("inputTokens"))
-                self.reply.output_tokens = _number(usage.get("outputTokens"))
+            converse_usage(chunk["metadata"].get("usage"), self.reply)
 
     def result(self) -> ModelReply:
         """The reply so far (complete once the stream ended)."""
@@ -996,18 +1112,23 @@ def assemble(blocks: dict[int, list[Any]]) -> dict[str, Any]:
     """One assistant message from accumulated blocks ``[kind, fragments, tool id, tool name]``."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for index in sorted(blocks):
         kind, fragments, call_id, name = blocks[index]
         joined = "".join(fragments)
         if kind == "tool":
             arguments = parse_json(joined, joined) if joined else {}
             calls.append({"id": call_id, "name": name, "arguments": arguments})
+        elif kind == "reasoning":
+            reasoning.append(joined)
+        elif kind == "redacted":
+            reasoning.append(REDACTED_REASONING)
         else:
             texts.append(joined)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if calls:
         message["tool_calls"] = calls
-    return message
+    return _with_reasoning(message, reasoning)
 
 
 # -- embeddings ----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from agentguard.integrations._bedrock_models import (
     StreamAccumulator,
     converse_messages,
     converse_output,
+    converse_usage,
     embedding_request,
     embedding_response,
     family_of,
@@ -167,8 +168,13 @@ def _finish(op: Operation, reply: ModelReply, abandoned: bool = False,
         span.set_attribute(semconv.AG_BEDROCK_RESPONSE_TRUNCATED, reply.truncated)
     if "guardrail_intervened" in reply.finish_reasons or reply.guardrail_action == "INTERVENED":
         span.set_attribute(semconv.AG_BEDROCK_GUARDRAIL_ACTION, "INTERVENED")
+    if reply.cache_read_tokens is not None:
+        span.set_attribute(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, reply.cache_read_tokens)
+    if reply.cache_write_tokens is not None:
+        span.set_attribute(semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+                           reply.cache_write_tokens)
     op.end_chat(reply.output, response_model=reply.response_model,
-                input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+                input_tokens=reply.total_input_tokens(), output_tokens=reply.output_tokens,
                 finish_reasons=reply.finish_reasons,
                 unfinished="abandoned" if abandoned else "error" if broken else None)
     if abandoned or broken:
@@ -222,10 +228,7 @@ def _converse_reply(result: dict[str, Any]) -> ModelReply:
         reply.output = [converse_output(output.get("message"))]
     if result.get("stopReason"):
         reply.finish_reasons = [str(result["stopReason"])]
-    usage = result.get("usage")
-    if isinstance(usage, dict):
-        reply.input_tokens = token_count(usage.get("inputTokens"))
-        reply.output_tokens = token_count(usage.get("outputTokens"))
+    converse_usage(result.get("usage"), reply)
     return reply
 
 
@@ -359,14 +362,20 @@ def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
                               turn_text=_invoke_turn(family, body)), family)
 
 
+# InvokeModel's usage headers, and the ModelReply slot each one fills.
+_USAGE_HEADERS = (("x-amzn-bedrock-input-token-count", "input_tokens"),
+                  ("x-amzn-bedrock-output-token-count", "output_tokens"),
+                  ("x-amzn-bedrock-cache-read-input-token-count", "cache_read_tokens"),
+                  ("x-amzn-bedrock-cache-write-input-token-count", "cache_write_tokens"))
+
+
 def _header_usage(result: Any, reply: ModelReply) -> None:
     # InvokeModel reports token counts in response headers for every model family.
     headers = result.get("ResponseMetadata", {}).get("HTTPHeaders", {}) if isinstance(
         result, dict) else {}
     if not isinstance(headers, dict):
         return
-    for header, slot in (("x-amzn-bedrock-input-token-count", "input_tokens"),
-                         ("x-amzn-bedrock-output-token-count", "output_tokens")):
+    for header, slot in _USAGE_HEADERS:
         value = headers.get(header)
         if value is not None and getattr(reply, slot) is None:
             with contextlib.suppress(ValueError):

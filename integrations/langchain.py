@@ -20,6 +20,7 @@ from opentelemetry.trace import Status, StatusCode
 from agentguard import _state, semconv
 from agentguard._context import current_frame
 from agentguard._errors import internal_error
+from agentguard._genai import REDACTED_REASONING
 from agentguard._guard import Guard, Operation
 from agentguard.findings import Finding, ToolCallBlocked
 from agentguard.integrations._base import Integration
@@ -58,6 +59,36 @@ _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"
 _CUSTOM_ROLE = frozenset({"chat", "ChatMessageChunk"})
 
 
+# Content blocks holding a model's reasoning: Anthropic ``thinking`` / ``redacted_thinking``
+# (langchain-anthropic, langchain-aws ChatBedrock), langchain-aws Converse ``reasoning_content``,
+# LangChain's standard ``reasoning`` block and OpenAI's reasoning items (``summary``).
+_REASONING_BLOCKS = frozenset({"thinking", "redacted_thinking", "reasoning_content", "reasoning"})
+
+
+def _block_reasoning(block: dict[str, Any]) -> str:
+    """The reasoning text of a reasoning block; :data:`REDACTED_REASONING` for one the provider
+    returned only encrypted (the opaque data and the signature are never read)."""
+    kind = block.get("type")
+    if kind == "redacted_thinking":
+        return REDACTED_REASONING
+    if kind == "thinking":
+        text = block.get("thinking")
+    elif kind == "reasoning_content":
+        inner = block.get("reasoning_content")
+        inner = inner if isinstance(inner, dict) else {}
+        text = inner.get("text")
+        if not isinstance(text, str) and "redacted_content" in inner:
+            return REDACTED_REASONING
+    else:  # "reasoning"
+        text = block.get("reasoning")
+        if not isinstance(text, str) and isinstance(block.get("summary"), list):
+            text = "\n\n".join(str(item["text"]) for item in block["summary"]
+                               if isinstance(item, dict) and isinstance(item.get("text"), str))
+        if not text and block.get("encrypted_content"):
+            return REDACTED_REASONING
+    return text if isinstance(text, str) else ""
+
+
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -67,6 +98,8 @@ def _content_text(content: Any) -> str:
             if isinstance(block, str):
                 parts.append(block)
             elif isinstance(block, dict):
+                if block.get("type") in _REASONING_BLOCKS:
+                    continue  # the model's reasoning, kept apart from what it says
                 if isinstance(block.get("text"), str):
                     parts.append(block["text"])
                 else:
@@ -75,8 +108,28 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
+def _reasoning(content: Any, extra: Any) -> str:
+    """A message's reasoning: its reasoning content blocks, else the ``reasoning_content``
+    (DeepSeek, Qwen and others through their LangChain packages) or ``thinking`` (langchain-aws
+    ChatBedrock) that its ``additional_kwargs`` hold."""
+    pieces: list[str] = []
+    if isinstance(content, list):
+        pieces = [_block_reasoning(block) for block in content
+                  if isinstance(block, dict) and block.get("type") in _REASONING_BLOCKS]
+    joined = "\n\n".join(piece for piece in pieces if piece)
+    if joined or not isinstance(extra, dict):
+        return joined
+    text = extra.get("reasoning_content")
+    if not isinstance(text, str):
+        thinking = extra.get("thinking")
+        text = thinking.get("text") if isinstance(thinking, dict) else None
+    return text if isinstance(text, str) else ""
+
+
 def message_to_dict(message: Any) -> dict[str, Any]:
-    """A LangChain message (or a ``(role, text)`` tuple, or a plain string) as a plain dict."""
+    """A LangChain message (or a ``(role, text)`` tuple, or a plain string) as a plain dict;
+    the model's reasoning (thinking) as ``reasoning``, apart from the text of ``content``."""
+    out: dict[str, Any]
     if isinstance(message, str):
         return {"role": "user", "content": message}
     if isinstance(message, tuple) and len(message) == 2:
@@ -84,15 +137,20 @@ def message_to_dict(message: Any) -> dict[str, Any]:
         return {"role": _ROLES.get(role, role), "content": _content_text(message[1])}
     if isinstance(message, dict):
         role = str(message.get("role", message.get("type", "user")))
-        return {"role": _ROLES.get(role, role), "content": _content_text(message.get("content"))}
+        out = {"role": _ROLES.get(role, role), "content": _content_text(message.get("content"))}
+        reasoning = _reasoning(message.get("content"), message.get("additional_kwargs"))
+        if reasoning:
+            out["reasoning"] = reasoning
+        return out
     kind = getattr(message, "type", "unknown")
     role = _ROLES.get(kind, kind)
     if kind in _CUSTOM_ROLE and isinstance(getattr(message, "role", None), str):
         role = _ROLES.get(message.role, message.role)
-    out: dict[str, Any] = {
-        "role": role,
-        "content": _content_text(getattr(message, "content", "")),
-    }
+    content = getattr(message, "content", "")
+    out = {"role": role, "content": _content_text(content)}
+    reasoning = _reasoning(content, getattr(message, "additional_kwargs", None))
+    if reasoning:
+        out["reasoning"] = reasoning
     tool_calls = getattr(message, "tool_calls", None)
     if tool_calls:
         out["tool_calls"] = [
@@ -485,18 +543,57 @@ def _start_chat(guard: Guard, instance: Any, message_lists: Any, kwargs: dict[st
         return None
 
 
-def _usage(message: Any) -> tuple[int | None, int | None]:
-    usage = getattr(message, "usage_metadata", None)
-    if isinstance(usage, dict):
-        return usage.get("input_tokens"), usage.get("output_tokens")
-    return None, None
+def _plus(total: int | None, value: Any) -> int | None:
+    """``total`` plus a token count, when ``value`` is one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (total or 0) + value
+    return total
+
+
+class _Usage:
+    """Token counts of a model call, summed over its messages' ``usage_metadata`` (``None``
+    where none said)."""
+
+    __slots__ = ("cache_creation", "cache_read", "input", "output", "reasoning")
+
+    def __init__(self) -> None:
+        self.input: int | None = None
+        self.output: int | None = None
+        self.cache_read: int | None = None
+        self.cache_creation: int | None = None
+        self.reasoning: int | None = None
+
+    def add(self, message: Any) -> None:
+        usage = getattr(message, "usage_metadata", None)
+        if not isinstance(usage, dict):
+            return
+        # LangChain's input count already includes the prompt-cache reads and writes that
+        # input_token_details breaks out, as the conventions' gen_ai.usage.input_tokens does.
+        self.input = _plus(self.input, usage.get("input_tokens"))
+        self.output = _plus(self.output, usage.get("output_tokens"))
+        details = usage.get("input_token_details")
+        if isinstance(details, dict):
+            self.cache_read = _plus(self.cache_read, details.get("cache_read"))
+            self.cache_creation = _plus(self.cache_creation, details.get("cache_creation"))
+        details = usage.get("output_token_details")
+        if isinstance(details, dict):
+            self.reasoning = _plus(self.reasoning, details.get("reasoning"))
+
+    def record(self, op: Operation) -> None:
+        """Set the counts that ``end_chat`` does not take on the chat span."""
+        for attribute, value in ((semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self.cache_read),
+                                 (semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+                                  self.cache_creation),
+                                 (semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, self.reasoning)):
+            if value is not None:
+                op.span.set_attribute(attribute, value)
 
 
 def _finish_chat_result(op: Operation, result: Any) -> None:
     try:
         outputs: list[dict[str, Any]] = []
         reasons: list[str] = []
-        tokens_in = tokens_out = None
+        usage = _Usage()
         response_model = None
         for generations in getattr(result, "generations", None) or []:
             for generation in generations:
@@ -505,11 +602,7 @@ def _finish_chat_result(op: Operation, result: Any) -> None:
                     outputs.append({"role": "assistant", "content": str(generation.text)})
                     continue
                 outputs.append(message_to_dict(message))
-                i, o = _usage(message)
-                if i is not None:
-                    tokens_in = (tokens_in or 0) + i
-                if o is not None:
-                    tokens_out = (tokens_out or 0) + o
+                usage.add(message)
                 metadata = getattr(message, "response_metadata", None) or {}
                 response_model = response_model or metadata.get("model_name") or \
                     metadata.get("model")
@@ -518,8 +611,9 @@ def _finish_chat_result(op: Operation, result: Any) -> None:
                     metadata.get("stop_reason")
                 if reason:
                     reasons.append(str(reason))
-        op.end_chat(outputs, response_model=response_model, input_tokens=tokens_in,
-                    output_tokens=tokens_out, finish_reasons=reasons)
+        usage.record(op)
+        op.end_chat(outputs, response_model=response_model, input_tokens=usage.input,
+                    output_tokens=usage.output, finish_reasons=reasons)
     except Exception as exc:
         internal_error("langchain chat end", exc)
         op.end()
@@ -612,10 +706,13 @@ class _ChunkCollector(StreamWatch):
 
             first, *rest = self.chunks
             message = add_ai_message_chunks(first, *rest) if rest else first
-            i, o = _usage(message)
+            usage = _Usage()
+            usage.add(message)
+            usage.record(op)
             metadata = getattr(message, "response_metadata", None) or {}
             reason = metadata.get("finish_reason") or metadata.get("stop_reason")
-            op.end_chat([message_to_dict(message)], input_tokens=i, output_tokens=o,
+            op.end_chat([message_to_dict(message)], input_tokens=usage.input,
+                        output_tokens=usage.output,
                         response_model=metadata.get("model_name") or metadata.get("model"),
                         finish_reasons=[str(reason)] if reason else [], unfinished=unfinished)
         except Exception as exc:

@@ -126,7 +126,15 @@ def tool_use(name: str, tool_input: dict[str, Any], tool_use_id: str | None = No
 
 @dataclass
 class Reply:
-    """One model answer; rendered in the shape of the API and model family that was called."""
+    """One model answer; rendered in the shape of the API and model family that was called.
+
+    ``reasoning`` is the model's reasoning (extended thinking), sent before the answer with
+    ``signature`` as Converse ``reasoningContent`` and Anthropic ``thinking`` blocks (Converse,
+    ConverseStream, Nova and Anthropic ``InvokeModel`` and their streams); ``redacted_reasoning``
+    a block of reasoning the provider encrypted (``redactedContent``, ``redacted_thinking``).
+    ``input_tokens`` counts, as Bedrock does, the tokens neither read from nor written to the
+    prompt cache, which ``cache_read_tokens`` and ``cache_write_tokens`` count (sent when not 0).
+    """
 
     text: str = ""
     tool_uses: list[dict[str, Any]] = field(default_factory=list)
@@ -136,15 +144,55 @@ class Reply:
     # Streams: after this many events, send this exception event instead of the rest.
     fail_after: int | None = None
     exception: str = "modelStreamErrorException"
+    reasoning: str = ""
+    redacted_reasoning: bytes = b""
+    signature: str = "EqMBCkgIARABGAIiQL2sYg5kOAs7Zfake-signature"
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def stop(self) -> str:
         return self.stop_reason or ("tool_use" if self.tool_uses else "end_turn")
 
-    def words(self) -> list[str]:
-        parts = self.text.split(" ")
-        return [part if i == 0 else " " + part for i, part in enumerate(parts)] if self.text \
-            else []
+    def words(self, text: str | None = None) -> list[str]:
+        text = self.text if text is None else text
+        parts = text.split(" ")
+        return [part if i == 0 else " " + part for i, part in enumerate(parts)] if text else []
+
+    def converse_usage(self) -> dict[str, int]:
+        usage = {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens,
+                 "totalTokens": self.input_tokens + self.output_tokens + self.cache_read_tokens
+                 + self.cache_write_tokens}
+        if self.cache_read_tokens or self.cache_write_tokens:
+            usage["cacheReadInputTokens"] = self.cache_read_tokens
+            usage["cacheWriteInputTokens"] = self.cache_write_tokens
+        return usage
+
+    def anthropic_usage(self, output_tokens: int) -> dict[str, int]:
+        usage = {"input_tokens": self.input_tokens, "output_tokens": output_tokens}
+        if self.cache_read_tokens or self.cache_write_tokens:
+            usage["cache_read_input_tokens"] = self.cache_read_tokens
+            usage["cache_creation_input_tokens"] = self.cache_write_tokens
+        return usage
+
+    def invocation_metrics(self) -> dict[str, int]:
+        """The ``amazon-bedrock-invocationMetrics`` of a stream's last chunk."""
+        metrics = {"inputTokenCount": self.input_tokens, "outputTokenCount": self.output_tokens,
+                   "invocationLatency": 12, "firstByteLatency": 3}
+        if self.cache_read_tokens or self.cache_write_tokens:
+            metrics["cacheReadInputTokenCount"] = self.cache_read_tokens
+            metrics["cacheWriteInputTokenCount"] = self.cache_write_tokens
+        return metrics
+
+    def usage_headers(self) -> dict[str, str]:
+        """InvokeModel's token count headers."""
+        headers = {"X-Amzn-Bedrock-Input-Token-Count": str(self.input_tokens),
+                   "X-Amzn-Bedrock-Output-Token-Count": str(self.output_tokens)}
+        if self.cache_read_tokens or self.cache_write_tokens:
+            headers["X-Amzn-Bedrock-Cache-Read-Input-Token-Count"] = str(self.cache_read_tokens)
+            headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(
+                self.cache_write_tokens)
+        return headers
 
 
 @dataclass
@@ -279,16 +327,21 @@ def _embedding_json(family: str, model: str, body: dict[str, Any], reply: Reply
 
 
 def _converse_content(reply: Reply) -> list[dict[str, Any]]:
-    content: list[dict[str, Any]] = [{"text": reply.text}] if reply.text else []
+    content: list[dict[str, Any]] = []
+    if reply.reasoning:
+        content.append({"reasoningContent": {"reasoningText": {
+            "text": reply.reasoning, "signature": reply.signature}}})
+    if reply.redacted_reasoning:
+        content.append({"reasoningContent": {"redactedContent": reply.redacted_reasoning}})
+    if reply.text:
+        content.append({"text": reply.text})
     content.extend({"toolUse": use} for use in reply.tool_uses)
     return content
 
 
 def _converse_json(reply: Reply) -> dict[str, Any]:
     return {"output": {"message": {"role": "assistant", "content": _converse_content(reply)}},
-            "stopReason": reply.stop,
-            "usage": {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens,
-                      "totalTokens": reply.input_tokens + reply.output_tokens},
+            "stopReason": reply.stop, "usage": reply.converse_usage(),
             "metrics": {"latencyMs": 12}}
 
 
@@ -296,12 +349,26 @@ def _converse_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     """ConverseStream events; the same shapes are Nova's InvokeModel stream chunks."""
     events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
     index = 0
+    if reply.reasoning:
+        # Reasoning arrives as deltas of its own block, its signature last.
+        for word in reply.words(reply.reasoning):
+            events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": {
+                "reasoningContent": {"text": word}}}))
+        events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": {
+            "reasoningContent": {"signature": reply.signature}}}))
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
+    if reply.redacted_reasoning:
+        events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": {
+            "reasoningContent": {"redactedContent": reply.redacted_reasoning}}}))
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
     if reply.text:
         for word in reply.words():
-            events.append(("contentBlockDelta", {"contentBlockIndex": 0,
+            events.append(("contentBlockDelta", {"contentBlockIndex": index,
                                                  "delta": {"text": word}}))
-        events.append(("contentBlockStop", {"contentBlockIndex": 0}))
-        index = 1
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
     for use in reply.tool_uses:
         events.append(("contentBlockStart", {"contentBlockIndex": index, "start": {
             "toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}}))
@@ -313,36 +380,57 @@ def _converse_events(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
         events.append(("contentBlockStop", {"contentBlockIndex": index}))
         index += 1
     events.append(("messageStop", {"stopReason": reply.stop}))
-    events.append(("metadata", {"usage": {"inputTokens": reply.input_tokens,
-                                          "outputTokens": reply.output_tokens,
-                                          "totalTokens": reply.input_tokens + reply.output_tokens},
-                                "metrics": {"latencyMs": 12}}))
+    events.append(("metadata", {"usage": reply.converse_usage(), "metrics": {"latencyMs": 12}}))
     return events
 
 
+def _redacted_data(reply: Reply) -> str:
+    return base64.b64encode(reply.redacted_reasoning).decode("ascii")
+
+
 def _anthropic_json(reply: Reply, model: str) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text else []
+    content: list[dict[str, Any]] = []
+    if reply.reasoning:
+        content.append({"type": "thinking", "thinking": reply.reasoning,
+                        "signature": reply.signature})
+    if reply.redacted_reasoning:
+        content.append({"type": "redacted_thinking", "data": _redacted_data(reply)})
+    if reply.text:
+        content.append({"type": "text", "text": reply.text})
     content.extend({"type": "tool_use", "id": use["toolUseId"], "name": use["name"],
                     "input": use["input"]} for use in reply.tool_uses)
     return {"id": f"msg_{next(_ids):04d}", "type": "message", "role": "assistant",
             "model": model, "content": content, "stop_reason": reply.stop,
-            "stop_sequence": None,
-            "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}}
+            "stop_sequence": None, "usage": reply.anthropic_usage(reply.output_tokens)}
 
 
 def _anthropic_chunks(reply: Reply, model: str) -> list[dict[str, Any]]:
     chunks: list[dict[str, Any]] = [{"type": "message_start", "message": {
         "id": f"msg_{next(_ids):04d}", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1}}}]
+        "content": [], "stop_reason": None, "usage": reply.anthropic_usage(1)}}]
     index = 0
+    if reply.reasoning:
+        chunks.append({"type": "content_block_start", "index": index,
+                       "content_block": {"type": "thinking", "thinking": ""}})
+        chunks.extend({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "thinking_delta", "thinking": word}}
+                      for word in reply.words(reply.reasoning))
+        chunks.append({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "signature_delta", "signature": reply.signature}})
+        chunks.append({"type": "content_block_stop", "index": index})
+        index += 1
+    if reply.redacted_reasoning:
+        chunks.append({"type": "content_block_start", "index": index, "content_block": {
+            "type": "redacted_thinking", "data": _redacted_data(reply)}})
+        chunks.append({"type": "content_block_stop", "index": index})
+        index += 1
     if reply.text:
-        chunks.append({"type": "content_block_start", "index": 0,
+        chunks.append({"type": "content_block_start", "index": index,
                        "content_block": {"type": "text", "text": ""}})
-        chunks.extend({"type": "content_block_delta", "index": 0,
+        chunks.extend({"type": "content_block_delta", "index": index,
                        "delta": {"type": "text_delta", "text": word}} for word in reply.words())
-        chunks.append({"type": "content_block_stop", "index": 0})
-        index = 1
+        chunks.append({"type": "content_block_stop", "index": index})
+        index += 1
     for use in reply.tool_uses:
         chunks.append({"type": "content_block_start", "index": index, "content_block": {
             "type": "tool_use", "id": use["toolUseId"], "name": use["name"], "input": {}}})
@@ -353,9 +441,8 @@ def _anthropic_chunks(reply: Reply, model: str) -> list[dict[str, Any]]:
     chunks.append({"type": "message_delta", "delta": {"stop_reason": reply.stop,
                                                       "stop_sequence": None},
                    "usage": {"output_tokens": reply.output_tokens}})
-    chunks.append({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-        "inputTokenCount": reply.input_tokens, "outputTokenCount": reply.output_tokens,
-        "invocationLatency": 12, "firstByteLatency": 3}})
+    chunks.append({"type": "message_stop",
+                   "amazon-bedrock-invocationMetrics": reply.invocation_metrics()})
     return chunks
 
 
@@ -363,7 +450,13 @@ def _invoke_json(reply: Reply, family: str, model: str) -> dict[str, Any]:
     if family == "anthropic":
         return _anthropic_json(reply, model)
     if family == "nova":
-        return {k: v for k, v in _converse_json(reply).items() if k != "metrics"}
+        answer = {k: v for k, v in _converse_json(reply).items() if k != "metrics"}
+        usage = answer["usage"]
+        for converse, invoke in (("cacheReadInputTokens", "cacheReadInputTokenCount"),
+                                 ("cacheWriteInputTokens", "cacheWriteInputTokenCount")):
+            if converse in usage:  # Nova's own body names them so
+                usage[invoke] = usage.pop(converse)
+        return answer
     if family == "titan":
         return {"inputTextTokenCount": reply.input_tokens, "results": [{
             "tokenCount": reply.output_tokens, "outputText": reply.text,
@@ -379,8 +472,7 @@ def _invoke_chunks(reply: Reply, family: str, model: str) -> list[dict[str, Any]
         return _anthropic_chunks(reply, model)
     if family == "nova":
         chunks = [{name: payload} for name, payload in _converse_events(reply)]
-        chunks[-1]["amazon-bedrock-invocationMetrics"] = {
-            "inputTokenCount": reply.input_tokens, "outputTokenCount": reply.output_tokens}
+        chunks[-1]["amazon-bedrock-invocationMetrics"] = reply.invocation_metrics()
         return chunks
     words = reply.words()
     if family == "titan":
@@ -502,8 +594,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("x-amzn-RequestId", f"req-{next(_ids):06d}")
-            self.send_header("X-Amzn-Bedrock-Input-Token-Count", str(step.input_tokens))
-            self.send_header("X-Amzn-Bedrock-Output-Token-Count", str(step.output_tokens))
+            for name, value in step.usage_headers().items():
+                self.send_header(name, value)
             self.send_header("X-Amzn-Bedrock-Invocation-Latency", "12")
             self.end_headers()
             self.wfile.write(data)

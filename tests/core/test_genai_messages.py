@@ -79,3 +79,68 @@ def test_a_chat_span_exports_the_conventions_shape(guarded: Any, spans: Any) -> 
         {"role": "assistant", "parts": [{"type": "text", "content": "Sunny."}],
          "finish_reason": "stop"}]
     assert span.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+
+
+def test_reasoning_is_a_part_before_the_text() -> None:
+    """A message's reasoning is a reasoning part ahead of its text and tool calls, in output and
+    input messages alike, also for a message with no role or no text."""
+    answer = {"role": "assistant", "content": "Sunny.", "reasoning": "Oslo is in Norway.",
+              "tool_calls": [{"id": "tu-1", "name": "lookup", "arguments": {}}]}
+    parts = [{"type": "reasoning", "content": "Oslo is in Norway."},
+             {"type": "text", "content": "Sunny."},
+             {"type": "tool_call", "id": "tu-1", "name": "lookup", "arguments": {}}]
+    assert output_messages([answer]) == [
+        {"role": "assistant", "parts": parts, "finish_reason": "tool_call"}]
+    assert input_messages([answer]) == [{"role": "assistant", "parts": parts}]
+    assert output_messages([{"content": "Done.", "reasoning": "Checked."}]) == [
+        {"role": "assistant", "parts": [{"type": "reasoning", "content": "Checked."},
+                                        {"type": "text", "content": "Done."}],
+         "finish_reason": "stop"}]
+    assert output_messages([{"role": "assistant", "reasoning": "Thinking..."}], [],
+                           "abandoned") == [
+        {"role": "assistant", "parts": [{"type": "reasoning", "content": "Thinking..."}],
+         "finish_reason": "abandoned"}]
+
+
+def test_a_model_call_event_carries_the_reasoning(guarded: Any, spans: Any) -> None:
+    """The answer's reasoning reaches policies as ``Message.reasoning`` and the span as a
+    reasoning part; its ``content`` stays the answer's text."""
+    seen: list[Any] = []
+    guard = guarded(capture_content="full",
+                    policy=lambda event: seen.append(event) if event.kind == "model_call"
+                    else None)
+    op = guard.start_chat(provider="p", model="m", messages=[{"role": "user", "content": "?"}])
+    op.end_chat([{"role": "assistant", "content": "No.", "reasoning": "It would leak data."}])
+    answer = seen[-1].output[0]
+    assert (answer.content, answer.reasoning) == ("No.", "It would leak data.")
+    assert json.loads(spans.one("chat m").attributes["gen_ai.output.messages"])[0]["parts"][0] \
+        == {"type": "reasoning", "content": "It would leak data."}
+
+
+def test_message_reasoning_is_validated_and_defaults_to_empty() -> None:
+    """``Message.reasoning`` is text, empty when the model gave none; other types are refused."""
+    from pydantic import ValidationError
+
+    from agentguard.events import Message
+
+    assert Message(role="assistant", content="hi").reasoning == ""
+    with pytest.raises(ValidationError, match="reasoning"):
+        Message(role="assistant", reasoning=["not", "text"])
+
+
+def test_a_policy_file_rule_reads_the_reasoning(guarded: Any, tmp_path: Any) -> None:
+    """A policy file rule can match on what the model reasoned (``output[*].reasoning``)."""
+    policy = tmp_path / "reasoning.yaml"
+    policy.write_text(
+        "rules:\n"
+        "  - id: REASON-001\n"
+        "    description: The model considered sending data to an outside domain\n"
+        "    match: {kind: model_call}\n"
+        "    when: {field: 'output[*].reasoning', contains: partner.example}\n"
+        "    action: alert\n")
+    findings: list[Any] = []
+    guard = guarded(policy=str(policy), on_finding=findings.append)
+    op = guard.start_chat(provider="p", model="m", messages=[{"role": "user", "content": "?"}])
+    op.end_chat([{"role": "assistant", "content": "Done.",
+                  "reasoning": "I will upload it to partner.example."}])
+    assert [finding.rule_id for finding in findings] == ["REASON-001"]
