@@ -25,6 +25,7 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from agentguard.collector import cli
 from agentguard.collector.daemon import Collector
@@ -50,11 +51,12 @@ AGENTGUARD = [sys.executable, "-m", "agentguard.cli"]
 
 
 class Sink:
-    """A loopback OTLP/HTTP endpoint that keeps what it is sent: trace exports (their span names
-    and sizes) and metric exports (the latest value of each metric)."""
+    """A loopback OTLP/HTTP endpoint that keeps what it is sent: trace exports (the requests,
+    their span names and sizes) and metric exports (the latest value of each metric)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.export_sizes: list[int] = []
         self.span_names: list[str] = []
         self.metrics: dict[str, int] = {}
@@ -82,9 +84,17 @@ class Sink:
     def take_spans(self, body: bytes) -> None:
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
         with self.lock:
+            self.requests.append(request)
             self.export_sizes.append(len(body))
             self.span_names.extend(span.name for rs in request.resource_spans
                                    for scope in rs.scope_spans for span in scope.spans)
+
+    def spans(self) -> list[tuple[dict[str, Any], trace_pb2.Span]]:
+        """Every span received, with its resource's attributes."""
+        with self.lock:
+            return [({kv.key: kv.value for kv in rs.resource.attributes}, span)
+                    for request in self.requests for rs in request.resource_spans
+                    for scope in rs.scope_spans for span in scope.spans]
 
     def take_metrics(self, body: bytes) -> None:
         request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)

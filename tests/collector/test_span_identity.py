@@ -12,10 +12,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from agentguard.collector.model import CONNECT, EXEC, FORK, Attribution, KernelE
 from agentguard.collector.store import Store, StoredFinding
 from tests.collector.conftest import Listener, require_ebpf, start_collector
 from tests.collector.helpers import stored_events, wait_for
+from tests.collector.test_followups import Sink
 from tests.collector.test_receiver import post
 
 MS = 1_000_000
@@ -49,42 +48,8 @@ sys.stdin.readline()
 """
 
 
-class Backend:
-    """A loopback OTLP/HTTP trace backend that keeps every request it is sent."""
-
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.lock = threading.Lock()
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with backend.lock:
-                    backend.requests.append(
-                        trace_service_pb2.ExportTraceServiceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def spans(self) -> list[tuple[dict[str, Any], trace_pb2.Span]]:
-        """Every span received, with its resource's attributes."""
-        with self.lock:
-            return [({kv.key: kv.value for kv in rs.resource.attributes}, span)
-                    for request in self.requests for rs in request.resource_spans
-                    for scope in rs.scope_spans for span in scope.spans]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# A loopback OTLP/HTTP trace backend that keeps every request it is sent.
+Backend = Sink
 
 
 @pytest.fixture
