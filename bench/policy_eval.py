@@ -7,8 +7,16 @@ builds — then evaluates a mixed stream of events the way the Guard does
 (``policy.evaluate(event, verdict)``) and prints the median time per event.
 Most events match no rule, as in a real agent; some match.
 
+With ``--load`` it measures instead how long loading takes as the rule count grows: the same
+rule shapes, renumbered (distinct ids, tools, needles and regexes), written to YAML files of at
+most 1000 rules (a file holds at most 50 000 values), then read, validated and compiled the way
+``instrument(policy=[...])`` does (``Policy.from_files`` and the built-in pack merged in), with the
+time split into parsing the files and compiling the rules, and the cost per rule, which stays
+flat when loading scales linearly.
+
     .venv/bin/python bench/policy_eval.py
     .venv/bin/python bench/policy_eval.py --events 20000 --repeats 5 --json
+    .venv/bin/python bench/policy_eval.py --load --rule-counts 1000,2000,4000,8000
 """
 
 from __future__ import annotations
@@ -16,10 +24,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
+
+import yaml
 
 from agentguard._guard import Verdict
 from agentguard.events import (
@@ -89,6 +101,83 @@ def user_policy() -> dict[str, Any]:
                       "match": {"kind": kind}, "when": when})
     assert len(rules) == 100
     return {"rules": rules}
+
+
+def numbered_rules(count: int) -> list[dict[str, Any]]:
+    """``count`` rules of the shapes of :func:`user_policy`, each made distinct (its id, tools,
+    needles and regex carry its number), so no cache makes a large policy look cheap."""
+    templates = user_policy()["rules"]
+    out: list[dict[str, Any]] = []
+    for n in range(count):
+        text = json.dumps(templates[n % len(templates)])
+        round_ = n // len(templates)
+        # tool_7 → tool_7_r3, needle-4 → needle-4-r3, private-2 → private-2-r3, ...
+        for word in ("tool_", "needle-", "private-", "flag-"):
+            text = _renumber(text, word, round_)
+        rule = json.loads(text)
+        rule["id"] = f"{rule['id']}-{n}"
+        when = rule.get("when")
+        if isinstance(when, dict) and "any" in when:
+            for part in when["any"]:
+                if "regex" in part:
+                    part["regex"] = part["regex"].replace(r"table\b", rf"table\s+t{n}\b")
+        out.append(rule)
+    return out
+
+
+def _renumber(text: str, word: str, round_: int) -> str:
+    import re
+
+    return re.sub(re.escape(word) + r"(\d+)", lambda m: f"{word}{m.group(1)}_r{round_}", text)
+
+
+def load_times(count: int, repeats: int, per_file: int = 1000) -> dict[str, Any]:
+    """Best-of-``repeats`` CPU seconds (the process's own, so other load on the machine counts
+    less) to parse ``count`` rules from YAML files, to compile them, and for the whole load."""
+    from dataclasses import replace
+
+    from agentguard.policy._policy import _parse, _read_policy_file, builtin_source
+
+    rules = numbered_rules(count)
+    clock = time.process_time
+    with tempfile.TemporaryDirectory() as directory:
+        paths = []
+        for start in range(0, count, per_file):
+            path = os.path.join(directory, f"rules-{start // per_file:03d}.yaml")
+            with open(path, "w", encoding="utf-8") as handle:
+                yaml.safe_dump({"rules": rules[start:start + per_file]}, handle, sort_keys=False)
+            paths.append(path)
+        best = {"parse_s": float("inf"), "compile_s": float("inf"), "total_s": float("inf")}
+        for _ in range(repeats):
+            gc.collect()
+            start = clock()
+            sources = [_parse(_read_policy_file(path), path) for path in paths]
+            parsed = clock()
+            compiled = Policy([replace(builtin_source(), include_rules=True), *sources])
+            done = clock()
+            assert len(compiled.rules) >= count
+            del compiled
+            gc.collect()
+            # What instrument(policy=paths) does: the files read as one policy, then the
+            # built-in pack merged into it.
+            begin = clock()
+            policy = Policy.from_files(paths).with_builtin()
+            end = clock()
+            assert len(policy.rules) >= count
+            del policy
+            best["parse_s"] = min(best["parse_s"], parsed - start)
+            best["compile_s"] = min(best["compile_s"], done - parsed)
+            best["total_s"] = min(best["total_s"], end - begin)
+    return {"rules": count, "files": len(paths), **best,
+            "ms_per_rule": best["total_s"] / count * 1000}
+
+
+def run_load(counts: list[int], repeats: int) -> dict[str, Any]:
+    Policy.from_dict(user_policy())  # warm up imports and the built-in pack
+    rows = [load_times(count, repeats) for count in counts]
+    return {"reference_us": reference_us(), "repeats": repeats, "loads": rows,
+            # 1.0: the largest policy costs as much per rule as the smallest.
+            "per_rule_growth": rows[-1]["ms_per_rule"] / rows[0]["ms_per_rule"]}
 
 
 def events(count: int) -> list[Any]:
@@ -176,7 +265,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--load", action="store_true",
+                        help="measure loading time by rule count instead of evaluation")
+    parser.add_argument("--rule-counts", default="1000,2000,4000,8000",
+                        help="rule counts for --load (comma-separated)")
     args = parser.parse_args(argv)
+    if args.load:
+        counts = sorted(int(c) for c in args.rule_counts.split(","))
+        loaded = run_load(counts, max(1, min(args.repeats, 3)))
+        if args.json:
+            print(json.dumps(loaded, indent=2))
+            return 0
+        print("policy loading, CPU seconds (YAML files of at most 1000 rules; parse: read and "
+              "validate the files; compile: the rules and the built-in pack compiled once; "
+              "instrument: Policy.from_files(...).with_builtin(), as instrument(policy=[...]); "
+              f"best of {loaded['repeats']})")
+        print(f"  {'rules':>6} {'files':>5} {'parse s':>8} {'compile s':>9} {'instrument s':>12} "
+              f"{'ms/rule':>8}")
+        for row in loaded["loads"]:
+            print(f"  {row['rules']:>6} {row['files']:>5} {row['parse_s']:>8.2f} "
+                  f"{row['compile_s']:>9.2f} {row['total_s']:>12.2f} {row['ms_per_rule']:>8.3f}")
+        print(f"  cost per rule, largest vs smallest: x{loaded['per_rule_growth']:.2f} "
+              "(1.0 is linear)")
+        print(f"  machine reference: {loaded['reference_us']:.2f} µs for sum(range(100))")
+        return 0
     result = run(args.events, args.repeats)
     if args.json:
         print(json.dumps(result, indent=2))

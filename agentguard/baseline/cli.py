@@ -118,6 +118,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from agentguard.baseline import ProfileError, load_profile, profile_status
+    from agentguard.baseline.profile import terminal_safe_json
     from agentguard.baseline.render import render_profile
 
     try:
@@ -126,7 +127,10 @@ def _show(args: argparse.Namespace) -> int:
     except (ProfileError, ValueError) as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps(json.loads(profile.to_json()), indent=2, ensure_ascii=False))
+        # Learned values stay readable (no \u escapes for every accented letter), except the
+        # characters a terminal would act on.
+        print(terminal_safe_json(json.dumps(json.loads(profile.to_json()), indent=2,
+                                            ensure_ascii=False)))
         return 0
     render_profile(profile, _console(), tool=args.tool, status=status)
     return 0
@@ -134,10 +138,14 @@ def _show(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     from agentguard.baseline import ProfileError, load_profile, merge_profiles, save_profile
+    from agentguard.baseline.store import locked
 
     try:
         merged = merge_profiles(*(load_profile(path) for path in args.profiles))
-        save_profile(merged, args.output)
+        # Under the lock learning processes take to add to the file, so none of them reads
+        # the old file before this write and writes it back after.
+        with locked(args.output):
+            save_profile(merged, args.output)
     except ProfileError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -150,6 +158,7 @@ def _merge(args: argparse.Namespace) -> int:
 def _learn(args: argparse.Namespace) -> int:
     from agentguard.baseline import Learner, Profile, ProfileError, load_profile, save_profile
     from agentguard.baseline.otlp import learn_otlp_files, peek_service
+    from agentguard.baseline.store import locked, merge_into_file
 
     missing = [path for path in args.sources if not os.path.exists(path)]
     if missing:
@@ -196,11 +205,16 @@ def _learn(args: argparse.Namespace) -> int:
     if stats.errors and not stats.spans:
         return _fail(f"no span could be read from the traces given; {args.output} not written")
     try:
-        profile = existing.merge(learner.profile) if existing is not None else learner.profile
+        if args.replace:
+            with locked(args.output):
+                save_profile(learner.profile, args.output)
+            profile = learner.profile
+        else:
+            # Read again under the lock: agents learning into the same file may have added to
+            # it while the traces were read, and their observations are kept.
+            profile = merge_into_file(args.output, learner.profile, existing)
     except ProfileError as exc:
         return _fail(f"{exc}; {args.output} not changed")
-    try:
-        save_profile(profile, args.output)
     except OSError as exc:
         return _fail(f"{args.output}: cannot write ({exc.strerror or exc})")
     conventions = ", ".join(f"{name} {count:,}" for name, count in

@@ -34,6 +34,18 @@ _NAME = re.compile(r"\A[A-Za-z_$@][A-Za-z0-9_$@-]*\Z")
 _MAX_LIST = 1000
 
 
+def _comment(text: str) -> str:
+    """A note as it can stand in a YAML comment: characters that are not printable (line breaks,
+    YAML's too: U+0085, U+2028; C1 controls the policy loader refuses; escape sequences and
+    bidirectional overrides a terminal acts on) written as escapes (``\\n``, ``\\x9b``). The
+    names in a note were learned from what a model asked for: one with a line break would
+    otherwise end the comment and write its own YAML into the policy."""
+    if text.isprintable():
+        return text
+    # repr escapes exactly the characters str.isprintable refuses.
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class _Builder:
     """Collects rules and lists for one profile."""
 
@@ -467,8 +479,25 @@ def policy_document(profile: Profile, thresholds: Thresholds | None = None, *,
     for name in sorted(profile.tools):
         _tool(b, name, profile.tools[name], mature_tools.get(name, False))
     _activity(b, profile.agent_activity, None, status.agent_scope.state == "mature")
+    # match.tool and match.agent are name patterns, and one name of a list stands for the list:
+    # learned names are written so that each matches only itself.
+    from agentguard.policy._policy import builtin_source
+
+    list_names = set(b.lists) | set(builtin_source().document.lists)
+    for rule in b.rules:
+        match = rule["match"]
+        for key in ("tool", "agent"):
+            if isinstance(match.get(key), str):
+                match[key] = _exact_name(match[key], list_names)
     document = {"version": 1, "lists": b.lists, "rules": b.rules}
     return document, b.notes, b.skipped
+
+
+def _exact_name(name: str, list_names: set[str]) -> str:
+    """A name pattern that matches exactly ``name``: ``*``, ``?`` and ``[`` in brackets, and the
+    first letter of a name some list has in brackets (``[s]hell_binaries``)."""
+    pattern = re.sub(r"[*?\[]", lambda found: f"[{found.group()}]", name)
+    return f"[{pattern[0]}]{pattern[1:]}" if pattern in list_names else pattern
 
 
 def _stamp(value: float | None) -> str:
@@ -503,7 +532,7 @@ def policy_yaml(profile: Profile, thresholds: Thresholds | None = None, *,
     ]
     if skipped:
         out.append("# Left out:")
-        out.extend(f"#   {line}" for line in skipped[:50])
+        out.extend(f"#   {_comment(line)}" for line in skipped[:50])
     out.append("version: 1")
     if document["lists"]:
         out.append("lists:")
@@ -514,7 +543,7 @@ def policy_yaml(profile: Profile, thresholds: Thresholds | None = None, *,
             out.extend("  " + line for line in text.rstrip("\n").splitlines())
     out.append("rules:")
     for rule, note in zip(document["rules"], notes, strict=True):
-        out.append(f"  # {note}")
+        out.append(f"  # {_comment(note)}")
         text = yaml.safe_dump([rule], default_flow_style=None, sort_keys=False, width=100)
         out.extend("  " + line for line in text.rstrip("\n").splitlines())
     return "\n".join(out) + "\n"

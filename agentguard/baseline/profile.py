@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from dataclasses import field
 from typing import Any, Final, Literal, TypeVar
 
@@ -39,6 +40,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ToolProfile",
+    "terminal_safe_json",
 ]
 
 FORMAT: Final = "agentguard-profile"
@@ -49,6 +51,19 @@ TURN_START = "^"
 
 class ProfileError(ValueError):
     """A profile file or value that cannot be used; the message names the file and the problem."""
+
+
+# Characters a terminal acts on that JSON leaves as they are (it escapes only those below U+0020):
+# DEL, the C1 controls (U+009B is the 8-bit CSI that starts an escape sequence) and the
+# bidirectional overrides. Learned strings come from tool calls a model made, so whoever steered
+# the model chooses them; structural JSON is ASCII, so these only ever occur inside strings.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe_json(text: str) -> str:
+    """JSON text with the characters a terminal acts on written as ``\\u`` escapes: the same
+    JSON value, safe to print (``profile show --json``) or to ``cat`` (the profile file)."""
+    return _JSON_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 _T = TypeVar("_T")
@@ -337,8 +352,9 @@ class Profile:
         body = adapter.dump_python(self, mode="json", exclude_none=True, exclude_defaults=True)
         head = {"format": FORMAT, "version": VERSION, "agent": self.agent,
                 "limits": dataclasses.asdict(self.limits)}
-        return json.dumps({**head, **body}, ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=False).encode("utf-8")
+        return terminal_safe_json(json.dumps({**head, **body}, ensure_ascii=False,
+                                             separators=(",", ":"), allow_nan=False)
+                                  ).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes | str, source: str = "profile") -> Profile:

@@ -23,7 +23,7 @@ from agentguard.baseline._score import BaselineAnnotation, Deviation, Scorer
 from agentguard.baseline._settings import Thresholds
 from agentguard.baseline._turns import TurnTracker
 from agentguard.baseline.profile import Profile, ProfileError
-from agentguard.baseline.store import load_profile, merge_into_file
+from agentguard.baseline.store import load_profile, merge_into_file, target_path
 from agentguard.findings import SEVERITY_ORDER, Decision
 
 if TYPE_CHECKING:
@@ -74,15 +74,22 @@ class Baseline:
         """The stage for a profile file: loaded (``monitor``/``enforce``), or loaded if present
         and extended (``learn``). Raises :class:`ProfileError` naming the file."""
         exists = os.path.exists(path)
-        if mode == "learn" and not exists:
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-                raise ProfileError(f"{path}: cannot create the profile: directory {directory} "
-                                   "does not exist or is not writable")
-            return cls(Profile(agent=agent), path=path, thresholds=thresholds)
         if not exists:
-            raise ProfileError(f"{path}: no such profile file (learn one first with "
-                               "mode='learn', or with agentguard profile learn)")
+            try:
+                # The file is created where a symbolic link points, not beside the link.
+                target = target_path(path)
+            except OSError as exc:
+                raise ProfileError(f"{path}: cannot use the profile: "
+                                   f"{exc.strerror or exc}") from None
+            link = f" (a symbolic link to {target})" if os.path.islink(path) else ""
+            if mode != "learn":
+                raise ProfileError(f"{path}: no such profile file{link} (learn one first with "
+                                   "mode='learn', or with agentguard profile learn)")
+            directory = os.path.dirname(target)
+            if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+                raise ProfileError(f"{path}: cannot create the profile{link}: directory "
+                                   f"{directory} does not exist or is not writable")
+            return cls(Profile(agent=agent), path=path, thresholds=thresholds)
         profile = load_profile(path)
         if profile.agent != agent:
             raise ProfileError(f"{path}: the profile was learned for agent {profile.agent!r}, "
@@ -200,8 +207,9 @@ class Baseline:
         """Add what was learned to the profile file (atomically) and return the saved profile.
 
         ``final`` also ends the turns in progress (their calls per turn are learned). Raises
-        :class:`ProfileError` when the file is no longer a valid profile; it is then left as
-        it is, and what was learned stays in memory.
+        :class:`ProfileError` when the file is no longer a valid profile or cannot be written
+        (its directory was removed); it is then left as it is, and what was learned stays in
+        memory.
         """
         target = path or self.path
         if target is None:

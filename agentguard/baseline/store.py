@@ -3,12 +3,14 @@
 A profile is written to a temporary file in the same directory, flushed to disk and renamed over
 the old one, so a reader sees the old profile or the new one, never half of one. A file that
 cannot be read as a profile is refused with an error naming it and is never overwritten. A path
-that is a symbolic link is written through: the file it points to is replaced, the link stays.
+that is a symbolic link is written through: the file it points to is replaced (or created, for a
+link to a file that does not exist yet), the link stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from agentguard._files import NotRegularFile, open_regular
 from agentguard.baseline.profile import Profile, ProfileError
 
 __all__ = ["MAX_FILE_SIZE", "load_profile", "locked", "merge_into_file", "save_profile",
-           "write_text_atomic"]
+           "target_path", "write_text_atomic"]
 
 # A profile is bounded far below this; a larger file is not one of ours.
 MAX_FILE_SIZE = 64 << 20
@@ -48,6 +50,26 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     return Profile.from_json(data, name)
 
 
+def target_path(path: str | os.PathLike[str]) -> str:
+    """The absolute path of the file ``path`` stands for: the file a symbolic link (or a chain of
+    them) points to, whether that file exists yet or not.
+
+    Raises ``OSError`` (``ELOOP``) for links that point at each other in a loop: such a path names
+    no file, and writing "through" it would replace the link itself.
+    """
+    name = os.fspath(path)
+    try:
+        return os.path.realpath(name, strict=True)
+    except FileNotFoundError:
+        # A file not created yet, or a link to one: resolved as far as the links go.
+        return os.path.realpath(name)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            # The non-strict form would return the link itself, to be replaced by a file.
+            raise OSError(errno.ELOOP, "symbolic links in a loop", name) from None
+        raise
+
+
 def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
     """Write ``profile`` to ``path`` atomically (temporary file, fsync, rename)."""
     write_bytes_atomic(path, profile.to_json())
@@ -62,8 +84,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
     # Through a symbolic link: renaming over the link would leave the file it points to (shared
     # by other processes) behind with the old profile.
-    name = os.path.realpath(os.fspath(path))
-    directory = os.path.dirname(os.path.abspath(name))
+    name = target_path(path)
+    directory = os.path.dirname(name)
     try:
         mode = os.stat(name).st_mode & 0o777
     except OSError:
@@ -95,7 +117,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (a hidden ``.NAME.lock`` beside the file, the file a
     symbolic link points to) between processes."""
-    name = os.path.realpath(os.fspath(path))
+    name = target_path(path)
     if fcntl is None:  # pragma: no cover
         yield
         return
@@ -116,11 +138,22 @@ def merge_into_file(path: str | os.PathLike[str], learned: Profile,
 
     The file is re-read under the lock, so processes sharing one profile file each add what they
     learned without losing the others'. When the file does not exist, ``learned`` is added to
-    ``base`` (what was loaded before the file went away). A file that is not a valid profile
-    raises :class:`ProfileError` and is left as it is.
+    ``base`` (what was loaded before the file went away). A file that is not a valid profile,
+    and one that cannot be written (its directory was removed), raise :class:`ProfileError`
+    naming it; the file is left as it is.
     """
-    with locked(path):
-        current = load_profile(path) if os.path.exists(path) else base
-        merged = current.merge(learned) if current is not None else learned
-        save_profile(merged, path)
+    try:
+        with locked(path):
+            current = load_profile(path) if os.path.exists(path) else base
+            merged = current.merge(learned) if current is not None else learned
+            save_profile(merged, path)
+    except OSError as exc:
+        raise ProfileError(f"{os.fspath(path)}: cannot write the profile: {_reason(exc)}") from None
     return merged
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, with the file it happened to when that is not the one named already."""
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror} ({exc.filename})"
+    return exc.strerror or str(exc)

@@ -9,13 +9,14 @@ and only when asked (a rule fired, or ``agentguard policy explain``), to say why
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentguard.policy._errors import (
     MAX_ISSUES,
@@ -74,6 +75,7 @@ __all__ = [
     "CompiledPolicy",
     "CompiledRule",
     "Gate",
+    "NameMatcher",
     "Source",
     "compile_sources",
 ]
@@ -91,6 +93,10 @@ MAX_CONDITION_DEPTH = 64
 MAX_CONDITION_SIZE = 10_000
 # Lists naming lists naming lists...: at most this deep.
 MAX_LIST_DEPTH = 32
+# Values all lists hold together once the lists they name are written out: a file of a few
+# thousand names could otherwise ask for a list naming a 10 000-value list 10 000 times over
+# (each list is written out once, and a name given twice in one list counts once).
+MAX_LIST_VALUES = 500_000
 _TOO_DEEP = "flatten nested all:/any: groups, or use fewer layers of macros"
 
 # Event kind → (fields that only exist once the work is done, that phase, the phase before it).
@@ -100,6 +106,28 @@ PHASED: dict[str, tuple[frozenset[str], str, str]] = {
                    "response", "request"),
     "retrieval": (frozenset({"documents"}), "response", "request"),
 }
+
+
+class NameMatcher(Protocol):
+    """Tool or agent name patterns: ``match(name)`` is truthy when one matches."""
+
+    def match(self, string: str, /) -> object: ...
+
+
+class _Names:
+    """Names without a pattern character: a set lookup, no regular expression to build (a
+    policy of thousands of rules, each for its own tool, would otherwise compile thousands)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def match(self, string: str, /) -> bool | None:
+        return True if string in self.names else None
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass
@@ -120,7 +148,7 @@ class Source:
 class CompiledAfter:
     """A compiled sequence condition."""
 
-    tool: re.Pattern[str] | None
+    tool: NameMatcher | None
     tool_globs: tuple[str, ...]
     flagged: bool
     within: float | None
@@ -170,8 +198,8 @@ class CompiledRule:
     rate: RateWindow | None
     rate_by: tuple[str, ...]
     title: tuple[str | FieldPath, ...] | None
-    tool: re.Pattern[str] | None = None
-    agent: re.Pattern[str] | None = None
+    tool: NameMatcher | None = None
+    agent: NameMatcher | None = None
 
     def render_title(self, fields: Any, scratch: Scratch) -> str:
         if self.title is None:
@@ -198,6 +226,9 @@ class CompiledPolicy:
     after_tools: re.Pattern[str] | None
     tracks_flags: bool
     known_ids: frozenset[str]
+    # The documents compiled, in order: another compile of the same documents with the same
+    # lists may take its rules from this one (see compile_sources).
+    documents: tuple[PolicyDocument, ...] = ()
 
 
 
@@ -238,7 +269,13 @@ def _gates(entries: list[tuple[CompiledRule, Any]]) -> dict[str, Gate]:
     for key, group in by_key.items():
         if len(group) < 2:
             continue
-        words = {word for _, gate in group for word in gate[2]}
+        words: set[str] = set()
+        seen: set[int] = set()
+        for _, gate in group:
+            # Rules on one named list share its words: each set is added once.
+            if id(gate[2]) not in seen:
+                seen.add(id(gate[2]))
+                words.update(gate[2])
         if not words or "" in words:
             continue
         shared = Gate(key, group[0][1][1], re.compile(trie_pattern(sorted(words))).search)
@@ -257,15 +294,20 @@ def _and_not(positive: Test, negative: Test | None) -> Test:
 
 
 def _globs_regex(globs: Sequence[str]) -> re.Pattern[str]:
+    if not globs:
+        # No pattern (a list left empty by an unset environment variable) matches nothing; an
+        # empty alternation would match everything.
+        return re.compile("(?!)")
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 
 class _Compiler:
     def __init__(self, sources: Sequence[Source], disabled: frozenset[str],
-                 environ: dict[str, str] | None) -> None:
+                 environ: dict[str, str] | None, reuse: CompiledPolicy | None = None) -> None:
         self.sources = sources
         self.disabled = disabled
         self.environ = os.environ if environ is None else environ
+        self.reuse = reuse
         self.issues: list[PolicyIssue] = []
         # name → (items, source index, path)
         self.raw_lists: dict[str, tuple[list[Any], int, Path]] = {}
@@ -279,10 +321,25 @@ class _Compiler:
         self.depth = 0
         # The rule being compiled, named in problems found in what it uses (a regex, a list).
         self.rule_id: str | None = None
+        # Name patterns already built (many rules name the same tools).
+        self.matchers: dict[tuple[str, ...], NameMatcher] = {}
+        # Operators on named lists already built (see cached_op).
+        self.ops: dict[tuple[Any, ...], Op | None] = {}
+        # Values of the resolved lists together (MAX_LIST_VALUES).
+        self.list_values = 0
+        self.lists_too_large = False
 
     def error(self, source: int, path: Path, message: str, hint: str | None = None, *,
               key: bool = False) -> None:
         self.issues.append(self.sources[source].marks.issue(path, message, hint, key=key))
+
+    def suggest(self, word: str, candidates: Iterable[str]) -> str | None:
+        """A did-you-mean hint, while the problem will be listed: past the first few only a
+        count is reported, and comparing every misspelt name with thousands of defined ones
+        would make a large policy with many problems take minutes to refuse."""
+        if len(self.issues) >= MAX_ISSUES:
+            return None
+        return did_you_mean(word, candidates)
 
     def where(self, source: int, path: Path) -> str:
         marks = self.sources[source].marks
@@ -303,7 +360,7 @@ class _Compiler:
                 if known is None:
                     if definition.append:
                         self.error(index, path, f"list {name!r} appends to a list that is not "
-                                   "defined", did_you_mean(name, self.raw_lists) or
+                                   "defined", self.suggest(name, self.raw_lists) or
                                    "drop append: true to define it here", key=True)
                         continue
                     self.raw_lists[name] = (list(definition.items), index, path)
@@ -350,6 +407,7 @@ class _Compiler:
                        "include the values of the inner lists directly", key=True)
             return None
         out: list[Any] = []
+        included: set[str] = set()
         for item in items:
             if isinstance(item, str):
                 env = _ENV.match(item)
@@ -359,32 +417,58 @@ class _Compiler:
                         out.append(value)
                     continue
                 if item in self.raw_lists and item != name:
-                    nested = self.resolve_list(item, [*stack, name])
-                    if nested is not None:
-                        out.extend(nested)
+                    if item not in included:
+                        included.add(item)
+                        nested = self.resolve_list(item, [*stack, name])
+                        if nested is not None:
+                            out.extend(nested)
                     continue
             out.append(item)
         resolved = tuple(dict.fromkeys(out))
+        self.list_values += len(resolved)
+        if self.list_values > MAX_LIST_VALUES:
+            if not self.lists_too_large:
+                self.lists_too_large = True
+                self.error(index, path, f"the lists hold more than {MAX_LIST_VALUES:,} values "
+                           f"with the lists they include written out (at list {name!r})",
+                           "include a large list in fewer other lists", key=True)
+            resolved = ()
         self.lists[name] = resolved
         return resolved
 
     # -- conditions ------------------------------------------------------------------------
     def value_list(self, source: int, path: Path, value: list[Any] | str
-                   ) -> tuple[list[Any], str | None] | None:
+                   ) -> tuple[Sequence[Any], str | None] | None:
         if isinstance(value, str):
             if value in self.lists:
-                return list(self.lists[value]), value
+                return self.lists[value], value
             self.error(source, path, f"{value!r} is not a defined list",
-                       did_you_mean(value, self.lists) or
+                       self.suggest(value, self.lists) or
                        "write [a, b] for literal values, or define the list under 'lists:'")
             return None
         return list(value), None
 
+    def list_name(self, patterns: list[str]) -> str | None:
+        """The list a one-item pattern list names, if it names one."""
+        return patterns[0] if len(patterns) == 1 and patterns[0] in self.lists else None
+
     def pattern_list(self, patterns: list[str]) -> tuple[list[str], str | None]:
-        if len(patterns) == 1 and patterns[0] in self.lists:
-            name = patterns[0]
+        name = self.list_name(patterns)
+        if name is not None:
             return [str(item) for item in self.lists[name]], name
         return patterns, None
+
+    def cached_op(self, key: tuple[Any, ...] | None, build: Callable[[], Op | None]
+                  ) -> Op | None:
+        """The operator ``build`` makes, made once per ``key`` (an operator on a named list;
+        ``None``: not a named list). A list of thousands of values used by thousands of rules
+        would otherwise be copied and indexed again for each. ``None`` when it could not be
+        made (its problem is reported once, where the list is defined)."""
+        if key is None:
+            return build()
+        if key not in self.ops:
+            self.ops[key] = build()
+        return self.ops[key]
 
     def condition(self, cond: Condition, source: int, path: Path,
                   kinds: tuple[str, ...] | None) -> Node | None:
@@ -421,7 +505,7 @@ class _Compiler:
     def macro(self, name: str, source: int, path: Path) -> Node | None:
         if name not in self.raw_macros:
             self.error(source, path, f"unknown macro {name!r}",
-                       did_you_mean(name, self.raw_macros) or "define it under 'macros:'")
+                       self.suggest(name, self.raw_macros) or "define it under 'macros:'")
             return None
         if name in self.macro_stack:
             cycle = " → ".join([*self.macro_stack[self.macro_stack.index(name):], name])
@@ -483,13 +567,13 @@ class _Compiler:
         if parsed.context:
             if parsed.head not in CONTEXT_FIELDS:
                 self.error(source, path, f"unknown context field {parsed.head!r}",
-                           did_you_mean(parsed.head, CONTEXT_FIELDS) or
+                           self.suggest(parsed.head, CONTEXT_FIELDS) or
                            "context fields: " + ", ".join(sorted(CONTEXT_FIELDS)))
                 return None
         elif parsed.head not in allowed:
             scope = f"{'/'.join(kinds)} events" if kinds else "any event"
             self.error(source, path, f"{parsed.head!r} is not a field of {scope}",
-                       did_you_mean(parsed.head, allowed | {"context"}) or
+                       self.suggest(parsed.head, allowed | {"context"}) or
                        "fields: " + ", ".join(sorted(allowed)))
             return None
         return parsed
@@ -526,69 +610,105 @@ class _Compiler:
                 ok = False
                 continue
             items, name = found
-            member = membership(literal_set(items, fold))
-            label = short_label(items, name)
-            if negate:
-                def not_member(x: Any, member: Callable[[Any], bool] = member) -> bool:
-                    return isinstance(x, (str, int, float)) and not member(x)
-                ops.append(Op(key, f"not in {label}", not_member))
-            else:
+
+            def membership_op(key: str = key, negate: bool = negate,
+                              items: Sequence[Any] = items, name: str | None = name) -> Op:
+                member = membership(literal_set(items, fold))
+                label = short_label(items, name)
+                if negate:
+                    def not_member(x: Any, member: Callable[[Any], bool] = member) -> bool:
+                        return isinstance(x, (str, int, float)) and not member(x)
+                    return Op(key, f"not in {label}", not_member)
                 words = [i.lower() if fold else i for i in items if isinstance(i, str) and i]
-                ops.append(Op(key, f"in {label}", member,
-                               gate=tuple(words) if len(words) == len(items) else None))
+                return Op(key, f"in {label}", member,
+                          gate=tuple(words) if len(words) == len(items) else None)
+            op = self.cached_op((key, name, fold) if name is not None else None, membership_op)
+            assert op is not None
+            ops.append(op)
         for key in ("contains", "startswith", "endswith"):
             raw_patterns = getattr(cond, key)
             if raw_patterns is None:
                 continue
-            patterns, name = self.pattern_list(raw_patterns)
-            needles = tuple(fold_text(patterns))
-            ops.append(text_op(key, needles, short_label(patterns, name)))
-        if cond.glob is not None:
-            patterns, name = self.pattern_list(cond.glob)
-            globs = fold_text(patterns)
-            regex = _globs_regex(globs)
 
-            def glob_why(x: Any, globs: list[str] = globs) -> str:
-                hit = next((g for g in globs if fnmatch.fnmatchcase(x, g)), "?")
-                return f"matches {hit!r}"
-            chunks = [glob_literal(g) for g in globs]
-            def glob_test(x: Any, regex: re.Pattern[str] = regex) -> bool:
-                return isinstance(x, str) and regex.match(x) is not None
-            ops.append(Op("glob", f"matches {short_label(patterns, name)}", glob_test, glob_why,
-                           gate=tuple(chunks) if all(chunks) else None))
+            def text_test_op(key: str = key, raw: list[str] = raw_patterns) -> Op:
+                patterns, name = self.pattern_list(raw)
+                return text_op(key, tuple(fold_text(patterns)), short_label(patterns, name))
+            name = self.list_name(raw_patterns)
+            op = self.cached_op((key, name, fold) if name is not None else None, text_test_op)
+            assert op is not None
+            ops.append(op)
+        if cond.glob is not None:
+            def glob_op(raw: list[str] = cond.glob) -> Op:
+                patterns, name = self.pattern_list(raw)
+                globs = fold_text(patterns)
+                regex = _globs_regex(globs)
+
+                def glob_why(x: Any, globs: list[str] = globs) -> str:
+                    hit = next((g for g in globs if fnmatch.fnmatchcase(x, g)), "?")
+                    return f"matches {hit!r}"
+                chunks = [glob_literal(g) for g in globs]
+
+                def glob_test(x: Any, regex: re.Pattern[str] = regex) -> bool:
+                    return isinstance(x, str) and regex.match(x) is not None
+                return Op("glob", f"matches {short_label(patterns, name)}", glob_test,
+                          glob_why, gate=tuple(chunks) if all(chunks) else None)
+            name = self.list_name(cond.glob)
+            op = self.cached_op(("glob", name, fold) if name is not None else None, glob_op)
+            assert op is not None
+            ops.append(op)
         if cond.regex is not None:
-            patterns, name = self.pattern_list(cond.regex)
-            compiled = []
-            for i, pattern in enumerate(patterns):
-                try:
-                    compiled.append(compile_regex(pattern, fold))
-                except RegexProblem as exc:
-                    where = (*path, "regex") if name is None else ("lists", name)
-                    if name is None and len(cond.regex) > 1:
-                        where = (*where, i)
-                    used_by = f" in rule {self.rule_id!r}" if self.rule_id else ""
-                    self.error(source if name is None else self._list_source(name), where,
-                               f"regex {pattern[:80]!r} refused{used_by}: {exc}", exc.hint)
-                    ok = False
-            if compiled:
-                # The gate literals are matched on lower-cased text only when the values are
-                # lower-cased (ignore_case or a 'lower' transform).
-                lowered = fold or "lower" in (cond.transform or ())
-                ops.append(regex_op(compiled, short_label(patterns, name), lowered))
+            # The gate literals are matched on lower-cased text only when the values are
+            # lower-cased (ignore_case or a 'lower' transform).
+            lowered = fold or "lower" in (cond.transform or ())
+
+            def regexes_op(raw: list[str] = cond.regex) -> Op | None:
+                patterns, name = self.pattern_list(raw)
+                compiled = []
+                refused = False
+                for i, pattern in enumerate(patterns):
+                    try:
+                        compiled.append(compile_regex(pattern, fold))
+                    except RegexProblem as exc:
+                        where = (*path, "regex") if name is None else ("lists", name)
+                        if name is None and len(raw) > 1:
+                            where = (*where, i)
+                        used_by = f" in rule {self.rule_id!r}" if self.rule_id else ""
+                        self.error(source if name is None else self._list_source(name), where,
+                                   f"regex {pattern[:80]!r} refused{used_by}: {exc}", exc.hint)
+                        refused = True
+                if refused:
+                    return None
+                return regex_op(compiled, short_label(patterns, name), lowered) if compiled \
+                    else Op("regex", "matches no regex", lambda x: False)
+            name = self.list_name(cond.regex)
+            op = self.cached_op(("regex", name, fold, lowered) if name is not None else None,
+                                regexes_op)
+            if op is None:
+                ok = False
+            else:
+                ops.append(op)
         if cond.cidr is not None:
-            patterns, name = self.pattern_list(cond.cidr)
-            networks = []
-            for pattern in patterns:
-                try:
-                    networks.append(ipaddress.ip_network(pattern.strip(), strict=False))
-                except ValueError:
-                    # A bad item of a named list is reported where the list is defined.
-                    self.error(source if name is None else self._list_source(name),
-                               (*path, "cidr") if name is None else ("lists", name),
-                               f"{pattern!r} is not an IP address or network",
-                               "e.g. 169.254.169.254, 10.0.0.0/8, fd00:ec2::254")
-                    ok = False
-            ops.append(cidr_op(tuple(networks), short_label(patterns, name)))
+            def networks_op(raw: list[str] = cond.cidr) -> Op | None:
+                patterns, name = self.pattern_list(raw)
+                networks = []
+                refused = False
+                for pattern in patterns:
+                    try:
+                        networks.append(ipaddress.ip_network(pattern.strip(), strict=False))
+                    except ValueError:
+                        # A bad item of a named list is reported where the list is defined.
+                        self.error(source if name is None else self._list_source(name),
+                                   (*path, "cidr") if name is None else ("lists", name),
+                                   f"{pattern!r} is not an IP address or network",
+                                   "e.g. 169.254.169.254, 10.0.0.0/8, fd00:ec2::254")
+                        refused = True
+                return None if refused else cidr_op(tuple(networks), short_label(patterns, name))
+            name = self.list_name(cond.cidr)
+            op = self.cached_op(("cidr", name) if name is not None else None, networks_op)
+            if op is None:
+                ok = False
+            else:
+                ops.append(op)
         numeric = [(sym, getattr(cond, key)) for key, sym in
                    (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))
                    if getattr(cond, key) is not None]
@@ -663,12 +783,22 @@ class _Compiler:
             return tuple(str(item) for item in self.lists[value[0]]) or ("\x00",)
         return value
 
+    def matcher(self, globs: tuple[str, ...] | None) -> NameMatcher | None:
+        """What matches a name against ``globs``."""
+        if not globs:
+            return None
+        found = self.matchers.get(globs)
+        if found is None:
+            found = self.matchers[globs] = _globs_regex(globs) if any(
+                _GLOB_CHARS.search(g) for g in globs) else _Names(globs)
+        return found
+
     def after(self, items: list[After]) -> tuple[CompiledAfter, ...]:
         out = []
         for item in items:
             globs = self.globs(item.tool)
             out.append(CompiledAfter(
-                tool=_globs_regex(globs) if globs else None, tool_globs=globs or (),
+                tool=self.matcher(globs), tool_globs=globs or (),
                 flagged=item.untrusted_content_flagged, within=item.within,
                 same_turn=item.same_turn))
         return tuple(out)
@@ -699,6 +829,10 @@ class _Compiler:
                        f"more than {MAX_CONDITION_SIZE:,}", "a macro that uses another macro "
                        "several times doubles its size at each level; test the fields once")
             return None
+        # A value read in several ways (an ambiguous URL's hosts) decides each test on the
+        # reading that makes the rule fire; an exception counts against firing.
+        when = when.polarize(False)
+        unless_list = [node.polarize(True) for node in unless_list]
         unless: Node | None = None
         if unless_list:
             unless = unless_list[0] if len(unless_list) == 1 else AnyNode(unless_list)
@@ -734,8 +868,7 @@ class _Compiler:
             unless=unless, tests=tests, tests_always=always, specials=specials, gates=gates,
             after=self.after(rule.after), rate=rate,
             rate_by=rule.rate_limit.by if rule.rate_limit else (), title=title,
-            tool=_globs_regex(tools) if tools else None,
-            agent=_globs_regex(agents) if agents else None,
+            tool=self.matcher(tools), agent=self.matcher(agents),
         )
         return compiled
 
@@ -767,7 +900,8 @@ class _Compiler:
                 path = ("overrides", rule_id)
                 if rule_id not in defined:
                     self.error(index, path, f"overrides an unknown rule {rule_id!r}",
-                               rule_id_hint(rule_id, defined), key=True)
+                               rule_id_hint(rule_id, defined) if len(self.issues) < MAX_ISSUES
+                               else None, key=True)
                     continue
                 values = {k: v for k, v in (("action", override.action),
                                             ("severity", override.severity),
@@ -776,17 +910,38 @@ class _Compiler:
                 if override.unless is not None:
                     extra_unless.setdefault(rule_id, []).append(
                         (override.unless, index, (*path, "unless")))
-        # Every macro is compiled (and so checked) even when no rule uses it.
-        for name in self.raw_macros:
-            self.macro(name, self.raw_macros[name][1], self.raw_macros[name][2])
+        documents = tuple(source.document for source in self.sources)
+        # The same documents with the same lists (environment variables included) compile to
+        # the same rules: a policy switched to include the built-in rules, or with rules
+        # disabled, takes the rules compiled before (with rate limits of its own) and compiles
+        # only the others. instrument() does both to the policy files it loads.
+        earlier: dict[str, CompiledRule] = {}
+        reuse = self.reuse
+        if reuse is not None and len(reuse.documents) == len(documents) and all(
+                a is b for a, b in zip(reuse.documents, documents, strict=True)) and \
+                reuse.lists == self.lists:
+            earlier = {rule.id: rule for rule in reuse.rules}
+        else:
+            # Every macro is compiled (and so checked) even when no rule uses it.
+            for name in self.raw_macros:
+                self.macro(name, self.raw_macros[name][1], self.raw_macros[name][2])
         rules: list[CompiledRule] = []
         for rule, index, path in included:
             if rule.id in changes:
                 rule = rule.model_copy(update=changes[rule.id])
-            compiled = self.rule(rule, index, path, extra_unless.get(rule.id, []))
-            if compiled is None or not rule.enabled or rule.id in self.disabled:
+            if not rule.enabled or rule.id in self.disabled:
+                # Still compiled, and so checked, unless it was before.
+                if rule.id not in earlier:
+                    self.rule(rule, index, path, extra_unless.get(rule.id, []))
                 continue
-            rules.append(compiled)
+            compiled = earlier.get(rule.id)
+            if compiled is not None:
+                compiled = dataclasses.replace(compiled, rate=RateWindow(
+                    compiled.rate.limit, compiled.rate.per) if compiled.rate is not None else None)
+            else:
+                compiled = self.rule(rule, index, path, extra_unless.get(rule.id, []))
+            if compiled is not None:
+                rules.append(compiled)
         if self.issues:
             raise PolicyError(self.issues[:MAX_ISSUES], max(0, len(self.issues) - MAX_ISSUES))
         by_kind: dict[str, list[tuple[CompiledRule, str | None, Test, Gate | None]]] = {}
@@ -805,11 +960,17 @@ class _Compiler:
             after_tools=_globs_regex(after_globs) if after_globs else None,
             tracks_flags=any(a.flagged for r in rules for a in r.after),
             known_ids=frozenset(defined),
+            documents=documents,
         )
 
 
 def compile_sources(sources: Sequence[Source], *, disabled: Iterable[str] = (),
-                    environ: dict[str, str] | None = None) -> CompiledPolicy:
-    """Compile sources in order into one rule set; raises :class:`PolicyError`."""
-    return _Compiler(sources, frozenset(disabled), environ).run()
+                    environ: dict[str, str] | None = None,
+                    reuse: CompiledPolicy | None = None) -> CompiledPolicy:
+    """Compile sources in order into one rule set; raises :class:`PolicyError`.
+
+    ``reuse``: an earlier compile whose rules may be taken when it compiled the same documents
+    (the same objects, in the same order) into the same lists.
+    """
+    return _Compiler(sources, frozenset(disabled), environ, reuse).run()
 

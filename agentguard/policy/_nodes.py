@@ -4,10 +4,19 @@ Nodes are built by the compiler. ``compile()`` gives ``test(fields, scratch) -> 
 is the event's fields as a mapping, ``scratch`` per-event working memory); ``explain()`` walks the
 same condition again and says which values matched, or which check failed, for evidence and for
 ``agentguard policy explain``. ``specialize(kind)`` folds away tests of fields an event kind lacks.
+
+A transform may read one value in several ways (``url_host`` of a URL that HTTP clients read as
+different hosts): ``polarize`` settles, for each test, which reading decides. Policies only alert
+and block, so the reading that makes the rule fire decides: a test that counts for firing (in
+``when:``, under an even number of ``not:``) holds when it holds for any reading, a test that
+counts against it (under an odd number of ``not:``, and in ``unless:``) only when it holds for
+every reading. ``not: {field: url, transform: url_host, in: allowed}`` then fires for a URL one
+client reads as an allowed host and another as a host that is not, as ``not_in`` does.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +81,13 @@ class Node:
         """This condition for events of one kind: tests of fields that kind lacks folded away."""
         return self
 
+    def polarize(self, negative: bool) -> Node:
+        """This condition with each test of a value read in several ways deciding on the reading
+        that makes the rule fire: any reading when the test counts for firing, every reading when
+        it counts against it (``negative``: under an odd number of ``not:``, or in ``unless:``).
+        Returns ``self`` when nothing changes."""
+        return self
+
     def gate(self) -> tuple[tuple[str, ...], Callable[[Any, Scratch], str], tuple[str, ...]] | None:
         """A necessary condition on one joined text, if the condition has one (see FieldNode)."""
         return None
@@ -119,6 +135,9 @@ class FieldNode(Node):
         self.count = count
         self.length = length
         self.count_floor = 0.0
+        # A value read in several ways (Alternatives) passes when every reading passes (instead
+        # of any): set by polarize() where the test counts against the rule firing.
+        self.every_reading = False
 
     def min_text(self, field: str) -> float:
         # A text never holds more records than characters (see _count), so a count bound on the
@@ -137,6 +156,14 @@ class FieldNode(Node):
         # The field never exists on this kind: only "exists: false" alone can hold.
         return Const(self.exists is False and self.count is None and not self.ops and
                      self.length is None)
+
+    def polarize(self, negative: bool) -> Node:
+        if not self.expands or not self.ops or self.every_reading == negative:
+            return self
+        node = copy.copy(self)
+        node.every_reading = negative
+        node._test = None
+        return node
 
     def _count(self, values: list[Any], scratch: Scratch) -> int:
         if self.path.multi:
@@ -179,9 +206,16 @@ class FieldNode(Node):
         single = tests[0] if len(tests) == 1 else None
         if self.expands:
             run = self._transformed()
-
-            def check_each(x: Any) -> bool:
-                return any(all(test(value) for test in tests) for value in run(x))
+            if self.every_reading:
+                def check_each(x: Any) -> bool:
+                    # A value no transform could read (not a URL) has no reading: it does not
+                    # pass, as with any other test of a value a transform drops.
+                    readings = run(x)
+                    return bool(readings) and all(all(test(value) for test in tests)
+                                                  for value in readings)
+            else:
+                def check_each(x: Any) -> bool:
+                    return any(all(test(value) for test in tests) for value in run(x))
 
             def element_each(value: Any) -> bool:
                 if isinstance(value, (list, tuple)):
@@ -399,7 +433,10 @@ class FieldNode(Node):
                 return single(value)
             return test_single
 
-        if exists is None and count is None and length is None and len(self.ops) == 1:
+        if exists is None and count is None and length is None and len(self.ops) == 1 and \
+                not self.every_reading:
+            # (The values' readings flattened into one list: a test on every reading of one
+            # value takes the general path below, which keeps each value's readings together.)
             op = self.ops[0]
             items = self._items()
             single = op.test
@@ -535,11 +572,21 @@ class FieldNode(Node):
         return None
 
 
+def _polarized(children: list[Node], negative: bool) -> list[Node] | None:
+    """The children polarized, or ``None`` when none of them changes."""
+    out = [child.polarize(negative) for child in children]
+    return None if all(a is b for a, b in zip(out, children, strict=True)) else out
+
+
 class AllNode(Node):
     """``all:`` every child holds."""
 
     def __init__(self, children: list[Node]) -> None:
         self.children = children
+
+    def polarize(self, negative: bool) -> Node:
+        children = _polarized(self.children, negative)
+        return self if children is None else AllNode(children)
 
     def min_text(self, field: str) -> float:
         return max((child.min_text(field) for child in self.children), default=0.0)
@@ -598,6 +645,10 @@ class AnyNode(Node):
 
     def __init__(self, children: list[Node]) -> None:
         self.children = children
+
+    def polarize(self, negative: bool) -> Node:
+        children = _polarized(self.children, negative)
+        return self if children is None else AnyNode(children)
 
     def specialize(self, kind: str) -> Node:
         kept: list[Node] = []
@@ -661,6 +712,10 @@ class NotNode(Node):
     def __init__(self, child: Node) -> None:
         self.child = child
 
+    def polarize(self, negative: bool) -> Node:
+        child = self.child.polarize(not negative)
+        return self if child is self.child else NotNode(child)
+
     def specialize(self, kind: str) -> Node:
         special = self.child.specialize(kind)
         if isinstance(special, Const):
@@ -687,6 +742,12 @@ class MacroNode(Node):
     def __init__(self, name: str, inner: Node) -> None:
         self.name = name
         self.inner = inner
+
+    def polarize(self, negative: bool) -> Node:
+        # The macro's condition is shared by the rules using it, some perhaps under a not:
+        # and some not: the polarized one is a copy.
+        inner = self.inner.polarize(negative)
+        return self if inner is self.inner else MacroNode(self.name, inner)
 
     def specialize(self, kind: str) -> Node:
         special = self.inner.specialize(kind)

@@ -92,7 +92,6 @@ def _no_text(arguments: dict[Any, Any]) -> bool:
 _builtin_lock = threading.Lock()
 _builtin: Source | None = None
 
-
 def builtin_source() -> Source:
     """The built-in rule pack (parsed once per process)."""
     global _builtin
@@ -190,14 +189,17 @@ class Policy:
     """
 
     def __init__(self, sources: Sequence[Source], *, disabled: Iterable[str] = (),
-                 name: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+                 name: str | None = None, environ: Mapping[str, str] | None = None,
+                 _reuse: Policy | None = None) -> None:
         self._sources = tuple(sources)
         self._disabled = frozenset(disabled)
         from agentguard.policy._compile import compile_sources
 
         self._environ = dict(environ) if environ is not None else None
+        # _reuse: a policy of the same files whose compiled rules this one may take.
         self._compiled: CompiledPolicy = compile_sources(
-            self._sources, disabled=self._disabled, environ=self._environ)
+            self._sources, disabled=self._disabled, environ=self._environ,
+            reuse=_reuse._compiled if _reuse is not None else None)
         self.name = name or ", ".join(s.name for s in self._sources if s.include_rules) or "policy"
         self._by_kind = {kind: entries for kind, entries in self._compiled.by_kind.items()}
         self._caches: dict[str, dict[tuple[Any, ...], tuple[_Group, ...]]] = {
@@ -269,7 +271,7 @@ class Policy:
                            not s.builtin)
         sources.extend(s for s in self._sources if not s.builtin)
         merged = Policy(sources, disabled=frozenset(disabled) | self._disabled, name=self.name,
-                        environ=self._environ)
+                        environ=self._environ, _reuse=self)
         merged.origin = self.origin
         return merged
 
@@ -279,7 +281,7 @@ class Policy:
         if not ids - self._disabled:
             return self
         copy = Policy(self._sources, disabled=self._disabled | ids, name=self.name,
-                      environ=self._environ)
+                      environ=self._environ, _reuse=self)
         copy.origin = self.origin
         return copy
 

@@ -29,6 +29,7 @@ trailing ``.*`` is dropped: for a yes/no search it changes nothing and costs qua
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ def _merge(ranges: list[tuple[int, int]]) -> Ranges:
 
 
 def _union(*sets: Ranges) -> Ranges:
+    if len(sets) == 1:
+        return sets[0]
     return _merge([r for s in sets for r in s])
 
 
@@ -121,6 +124,7 @@ def _overlap(a: Ranges, b: Ranges) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)
 def _fold(ranges: Ranges) -> Ranges:
     """Add the other ASCII case of every letter (for IGNORECASE)."""
     extra: list[tuple[int, int]] = []
@@ -683,8 +687,14 @@ def _anchor_leading_run(pattern: str, tree: Any) -> str:
     return f"(?<!{match.group(1)}){pattern}"
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """Check and compile a policy regex; raises :class:`RegexProblem`."""
+    """Check and compile a policy regex; raises :class:`RegexProblem`.
+
+    The check takes milliseconds; the built-in pack's patterns are checked again by every
+    policy built in the process, and a pattern in a macro or a list again by each rule using it,
+    so results are kept (a compiled pattern is immutable; a refused one is not kept).
+    """
     text = check_regex(pattern, ignore_case)
     try:
         return re.compile(text, re.IGNORECASE if ignore_case else 0)

@@ -3,9 +3,11 @@
 PyYAML's composer gives nodes with marks; this module builds plain Python values from them and a
 map from each value's path (``("rules", 0, "severity")``) to its line and column. It also refuses
 what a policy file never needs and an attacker could use: duplicate keys (PyYAML silently keeps
-the last), non-string keys, recursive aliases and alias expansion beyond a node budget (the
-"billion laughs"), nesting deep enough to exhaust the stack, and files over a size limit.
-Booleans follow YAML 1.2 (``true``/``false`` only), so ``no`` stays the string ``"no"``.
+the last), non-string keys, recursive aliases and alias or merge-key expansion beyond a node
+budget (the "billion laughs"), nesting deep enough to exhaust the stack, and files over a size
+limit. Booleans follow YAML 1.2 (``true``/``false`` only), so ``no`` stays the string ``"no"``.
+libyaml does the scanning and parsing when PyYAML has it (most of the time a large policy took to
+load); a document it refuses, or one it would read differently, goes to PyYAML's own parser.
 """
 
 from __future__ import annotations
@@ -67,6 +69,45 @@ _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False
                               list("tTfF"))
 
 
+class _NotForLibyaml(Exception):
+    """The document uses what libyaml and PyYAML's parser read differently: parse it again."""
+
+
+# libyaml's parser with PyYAML's composer, when PyYAML was built with libyaml.
+_FastLoader: Any = None
+try:
+    from yaml._yaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    pass
+else:
+    class _LibyamlLoader(yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor,
+                         yaml.resolver.Resolver):
+        """libyaml scans and parses (about five times faster than PyYAML's pure-Python
+        scanner, most of the time a large policy takes to load); PyYAML's own composer builds the
+        nodes, so anchors, aliases and nesting are handled exactly as by :class:`_Loader`."""
+
+        yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # Explicit tags ('!', '!!str') are where the two parsers disagree on values; a
+            # policy needs none.
+            if getattr(self.peek_event(), "tag", None) is not None:
+                raise _NotForLibyaml
+            return super().compose_node(parent, index)
+
+    _FastLoader = _LibyamlLoader
+
+# Byte order marks past the start and the line breaks YAML 1.1 adds to \n and \r: the parsers
+# split lines differently around them.
+_PYYAML_ONLY = re.compile("[\ufeff\x85\u2028\u2029]")
+
+
 class _TooBig(Exception):
     def __init__(self, message: str, node: yaml.Node | None = None) -> None:
         super().__init__(message)
@@ -74,7 +115,7 @@ class _TooBig(Exception):
 
 
 class _Builder:
-    def __init__(self, loader: _Loader, marks: Marks) -> None:
+    def __init__(self, loader: Any, marks: Marks) -> None:
         self.loader = loader
         self.marks = marks
         self.nodes = 0
@@ -106,9 +147,56 @@ class _Builder:
             self.active.discard(id(node))
         raise _TooBig(f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
 
+    def _flatten(self, node: yaml.MappingNode) -> None:
+        """Expand ``<<: *anchor`` merge keys into ``node`` as PyYAML does (merged mappings
+        first, in order; a key node merged again is left out), counting every merged pair
+        against the value budget: PyYAML's own expansion visits each pair of an anchor for each
+        alias of it, so a small file merging one large mapping a hundred thousand times would
+        take hours."""
+        merge: list[tuple[yaml.Node, yaml.Node]] = []
+        seen: set[int] = set()
+        index = 0
+        while index < len(node.value):
+            key_node, value_node = node.value[index]
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                del node.value[index]
+                if isinstance(value_node, yaml.MappingNode):
+                    sources = [value_node]
+                elif isinstance(value_node, yaml.SequenceNode):
+                    sources = value_node.value
+                else:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "expected a mapping or list of mappings for merging, but found "
+                        f"{value_node.id}", value_node.start_mark)
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"expected a mapping for merging, but found {source.id}",
+                            source.start_mark)
+                    if id(source) in self.active:
+                        raise _TooBig("a YAML alias refers to the value that contains it",
+                                      source)
+                    self._flatten(source)
+                    self.nodes += len(source.value)
+                    if self.nodes > MAX_NODES:
+                        raise _TooBig(f"the policy has more than {MAX_NODES} values (aliases and "
+                                      "merges included)", source)
+                    for pair in source.value:
+                        if id(pair[0]) not in seen:
+                            seen.add(id(pair[0]))
+                            merge.append(pair)
+            elif key_node.tag == "tag:yaml.org,2002:value":
+                key_node.tag = "tag:yaml.org,2002:str"
+                index += 1
+            else:
+                index += 1
+        if merge:
+            node.value = merge + node.value
+
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
-        # Expands ``<<: *anchor`` merge keys the way PyYAML does.
-        self.loader.flatten_mapping(node)
+        self._flatten(node)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -137,8 +225,12 @@ class _Builder:
 
 
 def load_yaml(text: str | bytes, file: str) -> tuple[Any, Marks]:
-    """Parse one YAML document into plain values and their marks; raises :class:`PolicyError`."""
-    marks = Marks(file)
+    """Parse one YAML document into plain values and their marks; raises :class:`PolicyError`.
+
+    libyaml parses when PyYAML has it. A document it refuses, or one with what the two parsers
+    read differently (explicit tags, byte order marks inside, Unicode line breaks), is parsed by
+    PyYAML's own parser, so problems are reported with its messages and positions.
+    """
     if isinstance(text, bytes):
         if len(text) > MAX_SOURCE_BYTES:
             raise PolicyError.single(file, f"the policy is larger than {MAX_SOURCE_BYTES} bytes")
@@ -149,16 +241,27 @@ def load_yaml(text: str | bytes, file: str) -> tuple[Any, Marks]:
                                            f"{exc.start})") from None
     if len(text) > MAX_SOURCE_BYTES:
         raise PolicyError.single(file, f"the policy is larger than {MAX_SOURCE_BYTES} characters")
-    loader: _Loader | None = None
+    if _FastLoader is not None and \
+            not _PYYAML_ONLY.search(text, 1 if text.startswith("\ufeff") else 0):
+        try:
+            return _load(text, file, _FastLoader)
+        except (PolicyError, _NotForLibyaml):
+            pass
+    return _load(text, file, _Loader)
+
+
+def _load(text: str, file: str, loader_class: Any) -> tuple[Any, Marks]:
+    marks = Marks(file)
+    loader: Any = None
     try:
-        loader = _Loader(text)
+        loader = loader_class(text)
         node = loader.get_single_node()
         if node is None:
             raise PolicyError.single(file, "the policy is empty",
                                      hint="start with 'rules:' (see docs/policy.md)")
         builder = _Builder(loader, marks)
         data = builder.build(node, ())
-    except PolicyError:
+    except (PolicyError, _NotForLibyaml):
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,20 @@ __all__ = ["add_parser", "check_command", "explain_command"]
 MAX_EVENTS = 10_000
 MAX_EVENT_FILE_BYTES = 64 << 20
 _TOO_DEEP = "the JSON nests too deeply to read"
+# Characters a terminal acts on rather than shows (escape sequences, C1 controls such as the
+# 8-bit CSI U+009B, bidirectional overrides). Rule texts may come from a generated policy
+# (``profile to-policy`` writes learned tool names) and explained events from captured traffic.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _shown(text: Any) -> str:
+    """Text from a policy or an event as printed: control characters as escapes (``\\x1b``)."""
+    return _CONTROL.sub(_visible, str(text))
 
 
 def add_parser(commands: Any) -> None:
@@ -61,8 +76,10 @@ def add_parser(commands: Any) -> None:
 def _console() -> Console:
     from rich.console import Console
 
-    # Not a terminal (a pipe, a file, a test): wide lines rather than wrapped table cells.
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    # Not a terminal (a pipe, a file, a test): wide lines rather than wrapped table cells. No
+    # markup: rule descriptions, tool names and event values are printed as written ('[/]' in
+    # one is text, not a closing tag that makes rich raise).
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False, markup=False)
 
 
 def _error(message: str) -> None:
@@ -105,7 +122,8 @@ def _rules_table(rules: Sequence[RuleInfo], title: str) -> Any:
         if len(tools) > 60:
             tools = tools[:57] + "..."
         where = f"{rule.source}:{rule.line}" if rule.line else rule.source
-        table.add_row(rule.id, rule.action, rule.severity, kinds, tools, description, where)
+        table.add_row(*map(_shown, (rule.id, rule.action, rule.severity, kinds, tools,
+                                    description, where)))
     return table
 
 
@@ -120,9 +138,9 @@ def check_command(args: argparse.Namespace) -> int:
     console = _console()
     rules = policy.rules
     where = ", ".join(args.files) if args.files else "built-in rules"
-    console.print(_rules_table(rules, f"{where}: {len(rules)} rule(s)"))
+    console.print(_rules_table(rules, _shown(f"{where}: {len(rules)} rule(s)")))
     if args.files:
-        console.print(f"OK: {', '.join(args.files)} valid ({len(rules)} rule(s) enabled)")
+        console.print(_shown(f"OK: {', '.join(args.files)} valid ({len(rules)} rule(s) enabled)"))
     return 0
 
 
@@ -297,8 +315,8 @@ def explain_command(args: argparse.Namespace) -> int:
     for index, (event, explanations) in enumerate(results, 1):
         tool = getattr(event, "tool", None) or event.context.tool
         phase = getattr(event, "phase", None)
-        header = f"event {index}: {event.kind}" + (f" {tool}" if tool else "") + \
-            (f" ({phase})" if phase else "")
+        header = _shown(f"event {index}: {event.kind}" + (f" {tool}" if tool else "") +
+                        (f" ({phase})" if phase else ""))
         matched = [e for e in explanations if e.matched and e.decision is not None]
         if matched:
             table = Table(title=f"{header}: {len(matched)} rule(s) matched", title_justify="left")
@@ -315,8 +333,9 @@ def explain_command(args: argparse.Namespace) -> int:
                     reasons.append(f"rate {rate['count']} > {rate['max']} per "
                                    f"{rate['per_seconds']:g}s")
                 why = "; ".join(r for r in reasons if r)
-                table.add_row(item.rule.id, item.decision.action, item.decision.severity,
-                              item.decision.reason, why or "matched")
+                table.add_row(*map(_shown, (item.rule.id, item.decision.action,
+                                            item.decision.severity, item.decision.reason,
+                                            why or "matched")))
             console.print(table)
             worst = "block" if any(m.decision and m.decision.action == "block"
                                    for m in matched) else "alert"
@@ -333,7 +352,7 @@ def explain_command(args: argparse.Namespace) -> int:
                 reason = item.reason
                 if item.failed is not None:
                     reason += f": {describe_failure(item.failed)}"
-                table.add_row(item.rule.id, reason)
+                table.add_row(_shown(item.rule.id), _shown(reason))
             console.print(table)
         elif others:
             console.print(f"  ({len(others)} other rule(s) did not match; --verbose shows why)")

@@ -119,3 +119,59 @@ def test_show_and_status_print_control_characters_as_escapes(tmp_path: Path,
     out = capsys.readouterr().out
     assert "send\\x1b]0;title\\x07" in out and "to\\u202e" in out and "evil.example\\x1b[8m\\x9b2J" in out
     assert "[/dim] reason 1" in out
+
+
+def _hostile_profile(tmp_path: Path) -> tuple[Path, Profile]:
+    """A profile whose learned tool name, argument key and values carry C1 controls (U+009B is
+    the 8-bit CSI), a DEL, bidirectional overrides and line breaks."""
+    tool = "send\x9b2J\nrules: []\n#"
+    learner = Learner(Profile(agent="support"))
+    for _ in range(3):
+        context = EventContext(agent="support", tool=tool)
+        learner.learn(ToolCall(context=context, tool=tool,
+                               arguments={"to\u202e\x85": "evil.example\x9b31m\x7f\u2066",
+                                          "mode": "caf\u00e9"}))
+    path = tmp_path / "support.json"
+    save_profile(learner.profile, path)
+    return path, learner.profile
+
+
+_TERMINAL = "\x1b\x7f\x85\x9b\u202e\u2066"
+
+
+def test_show_json_escapes_what_a_terminal_acts_on_and_round_trips(tmp_path: Path,
+                                                                  capsys: Any) -> None:
+    """show --json writes C1 controls, DEL and bidirectional overrides in learned values as
+    \\u escapes, so printing it cannot send an escape sequence to the terminal; it is still
+    valid JSON that reads back to the same profile (other non-ASCII text stays as it is). The
+    profile file itself is as safe to print."""
+    path, profile = _hostile_profile(tmp_path)
+    assert main(["profile", "show", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in _TERMINAL)
+    assert '"send\\u009b2J\\nrules: []\\n#"' in out and "caf\u00e9" in out
+    assert Profile.from_json(out) == profile
+    text = path.read_text("utf-8")
+    assert not any(c in text for c in _TERMINAL) and load_profile(path) == profile
+
+
+def test_to_policy_keeps_learned_line_breaks_and_controls_out_of_its_comments(
+        tmp_path: Path, capsys: Any) -> None:
+    """to-policy names learned tools and arguments in the comment above each rule: a line
+    break in one would end the comment and write YAML of the model's choosing into the policy,
+    and a C1 control makes the file one the policy loader refuses. They are written as escapes,
+    and the policy loads and keeps the learned names exactly."""
+    from agentguard.policy import Policy
+
+    path, _ = _hostile_profile(tmp_path)
+    out = tmp_path / "policy.yaml"
+    assert main(["profile", "to-policy", str(path), "-o", str(out)]) == 0
+    text = out.read_text("utf-8")
+    assert not any(c in text for c in _TERMINAL)
+    assert "# send\\x9b2J\\nrules: []\\n#" in text
+    assert not any(line.startswith("rules: []") for line in text.splitlines())
+    policy = Policy.from_file(out)
+    tool = "send\x9b2J\nrules: []\n#"
+    event = ToolCall(context=EventContext(agent="support", tool=tool), tool=tool,
+                     arguments={"mode": "other"})
+    assert any("called with a mode never seen" in d.reason for d in policy.evaluate(event) or [])

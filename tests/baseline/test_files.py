@@ -274,3 +274,140 @@ def test_a_profile_behind_a_symbolic_link_is_saved_through_it(guarded: Any,
     save_profile(_profile(5), link)
     assert link.is_symlink() and load_profile(shared).tools["lookup"].calls == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json", "shared"]
+
+
+def test_learning_through_a_link_to_a_file_not_created_yet_creates_it_and_keeps_the_link(
+        guarded: Any, tmp_path: Path) -> None:
+    """A profile path that is a symbolic link to a file that does not exist yet: learn mode
+    creates the file the link points to (also through a relative link) and the link stays."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    links = tmp_path / "links"
+    links.mkdir()
+    absolute = links / "absolute.json"
+    absolute.symlink_to(shared / "absolute.json")
+    relative = links / "relative.json"
+    relative.symlink_to(Path("..") / "shared" / "relative.json")
+    for link in (absolute, relative):
+        guard = guarded(mode="learn", profile=str(link), service_name="test-agent",
+                        runtime_sensor=False, injection_detection=False)
+        guard.start_tool("lookup", arguments={"customer_id": 7}).end_tool('{"id": 7}')
+        agentguard.uninstrument()
+        assert link.is_symlink()
+        assert load_profile(shared / link.name).tools["lookup"].calls == 1
+    assert sorted(p.name for p in links.iterdir()) == ["absolute.json", "relative.json"]
+
+
+def test_a_link_to_a_missing_directory_fails_learn_mode_at_instrument(guarded: Any,
+                                                                      tmp_path: Path) -> None:
+    """A link whose target directory does not exist is refused by instrument() in learn mode,
+    naming the link and where it points, instead of learning for the whole run and losing it all
+    at the save; the link stays as it was."""
+    link = tmp_path / "profile.json"
+    link.symlink_to(tmp_path / "gone" / "profile.json")
+    with pytest.raises(agentguard.ConfigError) as info:
+        guarded(mode="learn", profile=str(link), runtime_sensor=False)
+    message = str(info.value)
+    assert f"{link}: cannot create the profile (a symbolic link to {tmp_path}/gone/profile.json)"\
+        in message and f"directory {tmp_path}/gone does not exist" in message
+    with pytest.raises(agentguard.ConfigError) as info:
+        guarded(mode="monitor", profile=str(link), runtime_sensor=False)
+    assert f"no such profile file (a symbolic link to {tmp_path}/gone/profile.json)" \
+        in str(info.value)
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]
+
+
+def test_links_in_a_loop_are_refused_and_never_replaced(guarded: Any, tmp_path: Path,
+                                                        capsys: Any) -> None:
+    """Two links pointing at each other name no file: instrument() in learn mode and the CLI's
+    writes refuse them, and both links stay links (not replaced by a regular file)."""
+    from agentguard.cli import main
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    with pytest.raises(agentguard.ConfigError, match=f"{first}: cannot use the profile: "
+                                                     "symbolic links in a loop"):
+        guarded(mode="learn", profile=str(first), runtime_sensor=False)
+    with pytest.raises(OSError, match="symbolic links in a loop"):
+        save_profile(_profile(), first)
+    source = tmp_path / "source.json"
+    save_profile(_profile(), source)
+    assert main(["profile", "merge", str(source), "-o", str(first)]) == 2
+    assert "symbolic links in a loop" in capsys.readouterr().err
+    assert first.is_symlink() and second.is_symlink()
+
+
+def test_a_profile_directory_removed_while_learning_is_reported_not_raised(
+        guarded: Any, tmp_path: Path, caplog: Any) -> None:
+    """When the profile's directory disappears before the save, uninstrument() logs that the
+    profile was not saved, naming it (no internal error), and what was learned stays in memory."""
+    directory = tmp_path / "profiles"
+    directory.mkdir()
+    path = directory / "p.json"
+    guard = guarded(mode="learn", profile=str(path), runtime_sensor=False,
+                    injection_detection=False)
+    guard.start_tool("lookup", arguments={"customer_id": 7}).end_tool('{"id": 7}')
+    stage = guard.baseline
+    assert isinstance(stage, Baseline)
+    directory.rmdir()
+    with caplog.at_level(logging.WARNING, logger="agentguard"):
+        agentguard.uninstrument()
+    assert f"did not save the learned profile: {path}: cannot write the profile" in caplog.text
+    assert "internal error" not in caplog.text
+    assert stage.profile.tools["lookup"].calls == 1
+
+
+def _tool_spans(count: int) -> bytes:
+    """One OTLP/JSON line of ``count`` agentguard tool spans of agent 'test-agent'."""
+    spans = [{"traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": "execute_tool",
+              "kind": 1, "startTimeUnixNano": str(1_800_000_000_000_000_000 + n),
+              "endTimeUnixNano": str(1_800_000_000_000_000_001 + n),
+              "attributes": [
+                  {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
+                  {"key": "gen_ai.tool.name", "value": {"stringValue": "lookup"}},
+                  {"key": "gen_ai.tool.call.arguments",
+                   "value": {"stringValue": json.dumps({"customer_id": n})}}]}
+             for n in range(count)]
+    document = {"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "test-agent"}}]},
+        "scopeSpans": [{"spans": spans}]}]}
+    return (json.dumps(document) + "\n").encode()
+
+
+def test_learning_from_traces_keeps_what_agents_saved_meanwhile(tmp_path: Path) -> None:
+    """`profile learn -o shared.json` reads the profile, then the traces (which can take
+    minutes); an agent that adds to the same file in between keeps its observations: the CLI
+    adds what it learned under the lock agents use, instead of writing back the profile it read
+    at the start."""
+    import errno
+    import threading
+    import time
+
+    from agentguard.baseline import merge_into_file
+    from agentguard.cli import main
+
+    path = tmp_path / "shared.json"
+    save_profile(_profile(2), path)
+    traces = tmp_path / "traces.jsonl"
+    os.mkfifo(traces)
+    result: list[int] = []
+    cli = threading.Thread(target=lambda: result.append(main(
+        ["profile", "learn", "--from", str(traces), "-o", str(path), "--agent", "test-agent",
+         "--no-progress"])))
+    cli.start()
+    # The CLI has read the profile once it waits to read the traces.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            writer = os.open(traces, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO and time.monotonic() < deadline
+            time.sleep(0.01)
+    merge_into_file(path, _profile(5))
+    os.write(writer, _tool_spans(3))
+    os.close(writer)
+    cli.join(30)
+    assert result == [0]
+    assert load_profile(path).tools["lookup"].calls == 2 + 5 + 3

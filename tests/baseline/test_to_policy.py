@@ -162,3 +162,36 @@ def test_immature_parts_only_alert(tmp_path: Path) -> None:
     assert {rule["action"] for rule in document["rules"]} == {"alert"}
     assert "still learning" in out.read_text()
     Policy.from_file(out)
+
+
+def test_learned_names_that_look_like_patterns_or_lists_match_only_themselves(
+        tmp_path: Path) -> None:
+    """A rule's match.tool and match.agent are name patterns, and a single name of a list
+    stands for that list: a tool learned as 'export[*]', 'get?' or 'shell_binaries' (a built-in
+    list), or an agent named 'svc-*', gets rules that apply to exactly that tool and agent, so
+    neither a rule that never fires (a glob that does not match its own name) nor one that
+    fires for other tools."""
+    agent = "svc-*"
+    tools = ["export[*]", "get?", "shell_binaries"]
+    learner = Learner(Profile(agent=agent))
+    for n in range(40):
+        for tool in tools:
+            learner.learn(ToolCall(context=EventContext(agent=agent, tool=tool), tool=tool,
+                                   arguments={"limit": n % 5 + 1}))
+    source = tmp_path / "p.json"
+    save_profile(learner.profile, source)
+    out = tmp_path / "policy.yaml"
+    assert main(["profile", "to-policy", str(source), "-o", str(out)]) == 0
+    policy = Policy.from_file(out)
+
+    def blocked(tool: str, limit: int, who: str = agent) -> bool:
+        event = ToolCall(context=EventContext(agent=who, tool=tool), tool=tool,
+                         arguments={"limit": limit})
+        return any(d.action == "block" and "limit" in d.reason
+                   for d in policy.evaluate(event) or [])
+
+    for tool in tools:
+        assert blocked(tool, 50_000) and not blocked(tool, 3)
+    # The learned names are not patterns for other names, nor lists of other names.
+    assert not blocked("exportX", 50_000) and not blocked("get1", 50_000)
+    assert not blocked("bash", 50_000) and not blocked("export[*]", 50_000, who="svc-other")

@@ -43,14 +43,19 @@ def write_events(tmp_path: Path, events: Any, name: str = "events.json") -> Path
     return path
 
 
-def test_check_lists_the_rules_of_a_valid_file(policy: Path, capsys: Any) -> None:
-    """check prints every rule (id, action, severity, events, tools, where) and exits 0."""
-    assert main(["policy", "check", str(policy)]) == 0
+def test_check_lists_the_rules_of_a_valid_file(policy: Path, capsys: Any,
+                                              monkeypatch: Any) -> None:
+    """check prints every rule (id, action, severity, events, tools, where, and a rule's
+    sequence or rate condition, which looks like markup and must not be swallowed as such) and
+    exits 0."""
+    monkeypatch.chdir(policy.parent)
+    assert main(["policy", "check", policy.name]) == 0
     out = capsys.readouterr().out
     assert "ACME-001" in out and "ACME-002" in out
     assert "run_sql, query_db" in out
-    assert f"{policy}:4" in out
-    assert f"OK: {policy} valid (2 rule(s) enabled)" in out
+    assert f"{policy.name}:4" in out
+    assert "Mail after reading the inbox [after tool read_inbox within 600s]" in out
+    assert f"OK: {policy.name} valid (2 rule(s) enabled)" in out
 
 
 def test_check_reports_problems_and_exits_1(tmp_path: Path, capsys: Any) -> None:
@@ -190,3 +195,32 @@ def test_run_refuses_a_bad_policy_file_before_starting_the_program(tmp_path: Pat
     assert result.returncode == 2
     assert f"{bad}:4:5: rules[0].actoin: unknown field 'actoin'" in result.stderr
     assert "must not start" not in result.stderr
+
+
+_TERMINAL = "\x1b\x07\x9b\u202e"
+
+
+def test_check_and_explain_print_markup_and_controls_as_written(tmp_path: Path,
+                                                               capsys: Any) -> None:
+    """Rule descriptions and tool names (a policy generated from learned names) and event
+    values (captured traffic) are printed as text: '[/]' is not taken for markup, which made the
+    command fail with a traceback, and terminal controls (an 8-bit CSI U+009B, ESC, bidi
+    overrides) are shown as escapes instead of reaching the terminal."""
+    policy = tmp_path / "generated.yaml"
+    policy.write_text(
+        "rules:\n"
+        "  - id: GEN-001\n"
+        "    description: \"[/bold] called \\x9b2J\\e[8m [link=http://x]here[/link]\"\n"
+        "    match: {kind: tool_call, tool: \"send*\\x9b\\u202e\"}\n"
+        "    when: {field: arguments.to, contains: evil}\n"
+        "    message: 'send to {arguments.to}'\n")
+    assert main(["policy", "check", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert "[/bold] called \\x9b2J\\x1b[8m [link=http://x]here[/link]" in out
+    assert "send*\\x9b\\u202e" in out and not any(c in out for c in _TERMINAL)
+    events = write_events(tmp_path, {"kind": "tool_call", "tool": "send[/]\x9b\u202e",
+                                     "arguments": {"to": "evil[/]\x9b\x07\x1b[2J"}})
+    assert main(["policy", "explain", str(policy), "--event", str(events), "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "event 1: tool_call send[/]\\x9b\\u202e (call): 1 rule(s) matched" in out
+    assert "send to evil[/]\\x9b\\x07\\x1b[2J" in out and not any(c in out for c in _TERMINAL)

@@ -271,6 +271,74 @@ def test_url_host_checks_every_host_http_clients_reach(url: str) -> None:
     assert not fires(allowlist, call({"url": "https://user@api.example.com/x?a=\\b"}))
 
 
+_AMBIGUOUS = ["http://evil.test\\@api.example.com/", "http://api.example.com\\@evil.test/"]
+
+
+@pytest.mark.parametrize("url", _AMBIGUOUS)
+@pytest.mark.parametrize("when", [
+    "{not: {field: arguments.url, transform: url_host, in: [api.example.com]}}",
+    "{not: {field: arguments.url, transform: url_host, equals: api.example.com}}",
+    "{not: {macro: allowed_host}}",
+    "{all: [{field: arguments.url, exists: true}, "
+    "{not: {any: [{macro: allowed_host}, {field: arguments.x, equals: 1}]}}]}",
+    "{not: {not: {not: {field: arguments.url, transform: url_host, in: [api.example.com]}}}}",
+])
+def test_not_around_a_host_test_fires_for_a_url_clients_read_as_two_hosts(url: str,
+                                                                         when: str) -> None:
+    """A URL that requests reads as one host and httpx as another stands for both: 'not: in
+    the allow-list' fires when any of its hosts is not listed, as not_in does, so a rule written
+    with not: cannot be passed by an allowed host in one reading (also through a macro, inside
+    any:, and under three not:s)."""
+    extra = "macros: {allowed_host: {field: arguments.url, transform: url_host, " \
+            "in: [api.example.com]}}"
+    policy = one_rule(when, extra=extra)
+    assert fires(policy, call({"url": url}))
+    assert not fires(policy, call({"url": "https://api.example.com/v1"}))
+    assert fires(policy, call({"url": "https://evil.test/"}))
+    decisions = policy.evaluate(call({"url": url}))
+    explained = [line for line in policy.explain(call({"url": url})) if line.rule.id == "R1"]
+    assert rule_ids(decisions) == ["R1"] and explained[0].matched
+
+
+@pytest.mark.parametrize("url", _AMBIGUOUS)
+def test_an_unless_host_exception_does_not_excuse_a_url_read_as_two_hosts(url: str) -> None:
+    """unless: counts against firing like not:, so an exception for allowed hosts holds only
+    when every host the URL stands for is allowed."""
+    policy = make_policy("""
+        rules:
+          - id: R1
+            description: outbound fetch
+            match: {kind: tool_call, tool: fetch}
+            when: {field: arguments.url, exists: true}
+            unless: {field: arguments.url, transform: url_host, in: [api.example.com]}
+        overrides:
+          R1: {unless: {field: arguments.url, transform: url_host, endswith: [.example.com]}}
+    """)
+    assert rule_ids(policy.evaluate(call({"url": url}, tool="fetch"))) == ["R1"]
+    assert not policy.evaluate(call({"url": "https://api.example.com/"}, tool="fetch"))
+    assert not policy.evaluate(call({"url": "https://docs.example.com/"}, tool="fetch"))
+
+
+def test_double_negation_and_positive_tests_keep_any_reading() -> None:
+    """Where a host test counts for firing (plain, or under two not:s) one matching reading is
+    enough, as before: a deny-list catches the evil host whichever reading it is in."""
+    for when in ("{field: arguments.url, transform: url_host, in: [evil.test]}",
+                 "{not: {not: {field: arguments.url, transform: url_host, in: [evil.test]}}}"):
+        policy = one_rule(when)
+        for url in _AMBIGUOUS:
+            assert fires(policy, call({"url": url}))
+        assert not fires(policy, call({"url": "https://api.example.com/"}))
+
+
+def test_not_around_an_e_mail_domain_test_fires_when_any_address_is_outside() -> None:
+    """email_domain of a value with several addresses stands for each, like url_host: 'not:
+    in the allowed domains' fires when one of the addresses is outside them."""
+    policy = one_rule("{not: {field: arguments.to, transform: email_domain, "
+                      "in: [corp.example]}}")
+    assert fires(policy, call({"to": "a@corp.example, drop@evil.test"}))
+    assert not fires(policy, call({"to": "a@corp.example, b@CORP.example"}))
+
+
 def test_transforms_chain_in_order() -> None:
     """A list of transforms applies left to right."""
     policy = one_rule("{field: executable, transform: [normpath, basename], equals: sh}",

@@ -375,6 +375,25 @@ def test_alias_bombs_are_refused_quickly() -> None:
         Policy.from_yaml("\n".join(levels) + "\nrules: []\n")
 
 
+def test_merge_key_bombs_are_refused_by_the_value_budget() -> None:
+    """Merging one large mapping many times ('<<: [*a, *a, ...]', a few bytes per merge) counts
+    every merged pair against the value budget: refused as too many values instead of expanded
+    pair by pair (3000 keys merged 3000 times; a 1 MiB file could ask for billions)."""
+    keys = ", ".join(f"k{i}: 1" for i in range(3000))
+    merges = ", ".join(["*a"] * 3000)
+    text = f"lists:\n  base: &a {{{keys}}}\nmacros:\n  m: {{<<: [{merges}]}}\nrules: []\n"
+    with pytest.raises(PolicyError, match="more than 50000 values"):
+        Policy.from_yaml(text)
+    # Merges within the budget expand as in PyYAML: merged pairs first, a key merged twice once.
+    policy = Policy.from_yaml(
+        "macros:\n"
+        "  big: &big {field: arguments.limit, gt: 10}\n"
+        "  a: {<<: [*big, *big]}\n"
+        "  b: {<<: *big}\n"
+        "rules: [{id: R1, description: d, when: {any: [{macro: a}, {macro: b}]}}]\n")
+    assert [r.id for r in policy.rules] == ["R1"]
+
+
 def test_deep_nesting_is_refused() -> None:
     """Nesting deeper than 64 levels is refused (no recursion error escapes)."""
     with pytest.raises(PolicyError, match="nests deeper"):

@@ -87,6 +87,78 @@ def test_any_yaml_document_loads_or_raises_policy_error(value: Any) -> None:
     _accepts_or_refuses(Policy.from_yaml, text)
 
 
+def _parsed(text: str | bytes, fast: bool) -> Any:
+    """What the YAML layer makes of ``text``: the values (repr: NaN equals itself, 1 and True
+    stay apart), the position of every key and of every value but empty ones, or the error;
+    parsed by libyaml when it may, or by PyYAML's own parser."""
+    from agentguard.policy import _yaml
+
+    saved = _yaml._FastLoader
+    if not fast:
+        _yaml._FastLoader = None
+    try:
+        data, marks = _yaml.load_yaml(text, "p.yaml")
+    except PolicyError as exc:
+        return str(exc)
+    finally:
+        _yaml._FastLoader = saved
+
+    def value_at(path: tuple[Any, ...]) -> Any:
+        value = data
+        for part in path:
+            value = value[part]
+        return value
+
+    # Where an empty value (a null) is: one column apart between the parsers in a flow mapping.
+    positions = {path: mark for path, mark in marks.values.items() if value_at(path) is not None}
+    return repr(data), positions, marks.keys
+
+
+# What PyYAML's parser refuses and libyaml, following the YAML spec, reads: tabs as white space
+# inside and after a value, a comment or tab right after a block scalar's '|' or '>', '?' inside
+# an unquoted value in a flow collection.
+_LENIENT = ("'\\t'", "chomping or indentation indicators",
+            "expected a comment or a line break", "but got '?'")
+
+
+def _same_or_lenient(text: str) -> None:
+    fast, pure = _parsed(text, fast=True), _parsed(text, fast=False)
+    if isinstance(pure, str) and not isinstance(fast, str):
+        assert any(word in pure for word in _LENIENT), (text, pure)
+    else:
+        assert fast == pure
+
+
+yaml_styles = st.sampled_from([{}, {"default_flow_style": True}, {"default_flow_style": False},
+                               {"default_style": '"'}, {"default_style": "'"},
+                               {"allow_unicode": True, "width": 20}])
+
+
+@SETTINGS
+@given(structures, yaml_styles)
+def test_libyaml_parsing_gives_what_pure_python_parsing_gives(value: Any,
+                                                              style: dict[str, Any]) -> None:
+    """Policies are parsed by libyaml for speed: every document, in every YAML style, gives
+    the same values at the same lines and columns as PyYAML's own parser gives."""
+    from agentguard.policy import _yaml
+
+    assert _yaml._FastLoader is not None
+    text = yaml.safe_dump(value, **style)
+    assert _parsed(text, fast=True) == _parsed(text, fast=False)
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from([*"ab0:-[]{},#&*!|>'\"%@`? \t\r\n\\x",
+                                         "\u00e9", "\U0001f600", "\ufeff", "\x85",
+                                         "\u2028"]),
+               max_size=60))
+def test_libyaml_parsing_reports_the_errors_pure_python_parsing_reports(text: str) -> None:
+    """Text made of YAML's punctuation gives the same values, or the same error with the same
+    line, column and hint, through libyaml as through PyYAML's parser; the only documents libyaml
+    takes that PyYAML's parser refuses are the ones the YAML spec allows."""
+    _same_or_lenient(text)
+
+
 conditions = st.recursive(
     st.fixed_dictionaries(
         {"field": st.sampled_from(["arguments.x", "arguments.**", "tool", "result",
