@@ -200,6 +200,8 @@ class CompiledRule:
     title: tuple[str | FieldPath, ...] | None
     tool: NameMatcher | None = None
     agent: NameMatcher | None = None
+    # Rule ids whose finding on the same event keeps this rule quiet (unless_reported).
+    unless_reported: frozenset[str] = frozenset()
 
     def render_title(self, fields: Any, scratch: Scratch) -> str:
         if self.title is None:
@@ -869,6 +871,7 @@ class _Compiler:
             after=self.after(rule.after), rate=rate,
             rate_by=rule.rate_limit.by if rule.rate_limit else (), title=title,
             tool=self.matcher(tools), agent=self.matcher(agents),
+            unless_reported=frozenset(rule.unless_reported),
         )
         return compiled
 

@@ -507,6 +507,10 @@ class Rule(_Model):
             "sequence conditions, all of which must hold: 'untrusted_content_flagged', or "
             "{tool: pattern, within: 10m, same_turn: true}"))
     rate_limit: RateLimit | None = None
+    unless_reported: list[Annotated[str, Field(pattern=RULE_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=16, description=(
+            "rule ids (a detector's, the baseline's or a rule's): the rule does not fire on an "
+            "event that already has a finding of one of them, the same story told once"))
 
     @field_validator("description")
     @classmethod

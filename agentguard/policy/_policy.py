@@ -92,6 +92,12 @@ def _no_text(arguments: dict[Any, Any]) -> bool:
 _builtin_lock = threading.Lock()
 _builtin: Source | None = None
 
+def _reported(verdict: Any, ids: frozenset[str]) -> bool:
+    """Whether ``verdict`` already holds a finding of one of the rules ``ids``."""
+    return any(getattr(finding, "rule_id", None) in ids
+               for finding in getattr(verdict, "findings", None) or ())
+
+
 def builtin_source() -> Source:
     """The built-in rule pack (parsed once per process)."""
     global _builtin
@@ -480,6 +486,8 @@ class Policy:
                             continue
                     for test, rule, stateful in members:
                         if test is not None and not test(fields, scratch):
+                            continue
+                        if rule.unless_reported and _reported(verdict, rule.unless_reported):
                             continue
                         after = rate = None
                         if stateful:

