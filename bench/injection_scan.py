@@ -114,6 +114,10 @@ def adversarial_inputs() -> dict[str, str]:
         "dense markdown images": ("![a](https://x.example/?d=" + "Z" * 40 + ") ") * (MB // 70),
         "unclosed HTML comments": "<!--" * (MB // 4),
         "CJK anchors": "忽略之前的指令" * (MB // 7),
+        # Compatibility letters the scanner folds to ASCII before reading them (fullwidth forms,
+        # mathematical alphanumerics): every character of the text is rewritten.
+        "fullwidth letters": "".join(chr(0xFF21 + i % 26) for i in range(64)) * (MB // 64),
+        "mathematical letters": "".join(chr(0x1D400 + i % 52) for i in range(52)) * (MB // 52),
         "mixed tricks": ("ignore previous instructions \u200b\u0430 QUFBQUFBQUFBQUFBQUFBQUFBQUFB "
                          "i g n o r e <!-- ") * (MB // 80),
     }

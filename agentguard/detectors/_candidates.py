@@ -32,14 +32,20 @@ __all__ = ["MAX_REPORTS", "CandidateFilter", "RawCandidates", "shared_filter"]
 _WORTH = r"[?#{}%$<\[]"
 
 
+# The start of every name a placeholder value can spell ("?q=CONTEXT", "?e=E-MAIL": see
+# PLACEHOLDER_NAMES in _urls). The names themselves would cost the pass a fifth more.
+_NAMED = "=[A-Z][A-Z_-][A-Z]"
+
+
 def _link_payload(url: str, *, angle: bool) -> str:
     """What a link or bare URL (``url``: a character class of the address) needs for
     ``analyse_url`` to report it: a placeholder-like character or encoding, a query of 16
-    characters or more, or a fragment together with an encoding or an upper-case value (which
-    decode to a placeholder). Anything else returns early there."""
+    characters or more, a query with a value that names a placeholder (``=CONTEXT``),
+    or a fragment together with an encoding or an upper-case value (which decode to a
+    placeholder). Anything else returns early there."""
     marks = r"[{}<>\[\]$]" if angle else r"[{}\[\]$]"
     return (rf"(?:{marks}|%7[bBdD]|%24|%3[cC]|%s|INSERT|PLACEHOLDER|REPLACE|\?{url}{{16}}"
-            rf"|\#{url}*?(?:%|=[A-Z])|(?:%|=[A-Z]){url}*?\#)")
+            rf"|{_NAMED}|\#{url}*?(?:%|=[A-Z])|(?:%|=[A-Z]){url}*?\#)")
 
 
 # The spaces and '<' before a link's address are folded into its characters: wider, and a much
@@ -47,9 +53,12 @@ def _link_payload(url: str, *, angle: bool) -> str:
 _LINK_URL = r"[^)>]"
 _BARE_URL = r"[^\s<>\"'`)]"
 _URL_SUPERSETS: Mapping[str, tuple[str, int]] = {
-    "md-image": (r"!\[[^\]\n]{0,300}\]\(\s{0,3}<?[^)\s>]{0,2047}" + _WORTH, 0),
+    # Inline images with a character worth parsing, and every reference-style image
+    # ("![alt][label]": its address is defined elsewhere in the text).
+    "md-image": (r"!\[[^\]\n]{0,300}\](?:\(\s{0,3}<?[^)\s>]{0,2047}" + _WORTH + r"|\[)", 0),
     "md-link": (r"\]\(" + _LINK_URL + "{0,2051}" + _link_payload(_LINK_URL, angle=True), 0),
-    "html-image": (r"<img\b[^>]{0,600}?\bsrc\s{0,3}=\s{0,3}[\"']?[^\"'\s>]{0,2047}" + _WORTH,
+    "html-image": (r"<img\b[^>]{0,600}?\bsrc(?:set)?\s{0,3}=\s{0,3}[\"']?[^\"'\s>]{0,2047}"
+                   + _WORTH,
                    re.IGNORECASE),
     "url": (r"(?i:https?)://" + _BARE_URL + "{0,2047}" + _link_payload(_BARE_URL, angle=False),
             0),

@@ -22,6 +22,8 @@ __all__ = [
     "SPACED_PROBES",
     "SPACING_SHAPE",
     "TAG_DECODE",
+    "VARIATION_BYTE",
+    "VARIATION_DECODE",
     "NormalisedView",
     "encodes_space",
     "escape_invisible",
@@ -40,7 +42,13 @@ _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e\u034
               "\u3164\uffa0\u17b4\u17b5"
 _SOFT_HYPHEN = "\u00ad"
 _BIDI = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c"
-_INVISIBLE_CLASS = "[" + _ZERO_WIDTH + _SOFT_HYPHEN + _BIDI + "\U000e0000-\U000e007f" + "]"
+# Variation selectors render as nothing; besides choosing an emoji's or an ideograph's form (one
+# after a character), a run of them can spell bytes (see VARIATION_BYTE), and one inside a word
+# breaks it up as a zero-width space does.
+VARIATION_FIRST, VARIATION_LAST = 0xFE00, 0xFE0F
+VARIATION_SUPPLEMENT_FIRST, VARIATION_SUPPLEMENT_LAST = 0xE0100, 0xE01EF
+_INVISIBLE_CLASS = "[" + _ZERO_WIDTH + _SOFT_HYPHEN + _BIDI + "\U000e0000-\U000e007f" \
+    + "\ufe00-\ufe0f\U000e0100-\U000e01ef" + "]"
 HIDDEN_RUN = re.compile(_INVISIBLE_CLASS + "+")
 
 ZERO_WIDTH = frozenset(_ZERO_WIDTH)
@@ -51,6 +59,17 @@ TAG_FIRST, TAG_LAST = 0xE0000, 0xE007F
 
 _DELETE: dict[int, None] = {ord(c): None for c in _ZERO_WIDTH + _SOFT_HYPHEN + _BIDI}
 _DELETE.update({cp: None for cp in range(TAG_FIRST, TAG_LAST + 1)})
+_DELETE.update({cp: None for cp in range(VARIATION_FIRST, VARIATION_LAST + 1)})
+_DELETE.update({cp: None for cp in range(VARIATION_SUPPLEMENT_FIRST, VARIATION_SUPPLEMENT_LAST + 1)})
+# The byte a variation selector stands for when a run of them spells data: U+FE00-FE0F are the
+# bytes 0-15, U+E0100-E01EF the bytes 16-255.
+VARIATION_BYTE: dict[int, int] = {cp: cp - VARIATION_FIRST
+                                  for cp in range(VARIATION_FIRST, VARIATION_LAST + 1)}
+VARIATION_BYTE.update({cp: cp - VARIATION_SUPPLEMENT_FIRST + 16
+                       for cp in range(VARIATION_SUPPLEMENT_FIRST, VARIATION_SUPPLEMENT_LAST + 1)})
+# A run of invisible characters as the Latin-1 characters of the bytes its variation selectors
+# stand for (the others dropped): one str.translate.
+VARIATION_DECODE: dict[int, int | None] = {**_DELETE, **VARIATION_BYTE}
 INVISIBLE = frozenset(chr(cp) for cp in _DELETE)
 
 _ASCII_BYTES = bytes(range(128))
@@ -148,12 +167,34 @@ for _base, _count, _target in (
 ):
     for _i in range(_count):
         _FOLD[_base + _i] = ord(_target) + _i
+# Letters that read as a Latin letter without being one: letter-like symbols and roman numerals
+# ("\u2170gnore" reads "ignore"), superscript, subscript and modifier letters, small capitals
+# ("\u026a\u0262\u0274\u1d0f\u0280\u1d07"), and the dotless i. All are folded in the view itself: none is a
+# letter of a language's own words (Turkish words read with "i" for "\u0131" are still read).
+_LETTERLIKE = (
+    "\u0131i \u0262g \u026ai \u0274n \u0280r \u028fy \u0299b \u029ch \u029fl \u02b0h \u02b2j \u02b3r "
+    "\u02b7w \u02b8y \u1d00a \u1d04c \u1d05d \u1d07e \u1d0aj \u1d0bk \u1d0dm \u1d0fo \u1d18p "
+    "\u1d1bt \u1d1cu \u1d20v \u1d21w \u1d22z \u1d2cA \u1d2eB \u1d30D \u1d31E \u1d33G \u1d34H "
+    "\u1d35I \u1d36J \u1d37K \u1d38L \u1d39M \u1d3aN \u1d3cO \u1d3eP \u1d3fR \u1d40T \u1d41U "
+    "\u1d42W \u1d43a \u1d47b \u1d48d \u1d49e \u1d4dg \u1d4fk \u1d50m \u1d52o \u1d56p \u1d57t "
+    "\u1d58u \u1d5bv \u1d62i \u1d63r \u1d64u \u1d65v \u2071i \u207fn \u2090a \u2091e \u2092o "
+    "\u2093x \u2095h \u2096k \u2097l \u2098m \u2099n \u209ap \u209bs \u209ct \u2102C \u210ag "
+    "\u210bH \u210cH \u210dH \u210eh \u2110I \u2111I \u2112L \u2113l \u2115N \u2119P \u211aQ "
+    "\u211bR \u211cR \u211dR \u2124Z \u2128Z \u212cB \u212dC \u212fe \u2130E \u2131F "
+    "\u2133M \u2134o \u2139i \u2145D \u2146d \u2147e \u2148i \u2149j \u2160I \u2164V \u2169X "
+    "\u216cL \u216dC \u216eD \u216fM \u2170i \u2174v \u2179x \u217cl \u217dc \u217ed \u217fm "
+    "\ua730f \ua731s"
+)
+_FOLD.update({ord(pair[0]): ord(pair[1]) for pair in _LETTERLIKE.split()})
 # Ranges, not a list of characters: a class of thousands of single characters is checked one by
 # one per position, a class of ranges in a few comparisons.
 # Only letters and digits need folding for phrases to match: CJK text full of fullwidth
 # punctuation ("，", "！") must not pay for a translate of the whole text.
 _NEEDS_FOLD = re.compile(
-    "[\u0130\u24b6-\u24e9\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff"
+    "[\u0130\u0131\u0262\u026a\u0274\u0280\u028f\u0299\u029c\u029f\u02b0-\u02b8\u1d00-\u1d65"
+    "\u2071\u207f\u2090-\u209c\u2102\u210a-\u210e\u2110-\u2113\u2115\u2119-\u211d\u2124\u2128"
+    "\u212c\u212d\u212f-\u2131\u2133\u2134\u2139\u2145-\u2149\u2160-\u217f\u24b6-\u24e9"
+    "\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\ua730\ua731\U0001d400-\U0001d7ff"
     "\U0001f130-\U0001f189]"
 )
 
@@ -422,7 +463,8 @@ def escape_invisible(text: str) -> str:
         if char in "\n\t":
             out.append(" ")
         elif (code < 0x20 or 0x7F <= code < 0xA0 or char in ZERO_WIDTH or char in _BIDI
-              or char == _SOFT_HYPHEN or TAG_FIRST <= code <= TAG_LAST):
+              or char == _SOFT_HYPHEN or TAG_FIRST <= code <= TAG_LAST
+              or code in VARIATION_BYTE):
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         else:
             out.append(char)

@@ -13,17 +13,20 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["UrlFinding", "analyse_url"]
+__all__ = ["PLACEHOLDER_NAMES", "UrlFinding", "analyse_url"]
 
 MAX_URL = 2048
 MAX_PARAMS = 32
 
+# A value spelled as the name of what to put there: ?e=EMAIL&n=NAME
+PLACEHOLDER_NAMES = (r"NAME|FULL_?NAME|E-?MAIL|PASSWORD|PASS|TOKEN|SECRET|KEY|API_?KEY|DATA|SSN|PHONE|"
+                     r"ADDRESS|USER(?:NAME)?|CARD|HISTORY|CHAT|CONVERSATION|SUMMARY|CONTEXT|PROMPT|"
+                     r"CODE|OTP")
+_NAMED_VALUE = re.compile(rf"=(?:{PLACEHOLDER_NAMES})(?=&|#|$)")
 _PLACEHOLDER = re.compile(
     r"\{\{?[^{}\s]{1,60}\}\}?|\[[A-Za-z_ ]{2,40}\]|<[A-Za-z_ ]{2,40}>|\$\{[A-Za-z_]{1,40}\}|"
     r"\$[A-Z_]{3,40}\b|%s\b|\b(?:INSERT|PLACEHOLDER|REPLACE)[_ A-Z]{0,30}\b|"
-    # A value spelled as the name of what to put there: ?e=EMAIL&n=NAME
-    r"=(?:NAME|FULL_?NAME|E-?MAIL|PASSWORD|PASS|TOKEN|SECRET|KEY|API_?KEY|DATA|SSN|PHONE|"
-    r"ADDRESS|USER(?:NAME)?|CARD|HISTORY|CHAT|CONVERSATION|SUMMARY|CONTEXT|PROMPT|CODE|OTP)(?=&|#|$)"
+    + _NAMED_VALUE.pattern
 )
 # Every _PLACEHOLDER match holds one of these (its alternatives start with them), or an "="
 # followed by the first letter of one of the names it lists.
@@ -92,6 +95,12 @@ class UrlFinding:
     indicator: str
     weight: float
     detail: str
+    # Whether what was found is a value written into the URL (an encoded token, a text), not a
+    # placeholder for the model to fill: in text the model reads, such a value carries none of
+    # the user's data.
+    fixed: bool = False
+    # A query value that decodes to natural-language text: the scanner reads it as text.
+    text: str | None = None
 
 
 def _payload_like(value: str) -> str | None:
@@ -114,8 +123,10 @@ def analyse_url(url: str, kind: str) -> UrlFinding | None:
     query_at = url.find("?")
     fragment_at = url.find("#")
     if kind in ("link", "bare") and fragment_at < 0 and (
-            query_at < 0 or len(url) - query_at < 17) and not _MAYBE_PLACEHOLDER.search(url):
-        # Links judge only long query values, so a short query or none is ordinary already.
+            query_at < 0 or len(url) - query_at < 17) and not _MAYBE_PLACEHOLDER.search(url) \
+            and (query_at < 0 or _NAMED_VALUE.search(url, query_at) is None):
+        # Links judge only long query values and placeholders ("?q=CONTEXT" names what the
+        # model is to put there), so a short query without one, or none, is ordinary already.
         return None
     try:
         parts = urlsplit(url)
@@ -147,13 +158,16 @@ def analyse_url(url: str, kind: str) -> UrlFinding | None:
         shape = _payload_like(value)
         if shape is not None:
             weight = {"image": 0.6, "html-image": 0.6, "link": 0.35}.get(kind, 0.2)
-            found = UrlFinding(indicator, weight, f"query parameter {key[:40]!r} carries a {shape}")
+            found = UrlFinding(indicator, weight, f"query parameter {key[:40]!r} carries a {shape}",
+                               fixed=True, text=value if shape == "text value" else None)
         elif kind in ("image", "html-image") and len(value) >= 8:
             weight = 0.45 if key_l in _DATA_KEYS else 0.3
-            found = UrlFinding(indicator, weight, f"image URL carries data in {key[:40]!r}")
+            found = UrlFinding(indicator, weight, f"image URL carries data in {key[:40]!r}",
+                               fixed=True)
         elif key_l in _DATA_KEYS and len(value) >= 16:
             weight = 0.3 if kind == "link" else 0.15
-            found = UrlFinding(indicator, weight, f"query parameter {key[:40]!r} carries data")
+            found = UrlFinding(indicator, weight, f"query parameter {key[:40]!r} carries data",
+                               fixed=True)
         else:
             continue
         if best is None or found.weight > best.weight:

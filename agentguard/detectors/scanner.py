@@ -30,7 +30,13 @@ from operator import itemgetter
 from typing import Literal
 
 from agentguard.detectors._candidates import CandidateFilter, RawCandidates, shared_filter
-from agentguard.detectors._lexicon import ANCHOR_RULES, COMPACT_PHRASES, PhraseRule
+from agentguard.detectors._lexicon import (
+    ANCHOR_RULES,
+    COMPACT_PHRASES,
+    LEET,
+    LEET_ANCHORS,
+    PhraseRule,
+)
 from agentguard.detectors._matcher import SMALL_TEXT, LiteralMatcher
 from agentguard.detectors._precheck import MAX_TEXT as _PRECHECK_MAX
 from agentguard.detectors._precheck import PreCheck
@@ -45,6 +51,8 @@ from agentguard.detectors._text import (
     TAG_DECODE,
     TAG_FIRST,
     TAG_LAST,
+    VARIATION_BYTE,
+    VARIATION_DECODE,
     ZERO_WIDTH,
     NormalisedView,
     encodes_space,
@@ -56,7 +64,7 @@ from agentguard.detectors._text import (
     shapes_clean,
     to_latin,
 )
-from agentguard.detectors._urls import analyse_url
+from agentguard.detectors._urls import UrlFinding, analyse_url
 
 __all__ = [
     "Evidence",
@@ -164,6 +172,8 @@ _SOURCE_WEIGHTS: dict[str, dict[str, float]] = {
 # instructions the agent was given: its weight is cut to this share. Elsewhere (documents, tool
 # results) "my" is the author's, and nothing changes.
 _OWN_WORDS_SHARE = 0.3
+# What a URL's fixed query value (an encoded token, a text) weighs outside model output.
+_FIXED_VALUE_SHARE = 0.75
 _OWN_WORDS = re.compile(
     r"\b(?:my|what i|i (?:said|asked|wrote|typed|told|sent|mentioned|meant|requested))\b")
 
@@ -198,6 +208,9 @@ for _a in ("end of document", "end of context", "end of input", "end of text", "
            "end of user input", "end of conversation", "end of prompt", "end of system prompt",
            "end of instructions", "end of the document", "end of the email", "end of message"):
     _SPECIAL_ANCHORS[_a] = "end-marker"
+for _a in LEET_ANCHORS:
+    _SPECIAL_ANCHORS[_a] = "leet"
+_SPECIAL_ANCHORS["]:"] = "reference"
 _ROLE_LABELS = {"system": "system", "assistant": "assistant", "user": "user", "human": "user",
                 "ai": "assistant", "model": "assistant", "developer": "system",
                 "instruction": "system", "response": "assistant", "bot": "assistant"}
@@ -255,13 +268,40 @@ _NOT_LETTER = re.compile(r"[^a-z]+")
 
 _IMG_MD = re.compile(r"!\[([^\]\n]{0,300})\]\(\s{0,3}<?([^)\s>]{1,2048})")
 _LINK_MD = re.compile(r"\]\(\s{0,3}<?([^)\s>]{1,2048})")
-_IMG_HTML = re.compile(r"<img\b[^>]{0,600}?\bsrc\s{0,3}=\s{0,3}[\"']?([^\"'\s>]{1,2048})", re.I)
+_IMG_HTML = re.compile(r"<img\b[^>]{0,600}?\bsrc(?:set)?\s{0,3}=\s{0,3}[\"']?([^\"'\s>]{1,2048})",
+                       re.I)
+# Every address an <img> tag makes the client fetch: src, srcset (its first candidate; the others
+# follow a comma and are read as bare URLs), data-src and data-srcset of lazy loaders. The name
+# must start within the 600 characters after "<img" that _IMG_HTML reads.
+_IMG_SOURCES = re.compile(r"\bsrc(?:set)?\s{0,3}=\s{0,3}[\"']?([^\"'\s>]{1,2048})", re.I)
+_IMG_ATTRIBUTE_REACH = 600
+# Where an <img> tag's source attribute ends, just before its address (read backwards).
+_SOURCE_BEFORE = re.compile(r"\bsrc(?:set)?\s{0,3}=\s{0,3}[\"']?\Z", re.I)
+# A reference-style image, "![alt][label]" or "![label][]", whose address is defined on a line of
+# its own, "[label]: https://...": the client fetches it as it fetches an inline image.
+# A markdown link's address, read backwards from it: "](", "]( <".
+_LINK_BEFORE = re.compile(r"\]\(\s{0,3}<?\Z")
+_IMG_REF = re.compile(r"!\[([^\]\n]{0,300})\]\[([^\]\n]{0,100})\]")
+# Matched at the start of a line holding "]:" (found with str.find: a regex searching for the
+# line starts is tried at every character of a long document, and "]:" is rare).
+_REF_DEFINITION = re.compile(r" {0,3}\[([^\]\n]{1,100})\]:[ \t]{0,8}<?([^\s>]{1,2048})")
 _BARE_URL = re.compile(r"https?://[^\s<>\"'`)]{1,2048}", re.I)
 _MARKERS = frozenset("-=#*[]()<>|~_")
 _URL_INDICATORS = {"md-image": "exfil-markdown-image", "html-image": "exfil-markdown-image",
                    "md-link": "exfil-markdown-link", "url": "exfil-url"}
 _PREFILTERS = ("auto", "hyperscan", "none")
 _URL_WORTH_PARSING = re.compile(r"[?#{}%$<\[]")
+# Leetspeak: the stretch of the view read again with digits as letters around a leet anchor
+# (from before it, so that the verb of a phrase whose noun is the anchor is read too), and how
+# many such stretches one scan reads at most.
+_LEET_BACK = 80
+_LEET_AHEAD = 240
+_MAX_LEET_WINDOWS = 16
+# The variation selectors that choose an emoji's or a symbol's presentation (text or emoji).
+_PRESENTATION = "\ufe0e\ufe0f"
+# Variation selectors in a row from which a hidden text is decoded (one follows a character to
+# choose its form; a flag or a keycap sequence has no run of this length).
+_VARIATION_RUN = 8
 _RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
 
 
@@ -325,16 +365,37 @@ def _boost(weight: float, factor: float = 0.6) -> float:
     return min(0.97, 1.0 - (1.0 - weight) * factor)
 
 
+class _References:
+    """A segment's markdown reference definitions ("[label]: https://...", by lower-cased label,
+    the first of each) and its reference-style images ("![alt][label]"), found at their anchors
+    and matched once the segment's anchors are read (a definition usually follows its use)."""
+
+    __slots__ = ("definitions", "images")
+
+    def __init__(self) -> None:
+        self.definitions: dict[str, str] = {}
+        # (start, end, label, base, via, span) of each image in the segment.
+        self.images: list[tuple[int, int, str, int, str | None, tuple[int, int] | None]] = []
+
+
 class _Run:
     """Per-scan state: the evidence so far and the shared work budget."""
 
-    __slots__ = ("anchors", "capped", "checks", "decoded", "evidence", "exact", "hidden_runs",
-                 "limits", "native", "open_tail", "own_words", "per_indicator",
-                 "source_weights")
+    __slots__ = ("anchors", "capped", "checks", "decoded", "evidence", "exact",
+                 "fixed_value_share", "hidden_runs", "leet", "leet_windows", "limits", "native",
+                 "open_tail", "own_words", "per_indicator", "references", "source_weights")
 
     def __init__(self, limits: ScanLimits, source_weights: dict[str, float],
-                 native: bool = False, own_words: bool = False) -> None:
+                 native: bool = False, own_words: bool = False,
+                 fixed_value_share: float = 1.0) -> None:
         self.limits = limits
+        # What a URL's fixed query value weighs (see _judge_url): all of it in model output.
+        self.fixed_value_share = fixed_value_share
+        # The reference definitions and reference-style images of the segment being read.
+        self.references = _References()
+        # Leetspeak stretches read so far, and the text and offset up to which the last one read.
+        self.leet_windows = 0
+        self.leet: tuple[str, int] | None = None
         # Whether the text is the user's own turn (see _OWN_WORDS).
         self.own_words = own_words
         # Whether the text is long enough for the automaton (which releases the GIL) to search
@@ -369,6 +430,26 @@ class _Run:
             if indicator.startswith(prefix) and len(prefix) > len(best):
                 best = prefix
         return weight * table[best] if best else weight
+
+
+class _WindowView:
+    """The offsets of a stretch of a view that starts at ``offset``, as :class:`NormalisedView`
+    gives them for the whole view (what :meth:`InjectionScanner._anchors` reads)."""
+
+    __slots__ = ("_offset", "_view")
+
+    def __init__(self, view: NormalisedView | _WindowView, offset: int) -> None:
+        self._view = view
+        self._offset = offset
+
+    def original(self, offset: int) -> int:
+        return self._view.original(self._offset + offset)
+
+    def removed_between(self, start: int, end: int) -> bool:
+        return self._view.removed_between(self._offset + start, self._offset + end)
+
+    def view_offset(self, original: int) -> int:
+        return self._view.view_offset(original) - self._offset
 
 
 class InjectionScanner:
@@ -438,7 +519,7 @@ class InjectionScanner:
             return EMPTY
         limits = self.limits
         run = _Run(limits, _SOURCE_WEIGHTS.get(source, {}), len(text) > self._precheck_max,
-                   source == "turn")
+                   source == "turn", 1.0 if source == "model_output" else _FIXED_VALUE_SHARE)
         segments = self._segments(text)
         for base, segment in segments:
             self._scan_segment(segment, base, run, 0)
@@ -535,7 +616,11 @@ class InjectionScanner:
         regions: list[tuple[int, int, str]] = []
         labels: dict[str, int] = {}
         first = len(run.evidence)
+        outer, run.references = run.references, _References()
         self._anchors(segment, view, view.text, base, run, regions, labels, via, span, raw=raw)
+        references, run.references = run.references, outer
+        if references.images and references.definitions:
+            self._reference_images(segment, references, run)
         # The view's non-ASCII characters are lower-cased ones of the segment (folding only
         # yields ASCII), so the small set answers whether any Greek or Cyrillic letter is there.
         if (not ascii_text and GREEK_OR_CYRILLIC.search(
@@ -576,12 +661,17 @@ class InjectionScanner:
         run.evidence.append(evidence)
 
     # -- anchors and phrase rules ----------------------------------------------------------
-    def _anchors(self, segment: str, view: NormalisedView, text: str, base: int, run: _Run,
+    def _anchors(self, segment: str, view: NormalisedView | _WindowView, text: str, base: int, run: _Run,
                  regions: list[tuple[int, int, str]], labels: dict[str, int], via: str | None,
                  span: tuple[int, int] | None, *, phrases_only: bool = False,
-                 raw: RawCandidates | None = None) -> set[tuple[str, int]]:
+                 raw: RawCandidates | None = None, room: int | None = None
+                 ) -> set[tuple[str, int]]:
+        """Confirm the anchors of ``text`` (the view, or a stretch of it: ``view`` maps its
+        offsets). ``room``: the anchors this call may read, when not what is left of the scan's
+        cap (a stretch read again has its own, bounded by its length)."""
         limits = self.limits
-        room = max(0, limits.max_anchors - run.anchors)
+        if room is None:
+            room = max(0, limits.max_anchors - run.anchors)
         hits = self._matcher.find(text, room + 1, native=run.native)
         if len(hits) > room:
             # Past the cap the rest of this text is not read for anchors (counted, not silent).
@@ -663,7 +753,7 @@ class InjectionScanner:
         return plan
 
     def _worth_checking(self, hits: list[tuple[int, int, int]], raw: RawCandidates,
-                        view: NormalisedView) -> list[tuple[int, int, int]]:
+                        view: NormalisedView | _WindowView) -> list[tuple[int, int, int]]:
         """The anchors a check can act on: all but the URL anchors outside every prefilter
         match (their URL check cannot report anything)."""
         always = self._always
@@ -687,8 +777,8 @@ class InjectionScanner:
             return kept
         return sorted([*kept, *(urls[position] for position in keep)], key=_start)
 
-    def _special_anchor(self, kind: str, segment: str, view: NormalisedView, text: str,
-                        start: int, end: int, base: int, run: _Run,
+    def _special_anchor(self, kind: str, segment: str, view: NormalisedView | _WindowView,
+                        text: str, start: int, end: int, base: int, run: _Run,
                         regions: list[tuple[int, int, str]], labels: dict[str, int],
                         via: str | None, span: tuple[int, int] | None) -> None:
         # The two commonest kinds first, each computing only the offsets it uses.
@@ -697,6 +787,9 @@ class InjectionScanner:
             return
         if kind in _URL_INDICATORS:
             self._url(kind, segment, view.original(start), base, run, via, span)
+            return
+        if kind == "reference":
+            self._reference(segment, view.original(start), run)
             return
         o_start, o_end = view.original(start), view.original(end)
         if kind in ("html-comment", "md-comment", "style") and regions and \
@@ -719,6 +812,9 @@ class InjectionScanner:
             close = text.find("</", end, end + 4096)
             stop = close if close >= 0 else min(len(text), end + 4096)
             regions.append((base + o_start, base + view.original(stop), "invisible-styling"))
+        elif kind == "leet":
+            self._leet(segment, view, text, start, base, run, via, span)
+
         elif kind == "chat-template":
             where = self._where(base, o_start, o_end, span)
             self._add(run, Evidence("delimiter-chat-template", "delimiter", 0.6, where[0], where[1],
@@ -739,8 +835,8 @@ class InjectionScanner:
                 self._add(run, Evidence("delimiter-end-marker", "delimiter", 0.35, where[0],
                                         where[1], self._excerpt(segment, o_start, o_end + 6), via))
 
-    def _role_line(self, segment: str, view: NormalisedView, text: str, start: int, end: int,
-                   base: int, run: _Run, labels: dict[str, int], via: str | None,
+    def _role_line(self, segment: str, view: NormalisedView | _WindowView, text: str, start: int,
+                   end: int, base: int, run: _Run, labels: dict[str, int], via: str | None,
                    span: tuple[int, int] | None) -> None:
         """A role label ("system:", "### assistant"): a fake system line, a note to the model,
         or one side of a fake transcript."""
@@ -749,8 +845,9 @@ class InjectionScanner:
         if role is None:
             return
         before = text[max(0, start - 5):start].rstrip(" ")
-        if before.endswith(("(", "[", "{", "<!--")) and role == "assistant":
-            # "(assistant: ...)" or "<!-- ai: ...": a note addressed to the model, inline.
+        if before.endswith(("(", "[", "{", "<!--", "#", "//", "/*")) and role == "assistant":
+            # "(assistant: ...)", "<!-- ai: ..." or a code comment "# assistant: ...": a note
+            # addressed to the model, inline.
             o_start, o_end = view.original(start), view.original(end)
             where = self._where(base, o_start, o_end, span)
             self._add(run, Evidence("address-ai", "role", 0.45, where[0], where[1],
@@ -777,6 +874,13 @@ class InjectionScanner:
         if kind == "md-image":
             match = _IMG_MD.match(segment, position, position + 2400)
             url_kind = "image"
+            if match is None:
+                reference = _IMG_REF.match(segment, position, position + 420)
+                if reference is not None:
+                    label = (reference.group(2) or reference.group(1)).strip().lower()
+                    run.references.images.append((reference.start(), reference.end(), label,
+                                                  base, via, span))
+                return
         elif kind == "md-link":
             opening = segment.rfind("[", max(0, position - 300), position)
             if opening > 0 and segment[opening - 1] == "!":
@@ -784,32 +888,98 @@ class InjectionScanner:
             match = _LINK_MD.match(segment, position, position + 2100)
             url_kind = "link"
         elif kind == "html-image":
-            match = _IMG_HTML.match(segment, position, position + 2700)
-            url_kind = "html-image"
+            self._html_image(segment, position, base, run, via, span)
+            return
         else:
-            before = segment[max(0, position - 2):position]
-            if before.endswith(("(", "=", '"', "'", "<")):
-                return  # inside a markdown link or an attribute, judged there
+            if position and segment[position - 1] in "(=\"'<" and \
+                    self._judged_elsewhere(segment, position):
+                return
             match = _BARE_URL.match(segment, position, position + 2100)
             url_kind = "bare"
         # Not counted against ``max_checks``: a URL check is one bounded match, and there is at
         # most one per anchor (the anchors are capped).
         if match is None:
             return
-        url = match.group(match.lastindex or 0)
-        if url.endswith("]") and "[" not in url:
-            url = url[:-1]  # "[see https://example.com]"
-        if not _URL_WORTH_PARSING.search(url):
-            return  # no query, fragment, placeholder or encoding: an ordinary address
-        finding = analyse_url(url, url_kind)
-        if finding is None:
-            return
-        m_start, m_end = match.span()
+        finding = _judge_url(match.group(match.lastindex or 0), url_kind, run)
+        if finding is not None:
+            self._add_url(finding, segment, match.start(), match.end(), base, run, via, span)
+
+    @staticmethod
+    def _reference(segment: str, position: int, run: _Run) -> None:
+        """ "[label]: https://..." on a line of its own (``position`` is its "]:"): where the
+        reference images with that label point."""
+        line = segment.rfind("\n", max(0, position - 110), position) + 1
+        if line or position <= 110:
+            match = _REF_DEFINITION.match(segment, line)
+            if match is not None and match.end(1) == position:
+                run.references.definitions.setdefault(match.group(1).strip().lower(),
+                                                      match.group(2))
+
+    def _reference_images(self, segment: str, references: _References, run: _Run) -> None:
+        """Each reference-style image of a segment, judged by the address its label defines."""
+        for start, end, label, base, via, span in references.images:
+            url = references.definitions.get(label)
+            if url is None or not run.room_for("exfil-markdown-image"):
+                continue
+            finding = _judge_url(url, "image", run)
+            if finding is not None:
+                self._add_url(finding, segment, start, end, base, run, via, span)
+
+    def _add_url(self, finding: tuple[UrlFinding, float], segment: str, m_start: int, m_end: int,
+                 base: int, run: _Run, via: str | None, span: tuple[int, int] | None) -> None:
+        found, weight = finding
         where = self._where(base, m_start, m_end, span)
-        family = "exfiltration"
-        self._add(run, Evidence(finding.indicator, family, finding.weight, where[0], where[1],
-                                self._excerpt(segment, m_start, m_end) + f" ({finding.detail})",
+        self._add(run, Evidence(found.indicator, "exfiltration", weight, where[0], where[1],
+                                self._excerpt(segment, m_start, m_end) + f" ({found.detail})",
                                 via))
+        if found.text is not None and via != "url-encoding":
+            # A sentence written into a query ("?msg=Ignore%20all%20previous...") is read as
+            # text, once: what it says is boosted, as in any encoded payload. (Read at the
+            # deepest level, so nothing inside it is decoded further.)
+            before = len(run.evidence)
+            self._scan_segment(found.text[:self.limits.max_blob_chars], 0, run,
+                               self.limits.max_depth, "url-encoding", where)
+            inner = run.evidence[before:]
+            if inner:
+                del run.evidence[before:]
+                for item in inner:
+                    self._add(run, replace(item, weight=_boost(item.weight)))
+
+    def _html_image(self, segment: str, position: int, base: int, run: _Run, via: str | None,
+                    span: tuple[int, int] | None) -> None:
+        """The <img> tag at ``position``, judged by the strongest of its sources (src, srcset,
+        data-src...)."""
+        first = _IMG_HTML.match(segment, position, position + 2700)
+        if first is None:
+            return
+        best = _judge_url(first.group(1), "html-image", run)
+        end = first.end()
+        close = segment.find(">", end, position + 2700)
+        stop = close if close >= 0 else min(len(segment), position + 2700)
+        if segment.find("src", end, stop) >= 0:  # more sources than the first (rare)
+            reach = position + 4 + _IMG_ATTRIBUTE_REACH
+            for match in _IMG_SOURCES.finditer(segment, end, stop):
+                if match.start() > reach:
+                    break
+                finding = _judge_url(match.group(1), "html-image", run)
+                if finding is not None and (best is None or finding[1] > best[1]):
+                    best, end = finding, match.end()
+        if best is not None:
+            self._add_url(best, segment, position, end, base, run, via, span)
+
+    @staticmethod
+    def _judged_elsewhere(segment: str, position: int) -> bool:
+        """Whether the bare URL at ``position`` is the address of a markdown link (judged at
+        its "](") or a source of an <img> tag (judged at "<img"). An <a href>, a CSS url(), an
+        autolink "<https://...>" or an <iframe src> is judged here, as a bare URL."""
+        before = segment[position - 1]
+        if before in "(<":
+            return _LINK_BEFORE.search(segment, max(0, position - 8), position) is not None
+        if not _SOURCE_BEFORE.search(segment, max(0, position - 16), position):
+            return False
+        opening = segment.rfind("<", max(0, position - 2700), position)
+        return (opening >= 0 and segment[opening + 1:opening + 4].lower() == "img"
+                and segment.find(">", opening, position) < 0)
 
     # -- fake transcripts ------------------------------------------------------------------
     def _roles(self, labels: dict[str, int], segment: str, base: int, run: _Run,
@@ -840,13 +1010,21 @@ class InjectionScanner:
             if run.hidden_runs >= limits.max_hidden_runs:
                 complete = False
                 break
-            run.hidden_runs += 1
-            runs.append((start, stop - start))
             chars = segment[start:stop]
             first = chars[0]
+            if stop - start == 1 and first in _PRESENTATION and not (
+                    start and segment[start - 1].isalpha()):
+                # An emoji's presentation selector ("\u2764\ufe0f"): it breaks no word, and
+                # left in the view it keeps the view's fast path (texts with emoji are common).
+                continue
+            run.hidden_runs += 1
+            runs.append((start, stop - start))
             code = ord(first)
             if TAG_FIRST <= code <= TAG_LAST:
                 self._tags(segment, start, stop, base, run, depth, span)
+                continue
+            if code in VARIATION_BYTE and stop - start >= _VARIATION_RUN:
+                self._variation_bytes(segment, start, stop, base, run, depth, span)
                 continue
             zw = len(chars) if first in ZERO_WIDTH and len(chars) == 1 else \
                 sum(1 for c in chars if c in ZERO_WIDTH)
@@ -900,6 +1078,55 @@ class InjectionScanner:
                                     + escape_invisible(decoded[:self.limits.excerpt_chars])))
             if depth < self.limits.max_depth:
                 self._scan_segment(decoded, 0, run, depth + 1, "unicode-tags", where)
+
+    def _leet(self, segment: str, view: NormalisedView | _WindowView, text: str, start: int,
+              base: int, run: _Run, via: str | None, span: tuple[int, int] | None) -> None:
+        """A word spelled with digits for letters ("1gn0r3"): the stretch around it is read
+        again, digits as letters, for phrases; what only that reading finds is boosted."""
+        last = run.leet
+        if last is not None and last[0] is text and start < last[1]:
+            return  # inside the stretch read for an earlier anchor
+        if run.leet_windows >= _MAX_LEET_WINDOWS:
+            run.capped = True
+            return
+        run.leet_windows += 1
+        lo = max(0, start - _LEET_BACK)
+        hi = min(len(text), start + _LEET_AHEAD)
+        run.leet = (text, hi)
+        known = {(e.indicator, e.start) for e in run.evidence}
+        before = len(run.evidence)
+        self._anchors(segment, _WindowView(view, lo), text[lo:hi].translate(LEET), base, run, [],
+                      {}, via or "leetspeak", span, phrases_only=True, room=hi - lo)
+        fresh = [e for e in run.evidence[before:] if (e.indicator, e.start) not in known]
+        del run.evidence[before:]
+        for item in fresh:
+            self._add(run, replace(item, weight=_boost(item.weight)))
+        if fresh:
+            item = fresh[0]
+            self._add(run, Evidence("hidden-leetspeak", "hidden", 0.4, item.start, item.end,
+                                    "digits written for letters hide a phrase"))
+
+    def _variation_bytes(self, segment: str, start: int, stop: int, base: int, run: _Run,
+                         depth: int, span: tuple[int, int] | None) -> None:
+        """A run of variation selectors long enough to spell something: each stands for a byte
+        (an emoji followed by such a run carries a hidden text). What it spells, when it is
+        text, is rescanned."""
+        chars = segment[start:min(stop, start + self.limits.max_blob_chars)]
+        decoded = chars.translate(VARIATION_DECODE).encode("latin-1").decode("utf-8", "replace")
+        if not _printable_text(decoded):
+            return
+        where = self._where(base, start, stop, span)
+        self._add(run, Evidence("hidden-variation-selectors", "hidden", 0.6, where[0], where[1],
+                                "variation selectors spell: "
+                                + escape_invisible(decoded[:self.limits.excerpt_chars])))
+        if depth < self.limits.max_depth:
+            before = len(run.evidence)
+            self._scan_segment(decoded, 0, run, depth + 1, "variation-selectors", where)
+            inner = run.evidence[before:]
+            if inner:
+                del run.evidence[before:]
+                for item in inner:
+                    self._add(run, replace(item, weight=_boost(item.weight)))
 
     def _homoglyphs(self, segment: str, view: NormalisedView, base: int, run: _Run,
                     via: str | None, span: tuple[int, int] | None, first: int,
@@ -1034,6 +1261,24 @@ class InjectionScanner:
                 continue
             out.append(item)
         return out
+
+
+def _judge_url(url: str, url_kind: str, run: _Run) -> tuple[UrlFinding, float] | None:
+    """What ``analyse_url`` finds in ``url`` and the weight it has in this scan."""
+    if url.endswith("]") and "[" not in url:
+        url = url[:-1]  # "[see https://example.com]"
+    if not _URL_WORTH_PARSING.search(url):
+        return None  # no query, fragment, placeholder or encoding: an ordinary address
+    finding = analyse_url(url, url_kind)
+    if finding is None:
+        return None
+    weight = finding.weight
+    if finding.fixed:
+        # A value written into the URL carries none of the user's data in text the model reads
+        # (a mail's tracking pixel has one); a placeholder for the model to fill does. In the
+        # model's own output the value is the data leaving.
+        weight *= run.fixed_value_share
+    return finding, weight
 
 
 def _decode_blob(blob: str) -> tuple[str | None, str]:
