@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import agentguard
+from agentguard.detectors import InjectionScanner
 
 # The local Bedrock server and its clients, for the Bedrock scenarios here.
 from tests.integrations.bedrock.conftest import _bedrock_server, bedrock, runtime  # noqa: F401
@@ -21,3 +22,9 @@ def guarded(guarded: Callable[..., agentguard.Guard]) -> Callable[..., agentguar
         return guarded(**kwargs)
 
     return start
+
+
+@pytest.fixture(scope="module")
+def scanner() -> InjectionScanner:
+    """A scanner with the default settings, shared by a module's tests."""
+    return InjectionScanner()

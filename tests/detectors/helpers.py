@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from agentguard.detectors import InjectionScanner, ScanResult
 from agentguard.detectors._text import NormalisedView, hidden_runs, non_ascii, normalise
 
-__all__ = ["fast_and_plain_views"]
+__all__ = ["fast_and_plain_views", "scan"]
+
+
+def scan(scanner: InjectionScanner, text: str, source: str = "document") -> ScanResult:
+    """``scanner``'s result for ``text`` read as a ``source`` (a retrieved document by default)."""
+    return scanner.scan(text, source=source)  # type: ignore[arg-type]
 
 
 def fast_and_plain_views(text: str) -> tuple[NormalisedView, NormalisedView,

@@ -14,11 +14,6 @@ from agentguard.detectors import InjectionScanner, ScanLimits
 MB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def scanner() -> InjectionScanner:
-    return InjectionScanner()
-
-
 def hostile_inputs() -> dict[str, str]:
     tag_i = "\U000e0069"
     return {

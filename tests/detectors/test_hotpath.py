@@ -69,11 +69,6 @@ def reference_check(matcher: LiteralMatcher, text: str) -> bool:
     return matcher.search(text.lower()) or not shapes_clean(text.encode("ascii"))
 
 
-@pytest.fixture(scope="module")
-def scanner() -> InjectionScanner:
-    return InjectionScanner()
-
-
 def test_precheck_answers_exactly_what_the_anchor_search_answers(
         scanner: InjectionScanner) -> None:
     """On the labelled texts, glued and upper-cased anchors, JSON and random prose, the pre-check

@@ -6,20 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.detectors import InjectionScanner, ScanResult
+from agentguard.detectors import InjectionScanner
 from agentguard.detectors._lexicon import LEET_ANCHORS
 from agentguard.detectors._text import normalise
+from tests.detectors.helpers import scan
 
 FLAG = 0.5
-
-
-@pytest.fixture(scope="module")
-def scanner() -> InjectionScanner:
-    return InjectionScanner()
-
-
-def scan(scanner: InjectionScanner, text: str, source: str = "document") -> ScanResult:
-    return scanner.scan(text, source=source)  # type: ignore[arg-type]
 
 
 def variation_selectors(text: str) -> str:

@@ -10,17 +10,9 @@ import pytest
 from agentguard.detectors import InjectionScanner, ScanResult
 from agentguard.detectors._matcher import native_available
 from agentguard.detectors.scanner import combine
+from tests.detectors.helpers import scan
 
 FLAG = 0.5
-
-
-@pytest.fixture(scope="module")
-def scanner() -> InjectionScanner:
-    return InjectionScanner()
-
-
-def scan(scanner: InjectionScanner, text: str, source: str = "document") -> ScanResult:
-    return scanner.scan(text, source=source)  # type: ignore[arg-type]
 
 
 def tags(text: str) -> str:
