@@ -30,9 +30,22 @@ from tests.collector.test_span_identity import Backend
 
 
 def _status_json(collector: Collector, capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
-    """The counters of ``agentguard collector status --json`` once the status row is fresh."""
-    collector._write_status("running")
-    collector._commit()
+    """The counters of ``agentguard collector status --json`` once the collector's core has
+    written its status (every second) after what was handed in before this call; the core owns
+    the database connection, so the test only reads."""
+    from agentguard.collector.store import Store
+
+    collector.sync()
+    synced = time.time_ns()
+
+    def written() -> bool:
+        store = Store(collector.settings.db, readonly=True)
+        try:
+            return int(store.status().get("collector", {}).get("updated_ns") or 0) > synced
+        finally:
+            store.close()
+
+    wait_for(written, timeout=15)
     capsys.readouterr()
     cli.main(["status", "--db", collector.settings.db, "--json"])
     counters: dict[str, int] = json.loads(capsys.readouterr().out)["counters"]
