@@ -150,6 +150,8 @@ class Emitter:
             if wake.is_set():
                 wake.clear()
                 continue  # the interval changed: wait the new one
+            if self._thread is not threading.current_thread():
+                return  # left behind by reset(): another timer (or none) emits now
             try:
                 self.emit()
             except Exception as exc:

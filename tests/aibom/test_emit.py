@@ -132,6 +132,12 @@ def test_emission_runs_on_its_own_thread(guarded: Any, spans: Any, tmp_path: Pat
     assert _emit.emitter().running()
     aibom.enable(emit_interval=0)
     assert not _emit.emitter().running()
+    # The timer reset() left behind (as in a forked child, or here) stops emitting too: no
+    # thread goes on sending the inventory a second time.
+    import threading
+
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "agentguard-aibom-emit"],
+             timeout=10)
 
 
 def test_interval_setting(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
