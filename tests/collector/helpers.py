@@ -82,6 +82,16 @@ def stored_events(collector: Collector, **query: Any) -> list[dict[str, Any]]:
         store.close()
 
 
+def stored_findings(collector: Collector, rule_id: str | None = None) -> list[Any]:
+    """The findings stored so far (of ``rule_id`` when given), after the collector caught up."""
+    collector.sync()
+    store = Store(collector.settings.db, readonly=True)
+    try:
+        return [f for f in store.findings() if rule_id is None or f.rule_id == rule_id]
+    finally:
+        store.close()
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     """Poll ``condition`` until it returns something truthy; fail with its last value."""
     deadline = time.monotonic() + timeout

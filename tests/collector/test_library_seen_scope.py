@@ -19,9 +19,8 @@ import pytest
 
 from agentguard.collector.correlate import Correlator
 from agentguard.collector.model import CONNECT, DNS, OPEN, KernelEvent, SpanInfo
-from agentguard.collector.store import Store
 from tests.collector.conftest import Listener, require_ebpf, start_collector
-from tests.collector.helpers import run_agent_script, stored_events, wait_for
+from tests.collector.helpers import run_agent_script, stored_events, stored_findings, wait_for
 
 AGENT = os.getpid()
 MS = 1_000_000
@@ -232,15 +231,7 @@ def test_an_attacker_tool_connecting_natively_to_a_host_a_legit_tool_used_is_fla
         assert found[spans["check_service"]]["seen_by_library"] is True
         assert found[spans["payload"]]["seen_by_library"] is False
 
-        def flagged() -> list[Any]:
-            collector.sync()
-            store = Store(collector.settings.db, readonly=True)
-            try:
-                return [f for f in store.findings() if f.rule_id == "AGK002"]
-            finally:
-                store.close()
-
-        (finding,) = wait_for(flagged, timeout=20)
+        (finding,) = wait_for(lambda: stored_findings(collector, "AGK002"), timeout=20)
         assert (finding.span_id, finding.tool, finding.severity) == \
             (spans["payload"], "payload", "high")
     finally:

@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agentguard.collector.store import Store
 from tests.collector.conftest import require_ebpf, start_collector
-from tests.collector.helpers import run_agent_script, tree_events, wait_for
+from tests.collector.helpers import run_agent_script, stored_findings, tree_events, wait_for
 
 # A tool that keeps children alive at once (each blocked on a pipe), then lets them go.
 AGENT = r'''
@@ -92,15 +91,7 @@ def test_a_tree_that_fills_the_watch_map_is_reported(tmp_path: Path) -> None:
         assert all(e["data"]["map_keys"] == 64 for e in events)
         assert collector.snapshot()["unwatched_processes"] >= len(events)
 
-        def findings() -> list[Any]:
-            collector.sync()
-            store = Store(collector.settings.db, readonly=True)
-            try:
-                return [f for f in store.findings() if f.rule_id == "AGK006"]
-            finally:
-                store.close()
-
-        (finding,) = wait_for(lambda: findings(), timeout=20)
+        (finding,) = wait_for(lambda: stored_findings(collector, "AGK006"), timeout=20)
         assert (finding.severity, finding.span_id, finding.conversation_id, finding.tool) == \
             ("high", span_id, "conv-fill", "fill_the_map")
         assert "watch map is full (64 processes)" in finding.title
