@@ -472,7 +472,7 @@ class Operation:
             return
         try:
             span = self.span
-            pause = _pause(exc)
+            pause = langgraph_pause(exc)
             if pause is not None:
                 # A graph pausing for a human (interrupt()) or handing control to its parent:
                 # flow control, not a failure; error-rate dashboards must not count it.
@@ -651,12 +651,12 @@ def cancelled(exc: BaseException) -> bool:
     return asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
 
-def _pause(exc: BaseException) -> str | None:
-    """The name of ``exc`` when it is LangGraph's flow control rather than an error (its
-    ``GraphBubbleUp`` family: ``GraphInterrupt``, ``ParentCommand``), else ``None``; recognised
-    by class name, so LangGraph is never imported."""
+def langgraph_pause(exc: BaseException, family: str = "GraphBubbleUp") -> str | None:
+    """The name of ``exc`` when it is LangGraph's flow control rather than an error (by default
+    its ``GraphBubbleUp`` family: ``GraphInterrupt``, ``ParentCommand``; ``family`` names a
+    narrower one), else ``None``; recognised by class name, so LangGraph is never imported."""
     for cls in type(exc).__mro__:
-        if cls.__name__ == "GraphBubbleUp" and cls.__module__.startswith("langgraph"):
+        if cls.__name__ == family and cls.__module__.startswith("langgraph"):
             return type(exc).__name__
     return None
 

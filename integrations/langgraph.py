@@ -21,7 +21,7 @@ from typing import Any
 from agentguard import _state, semconv
 from agentguard._context import current_frame
 from agentguard._errors import internal_error
-from agentguard._guard import Guard, Operation
+from agentguard._guard import Guard, Operation, langgraph_pause
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
 from agentguard.integrations._streams import adrive, asked_in, drive, opened_in
@@ -251,20 +251,12 @@ def _astream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     return adrive(start)
 
 
-def _paused(exc: Any) -> str | None:
-    """The class name of ``exc`` when it is LangGraph's interrupt (``GraphInterrupt`` and its
-    subclasses), recognised by name so that nothing is imported to look at it."""
-    for cls in type(exc).__mro__:
-        if cls.__name__ == "GraphInterrupt" and cls.__module__.startswith("langgraph"):
-            return type(exc).__name__
-    return None
-
-
 def _mark_paused(exc: Any) -> None:
     """Mark the invocation whose run loop swallowed ``exc`` as paused, when ``exc`` is an
     interrupt: the loop exits inside the graph's stream, so that invocation is current."""
     try:
-        pause = _paused(exc)
+        # An interrupt (GraphInterrupt and its subclasses), not any flow control.
+        pause = langgraph_pause(exc, "GraphInterrupt")
         if pause is None:
             return
         op = current_frame().agent
