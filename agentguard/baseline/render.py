@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import re
 from typing import TYPE_CHECKING, Any
 
+from agentguard._text import visible
 from agentguard.baseline._maturity import ProfileStatus, ScopeStatus
 from agentguard.baseline._summaries import Histogram, ValueSet
 from agentguard.baseline.profile import Activity, ArgSummary, Profile, ToolProfile
@@ -17,23 +17,15 @@ if TYPE_CHECKING:
 __all__ = ["render_profile", "render_status"]
 
 _SHOWN_VALUES = 8
-# Characters a terminal acts on rather than shows (escape sequences that recolour, hide or rewrite
-# what is on screen, bidirectional overrides that reorder it). Learned strings come from tool
-# calls a model made, so whoever steered the model chooses them.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _visible(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _text(value: str) -> str:
-    """A string from the profile as shown: control characters written as escapes (``\\x1b``),
-    rich markup escaped."""
+    """A string from the profile as shown: control characters written as escapes (``\\x1b``;
+    learned strings come from tool calls a model made, so whoever steered the model chooses
+    them), rich markup escaped."""
     from rich.markup import escape
 
-    return escape(_CONTROL.sub(_visible, value))
+    return escape(visible(value))
 
 
 def _number(value: float | None) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from agentguard._text import visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,20 +21,13 @@ __all__ = ["add_parser", "check_command", "explain_command"]
 MAX_EVENTS = 10_000
 MAX_EVENT_FILE_BYTES = 64 << 20
 _TOO_DEEP = "the JSON nests too deeply to read"
-# Characters a terminal acts on rather than shows (escape sequences, C1 controls such as the
-# 8-bit CSI U+009B, bidirectional overrides). Rule texts may come from a generated policy
-# (``profile to-policy`` writes learned tool names) and explained events from captured traffic.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _visible(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _shown(text: Any) -> str:
-    """Text from a policy or an event as printed: control characters as escapes (``\\x1b``)."""
-    return _CONTROL.sub(_visible, str(text))
+    """Text from a policy or an event as printed: control characters as escapes (``\\x1b``).
+    Rule texts may come from a generated policy (``profile to-policy`` writes learned tool names)
+    and explained events from captured traffic."""
+    return visible(str(text))
 
 
 def add_parser(commands: Any) -> None:
