@@ -280,7 +280,8 @@ def _top_level(dist: importlib.metadata.Distribution) -> set[str]:
     if text:
         return {line.strip() for line in text.splitlines() if line.strip()}
     tops: set[str] = set()
-    for line in (read_metadata(dist, "RECORD") or "").splitlines():
+    record = read_metadata(dist, "RECORD")
+    for line in (record or "").splitlines():
         path = line.split(",", 1)[0].strip('"')
         head, sep, _ = path.partition("/")
         if not head or head.endswith((".dist-info", ".egg-info", ".data")) or \
@@ -293,7 +294,7 @@ def _top_level(dist: importlib.metadata.Distribution) -> set[str]:
                 tops.add(head.partition(".")[0])
         elif "." not in head and "-" not in head:
             tops.add(head)
-    return tops or pth_tops(dist)
+    return tops or pth_tops(dist, record)
 
 
 _lock = threading.Lock()

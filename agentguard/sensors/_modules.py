@@ -95,8 +95,10 @@ def _read_distributions() -> dict[str, list[str]]:
         return mapping
     for dist in found:
         try:
-            tops = (read_metadata(dist, "top_level.txt") or "").split() or _inferred(dist) or \
-                pth_tops(dist)
+            tops = (read_metadata(dist, "top_level.txt") or "").split()
+            if not tops:
+                record = read_metadata(dist, "RECORD")
+                tops = _inferred(dist, record) or pth_tops(dist, record)
             if not tops:
                 continue
             name = _name(dist)
@@ -135,11 +137,10 @@ def _header(dist: importlib.metadata.Distribution, field: str) -> str | None:
     return value
 
 
-def _inferred(dist: importlib.metadata.Distribution) -> set[str]:
+def _inferred(dist: importlib.metadata.Distribution, record: str | None) -> set[str]:
     """The top-level names a distribution without ``top_level.txt`` installs, as
-    ``importlib.metadata`` infers them from its files: each ``.py`` file's first path part, or
-    its name without the suffix at the top."""
-    record = read_metadata(dist, "RECORD")
+    ``importlib.metadata`` infers them from its files (``record``: its RECORD, ``None`` when it
+    has none): each ``.py`` file's first path part, or its name without the suffix at the top."""
     if record is None:  # egg-info and other layouts: the general (slower) reading
         return {f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
                 for f in dist.files or () if f.suffix == ".py"}
@@ -160,9 +161,9 @@ def _inferred(dist: importlib.metadata.Distribution) -> set[str]:
     return tops
 
 
-def pth_tops(dist: importlib.metadata.Distribution) -> set[str]:
-    """The top-level names a distribution puts on ``sys.path`` through the ``.pth`` files it
-    installs: the packages and modules of each directory they name.
+def pth_tops(dist: importlib.metadata.Distribution, record: str | None) -> set[str]:
+    """The top-level names a distribution puts on ``sys.path`` through the ``.pth`` files its
+    ``record`` (its RECORD) lists: the packages and modules of each directory they name.
 
     An editable install by a ``.pth`` file (hatchling, flit, pdm, setuptools' "compat" mode)
     lists the ``.pth`` in its RECORD, not the modules, which stay in the project's source tree;
@@ -170,7 +171,6 @@ def pth_tops(dist: importlib.metadata.Distribution) -> set[str]:
     Bounded: :data:`MAX_PTH_FILES` files of up to :data:`MAX_PTH_BYTES`, the first
     :data:`MAX_PTH_ENTRIES` entries of a directory; a line naming the site directory itself (every
     distribution's modules) adds nothing."""
-    record = read_metadata(dist, "RECORD")
     if not record:
         return set()
     tops: set[str] = set()
