@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Collection
 from typing import NamedTuple
 
 from agentguard._errors import internal_error
@@ -95,7 +96,7 @@ def _read_distributions() -> dict[str, list[str]]:
         return mapping
     for dist in found:
         try:
-            tops = (read_metadata(dist, "top_level.txt") or "").split()
+            tops: Collection[str] = (read_metadata(dist, "top_level.txt") or "").split()
             if not tops:
                 record = read_metadata(dist, "RECORD")
                 tops = _inferred(dist, record) or pth_tops(dist, record)
