@@ -117,6 +117,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from agentguard._text import visible
     from agentguard.baseline import ProfileError, load_profile, profile_status
     from agentguard.baseline.profile import terminal_safe_json
     from agentguard.baseline.render import render_profile
@@ -126,11 +127,20 @@ def _show(args: argparse.Namespace) -> int:
         status = profile_status(profile, _thresholds(args))
     except (ProfileError, ValueError) as exc:
         return _fail(str(exc))
+    if args.tool is not None and args.tool not in profile.tools:
+        known = ", ".join(sorted(profile.tools)[:20]) or "none"
+        return _fail(f"no tool {visible(args.tool)} in this profile (tools: {visible(known)})")
     if args.json:
+        document = json.loads(profile.to_json())
+        if args.tool is not None:
+            # The same document, with only that tool: read by the same code as the whole one.
+            # The agent-wide parts (calls per turn, activity outside tools) are left out.
+            tools = document.get("tools", {})
+            document = {key: document[key] for key in ("format", "version", "agent", "limits")}
+            document["tools"] = {args.tool: tools.get(args.tool, {})}
         # Learned values stay readable (no \u escapes for every accented letter), except the
         # characters a terminal would act on.
-        print(terminal_safe_json(json.dumps(json.loads(profile.to_json()), indent=2,
-                                            ensure_ascii=False)))
+        print(terminal_safe_json(json.dumps(document, indent=2, ensure_ascii=False)))
         return 0
     render_profile(profile, _console(), tool=args.tool, status=status)
     return 0

@@ -64,8 +64,26 @@ def test_show_renders_arguments_results_and_activity(profile_file: Path, capsys:
         assert text in out
     assert main(["profile", "show", str(profile_file), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["agent"] == "support"
-    assert main(["profile", "show", str(profile_file), "--tool", "nope"]) == 0
-    assert "no tool nope" in capsys.readouterr().out
+    assert main(["profile", "show", str(profile_file), "--tool", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no tool nope in this profile" in err and "lookup" in err
+
+
+def test_show_json_of_one_tool(tmp_path: Path, capsys: Any) -> None:
+    """show --json --tool prints the profile document with that tool only (the same shape as the
+    whole profile's, so the same reader takes it); an unknown tool is an error in both forms."""
+    profile = _learned(40).merge(_learned(3, tool="refund"))
+    path = tmp_path / "p.json"
+    save_profile(profile, path)
+    assert main(["profile", "show", str(path), "--json", "--tool", "refund"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert list(document["tools"]) == ["refund"]
+    assert document["agent"] == profile.agent
+    whole = json.loads(profile.to_json())
+    assert document["tools"]["refund"] == whole["tools"]["refund"]
+    assert main(["profile", "show", str(path), "--json", "--tool", "\x1b[2Jnope"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2Jnope" in err
 
 
 def test_merge_writes_the_merged_profile(tmp_path: Path, capsys: Any) -> None:
