@@ -122,7 +122,9 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     lock_path = os.path.join(os.path.dirname(name), f".{os.path.basename(name)}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    # Not through a link: a link planted under the lock's name would have the lock file created
+    # (or opened for writing) wherever it points, with this process's rights.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

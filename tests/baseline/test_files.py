@@ -411,3 +411,20 @@ def test_learning_from_traces_keeps_what_agents_saved_meanwhile(tmp_path: Path) 
     cli.join(30)
     assert result == [0]
     assert load_profile(path).tools["lookup"].calls == 2 + 5 + 3
+
+
+def test_a_link_planted_as_the_lock_file_is_not_followed(tmp_path: Path) -> None:
+    """Whoever can write the profile's directory but not elsewhere could plant a link named like
+    the lock file: saving refuses to open the lock through it (a clear error) instead of
+    creating or opening the file the link points to, and the profile is left as it was."""
+    from agentguard.baseline import merge_into_file
+
+    path = tmp_path / "shared.json"
+    save_profile(_profile(2), path)
+    elsewhere = tmp_path / "outside" / "created-through-the-link"
+    elsewhere.parent.mkdir()
+    os.symlink(elsewhere, tmp_path / ".shared.json.lock")
+    with pytest.raises(ProfileError, match=r"shared\.json"):
+        merge_into_file(path, _profile(5))
+    assert not elsewhere.exists()
+    assert load_profile(path).tools["lookup"].calls == 2
