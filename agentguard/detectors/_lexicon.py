@@ -15,7 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ANCHOR_RULES", "COMPACT_PHRASES", "FAMILIES", "LEET", "LEET_ANCHORS", "PhraseRule"]
+__all__ = ["ANCHOR_RULES", "COMPACT_PHRASES", "FAMILIES", "LEET", "LEET_ANCHORS", "SUBSTITUTION",
+           "PhraseRule"]
+
+# The indicator of a word the model is told to replace with a secret; its rules capture the word.
+SUBSTITUTION = "exfil-substitution"
 
 # Indicator families (the ``family`` of every piece of evidence).
 FAMILIES = ("override", "role", "directive", "exfiltration", "hidden", "encoded", "delimiter")
@@ -147,8 +151,12 @@ _OVERRIDE_ANCHORS = (
     "stop following", "no longer follow", "set aside", "put aside", "throw away", "nullify",
     "supersede", "circumvent", "do not obey", "don't obey",
 )
+# The writer withdrawing instructions of their own on one matter ("please disregard my previous
+# instructions about the shipment") speaks to a person, not to the model: not this indicator.
+_OWN_SCOPED = (rf"(?!{_OVERRIDE_VERBS}{_SEP}(?:my|our){_SEP}{_gap(2)}{_TARGETS}{_SEP}"
+               r"(?:about|regarding|concerning|re|on|for)\b)")
 _en(_OVERRIDE_ANCHORS, "override-instructions", "override", 0.8,
-    rf"{_OVERRIDE_VERBS}{_SEP}{_gap(3)}{_QUALIFIERS}{_SEP}{_gap(2)}{_TARGETS}\b")
+    rf"{_OWN_SCOPED}{_OVERRIDE_VERBS}{_SEP}{_gap(3)}{_QUALIFIERS}{_SEP}{_gap(2)}{_TARGETS}\b")
 _en(_OVERRIDE_ANCHORS, "override-instructions-weak", "override", 0.4,
     rf"{_OVERRIDE_VERBS}{_SEP}{_gap(1)}{_TARGETS}\b")
 _en(("forget",), "override-forget-everything", "override", 0.7,
@@ -339,6 +347,14 @@ _en(("note to", "attention", "message to", "message for", "instructions for", "i
     rf"{_AI}s?\b"
     r"(?!\W{1,3}(?:model|system|team|department|group|act\b|regulation|policy|ethics|safety|"
     r"research|industry|generated|powered|features?|products?|tools?|platform))")
+# The same, with the assistant named by its job ("instructions for the scheduling assistant"):
+# weaker, as people have such jobs too (a lab assistant, a teaching assistant).
+_en(("note to", "message for", "message to", "instructions for", "instruction for",
+     "instructions to"), "address-ai", "role", 0.35,
+    rf"(?:note to|message (?:to|for)|instructions? (?:for|to)){_SEP}(?:the |any |all |an? |your )?"
+    rf"(?!{_AI}s?\b)(?>{_WORD})(?:-(?>{_WORD}))?{_SEP}{_AI}s?\b"
+    r"(?!\W{1,3}(?:model|system|team|department|group|act\b|regulation|policy|ethics|safety|"
+    r"research|industry|generated|powered|features?|products?|tools?|platform))")
 # Speaking to the model by name, as one speaks to a person: "assistant, you must now call...".
 # Only with a comma: "Assistant: you should restart the router" is a line of a transcript.
 _en(tuple(f"you {verb}" for verb in ("must", "should", "need to", "have to", "are required",
@@ -390,8 +406,57 @@ _en(_SEND_ANCHORS, "directive-send-sensitive", "directive", 0.45,
     rf"dump|beam|pipe){_SEP}{_gap(5)}{_SENSITIVE_DATA}\b")
 _en(_SEND_ANCHORS, "directive-send-to", "directive", 0.4,
     rf"{_SEND_VERBS}{_SEP}{_gap(5)}(?:{_GENERIC_DATA}|it|this|that|them|everything|"
-    rf"a copy){_SEP}{_gap(4)}{_TO}{_SEP}(?:{_EMAIL}|{_URL}|{_HOSTLIKE}|(?:the )?attacker)",
+    rf"a copy){_SEP}{_gap(5)}{_TO}{_SEP}(?:{_EMAIL}|{_URL}|{_HOSTLIKE}|(?:the )?attacker)",
     ahead=300)
+# A reply that is to carry the user's private records ("reply with their latest payslip
+# attached"): weak alone (a phishing mail asks the same of a person).
+_PRIVATE_RECORDS = _alt(
+    _SENSITIVE_DATA, r"payslips?", r"pay ?stubs?", r"salary(?: details)?", r"bank (?:details|"
+    r"statements?|account(?: details| numbers?)?)", r"tax (?:returns?|forms?)", r"w-?2s?",
+    r"passports?", r"social security(?: numbers?)?", r"ssns?", r"medical records?",
+)
+_en(("reply with", "respond with", "answer with", "reply back with", "respond back with"),
+    "directive-reply-with-data", "directive", 0.35,
+    rf"(?:reply|respond|answer)(?: back)?{_SEP}with{_SEP}{_gap(4)}{_PRIVATE_RECORDS}\b")
+# Private data fetched on purpose ("read the READMEs of all the author's repos, including private
+# ones"): weak alone (API documentation says "including private ones" of what a call lists).
+_PRIVATE = ("private", "confidential", "secret", "personal", "internal")
+_en(tuple(f"{lead} {article}{kind}" for lead in ("including", "even", "also", "especially")
+          for article in ("", "the ", "any ", "all ") for kind in _PRIVATE),
+    "directive-private-access", "directive", 0.35,
+    rf"(?:read|access|open|list|collect|gather|fetch|get|go through|look (?:at|through|into)|"
+    rf"search|browse|scan|copy|clone|download|dump|export|paste|summari[sz]e)\b{_SEP}{_gap(10)}"
+    rf"(?:including|even|also|especially){_SEP}(?:(?:the|any|all){_SEP})?"
+    rf"(?:private|confidential|secret|personal|internal)\b", back=200, ahead=40)
+# Waving the protection of the data aside ("the author does not care about privacy!").
+_SAFEGUARDS = r"(?:privacy|confidentiality|security|permissions?|consent|data protection)"
+_en((*(f"{verb} about {what}" for verb in ("care", "worry", "bother")
+       for what in ("privacy", "confidentiality", "security", "permission", "consent", "data")),
+     *(f"{what} {verb}" for what in ("privacy", "confidentiality", "consent")
+       for verb in ("is not", "isn't", "does not", "doesn't", "is no"))),
+    "override-safeguards-dismissed", "override", 0.35,
+    rf"(?:(?:does|do|did|will)(?: not|n\W?t) (?:care|worry|bother)|(?:no need to|never|don\W?t|"
+    rf"do not) (?:care|worry|bother)) about{_SEP}(?:(?:the|any|their|his|her|user\W?s?){_SEP})?"
+    rf"{_SAFEGUARDS}\b|(?:privacy|confidentiality|consent){_SEP}(?:is not|isn\W?t|does not|"
+    r"doesn\W?t|is no)\W{1,3}(?:a concern|an issue|a problem|matter|important|needed|required|"
+    r"relevant|longer)\b", back=48, ahead=80)
+# A word the model is told to swap for a secret ("with the word confetti replaced with the other
+# key"): weak alone (setup guides say "with YOUR_KEY replaced with your key"); the scanner looks
+# for the word in a link's query (``exfil-substituted-link``).
+_SECRETISH = (r"(?:(?:api|access|auth|session|bearer|refresh|secret|other|real|actual|user\W?s?|"
+              r"your|their|the|my)\W{1,3}){0,3}(?:keys?|passwords?|passphrases?|secrets?|tokens?|"
+              r"credentials?|cookies?|pins?|otps?|codes?)\b")
+_en(("replaced with", "replaced by", "substituted with", "substituted by", "swapped with",
+     "swapped for", "swapped out for"), SUBSTITUTION, "exfiltration", 0.3,
+    r"\b(?:the (?:word|string|text|term|value|placeholder|token) )?[\"'\u201c\u2018]?"
+    r"(?P<word>[a-z0-9][\w-]{2,39})[\"'\u201d\u2019]? (?:replaced|substituted|swapped(?: out)?) "
+    rf"(?:with|by|for){_SEP}{_SECRETISH}", back=64, ahead=80)
+_en(tuple(f"{verb} the {what}" for verb in ("replace", "substitute", "swap")
+          for what in ("word", "string", "text", "term", "value", "placeholder")),
+    SUBSTITUTION, "exfiltration", 0.3,
+    r"(?:replace|substitute|swap) the (?:word|string|text|term|value|placeholder) "
+    r"[\"'\u201c\u2018]?(?P<word>[a-z0-9][\w-]{2,39})[\"'\u201d\u2019]? (?:with|by|for)"
+    rf"{_SEP}{_SECRETISH}")
 _en((" tool", " function", " plugin", " skill", "_tool", "_function"),
     "directive-tool-call", "directive", 0.25,
     rf"(?:call|use|invoke|run|execute|trigger|activate|utili[sz]e){_SEP}(?:the |your |"
