@@ -34,7 +34,7 @@ from agentguard.integrations._streams import (
 )
 from agentguard.sensors import OperationBlocked
 
-__all__ = ["LangChainIntegration", "message_to_dict"]
+__all__ = ["LangChainIntegration", "message_to_dict", "unknown_tool_call"]
 
 _SUPPRESS_CHAT = "chat"
 
@@ -350,11 +350,16 @@ def _start_tool(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict
     except ToolCallBlocked:
         raise
     except Exception as exc:
-        internal_error("langchain tool start", exc)
-        if guard.fails_closed:
-            raise ToolCallBlocked(guard.internal_failure_finding(
-                "tool start", exc, kind="tool_call", tool=getattr(instance, "name", None))) from exc
+        _start_failed(guard, exc, getattr(instance, "name", None))
         return None
+
+
+def _start_failed(guard: Guard, exc: Exception, tool: Any) -> None:
+    """Contain an internal error starting a tool call; fail closed (block it) if so configured."""
+    internal_error("langchain tool start", exc)
+    if guard.fails_closed:
+        raise ToolCallBlocked(guard.internal_failure_finding(
+            "tool start", exc, kind="tool_call", tool=tool)) from exc
 
 
 def _finish_tool(op: Operation, output: Any) -> None:
@@ -389,7 +394,7 @@ def _sensor_block(exc: BaseException) -> Finding | None:
     return None
 
 
-def _blocked_reply(guard: Guard, instance: Any, kwargs: dict[str, Any],
+def _blocked_reply(guard: Guard, tool: str, call_id: Any,
                    blocked: Exception, finding: Finding | None = None) -> Any:
     """What a blocked call returns: an error tool message for the model, or the exception.
 
@@ -400,7 +405,6 @@ def _blocked_reply(guard: Guard, instance: Any, kwargs: dict[str, Any],
     is a :class:`ToolCallBlocked` (its own ``finding``) or the error a runtime-sensor block
     (``finding``) made the tool fail with.
     """
-    call_id = kwargs.get("tool_call_id")
     if guard.config.on_block == "raise" or not call_id:
         raise blocked
     from langchain_core.messages import ToolMessage
@@ -410,10 +414,10 @@ def _blocked_reply(guard: Guard, instance: Any, kwargs: dict[str, Any],
     if finding is None:
         raise blocked
     return ToolMessage(
-        content=f"Error: agentguard blocked this call to {instance.name} "
+        content=f"Error: agentguard blocked this call to {tool} "
                 f"[{finding.rule_id}]: {finding.title}",
         tool_call_id=call_id,
-        name=instance.name,
+        name=tool,
         status="error",
         additional_kwargs={"agentguard_rule_id": finding.rule_id},
     )
@@ -426,7 +430,7 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     try:
         op = _start_tool(guard, instance, args, kwargs)
     except ToolCallBlocked as blocked:
-        return _blocked_reply(guard, instance, kwargs, blocked)
+        return _blocked_reply(guard, instance.name, kwargs.get("tool_call_id"), blocked)
     if op is None:
         return wrapped(*args, **kwargs)
     # Operation.call, inlined: this wrapper runs on every tool call.
@@ -445,12 +449,12 @@ def _tool_run(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         finding = _sensor_block(exc)
         if finding is None:
             raise
-        return _blocked_reply(guard, instance, kwargs, exc, finding)
+        return _blocked_reply(guard, instance.name, kwargs.get("tool_call_id"), exc, finding)
     op.deactivate(token)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:
-        return _blocked_reply(guard, instance, kwargs, blocked)
+        return _blocked_reply(guard, instance.name, kwargs.get("tool_call_id"), blocked)
     return output
 
 
@@ -462,7 +466,7 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     try:
         op = _start_tool(guard, instance, args, kwargs)
     except ToolCallBlocked as blocked:
-        return _blocked_reply(guard, instance, kwargs, blocked)
+        return _blocked_reply(guard, instance.name, kwargs.get("tool_call_id"), blocked)
     if op is None:
         return await wrapped(*args, **kwargs)
     try:
@@ -475,12 +479,42 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
         finding = _sensor_block(exc)
         if finding is None:
             raise
-        return _blocked_reply(guard, instance, kwargs, exc, finding)
+        return _blocked_reply(guard, instance.name, kwargs.get("tool_call_id"), exc, finding)
     try:
         _finish_tool(op, output)
     except ToolCallBlocked as blocked:
-        return _blocked_reply(guard, instance, kwargs, blocked)
+        return _blocked_reply(guard, instance.name, kwargs.get("tool_call_id"), blocked)
     return output
+
+
+def unknown_tool_call(guard: Guard, call: Any, answer: Any) -> Any:
+    """Trace a call the model asked for of a tool the agent does not have, answered by the
+    framework with ``answer`` (an error tool message) instead of running anything.
+
+    It is the tool call the model made, so it is reported as one: an ``execute_tool`` span with
+    the requested name and arguments, judged before (policies, detectors) and ended with
+    ``answer`` as its result and an error status. A block answers as for any tool (an error tool
+    message naming the rule, or :class:`ToolCallBlocked` with ``on_block="raise"``); otherwise
+    the model gets ``answer`` unchanged.
+    """
+    name = call_id = None
+    try:
+        name = str(call["name"])
+        call_id = call.get("id")
+        op = guard.start_tool(name, call_id=call_id, arguments=call.get("args"))
+    except ToolCallBlocked as blocked:
+        return _blocked_reply(guard, str(name), call_id, blocked)
+    except Exception as exc:
+        try:
+            _start_failed(guard, exc, name)
+        except ToolCallBlocked as blocked:
+            return _blocked_reply(guard, str(name), call_id, blocked)
+        return answer
+    try:
+        _finish_tool(op, answer)
+    except ToolCallBlocked as blocked:
+        return _blocked_reply(guard, name, call_id, blocked)
+    return answer
 
 
 # -- chat models ---------------------------------------------------------------------------------

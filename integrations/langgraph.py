@@ -4,7 +4,11 @@ Target: ``Pregel.stream`` / ``Pregel.astream``. Every way of running a compiled 
 (``invoke``, ``ainvoke``, ``batch``, ``stream_events``, ``create_agent`` agents, subgraphs run as
 nodes) goes through one of them, so one span per invocation comes out without double counting.
 Tool calls of ``ToolNode`` (including parallel ones) are covered by the LangChain integration,
-which sees them through ``BaseTool``.
+which sees them through ``BaseTool``; a call of a tool the ``ToolNode`` does not have runs no
+``BaseTool`` and is seen here, where ``ToolNode._validate_tool_call`` answers it with an error.
+
+A human message can reach a thread between runs, through ``update_state`` or
+``bulk_update_state``: it is the turn of the thread's next top-level run.
 
 A graph that pauses for a human (``interrupt()``, ``interrupt_before`` / ``interrupt_after``)
 ends its stream normally at the top level: LangGraph's run loop swallows the interrupt on its way
@@ -15,7 +19,8 @@ seen and the invocation marked ``agentguard.interrupted``.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from agentguard import _state, semconv
@@ -25,7 +30,7 @@ from agentguard._guard import Guard, Operation, langgraph_pause
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
 from agentguard.integrations._streams import adrive, asked_in, drive, opened_in
-from agentguard.integrations.langchain import message_to_dict
+from agentguard.integrations.langchain import message_to_dict, unknown_tool_call
 
 __all__ = ["LangGraphIntegration", "turn_text"]
 
@@ -83,7 +88,7 @@ def _last_user_text(messages: Any) -> str | None:
 
 
 def _update_text(update: Any) -> str | None:
-    """The user's text if a ``Command``'s state update ends its messages with a human message:
+    """The user's text if a ``Command``'s state update ends its messages with human messages:
     the update is a dict of channels, a list of ``(channel, value)`` pairs or a state object."""
     if update is None:
         return None
@@ -97,7 +102,23 @@ def _update_text(update: Any) -> str | None:
         messages = getattr(update, "messages", None)
     if isinstance(messages, (list, tuple)):
         messages = messages[-_MAX_ITEMS:]
-    return _last_user_text(messages) if messages is not None else None
+    return _new_user_text(messages) if messages is not None else None
+
+
+def _new_user_text(messages: Any) -> str | None:
+    """The user's text of the human messages that end ``messages`` (a state update's, each new
+    to the thread and not answered yet, so all of them are the turn), one per line."""
+    if isinstance(messages, (str, tuple)) or getattr(messages, "type", None) is not None:
+        messages = [messages]
+    if not messages or not isinstance(messages, (list, tuple)):
+        return None
+    texts: list[str] = []
+    for message in reversed(messages):
+        item = message_to_dict(message)
+        if item.get("role") != "user":
+            break
+        texts.append(item["content"])
+    return "\n".join(reversed(texts)) if texts else None
 
 
 def _resume_text(resume: Any) -> str | None:
@@ -132,52 +153,123 @@ def _thread_id(config: Any) -> str | None:
     return None
 
 
-# Thread id → the user's text of a human message a state update (``update_state``) added to that
-# thread, until the next top-level run on the thread, which answers it: that message is the
-# run's turn (judged before the model reads it), as if it had come in the run's input.
-_pending: dict[str, str] = {}
+# Thread id → the user's texts of the human messages state updates (``update_state``,
+# ``bulk_update_state``) added to that thread, until the next top-level run on the thread, which
+# answers them: they are the run's turn (judged before the model reads them), as if they had
+# come in the run's input.
+_pending: dict[str, list[str]] = {}
 _pending_lock = threading.Lock()
 _PENDING_LIMIT = 1024
 
+# Set while a state update runs, so that only the outermost one is noted: ``update_state`` goes
+# through ``bulk_update_state``, which calls itself again for a subgraph's namespace.
+_updating: ContextVar[bool] = ContextVar("agentguard_langgraph_updating", default=False)
 
-def _updated(config: Any, values: Any) -> None:
-    """Note the human message a state update brings to its thread (see ``_pending``)."""
+
+def _note(thread: str, texts: list[str], *, first: bool = False) -> None:
+    """Add ``texts`` to the thread's pending turn (before what is there if ``first``)."""
+    with _pending_lock:
+        kept = _pending.pop(thread, [])
+        kept = [*texts, *kept] if first else [*kept, *texts]
+        _pending[thread] = kept[-_MAX_ITEMS:]
+        while len(_pending) > _PENDING_LIMIT:
+            del _pending[next(iter(_pending))]
+
+
+# What a state-update method wrote: the values of its updates, in order, from its arguments.
+_Notes = Callable[[tuple[Any, ...], dict[str, Any]], list[Any]]
+_Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _updated(notes: _Notes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Note the human messages that the state updates of a call (``notes(args, kwargs)``: the
+    values each wrote, in order) brought to its thread (see ``_pending``)."""
     try:
-        thread = _thread_id(config)
-        text = _update_text(values) if thread is not None else None
-        if thread is None or text is None:
+        thread = _thread_id(args[0] if args else kwargs.get("config"))
+        if thread is None:
             return
-        with _pending_lock:
-            _pending.pop(thread, None)
-            _pending[thread] = text
-            while len(_pending) > _PENDING_LIMIT:
-                del _pending[next(iter(_pending))]
+        texts = [text for values in notes(args, kwargs)
+                 if (text := _values_text(values)) is not None]
+        if texts:
+            _note(thread, texts)
     except Exception as exc:
         internal_error("langgraph state update", exc)
 
 
-def _update_state(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-                  ) -> Any:
-    result = wrapped(*args, **kwargs)
-    if _state.guard is not None:
-        _updated(_update_args(args, kwargs), _update_values(args, kwargs))
-    return result
+def _values_text(values: Any) -> str | None:
+    """The user's text a state update's values bring: a dict of channels, a state object, or a
+    ``Command`` whose update they are (written as if a node had returned it)."""
+    if _is_command(values):
+        values = getattr(values, "update", None)
+    return _update_text(values)
 
 
-async def _aupdate_state(wrapped: Any, instance: Any, args: tuple[Any, ...],
-                         kwargs: dict[str, Any]) -> Any:
-    result = await wrapped(*args, **kwargs)
-    if _state.guard is not None:
-        _updated(_update_args(args, kwargs), _update_values(args, kwargs))
-    return result
+def _one_update(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The values ``update_state(config, values, ...)`` writes."""
+    return [args[1] if len(args) > 1 else kwargs.get("values")]
 
 
-def _update_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[0] if args else kwargs.get("config")
+def _bulk_updates(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The values ``bulk_update_state(config, supersteps)`` writes, in order: each superstep is
+    a list of ``StateUpdate(values, as_node, task_id)``; one that copies the checkpoint
+    (``as_node="__copy__"``) holds the updates to apply to the copy as its values."""
+    supersteps = args[1] if len(args) > 1 else kwargs.get("supersteps")
+    found: list[Any] = []
+    for superstep in list(supersteps or ())[-_MAX_ITEMS:]:
+        for update in list(superstep or ())[-_MAX_ITEMS:]:
+            values, as_node = _update_parts(update)
+            if as_node == _COPY and isinstance(values, (list, tuple)):
+                found.extend(_update_parts(item)[0] for item in values[-_MAX_ITEMS:])
+            else:
+                found.append(values)
+    return found
 
 
-def _update_values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[1] if len(args) > 1 else kwargs.get("values")
+# The ``as_node`` of a bulk update that copies the checkpoint before applying its values.
+_COPY = "__copy__"
+
+
+def _update_parts(update: Any) -> tuple[Any, Any]:
+    """``(values, as_node)`` of one ``StateUpdate`` (or a plain tuple of the same shape)."""
+    if isinstance(update, (list, tuple)) and update:
+        return update[0], update[1] if len(update) > 1 else None
+    return None, None
+
+
+def _state_update(notes: _Notes) -> tuple[_Wrapper, _Wrapper]:
+    """A wrapper for a ``Pregel`` method that writes state updates: after the outermost one
+    succeeds, the human messages they wrote (``notes(args, kwargs)``) wait for the next run."""
+
+    def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _state.guard is None or _updating.get():
+            return wrapped(*args, **kwargs)
+        token = _updating.set(True)
+        try:
+            result = wrapped(*args, **kwargs)
+        finally:
+            _updating.reset(token)
+        if _state.guard is not None:
+            _updated(notes, args, kwargs)
+        return result
+
+    async def asynchronous(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> Any:
+        if _state.guard is None or _updating.get():
+            return await wrapped(*args, **kwargs)
+        token = _updating.set(True)
+        try:
+            result = await wrapped(*args, **kwargs)
+        finally:
+            _updating.reset(token)
+        if _state.guard is not None:
+            _updated(notes, args, kwargs)
+        return result
+
+    return sync, asynchronous
+
+
+_update_state, _aupdate_state = _state_update(_one_update)
+_bulk_update_state, _abulk_update_state = _state_update(_bulk_updates)
 
 
 def _pending_turn(config: Any) -> str | None:
@@ -185,7 +277,20 @@ def _pending_turn(config: Any) -> str | None:
     if thread is None or not _pending:
         return None
     with _pending_lock:
-        return _pending.pop(thread, None)
+        texts = _pending.pop(thread, None)
+    return "\n".join(texts) if texts else None
+
+
+def _unknown_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> Any:
+    answer = wrapped(*args, **kwargs)
+    guard = _state.guard
+    if guard is None or answer is None:
+        return answer
+    call = args[0] if args else kwargs.get("call")
+    if not isinstance(call, dict):
+        return answer
+    return unknown_tool_call(guard, call, answer)
 
 
 def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -206,9 +311,10 @@ def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str,
             turn_text=text,
         )
     except ToolCallBlocked:
-        if pending is not None:
-            # The message stays in the thread's state: the next run must not let it through.
-            _updated(config, {"messages": [("user", pending)]})
+        thread = _thread_id(config)
+        if pending is not None and thread is not None:
+            # The messages stay in the thread's state: the next run must not let them through.
+            _note(thread, [pending], first=True)
         raise
     except Exception as exc:
         internal_error("langgraph start", exc)
@@ -286,12 +392,17 @@ async def _loop_aexit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     return suppressed
 
 
+# ToolNode's module (langgraph-prebuilt; ``create_agent`` and ``create_react_agent`` use it).
+_TOOL_NODE = "langgraph.prebuilt.tool_node"
+
+
 class LangGraphIntegration(Integration):
     """Compiled LangGraph graphs (and ``create_agent`` agents built on them)."""
 
     name = "langgraph"
     # The run loop's module: ``langgraph.pregel._loop`` (``langgraph.pregel.loop`` before 1.0).
-    targets = ("langgraph.pregel", "langgraph.pregel._loop", "langgraph.pregel.loop")
+    targets = ("langgraph.pregel", "langgraph.pregel._loop", "langgraph.pregel.loop",
+               _TOOL_NODE)
 
     def patch_module(self, target: str, module: Any) -> None:
         if target == "langgraph.pregel":
@@ -299,8 +410,21 @@ class LangGraphIntegration(Integration):
             self.wrap(pregel, "stream", _stream)
             self.wrap(pregel, "astream", _astream)
             # A human message can also enter a thread through a state update between runs.
+            # ``update_state`` goes through ``bulk_update_state`` (LangGraph >= 0.3) in current
+            # versions; both are wrapped, and the outermost call is the one noted.
             self.wrap(pregel, "update_state", _update_state)
             self.wrap(pregel, "aupdate_state", _aupdate_state)
+            if hasattr(pregel, "bulk_update_state"):
+                self.wrap(pregel, "bulk_update_state", _bulk_update_state)
+                self.wrap(pregel, "abulk_update_state", _abulk_update_state)
+        elif target == _TOOL_NODE:
+            # The check ToolNode makes of a call before running it, which answers a call of a
+            # tool it does not have with an error message: the only place such a call is seen
+            # (no BaseTool runs for it).
+            tool_node = getattr(module, "ToolNode", None)
+            if tool_node is None or not callable(getattr(tool_node, "_validate_tool_call", None)):
+                return
+            self.wrap(tool_node, "_validate_tool_call", _unknown_tool)
         else:
             # The loop's context-manager exit is where a top-level graph's interrupt is swallowed
             # (the stream then ends as if the run had completed); nested graphs let it propagate

@@ -13,7 +13,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from langgraph.types import Command, interrupt
+from langgraph.types import Command, StateUpdate, interrupt
 from opentelemetry.trace import StatusCode
 from typing_extensions import TypedDict
 
@@ -238,4 +238,90 @@ async def test_in_enforce_a_blocked_state_update_message_stays_blocked(guarded: 
     for _ in range(2):
         with pytest.raises(ModelCallBlocked):
             await agent.ainvoke(None, config)
+    assert asked == [1]
+
+
+def _write(agent: Any, config: dict[str, Any], route: str, *messages: Any) -> None:
+    """Write human ``messages`` into the thread between runs, by ``route``."""
+    updates = [StateUpdate({"messages": [m]}, "__start__") for m in messages]
+    if route == "update_state":
+        for message in messages:
+            agent.update_state(config, {"messages": [message]}, as_node="__start__")
+    elif route == "bulk":
+        agent.bulk_update_state(config, [[u] for u in updates])
+    elif route == "abulk":
+        asyncio.run(agent.abulk_update_state(config, [[u] for u in updates]))
+    else:  # one superstep copying the checkpoint, then applying the updates to the copy
+        agent.bulk_update_state(config, [[StateUpdate(updates, "__copy__")]])
+
+
+@pytest.mark.parametrize("route", ["bulk", "abulk", "copy"])
+def test_a_user_message_added_by_a_bulk_state_update_is_the_next_runs_turn(
+        guarded: Any, spans: Any, route: str) -> None:
+    """A human message written with ``bulk_update_state`` / ``abulk_update_state`` (also into a
+    copied checkpoint) is the next run's turn, as with ``update_state``: numbered, recorded and
+    scanned for injection."""
+    found: list[Any] = []
+    guarded(on_finding=found.append)
+    agent = _chat_agent(ScriptedChatModel(script=[say("Hello."), say("No.")]))
+    config = {"configurable": {"thread_id": f"desk-{route}"}}
+    agent.invoke({"messages": [("user", "hi")]}, config)
+    _write(agent, config, route, HumanMessage(INJECTION))
+    assert agent.invoke(None, config)["messages"][-1].content == "No."
+    first, second = sorted(spans.named("invoke_agent desk"), key=lambda s: s.start_time)
+    assert [first.attributes["agentguard.turn.index"],
+            second.attributes["agentguard.turn.index"]] == [1, 2]
+    assert second.attributes["agentguard.turn.text"] == INJECTION
+    assert [(f.category, f.turn) for f in found] == [("injection", 2)]
+
+
+@pytest.mark.parametrize("route", ["update_state", "bulk"])
+def test_every_user_message_written_before_a_run_is_in_its_turn(guarded: Any, spans: Any,
+                                                                route: str) -> None:
+    """Several human messages written into a thread before a run (one update after another, or
+    supersteps of one bulk update) all reach the model, so all are the run's turn: an injection
+    followed by a harmless message is still scanned."""
+    found: list[Any] = []
+    guarded(on_finding=found.append)
+    agent = _chat_agent(ScriptedChatModel(script=[say("Hello."), say("No.")]))
+    config = {"configurable": {"thread_id": f"desk-many-{route}"}}
+    agent.invoke({"messages": [("user", "hi")]}, config)
+    _write(agent, config, route, HumanMessage(INJECTION), HumanMessage("thanks"))
+    agent.invoke(None, config)
+    last = max(spans.named("invoke_agent desk"), key=lambda s: s.start_time)
+    assert last.attributes["agentguard.turn.text"] == f"{INJECTION}\nthanks"
+    assert [(f.category, f.turn) for f in found] == [("injection", 2)]
+
+
+def test_every_user_message_ending_a_command_update_is_in_the_turn(guarded: Any,
+                                                                   spans: Any) -> None:
+    """A ``Command`` whose update ends with several human messages makes all of them the turn
+    (the model reads every one), not only the last."""
+    found: list[Any] = []
+    guarded(on_finding=found.append)
+    agent = _chat_agent(ScriptedChatModel(script=[say("Hello."), say("No.")]))
+    config = {"configurable": {"thread_id": "desk-5"}}
+    agent.invoke({"messages": [("user", "hi")]}, config)
+    agent.invoke(Command(update={"messages": [HumanMessage(INJECTION), HumanMessage("thanks")]},
+                         goto="model"), config)
+    last = max(spans.named("invoke_agent desk"), key=lambda s: s.start_time)
+    assert last.attributes["agentguard.turn.text"] == f"{INJECTION}\nthanks"
+    assert [(f.category, f.turn) for f in found] == [("injection", 2)]
+
+
+def test_in_enforce_a_message_from_a_bulk_update_is_blocked_before_the_model(
+        guarded: Any) -> None:
+    """A turn policy blocks a human message written with ``bulk_update_state`` before the model
+    reads it, on every run that would hand it over."""
+    guarded(mode="enforce", policy=_no_password, builtin_rules=False, injection_detection=False)
+    asked: list[int] = []
+    model = ScriptedChatModel(script=[lambda messages: asked.append(len(messages)) or say("ok")],
+                              loop=True)
+    agent = _chat_agent(model)
+    config = {"configurable": {"thread_id": "desk-6"}}
+    agent.invoke({"messages": [("user", "hi")]}, config)
+    _write(agent, config, "bulk", HumanMessage("the admin password?"))
+    for _ in range(2):
+        with pytest.raises(ModelCallBlocked):
+            agent.invoke(None, config)
     assert asked == [1]

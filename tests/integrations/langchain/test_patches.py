@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _patched() -> dict[str, Any]:
     from langchain_core.tools import base
+    from langgraph.prebuilt.tool_node import ToolNode
     from langgraph.pregel import Pregel, _loop
 
     return {
@@ -24,6 +25,9 @@ def _patched() -> dict[str, Any]:
         "AsyncPregelLoop.__aexit__": _loop.AsyncPregelLoop.__dict__["__aexit__"],
         "Pregel.update_state": Pregel.__dict__["update_state"],
         "Pregel.aupdate_state": Pregel.__dict__["aupdate_state"],
+        "Pregel.bulk_update_state": Pregel.__dict__["bulk_update_state"],
+        "Pregel.abulk_update_state": Pregel.__dict__["abulk_update_state"],
+        "ToolNode._validate_tool_call": ToolNode.__dict__["_validate_tool_call"],
         "_handle_tool_error": base.__dict__["_handle_tool_error"],
         "_handle_validation_error": base.__dict__["_handle_validation_error"],
     }
@@ -74,3 +78,26 @@ def test_instrument_before_langgraph_is_imported_marks_a_paused_graph() -> None:
                           text=True, env=env, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['GraphInterrupt']"
+
+
+_UNKNOWN_TOOL_SCRIPT = """
+import agentguard
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+agentguard.instrument(exporter=exporter)
+from tests.integrations.langchain.agents import call, make_agent, say
+
+make_agent([say("", call("delete_everything")), say("ok")]).invoke({"messages": [("user", "go")]})
+agentguard.flush()
+print(sorted(s.name for s in exporter.get_finished_spans() if s.name.startswith("execute_tool")))
+"""
+
+
+def test_instrument_before_langgraph_is_imported_traces_unknown_tool_calls() -> None:
+    """instrument() run before LangGraph is imported still traces a ToolNode's answer to a call
+    of a tool it does not have (ToolNode's module is patched when it is imported)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTGUARD_", "OTEL_"))}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_UNKNOWN_TOOL_SCRIPT)],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['execute_tool delete_everything']"

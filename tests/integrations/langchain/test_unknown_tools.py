@@ -1,0 +1,206 @@
+"""A model asking for a tool the agent does not have: LangGraph's ``ToolNode`` answers it with an
+error message and runs nothing, and agentguard reports the attempt as the tool call it is."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import AnyMessage, BaseMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode, tools_condition
+from opentelemetry.trace import StatusCode
+from typing_extensions import TypedDict
+
+import agentguard
+from agentguard.findings import Finding
+from tests.integrations.langchain.agents import ScriptedChatModel, call, get_weather, say
+
+# What ToolNode answers a call of an unknown tool with (its own wording).
+NOT_A_TOOL = "Error: delete_everything is not a valid tool, try one of [get_weather]."
+
+POLICY = """
+rules:
+  - id: NO-DELETE
+    description: Deleting everything is not allowed
+    severity: high
+    action: block
+    match: {kind: tool_call, tool: delete_everything}
+"""
+QUIET = {"runtime_sensor": False, "injection_detection": False}
+
+
+class Recorder:
+    """A scripted step that records the messages the model was given, then answers."""
+
+    def __init__(self) -> None:
+        self.seen: list[BaseMessage] = []
+
+    def __call__(self, messages: list[BaseMessage]) -> Any:
+        self.seen = list(messages)
+        return say("done")
+
+    def tool_messages(self) -> list[ToolMessage]:
+        return [m for m in self.seen if isinstance(m, ToolMessage)]
+
+
+class _Chat(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _graph(model: ScriptedChatModel) -> Any:
+    """A hand-built ReAct graph: a model node, and a ToolNode when the model asks for tools."""
+    bound = model.bind_tools([get_weather])
+
+    def think(state: _Chat) -> dict[str, Any]:
+        return {"messages": [bound.invoke(state["messages"])]}
+
+    builder = StateGraph(_Chat)
+    builder.add_node("model", think)
+    builder.add_node("tools", ToolNode([get_weather]))
+    builder.add_edge(START, "model")
+    builder.add_conditional_edges("model", tools_condition, ["tools", END])
+    builder.add_edge("tools", "model")
+    return builder.compile(name="support")
+
+
+def _agent(script: list[Any], kind: str = "create_agent") -> Any:
+    model = ScriptedChatModel(script=script)
+    if kind == "create_agent":
+        return create_agent(model, [get_weather], name="support")
+    return _graph(model)
+
+
+def _run(agent: Any, way: str) -> None:
+    graph_input = {"messages": [("user", "clean up")]}
+    if way == "invoke":
+        agent.invoke(graph_input)
+    elif way == "ainvoke":
+        asyncio.run(agent.ainvoke(graph_input))
+    else:
+        for _ in agent.stream(graph_input, stream_mode="updates"):
+            pass
+
+
+@pytest.mark.parametrize("kind", ["create_agent", "tool-node"])
+@pytest.mark.parametrize("way", ["invoke", "ainvoke", "stream"])
+def test_a_call_of_a_tool_the_agent_lacks_is_a_failed_tool_span(guarded: Any, spans: Any,
+                                                                  kind: str, way: str) -> None:
+    """The model's call of a tool that does not exist gets an ``execute_tool`` span under the
+    agent, with the requested name, call id and arguments, error status, and as its result the
+    error message ToolNode tells the model, which the model gets unchanged."""
+    guarded()
+    recorder = Recorder()
+    _run(_agent([say("", call("delete_everything", "d1", path="/", force=True)), recorder],
+                kind), way)
+    [message] = recorder.tool_messages()
+    assert (message.content, message.status, message.tool_call_id) == (NOT_A_TOOL, "error", "d1")
+    span = spans.one("execute_tool delete_everything")
+    assert span.parent.span_id == spans.one("invoke_agent support").context.span_id
+    assert span.attributes["gen_ai.tool.name"] == "delete_everything"
+    assert span.attributes["gen_ai.tool.call.id"] == "d1"
+    assert json.loads(span.attributes["gen_ai.tool.call.arguments"]) == {"path": "/",
+                                                                         "force": True}
+    assert span.attributes["gen_ai.tool.call.result"] == NOT_A_TOOL
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == f"tool error: {NOT_A_TOOL}"
+    assert span.attributes["error.type"] == "_OTHER"
+
+
+def test_known_and_unknown_calls_in_one_step_each_get_their_own_span(guarded: Any,
+                                                                     spans: Any) -> None:
+    """Of parallel calls in one step, the known tool runs and succeeds while the unknown one is
+    a failed span of its own; neither is reported twice."""
+    guarded()
+    recorder = Recorder()
+    _agent([say("", call("get_weather", "w1", city="Oslo"),
+                call("delete_everything", "d1", path="/")), recorder]).invoke(
+        {"messages": [("user", "go")]})
+    statuses = {m.tool_call_id: m.status for m in recorder.tool_messages()}
+    assert statuses == {"w1": "success", "d1": "error"}
+    tools = sorted(spans.named("execute_tool"), key=lambda s: s.name)
+    assert [(s.name, s.status.status_code) for s in tools] == [
+        ("execute_tool delete_everything", StatusCode.ERROR),
+        ("execute_tool get_weather", StatusCode.UNSET)]
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_a_policy_denying_the_name_blocks_the_attempt_with_a_finding(
+        guarded: Any, spans: Any, policy_file: Path) -> None:
+    """In enforce mode a rule denying the tool by name blocks the call of a tool that does not
+    exist like any other: a block finding, the span marked blocked, and the model told which
+    rule refused it (the agent carries on)."""
+    seen: list[Finding] = []
+    guarded(mode="enforce", policy=str(policy_file), on_finding=seen.append, **QUIET)
+    recorder = Recorder()
+    result = _agent([say("", call("delete_everything", "d1", path="/")), recorder]).invoke(
+        {"messages": [("user", "clean up")]})
+    assert result["messages"][-1].content == "done"
+    [message] = recorder.tool_messages()
+    assert message.status == "error" and message.tool_call_id == "d1"
+    assert "NO-DELETE" in str(message.content)
+    assert [(f.rule_id, f.action, f.tool) for f in seen] == [
+        ("NO-DELETE", "block", "delete_everything")]
+    span = spans.one("execute_tool delete_everything")
+    assert span.attributes["agentguard.decision"] == "block"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_in_monitor_mode_the_attempt_alerts_and_the_model_gets_langgraphs_answer(
+        guarded: Any, policy_file: Path) -> None:
+    """In monitor mode the same rule alerts, and the model reads ToolNode's own error."""
+    seen: list[Finding] = []
+    guarded(mode="monitor", policy=str(policy_file), on_finding=seen.append, **QUIET)
+    recorder = Recorder()
+    _agent([say("", call("delete_everything", "d1", path="/")), recorder]).invoke(
+        {"messages": [("user", "clean up")]})
+    assert [m.content for m in recorder.tool_messages()] == [NOT_A_TOOL]
+    assert [(f.rule_id, f.action) for f in seen] == [("NO-DELETE", "alert")]
+
+
+@pytest.mark.parametrize("way", ["invoke", "ainvoke"])
+def test_with_on_block_raise_the_blocked_attempt_propagates(guarded: Any, policy_file: Path,
+                                                            way: str) -> None:
+    """With ``on_block="raise"`` a blocked call of an unknown tool stops the agent with
+    ``ToolCallBlocked``, as a blocked call of a known one does."""
+    guarded(mode="enforce", on_block="raise", policy=str(policy_file), **QUIET)
+    with pytest.raises(agentguard.ToolCallBlocked) as info:
+        _run(_agent([say("", call("delete_everything", path="/")), say("unreachable")],
+                    "tool-node"), way)
+    assert info.value.finding.rule_id == "NO-DELETE"
+
+
+def test_built_in_rules_judge_the_arguments_of_an_unknown_tool(guarded: Any, spans: Any) -> None:
+    """With no policy file, the built-in pack judges the arguments of a call to a tool the agent
+    lacks as it would a real one (here a URL aimed at the cloud metadata service)."""
+    seen: list[Finding] = []
+    guarded(mode="enforce", on_finding=seen.append, **QUIET)
+    recorder = Recorder()
+    _agent([say("", call("fetch_url", "f1", url="http://169.254.169.254/latest/meta-data/")),
+            recorder]).invoke({"messages": [("user", "read it")]})
+    [message] = recorder.tool_messages()
+    assert message.status == "error" and "AG009" in str(message.content)
+    assert [(f.rule_id, f.tool) for f in seen] == [("AG009", "fetch_url")]
+
+
+def test_uninstrumented_an_unknown_tool_call_is_left_to_langgraph(guarded: Any,
+                                                                  spans: Any) -> None:
+    """After uninstrument() the call is answered by ToolNode alone and nothing is traced."""
+    guarded()
+    agentguard.uninstrument()
+    recorder = Recorder()
+    _agent([say("", call("delete_everything", "d1")), recorder], "tool-node").invoke(
+        {"messages": [("user", "clean up")]})
+    assert [m.content for m in recorder.tool_messages()] == [NOT_A_TOOL]
+    assert spans.all() == []
