@@ -182,6 +182,15 @@ AG_BEDROCK_RESPONSE_TRUNCATED = "agentguard.bedrock.response.truncated"
 AG_BEDROCK_STEP = "agentguard.bedrock.agent.step"
 EVENT_BEDROCK_GUARDRAIL = "agentguard.bedrock.guardrail"
 EVENT_BEDROCK_FAILURE = "agentguard.bedrock.failure"
+# Image generation: the GenAI conventions' operation, output type and request attributes, and
+# what the answer held (never the images themselves): how many, and their size in bytes.
+OP_GENERATE_CONTENT = "generate_content"
+GEN_AI_OUTPUT_TYPE = "gen_ai.output.type"
+OUTPUT_TYPE_IMAGE = "image"
+GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
+GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+AG_OUTPUT_IMAGE_COUNT = "agentguard.output.image.count"
+AG_OUTPUT_IMAGE_SIZE = "agentguard.output.image.size"
 
 __all__ += [
     "AG_BEDROCK_ACTION_GROUP", "AG_BEDROCK_AGENT_ALIAS_ID", "AG_BEDROCK_EXECUTION",
@@ -198,6 +207,11 @@ __all__ += [
     "GEN_AI_AGENT_ID", "GEN_AI_DATA_SOURCE_ID", "GEN_AI_REQUEST_STOP_SEQUENCES",
     "GEN_AI_REQUEST_TOP_P", "GEN_AI_RESPONSE_ID", "HTTP_RESPONSE_STATUS_CODE", "PROVIDER_AWS_BEDROCK",
     "RPC_METHOD", "RPC_RESPONSE_STATUS_CODE", "RPC_SERVICE", "RPC_SYSTEM", "RPC_SYSTEM_AWS",
+]
+__all__ += [
+    "AG_OUTPUT_IMAGE_COUNT", "AG_OUTPUT_IMAGE_SIZE", "GEN_AI_OUTPUT_TYPE",
+    "GEN_AI_REQUEST_CHOICE_COUNT", "GEN_AI_REQUEST_SEED", "OP_GENERATE_CONTENT",
+    "OUTPUT_TYPE_IMAGE",
 ]
 
 # Runtime sensor: span events on the tool span for what the process did while it ran

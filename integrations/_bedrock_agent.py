@@ -2,9 +2,10 @@
 
 ``InvokeAgent`` is one ``invoke_agent {agentId}`` span (the session id is the conversation, the
 input text a turn). With ``enableTrace`` the orchestration trace events the stream carries
-become child spans as the caller reads them: model invocations (``chat``), action-group calls
-(``execute_tool``) and knowledge-base lookups (``retrieval``, whose passages the Guard sees as
-untrusted content).
+become child spans as the caller reads them: model invocations (``chat``: the prompt, and the
+raw response read as the model's own JSON, its reasoning apart from its answer, its usage with
+the prompt-cache counts), action-group calls (``execute_tool``) and knowledge-base lookups
+(``retrieval``, whose passages the Guard sees as untrusted content).
 
 Action groups with ``RETURN_CONTROL`` hand the tool call to the application: each one becomes a
 ``ToolCall`` judged when its ``returnControl`` event arrives. A block raises
@@ -46,7 +47,10 @@ from agentguard.integrations._aws_streams import (
 from agentguard.integrations._bedrock_models import (
     MAX_TEXT,
     ContentBudget,
+    ModelReply,
+    converse_reasoning,
     parse_json,
+    parse_response,
     text_of,
     token_count,
 )
@@ -238,6 +242,60 @@ def _prompt_messages(text: Any) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+# The longest raw model response decoded as JSON (a longer one is recorded as the text it is).
+MAX_RAW_RESPONSE = 4 * MAX_TEXT
+
+
+def _raw_block(block: Any) -> Any:
+    """A content block of an agent's raw Anthropic response, with the reasoning Bedrock puts in
+    its own fields (``reasoningText``, ``reasoningRedactedContent``) as Anthropic's ``thinking``
+    / ``redacted_thinking`` block; the signature and the redacted bytes are left out."""
+    if not isinstance(block, dict):
+        return block
+    thought = block.get("reasoningText")
+    if isinstance(thought, dict):
+        thought = thought.get("text")
+    if isinstance(thought, str):
+        return {"type": "thinking", "thinking": thought}
+    if block.get("reasoningRedactedContent") is not None:
+        return {"type": "redacted_thinking"}
+    return block
+
+
+def _model_reply(item: dict[str, Any]) -> ModelReply:
+    """The answer of an agent's model invocation: its raw response read as the model's own JSON
+    (Anthropic Messages, or Converse for other models: text, tool calls, reasoning, finish
+    reason, usage with the prompt-cache counts), else as the text it is; the ``reasoningContent``
+    the trace gives beside it as the reasoning; the trace's token counts where it has them."""
+    raw = item.get("rawResponse")
+    content = raw.get("content") if isinstance(raw, dict) else None
+    parsed = parse_json(content) if isinstance(content, str) and content[:1] == "{" and \
+        len(content) <= MAX_RAW_RESPONSE else None
+    reply = ModelReply()
+    if isinstance(parsed, dict) and isinstance(parsed.get("content"), list) and (
+            parsed.get("type") == "message" or parsed.get("role") == "assistant"):
+        parsed = {**parsed, "content": [_raw_block(block) for block in parsed["content"]]}
+        reply = parse_response("anthropic", parsed)
+    elif isinstance(parsed, dict) and isinstance(parsed.get("output"), dict) and \
+            isinstance(parsed["output"].get("message"), dict):
+        reply = parse_response("nova", parsed)
+    elif content is not None:
+        reply.output = [{"role": "assistant", "content": str(content)}]
+    thought = converse_reasoning({"reasoningContent": item.get("reasoningContent")})
+    if thought:
+        if not reply.output:
+            reply.output = [{"role": "assistant", "content": ""}]
+        reply.output[0]["reasoning"] = thought
+    metadata = item.get("metadata")
+    usage = metadata.get("usage") if isinstance(metadata, dict) else None
+    if isinstance(usage, dict):
+        # Bedrock's own count, as the raw response's (which leaves out the cached tokens).
+        for field, slot in (("inputTokens", "input_tokens"), ("outputTokens", "output_tokens")):
+            if token_count(usage.get(field)) is not None:
+                setattr(reply, slot, token_count(usage.get(field)))
+    return reply
+
+
 # -- InvokeAgent ---------------------------------------------------------------------------------
 
 class _AgentState:
@@ -353,14 +411,19 @@ class _AgentFollower(StreamFollower):
         op = self.steps.pop(("model", str(item.get("traceId"))), None)
         if op is None:
             return
-        raw = item.get("rawResponse")
-        content = raw.get("content") if isinstance(raw, dict) else None
-        metadata = item.get("metadata")
-        usage = metadata.get("usage") if isinstance(metadata, dict) else None
-        usage = usage if isinstance(usage, dict) else {}
-        output = [{"role": "assistant", "content": str(content)}] if content is not None else []
-        op.end_chat(output, input_tokens=token_count(usage.get("inputTokens")),
-                    output_tokens=token_count(usage.get("outputTokens")))
+        reply = _model_reply(item)
+        span = op.span
+        if reply.response_id:
+            span.set_attribute(semconv.GEN_AI_RESPONSE_ID, str(reply.response_id))
+        if reply.cache_read_tokens is not None:
+            span.set_attribute(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                               reply.cache_read_tokens)
+        if reply.cache_write_tokens is not None:
+            span.set_attribute(semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+                               reply.cache_write_tokens)
+        op.end_chat(reply.output, response_model=reply.response_model,
+                    input_tokens=reply.total_input_tokens(), output_tokens=reply.output_tokens,
+                    finish_reasons=reply.finish_reasons)
 
     def _invocation(self, item: dict[str, Any]) -> None:
         trace_id = item.get("traceId")

@@ -3,13 +3,15 @@
 ``InvokeModel`` carries the model vendor's own JSON. Families covered: Anthropic Messages
 (``anthropic_version``), Amazon Nova (``schemaVersion: messages-v1`` or a Converse-like
 ``messages`` list), Amazon Titan Text, Meta Llama, Mistral (prompt and chat-completion forms),
-DeepSeek and other chat-completion bodies, Cohere Command and Command R, and the embedding
-models (Titan, Cohere and Nova embeddings). A family is recognised from the model id (also
-inside an inference profile id or ARN, e.g. ``us.anthropic.claude-...``) and, failing that,
-from the body's shape. Messages come out in the same plain-dict form every integration uses
-(``role``, ``content``, ``tool_calls``, ``tool_call_id``, and ``reasoning`` for the model's
-reasoning: Converse ``reasoningContent``, Anthropic ``thinking`` blocks; a redacted block as
-:data:`~agentguard._genai.REDACTED_REASONING`, its bytes and every signature left out).
+DeepSeek and other chat-completion bodies, Cohere Command and Command R, the embedding
+models (Titan, Cohere and Nova embeddings) and the image generation models (Titan Image
+Generator, Nova Canvas, Stability: their prompts, and their images counted and sized, never
+read). A family is recognised from the model id (also inside an inference profile id or ARN,
+e.g. ``us.anthropic.claude-...``) and, failing that, from the body's shape. Messages come out
+in the same plain-dict form every integration uses (``role``, ``content``, ``tool_calls``,
+``tool_call_id``, and ``reasoning`` for the model's reasoning: Converse ``reasoningContent``,
+Anthropic ``thinking`` blocks; a redacted block as :data:`~agentguard._genai.REDACTED_REASONING`,
+its bytes and every signature left out).
 
 A body too deep for the JSON decoder, or not JSON, is read as far as that is safe
 (:func:`parse_json_partial`), and the reply says it was not read whole.
@@ -34,6 +36,8 @@ __all__ = [
     "CUT_SIZE",
     "ContentBudget",
     "EmbeddingRequest",
+    "ImageReply",
+    "ImageRequest",
     "ModelReply",
     "StreamAccumulator",
     "anthropic_reasoning",
@@ -43,7 +47,10 @@ __all__ = [
     "embedding_request",
     "embedding_response",
     "family_of",
+    "image_request",
+    "image_response",
     "is_embedding",
+    "is_image_generation",
     "parse_json",
     "parse_json_partial",
     "parse_request",
@@ -1238,3 +1245,162 @@ def embedding_response(body: Any) -> tuple[int | None, int | None]:
     if isinstance(embeddings, list) and embeddings and isinstance(embeddings[0], dict):
         return tokens, _vector_length(embeddings[0].get("embedding"))
     return tokens, _vector_length(embeddings)
+
+
+# -- image generation ----------------------------------------------------------------------------
+
+# Model ids of the image generation models on Bedrock (also inside inference profile ids).
+_IMAGE_MODELS = ("amazon.titan-image-generator", "amazon.nova-canvas", "stability.")
+# The task parameters of a Titan Image Generator / Nova Canvas request, one per task type.
+_IMAGE_TASKS = ("textToImageParams", "inPaintingParams", "outPaintingParams",
+                "imageVariationParams", "colorGuidedGenerationParams", "backgroundRemovalParams",
+                "virtualTryOnParams")
+# Fields of those parameters (and of Stability's bodies) that carry an input image.
+_IMAGE_INPUTS = ("image", "conditionImage", "maskImage", "referenceImage", "sourceImage",
+                 "init_image", "mask")
+# Fields only a Stability SD3 / Stable Image body has beside its prompt.
+_STABILITY_FIELDS = ("aspect_ratio", "output_format", "negative_prompt", "style_preset")
+MAX_IMAGES = 64
+
+
+def is_image_generation(model_id: str | None, body: Any) -> bool:
+    """Whether an ``InvokeModel`` call asks an image generation model for images: Amazon Titan
+    Image Generator, Amazon Nova Canvas or a Stability model by its id or, for an id that names
+    no model family (an application inference profile ARN), by the body's shape."""
+    model = (model_id or "").lower()
+    if any(marker in model for marker in _IMAGE_MODELS):
+        return True
+    if family_of(model) != "unknown" or not isinstance(body, dict):
+        return False
+    if isinstance(body.get("taskType"), str):  # Titan Image Generator, Nova Canvas
+        return any(isinstance(body.get(task), dict) for task in _IMAGE_TASKS) or \
+            isinstance(body.get("imageGenerationConfig"), dict)
+    if isinstance(body.get("text_prompts"), list):  # Stability SDXL
+        return True
+    return isinstance(body.get("prompt"), str) and (
+        body.get("mode") in ("text-to-image", "image-to-image")
+        or any(key in body for key in _STABILITY_FIELDS))
+
+
+class ImageRequest:
+    """What an image generation request asks for: its prompts as user messages (the prompt,
+    then the negative and mask prompts, named so, and a placeholder per input image), the
+    prompt alone, and the image count and seed it names."""
+
+    __slots__ = ("count", "messages", "prompt", "seed")
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.prompt: str | None = None
+        self.count: int | None = None
+        self.seed: int | None = None
+
+
+def _input_images(params: dict[str, Any]) -> int:
+    count = sum(1 for key in _IMAGE_INPUTS if params.get(key))
+    return count + len(_list(params.get("images")))
+
+
+def image_request(body: Any) -> ImageRequest:
+    """The prompts of a Titan Image Generator, Nova Canvas or Stability request (input images
+    as placeholders: their base64 is never read), the image count and the seed."""
+    request = ImageRequest()
+    if not isinstance(body, dict):
+        return request
+    negative: list[str] = []
+    masks: list[str] = []
+    images = 0
+    task = next((body[key] for key in _IMAGE_TASKS if isinstance(body.get(key), dict)), None)
+    if task is not None:  # Titan Image Generator, Nova Canvas
+        if isinstance(task.get("text"), str):
+            request.prompt = task["text"]
+        if isinstance(task.get("negativeText"), str):
+            negative.append(task["negativeText"])
+        for holder in (task, _map(task.get("promptBasedMask"))):  # Nova Canvas virtual try-on
+            if isinstance(holder.get("maskPrompt"), str):
+                masks.append(holder["maskPrompt"])
+        images = _input_images(task) + _input_images(_map(task.get("imageBasedMask")))
+        config = _map(body.get("imageGenerationConfig"))
+        request.count = _number(config.get("numberOfImages"))
+        request.seed = _number(config.get("seed"))
+    elif isinstance(body.get("text_prompts"), list):  # Stability SDXL: weighted prompts
+        positive: list[str] = []
+        for item in body["text_prompts"][:MAX_BLOCKS]:
+            text = _map(item).get("text")
+            if isinstance(text, str):
+                weight = _map(item).get("weight")
+                below = isinstance(weight, (int, float)) and weight < 0
+                (negative if below else positive).append(text)
+        request.prompt = "\n".join(positive) or None
+        images = _input_images(body)
+        request.count = _number(body.get("samples"))
+        request.seed = _number(body.get("seed"))
+    else:  # Stability SD3, Stable Image Core / Ultra and the Stable Image services
+        if isinstance(body.get("prompt"), str):
+            request.prompt = body["prompt"]
+        if isinstance(body.get("negative_prompt"), str):
+            negative.append(body["negative_prompt"])
+        if isinstance(body.get("search_prompt"), str):  # search-and-replace / recolor
+            masks.append(body["search_prompt"])
+        if isinstance(body.get("select_prompt"), str):
+            masks.append(body["select_prompt"])
+        images = _input_images(body)
+        request.seed = _number(body.get("seed"))
+    messages: list[dict[str, Any]] = []
+    if request.prompt:
+        messages.append({"role": "user", "content": request.prompt})
+    messages.extend({"role": "user", "name": "negative_prompt", "content": text}
+                    for text in negative if text)
+    messages.extend({"role": "user", "name": "mask_prompt", "content": text}
+                    for text in masks if text)
+    messages.extend({"role": "user", "content": "<image>"} for _ in range(min(images, MAX_IMAGES)))
+    request.messages = messages
+    return request
+
+
+class ImageReply:
+    """What an image generation answer holds, without its images: how many, their total size in
+    bytes (from the base64 text's length: nothing is decoded), and the finish reasons given."""
+
+    __slots__ = ("count", "finish_reasons", "size")
+
+    def __init__(self) -> None:
+        self.count: int | None = None
+        self.size = 0
+        self.finish_reasons: list[str] = []
+
+    def add(self, encoded: Any) -> None:
+        if self.count is None:
+            self.count = 0
+        self.count += 1
+        if isinstance(encoded, str):
+            self.size += len(encoded) * 3 // 4 - (len(encoded) - len(encoded.rstrip("=")))
+
+
+def image_response(body: Any) -> ImageReply:
+    """The images of a Titan / Nova Canvas (``images``, ``maskImage``, ``error``), Stability
+    (``images``, ``finish_reasons``) or Stability SDXL (``artifacts``) answer, counted and
+    sized."""
+    reply = ImageReply()
+    if not isinstance(body, dict):
+        return reply
+    if isinstance(body.get("artifacts"), list):
+        reply.count = 0
+        for artifact in body["artifacts"]:
+            artifact = _map(artifact)
+            reply.add(artifact.get("base64"))
+            if isinstance(artifact.get("finishReason"), str):
+                reply.finish_reasons.append(artifact["finishReason"][:MAX_NAME])
+        return reply
+    if isinstance(body.get("images"), list):
+        reply.count = 0
+        for image in body["images"]:
+            reply.add(image)
+    if body.get("maskImage"):
+        reply.add(body["maskImage"])
+    reasons = [str(reason)[:MAX_NAME] for reason in _list(body.get("finish_reasons"))
+               if isinstance(reason, str)]
+    if isinstance(body.get("error"), str) and body["error"]:
+        reasons.append("content_filter" if "filter" in body["error"].lower() else "error")
+    reply.finish_reasons = reasons[:MAX_BLOCKS]
+    return reply

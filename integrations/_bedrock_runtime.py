@@ -8,7 +8,9 @@ are proxied (:mod:`._aws_streams`): the span ends when the caller has read, clos
 Tool calls the model asks for are noted for ``@agentguard.tool`` (:func:`expect_tool_call`).
 
 ``InvokeModel`` of an embedding model is an ``embeddings {model}`` span instead: its inputs,
-the input token count and the dimension count, and no output (a vector is not content).
+the input token count and the dimension count, and no output (a vector is not content). Of an
+image generation model, a ``generate_content {model}`` span: its prompts, and how many images
+came back and their size, never the images (neither recorded nor read as text).
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ from agentguard.integrations._bedrock_models import (
     embedding_request,
     embedding_response,
     family_of,
+    image_request,
+    image_response,
     is_embedding,
+    is_image_generation,
     parse_json_partial,
     parse_request,
     parse_response,
@@ -60,6 +65,7 @@ __all__ = ["HANDLERS"]
 MAX_BODY = 8 * 1024 * 1024
 
 _EMBEDDING = "embedding"
+_IMAGE = "image"
 
 
 class _State:
@@ -68,7 +74,8 @@ class _State:
     def __init__(self, op: Operation, family: str = "converse",
                  dimensions: int | None = None) -> None:
         self.op = op
-        self.family = family  # a model family, or _EMBEDDING for an embedding model
+        # a model family, or _EMBEDDING / _IMAGE for an embedding / image generation model
+        self.family = family
         self.dimensions = dimensions
 
 
@@ -346,11 +353,63 @@ def _finish_embeddings(state: _State, data: bytes | None, result: Any) -> None:
     state.op.end_chat(None, input_tokens=reply.input_tokens)
 
 
+def _image_start(guard: Guard, call: CallInfo, body: Any) -> _State:
+    """A ``generate_content {model}`` span: the prompt (judged as the user's message, a turn in a
+    conversation, as a chat model's is), the negative and mask prompts, a placeholder per input
+    image, and the image count and seed asked for."""
+    request = image_request(body)
+    attrs = call.rpc_attributes()
+    attrs[semconv.GEN_AI_OUTPUT_TYPE] = semconv.OUTPUT_TYPE_IMAGE
+    if request.count is not None:
+        attrs[semconv.GEN_AI_REQUEST_CHOICE_COUNT] = request.count
+    if request.seed is not None:
+        attrs[semconv.GEN_AI_REQUEST_SEED] = request.seed
+    attrs.update(_guardrail_attributes(call.params.get("guardrailIdentifier"),
+                                       call.params.get("guardrailVersion")))
+    model = call.params.get("modelId")
+    op = guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
+                          model=str(model) if model else None, messages=request.messages,
+                          attributes=attrs, turn_text=request.prompt,
+                          operation=semconv.OP_GENERATE_CONTENT)
+    return _State(op, _IMAGE)
+
+
+def _finish_image(state: _State, data: bytes | None, result: Any) -> None:
+    """End an image generation span with the number of images and their size in bytes, the
+    finish reasons and the usage headers. The images are not output messages: base64 is not
+    text, so none of it is recorded or judged (a body that is not JSON is not read as text)."""
+    span = state.op.span
+    count: int | None = None
+    size = 0
+    reasons: list[str] = []
+    if data is None:
+        body_size = _body_size(result) if isinstance(result, dict) else None
+        if body_size is not None and body_size > MAX_BODY:
+            span.set_attribute(semconv.AG_BEDROCK_RESPONSE_TRUNCATED, CUT_SIZE)
+    elif _json_or_text(result):
+        parsed, cut = parse_json_partial(data)
+        images = image_response(parsed)
+        count, size, reasons = images.count, images.size, images.finish_reasons
+        if cut is not None:
+            span.set_attribute(semconv.AG_BEDROCK_RESPONSE_TRUNCATED, cut)
+    else:  # the image itself (an ``accept`` of image/png or image/jpeg)
+        count, size = 1, len(data)
+    if count is not None:
+        span.set_attribute(semconv.AG_OUTPUT_IMAGE_COUNT, count)
+        span.set_attribute(semconv.AG_OUTPUT_IMAGE_SIZE, size)
+    reply = ModelReply()
+    _header_usage(result, reply)
+    state.op.end_chat(None, input_tokens=reply.total_input_tokens(),
+                      output_tokens=reply.output_tokens, finish_reasons=reasons)
+
+
 def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
     params = call.params
     body = _request_body(params.get("body"))
     if is_embedding(str(params.get("modelId") or ""), body):
         return _embeddings_start(guard, call, body)
+    if is_image_generation(str(params.get("modelId") or ""), body):
+        return _image_start(guard, call, body)
     family = family_of(str(params.get("modelId") or ""), body)
     messages: list[dict[str, Any]] = []
     sampling: dict[str, Any] = {}
@@ -426,6 +485,8 @@ def _reply_from(family: str, data: bytes | None, result: Any) -> ModelReply:
 def _invoke_end(state: _State, data: bytes | None, result: Any) -> None:
     if state.family == _EMBEDDING:
         _finish_embeddings(state, data, result)
+    elif state.family == _IMAGE:
+        _finish_image(state, data, result)
     else:
         _finish(state.op, _reply_from(state.family, data, result))
 
@@ -521,8 +582,12 @@ class InvokeModelWithResponseStream(Handler):
 
     def done(self, state: _State, result: Any, asynchronous: bool) -> None:
         record_response(state.op.span, result)
-        if state.family == _EMBEDDING:  # Bedrock does not stream embeddings: nothing to follow
+        # Bedrock streams neither embeddings nor images: nothing to follow
+        if state.family == _EMBEDDING:
             _finish_embeddings(state, None, result)
+            return
+        if state.family == _IMAGE:
+            _finish_image(state, None, result)
             return
         _trace_stream(result, "body", _InvokeStreamFollower(state.op, state.family), asynchronous)
 

@@ -7,9 +7,10 @@ call, before retries, signing and parsing, so one wrapper sees each logical call
 caller's own parameters, and sees its final outcome after botocore's retries.
 
 * bedrock-runtime ``Converse``, ``ConverseStream``, ``InvokeModel``,
-  ``InvokeModelWithResponseStream``: ``chat {model}`` spans (:mod:`._bedrock_runtime`). While a
-  LangChain chat span is current (``ChatBedrockConverse`` / ``ChatBedrock`` calling boto3), they
-  are that span's own request and produce nothing more.
+  ``InvokeModelWithResponseStream``: ``chat {model}`` spans, ``embeddings {model}`` for an
+  embedding model, ``generate_content {model}`` for an image generation model
+  (:mod:`._bedrock_runtime`). While a LangChain chat span is current (``ChatBedrockConverse`` /
+  ``ChatBedrock`` calling boto3), they are that span's own request and produce nothing more.
 * bedrock-agent-runtime ``InvokeAgent``, ``Retrieve``, ``RetrieveAndGenerate``: agent and
   retrieval spans, RETURN_CONTROL tool calls (:mod:`._bedrock_agent`).
 * Every other call: a ``CloudCall`` event and an ``aws.{service}.{Operation}`` CLIENT span with

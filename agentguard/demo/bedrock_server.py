@@ -1,7 +1,8 @@
 """A local Bedrock-compatible HTTP server speaking the real wire formats, with a scriptable model.
 
 bedrock-runtime (``Converse``, ``ConverseStream``, ``InvokeModel``,
-``InvokeModelWithResponseStream``; ``InvokeModel`` of an embedding model answers with vectors)
+``InvokeModelWithResponseStream``; ``InvokeModel`` of an embedding model answers with vectors,
+of an image generation model with PNG images)
 and bedrock-agent-runtime (``InvokeAgent``, ``Retrieve``,
 ``RetrieveAndGenerate``) over HTTP/1.1 on loopback: JSON bodies for the plain calls, and the AWS
 event-stream binary framing (prelude, headers, CRC32 checksums; :func:`encode_message`) sent
@@ -31,6 +32,7 @@ import socket
 import struct
 import threading
 import urllib.parse
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -268,6 +270,10 @@ def _family(model_id: str) -> str:
     model = model_id.lower()
     for marker, family in (("amazon.titan-embed", "titan-embed"), ("cohere.embed", "cohere-embed"),
                            ("amazon.nova-2-multimodal-embeddings", "nova-embed"),
+                           ("amazon.titan-image-generator", "titan-image"),
+                           ("amazon.nova-canvas", "titan-image"),  # Titan's request shape
+                           ("stability.stable-diffusion-xl", "stability-sdxl"),
+                           ("stability.", "stability"),
                            ("anthropic.", "anthropic"), ("amazon.nova", "nova"),
                            ("amazon.titan", "titan"), ("meta.", "llama"), ("mistral.", "mistral")):
         if marker in model:
@@ -276,6 +282,10 @@ def _family(model_id: str) -> str:
 
 
 _EMBEDDING_FAMILIES = frozenset({"titan-embed", "cohere-embed", "nova-embed"})
+_IMAGE_FAMILIES = frozenset({"titan-image", "stability", "stability-sdxl"})
+# What the server draws at most (Bedrock refuses more): pixels a side, images per call.
+_MAX_SIDE = 4096
+_MAX_IMAGES = 5
 # What the server answers at most (Bedrock refuses more): dimensions per vector, inputs per call.
 _MAX_DIMENSIONS = 4096
 _MAX_INPUTS = 96
@@ -324,6 +334,49 @@ def _embedding_json(family: str, model: str, body: dict[str, Any], reply: Reply
         out["embeddings"] = vectors
         out["response_type"] = "embeddings_floats"
     return out
+
+
+def _png(width: Any, height: Any, seed: int) -> bytes:
+    """A made-up PNG of one colour (the same for the same seed); ``ValueError`` for a size
+    Bedrock would refuse."""
+    width, height = int(width), int(height)
+    if not (0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE):
+        raise ValueError(f"width and height must be within 1 and {_MAX_SIDE}")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", binascii.crc32(kind + data)))
+
+    pixel = bytes(((seed * 67) % 256, (seed * 131) % 256, (seed * 199) % 256))
+    rows = b"".join(b"\x00" + pixel * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _image_json(family: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An image generation answer in the model's shape: as many base64 PNGs as asked for, of the
+    size asked for (else 512 pixels a side)."""
+    if family == "titan-image":
+        config = body.get("imageGenerationConfig") or {}
+        count = int(config.get("numberOfImages") or 1)
+        if not 0 < count <= _MAX_IMAGES:
+            raise ValueError(f"numberOfImages must be within 1 and {_MAX_IMAGES}")
+        width, height = config.get("width") or 512, config.get("height") or 512
+        seed = int(config.get("seed") or 0)
+        return {"images": [base64.b64encode(_png(width, height, seed + i)).decode()
+                           for i in range(count)]}
+    seed = int(body.get("seed") or 0)
+    if family == "stability-sdxl":
+        count = int(body.get("samples") or 1)
+        if not 0 < count <= _MAX_IMAGES:
+            raise ValueError(f"samples must be within 1 and {_MAX_IMAGES}")
+        return {"result": "success", "artifacts": [
+            {"seed": seed + i, "finishReason": "SUCCESS", "base64": base64.b64encode(
+                _png(body.get("width") or 512, body.get("height") or 512, seed + i)).decode()}
+            for i in range(count)]}
+    return {"seeds": [seed], "finish_reasons": [None],
+            "images": [base64.b64encode(_png(512, 512, seed)).decode()]}
 
 
 def _converse_content(reply: Reply) -> list[dict[str, Any]]:
@@ -581,8 +634,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(step, Reply):
             raise TypeError(f"a model call needs a Reply, got {step!r}")
         family = _family(model)
-        if family in _EMBEDDING_FAMILIES:
-            self._embedding(family, model, action, step, request)
+        if family in _EMBEDDING_FAMILIES or family in _IMAGE_FAMILIES:
+            self._vectors_or_images(family, model, action, step, request)
         elif action == "converse":
             self._json(200, _converse_json(step))
         elif action == "converse-stream":
@@ -607,10 +660,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"message": action}, {"x-amzn-ErrorType": "UnknownOperation"})
 
-    def _embedding(self, family: str, model: str, action: str, reply: Reply,
-                   request: RecordedRequest) -> None:
-        """An embedding model: InvokeModel answers with vectors; the other calls are refused as
-        Bedrock refuses them."""
+    def _vectors_or_images(self, family: str, model: str, action: str, reply: Reply,
+                           request: RecordedRequest) -> None:
+        """An embedding or image generation model: InvokeModel answers with vectors or images;
+        the other calls are refused as Bedrock refuses them."""
         if action != "invoke":
             self._json(400, {"message": f"The provided model {model} does not support {action}"},
                        {"x-amzn-ErrorType": "ValidationException"})
@@ -619,14 +672,16 @@ class _Handler(BaseHTTPRequestHandler):
             body = request.json()
             if not isinstance(body, dict):
                 raise ValueError("the body is not a JSON object")
-            answer = _embedding_json(family, model, body, reply)
+            answer = (_image_json(family, body) if family in _IMAGE_FAMILIES
+                      else _embedding_json(family, model, body, reply))
         except (AttributeError, TypeError, ValueError, RecursionError) as exc:
             self._json(400, {"message": f"Malformed input request: {exc}"},
                        {"x-amzn-ErrorType": "ValidationException"})
             return
-        self._json(200, answer,
-                   {"X-Amzn-Bedrock-Input-Token-Count": str(reply.input_tokens),
-                    "X-Amzn-Bedrock-Invocation-Latency": "12"})
+        headers = {"X-Amzn-Bedrock-Invocation-Latency": "12"}
+        if family in _EMBEDDING_FAMILIES:  # an image model's answer has no token counts
+            headers["X-Amzn-Bedrock-Input-Token-Count"] = str(reply.input_tokens)
+        self._json(200, answer, headers)
 
     @staticmethod
     def _maybe_fail(messages: list[bytes], reply: Reply) -> list[bytes]:

@@ -178,8 +178,8 @@ def test_a_request_nested_too_deep_still_shows_its_tool_results_to_the_guard(
 def test_media_and_binary_answers_are_not_read_as_words(guarded: Any, spans: Any, bedrock: Any,
                                                         runtime: Any) -> None:
     """An image the caller asked for (``accept="image/png"``) is not an answer in words: no
-    output, no mark. Binary bytes labelled JSON are marked ``invalid_json`` and not recorded
-    as text. The caller gets both bodies unchanged."""
+    output, no mark, one image of its size. Binary bytes labelled JSON are marked
+    ``invalid_json`` and not recorded as text. The caller gets both bodies unchanged."""
     guarded()
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
     bedrock.push(Body(png, headers={"Content-Type": "image/png"}), Body(png))
@@ -188,8 +188,11 @@ def test_media_and_binary_answers_are_not_read_as_words(guarded: Any, spans: Any
         response = client.invoke_model(modelId="stability.stable-diffusion-xl-v1",
                                        accept=accept, body=json.dumps({"text_prompts": []}))
         assert response["body"].read() == png
-    image, labelled_json = spans.named("chat stability.")
+    image, labelled_json = sorted(spans.named("generate_content stability."),
+                                  key=lambda span: span.start_time)
     for span in (image, labelled_json):
-        assert plain(span.attributes["gen_ai.output.messages"]) == []
+        assert "gen_ai.output.messages" not in span.attributes
     assert "agentguard.bedrock.response.truncated" not in image.attributes
+    assert image.attributes["agentguard.output.image.count"] == 1
+    assert image.attributes["agentguard.output.image.size"] == len(png)
     assert labelled_json.attributes["agentguard.bedrock.response.truncated"] == "invalid_json"
