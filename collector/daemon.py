@@ -19,7 +19,7 @@ from typing import Any
 
 from agentguard._errors import internal_error, internal_error_counts
 from agentguard.collector import procfs
-from agentguard.collector.correlate import Correlator, OwnEndpoints, SpanKey
+from agentguard.collector.correlate import AgentInfo, Correlator, OwnEndpoints, SpanKey
 from agentguard.collector.forward import AgentResources, ResourceKey
 from agentguard.collector.judge import Judge
 from agentguard.collector.model import CONNECT, FORK, GAP, LOST, Attribution, KernelEvent, SpanInfo
@@ -32,7 +32,7 @@ from agentguard.collector.otlp import (
 )
 from agentguard.collector.sensor import Sensor, WatchSet, ebpf_unavailable_reason
 from agentguard.collector.settings import CollectorSettings
-from agentguard.collector.store import Store, StoredFinding
+from agentguard.collector.store import AgentProcess, Store, StoredFinding
 
 __all__ = ["Collector", "CollectorError", "tune_gc"]
 
@@ -87,6 +87,19 @@ _AIBOM_SPAN = "agentguard.aibom"
 # Environment markers of a process that reports to a collector (set by `agentguard run` and by
 # deployments); such processes are watched from their first instruction, not their first span.
 DISCOVERY_MARKERS = ("AGENTGUARD_COLLECTOR_ENDPOINT", "AGENTGUARD_AUTO_INSTRUMENT", "AGENTGUARD_WATCH")
+
+
+def _boot_id() -> str:
+    """This boot's id: a process start time (clock ticks since boot) names a process only within
+    one boot, and inventories outlive reboots in the store."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read(64).strip() or "unknown"
+    except (OSError, ValueError):
+        return "unknown"
+
+
+_BOOT_ID = _boot_id()
 
 
 class CollectorError(RuntimeError):
@@ -261,6 +274,9 @@ class Collector:
             "agent_lookups_deferred": 0,
             "spans_rejected": 0, "spans_rejected_invalid_id": 0, "spans_rejected_unreadable": 0,
             "requests_over_queue_bytes": 0, "requests_lost_at_stop": 0, "spans_lost_at_stop": 0,
+            # Inventory entries stored; inventory spans of senders found on no process here (kept
+            # apart, see Store.add_inventory), and those not kept for want of room.
+            "aibom_entries": 0, "aibom_unverified": 0, "aibom_refused": 0,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -765,12 +781,14 @@ class Collector:
         dropped += self.store.add_spans(kept)
         self.counters["spans_dropped"] += dropped
         for span in kept:
-            for step, where in ((self._inventories, "collector aibom inventory"),
-                                (self._library_findings, "collector library finding")):
-                try:
-                    step([span])
-                except Exception as exc:
-                    internal_error(where, exc)
+            try:
+                self._inventories([span], peer)
+            except Exception as exc:
+                internal_error("collector aibom inventory", exc)
+            try:
+                self._library_findings([span])
+            except Exception as exc:
+                internal_error("collector library finding", exc)
         try:
             self._finalize(self.correlator.add_spans(kept))
         except Exception as exc:
@@ -847,8 +865,10 @@ class Collector:
         self._lookup_budget_at = now
         return self._lookup_budget > 0
 
-    def _inventories(self, spans: list[SpanInfo]) -> None:
-        """Runtime AI-BOM spans (``agentguard.aibom``): merge each agent's inventory changes."""
+    def _inventories(self, spans: list[SpanInfo], peer: str | None) -> None:
+        """Runtime AI-BOM spans (``agentguard.aibom``): merge each into the inventory of the
+        process that sent it (the span's pid, already mapped to this host's), never into the one
+        the span names; ``peer``: the sender's address, for a sender found on no process here."""
         assert self.store is not None
         for span in spans:
             if span.name != _AIBOM_SPAN or span.parent_span_id is not None:
@@ -857,11 +877,31 @@ class Collector:
                 from agentguard.aibom._wire import decode_span
 
                 decoded = decode_span(span.attributes, span.events, span.service)
-                if decoded is not None:
-                    stored = self.store.add_inventory(**decoded)
-                    self.counters["aibom_entries"] = self.counters.get("aibom_entries", 0) + stored
+                if decoded is None:
+                    continue
+                process = self._agent_process(span.pid) if span.pid is not None else None
+                if process is None:
+                    self.counters["aibom_unverified"] += 1
+                stored = self.store.add_inventory(**decoded, process=process,
+                                                  sender=None if process is not None else peer)
+                if stored is None:
+                    self.counters["aibom_refused"] += 1
+                else:
+                    self.counters["aibom_entries"] += stored
             except Exception as exc:
                 internal_error("collector aibom inventory", exc)
+
+    def _agent_process(self, pid: int) -> AgentProcess:
+        """The process at host ``pid`` that sent spans: its start as the correlator knows the
+        agent (registered from these very spans), else as ``/proc`` has it now."""
+        agent = self.correlator.agents.get(pid)
+        if agent is not None:
+            return AgentProcess(pid, _BOOT_ID, agent.start_ticks, agent.started_ns())
+        stat = procfs.read_stat(pid)
+        if stat is None:
+            return AgentProcess(pid, _BOOT_ID, None)
+        now = AgentInfo(pid, None, 0, start_ticks=stat.start_ticks)
+        return AgentProcess(pid, _BOOT_ID, stat.start_ticks, now.started_ns())
 
     def _library_findings(self, spans: list[SpanInfo]) -> None:
         assert self.store is not None

@@ -22,6 +22,9 @@ from agentguard.findings import SEVERITY_ORDER
 __all__ = ["Incident", "ProcessNode", "TimelineEntry", "build_incident", "list_incidents"]
 
 _EXCERPT = 600
+# The model calls a story shows on its timeline (embeddings: e.g. a Bedrock embedding model
+# given the text a tool fetched).
+_MODEL_CALLS = (semconv.OP_CHAT, semconv.OP_EMBEDDINGS, semconv.OP_GENERATE_CONTENT)
 
 
 class TimelineEntry(BaseModel):
@@ -137,9 +140,12 @@ def build_incident(store: Store, incident_id: str) -> Incident | None:
             if documents:
                 untrusted.append({"source": f"retrieval {span['name']}", "turn": span.get("turn"),
                                   "ts_ns": span["start_ns"], "excerpt": _excerpt(documents)})
-        elif operation == semconv.OP_CHAT:
-            timeline.append(TimelineEntry(ts_ns=span["start_ns"], kind="model",
-                                          title=span["name"], span_id=span["span_id"]))
+        elif operation in _MODEL_CALLS:
+            model = attrs.get(semconv.GEN_AI_REQUEST_MODEL)
+            timeline.append(TimelineEntry(
+                ts_ns=span["start_ns"], kind="model", title=span["name"], span_id=span["span_id"],
+                detail={"operation": operation,
+                        "model": str(model) if model is not None else None}))
         elif operation == semconv.OP_EXECUTE_TOOL:
             call = {
                 "tool": span.get("tool") or span["name"], "call_id": span.get("tool_call_id"),

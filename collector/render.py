@@ -52,7 +52,8 @@ def _short(value: Any, limit: int = 120) -> str:
 
 # The counters of `collector status`, in order: what came in; "dropped" and its causes (the
 # *_over_queue_bytes counters are parts of the one before them, requests_lost_at_stop counts the
-# loss of spans_lost_at_stop by request); what was found and watched; forwarding.
+# loss of spans_lost_at_stop by request); what was found (inventories too) and watched;
+# forwarding.
 _STATUS_COUNTERS = (
     "events", "lost", "correlated", "unattributed", "ambiguous", "pending",
     "dropped", "events_dropped", "requests_dropped", "requests_over_queue_bytes", "spans_dropped",
@@ -60,7 +61,8 @@ _STATUS_COUNTERS = (
     "forward_too_large", "forward_lost_at_stop", "spans_rejected", "spans_rejected_invalid_id",
     "spans_rejected_unreadable", "events_unparsed", "events_failed", "forward_events_dropped",
     "requests_failed", "agent_lookups_deferred", "pending_forced", "unwatched_processes",
-    "spans_received", "findings", "library_findings", "watched_processes", "watched_roots",
+    "spans_received", "findings", "library_findings", "aibom_entries", "aibom_unverified",
+    "aibom_refused", "watched_processes", "watched_roots",
     "agents", "agents_replaced", "agents_evicted", "sensor_restarts", "sensor_gaps", "requests",
     "requests_rejected", "forwarded_spans", "forward_failed", "forward_queue",
 )

@@ -14,14 +14,14 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentguard._text import faithful
 from agentguard.collector.model import Attribution, KernelEvent, SpanInfo
 from agentguard.findings import SEVERITY_ORDER, Finding
 
-__all__ = ["MAX_AIBOM_AGENTS", "MAX_AIBOM_ENTRIES", "SCHEMA_VERSION", "Store", "StoreError",
-           "StoredFinding"]
+__all__ = ["MAX_AIBOM_AGENTS", "MAX_AIBOM_ENTRIES", "SCHEMA_VERSION", "AgentProcess", "Store",
+           "StoreError", "StoredFinding"]
 
 SCHEMA_VERSION = 1
 # A conversation's findings separated by more than this start a new incident.
@@ -110,11 +110,18 @@ CREATE INDEX IF NOT EXISTS incidents_key ON incidents (key, last_ns);
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ns INTEGER NOT NULL);
 """
 
-# Runtime AI-BOM inventories, one per agent process (service, host, pid), merged from the
-# agents' ``agentguard.aibom`` spans. Additive tables: older databases gain them on open.
+# Runtime AI-BOM inventories, one per agent process, merged from the agents' ``agentguard.aibom``
+# spans. Additive tables: older databases gain them on open. An inventory's ``owner`` (its key) is
+# what the collector verified, never what a span says of itself (see Store.add_inventory):
+# ``process:<boot id>:<host pid>:<start ticks>`` for a process found on this node (its start
+# tells a pid handed out again apart), ``sender:[address, service, host, pid]`` for a sender found
+# on no process here (a namespace of its own: nothing it sends reaches a process's inventory),
+# ``legacy:<id>`` for an inventory an earlier collector keyed by the span's own word (kept as it
+# is, never merged into again).
 _AIBOM_SCHEMA = """
 CREATE TABLE IF NOT EXISTS aibom_agents (
     id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL UNIQUE,
     service TEXT NOT NULL,
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -126,9 +133,12 @@ CREATE TABLE IF NOT EXISTS aibom_agents (
     final INTEGER NOT NULL DEFAULT 0,
     info TEXT NOT NULL,
     dropped INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (service, host, pid)
+    host_pid INTEGER,
+    process_started_ns INTEGER,
+    sender TEXT
 );
 CREATE INDEX IF NOT EXISTS aibom_agents_last ON aibom_agents (last_ns);
+CREATE INDEX IF NOT EXISTS aibom_agents_host_pid ON aibom_agents (host_pid);
 CREATE TABLE IF NOT EXISTS aibom_entries (
     agent_id INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -159,6 +169,21 @@ _SPANS_REKEY_AFTER = f"""
 INSERT OR REPLACE INTO spans ({_SPANS_COLUMNS}) SELECT {_SPANS_COLUMNS} FROM {_OLD_SPANS};
 DROP TABLE {_OLD_SPANS};
 """
+# Earlier collectors keyed inventories by the (service, host, pid) the spans named, so any sender
+# could replace or add to another agent's inventory: a writer opening such a database moves them
+# to the new table as legacy inventories (same ids, so their entries stay theirs), every row kept.
+_AIBOM_COLUMNS = ("id, service, host, pid, started, first_ns, last_ns, sequence, gaps, final, "
+                  "info, dropped")
+_OLD_AIBOM = "aibom_agents_by_claim"
+_AIBOM_REKEY_BEFORE = f"""
+ALTER TABLE aibom_agents RENAME TO {_OLD_AIBOM};
+DROP INDEX IF EXISTS aibom_agents_last;
+"""
+_AIBOM_REKEY_AFTER = f"""
+INSERT INTO aibom_agents (owner, {_AIBOM_COLUMNS})
+    SELECT 'legacy:' || id, {_AIBOM_COLUMNS} FROM {_OLD_AIBOM};
+DROP TABLE {_OLD_AIBOM};
+"""
 # Library findings were told apart by span id alone too.
 _DROP_OLD_INDEXES = "DROP INDEX IF EXISTS findings_library;\n"
 # Per-agent and overall bounds of the inventory tables.
@@ -178,6 +203,17 @@ _EVENT_SPAN = "s.trace_id = e.trace_id AND s.span_id = e.span_id AND s.pid = e.a
 # What SQLite raises for one row's values (an integer past 64 bits, text with no UTF-8 form, a
 # type it cannot bind), as against the database itself failing.
 _ROW_ERRORS = (OverflowError, ValueError, sqlite3.InterfaceError, sqlite3.IntegrityError)
+
+
+class AgentProcess(NamedTuple):
+    """The process on this node that sent an inventory, as the collector verified it."""
+
+    pid: int  # on this host
+    boot: str  # the boot it runs in (/proc/sys/kernel/random/boot_id)
+    # When it started (``/proc/<pid>/stat``, clock ticks since boot); ``None``: gone before it
+    # was read. With ``boot`` and ``pid`` it names the process: pids are handed out again.
+    start_ticks: int | None
+    started_ns: int | None = None  # the same start in Unix nanoseconds, for people
 
 
 class StoreError(RuntimeError):
@@ -276,11 +312,14 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 rekey = self._spans_keyed_by_span_id()
+                rekey_aibom = self._inventories_keyed_by_claim()
                 # One transaction: a reader never sees the tables without the version, or
-                # spans half moved to their new key.
+                # spans or inventories half moved to their new key.
                 self.db.executescript(
-                    f"BEGIN IMMEDIATE;\n{_SPANS_REKEY_BEFORE if rekey else ''}{_DROP_OLD_INDEXES}"
+                    f"BEGIN IMMEDIATE;\n{_SPANS_REKEY_BEFORE if rekey else ''}"
+                    f"{_AIBOM_REKEY_BEFORE if rekey_aibom else ''}{_DROP_OLD_INDEXES}"
                     f"{_SCHEMA}{_AIBOM_SCHEMA}{_SPANS_REKEY_AFTER if rekey else ''}"
+                    f"{_AIBOM_REKEY_AFTER if rekey_aibom else ''}"
                     f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', "
                     f"'{SCHEMA_VERSION}');\nCOMMIT;\n")
         except (sqlite3.DatabaseError, StoreError) as exc:
@@ -299,6 +338,13 @@ class Store:
         row = self.db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'spans'").fetchone()
         return row is not None and "span_id TEXT PRIMARY KEY" in str(row[0])
+
+    def _inventories_keyed_by_claim(self) -> bool:
+        """Whether the inventory table is an earlier collector's, keyed by what spans claimed."""
+        row = self.db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'aibom_agents'"
+        ).fetchone()
+        return row is not None and "owner TEXT" not in str(row[0])
 
     def _check_version(self) -> None:
         """Refuse what is not a collector database of this schema version; a new (empty) one is
@@ -621,33 +667,42 @@ class Store:
 
     def add_inventory(self, *, service: str, host: str, pid: int, started: float, sequence: int,
                       final: bool, info: dict[str, Any],
-                      entries: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
-        """Merge one ``agentguard.aibom`` span into its agent's inventory; returns entries stored.
+                      entries: Sequence[tuple[str, str, dict[str, Any]]],
+                      process: AgentProcess | None = None, sender: str | None = None) -> int | None:
+        """Merge one ``agentguard.aibom`` span into its agent's inventory; returns entries stored,
+        ``None`` when the inventory had no room (see :meth:`_room_for_inventory`).
 
-        An agent is (service, host, pid); the same triple with another inventory start time is a
-        new process that reused the pid, and replaces the old inventory. Entries are upserted (an
-        inventory only grows); past :data:`MAX_AIBOM_ENTRIES` new ones are counted, not stored.
+        ``service``, ``host``, ``pid`` and ``started`` are what the span says of itself. The
+        inventory it goes to is the verified ``process`` that sent it, when the collector found
+        one: that process's inventory whatever the span says (a report with another ``started``
+        adds to it), and a new process on the pid gets a new one. A sender found on no process
+        here (``process`` ``None``) has inventories of its own, by ``sender`` (its address) and
+        what the span says, where another ``started`` for the same triple replaces the old one;
+        it never reaches an inventory of a process. Entries are upserted (an inventory only
+        grows); past :data:`MAX_AIBOM_ENTRIES` new ones are counted, not stored.
         """
         self.begin()
         now = time.time_ns()
-        row = self.db.execute(
-            "SELECT id, started, sequence, gaps, final FROM aibom_agents "
-            "WHERE service = ? AND host = ? AND pid = ?", (service, host, pid)).fetchone()
-        if row is not None and abs(float(row["started"]) - started) > 0.001:
-            self._drop_inventory(int(row["id"]))
-            row = None
+        if process is not None:
+            owner, row = self._process_inventory(process)
+        else:
+            owner = "sender:" + _json([sender, service, host, pid])
+            row = self.db.execute(
+                "SELECT id, started, sequence, final FROM aibom_agents WHERE owner = ?",
+                (owner,)).fetchone()
+            if row is not None and abs(float(row["started"]) - started) > 0.001:
+                self._drop_inventory(int(row["id"]))
+                row = None
         if row is None:
-            count = self.db.execute("SELECT COUNT(*) FROM aibom_agents").fetchone()[0]
-            if count >= MAX_AIBOM_AGENTS:
-                oldest = self.db.execute(
-                    "SELECT id FROM aibom_agents ORDER BY last_ns LIMIT ?",
-                    (count - MAX_AIBOM_AGENTS + 1,)).fetchall()
-                for old in oldest:
-                    self._drop_inventory(int(old["id"]))
+            if not self._room_for_inventory(verified=process is not None):
+                return None
             agent_id = int(self.db.execute(
-                "INSERT INTO aibom_agents (service, host, pid, started, first_ns, last_ns, "
-                "sequence, gaps, final, info) VALUES (?,?,?,?,?,?,?,0,?,?)",
-                (service, host, pid, started, now, now, sequence, int(final), _json(info)),
+                "INSERT INTO aibom_agents (owner, service, host, pid, started, first_ns, last_ns, "
+                "sequence, gaps, final, info, host_pid, process_started_ns, sender) "
+                "VALUES (?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
+                (owner, service, host, pid, started, now, now, sequence, int(final), _json(info),
+                 process.pid if process is not None else None,
+                 _int64(process.started_ns) if process is not None else None, sender),
             ).lastrowid or 0)
         else:
             agent_id = int(row["id"])
@@ -656,9 +711,9 @@ class Store:
             missed = sequence - last - 1 if sequence > last + 1 else 0
             self.db.execute(
                 "UPDATE aibom_agents SET last_ns = ?, sequence = MAX(sequence, ?), "
-                "gaps = gaps + ?, final = ?, info = ? WHERE id = ?",
+                "gaps = gaps + ?, final = ?, info = ?, started = MIN(started, ?) WHERE id = ?",
                 (now, sequence, missed, int(final) if sequence >= last else int(row["final"]),
-                 _json(info), agent_id))
+                 _json(info), started, agent_id))
         count = int(self.db.execute("SELECT COUNT(*) FROM aibom_entries WHERE agent_id = ?",
                                     (agent_id,)).fetchone()[0])
         stored = dropped = 0
@@ -682,6 +737,46 @@ class Store:
                             (dropped, agent_id))
         return stored
 
+    def _process_inventory(self, process: AgentProcess) -> tuple[str, sqlite3.Row | None]:
+        """The owner key of ``process``'s inventory and its row, if it has one yet."""
+        prefix = f"process:{process.boot}:{process.pid}:"
+        if process.start_ticks is not None:
+            owner = f"{prefix}{process.start_ticks}"
+            return owner, self.db.execute(
+                "SELECT id, started, sequence, final FROM aibom_agents WHERE owner = ?",
+                (owner,)).fetchone()
+        # Gone before its start could be read: these are the last reports of the process last
+        # known on the pid (as for its spans), so they go to that one's inventory.
+        return f"{prefix}?", self.db.execute(
+            "SELECT id, started, sequence, final FROM aibom_agents WHERE host_pid = ? AND "
+            "substr(owner, 1, ?) = ? ORDER BY last_ns DESC LIMIT 1",
+            (process.pid, len(prefix), prefix)).fetchone()
+
+    def _room_for_inventory(self, *, verified: bool) -> bool:
+        """Make room for one more inventory within :data:`MAX_AIBOM_AGENTS`; ``False`` when
+        there is none for it.
+
+        The inventories heard from least recently go, those of senders found on no process here
+        (and legacy ones) first. A new inventory of such a sender never pushes out one of a
+        process on this node: with no other of its kind left to go, it is not kept.
+        """
+        count = int(self.db.execute("SELECT COUNT(*) FROM aibom_agents").fetchone()[0])
+        excess = count - MAX_AIBOM_AGENTS + 1
+        if excess <= 0:
+            return True
+        victims = [int(row[0]) for row in self.db.execute(
+            "SELECT id FROM aibom_agents WHERE host_pid IS NULL ORDER BY last_ns LIMIT ?",
+            (excess,))]
+        if len(victims) < excess:
+            if not verified:
+                return False
+            victims += [int(row[0]) for row in self.db.execute(
+                "SELECT id FROM aibom_agents WHERE host_pid IS NOT NULL ORDER BY last_ns "
+                "LIMIT ?", (excess - len(victims),))]
+        for victim in victims:
+            self._drop_inventory(victim)
+        return True
+
     def _drop_inventory(self, agent_id: int) -> None:
         self.db.execute("DELETE FROM aibom_entries WHERE agent_id = ?", (agent_id,))
         self.db.execute("DELETE FROM aibom_agents WHERE id = ?", (agent_id,))
@@ -697,7 +792,9 @@ class Store:
         return len(old)
 
     def inventories(self, limit: int = MAX_AIBOM_AGENTS) -> list[dict[str, Any]]:
-        """The agents with an inventory, most recently heard from first, with entry counts."""
+        """The agents with an inventory, most recently heard from first, with entry counts and
+        whether each is a verified process of this node (``host_pid``, ``process_started_ns``)
+        or a sender found on none (``sender``: its address)."""
         try:
             rows = self.db.execute(
                 "SELECT a.*, (SELECT COUNT(*) FROM aibom_entries e WHERE e.agent_id = a.id) "
@@ -710,6 +807,9 @@ class Store:
             item = dict(row)
             item["info"] = json.loads(item["info"])
             item["final"] = bool(item["final"])
+            # Sent by a process the collector found on this node (a database of an earlier
+            # collector has no such column: none of its inventories was).
+            item["verified"] = item.get("host_pid") is not None
             out.append(item)
         return out
 

@@ -1,7 +1,8 @@
 """Inventories kept by a collector: the agents it heard from and each one's CycloneDX document.
 
 The collector merges the agents' ``agentguard.aibom`` spans into its SQLite store, one inventory
-per agent process (service, host, pid). This module reads them back (read-only) and builds the
+per agent process as it verified it (host pid and process start; a sender found on no process of
+the node in a namespace of its own). This module reads them back (read-only) and builds the
 same CycloneDX 1.6 document the agent would have written itself, from what the agent reported:
 no access to the agent's environment is needed.
 """

@@ -228,8 +228,10 @@ def _whole(value: Any, low: int, high: int) -> int | None:
 
 def decode_span(attributes: Mapping[str, Any], events: Iterable[tuple[str, int, Mapping[str, Any]]],
                 service: str | None) -> dict[str, Any] | None:
-    """The keyword arguments of ``Store.add_inventory`` for one ``agentguard.aibom`` span (as the
-    collector decoded it), or ``None`` when it does not say which process it describes."""
+    """The keyword arguments of ``Store.add_inventory`` for what one ``agentguard.aibom`` span
+    (as the collector decoded it) says of itself, or ``None`` when it does not say which process
+    it describes. The service, host and pid are the sender's word: the collector files the
+    inventory under the process it verified sent the span (``process``, ``sender``)."""
     pid = _whole(attributes.get(ATTR_PID), 0, _MAX_PID)
     # A start time no clock gives (another process's report) tells no process apart.
     started = timestamp(attributes.get(ATTR_STARTED))
