@@ -127,12 +127,26 @@ def hidden_runs(text: str, present: frozenset[str] | None) -> Iterator[tuple[int
             yield match.span()
         return
     find = text.find
+    match_run = HIDDEN_RUN.match
+    size = len(text)
+    if len(chars) == 1:
+        # One invisible character in the text (a text dense with zero-width spaces): its next
+        # occurrence is the next run, and most runs are that one character.
+        (char,) = chars
+        at = find(char)
+        while at >= 0:
+            stop = at + 1
+            if stop < size and text[stop] in INVISIBLE:
+                extent = match_run(text, at)
+                stop = extent.end() if extent is not None else stop
+            yield at, stop
+            at = find(char, stop)
+        return
     following: dict[str, int] = {}
     for char in chars:
         at = find(char)
         if at >= 0:
             following[char] = at
-    match_run = HIDDEN_RUN.match
     while following:
         start = min(following.values())
         extent = match_run(text, start)

@@ -1038,10 +1038,23 @@ class InjectionScanner:
         if present is True:
             present = non_ascii(segment)  # not computed by the caller
         assert not isinstance(present, bool)
+        cap = limits.max_hidden_runs
         for start, stop in hidden_runs(segment, present):
-            if run.hidden_runs >= limits.max_hidden_runs:
+            if run.hidden_runs >= cap:
                 complete = False
                 break
+            if stop - start == 1 and segment[start] in ZERO_WIDTH:
+                # One zero-width character, the common run (what follows does the same for it,
+                # in fewer steps: it is no tag, variation selector, bidi control or long run).
+                run.hidden_runs += 1
+                runs.append((start, 1))
+                zero_width += 1
+                if start and stop < len(segment):
+                    before, after = segment[start - 1], segment[stop]
+                    if before.isalpha() and after.isalpha() and before < "\u0530" and \
+                            after < "\u0530":
+                        internal += 1
+                continue
             chars = segment[start:stop]
             first = chars[0]
             if stop - start == 1 and first in _PRESENTATION and not (

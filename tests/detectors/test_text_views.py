@@ -58,3 +58,27 @@ def test_hidden_text_in_multilingual_documents_is_still_reported() -> None:
     indicators = {e.indicator for e in result.evidence}
     assert "hidden-zero-width" in indicators
     assert any(i.startswith("override") for i in indicators)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from([*"ab Z.é中", "\u200b"]), max_size=80),
+       other=st.sampled_from(["", "\u200b", "\u00ad", "\u202e", "\U000e0041"]))
+def test_runs_of_a_single_invisible_character_are_the_regex_runs(text: str, other: str) -> None:
+    """A text whose only invisible character is one zero-width space (the common case, read
+    without the per-character bookkeeping), or that has one more kind at its end, yields the
+    maximal runs the regex finds."""
+    text += other
+    assert list(hidden_runs(text, non_ascii(text))) == \
+        [m.span() for m in HIDDEN_RUN.finditer(text)]
+
+
+def test_zero_width_characters_inside_words_are_counted_exactly() -> None:
+    """Each zero-width character between two Latin, Greek or Cyrillic letters counts once; one at
+    the text's edge, beside a space or digit, or between CJK characters does not."""
+    text = ("\u200bab\u200bcd x\u200b y 1\u200b2 中\u200b文 \u03b1\u200b\u03b2 "
+            "\u0430\u200b\u0431 ok\u200b")
+    result = InjectionScanner().scan(text)
+    [found] = [e for e in result.evidence if e.indicator == "hidden-zero-width"]
+    assert found.excerpt == "3 zero-width character(s) inside words"
+    assert found.weight == 0.4
+    assert found.start == 0
