@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["COUNTERS", "CollectorMetrics"]
+__all__ = ["COUNTERS", "GAUGES", "CollectorMetrics"]
 
 # metric name → (counter key in the collector's snapshot, description, unit)
 COUNTERS: dict[str, tuple[str, str, str]] = {
@@ -74,9 +74,69 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.agents.evicted": (
         "agents_evicted", "agents forgotten: exited longer than the hold window ago, or past "
         "the bound on agents kept", "{agent}"),
-    "agentguard.collector.findings": ("findings", "findings stored", "{finding}"),
+    "agentguard.collector.findings": (
+        "findings", "findings of the collector's own rules stored", "{finding}"),
+    "agentguard.collector.findings.library": (
+        "library_findings", "findings the agents' libraries reported in their spans, stored",
+        "{finding}"),
     "agentguard.collector.sensor.restarts": ("sensor_restarts", "kernel sensor restarts", "{restart}"),
+    "agentguard.collector.sensor.gaps": (
+        "sensor_gaps", "stretches of time the eBPF sensor was blind (detached until a restart "
+        "re-attached it)", "{gap}"),
+    "agentguard.collector.processes.unwatched": (
+        "unwatched_processes", "processes of watched trees the kernel program could not watch, "
+        "its map being full (watch_map_size)", "{process}"),
+    "agentguard.collector.events.unattributed": (
+        "unattributed", "kernel events joined to no agent span in time (hold_seconds)",
+        "{event}"),
+    "agentguard.collector.events.ambiguous": (
+        "ambiguous", "kernel events that could belong to more than one tool call", "{event}"),
+    "agentguard.collector.spans.evicted": (
+        "spans_evicted", "agent spans pushed out of the correlator's bounded index (kernel events "
+        "can no longer join them)", "{span}"),
+    "agentguard.collector.spans.unindexed": (
+        "spans_unindexed", "agent spans the correlator failed to index (stored, never joined)",
+        "{span}"),
+    "agentguard.collector.library_records.evicted": (
+        "library_records_evicted", "records of the agents' library calls pushed out of the "
+        "correlator's bounded index", "{record}"),
+    "agentguard.collector.requests": (
+        "requests", "OTLP export requests received, accepted or not", "{request}"),
+    "agentguard.collector.forward.requests": (
+        "forward_requests", "export requests sent onward", "{request}"),
+    "agentguard.collector.aibom.entries": (
+        "aibom_entries", "runtime AI-BOM inventory entries stored (new or changed)", "{entry}"),
+    "agentguard.collector.aibom.unverified": (
+        "aibom_unverified", "runtime AI-BOM inventory spans from senders found on no process of "
+        "this node, kept apart as unverified claims", "{span}"),
+    "agentguard.collector.aibom.refused": (
+        "aibom_refused", "runtime AI-BOM inventory spans of such senders not kept: the bounded "
+        "inventory table was full of verified processes' inventories", "{span}"),
 }
+# metric name → (gauge key in the collector's snapshot, description, unit)
+GAUGES: dict[str, tuple[str, str, str]] = {
+    "agentguard.collector.watched_processes": (
+        "watched_processes", "processes the kernel sensor is watching", "{process}"),
+    "agentguard.collector.pending_events": (
+        "pending", "kernel events waiting for their agent span", "{event}"),
+    "agentguard.collector.agents": (
+        "agents", "agent processes the collector knows (running, or exited within the hold "
+        "window)", "{agent}"),
+    "agentguard.collector.queue.requests": (
+        "queued_requests", "OTLP requests accepted and waiting for the core thread", "{request}"),
+    "agentguard.collector.queue.bytes": (
+        "queued_request_bytes", "bytes of the OTLP requests waiting for the core thread (bounded "
+        "by max_queue_bytes)", "By"),
+    "agentguard.collector.forward.queue.requests": (
+        "forward_queue", "requests waiting to be forwarded (bounded by forward_queue)",
+        "{request}"),
+    "agentguard.collector.forward.queue.bytes": (
+        "forward_queued_bytes", "serialized bytes of the requests waiting to be forwarded "
+        "(bounded by forward_queue_bytes)", "By"),
+}
+# OTLP requests the receiver refused, by cause: the snapshot's ``otlp_<reason>`` counters.
+_REJECTED = ("malformed", "too_large", "unauthenticated", "busy", "unsupported", "timed_out",
+             "connections_refused")
 
 
 class CollectorMetrics:
@@ -99,15 +159,34 @@ class CollectorMetrics:
                 return [Observation(int(self._snapshot().get(key, 0)))]
             return observe
 
+        def rejected(options: CallbackOptions) -> Iterable[Observation]:
+            snapshot = self._snapshot()
+            return [Observation(int(snapshot.get(f"otlp_{reason}", 0)), {"reason": reason})
+                    for reason in _REJECTED]
+
+        def internal_errors(options: CallbackOptions) -> Iterable[Observation]:
+            from agentguard._errors import internal_error_counts
+
+            # One total, there from the start (zero is what an alert compares with); where each
+            # happened is in status (internal_errors) and the log.
+            return [Observation(sum(internal_error_counts().values()))]
+
         for name, (key, description, unit) in COUNTERS.items():
             meter.create_observable_counter(name, callbacks=[counter(key)],
                                             description=description, unit=unit)
-        meter.create_observable_gauge(
-            "agentguard.collector.watched_processes", callbacks=[counter("watched_processes")],
-            description="processes the kernel sensor is watching", unit="{process}")
-        meter.create_observable_gauge(
-            "agentguard.collector.pending_events", callbacks=[counter("pending")],
-            description="kernel events waiting for their agent span", unit="{event}")
+        meter.create_observable_counter(
+            "agentguard.collector.requests.rejected", callbacks=[rejected],
+            description="OTLP requests refused, by reason (otlp_<reason> in status): malformed, "
+                        "too_large, unauthenticated (token), busy (told to retry), unsupported, "
+                        "timed_out, connections_refused", unit="{request}")
+        meter.create_observable_counter(
+            "agentguard.collector.internal_errors", callbacks=[internal_errors],
+            description="internal errors the collector contained and carried on from (where: "
+                        "internal_errors in status; the first of each place is logged)",
+            unit="{error}")
+        for name, (key, description, unit) in GAUGES.items():
+            meter.create_observable_gauge(name, callbacks=[counter(key)],
+                                          description=description, unit=unit)
 
     @classmethod
     def for_endpoint(cls, snapshot: Callable[[], dict[str, Any]], url: str | None,

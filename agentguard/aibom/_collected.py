@@ -9,11 +9,13 @@ no access to the agent's environment is needed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 from typing import Any
 
-__all__ = ["AgentInventory", "describe", "document", "list_agents", "select"]
+__all__ = ["AgentInventory", "describe", "document", "label", "list_agents", "prefer_verified",
+           "provenance", "select"]
 
 AgentInventory = dict[str, Any]
 
@@ -34,6 +36,25 @@ def describe(agent: AgentInventory) -> str:
     return f"{agent['service']}@{agent['host']}:{agent['pid']}"
 
 
+def provenance(agent: AgentInventory) -> str:
+    """How the collector knows whose inventory it is: the process it verified sent it, a claim of
+    a sender it found on no process of its node (with the sender's address), or an inventory an
+    earlier collector kept by what its spans claimed."""
+    if agent.get("verified"):
+        return f"verified: host pid {agent.get('host_pid')}"
+    owner = agent.get("owner")
+    if owner is None or str(owner).startswith("legacy:"):
+        return "unverified: kept by an earlier collector"
+    sender = agent.get("sender")
+    return f"unverified: claim of sender {sender if sender is not None else '(address unknown)'}"
+
+
+def label(agent: AgentInventory) -> str:
+    """``#id service@host:pid (provenance)``: an inventory told apart from others that claim the
+    same agent."""
+    return f"#{agent['id']} {describe(agent)} ({provenance(agent)})"
+
+
 def select(agents: list[AgentInventory], selector: str | None) -> list[AgentInventory]:
     """The agents a ``--agent`` value names: a service name, a pid, ``service@host:pid`` or the
     store's agent id; all of them without a selector."""
@@ -46,6 +67,16 @@ def select(agents: list[AgentInventory], selector: str | None) -> list[AgentInve
         if selector in names:
             chosen.append(agent)
     return chosen
+
+
+def prefer_verified(chosen: list[AgentInventory]
+                    ) -> tuple[list[AgentInventory], list[AgentInventory]]:
+    """Of the inventories a selector matched, the one a verified process sent when it is the only
+    such one, with those passed over; else all of them (nothing passed over)."""
+    verified = [agent for agent in chosen if agent.get("verified")]
+    if len(chosen) > 1 and len(verified) == 1:
+        return verified, [agent for agent in chosen if not agent.get("verified")]
+    return chosen, []
 
 
 def document(path: str, agent: AgentInventory) -> dict[str, Any]:
@@ -70,6 +101,9 @@ def document(path: str, agent: AgentInventory) -> dict[str, Any]:
     inv, env = rebuild(entries, float(agent["started"]))
     info = agent.get("info") or {}
     details = {"agentguard:pid": str(agent["pid"]), "agentguard:host": str(agent["host"])}
+    # The pid and host above are what the agent's spans said; these say whether the collector
+    # found that process on its node, or who made the claim.
+    details.update(_identity(agent))
     for name in ("python", "executable"):
         if isinstance(info.get(name), str):
             details[f"agentguard:{name}"] = info[name]
@@ -89,3 +123,23 @@ def document(path: str, agent: AgentInventory) -> dict[str, Any]:
         bom.metadata.properties.add(Property(name=name, value=value))
     result: dict[str, Any] = json.loads(to_json(bom))
     return result
+
+
+def _identity(agent: AgentInventory) -> dict[str, str]:
+    """The metadata component's properties saying how the collector knows the inventory's
+    process (see :func:`provenance`)."""
+    if agent.get("verified"):
+        found = {"agentguard:verified": "true", "agentguard:host_pid": str(agent["host_pid"])}
+        started = agent.get("process_started_ns")
+        if isinstance(started, int):
+            # Out of range: no time a clock reads, so none is said.
+            with contextlib.suppress(OverflowError, OSError, ValueError):
+                found["agentguard:process_started"] = datetime.datetime.fromtimestamp(
+                    started / 1e9, datetime.timezone.utc).isoformat()
+        return found
+    owner = agent.get("owner")
+    if owner is None or str(owner).startswith("legacy:"):
+        return {"agentguard:verified": "false", "agentguard:legacy": "true"}
+    sender = agent.get("sender")
+    return {"agentguard:verified": "false",
+            "agentguard:sender": str(sender) if sender is not None else "unknown"}

@@ -356,7 +356,14 @@ class _Refused(Exception):
 
 def _from_store(args: argparse.Namespace) -> dict[str, Any] | str:
     """One agent's document from a collector database, or (a table, several agents) the list."""
-    from agentguard.aibom._collected import describe, document, list_agents, select
+    from agentguard.aibom._collected import (
+        document,
+        label,
+        list_agents,
+        prefer_verified,
+        select,
+    )
+    from agentguard.aibom._text import printable
     from agentguard.collector.store import StoreError
 
     try:
@@ -365,25 +372,42 @@ def _from_store(args: argparse.Namespace) -> dict[str, Any] | str:
         raise _Refused(str(exc)) from None
     chosen = select(agents, args.agent)
     if not chosen:
-        known = ", ".join(describe(agent) for agent in agents[:20]) or "none yet"
+        known = ", ".join(label(agent) for agent in agents[:20]) or "none yet"
         wanted = f"no agent {args.agent!r}" if args.agent else "no agent inventories"
         raise _Refused(f"{args.db}: {wanted} (agents with an inventory: {known})")
-    if len(chosen) == 1:
-        return document(args.db, chosen[0])
-    if args.format == "table" and not args.vulns and not args.agent:
+    if args.format == "table" and not args.vulns and not args.agent and len(chosen) > 1:
         return render_agents(chosen)
-    names = ", ".join(describe(agent) for agent in chosen[:20])
-    raise _Refused(f"{args.db}: {len(chosen)} agents match; name one with --agent "
-                   f"(service@host:pid or #id): {names}")
+    passed: list[dict[str, Any]] = []
+    if args.agent:
+        # A sender found on no process, or an earlier collector, may name the same service and
+        # pid as a process the collector verified: that process's own inventory is the one meant.
+        chosen, passed = prefer_verified(chosen)
+    if len(chosen) > 1:
+        names = ", ".join(label(agent) for agent in chosen[:20])
+        raise _Refused(f"{args.db}: {len(chosen)} agents match; name one with --agent "
+                       f"(service@host:pid or #id): {names}")
+    [agent] = chosen
+    if passed:
+        # stderr: the document or table on stdout stays what it is.
+        print(printable(f"agentguard aibom: --agent {args.agent}: showing {label(agent)}, not "
+                        f"the unverified inventories that also match: "
+                        f"{', '.join(label(other) for other in passed[:20])} (name one by #id)"),
+              file=sys.stderr)
+    elif not agent.get("verified"):
+        print(printable(f"agentguard aibom: showing {label(agent)}, not an inventory of a "
+                        f"process the collector verified"), file=sys.stderr)
+    return document(args.db, agent)
 
 
 def render_agents(agents: list[dict[str, Any]]) -> str:
-    """A plain-text table of the agents whose inventories a collector keeps."""
+    """A plain-text table of the agents whose inventories a collector keeps, each marked verified
+    (sent by a process the collector found on its node) or not (and then whose claim it is)."""
     import datetime
 
+    from agentguard.aibom._collected import describe, provenance
     from agentguard.aibom._text import printable
 
-    header = ("ID", "AGENT", "ENTRIES", "LAST UPDATE", "STATE")
+    header = ("ID", "AGENT", "ENTRIES", "LAST UPDATE", "STATE", "SOURCE")
     rows = []
     for agent in agents:
         last = datetime.datetime.fromtimestamp(int(agent["last_ns"]) / 1e9,
@@ -391,12 +415,14 @@ def render_agents(agents: list[dict[str, Any]]) -> str:
         state = "exited" if agent["final"] else "running"
         if agent["gaps"]:
             state += f", {agent['gaps']} emissions missed"
-        rows.append((f"#{agent['id']}",
-                     printable(f"{agent['service']}@{agent['host']}:{agent['pid']}"),
-                     str(agent["entries"]), last, state))
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(5)]
+        rows.append((f"#{agent['id']}", printable(describe(agent)), str(agent["entries"]), last,
+                     state, printable(provenance(agent))))
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header)).rstrip()]
     lines.extend("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
                  for row in rows)
-    lines.append(f"{len(rows)} agents; show one with --agent")
+    unverified = sum(1 for agent in agents if not agent.get("verified"))
+    note = f" ({unverified} unverified: not sent by a process the collector found)" \
+        if unverified else ""
+    lines.append(f"{len(rows)} agents{note}; show one with --agent")
     return "\n".join(lines)

@@ -16,14 +16,18 @@ import pytest
 from agentguard import aibom
 from agentguard.cli import main
 from agentguard.collector.daemon import Collector
-from agentguard.collector.store import Store
+from agentguard.collector.store import AgentProcess, Store
 from tests.aibom.models import write_safetensors
 from tests.collector.conftest import start_collector
 from tests.collector.helpers import wait_for
+from tests.collector.test_aibom_identity import _OLD_INVENTORIES
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTGUARD = str(Path(sys.executable).with_name("agentguard"))
 AGENT = str(Path(__file__).with_name("emitting_agent.py"))
+NODE = os.uname().nodename
+# A sender's address as the receiver reports it, with a terminal escape sequence in it.
+HOSTILE_SENDER = "10.0.0.9\x1b[2J"
 
 
 def _props(component: dict[str, Any]) -> dict[str, list[str]]:
@@ -200,3 +204,134 @@ def test_aibom_db_rechecks_against_declarations(collected: dict[str, Any],
     joblib = next(c for c in json.loads(out)["components"] if c["name"] == "joblib")
     assert _props(joblib)["agentguard:declared"] == ["true"]
     assert "agentguard:finding" not in _props(joblib)
+
+
+# -- which inventory is whose ------------------------------------------------------------
+
+def _with_claim(collected: dict[str, Any], tmp_path: Path, sender: str = "10.0.0.9") -> tuple[
+        str, int]:
+    """A copy of the database where a sender found on no process claims the agent's service,
+    host and pid (a newer start, an entry of its own): the path and the claim's id."""
+    db = str(tmp_path / "claimed.db")
+    with sqlite3.connect(collected["db"]) as source, sqlite3.connect(db) as target:
+        source.backup(target)
+    store = Store(db)
+    try:
+        store.add_inventory(service="bom-agent", host=NODE, pid=collected["pid"],
+                            started=4e9, sequence=9, final=True, info={},
+                            entries=[("library", "evil-backdoor",
+                                      {"name": "evil-backdoor", "version": "1"})],
+                            process=None, sender=sender)
+        store.commit()
+        [claim] = [agent for agent in store.inventories() if not agent["verified"]]
+    finally:
+        store.close()
+    return db, int(claim["id"])
+
+
+def _names(document: dict[str, Any]) -> list[str]:
+    return sorted(component["name"] for component in document["components"])
+
+
+def test_the_table_marks_each_inventory_verified_or_whose_claim_it_is(
+        collected: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two inventories naming the same ``service@host:pid`` are told apart in the table: the
+    process's as verified with its host pid, the other as a claim of the sender's address, shown
+    with its escape sequence written out, not acted upon."""
+    db, claim = _with_claim(collected, tmp_path, sender=HOSTILE_SENDER)
+    status, out, _ = _main(capsys, "--db", db)
+    assert status == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("#")}
+    own = rows[f"#{collected['agents'][0]['id']}"]
+    assert f"bom-agent@{NODE}:{collected['pid']}" in own
+    assert own.endswith(f"verified: host pid {collected['pid']}")
+    assert rows[f"#{claim}"].endswith("unverified: claim of sender 10.0.0.9\\x1b[2J")
+    assert "\x1b" not in out
+    assert "2 agents (1 unverified" in out
+
+
+def test_agent_naming_a_service_prefers_the_verified_inventory_and_says_so(
+        collected: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--agent`` naming the service or pid both inventories claim shows the verified process's
+    document, and says on stderr which one it chose and by which ``#id`` the other is shown."""
+    db, claim = _with_claim(collected, tmp_path)
+    for selector in ("bom-agent", str(collected["pid"]),
+                     f"bom-agent@{NODE}:{collected['pid']}"):
+        status, out, err = _main(capsys, "--db", db, "--agent", selector, "--format",
+                                 "cyclonedx-json")
+        assert status == 0, err
+        document = json.loads(out)
+        assert "evil-backdoor" not in _names(document) and "joblib" in _names(document)
+        props = _props(document["metadata"]["component"])
+        assert props["agentguard:verified"] == ["true"]
+        assert props["agentguard:host_pid"] == [str(collected["pid"])]
+        assert props["agentguard:process_started"][0].startswith("20")
+        assert "agentguard:sender" not in props
+        assert f"showing #{collected['agents'][0]['id']} " in err
+        assert f"#{claim} bom-agent@{NODE}:{collected['pid']} (unverified: claim of " \
+               f"sender 10.0.0.9)" in err
+
+
+def test_a_document_of_a_senders_claim_says_it_is_unverified(
+        collected: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The claim, chosen by its ``#id``, is a valid document whose agent component says it is
+    not verified and names the sender; stderr says so too."""
+    db, claim = _with_claim(collected, tmp_path)
+    status, out, err = _main(capsys, "--db", db, "--agent", f"#{claim}", "--format",
+                             "cyclonedx-json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert aibom.validate(document) == []
+    assert _names(document) == ["evil-backdoor"]
+    props = _props(document["metadata"]["component"])
+    assert props["agentguard:verified"] == ["false"]
+    assert props["agentguard:sender"] == ["10.0.0.9"]
+    assert props["agentguard:pid"] == [str(collected["pid"])]
+    assert "agentguard:host_pid" not in props
+    assert f"showing #{claim} " in err and "not an inventory of a process the collector " \
+                                           "verified" in err
+
+
+def test_agent_matching_several_verified_inventories_names_each(
+        collected: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Where two verified processes' inventories match (another process reported the same
+    service, host and pid), ``--agent`` picks neither: the error lists each by ``#id`` and host
+    pid, and the claim too, so the user can name one."""
+    db, claim = _with_claim(collected, tmp_path)
+    store = Store(db)
+    try:
+        store.add_inventory(service="bom-agent", host=NODE, pid=collected["pid"], started=5e9,
+                            sequence=1, final=False, info={}, entries=[],
+                            process=AgentProcess(4_000_000, "boot", 1, None))
+        store.commit()
+        [other] = [agent["id"] for agent in store.inventories()
+                   if agent["host_pid"] == 4_000_000]
+    finally:
+        store.close()
+    status, out, err = _main(capsys, "--db", db, "--agent", "bom-agent", "--format",
+                             "cyclonedx-json")
+    assert (status, out) == (2, "")
+    assert "3 agents match" in err
+    where = f"bom-agent@{NODE}:{collected['pid']}"
+    for named in (f"#{collected['agents'][0]['id']} {where} (verified: host pid "
+                  f"{collected['pid']})", f"#{other} {where} (verified: host pid 4000000)",
+                  f"#{claim} {where} (unverified: claim of sender 10.0.0.9)"):
+        assert named in err
+
+
+def test_an_earlier_collectors_inventory_is_marked_unverified(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An inventory an earlier collector kept by what its spans claimed is shown as unverified,
+    read as it is and after a collector moved it, in the table and in its document."""
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as db:
+        db.executescript(_OLD_INVENTORIES)
+    for moved in (False, True):
+        if moved:
+            Store(path).close()
+        status, out, err = _main(capsys, "--db", path, "--format", "cyclonedx-json")
+        assert status == 0, err
+        props = _props(json.loads(out)["metadata"]["component"])
+        assert props["agentguard:verified"] == ["false"]
+        assert props["agentguard:legacy"] == ["true"]
+        assert "showing #5 svc@node:7 (unverified: kept by an earlier collector)" in err

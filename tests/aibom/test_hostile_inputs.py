@@ -21,7 +21,7 @@ from agentguard import aibom
 from agentguard.aibom import _environment, _inventory
 from agentguard.aibom._wire import EVENT_ENTRY, decode_span
 from agentguard.cli import main
-from agentguard.collector.store import Store
+from agentguard.collector.store import AgentProcess, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTGUARD = str(Path(sys.executable).with_name("agentguard"))
@@ -278,12 +278,14 @@ def test_validate_returns_the_schema_errors() -> None:
 # -- what other processes report -----------------------------------------------------------------
 
 def _store(tmp_path: Path, started: float, entries: list[tuple[str, str, dict[str, Any]]]) -> str:
-    """A collector database holding one agent's inventory as given (no checks on the way in)."""
+    """A collector database holding one agent's inventory as given (no checks on the way in), as
+    sent by a process the collector verified."""
     db = str(tmp_path / "collector.db")
     store = Store(db)
     try:
         store.add_inventory(service="evil-agent", host="h", pid=42, started=started, sequence=1,
-                            final=False, info={}, entries=entries)
+                            final=False, info={}, entries=entries,
+                            process=AgentProcess(42, "boot", 1))
         store.commit()
     finally:
         store.close()
