@@ -191,6 +191,16 @@ GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
 AG_OUTPUT_IMAGE_COUNT = "agentguard.output.image.count"
 AG_OUTPUT_IMAGE_SIZE = "agentguard.output.image.size"
+# Video generation (Bedrock StartAsyncInvoke): the output type; the video goes to S3, not back.
+OUTPUT_TYPE_VIDEO = "video"
+# A Bedrock agent's trace: the rationale step (a span event on the agent span), and what the
+# agent made of a pre-/post-processing model's answer (on that step's chat span): whether the
+# input was judged valid, and the parsed text (pre-processing's rationale, post-processing's
+# answer). The text of a span event that carries content: captured per capture_content.
+EVENT_BEDROCK_RATIONALE = "agentguard.bedrock.rationale"
+AG_BEDROCK_INPUT_VALID = "agentguard.bedrock.agent.input_valid"
+AG_BEDROCK_PARSED_RESPONSE = "agentguard.bedrock.agent.parsed_response"
+EVENT_ATTR_MESSAGE = "message"
 
 __all__ += [
     "AG_BEDROCK_ACTION_GROUP", "AG_BEDROCK_AGENT_ALIAS_ID", "AG_BEDROCK_EXECUTION",
@@ -212,6 +222,10 @@ __all__ += [
     "AG_OUTPUT_IMAGE_COUNT", "AG_OUTPUT_IMAGE_SIZE", "GEN_AI_OUTPUT_TYPE",
     "GEN_AI_REQUEST_CHOICE_COUNT", "GEN_AI_REQUEST_SEED", "OP_GENERATE_CONTENT",
     "OUTPUT_TYPE_IMAGE",
+]
+__all__ += [
+    "AG_BEDROCK_INPUT_VALID", "AG_BEDROCK_PARSED_RESPONSE", "EVENT_ATTR_MESSAGE",
+    "EVENT_BEDROCK_RATIONALE", "OUTPUT_TYPE_VIDEO",
 ]
 
 # Runtime sensor: span events on the tool span for what the process did while it ran

@@ -58,6 +58,10 @@ class Handler:
     # A Bedrock model invocation: silent while a LangChain chat span is already tracing it.
     model_call = False
 
+    def takes(self, call: CallInfo) -> bool:
+        """Whether this handler traces ``call``; otherwise it is an ordinary cloud call."""
+        return True
+
     def start(self, guard: Guard, call: CallInfo) -> Any:
         raise NotImplementedError
 

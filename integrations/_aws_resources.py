@@ -4,7 +4,8 @@ The extractor table maps a service (botocore's service name, e.g. ``s3``) to the
 parameters that name a resource: each gives the key in ``CloudCall.resource`` and the span
 attribute (the OpenTelemetry name where one exists, else ``agentguard.cloud.resource.<key>``).
 Extend it with :func:`register_resource_params`, or :func:`register_resource_extractor` for a
-resource that is not one top-level parameter.
+resource that is not one top-level parameter (as the S3 destination of a Bedrock
+``StartAsyncInvoke`` is: ``output_uri``, ``bucket``, ``bucket_owner``).
 
 Parameters given to policies are the top-level scalar ones, minus every name that can carry a
 secret or bulk content (``SecretString``, ``Password``, ``Value``, ``Body``, ...), with strings
@@ -94,7 +95,8 @@ RESOURCE_PARAMS: dict[str, tuple[ResourceParam, ...]] = {
     "glue": (_p("DatabaseName", "database"), _p("Name", "name")),
     "rds-data": (_p("resourceArn", "cluster"), _p("database", "database")),
     "cognito-idp": (_p("UserPoolId", "user_pool"), _p("ClientId", "client")),
-    "bedrock-runtime": (_p("modelId", "model"), _p("guardrailIdentifier", "guardrail")),
+    "bedrock-runtime": (_p("modelId", "model"), _p("guardrailIdentifier", "guardrail"),
+                        _p("invocationArn", "invocation")),
     "bedrock-agent-runtime": (_p("agentId", "agent"), _p("agentAliasId", "agent_alias"),
                               _p("knowledgeBaseId", "knowledge_base"),
                               _p("flowIdentifier", "flow")),
@@ -123,7 +125,34 @@ def _dynamodb_tables(operation: str, params: dict[str, Any]) -> dict[str, str] |
     return {"tables": ",".join(sorted(set(names)))}
 
 
-_EXTRACTORS: dict[str, list[Extractor]] = {"dynamodb": [_dynamodb_tables]}
+def _async_output(operation: str, params: dict[str, Any]) -> dict[str, str] | None:
+    # An asynchronous Bedrock invocation writes its output (a video) to the S3 location the
+    # request names: where the model's work goes, as a PutObject's bucket is.
+    if operation != "StartAsyncInvoke":
+        return None
+    config = params.get("outputDataConfig")
+    s3 = config.get("s3OutputDataConfig") if isinstance(config, dict) else None
+    if not isinstance(s3, dict) or not isinstance(s3.get("s3Uri"), str):
+        return None
+    uri = s3["s3Uri"][:_MAX_VALUE * 4]
+    out = {"output_uri": uri}
+    if uri[:5].lower() == "s3://":
+        bucket = uri[5:].split("/", 1)[0]
+        if bucket:
+            out["bucket"] = bucket
+    if isinstance(s3.get("bucketOwner"), str) and s3["bucketOwner"]:
+        out["bucket_owner"] = s3["bucketOwner"][:_MAX_VALUE]
+    return out
+
+
+_EXTRACTORS: dict[str, list[Extractor]] = {"dynamodb": [_dynamodb_tables],
+                                           "bedrock-runtime": [_async_output]}
+# Resource keys an extractor gives that have a span attribute of their own.
+_EXTRA_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "bedrock-runtime": {"bucket": semconv.AWS_S3_BUCKET,
+                        "output_uri": semconv.AG_CLOUD_RESOURCE_PREFIX + "output_uri",
+                        "bucket_owner": semconv.AG_CLOUD_RESOURCE_PREFIX + "bucket_owner"},
+}
 _lock = threading.Lock()
 
 
@@ -170,6 +199,9 @@ def extract_resources(service: str, operation: str, params: dict[str, Any]
         if extra:
             for key, value in extra.items():
                 resource.setdefault(key, str(value)[:_MAX_VALUE * 4])
+    for key, attribute in _EXTRA_ATTRIBUTES.get(service, {}).items():
+        if key in resource:
+            attributes[attribute] = resource[key]
     if service == "dynamodb":
         tables = resource.get("tables") or resource.get("table")
         if tables:

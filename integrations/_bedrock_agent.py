@@ -3,9 +3,11 @@
 ``InvokeAgent`` is one ``invoke_agent {agentId}`` span (the session id is the conversation, the
 input text a turn). With ``enableTrace`` the orchestration trace events the stream carries
 become child spans as the caller reads them: model invocations (``chat``: the prompt, and the
-raw response read as the model's own JSON, its reasoning apart from its answer, its usage with
-the prompt-cache counts), action-group calls (``execute_tool``) and knowledge-base lookups
-(``retrieval``, whose passages the Guard sees as untrusted content).
+raw response read as the model's own JSON, its reasoning apart from its answer, the leading
+``<thinking>`` blocks of an orchestration answer included, its usage with the prompt-cache
+counts, what the agent parsed from a pre-/post-processing answer), action-group calls
+(``execute_tool``) and knowledge-base lookups (``retrieval``, whose passages the Guard sees as
+untrusted content); the ``rationale`` step is a span event.
 
 Action groups with ``RETURN_CONTROL`` hand the tool call to the application: each one becomes a
 ``ToolCall`` judged when its ``returnControl`` event arrives. A block raises
@@ -245,6 +247,59 @@ def _prompt_messages(text: Any) -> list[dict[str, Any]]:
 # The longest raw model response decoded as JSON (a longer one is recorded as the text it is).
 MAX_RAW_RESPONSE = 4 * MAX_TEXT
 
+_THINKING_OPEN = "<thinking>"
+_THINKING_CLOSE = "</thinking>"
+# Leading <thinking> blocks read apart from one answer; any further one stays in the answer.
+MAX_THINKING_BLOCKS = 8
+
+
+def split_thinking(text: str) -> tuple[list[str], str]:
+    """The leading ``<thinking>...</thinking>`` blocks of an orchestration answer (what Claude 3.x
+    writes before acting, as the agent's prompt asks; the agent shows it as the ``rationale``,
+    never to the user), and the answer after them.
+
+    Only whole blocks at the very start count, in exactly that spelling: a tag that is not
+    closed, a block with another ``<thinking`` inside it, or a block after the answer began
+    leaves the text where it is, so a tag the model was led to write cannot take the answer
+    (or a link in it) out of the judgement of the answer."""
+    thoughts: list[str] = []
+    rest = text
+    taken = False
+    for _ in range(MAX_THINKING_BLOCKS):
+        head = rest.lstrip()
+        if not head.startswith(_THINKING_OPEN):
+            break
+        end = head.find(_THINKING_CLOSE, len(_THINKING_OPEN))
+        if end < 0:
+            break
+        inner = head[len(_THINKING_OPEN):end]
+        if "<thinking" in inner.lower():
+            break
+        if inner.strip():
+            thoughts.append(inner.strip())
+        rest = head[end + len(_THINKING_CLOSE):]
+        taken = True
+    return (thoughts, rest.lstrip()) if taken else ([], text)
+
+
+def _thinking_apart(reply: ModelReply) -> None:
+    """Move the leading ``<thinking>`` blocks of the answer's text to its reasoning (after any
+    reasoning the model returned as such)."""
+    if not reply.output:
+        return
+    message = reply.output[0]
+    content = message.get("content")
+    if not isinstance(content, str) or _THINKING_OPEN not in content:
+        return
+    thoughts, rest = split_thinking(content)
+    if rest == content:
+        return
+    message["content"] = rest
+    earlier = message.get("reasoning")
+    joined = "\n\n".join([earlier, *thoughts] if earlier else thoughts)
+    if joined:
+        message["reasoning"] = joined
+
 
 def _raw_block(block: Any) -> Any:
     """A content block of an agent's raw Anthropic response, with the reasoning Bedrock puts in
@@ -297,6 +352,9 @@ def _model_reply(item: dict[str, Any]) -> ModelReply:
 
 
 # -- InvokeAgent ---------------------------------------------------------------------------------
+
+# The trace part of the orchestration step (the one whose prompt asks for <thinking>).
+_ORCHESTRATION = "orchestrationTrace"
 
 class _AgentState:
     __slots__ = ("call", "guard", "op")
@@ -357,16 +415,31 @@ class _AgentFollower(StreamFollower):
                 # orchestration, pre-/post-processing, routing, custom orchestration
                 self._step(key, step)
 
+    def _captured(self, text: Any) -> str | None:
+        """Trace text as content: captured per capture_content (redacted, hashed or left out),
+        at most :data:`MAX_TEXT` of it; ``None`` when there is none or it is not recorded."""
+        if not isinstance(text, str) or not text or not self.guard.capture.enabled:
+            return None
+        return self.guard.content(text[:MAX_TEXT])
+
     def _failure(self, step: dict[str, Any]) -> None:
         attributes: dict[str, Any] = {semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))}
         reason = step.get("failureReason")
-        if reason and self.guard.capture.enabled:
-            # Content like any error message (a Lambda's error often quotes its input): captured
-            # per capture_content, so redacted, hashed or left out.
-            captured = self.guard.content(str(reason)[:MAX_TEXT])
-            if captured is not None:
-                attributes["message"] = captured
+        # Content like any error message (a Lambda's error often quotes its input).
+        captured = self._captured(str(reason) if reason else None)
+        if captured is not None:
+            attributes[semconv.EVENT_ATTR_MESSAGE] = captured
         self.op.span.add_event(semconv.EVENT_BEDROCK_FAILURE, attributes)
+
+    def _rationale(self, step: dict[str, Any]) -> None:
+        """The agent's account of the model's reasoning for the next action: a span event on the
+        agent span (the step's chat span has ended by now), the text captured as content. It is
+        reasoning: not judged as the model's answer."""
+        attributes: dict[str, Any] = {semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))}
+        captured = self._captured(step.get("text"))
+        if captured is not None:
+            attributes[semconv.EVENT_ATTR_MESSAGE] = captured
+        self.op.span.add_event(semconv.EVENT_BEDROCK_RATIONALE, attributes)
 
     def _step(self, phase: str, step: dict[str, Any]) -> None:
         model_input = step.get("modelInvocationInput")
@@ -374,7 +447,10 @@ class _AgentFollower(StreamFollower):
             self._model_input(phase, model_input)
         model_output = step.get("modelInvocationOutput")
         if isinstance(model_output, dict):
-            self._model_output(model_output)
+            self._model_output(phase, model_output)
+        rationale = step.get("rationale")
+        if isinstance(rationale, dict):
+            self._rationale(rationale)
         invocation = step.get("invocationInput")
         if isinstance(invocation, dict):
             self._invocation(invocation)
@@ -407,12 +483,17 @@ class _AgentFollower(StreamFollower):
             parameters={k: v for k, v in params.items() if v is not None}, attributes=attrs)
         self._open("model", item.get("traceId"), op)
 
-    def _model_output(self, item: dict[str, Any]) -> None:
+    def _model_output(self, phase: str, item: dict[str, Any]) -> None:
         op = self.steps.pop(("model", str(item.get("traceId"))), None)
         if op is None:
             return
         reply = _model_reply(item)
+        if phase == _ORCHESTRATION:
+            _thinking_apart(reply)
         span = op.span
+        parsed = item.get("parsedResponse")
+        if isinstance(parsed, dict):
+            self._parsed_response(span, parsed)
         if reply.response_id:
             span.set_attribute(semconv.GEN_AI_RESPONSE_ID, str(reply.response_id))
         if reply.cache_read_tokens is not None:
@@ -424,6 +505,16 @@ class _AgentFollower(StreamFollower):
         op.end_chat(reply.output, response_model=reply.response_model,
                     input_tokens=reply.total_input_tokens(), output_tokens=reply.output_tokens,
                     finish_reasons=reply.finish_reasons)
+
+    def _parsed_response(self, span: Any, parsed: dict[str, Any]) -> None:
+        """What the agent read from a pre-processing answer (whether the input is valid, and the
+        model's rationale) or a post-processing one (the text for the user)."""
+        if isinstance(parsed.get("isValid"), bool):
+            span.set_attribute(semconv.AG_BEDROCK_INPUT_VALID, parsed["isValid"])
+        text = parsed.get("rationale") if "rationale" in parsed else parsed.get("text")
+        captured = self._captured(text)
+        if captured is not None:
+            span.set_attribute(semconv.AG_BEDROCK_PARSED_RESPONSE, captured)
 
     def _invocation(self, item: dict[str, Any]) -> None:
         trace_id = item.get("traceId")

@@ -6,7 +6,8 @@
 DeepSeek and other chat-completion bodies, Cohere Command and Command R, the embedding
 models (Titan, Cohere and Nova embeddings) and the image generation models (Titan Image
 Generator, Nova Canvas, Stability: their prompts, and their images counted and sized, never
-read). A family is recognised from the model id (also inside an inference profile id or ARN,
+read), and the video generation models' ``StartAsyncInvoke`` inputs (Nova Reel, Luma Ray: their
+prompts). A family is recognised from the model id (also inside an inference profile id or ARN,
 e.g. ``us.anthropic.claude-...``) and, failing that, from the body's shape. Messages come out
 in the same plain-dict form every integration uses (``role``, ``content``, ``tool_calls``,
 ``tool_call_id``, and ``reasoning`` for the model's reasoning: Converse ``reasoningContent``,
@@ -51,6 +52,7 @@ __all__ = [
     "image_response",
     "is_embedding",
     "is_image_generation",
+    "is_video_generation",
     "parse_json",
     "parse_json_partial",
     "parse_request",
@@ -59,6 +61,7 @@ __all__ = [
     "raw_text",
     "text_of",
     "token_count",
+    "video_request",
 ]
 
 # The field Bedrock adds to an InvokeModel answer (and to a stream's last chunk) when the request
@@ -1404,3 +1407,50 @@ def image_response(body: Any) -> ImageReply:
         reasons.append("content_filter" if "filter" in body["error"].lower() else "error")
     reply.finish_reasons = reasons[:MAX_BLOCKS]
     return reply
+
+
+# -- video generation (StartAsyncInvoke) ---------------------------------------------------------
+
+# Model ids of the video generation models on Bedrock (also inside inference profile ids).
+_VIDEO_MODELS = ("amazon.nova-reel", "luma.ray")
+# Nova Reel's task parameters, one per task type.
+_VIDEO_TASKS = ("textToVideoParams", "multiShotAutomatedParams", "multiShotManualParams")
+MAX_SHOTS = 64
+
+
+def is_video_generation(model_id: str | None, body: Any) -> bool:
+    """Whether a ``StartAsyncInvoke`` call asks a video generation model for a video: Amazon Nova
+    Reel or Luma Ray by its id or, for an id that names no model family (an application
+    inference profile ARN), a body with one of Nova Reel's task parameters."""
+    model = (model_id or "").lower()
+    if any(marker in model for marker in _VIDEO_MODELS):
+        return True
+    if family_of(model) != "unknown" or not isinstance(body, dict):
+        return False
+    return any(isinstance(body.get(task), dict) for task in _VIDEO_TASKS)
+
+
+def video_request(body: Any) -> ImageRequest:
+    """The prompts of a Nova Reel (one text, or one per shot) or Luma Ray (``prompt``) request
+    as user messages, a placeholder per input image (never read), and the seed. The prompt is
+    the texts, a line apart."""
+    request = ImageRequest()
+    if not isinstance(body, dict):
+        return request
+    texts: list[str] = []
+    images = 0
+    task = next((body[key] for key in _VIDEO_TASKS if isinstance(body.get(key), dict)), None)
+    if task is not None:
+        shots = [_map(shot) for shot in _list(task.get("shots"))[:MAX_SHOTS]] or [task]
+        for shot in shots:
+            if isinstance(shot.get("text"), str) and shot["text"]:
+                texts.append(shot["text"])
+            images += len(_list(shot.get("images"))) + (1 if shot.get("image") else 0)
+        request.seed = _number(_map(body.get("videoGenerationConfig")).get("seed"))
+    elif isinstance(body.get("prompt"), str) and body["prompt"]:  # Luma Ray
+        texts.append(body["prompt"])
+    request.prompt = "\n".join(texts) or None
+    request.messages = [{"role": "user", "content": text} for text in texts]
+    request.messages.extend({"role": "user", "content": "<image>"}
+                            for _ in range(min(images, MAX_IMAGES)))
+    return request

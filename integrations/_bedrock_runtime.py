@@ -11,16 +11,27 @@ Tool calls the model asks for are noted for ``@agentguard.tool`` (:func:`expect_
 the input token count and the dimension count, and no output (a vector is not content). Of an
 image generation model, a ``generate_content {model}`` span: its prompts, and how many images
 came back and their size, never the images (neither recorded nor read as text).
+
+``StartAsyncInvoke`` of a video generation model (Nova Reel, Luma Ray) is a ``generate_content
+{model}`` span too (``gen_ai.output.type=video``): its prompts judged as a model call's, and the
+call judged as the cloud call it also is, whose resource is the S3 location the video will be
+written to. Other asynchronous invocations are ordinary cloud calls, with that location too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
+
 from agentguard import semconv
+from agentguard._errors import internal_error
 from agentguard._guard import Guard, Operation
 from agentguard._tool import expect_tool_call
+from agentguard.events import CloudCall
+from agentguard.findings import CloudCallBlocked
 from agentguard.integrations._aws_call import (
     CallerError,
     CallInfo,
@@ -28,6 +39,7 @@ from agentguard.integrations._aws_call import (
     error_code,
     record_response,
 )
+from agentguard.integrations._aws_resources import extract_resources, safe_parameters
 from agentguard.integrations._aws_streams import (
     StreamFollower,
     TracedAioEventStream,
@@ -49,6 +61,7 @@ from agentguard.integrations._bedrock_models import (
     image_response,
     is_embedding,
     is_image_generation,
+    is_video_generation,
     parse_json_partial,
     parse_request,
     parse_response,
@@ -56,6 +69,7 @@ from agentguard.integrations._bedrock_models import (
     raw_text,
     text_of,
     token_count,
+    video_request,
 )
 from agentguard.integrations._streams import mark_failed
 
@@ -66,6 +80,7 @@ MAX_BODY = 8 * 1024 * 1024
 
 _EMBEDDING = "embedding"
 _IMAGE = "image"
+_VIDEO = "video"
 
 
 class _State:
@@ -74,7 +89,8 @@ class _State:
     def __init__(self, op: Operation, family: str = "converse",
                  dimensions: int | None = None) -> None:
         self.op = op
-        # a model family, or _EMBEDDING / _IMAGE for an embedding / image generation model
+        # a model family, or _EMBEDDING / _IMAGE / _VIDEO for an embedding / image / video
+        # generation model
         self.family = family
         self.dimensions = dimensions
 
@@ -161,6 +177,20 @@ def _start_chat(guard: Guard, call: CallInfo, messages: list[dict[str, Any]],
     return guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
                             model=str(model) if model else None, messages=messages,
                             parameters=params, attributes=attrs, turn_text=turn_text)
+
+
+def _start_generation(guard: Guard, call: CallInfo, attrs: dict[str, Any],
+                      messages: list[dict[str, Any]], operation: str,
+                      turn_text: str | None = None) -> Operation:
+    """Open the span of a model call that is no chat (embeddings, image or video generation):
+    ``attrs`` and the guardrail the call names, judged as a model call (and its ``turn_text`` as
+    the user's message)."""
+    attrs.update(_guardrail_attributes(call.params.get("guardrailIdentifier"),
+                                       call.params.get("guardrailVersion")))
+    model = call.params.get("modelId")
+    return guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
+                            model=str(model) if model else None, messages=messages,
+                            attributes=attrs, turn_text=turn_text, operation=operation)
 
 
 def _finish(op: Operation, reply: ModelReply, abandoned: bool = False,
@@ -331,12 +361,7 @@ def _embeddings_start(guard: Guard, call: CallInfo, body: Any) -> _State:
         attrs[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
     if request.formats:
         attrs[semconv.GEN_AI_REQUEST_ENCODING_FORMATS] = request.formats
-    attrs.update(_guardrail_attributes(call.params.get("guardrailIdentifier"),
-                                       call.params.get("guardrailVersion")))
-    model = call.params.get("modelId")
-    op = guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
-                          model=str(model) if model else None, messages=request.messages,
-                          attributes=attrs, operation=semconv.OP_EMBEDDINGS)
+    op = _start_generation(guard, call, attrs, request.messages, semconv.OP_EMBEDDINGS)
     return _State(op, _EMBEDDING, request.dimensions)
 
 
@@ -364,13 +389,8 @@ def _image_start(guard: Guard, call: CallInfo, body: Any) -> _State:
         attrs[semconv.GEN_AI_REQUEST_CHOICE_COUNT] = request.count
     if request.seed is not None:
         attrs[semconv.GEN_AI_REQUEST_SEED] = request.seed
-    attrs.update(_guardrail_attributes(call.params.get("guardrailIdentifier"),
-                                       call.params.get("guardrailVersion")))
-    model = call.params.get("modelId")
-    op = guard.start_chat(provider=semconv.PROVIDER_AWS_BEDROCK,
-                          model=str(model) if model else None, messages=request.messages,
-                          attributes=attrs, turn_text=request.prompt,
-                          operation=semconv.OP_GENERATE_CONTENT)
+    op = _start_generation(guard, call, attrs, request.messages, semconv.OP_GENERATE_CONTENT,
+                           request.prompt)
     return _State(op, _IMAGE)
 
 
@@ -592,7 +612,72 @@ class InvokeModelWithResponseStream(Handler):
         _trace_stream(result, "body", _InvokeStreamFollower(state.op, state.family), asynchronous)
 
 
+# -- StartAsyncInvoke (video generation) ---------------------------------------------------------
+
+def _judge_destination(guard: Guard, op: Operation, call: CallInfo,
+                       resource: dict[str, str]) -> None:
+    """Judge the call as the cloud call it is (a ``CloudCall`` whose resource is where the
+    output goes), so a policy on where data may be written sees it as it sees a PutObject; a
+    block ends ``op`` and raises :class:`CloudCallBlocked` before anything is sent."""
+    event = CloudCall.model_construct(
+        context=op.event_context(), provider="aws", service=call.service,
+        operation=call.operation, region=call.region, resource=resource,
+        parameters=safe_parameters(call.params), status=None, error=None,
+        timestamp=time.time())
+    verdict = guard.emit_event(event, op.span)
+    finding = verdict.blocking_finding() if verdict.blocked else None
+    if finding is None:
+        return
+    op.span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
+    op.end()
+    raise CloudCallBlocked(finding, f"{call.service}.{call.operation}")
+
+
+_MODEL_RESOURCE_ATTRIBUTE = semconv.AG_CLOUD_RESOURCE_PREFIX + "model"
+
+
+class StartAsyncInvoke(Handler):
+    """``StartAsyncInvoke`` of a video generation model: a ``generate_content {model}`` span."""
+
+    def takes(self, call: CallInfo) -> bool:
+        return is_video_generation(str(call.params.get("modelId") or ""),
+                                   call.params.get("modelInput"))
+
+    def start(self, guard: Guard, call: CallInfo) -> _State:
+        """The prompts (judged as the user's message, a turn in a conversation, as an image
+        model's are), a placeholder per input image, the seed, and the S3 destination."""
+        request = video_request(call.params.get("modelInput"))
+        resource, resource_attrs = extract_resources(call.service, call.operation, call.params)
+        attrs = call.rpc_attributes()
+        attrs[semconv.GEN_AI_OUTPUT_TYPE] = semconv.OUTPUT_TYPE_VIDEO
+        if request.seed is not None:
+            attrs[semconv.GEN_AI_REQUEST_SEED] = request.seed
+        # The destination's attributes; the model is gen_ai.request.model already.
+        attrs.update({key: value for key, value in resource_attrs.items()
+                      if key != _MODEL_RESOURCE_ATTRIBUTE})
+        op = _start_generation(guard, call, attrs, request.messages,
+                               semconv.OP_GENERATE_CONTENT, request.prompt)
+        if guard.has_stages:
+            try:
+                _judge_destination(guard, op, call, resource)
+            except CloudCallBlocked:
+                raise
+            except Exception as exc:  # the model call is traced and judged all the same
+                internal_error("bedrock video destination", exc)
+        return _State(op, _VIDEO)
+
+    def done(self, state: _State, result: Any, asynchronous: bool) -> None:
+        """The invocation's ARN is the response id (a later ``GetAsyncInvoke`` names it); the
+        video is not in the answer, so there is no output to record or judge."""
+        record_response(state.op.span, result)
+        arn = result.get("invocationArn") if isinstance(result, dict) else None
+        if isinstance(arn, str) and arn:
+            state.op.span.set_attribute(semconv.GEN_AI_RESPONSE_ID, arn)
+        state.op.end()
+
+
 HANDLERS: dict[str, Handler] = {
+    "StartAsyncInvoke": StartAsyncInvoke(),
     "Converse": Converse(),
     "ConverseStream": ConverseStream(),
     "InvokeModel": InvokeModel(),

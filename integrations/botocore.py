@@ -11,6 +11,8 @@ caller's own parameters, and sees its final outcome after botocore's retries.
   embedding model, ``generate_content {model}`` for an image generation model
   (:mod:`._bedrock_runtime`). While a LangChain chat span is current (``ChatBedrockConverse`` /
   ``ChatBedrock`` calling boto3), they are that span's own request and produce nothing more.
+  ``StartAsyncInvoke`` of a video generation model: ``generate_content {model}``, judged as a
+  model call and as a cloud call (the S3 destination of the video).
 * bedrock-agent-runtime ``InvokeAgent``, ``Retrieve``, ``RetrieveAndGenerate``: agent and
   retrieval spans, RETURN_CONTROL tool calls (:mod:`._bedrock_agent`).
 * Every other call: a ``CloudCall`` event and an ``aws.{service}.{Operation}`` CLIENT span with
@@ -87,7 +89,14 @@ def _call_info(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
 def _handler(call: CallInfo) -> Handler | None:
     handlers = _HANDLERS.get(call.service)
-    return handlers.get(call.operation) if handlers is not None else None
+    handler = handlers.get(call.operation) if handlers is not None else None
+    if handler is None:
+        return None
+    try:
+        return handler if handler.takes(call) else None
+    except Exception as exc:
+        internal_error(f"botocore {call.operation} handler", exc)
+        return None
 
 
 def _annotate_current(result: Any) -> None:

@@ -2,7 +2,9 @@
 
 bedrock-runtime (``Converse``, ``ConverseStream``, ``InvokeModel``,
 ``InvokeModelWithResponseStream``; ``InvokeModel`` of an embedding model answers with vectors,
-of an image generation model with PNG images)
+of an image generation model with PNG images; ``StartAsyncInvoke``, ``GetAsyncInvoke`` and
+``ListAsyncInvokes``: asynchronous invocations, such as a Nova Reel video, remembered and
+reported as completed, nothing written anywhere)
 and bedrock-agent-runtime (``InvokeAgent``, ``Retrieve``,
 ``RetrieveAndGenerate``) over HTTP/1.1 on loopback: JSON bodies for the plain calls, and the AWS
 event-stream binary framing (prelude, headers, CRC32 checksums; :func:`encode_message`) sent
@@ -28,12 +30,13 @@ import binascii
 import contextlib
 import itertools
 import json
+import re
 import socket
 import struct
 import threading
 import urllib.parse
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -541,6 +544,46 @@ def _invoke_chunks(reply: Reply, family: str, model: str) -> list[dict[str, Any]
             for i, word in enumerate(words)]
 
 
+# -- asynchronous invocations ----------------------------------------------------------------------
+
+_S3_URI = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
+_REEL_TASKS = {"TEXT_VIDEO": "textToVideoParams", "MULTI_SHOT_AUTOMATED": "multiShotAutomatedParams",
+               "MULTI_SHOT_MANUAL": "multiShotManualParams"}
+_SUBMITTED = "2026-01-01T00:00:00Z"
+
+
+def _async_invocation(body: Any) -> dict[str, Any]:
+    """A ``StartAsyncInvoke`` request checked as Bedrock checks it (the S3 URI's form, a Nova Reel
+    task's prompt, a Luma Ray prompt); ``ValueError`` for one it would refuse. Returns what
+    ``GetAsyncInvoke`` reports of it, but its ARN."""
+    if not isinstance(body, dict) or not isinstance(body.get("modelId"), str):
+        raise ValueError("modelId is required")
+    model, model_input = body["modelId"], body.get("modelInput")
+    if not isinstance(model_input, dict):
+        raise ValueError("modelInput must be a JSON object")
+    s3 = (body.get("outputDataConfig") or {}).get("s3OutputDataConfig") or {}
+    uri = s3.get("s3Uri")
+    if not isinstance(uri, str) or not _S3_URI.fullmatch(uri):
+        raise ValueError("outputDataConfig.s3OutputDataConfig.s3Uri must be an S3 URI")
+    if "nova-reel" in model:
+        task = model_input.get(_REEL_TASKS.get(str(model_input.get("taskType")), ""))
+        if not isinstance(task, dict):
+            raise ValueError("taskType and its parameters are required")
+        shots = task.get("shots") if model_input["taskType"] == "MULTI_SHOT_MANUAL" else [task]
+        if not isinstance(shots, list) or not shots or not all(
+                isinstance(shot, dict) and isinstance(shot.get("text"), str) and shot["text"]
+                for shot in shots):
+            raise ValueError("every shot needs a text prompt")
+    elif "luma." in model and not (isinstance(model_input.get("prompt"), str)
+                                   and model_input["prompt"]):
+        raise ValueError("prompt is required")
+    arn = model if model.startswith("arn:") else \
+        f"arn:aws:bedrock:us-east-1::foundation-model/{model}"
+    return {"modelArn": arn, "status": "Completed", "submitTime": _SUBMITTED,
+            "lastModifiedTime": _SUBMITTED, "endTime": _SUBMITTED,
+            "outputDataConfig": {"s3OutputDataConfig": dict(s3)}}
+
+
 # -- the server ----------------------------------------------------------------------------------
 
 class _Handler(BaseHTTPRequestHandler):
@@ -623,6 +666,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._agent(step, parts[-2])
         elif parts == ["retrieveAndGenerateStream"]:
             self._generation(step)
+        elif parts[0] == "async-invoke":
+            self._async_invoke(parts[1:], step, request)
         else:
             self._json(404, {"message": f"no scripted route for {path}"},
                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
@@ -682,6 +727,32 @@ class _Handler(BaseHTTPRequestHandler):
         if family in _EMBEDDING_FAMILIES:  # an image model's answer has no token counts
             headers["X-Amzn-Bedrock-Input-Token-Count"] = str(reply.input_tokens)
         self._json(200, answer, headers)
+
+    def _async_invoke(self, rest: list[str], step: Any, request: RecordedRequest) -> None:
+        """``StartAsyncInvoke`` (POST), ``GetAsyncInvoke`` (GET with the ARN), ``ListAsyncInvokes``
+        (GET): a :class:`Reply` step each, answered from the invocations started so far."""
+        if not isinstance(step, Reply):
+            raise TypeError(f"an asynchronous invocation call needs a Reply, got {step!r}")
+        owner = self.server.owner
+        if request.method == "POST" and not rest:
+            try:
+                invocation = _async_invocation(request.json())
+            except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+                self._json(400, {"message": f"Malformed input request: {exc}"},
+                           {"x-amzn-ErrorType": "ValidationException"})
+                return
+            self._json(200, {"invocationArn": owner.add_invocation(invocation)})
+        elif request.method == "GET" and rest:
+            found = owner.invocation("/".join(rest))
+            if found is None:
+                self._json(400, {"message": "Invocation not found"},
+                           {"x-amzn-ErrorType": "ValidationException"})
+                return
+            self._json(200, found)
+        elif request.method == "GET":
+            self._json(200, {"asyncInvokeSummaries": owner.invocations()})
+        else:
+            self._json(404, {"message": request.method}, {"x-amzn-ErrorType": "UnknownOperation"})
 
     @staticmethod
     def _maybe_fail(messages: list[bytes], reply: Reply) -> list[bytes]:
@@ -814,12 +885,15 @@ class _Server(_LoopbackServer):
 class BedrockServer(_Service):
     """The fake Bedrock endpoint: start, script, point boto3 at :attr:`url`, stop."""
 
+    MAX_INVOCATIONS = 256
+
     def __init__(self, default: Any = None) -> None:
         self._lock = threading.Lock()
         self._steps: deque[Any] = deque()
         # Served when nothing is queued (a benchmark's endless identical calls); else a 500.
         self.default = default
         self.requests: list[RecordedRequest] = []
+        self._invocations: OrderedDict[str, dict[str, Any]] = OrderedDict()
         server = _Server(("127.0.0.1", 0), _Handler)
         server.owner = self
         self._serve(server, "bedrock-server")
@@ -834,6 +908,27 @@ class BedrockServer(_Service):
         with self._lock:
             self._steps.clear()
             self.requests.clear()
+            self._invocations.clear()
+
+    def add_invocation(self, invocation: dict[str, Any]) -> str:
+        """Remember an asynchronous invocation (the newest :attr:`MAX_INVOCATIONS`); its ARN."""
+        arn = f"arn:aws:bedrock:us-east-1:123456789012:async-invoke/{next(_ids):012d}"
+        s3 = invocation["outputDataConfig"]["s3OutputDataConfig"]
+        # Bedrock writes the output under a folder named after the invocation.
+        s3["s3Uri"] = f"{s3['s3Uri'].rstrip('/')}/{arn.rsplit('/', 1)[1]}"
+        with self._lock:
+            self._invocations[arn] = {"invocationArn": arn, **invocation}
+            while len(self._invocations) > self.MAX_INVOCATIONS:
+                self._invocations.popitem(last=False)
+        return arn
+
+    def invocation(self, arn: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._invocations.get(arn)
+
+    def invocations(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._invocations.values())
 
     def next_step(self) -> Any:
         with self._lock:
