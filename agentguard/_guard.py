@@ -369,6 +369,7 @@ class Operation:
         "kind",
         "name",
         "span",
+        "unknown",
         "verdict",
     )
 
@@ -384,6 +385,8 @@ class Operation:
         # A tool call's id and arguments, for its events (the call event may not be built).
         self.call_id: str | None = None
         self.arguments: Any = None
+        # A call of a tool the framework does not have (ToolCall.unknown).
+        self.unknown = False
         self.verdict: Verdict = _ALLOW
         self.ended = False
         frame.span = span
@@ -525,6 +528,7 @@ class Operation:
                     "context": call.context, "timestamp": time.time(), "kind": "tool_call",
                     "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
                     "result": result, "error": None, "phase": "result",
+                    "unknown": call.unknown,
                 }))
                 if verdict.blocked:
                     self.span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
@@ -1083,14 +1087,18 @@ class Guard:
         call_id: str | None = None,
         arguments: Any = None,
         attributes: dict[str, Any] | None = None,
+        unknown: bool = False,
     ) -> Operation:
-        """Open an ``execute_tool`` span and judge the call; raises :class:`ToolCallBlocked`."""
+        """Open an ``execute_tool`` span and judge the call; raises :class:`ToolCallBlocked`.
+        ``unknown``: the model asked for a tool the framework does not have (nothing will run)."""
         parent = current_frame()
         attrs = self._base_attributes(parent, semconv.OP_EXECUTE_TOOL)
         attrs[semconv.GEN_AI_TOOL_NAME] = name
         attrs[semconv.AG_THREAD_NATIVE_ID] = current_tid()
         if call_id is not None:
             attrs[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+        if unknown:
+            attrs[semconv.AG_TOOL_UNKNOWN] = True
         if arguments is not None and self.capture.enabled:
             captured = self.content(arguments)
             if captured is not None:
@@ -1102,6 +1110,7 @@ class Guard:
         op = Operation(self, "tool", name, span, frame)
         op.call_id = call_id
         op.arguments = arguments
+        op.unknown = unknown
         frame.tool = op
         if self.has_stages:
             quick = self._quick_allow
@@ -1123,7 +1132,7 @@ class Guard:
         event = trusted(ToolCall, {
             "context": None, "timestamp": time.time(), "kind": "tool_call", "tool": op.name,
             "call_id": op.call_id, "arguments": op.arguments, "result": None, "error": None,
-            "phase": "call",
+            "phase": "call", "unknown": op.unknown,
         })
         event.__dict__["context"] = op.event_context()
         return event

@@ -116,7 +116,11 @@ class Retrieval(_EventBase):
 
 
 class ToolCall(_EventBase):
-    """A tool call: judged before the tool runs (``phase="call"``) and again with its result."""
+    """A tool call: judged before the tool runs (``phase="call"``) and again with its result.
+
+    ``unknown``: the model called a tool the framework does not have (a LangGraph ``ToolNode``
+    lacking it); nothing runs, and the framework answers the model with an error.
+    """
 
     kind: Literal["tool_call"] = "tool_call"
     tool: str
@@ -125,6 +129,7 @@ class ToolCall(_EventBase):
     result: Any = None
     error: str | None = None
     phase: Literal["call", "result"] = "call"
+    unknown: bool = False
 
 
 class CloudCall(_EventBase):

@@ -26,6 +26,7 @@ __all__ = [
     "AG_STREAM",
     "AG_STREAM_ABANDONED",
     "AG_THREAD_NATIVE_ID",
+    "AG_TOOL_UNKNOWN",
     "AG_TURN_INDEX",
     "AG_TURN_TEXT",
     "EVENT_FINDING",
@@ -123,6 +124,9 @@ AG_STREAM_ABANDONED = "agentguard.stream.abandoned"
 AG_INTERRUPTED = "agentguard.interrupted"
 # An operation whose asyncio task was cancelled (no error status).
 AG_CANCELLED = "agentguard.cancelled"
+# A tool call the model made of a tool the framework does not have: nothing ran (the framework
+# answered with an error), so it is no tool of the agent's.
+AG_TOOL_UNKNOWN = "agentguard.tool.unknown"
 AG_RETRIEVER_NAME = "agentguard.retriever.name"
 AG_RETRIEVAL_QUERY = "agentguard.retrieval.query"
 AG_RETRIEVAL_DOCUMENTS = "agentguard.retrieval.documents"

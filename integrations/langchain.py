@@ -492,16 +492,18 @@ def unknown_tool_call(guard: Guard, call: Any, answer: Any) -> Any:
     framework with ``answer`` (an error tool message) instead of running anything.
 
     It is the tool call the model made, so it is reported as one: an ``execute_tool`` span with
-    the requested name and arguments, judged before (policies, detectors) and ended with
-    ``answer`` as its result and an error status. A block answers as for any tool (an error tool
-    message naming the rule, or :class:`ToolCallBlocked` with ``on_block="raise"``); otherwise
-    the model gets ``answer`` unchanged.
+    the requested name and arguments, judged before (policies, detectors, the baseline) and ended
+    with ``answer`` as its result and an error status. Span and events say the tool is unknown
+    (``agentguard.tool.unknown``, ``ToolCall.unknown``): no baseline learns it as the agent's.
+    A block answers as for any tool (an error tool message naming the rule, or
+    :class:`ToolCallBlocked` with ``on_block="raise"``); otherwise the model gets ``answer``
+    unchanged.
     """
     name = call_id = None
     try:
         name = str(call["name"])
         call_id = call.get("id")
-        op = guard.start_tool(name, call_id=call_id, arguments=call.get("args"))
+        op = guard.start_tool(name, call_id=call_id, arguments=call.get("args"), unknown=True)
     except ToolCallBlocked as blocked:
         return _blocked_reply(guard, str(name), call_id, blocked)
     except Exception as exc:

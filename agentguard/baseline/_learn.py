@@ -97,11 +97,17 @@ class Learner:
             if handler is None or not isinstance(kind, str):
                 self._skip("unknown_kind")
                 return False
-            if kind == "tool_call" and not event.tool:
-                # A call of no tool in particular (an empty name from a trace or a model) has no
-                # place in the profile.
-                self._skip("unnamed_tool")
-                return False
+            if kind == "tool_call":
+                if not event.tool:
+                    # A call of no tool in particular (an empty name from a trace or a model)
+                    # has no place in the profile.
+                    self._skip("unnamed_tool")
+                    return False
+                if getattr(event, "unknown", False) is True:
+                    # The model asked for a tool the framework does not have: nothing ran, and
+                    # learning it would make its next call look like one of the agent's tools.
+                    self._skip("unknown_tool")
+                    return False
             context = event.context
             profile.events += 1
             kinds = profile.kinds

@@ -359,6 +359,8 @@ class Scorer:
     # -- tool calls ------------------------------------------------------------------------
     def _tool_call(self, event: Any) -> list[Deviation]:
         name = event.tool
+        if getattr(event, "unknown", False) is True:
+            return self._unknown_tool(event)
         tool = self.tools.get(name)
         out: list[Deviation] = []
         if tool is None:
@@ -393,6 +395,21 @@ class Scorer:
                                                          name)
             self._turn_calls(tool, previous, count, total, out)
         return out
+
+    def _unknown_tool(self, event: Any) -> list[Deviation]:
+        """A call of a tool the framework does not have: never learned, so always outside the
+        profile (a tool of that name in it was one the agent had then, or learned before such
+        calls were told apart), and reported however few tools were learned, since it is no
+        sign of the agent using tools of its own."""
+        if event.phase != "call":
+            return []
+        name = event.tool
+        tools = self.tool_set
+        severity, mature = tools.novelty("high", self.agent_mature) or ("low", False)
+        return [Deviation("unknown-tool", severity,
+                          f"the model called {name!r}, a tool the agent does not have "
+                          "(nothing ran)", name, "tools", name, tools.expected(), mature,
+                          tools.state)]
 
     def _result(self, tool: _Tool, result: Any, out: list[Deviation]) -> None:
         size, records = features.measure(result)

@@ -6,7 +6,8 @@ Spans made by agentguard, by OpenInference (``openinference.span.kind``, ``tool.
 ``traceloop.entity.name``, ``traceloop.entity.input/output``, ``gen_ai.*``) become the same events
 a live agent produces, so a team that already traces its agents gets a baseline on day one. Each
 trace is one turn; events inside a tool span are attributed to that tool. Tool calls agentguard
-blocked, and spans with high-severity findings, are not learned.
+blocked, spans with high-severity findings, and calls of tools the agent does not have
+(``agentguard.tool.unknown``) are not learned.
 """
 
 from __future__ import annotations
@@ -568,6 +569,10 @@ def _tool_name(span: SpanRecord, convention: str) -> str | None:
     return None
 
 
+# An agentguard flag as OTLP/JSON carries it (a boolean), or as a string from a re-export.
+_TRUE = (True, "true")
+
+
 def _suspicious(span: SpanRecord) -> bool:
     """Whether agentguard blocked this span's work or reported a high-severity finding on it."""
     if span.attributes.get(semconv.AG_DECISION) == "block":
@@ -634,6 +639,10 @@ def span_events(spans: list[SpanRecord], agent: str, stats: OtlpStats) -> list[A
             continue
         tool_name = tools[span.span_id]
         if tool_name is not None:
+            if span.attributes.get(semconv.AG_TOOL_UNKNOWN) in _TRUE:
+                # A call of a tool the framework does not have: nothing ran, no tool to learn.
+                stats.skip("unknown_tool")
+                continue
             parent = by_id.get(span.parent_id) if span.parent_id else None
             outer, _ = enclosing_tool(parent) if parent is not None else (None, None)
             _tool_events(span, convention, tool_name, context, add, outer)

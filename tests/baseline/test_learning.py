@@ -150,6 +150,30 @@ def test_turns_give_calls_per_turn_and_transitions() -> None:
     assert lookup.predecessors.values == {TURN_START_MARKER: 2}
 
 
+def test_calls_of_tools_the_agent_does_not_have_are_not_learned() -> None:
+    """A call the model made of a tool the framework does not have (``unknown``) and its error
+    answer are counted as not learned: the name is no tool of the profile, its arguments and
+    result are nowhere, and it is neither a step of the turn nor one of its calls."""
+    learner = Learner(Profile(agent="support"))
+    learner.learn(Turn(context=ctx(conversation="c1", turn=1), text="clean up"))
+    ghost = ToolCall(context=ctx("drop_tables", "c1", 1), tool="drop_tables",
+                     arguments={"all": True}, unknown=True)
+    assert learner.learn(ghost) is False
+    assert learner.learn(ToolCall(context=ctx("drop_tables"), tool="drop_tables", phase="result",
+                                  result="Error: drop_tables is not a valid tool",
+                                  unknown=True)) is False
+    learner.learn(call("lookup", "c1", 1))
+    learner.flush_turns()
+    profile = learner.profile
+    assert sorted(profile.tools) == ["lookup"]
+    assert profile.skipped == {"unknown_tool": 2}
+    assert profile.kinds == {"turn": 1, "tool_call": 1}
+    lookup = profile.tools["lookup"]
+    assert lookup.predecessors is not None
+    assert lookup.predecessors.values == {TURN_START_MARKER: 1}
+    assert profile.calls_per_turn is not None and profile.calls_per_turn.max == 1
+
+
 def test_retrievals_and_unknown_events() -> None:
     """Retrievers and their document counts are learned; objects that are no event are counted."""
     learner = Learner(Profile(agent="support"))

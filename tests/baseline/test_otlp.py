@@ -181,6 +181,33 @@ def _delete_all(confirm: bool) -> str:
     return "deleted"
 
 
+def test_calls_of_tools_the_agent_lacks_in_traces_are_not_learned(guarded: Any, spans: Any,
+                                                                    tmp_path: Path,
+                                                                    capsys: Any) -> None:
+    """A call the model made of a tool the agent does not have is in the traces as a failed
+    tool span marked ``agentguard.tool.unknown``; learning from them leaves it out of the
+    profile and says so, while the agent's real tool is learned."""
+    guarded(service_name="support")
+    for n in range(2):
+        agent = create_agent(ScriptedChatModel(script=[
+            say("", call("format_disk", f"f{n}", device="/dev/sda")),
+            say("", call("delete_all", f"d{n}", confirm=False)), say("ok")]), [_delete_all],
+            name="support")
+        with agentguard.conversation(f"c{n}"):
+            agent.invoke({"messages": [("user", "tidy up")]})
+    traces = write_otlp(spans.all(), tmp_path / "t.jsonl")
+    assert [_attribute(span, "agentguard.tool.unknown") for span in _spans(traces)
+            if span["name"] == "execute_tool format_disk"] == [True, True]
+    out = tmp_path / "p.json"
+    capsys.readouterr()
+    assert _learn("--from", str(traces), "-o", str(out)) == 0
+    assert "unknown_tool 2" in capsys.readouterr().out
+    profile = load_profile(out)
+    assert sorted(profile.tools) == ["delete_all"]
+    predecessors = profile.tools["delete_all"].predecessors
+    assert predecessors is not None and predecessors.values == {"^": 2}
+
+
 def test_learn_extends_an_existing_profile_and_refuses_a_corrupt_one(
         trace_files: Path, tmp_path: Path, capsys: Any) -> None:
     """Learning into an existing profile adds to it; a corrupt output file is not overwritten."""

@@ -266,6 +266,34 @@ def test_new_model_and_model_artifact(scorer: Scorer) -> None:
                                          sha256="ff"))) == {"model-artifact": ("high", True)}
 
 
+def test_a_call_of_a_tool_the_agent_does_not_have_says_so(scorer: Scorer) -> None:
+    """A call of a tool the framework does not have is an ``unknown-tool`` deviation naming what
+    happened, high on a mature profile, also when a tool of that name was learned (the agent
+    had one then); its error answer is not compared with anything."""
+    for name in ("drop_tables", "orders"):
+        [deviation] = scorer.score(ToolCall(context=ctx(name), tool=name, arguments={},
+                                            unknown=True))
+        assert (deviation.rule, deviation.severity, deviation.mature, deviation.tool) == (
+            "unknown-tool", "high", True, name)
+        assert deviation.message == (f"the model called {name!r}, a tool the agent does not "
+                                     "have (nothing ran)")
+        assert "orders" in deviation.expected["learned"]
+    assert scorer.score(ToolCall(context=ctx("orders"), tool="orders", phase="result",
+                                 result="Error: orders is not a valid tool", unknown=True)) == []
+
+
+def test_a_call_of_a_tool_the_agent_lacks_is_reported_however_little_was_learned() -> None:
+    """Where every tool learned is still new (a new name says nothing yet), a call of a tool the
+    agent does not have is still reported, at low severity and not blocking."""
+    learner = Learner(Profile(agent="support"))
+    for name in ("a", "b", "c", "d"):
+        learner.learn(ToolCall(context=ctx(name), tool=name, arguments={}))
+    scorer = Scorer(learner.profile)
+    assert scorer.score(ToolCall(context=ctx("x"), tool="x", arguments={})) == []
+    assert _rules(scorer.score(ToolCall(context=ctx("x"), tool="x", arguments={},
+                                        unknown=True))) == {"unknown-tool": ("low", False)}
+
+
 def test_immature_profile_reports_low_or_not_mature() -> None:
     """Learned from three turns, nothing is mature: deviations are low or marked immature."""
     scorer = Scorer(_learned(turns=3))

@@ -269,7 +269,7 @@ def test_events_built_on_the_hot_path_equal_validated_ones() -> None:
     ctx = trusted(EventContext, dict(ctx_values))
     values = {"context": ctx, "timestamp": time.time(), "kind": "tool_call", "tool": "t",
               "call_id": "id", "arguments": {"q": 1}, "result": [1], "error": None,
-              "phase": "result"}
+              "phase": "result", "unknown": False}
     assert list(values) == list(ToolCall.model_fields)
     event = trusted(ToolCall, values)
     validated = parse_event(event.model_dump())

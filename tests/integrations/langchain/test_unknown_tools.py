@@ -204,3 +204,107 @@ def test_uninstrumented_an_unknown_tool_call_is_left_to_langgraph(guarded: Any,
         {"messages": [("user", "clean up")]})
     assert [m.content for m in recorder.tool_messages()] == [NOT_A_TOOL]
     assert spans.all() == []
+
+
+def test_the_span_says_the_tool_is_unknown_and_a_real_tools_span_does_not(guarded: Any,
+                                                                        spans: Any) -> None:
+    """The span of a call of a tool the agent lacks carries ``agentguard.tool.unknown``, so
+    whoever reads the traces can tell it from a tool that ran; a real tool's span has no such
+    attribute."""
+    guarded()
+    _agent([say("", call("get_weather", "w1", city="Oslo"),
+                call("delete_everything", "d1", path="/")), say("done")]).invoke(
+        {"messages": [("user", "go")]})
+    assert spans.one("execute_tool delete_everything").attributes[
+        "agentguard.tool.unknown"] is True
+    assert "agentguard.tool.unknown" not in spans.one("execute_tool get_weather").attributes
+
+
+def test_a_policy_rule_can_match_every_call_of_a_tool_the_agent_lacks(
+        guarded: Any, tmp_path: Path) -> None:
+    """The ``unknown`` field of the tool call event lets one rule catch calls of any tool the
+    agent does not have, whatever name the model made up, and leave real tools alone."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("""
+rules:
+  - id: NO-MADE-UP-TOOLS
+    description: The model called a tool the agent does not have
+    severity: medium
+    action: alert
+    match: {kind: tool_call, phase: call}
+    when: {field: unknown, equals: true}
+""")
+    seen: list[Finding] = []
+    guarded(mode="monitor", policy=str(policy), on_finding=seen.append, **QUIET)
+    _agent([say("", call("get_weather", "w1", city="Oslo"), call("wipe_disk", "x1"),
+                call("transfer_funds", "t1", amount=5)), say("done")]).invoke(
+        {"messages": [("user", "go")]})
+    assert sorted((f.rule_id, f.tool) for f in seen) == [
+        ("NO-MADE-UP-TOOLS", "transfer_funds"), ("NO-MADE-UP-TOOLS", "wipe_disk")]
+
+
+def _learn_turns(guarded: Any, profile: Path, turns: int) -> None:
+    """Learn ``turns`` turns of an agent that calls its weather tool and, each time, also a
+    tool it does not have."""
+    guarded(service_name="support", mode="learn", profile=str(profile), **QUIET)
+    for n in range(turns):
+        with agentguard.conversation(f"c{n}"):
+            _agent([say("", call("get_weather", f"w{n}", city="Oslo"),
+                        call("delete_everything", f"d{n}", path="/")), say("done")],
+                   "tool-node").invoke({"messages": [("user", "weather please")]})
+    agentguard.uninstrument()
+
+
+@pytest.mark.parametrize("way", ["invoke", "ainvoke", "stream"])
+def test_learning_leaves_a_tool_the_agent_lacks_out_of_the_profile(guarded: Any,
+                                                                    tmp_path: Path,
+                                                                    way: str) -> None:
+    """A real agent learned in ``learn`` mode: its own tool is in the profile, the tool the model
+    asked for but the agent does not have is not (nothing ran), and the profile counts those
+    calls as not learned."""
+    from agentguard.baseline import load_profile
+
+    profile = tmp_path / "support.json"
+    guarded(service_name="support", mode="learn", profile=str(profile), **QUIET)
+    with agentguard.conversation("c1"):
+        _run(_agent([say("", call("delete_everything", "d1", path="/")),
+                     say("", call("get_weather", "w1", city="Oslo")), say("done")],
+                    "tool-node"), way)
+    agentguard.uninstrument()
+    learned = load_profile(str(profile))
+    assert sorted(learned.tools) == ["get_weather"]
+    assert learned.tools["get_weather"].calls == 1
+    assert learned.skipped["unknown_tool"] >= 1
+    # Nor is the made-up call a step of the turn: the weather tool is its first call.
+    predecessors = learned.tools["get_weather"].predecessors
+    assert predecessors is not None and predecessors.values == {"^": 1}
+
+
+@pytest.mark.parametrize("mode", ["monitor", "enforce"])
+def test_after_learning_a_call_of_the_tool_the_agent_lacks_is_a_finding(
+        guarded: Any, spans: Any, tmp_path: Path, mode: str) -> None:
+    """Against a profile learned from turns that included the same made-up call, calling it
+    again is a baseline finding that says what happened (a tool the agent does not have, nothing
+    ran): an alert in monitor mode, a block in enforce mode once the tools are mature, answered
+    to the model as a block; the agent's own tool passes."""
+    profile = tmp_path / "support.json"
+    _learn_turns(guarded, profile, 25)
+    seen: list[Finding] = []
+    guarded(service_name="support", mode=mode, profile=str(profile), on_finding=seen.append,
+            **QUIET)
+    recorder = Recorder()
+    with agentguard.conversation("later"):
+        _agent([say("", call("get_weather", "w1", city="Oslo"),
+                    call("delete_everything", "d1", path="/")), recorder],
+               "tool-node").invoke({"messages": [("user", "weather please")]})
+    action = "block" if mode == "enforce" else "alert"
+    assert [(f.rule_id, f.action, f.severity, f.tool, f.title) for f in seen] == [
+        ("baseline-unknown-tool", action, "high", "delete_everything",
+         "the model called 'delete_everything', a tool the agent does not have (nothing ran)")]
+    statuses = {m.tool_call_id: m.status for m in recorder.tool_messages()}
+    assert statuses == {"w1": "success", "d1": "error"}
+    [answer] = [m for m in recorder.tool_messages() if m.tool_call_id == "d1"]
+    if mode == "enforce":
+        assert "baseline-unknown-tool" in str(answer.content)
+    else:
+        assert answer.content == NOT_A_TOOL
