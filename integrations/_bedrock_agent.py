@@ -368,7 +368,7 @@ class _AgentState:
 class _AgentFollower(StreamFollower):
     """Turns an ``InvokeAgent`` stream into child spans and ``ToolCall`` events."""
 
-    __slots__ = ("answer", "answer_size", "call", "guard", "op", "steps")
+    __slots__ = ("answer", "answer_size", "call", "guard", "op", "outputs_judged", "steps")
 
     def __init__(self, state: _AgentState) -> None:
         super().__init__()
@@ -378,6 +378,9 @@ class _AgentFollower(StreamFollower):
         self.answer: list[str] = []
         self.answer_size = 0
         self.steps: dict[tuple[str, str], Operation] = {}
+        # Whether the trace carried a model's answer (judged on its chat span): then the answer
+        # streamed back is that answer again, and is not judged a second time.
+        self.outputs_judged = False
 
     # -- events ----------------------------------------------------------------------------
     def observe(self, event: Any) -> None:
@@ -505,6 +508,8 @@ class _AgentFollower(StreamFollower):
         op.end_chat(reply.output, response_model=reply.response_model,
                     input_tokens=reply.total_input_tokens(), output_tokens=reply.output_tokens,
                     finish_reasons=reply.finish_reasons)
+        if reply.output:
+            self.outputs_judged = True
 
     def _parsed_response(self, span: Any, parsed: dict[str, Any]) -> None:
         """What the agent read from a pre-processing answer (whether the input is valid, and the
@@ -588,8 +593,25 @@ class _AgentFollower(StreamFollower):
             op.end()
 
     def _record_answer(self) -> None:
-        if self.answer:
-            _capture_answer(self.op, "".join(self.answer))
+        """Record the answer the caller read; without a trace of the models' answers (no
+        ``enableTrace``, the default), judge it as the model's output on the agent span: an
+        exfiltration link or hidden text in it is found, though it is no longer withheld (the
+        caller has read it)."""
+        if not self.answer:
+            return
+        answer = "".join(self.answer)
+        _capture_answer(self.op, answer)
+        if self.outputs_judged or not self.guard.has_stages or self.op.ended:
+            return
+        question = self.call.params.get("inputText")
+        _judge(self.op, trusted(ModelCall, {
+            "context": self.op.event_context(), "timestamp": time.time(), "kind": "model_call",
+            "provider": semconv.PROVIDER_AWS_BEDROCK, "model": None,
+            "messages": [Message(role="user", content=question)]
+            if isinstance(question, str) and question else [],
+            "output": [Message(role="assistant", content=answer)], "parameters": {},
+            "input_tokens": None, "output_tokens": None, "finish_reasons": [],
+            "phase": "response"}), "bedrock agent answer")
 
     def complete(self) -> None:
         self._close_steps()

@@ -375,6 +375,48 @@ def test_retrieve_and_generate_answer_is_judged_as_model_output(guarded: Any, sp
     assert findings == []
 
 
+def test_an_agent_answer_without_a_trace_is_judged_as_model_output(guarded: Any, spans: Any,
+                                                                   bedrock: Any,
+                                                                   runtime: Any) -> None:
+    """Without enableTrace (the default) the answer an agent streams back is all there is of
+    its models' output: one carrying data out in a markdown image is flagged on the agent span
+    once the stream is read; a plain answer is not."""
+    findings: list[Any] = []
+    guarded(on_finding=findings.append)
+    bedrock.push(AgentEvents([agent_chunk(EXFIL[:30]), agent_chunk(EXFIL[30:])]))
+    response = _invoke(runtime("bedrock-agent-runtime"), inputText="refund?", enableTrace=False)
+    assert b"".join(e["chunk"]["bytes"] for e in response["completion"]) == EXFIL.encode()
+    [finding] = _injections(findings)
+    assert finding.evidence["source"]["kind"] == "model_output"
+    span = spans.one("invoke_agent AGENT1")
+    assert span.attributes["agentguard.finding.count"] == 1
+
+    findings.clear()
+    bedrock.push(AgentEvents([agent_chunk("Your refund is approved.")]))
+    list(_invoke(runtime("bedrock-agent-runtime"), inputText="refund?",
+                 enableTrace=False)["completion"])
+    assert findings == []
+
+
+def test_an_agent_answer_its_trace_carried_is_judged_once(guarded: Any, spans: Any,
+                                                          bedrock: Any, runtime: Any) -> None:
+    """With the trace, the model's answer is judged on its chat span; the same answer streamed
+    back is not judged a second time on the agent span."""
+    findings: list[Any] = []
+    guarded(on_finding=findings.append)
+    bedrock.push(AgentEvents([
+        _orchestration(modelInvocationInput={"traceId": "t-0", "type": "ORCHESTRATION",
+                                             "foundationModel": MODEL, "text": "refund?"}),
+        _orchestration(modelInvocationOutput={"traceId": "t-0", "rawResponse": {"content": EXFIL}}),
+        agent_chunk(EXFIL),
+    ]))
+    list(_invoke(runtime("bedrock-agent-runtime"), inputText="refund?")["completion"])
+    [finding] = _injections(findings)
+    assert finding.evidence["source"]["ref"] == MODEL
+    assert spans.one(f"chat {MODEL}").attributes["agentguard.finding.count"] == 1
+    assert "agentguard.finding.count" not in spans.one("invoke_agent AGENT1").attributes
+
+
 def test_retrieve_and_generate_stream_is_one_retrieval_span(guarded: Any, spans: Any,
                                                            bedrock: Any, runtime: Any) -> None:
     """The stream's answer pieces, the passages its citations name and its guardrail actions end
