@@ -33,6 +33,9 @@ def leaves_nothing_behind() -> Iterator[None]:
     """Fail the test when the scenario left a thread, a listening socket or a child process."""
     threads = {t.ident for t in threading.enumerate()}
     listeners = _loopback_listeners()
+    # Children that were there before (multiprocessing's resource tracker, started by whatever
+    # ran earlier in this process and kept for its lifetime) are not the scenario's.
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
     # agentguard's own export thread and the LangGraph executor's idle workers may outlive a
     # phase; what a scenario starts itself (its loopback "attacker") must not.
@@ -40,6 +43,6 @@ def leaves_nothing_behind() -> Iterator[None]:
             if t.ident not in threads and t.name.startswith("demo-")]
     assert not left, f"threads left behind: {left}"
     assert _loopback_listeners() <= listeners, "a loopback listener was left open"
-    children = [p for p in psutil.Process().children(recursive=True) if p.is_running()
-                and p.status() != psutil.STATUS_ZOMBIE]
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in before
+                and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not children, f"child processes left behind: {[p.cmdline() for p in children]}"
