@@ -487,6 +487,19 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     return output
 
 
+# How much of a made-up tool name is kept: the model chooses it, and unbounded it would make
+# every span and finding of the call as large (providers allow names of 64 to 128 characters).
+_MAX_UNKNOWN_NAME = 256
+
+
+def _unknown_name(call: Any) -> str:
+    """The name of a call of a tool the agent lacks, cut to ``_MAX_UNKNOWN_NAME`` characters."""
+    name = str(call["name"])
+    if len(name) <= _MAX_UNKNOWN_NAME:
+        return name
+    return f"{name[:_MAX_UNKNOWN_NAME]}...[{len(name) - _MAX_UNKNOWN_NAME} more characters]"
+
+
 def unknown_tool_call(guard: Guard, call: Any, answer: Any) -> Any:
     """Trace a call the model asked for of a tool the agent does not have, answered by the
     framework with ``answer`` (an error tool message) instead of running anything.
@@ -497,11 +510,11 @@ def unknown_tool_call(guard: Guard, call: Any, answer: Any) -> Any:
     (``agentguard.tool.unknown``, ``ToolCall.unknown``): no baseline learns it as the agent's.
     A block answers as for any tool (an error tool message naming the rule, or
     :class:`ToolCallBlocked` with ``on_block="raise"``); otherwise the model gets ``answer``
-    unchanged.
+    unchanged. A name longer than any real tool's is cut (the ``answer`` keeps it whole).
     """
     name = call_id = None
     try:
-        name = str(call["name"])
+        name = _unknown_name(call)
         call_id = call.get("id")
         op = guard.start_tool(name, call_id=call_id, arguments=call.get("args"), unknown=True)
     except ToolCallBlocked as blocked:

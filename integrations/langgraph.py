@@ -100,14 +100,15 @@ def _update_text(update: Any) -> str | None:
         messages = found[-1] if found else None
     else:
         messages = getattr(update, "messages", None)
-    if isinstance(messages, (list, tuple)):
-        messages = messages[-_MAX_ITEMS:]
     return _new_user_text(messages) if messages is not None else None
 
 
 def _new_user_text(messages: Any) -> str | None:
     """The user's text of the human messages that end ``messages`` (a state update's, each new
-    to the thread and not answered yet, so all of them are the turn), one per line."""
+    to the thread and not answered yet, so all of them are the turn), one per line.
+
+    All of them, however many: the model reads every one, so a cap would let harmless messages
+    written after an injected one push it out unjudged (the work is that of writing them)."""
     if isinstance(messages, (str, tuple)) or getattr(messages, "type", None) is not None:
         messages = [messages]
     if not messages or not isinstance(messages, (list, tuple)):
@@ -167,11 +168,16 @@ _updating: ContextVar[bool] = ContextVar("agentguard_langgraph_updating", defaul
 
 
 def _note(thread: str, texts: list[str], *, first: bool = False) -> None:
-    """Add ``texts`` to the thread's pending turn (before what is there if ``first``)."""
+    """Add ``texts`` to the thread's pending turn (before what is there if ``first``).
+
+    Past ``_MAX_ITEMS`` updates the oldest texts are joined into one, never dropped: each is in
+    the thread's state and reaches the model with the rest."""
     with _pending_lock:
         kept = _pending.pop(thread, [])
         kept = [*texts, *kept] if first else [*kept, *texts]
-        _pending[thread] = kept[-_MAX_ITEMS:]
+        if len(kept) > _MAX_ITEMS:
+            kept = ["\n".join(kept[:-_MAX_ITEMS + 1]), *kept[-_MAX_ITEMS + 1:]]
+        _pending[thread] = kept
         while len(_pending) > _PENDING_LIMIT:
             del _pending[next(iter(_pending))]
 
@@ -215,11 +221,12 @@ def _bulk_updates(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     (``as_node="__copy__"``) holds the updates to apply to the copy as its values."""
     supersteps = args[1] if len(args) > 1 else kwargs.get("supersteps")
     found: list[Any] = []
-    for superstep in list(supersteps or ())[-_MAX_ITEMS:]:
-        for update in list(superstep or ())[-_MAX_ITEMS:]:
+    # Every one, as LangGraph applies every one: a cap would drop the first (an injection).
+    for superstep in list(supersteps or ()):
+        for update in list(superstep or ()):
             values, as_node = _update_parts(update)
             if as_node == _COPY and isinstance(values, (list, tuple)):
-                found.extend(_update_parts(item)[0] for item in values[-_MAX_ITEMS:])
+                found.extend(_update_parts(item)[0] for item in values)
             else:
                 found.append(values)
     return found
