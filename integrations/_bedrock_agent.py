@@ -355,6 +355,8 @@ def _model_reply(item: dict[str, Any]) -> ModelReply:
 
 # The trace part of the orchestration step (the one whose prompt asks for <thinking>).
 _ORCHESTRATION = "orchestrationTrace"
+# Text of the judged answers kept per agent stream, to know the final response by.
+MAX_JUDGED_TEXT = 4 * MAX_TEXT
 
 class _AgentState:
     __slots__ = ("call", "guard", "op")
@@ -368,7 +370,7 @@ class _AgentState:
 class _AgentFollower(StreamFollower):
     """Turns an ``InvokeAgent`` stream into child spans and ``ToolCall`` events."""
 
-    __slots__ = ("answer", "answer_size", "call", "guard", "op", "outputs_judged", "steps")
+    __slots__ = ("answer", "answer_size", "call", "guard", "judged", "judged_size", "op", "steps")
 
     def __init__(self, state: _AgentState) -> None:
         super().__init__()
@@ -378,9 +380,11 @@ class _AgentFollower(StreamFollower):
         self.answer: list[str] = []
         self.answer_size = 0
         self.steps: dict[tuple[str, str], Operation] = {}
-        # Whether the trace carried a model's answer (judged on its chat span): then the answer
-        # streamed back is that answer again, and is not judged a second time.
-        self.outputs_judged = False
+        # The text of the answers judged so far (the models' answers the trace carried, the
+        # agent's final response), runs of whitespace made one space: with any, the answer
+        # streamed back is one of them and is not judged a second time.
+        self.judged: list[str] = []
+        self.judged_size = 0
 
     # -- events ----------------------------------------------------------------------------
     def observe(self, event: Any) -> None:
@@ -508,8 +512,19 @@ class _AgentFollower(StreamFollower):
         op.end_chat(reply.output, response_model=reply.response_model,
                     input_tokens=reply.total_input_tokens(), output_tokens=reply.output_tokens,
                     finish_reasons=reply.finish_reasons)
-        if reply.output:
-            self.outputs_judged = True
+        self._note_judged(reply.output)
+
+    def _note_judged(self, output: list[dict[str, Any]]) -> None:
+        for message in output:
+            content = message.get("content")
+            if not isinstance(content, str) or not content.strip():
+                continue
+            if self.judged_size + len(content) > MAX_JUDGED_TEXT:
+                # Past the bound only the fact is kept: the final response is judged again.
+                self.judged.append("")
+                continue
+            self.judged.append(" ".join(content.split()))
+            self.judged_size += len(content)
 
     def _parsed_response(self, span: Any, parsed: dict[str, Any]) -> None:
         """What the agent read from a pre-processing answer (whether the input is valid, and the
@@ -560,6 +575,10 @@ class _AgentFollower(StreamFollower):
             op = self.steps.pop(("kb", trace_id), None)
             if op is not None:
                 op.end_retrieval(_documents(lookup.get("retrievedReferences")))
+            return
+        final = item.get("finalResponse")
+        if isinstance(final, dict):
+            self._final_response(final.get("text"))
 
     def _return_control(self, event: dict[str, Any]) -> None:
         invocation_id = str(event.get("invocationId") or "")
@@ -601,7 +620,24 @@ class _AgentFollower(StreamFollower):
             return
         answer = "".join(self.answer)
         _capture_answer(self.op, answer)
-        if self.outputs_judged or not self.guard.has_stages or self.op.ended:
+        if not self.judged:
+            self._judge_answer(answer)
+
+    def _final_response(self, text: Any) -> None:
+        """The answer the trace says the agent returns (``finalResponse``): judged as model
+        output on the agent span, before it streams back, unless a model's judged answer
+        carried it already. A pre-processing verdict or an earlier step's answer is no judgement
+        of it, nor is a final answer the model gave only as reasoning or a tool call's input."""
+        if not isinstance(text, str) or not text.strip():
+            return
+        flat = " ".join(text[:MAX_TEXT].split())
+        if any(flat in judged for judged in self.judged):
+            return
+        self._judge_answer(text[:MAX_TEXT])
+        self._note_judged([{"content": text[:MAX_TEXT]}])
+
+    def _judge_answer(self, answer: str) -> None:
+        if not self.guard.has_stages or self.op.ended:
             return
         question = self.call.params.get("inputText")
         _judge(self.op, trusted(ModelCall, {

@@ -1313,16 +1313,19 @@ def image_request(body: Any) -> ImageRequest:
     negative: list[str] = []
     masks: list[str] = []
     images = 0
-    task = next((body[key] for key in _IMAGE_TASKS if isinstance(body.get(key), dict)), None)
-    if task is not None:  # Titan Image Generator, Nova Canvas
-        if isinstance(task.get("text"), str):
-            request.prompt = task["text"]
-        if isinstance(task.get("negativeText"), str):
-            negative.append(task["negativeText"])
-        for holder in (task, _map(task.get("promptBasedMask"))):  # Nova Canvas virtual try-on
-            if isinstance(holder.get("maskPrompt"), str):
-                masks.append(holder["maskPrompt"])
-        images = _input_images(task) + _input_images(_map(task.get("imageBasedMask")))
+    # Every task's parameters the body carries, not only the first or the one ``taskType``
+    # names: which one the model reads is the service's choice, each is judged.
+    tasks = [body[key] for key in _IMAGE_TASKS if isinstance(body.get(key), dict)]
+    if tasks:  # Titan Image Generator, Nova Canvas
+        prompts = [task["text"] for task in tasks if isinstance(task.get("text"), str)]
+        request.prompt = "\n".join(text for text in prompts if text) or None
+        for task in tasks:
+            if isinstance(task.get("negativeText"), str):
+                negative.append(task["negativeText"])
+            for holder in (task, _map(task.get("promptBasedMask"))):  # Nova Canvas try-on
+                if isinstance(holder.get("maskPrompt"), str):
+                    masks.append(holder["maskPrompt"])
+            images += _input_images(task) + _input_images(_map(task.get("imageBasedMask")))
         config = _map(body.get("imageGenerationConfig"))
         request.count = _number(config.get("numberOfImages"))
         request.seed = _number(config.get("seed"))
@@ -1421,13 +1424,15 @@ MAX_SHOTS = 64
 def is_video_generation(model_id: str | None, body: Any) -> bool:
     """Whether a ``StartAsyncInvoke`` call asks a video generation model for a video: Amazon Nova
     Reel or Luma Ray by its id or, for an id that names no model family (an application
-    inference profile ARN), a body with one of Nova Reel's task parameters."""
+    inference profile ARN), a body with one of Nova Reel's task parameters or a ``prompt``."""
     model = (model_id or "").lower()
     if any(marker in model for marker in _VIDEO_MODELS):
         return True
     if family_of(model) != "unknown" or not isinstance(body, dict):
         return False
-    return any(isinstance(body.get(task), dict) for task in _VIDEO_TASKS)
+    # Luma Ray's body is a prompt and its settings.
+    return any(isinstance(body.get(task), dict) for task in _VIDEO_TASKS) or \
+        isinstance(body.get("prompt"), str)
 
 
 def video_request(body: Any) -> ImageRequest:
@@ -1439,15 +1444,15 @@ def video_request(body: Any) -> ImageRequest:
         return request
     texts: list[str] = []
     images = 0
-    task = next((body[key] for key in _VIDEO_TASKS if isinstance(body.get(key), dict)), None)
-    if task is not None:
+    # Every task's parameters the body carries (as for an image model), and a Luma prompt.
+    for task in (body[key] for key in _VIDEO_TASKS if isinstance(body.get(key), dict)):
         shots = [_map(shot) for shot in _list(task.get("shots"))[:MAX_SHOTS]] or [task]
         for shot in shots:
             if isinstance(shot.get("text"), str) and shot["text"]:
                 texts.append(shot["text"])
             images += len(_list(shot.get("images"))) + (1 if shot.get("image") else 0)
         request.seed = _number(_map(body.get("videoGenerationConfig")).get("seed"))
-    elif isinstance(body.get("prompt"), str) and body["prompt"]:  # Luma Ray
+    if isinstance(body.get("prompt"), str) and body["prompt"]:  # Luma Ray
         texts.append(body["prompt"])
     request.prompt = "\n".join(texts) or None
     request.messages = [{"role": "user", "content": text} for text in texts]
