@@ -620,7 +620,10 @@ class _AgentFollower(StreamFollower):
             return
         answer = "".join(self.answer)
         _capture_answer(self.op, answer)
-        if not self.judged:
+        # Judged unless an answer judged before (a model's, the final response) carried it: a
+        # harmless earlier answer in the trace is no judgement of what the caller read.
+        flat = " ".join(answer.split())
+        if flat and not any(flat in judged for judged in self.judged):
             self._judge_answer(answer)
 
     def _final_response(self, text: Any) -> None:

@@ -133,7 +133,8 @@ def test_the_models_reasoning_is_a_reasoning_part_not_the_answer(
     assert _output_parts(chat) == [{"type": "reasoning", "content": thought},
                                    {"type": "text", "content": "Looking up order 42."}]
     assert SIGNATURE not in json.dumps(dict(chat.attributes))
-    [answer] = [e for e in seen if e.kind == "model_call" and e.phase == "response"]
+    [answer] = [e for e in seen if e.kind == "model_call" and e.phase == "response"
+                and e.model is not None]  # not the streamed answer, judged on the agent span
     assert [(m.content, m.reasoning) for m in answer.output] == [("Looking up order 42.",
                                                                   thought)]
     assert [f for f in findings

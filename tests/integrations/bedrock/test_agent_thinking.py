@@ -77,7 +77,8 @@ def test_leading_thinking_of_an_orchestration_answer_is_reasoning(
     assert _parts(chat) == [{"type": "reasoning", "content": thought},
                             {"type": "text", "content": "I will look up order 42."},
                             {"type": "tool_call", "name": "orders__get_order"}]
-    [answer] = [e for e in seen if e.kind == "model_call" and e.phase == "response"]
+    [answer] = [e for e in seen if e.kind == "model_call" and e.phase == "response"
+                and e.model is not None]  # not the streamed answer, judged on the agent span
     assert [(m.content, m.reasoning) for m in answer.output] == [
         ("I will look up order 42.", thought)]
     assert _output_findings(findings) == []
@@ -117,7 +118,8 @@ def test_a_tag_that_is_not_a_whole_leading_block_leaves_the_answer_judged(
         text, tool=False)}}), agent_chunk("Done.")]))
     _invoke(runtime)
 
-    [answer] = [e for e in seen if e.kind == "model_call" and e.phase == "response"]
+    [answer] = [e for e in seen if e.kind == "model_call" and e.phase == "response"
+                and e.model is not None]  # not the streamed answer, judged on the agent span
     [message] = answer.output
     assert EXFIL in message.content
     assert EXFIL not in message.reasoning

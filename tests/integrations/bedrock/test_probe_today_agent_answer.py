@@ -83,3 +83,18 @@ def test_a_final_response_a_model_answer_carried_is_judged_once(
     [finding] = _injections(findings)
     assert finding.evidence["source"]["ref"] == MODEL
     assert "agentguard.finding.count" not in spans.one("invoke_agent AGENT1").attributes
+
+
+def test_a_streamed_answer_no_judged_answer_carried_is_judged(
+        guarded: Any, spans: Any, bedrock: Any, runtime: Any) -> None:
+    """The trace carries only a harmless earlier answer and no final response: the answer the
+    caller reads is judged on the agent span once the stream ends."""
+    findings: list[Any] = []
+    guarded(on_finding=findings.append)
+    bedrock.push(AgentEvents([*_model_step("orchestrationTrace", "t-0",
+                                           "I will look up the order."),
+                              agent_chunk(EXFIL)]))
+    _invoke(runtime)
+    [finding] = _injections(findings)
+    assert finding.evidence["source"]["kind"] == "model_output"
+    assert spans.one("invoke_agent AGENT1").attributes["agentguard.finding.count"] == 1
