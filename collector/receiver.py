@@ -52,6 +52,12 @@ _DECODE_WAIT = 2.0
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
          b"Connection: close\r\n\r\n")
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+# After answering with "Connection: close" a request whose body was not read whole (413, a
+# broken chunked body), what the sender still sends is read and dropped, for this long and this
+# much at most, before the connection closes: closing with unread input resets the connection,
+# and the reset can destroy the answer before the sender reads it (a lingering close).
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 8 << 20
 
 
 class ReceiverError(RuntimeError):
@@ -443,6 +449,24 @@ class Receiver:
         self._http_thread.start()
 
 
+def _linger(connection: socket.socket) -> None:
+    """Half-close ``connection`` after its last answer and drop what the sender still sends (at
+    most ``_LINGER_BYTES``, for ``_LINGER_SECONDS``), so that closing it does not reset it."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        drained = 0
+        while drained < _LINGER_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
+
+
 def _grpc_peer(peer: str | None) -> str | None:
     """The address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
     if not peer or not peer.startswith(("ipv4:", "ipv6:")):
@@ -469,6 +493,11 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.rfile.close()
             self.reader = _DeadlineReader(self.connection, receiver)
             self.rfile = io.BufferedReader(self.reader)
+
+        def finish(self) -> None:
+            super().finish()
+            if self.close_connection and self.answered:
+                _linger(self.connection)
 
         def handle_one_request(self) -> None:
             self.reader.next_request()
