@@ -346,8 +346,8 @@ def _model_reply(item: dict[str, Any]) -> ModelReply:
     if isinstance(usage, dict):
         # Bedrock's own count, as the raw response's (which leaves out the cached tokens).
         for field, slot in (("inputTokens", "input_tokens"), ("outputTokens", "output_tokens")):
-            if token_count(usage.get(field)) is not None:
-                setattr(reply, slot, token_count(usage.get(field)))
+            if (count := token_count(usage.get(field))) is not None:
+                setattr(reply, slot, count)
     return reply
 
 
@@ -612,45 +612,36 @@ class _AgentFollower(StreamFollower):
             op.end()
 
     def _record_answer(self) -> None:
-        """Record the answer the caller read; without a trace of the models' answers (no
-        ``enableTrace``, the default), judge it as the model's output on the agent span: an
-        exfiltration link or hidden text in it is found, though it is no longer withheld (the
-        caller has read it)."""
+        """Record the answer the caller read, and judge it as model output unless an answer
+        judged before (a model's in the trace, the final response) carried it: without a trace
+        (no ``enableTrace``, the default) it is all there is of the models' output, and a
+        harmless earlier answer in a trace is no judgement of it. It is found, not withheld
+        (the caller has read it)."""
         if not self.answer:
             return
         answer = "".join(self.answer)
         _capture_answer(self.op, answer)
-        # Judged unless an answer judged before (a model's, the final response) carried it: a
-        # harmless earlier answer in the trace is no judgement of what the caller read.
-        flat = " ".join(answer.split())
-        if flat and not any(flat in judged for judged in self.judged):
-            self._judge_answer(answer)
+        self._judge_unless_carried(answer)
 
     def _final_response(self, text: Any) -> None:
         """The answer the trace says the agent returns (``finalResponse``): judged as model
         output on the agent span, before it streams back, unless a model's judged answer
         carried it already. A pre-processing verdict or an earlier step's answer is no judgement
         of it, nor is a final answer the model gave only as reasoning or a tool call's input."""
-        if not isinstance(text, str) or not text.strip():
-            return
-        flat = " ".join(text[:MAX_TEXT].split())
-        if any(flat in judged for judged in self.judged):
-            return
-        self._judge_answer(text[:MAX_TEXT])
-        self._note_judged([{"content": text[:MAX_TEXT]}])
+        if isinstance(text, str):
+            self._judge_unless_carried(text[:MAX_TEXT])
 
-    def _judge_answer(self, answer: str) -> None:
-        if not self.guard.has_stages or self.op.ended:
+    def _judge_unless_carried(self, answer: str) -> None:
+        """Judge ``answer`` (the agent's) as model output on the agent span, unless an answer
+        judged before carried it (runs of whitespace read as one space); then note it judged."""
+        flat = " ".join(answer.split())
+        if not flat or any(flat in judged for judged in self.judged):
             return
-        question = self.call.params.get("inputText")
-        _judge(self.op, trusted(ModelCall, {
-            "context": self.op.event_context(), "timestamp": time.time(), "kind": "model_call",
-            "provider": semconv.PROVIDER_AWS_BEDROCK, "model": None,
-            "messages": [Message(role="user", content=question)]
-            if isinstance(question, str) and question else [],
-            "output": [Message(role="assistant", content=answer)], "parameters": {},
-            "input_tokens": None, "output_tokens": None, "finish_reasons": [],
-            "phase": "response"}), "bedrock agent answer")
+        if self.guard.has_stages and not self.op.ended:
+            question = self.call.params.get("inputText")
+            _judge_answer(self.op, None, question if isinstance(question, str) and question
+                          else None, answer, "bedrock agent answer")
+        self._note_judged([{"content": answer}])
 
     def complete(self) -> None:
         self._close_steps()
@@ -812,13 +803,20 @@ def _record_answer(state: _RetrievalState, answer: str) -> None:
     except Exception as exc:
         internal_error("bedrock answer capture", exc)
     if guard.has_stages:
-        _judge(op, trusted(ModelCall, {
-            "context": op.event_context(), "timestamp": time.time(), "kind": "model_call",
-            "provider": semconv.PROVIDER_AWS_BEDROCK, "model": state.model,
-            "messages": [Message(role="user", content=state.query)],
-            "output": [Message(role="assistant", content=answer)], "parameters": {},
-            "input_tokens": None, "output_tokens": None, "finish_reasons": [],
-            "phase": "response"}), "bedrock answer")
+        _judge_answer(op, state.model, state.query, answer, "bedrock answer")
+
+
+def _judge_answer(op: Operation, model: str | None, question: str | None, answer: str,
+                  where: str) -> None:
+    """Judge ``answer`` as a model's output to ``question`` (a ``ModelCall`` response), with its
+    findings on ``op``'s span, which stays open."""
+    _judge(op, trusted(ModelCall, {
+        "context": op.event_context(), "timestamp": time.time(), "kind": "model_call",
+        "provider": semconv.PROVIDER_AWS_BEDROCK, "model": model,
+        "messages": [Message(role="user", content=question)] if question is not None else [],
+        "output": [Message(role="assistant", content=answer)], "parameters": {},
+        "input_tokens": None, "output_tokens": None, "finish_reasons": [],
+        "phase": "response"}), where)
 
 
 def _start_generation(guard: Guard, call: CallInfo) -> _RetrievalState:
