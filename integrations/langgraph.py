@@ -78,12 +78,21 @@ def _is_human(value: Any) -> bool:
     return getattr(value, "type", None) == "human" and hasattr(value, "content")
 
 
-def _last_user_text(messages: Any) -> str | None:
+def _message_list(messages: Any) -> list[Any] | tuple[Any, ...] | None:
+    """``messages`` as a sequence: one message (a string, a ``(role, text)`` pair, a message
+    object) as a list of it; ``None`` for nothing or no messages."""
     if isinstance(messages, (str, tuple)) or getattr(messages, "type", None) is not None:
         messages = [messages]
     if not messages or not isinstance(messages, (list, tuple)):
         return None
-    last = message_to_dict(messages[-1])
+    return messages
+
+
+def _last_user_text(messages: Any) -> str | None:
+    found = _message_list(messages)
+    if found is None:
+        return None
+    last = message_to_dict(found[-1])
     return last["content"] if last.get("role") == "user" else None
 
 
@@ -109,12 +118,11 @@ def _new_user_text(messages: Any) -> str | None:
 
     All of them, however many: the model reads every one, so a cap would let harmless messages
     written after an injected one push it out unjudged (the work is that of writing them)."""
-    if isinstance(messages, (str, tuple)) or getattr(messages, "type", None) is not None:
-        messages = [messages]
-    if not messages or not isinstance(messages, (list, tuple)):
+    found = _message_list(messages)
+    if found is None:
         return None
     texts: list[str] = []
-    for message in reversed(messages):
+    for message in reversed(found):
         item = message_to_dict(message)
         if item.get("role") != "user":
             break
