@@ -36,14 +36,24 @@ def describe(agent: AgentInventory) -> str:
     return f"{agent['service']}@{agent['host']}:{agent['pid']}"
 
 
+def _source(agent: AgentInventory) -> str:
+    """Whose inventory it is, as the collector knows it: ``"verified"`` (the process it found
+    sent it), ``"legacy"`` (an earlier collector kept it by what its spans claimed) or
+    ``"sender"`` (the claim of a sender it found on no process of its node)."""
+    if agent.get("verified"):
+        return "verified"
+    owner = agent.get("owner")
+    return "legacy" if owner is None or str(owner).startswith("legacy:") else "sender"
+
+
 def provenance(agent: AgentInventory) -> str:
     """How the collector knows whose inventory it is: the process it verified sent it, a claim of
     a sender it found on no process of its node (with the sender's address), or an inventory an
     earlier collector kept by what its spans claimed."""
-    if agent.get("verified"):
+    source = _source(agent)
+    if source == "verified":
         return f"verified: host pid {agent.get('host_pid')}"
-    owner = agent.get("owner")
-    if owner is None or str(owner).startswith("legacy:"):
+    if source == "legacy":
         return "unverified: kept by an earlier collector"
     sender = agent.get("sender")
     return f"unverified: claim of sender {sender if sender is not None else '(address unknown)'}"
@@ -128,7 +138,8 @@ def document(path: str, agent: AgentInventory) -> dict[str, Any]:
 def _identity(agent: AgentInventory) -> dict[str, str]:
     """The metadata component's properties saying how the collector knows the inventory's
     process (see :func:`provenance`)."""
-    if agent.get("verified"):
+    source = _source(agent)
+    if source == "verified":
         found = {"agentguard:verified": "true", "agentguard:host_pid": str(agent["host_pid"])}
         started = agent.get("process_started_ns")
         if isinstance(started, int):
@@ -137,8 +148,7 @@ def _identity(agent: AgentInventory) -> dict[str, str]:
                 found["agentguard:process_started"] = datetime.datetime.fromtimestamp(
                     started / 1e9, datetime.timezone.utc).isoformat()
         return found
-    owner = agent.get("owner")
-    if owner is None or str(owner).startswith("legacy:"):
+    if source == "legacy":
         return {"agentguard:verified": "false", "agentguard:legacy": "true"}
     sender = agent.get("sender")
     return {"agentguard:verified": "false",
