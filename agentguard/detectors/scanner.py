@@ -1049,11 +1049,8 @@ class InjectionScanner:
                 run.hidden_runs += 1
                 runs.append((start, 1))
                 zero_width += 1
-                if start and stop < len(segment):
-                    before, after = segment[start - 1], segment[stop]
-                    if before.isalpha() and after.isalpha() and before < "\u0530" and \
-                            after < "\u0530":
-                        internal += 1
+                if _inside_word(segment, start, stop):
+                    internal += 1
                 continue
             chars = segment[start:stop]
             first = chars[0]
@@ -1075,9 +1072,7 @@ class InjectionScanner:
                 sum(1 for c in chars if c in ZERO_WIDTH)
             if zw:
                 zero_width += zw
-                before = segment[start - 1] if start else ""
-                after = segment[stop] if stop < len(segment) else ""
-                if before.isalpha() and after.isalpha() and before < "\u0530" and after < "\u0530":
+                if _inside_word(segment, start, stop):
                     internal += zw
                 if zw >= 8 and long_run is None:
                     long_run = (start, stop)
@@ -1306,6 +1301,15 @@ class InjectionScanner:
                 continue
             out.append(item)
         return out
+
+
+def _inside_word(segment: str, start: int, stop: int) -> bool:
+    """Whether ``segment[start:stop]`` (a run of invisible characters) sits between two letters
+    of an alphabetic script up to Cyrillic (Latin, Greek, Cyrillic), as inside a word."""
+    if not start or stop >= len(segment):
+        return False
+    before, after = segment[start - 1], segment[stop]
+    return before.isalpha() and after.isalpha() and before < "\u0530" and after < "\u0530"
 
 
 def _link_start(segment: str, position: int) -> int | None:
