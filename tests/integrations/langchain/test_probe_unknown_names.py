@@ -8,19 +8,15 @@ from typing import Any
 
 from agentguard.findings import Finding
 from tests.integrations.langchain.agents import call, say
-from tests.integrations.langchain.test_unknown_tools import QUIET, Recorder, _agent
+from tests.integrations.langchain.test_unknown_tools import (
+    QUIET,
+    UNKNOWN_TOOLS_POLICY,
+    Recorder,
+    _agent,
+)
 
 HUGE = "x" * 1_000_000
 
-POLICY = """
-rules:
-  - id: NO-MADE-UP-TOOLS
-    description: The model called a tool the agent does not have
-    severity: medium
-    action: alert
-    match: {kind: tool_call, phase: call}
-    when: {field: unknown, equals: true}
-"""
 
 
 def test_a_made_up_tool_name_of_any_length_is_bounded_in_spans_and_findings(
@@ -31,7 +27,7 @@ def test_a_made_up_tool_name_of_any_length_is_bounded_in_spans_and_findings(
     makes; the model still gets LangGraph's answer."""
     seen: list[Finding] = []
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(UNKNOWN_TOOLS_POLICY)
     guarded(mode="monitor", policy=str(policy), on_finding=seen.append, **QUIET)
     recorder = Recorder()
     _agent([say("", call(HUGE, "h1")), recorder]).invoke({"messages": [("user", "go")]})

@@ -220,12 +220,8 @@ def test_the_span_says_the_tool_is_unknown_and_a_real_tools_span_does_not(guarde
     assert "agentguard.tool.unknown" not in spans.one("execute_tool get_weather").attributes
 
 
-def test_a_policy_rule_can_match_every_call_of_a_tool_the_agent_lacks(
-        guarded: Any, tmp_path: Path) -> None:
-    """The ``unknown`` field of the tool call event lets one rule catch calls of any tool the
-    agent does not have, whatever name the model made up, and leave real tools alone."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("""
+# One rule for every call of a tool the agent does not have, whatever name the model made up.
+UNKNOWN_TOOLS_POLICY = """
 rules:
   - id: NO-MADE-UP-TOOLS
     description: The model called a tool the agent does not have
@@ -233,7 +229,15 @@ rules:
     action: alert
     match: {kind: tool_call, phase: call}
     when: {field: unknown, equals: true}
-""")
+"""
+
+
+def test_a_policy_rule_can_match_every_call_of_a_tool_the_agent_lacks(
+        guarded: Any, tmp_path: Path) -> None:
+    """The ``unknown`` field of the tool call event lets one rule catch calls of any tool the
+    agent does not have, whatever name the model made up, and leave real tools alone."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(UNKNOWN_TOOLS_POLICY)
     seen: list[Finding] = []
     guarded(mode="monitor", policy=str(policy), on_finding=seen.append, **QUIET)
     _agent([say("", call("get_weather", "w1", city="Oslo"), call("wipe_disk", "x1"),
