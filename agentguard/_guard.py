@@ -62,6 +62,7 @@ __all__ = [
     "Operation",
     "PolicyStage",
     "Verdict",
+    "error_text",
 ]
 
 logger = logging.getLogger("agentguard.findings")
@@ -224,6 +225,22 @@ def _context_with(span: trace.Span, frame: Frame) -> otel_context.Context:
 
 # A dict with more keys than this is not looked through for its largest list: it is judged.
 _SIZE_KEYS = 64
+
+
+# Characters of an error's text kept in a ``ToolCall``'s ``error``.
+_MAX_ERROR = 4096
+
+
+def error_text(error: BaseException) -> str:
+    """The ``error`` of a failed tool call: the exception's type and message
+    (``"PermissionError: [Errno 13] Permission denied: '/etc/shadow'"``), at most 4,096
+    characters; the type alone when the message cannot be read."""
+    name = type(error).__qualname__
+    try:
+        message = str(error)
+    except Exception:  # the exception's own __str__ raised
+        return name
+    return (f"{name}: {message}" if message else name)[:_MAX_ERROR]
 
 
 def _result_size(result: Any) -> float:
@@ -494,6 +511,11 @@ class Operation:
             span.set_attribute("error.type", type(exc).__qualname__)
         except Exception as err:
             internal_error("span error", err)
+        if self.kind == "tool" and self.guard.has_stages:
+            # A failed tool call is judged with its error (rules on ``error``, the baseline's
+            # error counts); the exception propagates unchanged whatever the verdict.
+            self._finish(self._judge_result(None, error_text(exc)))
+            return
         self._finish()
 
     def abandon(self) -> None:
@@ -509,8 +531,10 @@ class Operation:
     def end(self) -> None:
         self._finish()
 
-    def end_tool(self, result: Any) -> Verdict:
-        """Record a tool's result and judge it (post-call checks); returns the verdict."""
+    def end_tool(self, result: Any, *, error: str | None = None) -> Verdict:
+        """Record a tool's result and judge it (post-call checks); returns the verdict.
+        ``error``: the tool failed and ``result`` is what the model is told (an error a
+        framework handled, see :func:`error_text`); kept to 4,096 characters."""
         if self.ended:
             return _ALLOW
         guard = self.guard
@@ -520,22 +544,31 @@ class Operation:
             if captured is not None:
                 self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, captured)
             if guard.has_stages and self.kind == "tool" and (
-                    _result_size(result) >= guard.result_floor(self.name, guard.agent_name)):
-                call = self.event
-                if call is None:
-                    call = self.event = self.guard.call_event(self)
-                verdict = guard.evaluate(trusted(ToolCall, {
-                    "context": call.context, "timestamp": time.time(), "kind": "tool_call",
-                    "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
-                    "result": result, "error": None, "phase": "result",
-                    "unknown": call.unknown,
-                }))
+                    error is not None
+                    or _result_size(result) >= guard.result_floor(self.name, guard.agent_name)):
+                verdict = self._judge_result(result, error)
                 if verdict.blocked:
                     self.span.set_status(Status(StatusCode.ERROR, "blocked by agentguard"))
         except Exception as exc:
             internal_error("tool end", exc)
         self._finish(verdict)
         return verdict
+
+    def _judge_result(self, result: Any, error: str | None) -> Verdict:
+        """Judge the result-phase ``ToolCall`` of this tool operation."""
+        try:
+            call = self.event
+            if call is None:
+                call = self.event = self.guard.call_event(self)
+            return self.guard.evaluate(trusted(ToolCall, {
+                "context": call.context, "timestamp": time.time(), "kind": "tool_call",
+                "tool": call.tool, "call_id": call.call_id, "arguments": call.arguments,
+                "result": result, "error": None if error is None else error[:_MAX_ERROR],
+                "phase": "result", "unknown": call.unknown,
+            }))
+        except Exception as exc:
+            internal_error("tool result", exc)
+            return _ALLOW
 
     def end_chat(
         self,

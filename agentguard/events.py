@@ -120,6 +120,10 @@ class ToolCall(_EventBase):
 
     ``unknown``: the model called a tool the framework does not have (a LangGraph ``ToolNode``
     lacking it); nothing runs, and the framework answers the model with an error.
+    ``error`` (result phase): the call failed. The exception's type and message
+    (``"PermissionError: [Errno 13] Permission denied: ..."``), also when a framework handler
+    turned it into the answer in ``result``; or the text of an error message the tool answered
+    with. At most 4,096 characters.
     """
 
     kind: Literal["tool_call"] = "tool_call"

@@ -21,7 +21,7 @@ from agentguard import _state, semconv
 from agentguard._context import current_frame
 from agentguard._errors import internal_error
 from agentguard._genai import REDACTED_REASONING
-from agentguard._guard import Guard, Operation
+from agentguard._guard import Guard, Operation, error_text
 from agentguard.findings import Finding, ToolCallBlocked
 from agentguard.integrations._base import Integration
 from agentguard.integrations._streams import (
@@ -279,6 +279,14 @@ def _tool_output(output: Any, call_id: Any = None) -> tuple[Any, Any]:
         return output, None
 
 
+def _failed_text(message: Any) -> str:
+    """The ``error`` of a tool call a tool message reports as failed: the message's text."""
+    try:
+        return _content_text(message.content) or "tool error"
+    except Exception:  # the message's own content, whose lookup raises
+        return "tool error"
+
+
 # The conventions' ``error.type`` for an error whose class is not known.
 _ERROR_OTHER = "_OTHER"
 
@@ -365,11 +373,15 @@ def _start_failed(guard: Guard, exc: Exception, tool: Any) -> None:
 def _finish_tool(op: Operation, output: Any) -> None:
     result, failed = _tool_output(output, op.call_id)
     handled = _HANDLED.pop(op, None) if _HANDLED else None
+    error = None
     if handled is not None:
         _mark_handled(op, handled)
+        error = error_text(handled)
     elif failed is not None:
         _mark_tool_error(op, failed)
-    verdict = op.end_tool(result)
+        # Only the tool message is left of the error: its text is the error.
+        error = _failed_text(failed)
+    verdict = op.end_tool(result, error=error)
     if verdict.blocked:
         finding = verdict.blocking_finding()
         if finding is not None:

@@ -312,6 +312,10 @@ class InjectionDetector:
     # -- tool results ----------------------------------------------------------------------------
     def _tool_result(self, event: Any, verdict: Verdict, guard: Guard) -> None:
         text = event.result
+        if text is None and event.error:
+            # A tool that raised: frameworks that recover (a ToolNode handling tool errors) tell
+            # the model the error's text, which can carry what the tool read.
+            text = event.error
         if type(text) is not str:
             text = _text_of(text)
         pieces: list[tuple[str, SourceKind, SourceRef]]
