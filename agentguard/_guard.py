@@ -1054,9 +1054,11 @@ class Guard:
         assert finding is not None
         raise blocked(finding)
 
-    def _judge_turn(self, op: Operation, text: str) -> None:
+    def judge_turn(self, op: Operation, text: str) -> None:
         """Judge a new user turn on ``op`` (its span carries the findings); a block ends ``op``
-        and raises :class:`ModelCallBlocked`: the message must not reach the model."""
+        and raises :class:`ModelCallBlocked`: the message must not reach the model. Integrations
+        call it for user messages an operation reads other than through its start (a graph run
+        nested in another reading what was written into its thread)."""
         event = Turn.model_construct(context=op.event_context(), text=text)
         verdict = self.evaluate(event)
         if not verdict.findings:
@@ -1110,7 +1112,7 @@ class Guard:
         op = Operation(self, "agent", name, span, frame)
         frame.agent = op
         if new_turn and self.has_stages:
-            self._judge_turn(op, turn_text or "")
+            self.judge_turn(op, turn_text or "")
         return op
 
     def start_tool(
@@ -1231,7 +1233,7 @@ class Guard:
                 timestamp=time.time(),
             )
             if new_turn and turn_text is not None:
-                self._judge_turn(op, turn_text)
+                self.judge_turn(op, turn_text)
             self._judge_start(op, event)
             self._stop_if_blocked(op, ModelCallBlocked)
         return op

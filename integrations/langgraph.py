@@ -8,7 +8,9 @@ which sees them through ``BaseTool``; a call of a tool the ``ToolNode`` does not
 ``BaseTool`` and is seen here, where ``ToolNode._validate_tool_call`` answers it with an error.
 
 A human message can reach a thread between runs, through ``update_state`` or
-``bulk_update_state``: it is the turn of the thread's next top-level run.
+``bulk_update_state``: it is the turn of the thread's next top-level run, and judged as a turn by
+a run nested in another (which goes on in the enclosing run's turn). Past 1,024 threads waiting,
+the oldest thread's messages are judged at once instead (``stats()``, ``_evict``).
 
 A graph that pauses for a human (``interrupt()``, ``interrupt_before`` / ``interrupt_after``)
 ends its stream normally at the top level: LangGraph's run loop swallows the interrupt on its way
@@ -18,35 +20,38 @@ seen and the invocation marked ``agentguard.interrupted``.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 from agentguard import _state, semconv
-from agentguard._context import current_frame
+from agentguard._context import current_frame, current_pid, current_tid
 from agentguard._errors import internal_error
-from agentguard._guard import Guard, Operation, langgraph_pause
+from agentguard._guard import Guard, Operation, Verdict, langgraph_pause
+from agentguard.events import EventContext, Turn
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
 from agentguard.integrations._streams import adrive, asked_in, drive, opened_in
 from agentguard.integrations.langchain import message_to_dict, unknown_tool_call
 
-__all__ = ["LangGraphIntegration", "turn_text"]
+__all__ = ["LangGraphIntegration", "stats", "turn_text"]
+
+logger = logging.getLogger("agentguard")
 
 
 def turn_text(graph_input: Any) -> str | None:
     """The user's text if ``graph_input`` brings a new human message (a new turn), else ``None``.
 
-    A ``Command`` brings one in its state update (``Command(update={"messages": [...]})``) or as
+    A ``Command`` brings one in its state update (``Command(update={"messages": [...]})``), in
+    the input of a node it sends to (``Command(goto=Send(node, {"messages": [...]}))``) or as
     the value a paused graph is resumed with (``Command(resume=HumanMessage(...))``); a resume
     value that is not a human message (an approval, an edited tool call) is no turn.
     """
     if _is_command(graph_input):
-        texts = [text for text in (_update_text(getattr(graph_input, "update", None)),
-                                   _resume_text(getattr(graph_input, "resume", None)))
-                 if text is not None]
-        return "\n".join(texts) if texts else None
+        return _command_text(graph_input, resume=True)
     messages: Any = None
     if isinstance(graph_input, str):
         return graph_input
@@ -61,17 +66,33 @@ def turn_text(graph_input: Any) -> str | None:
         messages = graph_input
     elif _is_human(graph_input):
         messages = [graph_input]
-    return _last_user_text(messages)
-
-
-# Items of a Command's update or resume value looked at for a human message.
-_MAX_ITEMS = 64
+    # Every human message that ends the input, not only the last: an input of two (an injected
+    # one, then a harmless one) gives the model both.
+    return _new_user_text(messages)
 
 
 def _is_command(value: Any) -> bool:
     # Recognised by its shape, so nothing of LangGraph is imported to look at an input.
     return type(value).__name__ == "Command" and hasattr(value, "resume") and \
         hasattr(value, "update")
+
+
+def _command_text(command: Any, *, resume: bool) -> str | None:
+    """The user's text of the human messages a ``Command`` brings: in its state update, in the
+    input of each node it sends to, and (``resume``: the graph's input) in its resume value."""
+    parts = [_update_text(getattr(command, "update", None)),
+             *(_update_text(send.arg) for send in _sends(getattr(command, "goto", None)))]
+    if resume:
+        parts.append(_resume_text(getattr(command, "resume", None)))
+    texts = [text for text in parts if text is not None]
+    return "\n".join(texts) if texts else None
+
+
+def _sends(goto: Any) -> list[Any]:
+    """The ``Send`` packets of a ``Command``'s ``goto`` (one, or a list of node names and
+    packets): each runs its node on its own input, which the graph's state does not hold."""
+    items = goto if isinstance(goto, (list, tuple)) else (goto,)
+    return [item for item in items if type(item).__name__ == "Send" and hasattr(item, "arg")]
 
 
 def _is_human(value: Any) -> bool:
@@ -88,33 +109,30 @@ def _message_list(messages: Any) -> list[Any] | tuple[Any, ...] | None:
     return messages
 
 
-def _last_user_text(messages: Any) -> str | None:
-    found = _message_list(messages)
-    if found is None:
-        return None
-    last = message_to_dict(found[-1])
-    return last["content"] if last.get("role") == "user" else None
-
-
 def _update_text(update: Any) -> str | None:
-    """The user's text if a ``Command``'s state update ends its messages with human messages:
-    the update is a dict of channels, a list of ``(channel, value)`` pairs or a state object."""
+    """The user's text if a state update (or a node's input) ends its messages with human
+    messages: a dict of channels, a list of ``(channel, value)`` pairs or a state object."""
     if update is None:
         return None
     if isinstance(update, dict):
         messages = update.get("messages")
     elif isinstance(update, (list, tuple)):
-        found = [pair[1] for pair in update[:_MAX_ITEMS]
-                 if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == "messages"]
-        messages = found[-1] if found else None
+        # Every pair, in order: LangGraph applies every one (``add_messages`` appends each pair's
+        # messages), so neither a cap nor the last pair alone may stand for the update.
+        found: list[Any] = []
+        for pair in update:
+            if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == "messages":
+                found.extend(_message_list(pair[1]) or ())
+        messages = found or None
     else:
         messages = getattr(update, "messages", None)
     return _new_user_text(messages) if messages is not None else None
 
 
 def _new_user_text(messages: Any) -> str | None:
-    """The user's text of the human messages that end ``messages`` (a state update's, each new
-    to the thread and not answered yet, so all of them are the turn), one per line.
+    """The user's text of the human messages that end ``messages`` (an input's or a state
+    update's, each new to the thread and not answered yet, so all of them are the turn), one
+    per line.
 
     All of them, however many: the model reads every one, so a cap would let harmless messages
     written after an injected one push it out unjudged (the work is that of writing them)."""
@@ -131,21 +149,31 @@ def _new_user_text(messages: Any) -> str | None:
 
 
 def _resume_text(resume: Any) -> str | None:
-    """The user's text if a graph is resumed with a human message: the value itself, the last of
-    a list of messages, or (resuming several interrupts by id) one of a mapping's values."""
+    """The user's text if a graph is resumed with a human message: the value itself, the human
+    messages that end a list of messages, or (resuming several interrupts by id) those of each
+    of a mapping's values.
+
+    Every value of the mapping, however many: each interrupt is resumed with its own, so a cap
+    would let the ones past it reach the model unjudged (the work is that of writing them)."""
     if isinstance(resume, dict):
         if "messages" in resume:
             return _update_text(resume)
-        texts = [text for value in list(resume.values())[:_MAX_ITEMS]
+        texts = [text for value in list(resume.values())
                  if (text := _human_text(value)) is not None]
         return "\n".join(texts) if texts else None
     return _human_text(resume)
 
 
 def _human_text(value: Any) -> str | None:
-    if isinstance(value, (list, tuple)) and value:
-        value = value[-1]
-    return _last_user_text([value]) if _is_human(value) else None
+    """The user's text of ``value`` if it is a human message object, or of the human message
+    objects that end it if it is a list (anything else, such as an approval, is no message)."""
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    texts: list[str] = []
+    for item in reversed(items):
+        if not _is_human(item):
+            break
+        texts.append(message_to_dict(item)["content"])
+    return "\n".join(reversed(texts)) if texts else None
 
 
 def _config(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -163,31 +191,128 @@ def _thread_id(config: Any) -> str | None:
 
 
 # Thread id → the user's texts of the human messages state updates (``update_state``,
-# ``bulk_update_state``) added to that thread, until the next top-level run on the thread, which
-# answers them: they are the run's turn (judged before the model reads them), as if they had
-# come in the run's input.
+# ``bulk_update_state``) added to that thread, until the next run on the thread, which answers
+# them: they are the turn of a top-level run (judged before the model reads them), as if they had
+# come in the run's input, and judged as a turn inside a nested one. A thread's texts are
+# replaced by a new list at each change, never changed in place (see ``_evict``).
 _pending: dict[str, list[str]] = {}
 _pending_lock = threading.Lock()
 _PENDING_LIMIT = 1024
+# Texts of one thread kept apart; past it the oldest are joined into one, never dropped.
+_MAX_TEXTS = 64
+# Threads whose pending texts a turn policy blocks (found when they were the eviction's first
+# choice): kept while any other thread can go instead (see ``_evict``).
+_blocking: set[str] = set()
+# Threads whose pending texts were judged at eviction instead of at their next run.
+_evicted = 0
+_warned = False
 
 # Set while a state update runs, so that only the outermost one is noted: ``update_state`` goes
 # through ``bulk_update_state``, which calls itself again for a subgraph's namespace.
 _updating: ContextVar[bool] = ContextVar("agentguard_langgraph_updating", default=False)
 
 
+def stats() -> dict[str, int]:
+    """Counters: threads with human messages waiting for their next run, and threads whose
+    waiting messages were judged when more than 1,024 threads had some (see ``_evict``)."""
+    return {"pending_threads": len(_pending), "pending_evicted": _evicted}
+
+
 def _note(thread: str, texts: list[str], *, first: bool = False) -> None:
     """Add ``texts`` to the thread's pending turn (before what is there if ``first``).
 
-    Past ``_MAX_ITEMS`` updates the oldest texts are joined into one, never dropped: each is in
+    Past ``_MAX_TEXTS`` updates the oldest texts are joined into one, never dropped: each is in
     the thread's state and reaches the model with the rest."""
     with _pending_lock:
         kept = _pending.pop(thread, [])
         kept = [*texts, *kept] if first else [*kept, *texts]
-        if len(kept) > _MAX_ITEMS:
-            kept = ["\n".join(kept[:-_MAX_ITEMS + 1]), *kept[-_MAX_ITEMS + 1:]]
+        if len(kept) > _MAX_TEXTS:
+            kept = ["\n".join(kept[:-_MAX_TEXTS + 1]), *kept[-_MAX_TEXTS + 1:]]
         _pending[thread] = kept
-        while len(_pending) > _PENDING_LIMIT:
-            del _pending[next(iter(_pending))]
+        # Changed texts are judged afresh before they are kept in preference to others.
+        _blocking.discard(thread)
+        full = len(_pending) > _PENDING_LIMIT
+    if full:
+        _evict()
+
+
+def _evict() -> None:
+    """Bring ``_pending`` back to its limit, judging each thread's texts as they leave.
+
+    The messages stay in the thread's state, and nothing would judge them at the thread's next
+    run: forgetting them would hand an injected message to the model unseen, and keeping them
+    all would make memory grow with every thread ever written to. So the thread that leaves is
+    judged now, as the turn it would have been (numbered in its conversation, so that the run
+    which answers it continues that turn), and its findings go to the sinks as alerts: there is
+    no run to stop yet. Judging never blocks a state update of another thread. A thread whose
+    texts a policy blocks (enforce mode) stays, and another leaves in its place: its run must
+    still be blocked. Only when every thread waiting is one of those does the oldest leave all
+    the same, reported and counted (``stats()["pending_evicted"]``) like every eviction.
+    """
+    global _evicted, _warned
+    try:
+        while True:
+            with _pending_lock:
+                if len(_pending) <= _PENDING_LIMIT:
+                    return
+                # The oldest thread not known to block; else the oldest.
+                thread = next((t for t in _pending if t not in _blocking), None)
+                keep_blocked = thread is not None
+                if thread is None:
+                    thread = next(iter(_pending))
+                texts = _pending[thread]
+            guard = _state.guard
+            verdict = _judge_pending(guard, thread, texts) if guard is not None else None
+            with _pending_lock:
+                if _pending.get(thread) is not texts:
+                    # A run took them (and judged them), or an update added to them (judged
+                    # afresh on the next pass): this judgment is not theirs any more.
+                    continue
+                if keep_blocked and verdict is not None and verdict.blocked:
+                    _blocking.add(thread)
+                    continue
+                del _pending[thread]
+                _blocking.discard(thread)
+                _evicted += 1
+                warn = not _warned
+                _warned = True
+            if warn:
+                logger.warning(
+                    "agentguard: more than %d LangGraph threads have human messages waiting for "
+                    "their next run; the oldest thread's are judged now and reported as alerts "
+                    "(counted in agentguard.integrations.langgraph.stats()['pending_evicted'])",
+                    _PENDING_LIMIT)
+            if guard is not None and verdict is not None:
+                _report_evicted(guard, thread, verdict)
+    except Exception as exc:
+        internal_error("langgraph pending eviction", exc)
+
+
+def _judge_pending(guard: Guard, thread: str, texts: list[str]) -> Verdict:
+    """The verdict on a thread's pending texts as the next turn of its conversation, judged in
+    a context of their own (nothing of the operation running here is theirs)."""
+    conv = guard.conversations.get(thread)
+    event = Turn.model_construct(
+        context=EventContext.model_construct(
+            agent=guard.agent_name, conversation_id=conv.id, user=conv.user,
+            turn=conv.turns + 1, trace_id=None, span_id=None, tool=None, tool_call_id=None,
+            pid=current_pid(), tid=current_tid()),
+        text="\n".join(texts))
+    return contextvars.Context().run(guard.evaluate, event)
+
+
+def _report_evicted(guard: Guard, thread: str, verdict: Verdict) -> None:
+    """Number the turn an evicted thread's texts start and send its findings to the sinks, as
+    alerts (marked ``pending_evicted`` in their evidence)."""
+    turn = guard.conversations.get(thread).next_turn()
+    if not verdict.findings:
+        return
+    report = Verdict()
+    for finding in verdict.findings:
+        report.add(finding.model_copy(update={
+            "action": "alert", "turn": turn,
+            "evidence": {**finding.evidence, "pending_evicted": True}}))
+    guard.emit(report, None)
 
 
 # What a state-update method wrote: the values of its updates, in order, from its arguments.
@@ -212,9 +337,10 @@ def _updated(notes: _Notes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
 
 def _values_text(values: Any) -> str | None:
     """The user's text a state update's values bring: a dict of channels, a state object, or a
-    ``Command`` whose update they are (written as if a node had returned it)."""
+    ``Command`` (written as if a node had returned it: its update, and the inputs of the nodes
+    it sends to, which the next run runs)."""
     if _is_command(values):
-        values = getattr(values, "update", None)
+        return _command_text(values, resume=False)
     return _update_text(values)
 
 
@@ -287,12 +413,12 @@ _update_state, _aupdate_state = _state_update(_one_update)
 _bulk_update_state, _abulk_update_state = _state_update(_bulk_updates)
 
 
-def _pending_turn(config: Any) -> str | None:
-    thread = _thread_id(config)
+def _pending_turn(thread: str | None) -> str | None:
     if thread is None or not _pending:
         return None
     with _pending_lock:
         texts = _pending.pop(thread, None)
+        _blocking.discard(thread)
     return "\n".join(texts) if texts else None
 
 
@@ -310,29 +436,36 @@ def _unknown_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
 
 def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
            ) -> Operation | None:
-    pending = config = None
+    pending = thread = None
     try:
         graph_input = args[0] if args else kwargs.get("input")
         name = getattr(instance, "name", None) or type(instance).__name__
-        config = _config(args, kwargs)
+        thread = _thread_id(_config(args, kwargs))
         text = turn_text(graph_input)
+        # Any run on the thread answers what state updates wrote into it, a graph run from a
+        # node or a tool of another (an agent delegating to one with a thread of its own) too.
+        pending = _pending_turn(thread)
         if current_frame().agent is None:
-            pending = _pending_turn(config)
             if pending is not None:
                 text = pending if text is None else f"{pending}\n{text}"
-        return guard.start_agent(
-            str(name),
-            conversation_id=_thread_id(config),
-            turn_text=text,
-        )
+            return guard.start_agent(str(name), conversation_id=thread, turn_text=text)
+        # Nested: the enclosing run's turn goes on (its input is no turn of its own), but the
+        # messages it reads from its thread are the user's, judged as such before its model
+        # reads them.
+        op = guard.start_agent(str(name), conversation_id=thread, turn_text=text)
+        if pending is not None and guard.has_stages:
+            guard.judge_turn(op, pending)
+        return op
     except ToolCallBlocked:
-        thread = _thread_id(config)
         if pending is not None and thread is not None:
             # The messages stay in the thread's state: the next run must not let them through.
             _note(thread, [pending], first=True)
         raise
     except Exception as exc:
         internal_error("langgraph start", exc)
+        if pending is not None and thread is not None:
+            # Nothing judged them, and they stay in the thread's state: the next run will.
+            _note(thread, [pending], first=True)
         return None
 
 
