@@ -16,6 +16,7 @@ __all__ = [
     "AG_KERNEL_ONLY",
     "AG_OPEN_WRITE",
     "AG_SENSOR",
+    "AG_SENT_BY_OTHER",
     "DNS_QUESTION_NAME",
     "ENV_IDENTITY_PREFIX",
     "ENV_TRACEPARENT",
@@ -64,6 +65,9 @@ AG_SENSOR = "agentguard.sensor"
 AG_CONNECT_RESULT = "agentguard.connect.result"
 AG_BYTES_SENT = "agentguard.net.bytes_sent"
 KERNEL_EVENT_PREFIX = "agentguard.kernel."
+# On a stored and a forwarded span whose process.pid names a process of this node that did not
+# hold the connection the span came on: a relay forwarding for it, or another local process.
+AG_SENT_BY_OTHER = "agentguard.sent_by_other_process"
 
 # What the library puts into a child's environment: W3C trace context and agent identity.
 ENV_TRACEPARENT = "TRACEPARENT"

@@ -17,7 +17,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
 from agentguard._errors import internal_error, internal_error_counts
+from agentguard.collector import _names as names
 from agentguard.collector import procfs
 from agentguard.collector.correlate import AgentInfo, Correlator, OwnEndpoints, SpanKey
 from agentguard.collector.forward import AgentResources, ResourceKey
@@ -30,6 +33,7 @@ from agentguard.collector.otlp import (
     span_event,
     span_infos,
 )
+from agentguard.collector.peers import Connection, Sender, SenderVerifier
 from agentguard.collector.sensor import Sensor, WatchSet, ebpf_unavailable_reason
 from agentguard.collector.settings import CollectorSettings
 from agentguard.collector.store import AgentProcess, Store, StoredFinding
@@ -59,6 +63,9 @@ _PRUNE_EVERY = 60.0
 _HOST_PID_RETRY = 2.0
 _HOST_PID_RETRY_MAX = 60.0
 _MAX_AGENT_PIDS = 4096
+# Processes a request names that a receiver's thread checks for having sent it while it is open
+# (the core checks any other it maps a pid to).
+_MAX_SENDER_CHECKS = 8
 # Looking for an agent's process walks /proc (milliseconds per hundred processes), on the core
 # thread. Any sender can name any pid, so the walks get a budget of core time: this share of
 # each second, banked up to _LOOKUP_BURST seconds. A pid left unlooked for is looked for again
@@ -143,7 +150,7 @@ class _CoreQueue(collections.deque[tuple[str, Any]]):
         self.lost_requests = 0
         self.lost_spans = 0
 
-    def put_request(self, request: ExportRequest, peer: str | None, size: int, *,
+    def put_request(self, request: ExportRequest, sender: Sender, size: int, *,
                     max_items: int, max_bytes: int) -> str | None:
         """Queue a span request of ``size`` bytes; why it was refused (``stopping``, ``full``,
         ``bytes``), or ``None``. One request is always admitted while no other waits, so a budget
@@ -161,7 +168,7 @@ class _CoreQueue(collections.deque[tuple[str, Any]]):
             self.request_bytes += size
             self.requests += 1
             self.spans += spans
-            self.append(("spans", (request, peer)))
+            self.append(("spans", (request, sender)))
         return None
 
     def popleft(self) -> tuple[str, Any]:
@@ -259,6 +266,8 @@ class Collector:
         # (reported pid, peer address) → (host pid, in a pid namespace of its own); host pid 0:
         # none here. Both bounded by _MAX_AGENT_PIDS, oldest first.
         self._agent_pids: dict[tuple[int, str | None], tuple[int, bool]] = {}
+        # Which process sent a request: used on the receiver's threads and the core's.
+        self._senders = SenderVerifier()
         # (reported pid, peer address) found nowhere → (when to look again, misses so far).
         self._agent_pid_misses: dict[tuple[int, str | None], tuple[float, int]] = {}
         # Seconds of core time left for walks of /proc, and when it was last topped up.
@@ -274,9 +283,12 @@ class Collector:
             "agent_lookups_deferred": 0,
             "spans_rejected": 0, "spans_rejected_invalid_id": 0, "spans_rejected_unreadable": 0,
             "requests_over_queue_bytes": 0, "requests_lost_at_stop": 0, "spans_lost_at_stop": 0,
-            # Inventory entries stored; inventory spans of senders found on no process here (kept
-            # apart, see Store.add_inventory), and those not kept for want of room.
+            # Inventory entries stored; inventory spans not verified as sent by the process they
+            # name (kept apart as the sender's claims, see Store.add_inventory), and those not
+            # kept for want of room.
             "aibom_entries": 0, "aibom_unverified": 0, "aibom_refused": 0,
+            # Spans whose process did not hold the connection they came on (see peers).
+            "spans_sent_by_other": 0,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -541,12 +553,23 @@ class Collector:
         if len(self._queue) >= 256 and not self._wake.is_set():
             self._wake.set()
 
-    def submit_request(self, request: ExportRequest, peer: str | None = None,
+    def submit_request(self, request: ExportRequest, peer: Connection | str | None = None,
                        size: int = 0) -> bool:
-        """The receiver's hand-off (``peer``: the sender's address, ``size``: the bytes of its
-        body after inflation); ``False`` tells the sender to retry later: the collector is
-        stopping, or its queue is full by count or by bytes (``max_queue_bytes``)."""
-        refused = self._queue.put_request(request, peer, size, max_items=self.settings.queue_size,
+        """The receiver's hand-off, while the request is open (``peer``: the connection it came
+        on, or the sender's address alone; ``size``: the bytes of its body after inflation);
+        ``False`` tells the sender to retry later: the collector is stopping, or its queue is
+        full by count or by bytes (``max_queue_bytes``)."""
+        if isinstance(peer, Connection):
+            sender = Sender(peer.address, peer)
+            try:
+                sender.verdicts = self._check_senders(request, peer)
+            except Exception as exc:
+                # The core asks again for what it needs; the request is not lost for it.
+                internal_error("collector sender check", exc)
+        else:
+            sender = Sender(peer)
+        refused = self._queue.put_request(request, sender, size,
+                                          max_items=self.settings.queue_size,
                                           max_bytes=self.max_queue_bytes)
         if refused is not None:
             self.counters["requests_dropped"] += 1
@@ -555,6 +578,38 @@ class Collector:
             return False
         self._wake.set()
         return True
+
+    def _check_senders(self, request: ExportRequest,
+                       connection: Connection) -> dict[int, bool | None]:
+        """Whether each process the request names sent it, told now (on a receiver's thread), while
+        the sender waits for the answer and so still holds its end of the connection: the host
+        pid the core last mapped a reported pid to from this address, else the reported pid
+        itself. The core asks again for a process it maps to that is not here."""
+        verdicts: dict[int, bool | None] = {}
+        for resource_spans in request.resource_spans:
+            reported = resource_pid(resource_spans)
+            if reported is None:
+                continue
+            # Read from the core thread's table without a lock: a lookup of a dict never sees
+            # it half changed, and a stale answer only leaves the core to ask again.
+            cached = self._agent_pids.get((reported, connection.address))
+            host = cached[0] if cached and cached[0] else reported
+            if host in verdicts:
+                continue
+            if len(verdicts) >= _MAX_SENDER_CHECKS:
+                break
+            verdicts[host] = self._senders.sent_by(connection, host)
+        return verdicts
+
+    def _sent_by(self, sender: Sender, host: int) -> bool | None:
+        """Whether the process at ``host`` sent the request of ``sender`` (see
+        :class:`~agentguard.collector.peers.SenderVerifier`); core thread."""
+        if host in sender.verdicts:
+            return sender.verdicts[host]
+        verdict = None if sender.connection is None else \
+            self._senders.sent_by(sender.connection, host)
+        sender.verdicts[host] = verdict
+        return verdict
 
     def watch(self, pid: int, reason: str = "option", *, agent: bool = True) -> bool:
         """Watch a process tree (an agent, or a pid named by an option).
@@ -742,8 +797,9 @@ class Collector:
                 time.monotonic() - self._last_commit >= _COMMIT_EVERY:
             self._commit()
 
-    def _handle_spans(self, request: ExportRequest, peer: str | None) -> None:
+    def _handle_spans(self, request: ExportRequest, sender: Sender) -> None:
         assert self.store is not None
+        peer = sender.address
         rejected: dict[str, int] = {}
         spans = list(span_infos(request, rejected))
         self.counters["spans_received"] += len(spans)
@@ -771,6 +827,11 @@ class Collector:
                     if found is not None and found[0] not in seen:
                         seen.add(found[0])
                         self._agent_sent_spans(found[0], span.service, namespaced=found[1])
+                    if found is not None and self._sent_by(sender, found[0]) is False:
+                        # Still the agent's span (a relay forwards for it), marked as sent by
+                        # another process.
+                        span.attributes[names.AG_SENT_BY_OTHER] = True
+                        self.counters["spans_sent_by_other"] += 1
             except Exception as exc:
                 # A span that cannot be handled is left out alone, counted; its request's
                 # other spans go on.
@@ -782,7 +843,7 @@ class Collector:
         self.counters["spans_dropped"] += dropped
         for span in kept:
             try:
-                self._inventories([span], peer)
+                self._inventories([span], sender)
             except Exception as exc:
                 internal_error("collector aibom inventory", exc)
             try:
@@ -800,7 +861,7 @@ class Collector:
                 internal_error("collector late reattribution", exc)
         if self.forwarder is not None:
             self._forward(request, {reported: found[0] for reported, found in hosts.items()
-                                    if found is not None})
+                                    if found is not None}, sender)
 
     def _agent_sent_spans(self, pid: int, service: str | None, *, namespaced: bool) -> None:
         """Register and watch the agent at host ``pid`` when it is new: never seen, or on a pid
@@ -865,10 +926,11 @@ class Collector:
         self._lookup_budget_at = now
         return self._lookup_budget > 0
 
-    def _inventories(self, spans: list[SpanInfo], peer: str | None) -> None:
+    def _inventories(self, spans: list[SpanInfo], sender: Sender) -> None:
         """Runtime AI-BOM spans (``agentguard.aibom``): merge each into the inventory of the
-        process that sent it (the span's pid, already mapped to this host's), never into the one
-        the span names; ``peer``: the sender's address, for a sender found on no process here."""
+        process that sent it (the span's pid, already mapped to this host's) when that process
+        is verified to have sent it, never into the one the span names; any other sender's
+        claim goes to the sender's own namespace (its address)."""
         assert self.store is not None
         for span in spans:
             if span.name != _AIBOM_SPAN or span.parent_span_id is not None:
@@ -879,11 +941,15 @@ class Collector:
                 decoded = decode_span(span.attributes, span.events, span.service)
                 if decoded is None:
                     continue
-                process = self._agent_process(span.pid) if span.pid is not None else None
+                # Only the process itself adds to its inventory: a relay's or another local
+                # process's report naming it is that sender's claim.
+                process = self._agent_process(span.pid) \
+                    if span.pid is not None and self._sent_by(sender, span.pid) else None
                 if process is None:
                     self.counters["aibom_unverified"] += 1
-                stored = self.store.add_inventory(**decoded, process=process,
-                                                  sender=None if process is not None else peer)
+                stored = self.store.add_inventory(
+                    **decoded, process=process,
+                    sender=None if process is not None else sender.address)
                 if stored is None:
                     self.counters["aibom_refused"] += 1
                 else:
@@ -1007,9 +1073,10 @@ class Collector:
             self._enrich_events -= len(dropped)
             self.counters["forward_events_dropped"] += len(dropped)
 
-    def _forward(self, request: ExportRequest, hosts: dict[int, int]) -> None:
+    def _forward(self, request: ExportRequest, hosts: dict[int, int], sender: Sender) -> None:
         """Send a request on, each span with the kernel events of its agent joined to it
-        (``hosts``: reported pid → the agent's pid on this host)."""
+        (``hosts``: reported pid → the agent's pid on this host), marked when another process
+        sent it."""
         for resource_spans in request.resource_spans:
             agent = self._resources.remember(resource_spans)
             reported = resource_pid(resource_spans)
@@ -1017,8 +1084,12 @@ class Collector:
             if host is None:
                 # Not an agent on this node: no kernel event is its.
                 continue
+            other = self._sent_by(sender, host) is False
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
+                    if other:
+                        span.attributes.append(KeyValue(key=names.AG_SENT_BY_OTHER,
+                                                        value=AnyValue(bool_value=True)))
                     key = (host, span.trace_id.hex(), span.span_id.hex())
                     events = self._enrich.pop(key, ())
                     self._enrich_events -= len(events)

@@ -34,6 +34,11 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.spans.rejected": (
         "spans_rejected", "agent spans left out unread: ids that are missing, of the wrong "
         "length or all zeros, or a span that could not be read", "{span}"),
+    "agentguard.collector.spans.sent_by_other": (
+        "spans_sent_by_other", "agent spans whose process.pid names a process of this node that "
+        "did not hold the connection they came on (a relay forwarding for it, or another local "
+        "process); stored, joined and forwarded, marked agentguard.sent_by_other_process",
+        "{span}"),
     "agentguard.collector.spans.lost_at_stop": (
         "spans_lost_at_stop", "accepted spans a stop could not store in time", "{span}"),
     "agentguard.collector.requests.refused": (
@@ -63,6 +68,10 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
         "forward_failed", "spans whose export failed after retries", "{span}"),
     "agentguard.collector.forward.lost_at_stop": (
         "forward_lost_at_stop", "spans still queued for forwarding when the stop ended", "{span}"),
+    "agentguard.collector.forward.resource_lost": (
+        "late_spans_resource_lost", "kernel events forwarded as child spans after their tool span "
+        "went out under the agent's service.name alone: its resource was no longer remembered "
+        "(past the bound on agents' resources kept)", "{span}"),
     "agentguard.collector.agents.not_found": (
         "agents_not_found", "looks for the process that sent spans that found none on this node",
         "{lookup}"),
@@ -107,8 +116,9 @@ COUNTERS: dict[str, tuple[str, str, str]] = {
     "agentguard.collector.aibom.entries": (
         "aibom_entries", "runtime AI-BOM inventory entries stored (new or changed)", "{entry}"),
     "agentguard.collector.aibom.unverified": (
-        "aibom_unverified", "runtime AI-BOM inventory spans from senders found on no process of "
-        "this node, kept apart as unverified claims", "{span}"),
+        "aibom_unverified", "runtime AI-BOM inventory spans not verified as sent by the process "
+        "they name (a sender found on no process of this node, or another process than the "
+        "one named), kept apart as the sender's unverified claims", "{span}"),
     "agentguard.collector.aibom.refused": (
         "aibom_refused", "runtime AI-BOM inventory spans of such senders not kept: the bounded "
         "inventory table was full of verified processes' inventories", "{span}"),

@@ -22,6 +22,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable
 from concurrent import futures
@@ -32,14 +33,16 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from agentguard.collector.otlp import ExportRequest, decode_request, invalid_ids
+from agentguard.collector.peers import Connection
 from agentguard.collector.settings import parse_hostport
 
 __all__ = ["Receiver", "ReceiverError"]
 
 logger = logging.getLogger("agentguard.collector")
 
-# (request, sender's address, size of its body after inflation) → accepted?
-Submit = Callable[[ExportRequest, "str | None", int], bool]
+# (request, the connection it came on (or only the sender's address; None: unknown), size of
+# its body after inflation) → accepted?
+Submit = Callable[[ExportRequest, "Connection | str | None", int], bool]
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _MAX_HTTP_CONNECTIONS = 64
 # One remote address may hold this many; loopback senders are not told apart by address.
@@ -277,7 +280,7 @@ class Receiver:
         with self._lock:
             self.counters[name] += 1
 
-    def take_body(self, body: bytes, encoding: str, peer: str | None) -> bytes:
+    def take_body(self, body: bytes, encoding: str, peer: Connection | str | None) -> bytes:
         """Inflate, parse and hand over one HTTP body; the OTLP response, or :class:`_Refused`.
 
         Only four bodies are inflated and parsed at a time: a parsed request takes two
@@ -369,7 +372,8 @@ class Receiver:
             except ValueError as exc:
                 receiver.count("malformed")
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            if not receiver.submit(request, _grpc_peer(context.peer()), len(body)):
+            if not receiver.submit(request, _grpc_connection(context.peer(), local_address,
+                                                             receiver.grpc_port), len(body)):
                 receiver.count("busy")
                 context.abort(grpc.StatusCode.UNAVAILABLE, "collector busy; retry later")
             receiver.count("accepted")
@@ -387,6 +391,9 @@ class Receiver:
         )
         host, port = parse_hostport(address)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # gRPC tells a call's sender, not which of our addresses it reached: known only when the
+        # listener is on one address.
+        local_address = None if _is_wildcard(host) else host
         try:
             bound = server.add_insecure_port(target)
         except RuntimeError as exc:
@@ -467,12 +474,36 @@ def _linger(connection: socket.socket) -> None:
             drained += len(chunk)
 
 
-def _grpc_peer(peer: str | None) -> str | None:
-    """The address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
+def _grpc_connection(peer: str | None, local_address: str | None,
+                     local_port: int) -> Connection | str | None:
+    """The connection of a gRPC call from its peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``,
+    the brackets percent-encoded by some releases), else the sender's address alone."""
     if not peer or not peer.startswith(("ipv4:", "ipv6:")):
         return None
-    address = peer.split(":", 1)[1].rsplit(":", 1)[0]
-    return address.strip("[]")
+    address, _, port = urllib.parse.unquote(peer.split(":", 1)[1]).rpartition(":")
+    address = address.strip("[]")
+    connection = Connection.of(address, int(port), local_address, local_port) \
+        if port.isdigit() else None
+    return connection or address or None
+
+
+def _is_wildcard(host: str) -> bool:
+    """Whether a listener on ``host`` listens on every address (or on a name, not an address)."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return True
+
+
+def _http_connection(client_address: Any, connection: socket.socket) -> Connection | str:
+    """The connection an HTTP request came on, else the sender's address alone."""
+    address = str(client_address[0])
+    try:
+        local = connection.getsockname()
+        return Connection.of(address, int(client_address[1]), str(local[0]),
+                             int(local[1])) or address
+    except (OSError, IndexError, TypeError, ValueError):
+        return address
 
 
 def _status_body(code: int, message: str) -> bytes:
@@ -555,7 +586,8 @@ def _http_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 self._error(415, code_pb2.INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
                 return
             try:
-                answer = receiver.take_body(body, encoding, str(self.client_address[0]))
+                answer = receiver.take_body(body, encoding,
+                                            _http_connection(self.client_address, self.connection))
             except _Refused as refused:
                 receiver.count(refused.counter)
                 self._error(refused.status, refused.code, refused.message,

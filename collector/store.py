@@ -113,9 +113,10 @@ CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL, up
 # Runtime AI-BOM inventories, one per agent process, merged from the agents' ``agentguard.aibom``
 # spans. Additive tables: older databases gain them on open. An inventory's ``owner`` (its key) is
 # what the collector verified, never what a span says of itself (see Store.add_inventory):
-# ``process:<boot id>:<host pid>:<start ticks>`` for a process found on this node (its start
-# tells a pid handed out again apart), ``sender:[address, service, host, pid]`` for a sender found
-# on no process here (a namespace of its own: nothing it sends reaches a process's inventory),
+# ``process:<boot id>:<host pid>:<start ticks>`` for a process found on this node that sent the
+# span itself (its start tells a pid handed out again apart), ``sender:[address, service, host,
+# pid]`` for any other sender (found on no process here, or not the process it names: a namespace
+# of its own, so nothing it sends reaches a process's inventory),
 # ``legacy:<id>`` for an inventory an earlier collector keyed by the span's own word (kept as it
 # is, never merged into again).
 _AIBOM_SCHEMA = """
@@ -673,13 +674,14 @@ class Store:
         ``None`` when the inventory had no room (see :meth:`_room_for_inventory`).
 
         ``service``, ``host``, ``pid`` and ``started`` are what the span says of itself. The
-        inventory it goes to is the verified ``process`` that sent it, when the collector found
+        inventory it goes to is the ``process`` the collector verified sent it, when there is
         one: that process's inventory whatever the span says (a report with another ``started``
-        adds to it), and a new process on the pid gets a new one. A sender found on no process
-        here (``process`` ``None``) has inventories of its own, by ``sender`` (its address) and
-        what the span says, where another ``started`` for the same triple replaces the old one;
-        it never reaches an inventory of a process. Entries are upserted (an inventory only
-        grows); past :data:`MAX_AIBOM_ENTRIES` new ones are counted, not stored.
+        adds to it), and a new process on the pid gets a new one. Any other sender (``process``
+        ``None``: found on no process here, or not verified as the process it names) has
+        inventories of its own, by ``sender`` (its address) and what the span says, where
+        another ``started`` for the same triple replaces the old one; it never reaches an
+        inventory of a process. Entries are upserted (an inventory only grows); past
+        :data:`MAX_AIBOM_ENTRIES` new ones are counted, not stored.
         """
         self.begin()
         now = time.time_ns()
@@ -756,8 +758,8 @@ class Store:
         """Make room for one more inventory within :data:`MAX_AIBOM_AGENTS`; ``False`` when
         there is none for it.
 
-        The inventories heard from least recently go, those of senders found on no process here
-        (and legacy ones) first. A new inventory of such a sender never pushes out one of a
+        The inventories heard from least recently go, those of senders not verified as a process
+        here (and legacy ones) first. A new inventory of such a sender never pushes out one of a
         process on this node: with no other of its kind left to go, it is not kept.
         """
         count = int(self.db.execute("SELECT COUNT(*) FROM aibom_agents").fetchone()[0])
@@ -794,7 +796,7 @@ class Store:
     def inventories(self, limit: int = MAX_AIBOM_AGENTS) -> list[dict[str, Any]]:
         """The agents with an inventory, most recently heard from first, with entry counts and
         whether each is a verified process of this node (``host_pid``, ``process_started_ns``)
-        or a sender found on none (``sender``: its address)."""
+        or another sender's claim (``sender``: its address)."""
         try:
             rows = self.db.execute(
                 "SELECT a.*, (SELECT COUNT(*) FROM aibom_entries e WHERE e.agent_id = a.id) "

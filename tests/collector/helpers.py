@@ -1,4 +1,5 @@
-"""Helpers for the collector tests: watched driver processes and waiting on the store."""
+"""Helpers for the collector tests: watched driver processes, processes that send their own
+OTLP requests, and waiting on the store."""
 
 from __future__ import annotations
 
@@ -119,3 +120,107 @@ def tree_events(collector: Collector, root: int, kind: str | None = None) -> lis
 
 def load_json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+# A process that does what it is told, a line at a time, and answers each with a JSON line:
+# ``http HEX`` posts the OTLP body over its one kept-alive HTTP connection (``status``); ``grpc
+# HEX`` exports it over its gRPC channel (``status`` 200 when accepted); ``last HEX`` posts it on
+# a connection of its own and exits at once, as an exporter's last flush does; ``connect PORT``
+# connects to a loopback port (``tid`` and the times around it).
+_SENDER = """
+import http.client, json, os, socket, sys, threading, time
+host, port = sys.argv[1].rsplit(":", 1)
+connection = http.client.HTTPConnection(host, int(port), timeout=10)
+channel = None
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    command, _, argument = line.strip().partition(" ")
+    if command in ("http", "last"):
+        if command == "last":
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("POST", "/v1/traces", bytes.fromhex(argument),
+                           {"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        response.read()
+        print(json.dumps({"status": response.status}), flush=True)
+        if command == "last":
+            os._exit(0)
+    elif command == "grpc":
+        import grpc
+        if channel is None:
+            channel = grpc.insecure_channel(sys.argv[2])
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        export(bytes.fromhex(argument), timeout=10)
+        print(json.dumps({"status": 200}), flush=True)
+    elif command == "connect":
+        start = time.time_ns()
+        socket.create_connection(("127.0.0.1", int(argument))).close()
+        end = time.time_ns()
+        print(json.dumps({"tid": threading.get_native_id(), "start": start, "end": end}),
+              flush=True)
+"""
+
+
+def start_on_pid(pid: int, argv: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
+    """``argv`` started as process ``pid`` (the kernel is told the last pid it handed out; root
+    only)."""
+    for _ in range(200):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
+            handle.write(str(pid - 1))
+        process = subprocess.Popen(argv, **options)
+        if process.pid == pid:
+            return process
+        process.kill()
+        process.wait()
+    raise AssertionError(f"pid {pid} could not be had again")
+
+
+class SendingProcess:
+    """A process of its own that sends OTLP requests to ``collector`` itself (so the collector
+    sees it, not the test, holding the connection), and makes connections when told. ``pid``:
+    start it on that pid (see :func:`start_on_pid`); ``launcher``: run it under that command
+    (``ip netns exec NAME``); ``endpoint``: the OTLP/HTTP address to send to."""
+
+    def __init__(self, collector: Collector, *, pid: int | None = None,
+                 launcher: Sequence[str] = (), endpoint: str | None = None) -> None:
+        endpoints = collector.endpoints()
+        self.collector = collector
+        argv = [*launcher, sys.executable, "-c", _SENDER, endpoint or endpoints["otlp_http"],
+                endpoints["otlp_grpc"]]
+        options: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE,
+                                   "text": True}
+        self.process = subprocess.Popen(argv, **options) if pid is None else \
+            start_on_pid(pid, argv, **options)
+        self.pid = self.process.pid
+        assert self._answer() == {"ready": True}
+
+    def _answer(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, f"sending process {self.pid} ended"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def _tell(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def send(self, body: bytes, *, via: str = "http") -> None:
+        """Send ``body`` (``via`` ``http``, ``grpc``, or ``last``: then exit) and wait until the
+        collector stored it."""
+        assert self._tell(f"{via} {body.hex()}") == {"status": 200}
+        if via == "last":
+            self.process.wait(10)
+        assert self.collector.sync(30)
+
+    def connect(self, port: int) -> dict[str, Any]:
+        """Connect to loopback ``port``; the acting thread and the times around the connect."""
+        return self._tell(f"connect {port}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()

@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from agentguard.collector import daemon
 from agentguard.collector.daemon import Collector
 from agentguard.collector.model import CONNECT, EXIT, KernelEvent
-from tests.collector.helpers import stored_events, wait_for
+from tests.collector.helpers import start_on_pid, stored_events, wait_for
 from tests.collector.test_receiver import post
 
 MS = 1_000_000
@@ -99,16 +99,8 @@ def test_what_the_collector_keeps_per_agent_pid_is_bounded_after_they_are_gone(
 
 def _on_pid(pid: int) -> subprocess.Popen[bytes]:
     """A process started on ``pid`` (the kernel is told the last pid it handed out)."""
-    for _ in range(200):
-        with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
-            handle.write(str(pid - 1))
-        process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],
-                                   stdin=subprocess.PIPE)
-        if process.pid == pid:
-            return process
-        process.kill()
-        process.wait()
-    pytest.fail(f"pid {pid} could not be had again")
+    return start_on_pid(pid, [sys.executable, "-c", "import sys; sys.stdin.readline()"],
+                        stdin=subprocess.PIPE)
 
 
 def test_a_new_process_on_an_old_agents_pid_does_not_get_its_events(

@@ -1,16 +1,20 @@
 """An inventory is its process's: the collector files each ``agentguard.aibom`` span under the
-process it verified sent it (its pid on this host and that process's start), never under the
-service, host and pid the span names. Another sender cannot replace, drop or add to an agent's
-inventory by naming it, a new process on a reused pid starts a new inventory, and a database of an
-earlier collector keeps its inventories where no sender reaches them.
+process it verified sent it (its pid on this host and that process's start, and the process
+holding the connection the span came on), never under the service, host and pid the span names.
+Another sender cannot replace, drop or add to an agent's inventory by naming it, not even a
+process beside it on loopback or in its network namespace that names the agent's pid; a new
+process on a reused pid starts a new inventory, and a database of an earlier collector keeps its
+inventories where no sender reaches them.
 
-Real collectors receiving real OTLP on loopback, real processes, and the store on its own."""
+Real collectors receiving real OTLP on loopback and on a network namespace's link, real processes
+sending their own requests, and the store on its own."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -32,8 +36,9 @@ from agentguard.collector.otlp import to_any_value
 from agentguard.collector.procfs import read_stat
 from agentguard.collector.sensor import boot_time_ns
 from agentguard.collector.store import AgentProcess, Store
-from tests.collector.helpers import wait_for
-from tests.collector.test_agent_churn import _on_pid
+from tests.collector.conftest import require_ebpf, start_collector
+from tests.collector.helpers import SendingProcess, wait_for
+from tests.collector.test_ingest_limits import bulk_request
 from tests.collector.test_receiver import post
 
 NODE = os.uname().nodename
@@ -97,17 +102,20 @@ def _idle() -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
+def senders() -> Iterator[list[SendingProcess]]:
+    """Sending processes a test started, ended at its end."""
+    started: list[SendingProcess] = []
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    for sender in started:
+        sender.close()
+
+
+def _forged() -> list[_wire.Entry]:
+    return [_library("langchain-core", "6.6.6"), _library("evil-backdoor", "1")]
 
 
 def test_another_sender_naming_an_agent_cannot_replace_or_alter_its_inventory(
-        ebpf_collector: Collector, processes: list[subprocess.Popen[bytes]],
+        ebpf_collector: Collector, senders: list[SendingProcess],
         capsys: pytest.CaptureFixture[str]) -> None:
     """Two hostile senders name a running agent's service, host and pid with a newer inventory
     start, their own entries and a changed version: one from no process on this node, one from
@@ -115,19 +123,18 @@ def test_another_sender_naming_an_agent_cannot_replace_or_alter_its_inventory(
     deltas), with no missed emission; each hostile report is kept apart, marked as what it is,
     and ``agentguard aibom --db`` still prints the agent's own document."""
     collector = ebpf_collector
-    agent, other = _idle(), _idle()
-    processes += [agent, other]
+    agent, other = SendingProcess(collector), SendingProcess(collector)
+    senders += [agent, other]
     started = time.time() - 5
-    _send(collector, _aibom(sender_pid=agent.pid, service="inventory-agent", claimed_pid=agent.pid,
-                            started=started, sequence=1,
-                            entries=[_library("langchain-core", "1.0.0")]))
-    forged = [_library("langchain-core", "6.6.6"), _library("evil-backdoor", "1")]
-    for sender in (NO_SUCH_PID, other.pid):
-        _send(collector, _aibom(sender_pid=sender, service="inventory-agent",
-                                claimed_pid=agent.pid, started=started + 60, sequence=9,
-                                entries=forged, final=True))
-    _send(collector, _aibom(sender_pid=agent.pid, service="inventory-agent", claimed_pid=agent.pid,
-                            started=started, sequence=2, entries=[_library("requests", "2.32")]))
+    agent.send(_aibom(sender_pid=agent.pid, service="inventory-agent", claimed_pid=agent.pid,
+                      started=started, sequence=1, entries=[_library("langchain-core", "1.0.0")]))
+    _send(collector, _aibom(sender_pid=NO_SUCH_PID, service="inventory-agent",
+                            claimed_pid=agent.pid, started=started + 60, sequence=9,
+                            entries=_forged(), final=True))
+    other.send(_aibom(sender_pid=other.pid, service="inventory-agent", claimed_pid=agent.pid,
+                      started=started + 60, sequence=9, entries=_forged(), final=True))
+    agent.send(_aibom(sender_pid=agent.pid, service="inventory-agent", claimed_pid=agent.pid,
+                      started=started, sequence=2, entries=[_library("requests", "2.32")]))
 
     stored = [item for item in _stored(collector.settings.db)
               if item[0]["service"] == "inventory-agent"]
@@ -165,27 +172,92 @@ def test_another_sender_naming_an_agent_cannot_replace_or_alter_its_inventory(
         ("langchain-core", "1.0.0"), ("requests", "2.32")]
 
 
+def test_a_process_beside_an_agent_naming_its_pid_cannot_add_to_its_inventory(
+        ebpf_collector: Collector, senders: list[SendingProcess]) -> None:
+    """Processes on the agent's own loopback (another process, and the test itself) send
+    inventory spans whose resource says the agent's pid, over HTTP and gRPC, with the agent's
+    own service and inventory start. None of it reaches the agent's inventory, which holds
+    exactly what the agent sent over either protocol, with no missed emission; each claim is
+    kept apart as the sender's, unverified, and counted."""
+    collector = ebpf_collector
+    agent, other = SendingProcess(collector), SendingProcess(collector)
+    senders += [agent, other]
+    started = time.time() - 5
+    before = collector.snapshot()["aibom_unverified"]
+
+    def report(sequence: int, entries: list[_wire.Entry]) -> bytes:
+        return _aibom(sender_pid=agent.pid, service="neighbour-agent", claimed_pid=agent.pid,
+                      started=started, sequence=sequence, entries=entries)
+
+    agent.send(report(1, [_library("langchain-core", "1.0.0")]))
+    other.send(report(2, _forged()))
+    other.send(report(3, [_library("evil-grpc", "1")]), via="grpc")
+    _send(collector, report(4, [_library("evil-test", "1")]))
+    agent.send(report(2, [_library("requests", "2.32")]), via="grpc")
+
+    stored = [item for item in _stored(collector.settings.db)
+              if item[0]["service"] == "neighbour-agent"]
+    [(own, entries)] = _of(stored, agent.pid)
+    assert entries == {("library", "langchain-core"): {"name": "langchain-core",
+                                                       "version": "1.0.0"},
+                       ("library", "requests"): {"name": "requests", "version": "2.32"}}
+    assert (own["verified"], own["sequence"], own["gaps"]) == (True, 2, 0)
+    claims = _of(stored, None)
+    assert {(claim["verified"], claim["sender"], claim["pid"]) for claim, _ in claims} == \
+        {(False, "127.0.0.1", agent.pid)}
+    assert set().union(*(set(claimed) for _, claimed in claims)) == {
+        ("library", "langchain-core"), ("library", "evil-backdoor"), ("library", "evil-grpc"),
+        ("library", "evil-test")}
+    assert collector.snapshot()["aibom_unverified"] - before == 3
+
+
+def test_an_agents_last_report_as_it_exits_is_its_own(
+        ebpf_collector: Collector, senders: list[SendingProcess]) -> None:
+    """An agent's last inventory span, sent on a connection of its own just before it exits (as
+    the exit flush does) while the collector is still busy with a backlog, goes to its verified
+    inventory, marked final: the collector tells who sent it while the request is open, not
+    when it gets to it after the sender is gone."""
+    collector = ebpf_collector
+    agent = SendingProcess(collector)
+    senders.append(agent)
+    started = time.time() - 5
+    agent.send(_aibom(sender_pid=agent.pid, service="exiting-agent", claimed_pid=agent.pid,
+                      started=started, sequence=1, entries=[_library("numpy", "2.0")]))
+    # Seconds of storing for the core ahead of the last report.
+    for first in (0, 20_000, 40_000):
+        assert post(collector, bulk_request(20_000, first))[0] == 200
+    agent.send(_aibom(sender_pid=agent.pid, service="exiting-agent", claimed_pid=agent.pid,
+                      started=started, sequence=2, entries=[_library("torch", "2.4")],
+                      final=True), via="last")
+    stored = [item for item in _stored(collector.settings.db)
+              if item[0]["service"] == "exiting-agent"]
+    [(own, entries)] = stored
+    assert (own["host_pid"], own["verified"], own["final"], own["gaps"]) == \
+        (agent.pid, True, True, 0)
+    assert set(entries) == {("library", "numpy"), ("library", "torch")}
+
+
 def test_a_new_process_on_a_reused_pid_starts_a_new_inventory(
-        ebpf_collector: Collector, processes: list[subprocess.Popen[bytes]]) -> None:
+        ebpf_collector: Collector, senders: list[SendingProcess]) -> None:
     """An agent sends its inventory and exits; a new process gets its pid and reports the same
     service, pid and even inventory start time. Each process has its own inventory: the new one
     inherits nothing of the old, and the old one gets nothing of the new."""
     if os.geteuid() != 0:
         pytest.skip("reusing a pid needs root (ns_last_pid)")
     collector = ebpf_collector
-    old = _idle()
-    processes.append(old)
+    old = SendingProcess(collector)
+    senders.append(old)
     pid, started = old.pid, time.time() - 5
-    _send(collector, _aibom(sender_pid=pid, service="reused-agent", claimed_pid=pid,
-                            started=started, sequence=1, entries=[_library("numpy", "2.0")]))
-    _send(collector, _aibom(sender_pid=pid, service="reused-agent", claimed_pid=pid,
-                            started=started, sequence=2, entries=[], final=True))
-    old.communicate(b"\n", timeout=10)
+    old.send(_aibom(sender_pid=pid, service="reused-agent", claimed_pid=pid,
+                    started=started, sequence=1, entries=[_library("numpy", "2.0")]))
+    old.send(_aibom(sender_pid=pid, service="reused-agent", claimed_pid=pid,
+                    started=started, sequence=2, entries=[], final=True))
+    old.close()
 
-    new = _on_pid(pid)
-    processes.append(new)
-    _send(collector, _aibom(sender_pid=pid, service="reused-agent", claimed_pid=pid,
-                            started=started, sequence=1, entries=[_library("torch", "2.4")]))
+    new = SendingProcess(collector, pid=pid)
+    senders.append(new)
+    new.send(_aibom(sender_pid=pid, service="reused-agent", claimed_pid=pid,
+                    started=started, sequence=1, entries=[_library("torch", "2.4")]))
 
     stored = [item for item in _of(_stored(collector.settings.db), pid)
               if item[0]["service"] == "reused-agent"]
@@ -194,6 +266,69 @@ def test_a_new_process_on_a_reused_pid_starts_a_new_inventory(
     assert set(older_entries) == {("library", "numpy")} and older["final"] is True
     assert set(newer_entries) == {("library", "torch")} and newer["final"] is False
     assert newer["process_started_ns"] > older["process_started_ns"]
+
+
+@pytest.fixture
+def namespace() -> Iterator[tuple[str, str, str]]:
+    """A network namespace of its own linked to this one (as a container's is): its name, the
+    address of this end of the link and the address of its end."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a network namespace needs root and iproute2")
+    # Names and a subnet of this test run's own (interface names have at most 15 characters).
+    tag = f"agc{os.getpid() % 100000}"
+    subnet = os.getpid() % 250 + 2
+    ours, theirs = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    ip("netns", "add", tag)
+    try:
+        ip("link", "add", f"{tag}h", "type", "veth", "peer", "name", f"{tag}a", "netns", tag)
+        ip("addr", "add", f"{ours}/30", "dev", f"{tag}h")
+        ip("link", "set", f"{tag}h", "up")
+        ip("-n", tag, "addr", "add", f"{theirs}/30", "dev", f"{tag}a")
+        ip("-n", tag, "link", "set", f"{tag}a", "up")
+        ip("-n", tag, "link", "set", "lo", "up")
+        yield tag, ours, theirs
+    finally:
+        subprocess.run(["ip", "link", "del", f"{tag}h"], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", tag], capture_output=True, timeout=10)
+
+
+def test_in_a_network_namespace_only_the_agent_adds_to_its_inventory(
+        tmp_path: Path, namespace: tuple[str, str, str],
+        senders: list[SendingProcess]) -> None:
+    """An agent in a network namespace of its own (a container's, reaching the collector over a
+    link) has its inventory verified; another process of that namespace naming the agent's pid
+    adds only to a claim of its own, kept apart under the namespace's address."""
+    require_ebpf()
+    tag, ours, theirs = namespace
+    collector = start_collector(tmp_path, sensor="ebpf", otlp_http=f"{ours}:0")
+    try:
+        endpoint = collector.endpoints()["otlp_http"]
+        agent, other = (SendingProcess(collector, launcher=["ip", "netns", "exec", tag],
+                                       endpoint=endpoint) for _ in range(2))
+        senders += [agent, other]
+        started = time.time() - 5
+
+        def report(sequence: int, entries: list[_wire.Entry]) -> bytes:
+            return _aibom(sender_pid=agent.pid, service="contained-agent",
+                          claimed_pid=agent.pid, started=started, sequence=sequence,
+                          entries=entries)
+
+        agent.send(report(1, [_library("langchain-core", "1.0.0")]))
+        other.send(report(2, _forged()))
+        agent.send(report(2, [_library("requests", "2.32")]))
+        stored = _stored(collector.settings.db)
+    finally:
+        collector.stop()
+    [(own, entries)] = _of(stored, agent.pid)
+    assert own["verified"] is True and (own["sequence"], own["gaps"]) == (2, 0)
+    assert set(entries) == {("library", "langchain-core"), ("library", "requests")}
+    [(claim, claimed)] = _of(stored, None)
+    assert (claim["verified"], claim["sender"], claim["pid"]) == (False, theirs, agent.pid)
+    assert set(claimed) == {("library", "langchain-core"), ("library", "evil-backdoor")}
 
 
 # -- the store on its own ---------------------------------------------------------------------

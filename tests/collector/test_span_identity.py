@@ -28,7 +28,7 @@ from agentguard.collector.judge import Judge
 from agentguard.collector.model import CONNECT, EXEC, FORK, Attribution, KernelEvent, SpanInfo
 from agentguard.collector.store import Store, StoredFinding
 from tests.collector.conftest import Listener, require_ebpf, start_collector
-from tests.collector.helpers import stored_events, wait_for
+from tests.collector.helpers import SendingProcess, stored_events, wait_for
 from tests.collector.test_followups import Sink
 from tests.collector.test_receiver import post
 
@@ -140,6 +140,60 @@ def test_another_senders_span_with_the_same_ids_takes_nothing_from_an_agent(
             if process.poll() is None:
                 process.kill()
             process.wait()
+        collector.stop()
+
+
+def test_spans_another_process_sends_for_an_agent_are_joined_and_marked(
+        tmp_path: Path, listener: Listener, backend: Backend) -> None:
+    """A relay beside the agent (an OpenTelemetry Collector, or any other local process) sends
+    the agent's tool span with the agent's pid; the agent sends a span of its own. The agent's
+    kernel connect is still joined to the relayed span, which is stored and forwarded with the
+    kernel event, marked ``agentguard.sent_by_other_process`` and counted; the agent's own span
+    is not marked."""
+    require_ebpf()
+    collector = start_collector(tmp_path, sensor="ebpf", forward=backend.url)
+    agent, relay = SendingProcess(collector), SendingProcess(collector)
+    try:
+        assert collector.watch(agent.pid, "test agent") and collector.sync()
+        done = agent.connect(listener.port)
+        trace_id, tool_id, own_id = os.urandom(16), os.urandom(8), os.urandom(8)
+        times = (done["tid"], done["start"] - 5 * MS, done["end"] + 5 * MS)
+        relay.send(_request(_tool_span(trace_id, tool_id, "fetch", "conv-relayed", *times),
+                            agent.pid, "agent-a"))
+        # Later than the connect: it does not compete for it.
+        own = _tool_span(trace_id, own_id, "plan", "conv-relayed", done["tid"],
+                         done["end"] + 10 * MS, done["end"] + 20 * MS)
+        agent.send(_request(own, agent.pid, "agent-a"))
+
+        def connect() -> list[dict[str, Any]]:
+            collector.sync()
+            return [e for e in stored_events(collector, kind="net.connect", pid=agent.pid)
+                    if e["data"]["port"] == listener.port]
+
+        (event,) = wait_for(connect, timeout=15)
+        assert (event["attribution"], event["span_id"], event["tool"]) == \
+            ("thread", tool_id.hex(), "fetch")
+        store = Store(collector.settings.db, readonly=True)
+        try:
+            marks = {s["span_id"]: s["attributes"].get("agentguard.sent_by_other_process")
+                     for s in store.spans(trace_ids=[trace_id.hex()])}
+        finally:
+            store.close()
+        assert marks == {tool_id.hex(): True, own_id.hex(): None}
+        assert collector.snapshot()["spans_sent_by_other"] == 1
+
+        def forwarded() -> dict[bytes, tuple[bool, list[str]]] | None:
+            found = {span.span_id: (any(kv.key == "agentguard.sent_by_other_process" and
+                                        kv.value.bool_value for kv in span.attributes),
+                                    [e.name for e in span.events])
+                     for _, span in backend.spans() if span.trace_id == trace_id}
+            return found if len(found) == 2 else None
+
+        assert wait_for(forwarded, timeout=15) == {
+            tool_id: (True, ["agentguard.kernel.net.connect"]), own_id: (False, [])}
+    finally:
+        agent.close()
+        relay.close()
         collector.stop()
 
 
