@@ -205,6 +205,15 @@ EVENT_BEDROCK_RATIONALE = "agentguard.bedrock.rationale"
 AG_BEDROCK_INPUT_VALID = "agentguard.bedrock.agent.input_valid"
 AG_BEDROCK_PARSED_RESPONSE = "agentguard.bedrock.agent.parsed_response"
 EVENT_ATTR_MESSAGE = "message"
+# A Bedrock agent's trace texts no model invocation carries (span events on the agent span): the
+# final response, a reprompt shown to the user (and its source), a custom orchestrator's text.
+EVENT_BEDROCK_FINAL_RESPONSE = "agentguard.bedrock.final_response"
+EVENT_BEDROCK_REPROMPT = "agentguard.bedrock.reprompt"
+EVENT_BEDROCK_CUSTOM_ORCHESTRATION = "agentguard.bedrock.custom_orchestration"
+AG_BEDROCK_REPROMPT_SOURCE = "agentguard.bedrock.reprompt.source"
+# Why a request body was not read whole ("depth", "invalid_json", "size": its long strings cut,
+# or it was too large to read), as AG_BEDROCK_RESPONSE_TRUNCATED says it of the answer.
+AG_BEDROCK_REQUEST_TRUNCATED = "agentguard.bedrock.request.truncated"
 
 __all__ += [
     "AG_BEDROCK_ACTION_GROUP", "AG_BEDROCK_AGENT_ALIAS_ID", "AG_BEDROCK_EXECUTION",
@@ -230,6 +239,10 @@ __all__ += [
 __all__ += [
     "AG_BEDROCK_INPUT_VALID", "AG_BEDROCK_PARSED_RESPONSE", "EVENT_ATTR_MESSAGE",
     "EVENT_BEDROCK_RATIONALE", "OUTPUT_TYPE_VIDEO",
+]
+__all__ += [
+    "AG_BEDROCK_REPROMPT_SOURCE", "AG_BEDROCK_REQUEST_TRUNCATED",
+    "EVENT_BEDROCK_CUSTOM_ORCHESTRATION", "EVENT_BEDROCK_FINAL_RESPONSE", "EVENT_BEDROCK_REPROMPT",
 ]
 
 # Runtime sensor: span events on the tool span for what the process did while it ran

@@ -5,7 +5,8 @@ parameters that name a resource: each gives the key in ``CloudCall.resource`` an
 attribute (the OpenTelemetry name where one exists, else ``agentguard.cloud.resource.<key>``).
 Extend it with :func:`register_resource_params`, or :func:`register_resource_extractor` for a
 resource that is not one top-level parameter (as the S3 destination of a Bedrock
-``StartAsyncInvoke`` is: ``output_uri``, ``bucket``, ``bucket_owner``).
+``StartAsyncInvoke`` or batch inference job is: ``output_uri``, ``bucket``, ``bucket_owner``,
+``kms_key``, and a batch job's ``input_uri``, ``input_bucket``, ``input_bucket_owner``).
 
 Parameters given to policies are the top-level scalar ones, minus every name that can carry a
 secret or bulk content (``SecretString``, ``Password``, ``Value``, ``Body``, ...), with strings
@@ -100,7 +101,9 @@ RESOURCE_PARAMS: dict[str, tuple[ResourceParam, ...]] = {
     "bedrock-agent-runtime": (_p("agentId", "agent"), _p("agentAliasId", "agent_alias"),
                               _p("knowledgeBaseId", "knowledge_base"),
                               _p("flowIdentifier", "flow")),
-    "bedrock": (_p("modelIdentifier", "model"), _p("guardrailIdentifier", "guardrail")),
+    "bedrock": (_p("modelIdentifier", "model"), _p("modelId", "model"),
+                _p("baseModelIdentifier", "model"), _p("guardrailIdentifier", "guardrail"),
+                _p("roleArn", "role"), _p("jobIdentifier", "job")),
     "bedrock-agent": (_p("agentId", "agent"), _p("knowledgeBaseId", "knowledge_base")),
 }
 
@@ -125,33 +128,55 @@ def _dynamodb_tables(operation: str, params: dict[str, Any]) -> dict[str, str] |
     return {"tables": ",".join(sorted(set(names)))}
 
 
-def _async_output(operation: str, params: dict[str, Any]) -> dict[str, str] | None:
-    # An asynchronous Bedrock invocation writes its output (a video) to the S3 location the
-    # request names: where the model's work goes, as a PutObject's bucket is.
-    if operation != "StartAsyncInvoke":
-        return None
-    config = params.get("outputDataConfig")
-    s3 = config.get("s3OutputDataConfig") if isinstance(config, dict) else None
-    if not isinstance(s3, dict) or not isinstance(s3.get("s3Uri"), str):
-        return None
-    uri = s3["s3Uri"][:_MAX_VALUE * 4]
-    out = {"output_uri": uri}
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _s3_location(uri: Any, owner: Any, prefix: str, bucket_key: str) -> dict[str, str]:
+    """``{prefix}uri``, its bucket (under ``bucket_key``) and ``{bucket_key}_owner``."""
+    if not isinstance(uri, str) or not uri:
+        return {}
+    uri = uri[:_MAX_VALUE * 4]
+    out = {f"{prefix}uri": uri}
     if uri[:5].lower() == "s3://":
         bucket = uri[5:].split("/", 1)[0]
         if bucket:
-            out["bucket"] = bucket
-    if isinstance(s3.get("bucketOwner"), str) and s3["bucketOwner"]:
-        out["bucket_owner"] = s3["bucketOwner"][:_MAX_VALUE]
+            out[bucket_key] = bucket
+    if isinstance(owner, str) and owner:
+        out[f"{bucket_key}_owner"] = owner[:_MAX_VALUE]
     return out
 
 
+def _bedrock_data(operation: str, params: dict[str, Any]) -> dict[str, str] | None:
+    # Asynchronous Bedrock work (StartAsyncInvoke, a batch inference job, a customization or
+    # evaluation job) writes its output to the S3 location the request names, encrypted with
+    # the KMS key it names: where the model's work goes, as a PutObject's bucket is. A batch
+    # job also reads its records from S3.
+    output = _map(params.get("outputDataConfig"))
+    s3 = _map(output.get("s3OutputDataConfig")) or output
+    out = _s3_location(s3.get("s3Uri"), s3.get("bucketOwner") or s3.get("s3BucketOwner"),
+                       "output_", "bucket")
+    key = s3.get("kmsKeyId") or s3.get("s3EncryptionKeyId")
+    if isinstance(key, str) and key:
+        out["kms_key"] = key[:_MAX_VALUE]
+    source = _map(_map(params.get("inputDataConfig")).get("s3InputDataConfig"))
+    out.update(_s3_location(source.get("s3Uri"), source.get("s3BucketOwner"), "input_",
+                            "input_bucket"))
+    return out or None
+
+
 _EXTRACTORS: dict[str, list[Extractor]] = {"dynamodb": [_dynamodb_tables],
-                                           "bedrock-runtime": [_async_output]}
+                                           "bedrock-runtime": [_bedrock_data],
+                                           "bedrock": [_bedrock_data]}
+# The keys _bedrock_data gives, and their span attributes.
+_BEDROCK_DATA_ATTRIBUTES = {"bucket": semconv.AWS_S3_BUCKET, **{
+    key: semconv.AG_CLOUD_RESOURCE_PREFIX + key
+    for key in ("output_uri", "bucket_owner", "kms_key", "input_uri", "input_bucket",
+                "input_bucket_owner")}}
 # Resource keys an extractor gives that have a span attribute of their own.
 _EXTRA_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "bedrock-runtime": {"bucket": semconv.AWS_S3_BUCKET,
-                        "output_uri": semconv.AG_CLOUD_RESOURCE_PREFIX + "output_uri",
-                        "bucket_owner": semconv.AG_CLOUD_RESOURCE_PREFIX + "bucket_owner"},
+    "bedrock-runtime": _BEDROCK_DATA_ATTRIBUTES,
+    "bedrock": _BEDROCK_DATA_ATTRIBUTES,
 }
 _lock = threading.Lock()
 

@@ -7,7 +7,9 @@ raw response read as the model's own JSON, its reasoning apart from its answer, 
 ``<thinking>`` blocks of an orchestration answer included, its usage with the prompt-cache
 counts, what the agent parsed from a pre-/post-processing answer), action-group calls
 (``execute_tool``) and knowledge-base lookups (``retrieval``, whose passages the Guard sees as
-untrusted content); the ``rationale`` step is a span event.
+untrusted content); the ``rationale`` step, the final response, a reprompt and a custom
+orchestrator's trace events are span events (the final response and a reprompt, what the user
+is shown, judged as the agent's answer).
 
 Action groups with ``RETURN_CONTROL`` hand the tool call to the application: each one becomes a
 ``ToolCall`` judged when its ``returnControl`` event arrives. A block raises
@@ -355,6 +357,8 @@ def _model_reply(item: dict[str, Any]) -> ModelReply:
 
 # The trace part of the orchestration step (the one whose prompt asks for <thinking>).
 _ORCHESTRATION = "orchestrationTrace"
+# The trace part a custom orchestrator (a Lambda function of the application's) writes.
+_CUSTOM_ORCHESTRATION = "customOrchestrationTrace"
 # Text of the judged answers kept per agent stream, to know the final response by.
 MAX_JUDGED_TEXT = 4 * MAX_TEXT
 
@@ -418,8 +422,10 @@ class _AgentFollower(StreamFollower):
                     semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))})
             elif key == "failureTrace":
                 self._failure(step)
+            elif key == _CUSTOM_ORCHESTRATION:
+                self._custom_orchestration(step)
             else:
-                # orchestration, pre-/post-processing, routing, custom orchestration
+                # orchestration, pre-/post-processing, routing
                 self._step(key, step)
 
     def _captured(self, text: Any) -> str | None:
@@ -429,24 +435,35 @@ class _AgentFollower(StreamFollower):
             return None
         return self.guard.content(text[:MAX_TEXT])
 
-    def _failure(self, step: dict[str, Any]) -> None:
-        attributes: dict[str, Any] = {semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))}
-        reason = step.get("failureReason")
-        # Content like any error message (a Lambda's error often quotes its input).
-        captured = self._captured(str(reason) if reason else None)
+    def _text_event(self, name: str, step: dict[str, Any], text: Any,
+                    attributes: dict[str, Any] | None = None) -> None:
+        """A span event on the agent span for one text of the trace: its trace id, and the text
+        in ``message`` as content (redacted, hashed or left out per capture_content)."""
+        event: dict[str, Any] = {semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))}
+        event.update(attributes or {})
+        captured = self._captured(text)
         if captured is not None:
-            attributes[semconv.EVENT_ATTR_MESSAGE] = captured
-        self.op.span.add_event(semconv.EVENT_BEDROCK_FAILURE, attributes)
+            event[semconv.EVENT_ATTR_MESSAGE] = captured
+        self.op.span.add_event(name, event)
+
+    def _failure(self, step: dict[str, Any]) -> None:
+        # Content like any error message (a Lambda's error often quotes its input).
+        reason = step.get("failureReason")
+        self._text_event(semconv.EVENT_BEDROCK_FAILURE, step, str(reason) if reason else None)
 
     def _rationale(self, step: dict[str, Any]) -> None:
         """The agent's account of the model's reasoning for the next action: a span event on the
         agent span (the step's chat span has ended by now), the text captured as content. It is
         reasoning: not judged as the model's answer."""
-        attributes: dict[str, Any] = {semconv.AG_BEDROCK_TRACE_ID: str(step.get("traceId", ""))}
-        captured = self._captured(step.get("text"))
-        if captured is not None:
-            attributes[semconv.EVENT_ATTR_MESSAGE] = captured
-        self.op.span.add_event(semconv.EVENT_BEDROCK_RATIONALE, attributes)
+        self._text_event(semconv.EVENT_BEDROCK_RATIONALE, step, step.get("text"))
+
+    def _custom_orchestration(self, step: dict[str, Any]) -> None:
+        """A trace event of a custom orchestrator: a span event with its text as content. It is
+        the orchestrator's own log (it may quote a prompt or what a tool returned), not what the
+        user is shown, so it is not judged as the agent's answer; the answer streamed back is."""
+        event = step.get("event")
+        self._text_event(semconv.EVENT_BEDROCK_CUSTOM_ORCHESTRATION, step,
+                         event.get("text") if isinstance(event, dict) else None)
 
     def _step(self, phase: str, step: dict[str, Any]) -> None:
         model_input = step.get("modelInvocationInput")
@@ -578,7 +595,17 @@ class _AgentFollower(StreamFollower):
             return
         final = item.get("finalResponse")
         if isinstance(final, dict):
+            self._text_event(semconv.EVENT_BEDROCK_FINAL_RESPONSE, item, final.get("text"))
             self._final_response(final.get("text"))
+            return
+        reprompt = item.get("repromptResponse")
+        if isinstance(reprompt, dict):
+            source = reprompt.get("source")
+            self._text_event(semconv.EVENT_BEDROCK_REPROMPT, item, reprompt.get("text"),
+                             {semconv.AG_BEDROCK_REPROMPT_SOURCE: str(source)} if source else None)
+            # The agent asks the user again: its answer for this turn, judged as the final
+            # response is.
+            self._final_response(reprompt.get("text"))
 
     def _return_control(self, event: dict[str, Any]) -> None:
         invocation_id = str(event.get("invocationId") or "")
@@ -624,10 +651,11 @@ class _AgentFollower(StreamFollower):
         self._judge_unless_carried(answer)
 
     def _final_response(self, text: Any) -> None:
-        """The answer the trace says the agent returns (``finalResponse``): judged as model
-        output on the agent span, before it streams back, unless a model's judged answer
-        carried it already. A pre-processing verdict or an earlier step's answer is no judgement
-        of it, nor is a final answer the model gave only as reasoning or a tool call's input."""
+        """The answer the trace says the agent returns (``finalResponse``, or the
+        ``repromptResponse`` that asks the user again): judged as model output on the agent
+        span, before it streams back, unless a model's judged answer carried it already. A
+        pre-processing verdict or an earlier step's answer is no judgement of it, nor is a final
+        answer the model gave only as reasoning or a tool call's input."""
         if isinstance(text, str):
             self._judge_unless_carried(text[:MAX_TEXT])
 

@@ -529,8 +529,11 @@ MAX_DEPTH = 64
 # more is not decoded at all.
 MAX_SCAN_TOKENS = 1 << 18
 # Tokens of the depth scan: a whole string (brackets inside it are text), or a run of opening or
-# of closing brackets, so a body of a million "[" is one token, not a million.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+', re.S)
+# of closing brackets, so a body of a million "[" is one token, not a million. A string that is
+# never closed runs to the end of the body, so a string always matches where it starts, in one
+# pass: else every quote inside an unclosed string starts another scan to the end (and another
+# round of backtracking), and a body of 100 KB of escaped quotes takes hours.
+_TOKEN = re.compile(rb'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)|[\[{]+|[\]}]+', re.S)
 _DOCUMENT_START = re.compile(rb"\s*[\[{]")
 _NOT_READ = object()
 
@@ -565,6 +568,54 @@ def _cut_deep(data: bytes, limit: int) -> tuple[bytes, int] | None:
     if copied >= 0:
         out.append(data[copied:])
     return b"".join(out), cuts
+
+
+# A JSON string (the same as _TOKEN's), for the scan that shortens long strings.
+_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)', re.S)
+# A high surrogate written as an escape: cut after it, its low half would be lost.
+_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+
+
+def _string_cut(data: bytes, start: int, cut: int) -> int:
+    """A place at or before ``cut`` to end the string whose text starts at ``start``, such that
+    no escape sequence, surrogate pair or UTF-8 character is cut in two."""
+    escape = data.rfind(b"\\", max(start, cut - 6), cut)
+    if escape >= 0:
+        # A run of backslashes begins whole escapes: end before it.
+        cut = escape
+        while cut > start and data[cut - 1] == 0x5C:
+            cut -= 1
+    if cut - 6 >= start and _HIGH_SURROGATE.fullmatch(data, cut - 6, cut):
+        run = cut - 6
+        while run > start and data[run - 1] == 0x5C:
+            run -= 1
+        if (cut - 6 - run) % 2 == 0:  # the backslash is not itself escaped
+            cut -= 6
+    while cut > start and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut
+
+
+def shorten_strings(data: bytes, keep: int) -> bytes | None:
+    """``data`` (JSON) with every string longer than ``keep`` bytes cut to at most ``keep``
+    (still valid JSON: no escape or character is cut in two), in one pass; ``None`` past
+    :data:`MAX_SCAN_TOKENS` strings. What a body past the size decoded whole is made of is
+    mostly a few long strings (base64 images and documents); the rest is the prompt."""
+    if data.count(b'"') > 2 * MAX_SCAN_TOKENS:
+        return None  # too many strings to scan: known at once, without a scan
+    out: list[bytes] = []
+    copied = 0
+    for scanned, match in enumerate(_STRING.finditer(data)):
+        if scanned >= MAX_SCAN_TOKENS:
+            return None
+        start, end = match.span()
+        if end - start - 2 <= keep:
+            continue
+        out.append(data[copied:_string_cut(data, start + 1, start + 1 + keep)])
+        out.append(b'"')
+        copied = end
+    out.append(data[copied:])
+    return b"".join(out)
 
 
 def parse_json_partial(data: str | bytes | bytearray) -> tuple[Any, str | None]:
@@ -1149,10 +1200,23 @@ _TITAN_EMBEDDING_FIELDS = ("dimensions", "normalize", "embeddingTypes", "inputIm
                            "embeddingConfig")
 
 
+# TwelveLabs Marengo's input types (2.7 and 3.0).
+_MARENGO_INPUTS = frozenset({"text", "image", "video", "audio", "text_image", "multi_input"})
+# Nova multimodal embeddings' parameters: one embedding (InvokeModel), or a segmented one for a
+# long input (StartAsyncInvoke).
+_NOVA_EMBEDDING_PARAMS = ("singleEmbeddingParams", "segmentedEmbeddingParams")
+
+
+def _is_marengo(body: dict[str, Any]) -> bool:
+    kind = body.get("inputType")
+    return isinstance(kind, str) and kind in _MARENGO_INPUTS
+
+
 def is_embedding(model_id: str | None, body: Any) -> bool:
-    """Whether an ``InvokeModel`` call asks an embedding model for vectors: the model id says so
-    (``amazon.titan-embed-*``, ``cohere.embed-*``, ``amazon.nova-*-embeddings-*``) or, for an id
-    that names no model family (an application inference profile ARN), the body's shape does."""
+    """Whether an ``InvokeModel`` or ``StartAsyncInvoke`` call asks an embedding model for
+    vectors: the model id says so (``amazon.titan-embed-*``, ``cohere.embed-*``,
+    ``amazon.nova-*-embeddings-*``, ``twelvelabs.marengo-embed-*``) or, for an id that names no
+    model family (an application inference profile ARN), the body's shape does."""
     model = (model_id or "").lower()
     if "embed" in model:
         return True
@@ -1160,8 +1224,10 @@ def is_embedding(model_id: str | None, body: Any) -> bool:
         return False
     if "input_type" in body and any(key in body for key in ("texts", "images", "inputs")):
         return True  # Cohere Embed
-    if isinstance(body.get("singleEmbeddingParams"), dict):
+    if any(isinstance(body.get(key), dict) for key in _NOVA_EMBEDDING_PARAMS):
         return True  # Nova multimodal embeddings
+    if _is_marengo(body):
+        return True  # TwelveLabs Marengo
     return "inputText" in body and "textGenerationConfig" not in body and any(
         key in body for key in _TITAN_EMBEDDING_FIELDS)
 
@@ -1187,14 +1253,37 @@ def _formats(value: Any) -> list[str]:
     return [str(item)[:MAX_NAME] for item in _list(value)[:16] if isinstance(item, str)]
 
 
+def _marengo_inputs(body: dict[str, Any]) -> list[str]:
+    """A TwelveLabs Marengo request's text and a placeholder per media input: 2.7 keeps them at
+    the top (``inputText``, ``mediaSource``), 3.0 under the input type's key (``text``,
+    ``text_image``, ``multi_input`` with its ``mediaSources``, ...)."""
+    kind = str(body["inputType"])
+    inputs: list[str] = []
+    for holder in (body, _map(body.get(kind))):
+        if isinstance(holder.get("inputText"), str) and holder["inputText"]:
+            inputs.append(holder["inputText"])
+        if holder.get("mediaSource"):
+            inputs.append("<image>" if kind == "text_image" else f"<{kind[:16]}>")
+        for media in _list(holder.get("mediaSources"))[:MAX_IMAGES]:
+            media_type = _map(media).get("mediaType")
+            inputs.append(f"<{media_type[:16]}>" if isinstance(media_type, str) and media_type
+                          else "<image>")
+    return inputs
+
+
 def embedding_request(body: Any) -> EmbeddingRequest:
-    """The inputs of a Titan, Cohere or Nova embedding request (an image, video or audio input
-    as a placeholder: it carries no text), its ``dimensions`` and its encoding formats."""
+    """The inputs of a Titan, Cohere, Nova or TwelveLabs Marengo embedding request (an image,
+    video or audio input as a placeholder: it carries no text), its ``dimensions`` and its
+    encoding formats."""
     request = EmbeddingRequest()
     if not isinstance(body, dict):
         return request
     inputs: list[str] = []
-    if "inputText" in body or "inputImage" in body:  # Titan
+    nova = next((body[key] for key in _NOVA_EMBEDDING_PARAMS if isinstance(body.get(key), dict)),
+                None)
+    if _is_marengo(body):  # TwelveLabs Marengo
+        inputs = _marengo_inputs(body)
+    elif "inputText" in body or "inputImage" in body:  # Titan
         if isinstance(body.get("inputText"), str):
             inputs.append(body["inputText"])
         if body.get("inputImage"):
@@ -1202,8 +1291,8 @@ def embedding_request(body: Any) -> EmbeddingRequest:
         request.dimensions = _dimension(body.get("dimensions")) or _dimension(
             _map(body.get("embeddingConfig")).get("outputEmbeddingLength"))
         request.formats = _formats(body.get("embeddingTypes"))
-    elif isinstance(body.get("singleEmbeddingParams"), dict):  # Nova
-        params = body["singleEmbeddingParams"]
+    elif nova is not None:  # Nova
+        params = nova
         text = _map(params.get("text"))
         if isinstance(text.get("value"), str):
             inputs.append(text["value"])
@@ -1238,12 +1327,17 @@ def _vector_length(value: Any) -> int | None:
 def embedding_response(body: Any) -> tuple[int | None, int | None]:
     """The input token count (Titan's body gives it) and the dimension count of an embedding
     answer (Titan ``embedding`` / ``embeddingsByType``, Cohere ``embeddings``, Nova
-    ``embeddings[].embedding``)."""
+    ``embeddings[].embedding``, TwelveLabs Marengo ``data[].embedding`` or ``data.embedding``)."""
     if not isinstance(body, dict):
         return None, None
     tokens = _number(body.get("inputTextTokenCount"))
     if "embedding" in body or "embeddingsByType" in body:
         return tokens, _vector_length(body.get("embedding") or body.get("embeddingsByType"))
+    data = body.get("data")
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]
+    if isinstance(data, dict):
+        return tokens, _vector_length(data.get("embedding"))
     embeddings = body.get("embeddings")
     if isinstance(embeddings, list) and embeddings and isinstance(embeddings[0], dict):
         return tokens, _vector_length(embeddings[0].get("embedding"))

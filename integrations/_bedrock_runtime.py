@@ -13,9 +13,11 @@ image generation model, a ``generate_content {model}`` span: its prompts, and ho
 came back and their size, never the images (neither recorded nor read as text).
 
 ``StartAsyncInvoke`` of a video generation model (Nova Reel, Luma Ray) is a ``generate_content
-{model}`` span too (``gen_ai.output.type=video``): its prompts judged as a model call's, and the
-call judged as the cloud call it also is, whose resource is the S3 location the video will be
-written to. Other asynchronous invocations are ordinary cloud calls, with that location too.
+{model}`` span too (``gen_ai.output.type=video``), of an embedding model (TwelveLabs Marengo,
+Nova multimodal embeddings) an ``embeddings {model}`` span: its prompts or inputs judged as a
+model call's, and the call judged as the cloud call it also is, whose resource is the S3
+location the output will be written to (and the KMS key it is encrypted with). Other
+asynchronous invocations are ordinary cloud calls, with that location too.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from agentguard.integrations._bedrock_models import (
     parse_response,
     prompt_variables,
     raw_text,
+    shorten_strings,
     text_of,
     token_count,
     video_request,
@@ -75,8 +78,13 @@ from agentguard.integrations._streams import mark_failed
 
 __all__ = ["HANDLERS"]
 
-# Request and response bodies parsed at most this large; a larger body passes untouched.
+# Request and response bodies parsed at most this large; a larger answer passes untouched.
 MAX_BODY = 8 * 1024 * 1024
+# A request body past MAX_BODY is read with its long strings cut to these lengths (enough for
+# the 256 KiB of a document that is read, then for a glimpse of each), if it is not past this.
+LONG_STRING = 512 * 1024
+SHORT_STRING = 4 * 1024
+MAX_REQUEST_BODY = 32 * 1024 * 1024
 
 _EMBEDDING = "embedding"
 _IMAGE = "image"
@@ -333,30 +341,56 @@ class ConverseStream(Handler):
 
 # -- InvokeModel / InvokeModelWithResponseStream ---------------------------------------------------
 
-def _request_body(body: Any) -> Any:
-    """The JSON request body, if it can be read without disturbing the caller's object."""
+def _request_body(body: Any) -> tuple[Any, str | None]:
+    """The JSON request body, if it can be read without disturbing the caller's object, and why
+    it was not read whole (``depth``, ``invalid_json``, ``size``), if it was not.
+
+    A body past :data:`MAX_BODY` is read with its long strings (the base64 of attached images
+    and documents) cut, first to :data:`LONG_STRING`, then to :data:`SHORT_STRING` bytes, when
+    that brings it within :data:`MAX_BODY`: the prompt is judged, the attachments in part. One
+    past :data:`MAX_REQUEST_BODY` (more than Bedrock takes), or with more structure than the
+    scan reads, is not read."""
     data: Any = None
     if isinstance(body, (bytes, bytearray, memoryview)):
-        data = bytes(body)
+        if (body.nbytes if isinstance(body, memoryview) else len(body)) > MAX_REQUEST_BODY:
+            return None, CUT_SIZE
+        data = body if isinstance(body, bytes) else bytes(body)
     elif isinstance(body, str):
+        if len(body) > MAX_REQUEST_BODY:
+            return None, CUT_SIZE
         data = body
     elif hasattr(body, "read") and hasattr(body, "seek") and hasattr(body, "tell"):
         try:  # a seekable file: read, then put the position back for botocore
             position = body.tell()
-            data = body.read(MAX_BODY + 1)
+            data = body.read(MAX_REQUEST_BODY + 1)
             body.seek(position)
         except Exception:
-            return None
-    if data is None or len(data) > MAX_BODY:
-        return None
-    return parse_json_partial(data)[0]
+            return None, None
+    if isinstance(data, bytearray):
+        data = bytes(data)
+    if not isinstance(data, (bytes, str)):
+        return None, None
+    if len(data) <= MAX_BODY:
+        return parse_json_partial(data)
+    if len(data) > MAX_REQUEST_BODY:
+        return None, CUT_SIZE
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    for keep in (LONG_STRING, SHORT_STRING):
+        shorter = shorten_strings(raw, keep)
+        if shorter is None:
+            break
+        if len(shorter) <= MAX_BODY:
+            return parse_json_partial(shorter)[0], CUT_SIZE
+    return None, CUT_SIZE
 
 
-def _embeddings_start(guard: Guard, call: CallInfo, body: Any) -> _State:
+def _embeddings_start(guard: Guard, call: CallInfo, body: Any,
+                      attrs: dict[str, Any] | None = None) -> _State:
     """An ``embeddings {model}`` span: the inputs (per the capture setting), the dimension count
-    and the encoding formats asked for; judged as a model call (there is no turn in it)."""
+    and the encoding formats asked for, and ``attrs``; judged as a model call (there is no turn
+    in it)."""
     request = embedding_request(body)
-    attrs = call.rpc_attributes()
+    attrs = {**call.rpc_attributes(), **(attrs or {})}
     if request.dimensions is not None:
         attrs[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
     if request.formats:
@@ -378,12 +412,13 @@ def _finish_embeddings(state: _State, data: bytes | None, result: Any) -> None:
     state.op.end_chat(None, input_tokens=reply.input_tokens)
 
 
-def _image_start(guard: Guard, call: CallInfo, body: Any) -> _State:
+def _image_start(guard: Guard, call: CallInfo, body: Any,
+                 attrs: dict[str, Any] | None = None) -> _State:
     """A ``generate_content {model}`` span: the prompt (judged as the user's message, a turn in a
     conversation, as a chat model's is), the negative and mask prompts, a placeholder per input
-    image, and the image count and seed asked for."""
+    image, the image count and seed asked for, and ``attrs``."""
     request = image_request(body)
-    attrs = call.rpc_attributes()
+    attrs = {**call.rpc_attributes(), **(attrs or {})}
     attrs[semconv.GEN_AI_OUTPUT_TYPE] = semconv.OUTPUT_TYPE_IMAGE
     if request.count is not None:
         attrs[semconv.GEN_AI_REQUEST_CHOICE_COUNT] = request.count
@@ -425,11 +460,12 @@ def _finish_image(state: _State, data: bytes | None, result: Any) -> None:
 
 def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
     params = call.params
-    body = _request_body(params.get("body"))
+    body, cut = _request_body(params.get("body"))
+    marks = {semconv.AG_BEDROCK_REQUEST_TRUNCATED: cut} if cut else {}
     if is_embedding(str(params.get("modelId") or ""), body):
-        return _embeddings_start(guard, call, body)
+        return _embeddings_start(guard, call, body, marks)
     if is_image_generation(str(params.get("modelId") or ""), body):
-        return _image_start(guard, call, body)
+        return _image_start(guard, call, body, marks)
     family = family_of(str(params.get("modelId") or ""), body)
     messages: list[dict[str, Any]] = []
     sampling: dict[str, Any] = {}
@@ -437,6 +473,7 @@ def _invoke_start(guard: Guard, call: CallInfo, stream: bool) -> _State:
         messages, sampling = parse_request(family, body)
     extra = _guardrail_attributes(params.get("guardrailIdentifier"),
                                   params.get("guardrailVersion"))
+    extra.update(marks)
     return _State(_start_chat(guard, call, messages, sampling, extra, stream=stream,
                               turn_text=_invoke_turn(family, body)), family)
 
@@ -612,7 +649,7 @@ class InvokeModelWithResponseStream(Handler):
         _trace_stream(result, "body", _InvokeStreamFollower(state.op, state.family), asynchronous)
 
 
-# -- StartAsyncInvoke (video generation) ---------------------------------------------------------
+# -- StartAsyncInvoke (video generation, embeddings) ---------------------------------------------
 
 def _judge_destination(guard: Guard, op: Operation, call: CallInfo,
                        resource: dict[str, str]) -> None:
@@ -637,38 +674,47 @@ _MODEL_RESOURCE_ATTRIBUTE = semconv.AG_CLOUD_RESOURCE_PREFIX + "model"
 
 
 class StartAsyncInvoke(Handler):
-    """``StartAsyncInvoke`` of a video generation model: a ``generate_content {model}`` span."""
+    """``StartAsyncInvoke`` of a video generation model (a ``generate_content {model}`` span) or
+    of an embedding model (TwelveLabs Marengo, Nova multimodal embeddings: ``embeddings
+    {model}``)."""
 
     def takes(self, call: CallInfo) -> bool:
-        return is_video_generation(str(call.params.get("modelId") or ""),
-                                   call.params.get("modelInput"))
+        model, body = str(call.params.get("modelId") or ""), call.params.get("modelInput")
+        return is_video_generation(model, body) or is_embedding(model, body)
 
     def start(self, guard: Guard, call: CallInfo) -> _State:
-        """The prompts (judged as the user's message, a turn in a conversation, as an image
-        model's are), a placeholder per input image, the seed, and the S3 destination."""
-        request = video_request(call.params.get("modelInput"))
+        """The prompts or inputs (a video's prompt judged as the user's message, a turn in a
+        conversation, as an image model's is), a placeholder per input image or media, the seed
+        or the dimensions, and the S3 destination, judged as the cloud call it is."""
+        model, body = str(call.params.get("modelId") or ""), call.params.get("modelInput")
         resource, resource_attrs = extract_resources(call.service, call.operation, call.params)
-        attrs = call.rpc_attributes()
-        attrs[semconv.GEN_AI_OUTPUT_TYPE] = semconv.OUTPUT_TYPE_VIDEO
-        if request.seed is not None:
-            attrs[semconv.GEN_AI_REQUEST_SEED] = request.seed
         # The destination's attributes; the model is gen_ai.request.model already.
-        attrs.update({key: value for key, value in resource_attrs.items()
-                      if key != _MODEL_RESOURCE_ATTRIBUTE})
-        op = _start_generation(guard, call, attrs, request.messages,
-                               semconv.OP_GENERATE_CONTENT, request.prompt)
+        destination = {key: value for key, value in resource_attrs.items()
+                       if key != _MODEL_RESOURCE_ATTRIBUTE}
+        if is_video_generation(model, body):
+            request = video_request(body)
+            attrs = call.rpc_attributes()
+            attrs[semconv.GEN_AI_OUTPUT_TYPE] = semconv.OUTPUT_TYPE_VIDEO
+            if request.seed is not None:
+                attrs[semconv.GEN_AI_REQUEST_SEED] = request.seed
+            attrs.update(destination)
+            state = _State(_start_generation(guard, call, attrs, request.messages,
+                                             semconv.OP_GENERATE_CONTENT, request.prompt),
+                           _VIDEO)
+        else:
+            state = _embeddings_start(guard, call, body, destination)
         if guard.has_stages:
             try:
-                _judge_destination(guard, op, call, resource)
+                _judge_destination(guard, state.op, call, resource)
             except CloudCallBlocked:
                 raise
             except Exception as exc:  # the model call is traced and judged all the same
-                internal_error("bedrock video destination", exc)
-        return _State(op, _VIDEO)
+                internal_error("bedrock async invocation destination", exc)
+        return state
 
     def done(self, state: _State, result: Any, asynchronous: bool) -> None:
         """The invocation's ARN is the response id (a later ``GetAsyncInvoke`` names it); the
-        video is not in the answer, so there is no output to record or judge."""
+        video or the vectors are not in the answer, so there is no output to record or judge."""
         record_response(state.op.span, result)
         arn = result.get("invocationArn") if isinstance(result, dict) else None
         if isinstance(arn, str) and arn:

@@ -178,8 +178,8 @@ def test_a_video_sent_to_a_bucket_policies_refuse_is_never_started(
 def test_polling_and_other_async_invocations_are_cloud_calls(
         guarded: Any, spans: Any, bedrock: Any, runtime: Any) -> None:
     """GetAsyncInvoke and ListAsyncInvokes are cloud calls (the invocation polled is their
-    resource); StartAsyncInvoke of a model that makes no video is one too, with its S3
-    destination as its resource."""
+    resource); StartAsyncInvoke of a model that makes neither a video nor embeddings is one
+    too, with its S3 destination as its resource."""
     seen: list[Any] = []
     guarded(policy=seen.append)
     bedrock.push(Reply(), Reply(), Reply(), Reply())
@@ -190,8 +190,8 @@ def test_polling_and_other_async_invocations_are_cloud_calls(
     assert status["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"].startswith(OUTPUT + "/")
     assert [s["invocationArn"] for s in client.list_async_invokes()["asyncInvokeSummaries"]] \
         == [arn]
-    _start(client, {"inputType": "text", "inputText": "find the goal"},
-           model="twelvelabs.marengo-embed-2-7-v1:0", uri="s3://agent-embeddings/run-1")
+    _start(client, {"input": "find the goal"}, model="example.batch-model-v1:0",
+           uri="s3://agent-embeddings/run-1")
 
     get = spans.one("aws.bedrock-runtime.GetAsyncInvoke")
     assert get.attributes["agentguard.cloud.resource.invocation"] == arn
