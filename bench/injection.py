@@ -3,7 +3,9 @@
 Reads ``tests/data/injection/cases.jsonl`` (built by ``tests/data/injection/build.py``): benign
 texts (label 0), injected texts in many carriers and languages (label 1), and multi-turn cases
 whose pieces are judged in order within one conversation. Prints recall and false-positive rate
-at the flag threshold (and a small threshold sweep), per-carrier recall, throughput on 100 KB
+at the flag threshold (and a small threshold sweep), per-carrier recall, the held-out set's
+recall and false-positive rate, how many real 100 KB documents (the installed packages' READMEs)
+are flagged, throughput on 100 KB
 documents (the labelled set's texts, the installed packages' READMEs, plain prose) and the worst
 time on adversarial 1 MB inputs.
 
@@ -104,6 +106,22 @@ def evaluate(threshold: float, path: Path = CASES) -> dict[str, Any]:
     }
 
 
+def real_documents_flagged(threshold: float) -> dict[str, Any]:
+    """How many of the installed packages' READMEs, joined into 100 KB documents (benign text
+    full of links, code, configuration and, for agent libraries, talk of prompts and tools),
+    score at the threshold or above: false alarms on real documents."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from injection_scan import real_documents
+
+    from agentguard.detectors import InjectionScanner
+
+    scanner = InjectionScanner()
+    docs = real_documents()
+    scores = [scanner.scan(doc, source="document").score for doc in docs]
+    return {"documents": len(docs), "flagged": sum(score >= threshold for score in scores),
+            "highest": max(scores, default=0.0)}
+
+
 def speed(repeats: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "bench"))
     from injection_scan import adversarial_inputs, benign_document, real_throughput
@@ -155,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quality = evaluate(args.threshold)
     holdout = evaluate(args.threshold, HOLDOUT)
+    real = real_documents_flagged(args.threshold)
     timing = speed(args.repeats)
     ok = (quality["recall"] >= TARGET_RECALL and quality["false_positive_rate"] <= TARGET_FPR
           and timing["worst adversarial input (ms)"] < TARGET_WORST_MS)
     if args.json:
-        print(json.dumps({"quality": quality, "holdout": holdout, "speed": timing,
-                          "targets_met": ok}, indent=2))
+        print(json.dumps({"quality": quality, "holdout": holdout, "real_documents": real,
+                          "speed": timing, "targets_met": ok}, indent=2))
     else:
         print(f"labelled set: {quality['positives']} injected, {quality['negatives']} benign "
               f"(threshold {quality['threshold']})")
@@ -178,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"holdout set: {holdout['positives']} injected, {holdout['negatives']} benign: "
               f"recall {holdout['recall']:.3f}, false-positive rate "
               f"{holdout['false_positive_rate']:.3f}")
+        print(f"real documents (installed READMEs, 100 KB each): {real['flagged']} of "
+              f"{real['documents']} flagged (highest score {real['highest']:.2f})")
         print("speed (one core)")
         for name, value in timing.items():
             print(f"  {name:<40} {value:.1f}" if isinstance(value, float) else

@@ -21,17 +21,20 @@ MAX_PARAMS = 32
 # A value spelled as the name of what to put there: ?e=EMAIL&n=NAME
 PLACEHOLDER_NAMES = (r"NAME|FULL_?NAME|E-?MAIL|PASSWORD|PASS|TOKEN|SECRET|KEY|API_?KEY|DATA|SSN|PHONE|"
                      r"ADDRESS|USER(?:NAME)?|CARD|HISTORY|CHAT|CONVERSATION|SUMMARY|CONTEXT|PROMPT|"
-                     r"CODE|OTP")
-_NAMED_VALUE = re.compile(rf"=(?:{PLACEHOLDER_NAMES})(?=&|#|$)")
+                     r"CODE|OTP|QUESTION|QUERY|MESSAGE|INPUT|ANSWER|REPLY|RESPONSE")
+# Also with a qualifier before or after it: ?u=USER_EMAIL&q=LAST_QUESTION. Not YOUR_ or MY_:
+# "?key=YOUR_API_KEY" tells the reader of documentation to put their own key there.
+_NAMED_VALUE = re.compile(rf"=(?!YOUR_|MY_)(?:[A-Z]{{2,12}}_)?(?:{PLACEHOLDER_NAMES})"
+                          r"(?:_[A-Z]{2,12})?(?=&|#|$)")
 _PLACEHOLDER = re.compile(
     r"\{\{?[^{}\s]{1,60}\}\}?|\[[A-Za-z_ ]{2,40}\]|<[A-Za-z_ ]{2,40}>|\$\{[A-Za-z_]{1,40}\}|"
     r"\$[A-Z_]{3,40}\b|%s\b|\b(?:INSERT|PLACEHOLDER|REPLACE)[_ A-Z]{0,30}\b|"
     + _NAMED_VALUE.pattern
 )
 # Every _PLACEHOLDER match holds one of these (its alternatives start with them), or an "="
-# followed by the first letter of one of the names it lists.
+# followed by a capital letter (a name it lists, or the qualifier before one).
 _PLACEHOLDER_LITERALS = ("{", "[", "<", "$", "%s", "INSERT", "PLACEHOLDER", "REPLACE")
-_EQUALS_NAME = re.compile(r"=[ACDEFHKNOPSTU]")
+_EQUALS_NAME = re.compile(r"=[A-Z]")
 _MAYBE_PLACEHOLDER = re.compile(r"[{}<>\[\]$]|%7[bBdD]|%24|%3[cC]|%s|INSERT|PLACEHOLDER|REPLACE")
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
 _HEXISH = re.compile(r"[0-9a-fA-F]{32,}")
@@ -140,6 +143,12 @@ def analyse_url(url: str, kind: str) -> UrlFinding | None:
     placeholder = _PLACEHOLDER.search(decoded) if _may_hold_placeholder(decoded) else None
     if placeholder is not None:
         weight = {"image": 0.75, "html-image": 0.75, "link": 0.6}.get(kind, 0.55)
+        query = decoded.find("?")
+        if kind in ("link", "bare") and (query < 0 or placeholder.start() < query):
+            # A template in the path of an address the reader follows ("/packages/{name}/
+            # {name}-${version}.tar.gz") is how documentation writes URLs; data leaves in a query
+            # (an image's path is fetched unasked: kept strong).
+            weight = 0.3
         return UrlFinding(indicator, weight, f"template placeholder {placeholder.group()[:40]!r}")
     if not parts.query and not parts.fragment:
         return None

@@ -297,6 +297,17 @@ _LINK_ATTRIBUTE = re.compile(r"\b(?:src|href|srcset)\s{0,3}=\s{0,3}\Z", re.IGNOR
 _REF_DEFINITION = re.compile(r" {0,3}\[([^\]\n]{1,100})\]:[ \t]{0,8}<?([^\s>]{1,2048})")
 _BARE_URL = re.compile(r"https?://[^\s<>\"'`)]{1,2048}", re.I)
 _MARKERS = frozenset("-=#*[]()<>|~_")
+# A phrase quoted as what attacks say is a mention: its weight is cut to this share (security
+# writing quotes them all the time; the same words unquoted, or more of them, still count).
+_MENTION_SHARE = 0.3
+_OPEN_QUOTES = ('"', "\u201c", "\u00ab")
+_CLOSE_QUOTES = ('"', "\u201d", "\u00bb")
+_MENTION_CUE = re.compile(r"(?:such as|like|e\.g\.|for example|for instance|phrases?|words?|"
+                          r"strings?|sentences?|lines?|text|commands?|prompts?|says?|said|saying|"
+                          r"called|reads?|containing|contains?|include|includes)\W{0,3}\Z",
+                          re.IGNORECASE)
+# What ends a role heading ("### Assistant", "### System:"): a heading that goes on is a title.
+_HEADING_ROLE_END = re.compile(r"[ \t]*(?::|\r?\n|$)")
 _URL_INDICATORS = {"md-image": "exfil-markdown-image", "html-image": "exfil-markdown-image",
                    "md-link": "exfil-markdown-link", "url": "exfil-url"}
 _PREFILTERS = ("auto", "hyperscan", "none")
@@ -745,6 +756,8 @@ class InjectionScanner:
                     if via is None and view.removed_between(m_start, m_end):
                         evidence_via = "invisible-characters"
                         weight = _boost(weight)
+                    elif _quoted_mention(segment, o_start, o_end):
+                        weight *= _MENTION_SHARE
                     where = self._where(base, o_start, o_end, span)
                     found.add((rule.indicator, where[0]))
                     self._add(run, Evidence(rule.indicator, rule.family, weight, where[0], where[1],
@@ -833,7 +846,8 @@ class InjectionScanner:
 
         elif kind == "chat-template":
             where = self._where(base, o_start, o_end, span)
-            self._add(run, Evidence("delimiter-chat-template", "delimiter", 0.6, where[0], where[1],
+            # Not enough alone: documentation of tokenizers and chat formats names these tokens.
+            self._add(run, Evidence("delimiter-chat-template", "delimiter", 0.45, where[0], where[1],
                                     self._excerpt(segment, o_start, o_end), via))
         elif kind == "role-tag":
             where = self._where(base, o_start, o_end, span)
@@ -860,8 +874,12 @@ class InjectionScanner:
         role = _ROLE_LABELS.get(label)
         if role is None:
             return
+        heading = text.startswith("#", start)
+        if heading and _HEADING_ROLE_END.match(text, end, end + 40) is None:
+            return  # "### System Instructions and Other Configs", "#### Model Context": a title
         before = text[max(0, start - 5):start].rstrip(" ")
-        if before.endswith(("(", "[", "{", "<!--", "#", "//", "/*")) and role == "assistant":
+        if not heading and before.endswith(("(", "[", "{", "<!--", "#", "//", "/*")) and \
+                role == "assistant":
             # "(assistant: ...)", "<!-- ai: ..." or a code comment "# assistant: ...": a note
             # addressed to the model, inline.
             o_start, o_end = view.original(start), view.original(end)
@@ -1301,6 +1319,23 @@ class InjectionScanner:
                 continue
             out.append(item)
         return out
+
+
+def _quoted_mention(segment: str, start: int, end: int) -> bool:
+    """Whether the phrase ``segment[start:end]`` is quoted as an example of what attacks say
+    ('phrases such as "ignore previous instructions"'): opened by a quote at most 40 characters
+    before it, closed within 200 after it on the same line, the quote introduced as words
+    ("such as", "like", "the phrase", "says")."""
+    lo = max(0, start - 40)
+    window = segment[lo:start]
+    opening = max(window.rfind(quote) for quote in _OPEN_QUOTES)
+    if opening < 0 or any(quote in window[opening + 1:] for quote in _CLOSE_QUOTES):
+        return False
+    after = segment[end:end + 200]
+    line = after.split("\n", 1)[0]
+    if not any(quote in line for quote in _CLOSE_QUOTES):
+        return False
+    return _MENTION_CUE.search(segment, max(0, lo + opening - 32), lo + opening) is not None
 
 
 def _inside_word(segment: str, start: int, stop: int) -> bool:

@@ -110,10 +110,13 @@ def test_labelled_cases_give_the_same_results(exact: InjectionScanner,
     # Three passes in different orders, so every case also sits near other kinds of text.
     docs = long_documents(texts + texts[::-1] + texts[1::2] + texts[::2])
     assert len(docs) >= 2
+    flagged = 0
     for doc in docs:
         slow, fast = both(exact, filtered, doc)
         assert slow == fast
-        assert slow.evidence  # the documents hold attacks: equality is not vacuous
+        flagged += bool(slow.evidence)
+    # The documents hold attacks, so equality is not vacuous (one may hold benign texts only).
+    assert flagged >= len(docs) - 1
 
 
 @needs_hyperscan
