@@ -34,7 +34,7 @@ from agentguard.integrations._streams import (
 )
 from agentguard.sensors import OperationBlocked
 
-__all__ = ["LangChainIntegration", "message_to_dict", "unknown_tool_call"]
+__all__ = ["LangChainIntegration", "answered_tool_call", "message_to_dict"]
 
 _SUPPRESS_CHAT = "chat"
 
@@ -499,36 +499,40 @@ async def _tool_arun(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     return output
 
 
-# How much of a made-up tool name is kept: the model chooses it, and unbounded it would make
-# every span and finding of the call as large (providers allow names of 64 to 128 characters).
-_MAX_UNKNOWN_NAME = 256
+# How much of a tool name the model chose is kept for a call no tool of the agent's answers:
+# the model chooses it, and unbounded it would make every span and finding of the call as large
+# (providers allow names of 64 to 128 characters).
+_MAX_ANSWERED_NAME = 256
 
 
-def _unknown_name(call: Any) -> str:
-    """The name of a call of a tool the agent lacks, cut to ``_MAX_UNKNOWN_NAME`` characters."""
+def _requested_name(call: Any) -> str:
+    """The name of a call no tool answers, cut to ``_MAX_ANSWERED_NAME`` characters."""
     name = str(call["name"])
-    if len(name) <= _MAX_UNKNOWN_NAME:
+    if len(name) <= _MAX_ANSWERED_NAME:
         return name
-    return f"{name[:_MAX_UNKNOWN_NAME]}...[{len(name) - _MAX_UNKNOWN_NAME} more characters]"
+    return f"{name[:_MAX_ANSWERED_NAME]}...[{len(name) - _MAX_ANSWERED_NAME} more characters]"
 
 
-def unknown_tool_call(guard: Guard, call: Any, answer: Any) -> Any:
-    """Trace a call the model asked for of a tool the agent does not have, answered by the
-    framework with ``answer`` (an error tool message) instead of running anything.
+def answered_tool_call(guard: Guard, call: Any, answer: Any, *, unknown: bool) -> Any:
+    """Trace a call the model asked for that the framework answered with ``answer`` (a tool
+    message or ``Command``) without running a ``BaseTool``, and return what the model gets.
 
     It is the tool call the model made, so it is reported as one: an ``execute_tool`` span with
-    the requested name and arguments, judged before (policies, detectors, the baseline) and ended
-    with ``answer`` as its result and an error status. Span and events say the tool is unknown
-    (``agentguard.tool.unknown``, ``ToolCall.unknown``): no baseline learns it as the agent's.
-    A block answers as for any tool (an error tool message naming the rule, or
-    :class:`ToolCallBlocked` with ``on_block="raise"``); otherwise the model gets ``answer``
-    unchanged. A name longer than any real tool's is cut (the ``answer`` keeps it whole).
+    the requested name, call id and arguments, judged before (policies, detectors, the
+    baseline) and ended with ``answer`` as its result (an error status when ``answer`` says the
+    call failed). ``unknown``: nothing answered it but the framework's refusal of a tool the
+    agent does not have; span and events say so (``agentguard.tool.unknown``,
+    ``ToolCall.unknown``) and no baseline learns it as the agent's. A block answers as for any
+    tool (an error tool message naming the rule, or :class:`ToolCallBlocked` with
+    ``on_block="raise"``); otherwise the model gets ``answer`` unchanged. A name longer than
+    any real tool's is cut (the ``answer`` keeps it whole).
     """
     name = call_id = None
     try:
-        name = _unknown_name(call)
+        name = _requested_name(call)
         call_id = call.get("id")
-        op = guard.start_tool(name, call_id=call_id, arguments=call.get("args"), unknown=True)
+        op = guard.start_tool(name, call_id=call_id, arguments=call.get("args"),
+                              unknown=unknown)
     except ToolCallBlocked as blocked:
         return _blocked_reply(guard, str(name), call_id, blocked)
     except Exception as exc:

@@ -5,7 +5,9 @@ Target: ``Pregel.stream`` / ``Pregel.astream``. Every way of running a compiled 
 nodes) goes through one of them, so one span per invocation comes out without double counting.
 Tool calls of ``ToolNode`` (including parallel ones) are covered by the LangChain integration,
 which sees them through ``BaseTool``; a call of a tool the ``ToolNode`` does not have runs no
-``BaseTool`` and is seen here, where ``ToolNode._validate_tool_call`` answers it with an error.
+``BaseTool`` and is seen here, where ``ToolNode._validate_tool_call`` answers it with an error,
+and so is a call an agent middleware (``wrap_tool_call``) answers itself, without the node's
+handler (``ToolNode._run_one`` / ``_arun_one``).
 
 A human message can reach a thread between runs, through ``update_state`` or
 ``bulk_update_state``: it is the turn of the thread's next top-level run, and judged as a turn by
@@ -35,7 +37,7 @@ from agentguard.events import EventContext, Turn
 from agentguard.findings import ToolCallBlocked
 from agentguard.integrations._base import Integration
 from agentguard.integrations._streams import adrive, asked_in, drive, opened_in
-from agentguard.integrations.langchain import message_to_dict, unknown_tool_call
+from agentguard.integrations.langchain import answered_tool_call, message_to_dict
 
 __all__ = ["LangGraphIntegration", "stats", "turn_text"]
 
@@ -431,7 +433,109 @@ def _unknown_tool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
     call = args[0] if args else kwargs.get("call")
     if not isinstance(call, dict):
         return answer
-    return unknown_tool_call(guard, call, answer)
+    return answered_tool_call(guard, call, answer, unknown=True)
+
+
+# -- agent middleware (``wrap_tool_call``) --------------------------------------------------------
+#
+# ToolNode runs each call through the ``wrap_tool_call`` / ``awrap_tool_call`` chain it was given
+# (LangChain's agent middleware, composed by ``create_agent``), whose innermost handler is
+# ``ToolNode._execute_tool_sync`` / ``_execute_tool_async``: the handler runs the tool
+# (``BaseTool.run``, traced there) or refuses a tool the node lacks (``_validate_tool_call``,
+# traced there). A middleware may also answer the call itself, never calling the handler: a
+# cached or emulated answer, a tool it serves that the agent does not list, a reviewer's
+# rejection. Nothing would trace such a call, and the model would read an answer no stage
+# judged, so ToolNode's per-call entry (``_run_one`` / ``_arun_one``) notes whether the handler
+# ran, and a call whose chain answered without it is reported when the answer is ready:
+#
+# * as the call the model asked for (its name, call id and arguments; there is no other), with
+#   the chain's answer as its result, judged in both phases. A block keeps the answer from the
+#   model, which gets agentguard's error message as for any blocked tool call. The middleware's
+#   own code has run by then: judging every call before the chain runs would judge (and count,
+#   in rate limits and baselines) each call the chain passes on twice, and could not say yet
+#   whether the call is of a tool the agent has.
+# * not as a call of a tool the agent lacks (``unknown``), even when ToolNode does not list it:
+#   something served it (LangChain documents serving tools from ``wrap_tool_call``), while an
+#   ``unknown`` call is one nothing ran, never learned and always flagged by baselines, which
+#   would turn a middleware's tool into a standing finding.
+#
+# A call the handler ran is left to what traced it there, with the arguments it ran with (a
+# middleware's rewrite of the model's is what runs). An exception out of the chain (an interrupt
+# for a reviewer, an error nothing answered) gave the model no answer and propagates unchanged.
+
+
+class _Chain:
+    """One call going through a ToolNode's ``wrap_tool_call`` chain: the node, and whether the
+    node's handler ran for it."""
+
+    __slots__ = ("node", "reached")
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.reached = False
+
+
+# The chain of the call being answered in this context. A holder object, so a handler running
+# in a context copied from it (a task, a thread of a pool that copies contexts) marks the same.
+_chain: ContextVar[_Chain | None] = ContextVar("agentguard_tool_chain", default=None)
+
+
+def _handler_ran(instance: Any) -> None:
+    chain = _chain.get()
+    # Only the node's own handler: an agent the middleware runs has ToolNodes of its own.
+    if chain is not None and chain.node is instance:
+        chain.reached = True
+
+
+def _handler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _handler_ran(instance)
+    return wrapped(*args, **kwargs)
+
+
+async def _ahandler(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                    ) -> Any:
+    # Marked when the handler's coroutine runs: one created and never awaited ran nothing.
+    _handler_ran(instance)
+    return await wrapped(*args, **kwargs)
+
+
+def _chain_answer(chain: _Chain, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  answer: Any) -> Any:
+    """What the model gets for a call the chain answered: ``answer``, traced and judged when
+    the middleware answered it without the node's handler."""
+    guard = _state.guard
+    if chain.reached or guard is None or answer is None:
+        return answer
+    call = args[0] if args else kwargs.get("call")
+    if not isinstance(call, dict) or "name" not in call:
+        return answer
+    return answered_tool_call(guard, call, answer, unknown=False)
+
+
+def _run_one(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if _state.guard is None or getattr(instance, "_wrap_tool_call", None) is None:
+        return wrapped(*args, **kwargs)
+    chain = _Chain(instance)
+    token = _chain.set(chain)
+    try:
+        answer = wrapped(*args, **kwargs)
+    finally:
+        _chain.reset(token)
+    return _chain_answer(chain, args, kwargs, answer)
+
+
+async def _arun_one(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                    ) -> Any:
+    if _state.guard is None or (getattr(instance, "_awrap_tool_call", None) is None and
+                                getattr(instance, "_wrap_tool_call", None) is None):
+        return await wrapped(*args, **kwargs)
+    chain = _Chain(instance)
+    token = _chain.set(chain)
+    try:
+        answer = await wrapped(*args, **kwargs)
+    finally:
+        _chain.reset(token)
+    return _chain_answer(chain, args, kwargs, answer)
 
 
 def _start(guard: Guard, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -542,6 +646,8 @@ async def _loop_aexit(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
 
 # ToolNode's module (langgraph-prebuilt; ``create_agent`` and ``create_react_agent`` use it).
 _TOOL_NODE = "langgraph.prebuilt.tool_node"
+# ToolNode's per-call entries and its handler (langgraph-prebuilt >= 1.0, with wrap_tool_call).
+_CHAIN_METHODS = ("_run_one", "_arun_one", "_execute_tool_sync", "_execute_tool_async")
 
 
 class LangGraphIntegration(Integration):
@@ -566,13 +672,25 @@ class LangGraphIntegration(Integration):
                 self.wrap(pregel, "bulk_update_state", _bulk_update_state)
                 self.wrap(pregel, "abulk_update_state", _abulk_update_state)
         elif target == _TOOL_NODE:
+            tool_node = getattr(module, "ToolNode", None)
+            validates = callable(getattr(tool_node, "_validate_tool_call", None))
+            chains = all(callable(getattr(tool_node, name, None)) for name in _CHAIN_METHODS)
+            if not (validates or chains):
+                return
             # The check ToolNode makes of a call before running it, which answers a call of a
             # tool it does not have with an error message: the only place such a call is seen
             # (no BaseTool runs for it).
-            tool_node = getattr(module, "ToolNode", None)
-            if tool_node is None or not callable(getattr(tool_node, "_validate_tool_call", None)):
-                return
-            self.wrap(tool_node, "_validate_tool_call", _unknown_tool)
+            if validates:
+                self.wrap(tool_node, "_validate_tool_call", _unknown_tool)
+            # The per-call entry that runs the wrap_tool_call chain (agent middleware), and the
+            # handler at its end: the only place a call the middleware answers itself is seen.
+            # Class methods, unlike the chain ToolNode keeps per instance, so agents built
+            # before instrument() are covered too.
+            if chains:
+                self.wrap(tool_node, "_run_one", _run_one)
+                self.wrap(tool_node, "_arun_one", _arun_one)
+                self.wrap(tool_node, "_execute_tool_sync", _handler)
+                self.wrap(tool_node, "_execute_tool_async", _ahandler)
         else:
             # The loop's context-manager exit is where a top-level graph's interrupt is swallowed
             # (the stream then ends as if the run had completed); nested graphs let it propagate

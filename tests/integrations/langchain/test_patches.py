@@ -28,12 +28,16 @@ def _patched() -> dict[str, Any]:
         "Pregel.bulk_update_state": Pregel.__dict__["bulk_update_state"],
         "Pregel.abulk_update_state": Pregel.__dict__["abulk_update_state"],
         "ToolNode._validate_tool_call": ToolNode.__dict__["_validate_tool_call"],
+        "ToolNode._run_one": ToolNode.__dict__["_run_one"],
+        "ToolNode._arun_one": ToolNode.__dict__["_arun_one"],
+        "ToolNode._execute_tool_sync": ToolNode.__dict__["_execute_tool_sync"],
+        "ToolNode._execute_tool_async": ToolNode.__dict__["_execute_tool_async"],
         "_handle_tool_error": base.__dict__["_handle_tool_error"],
         "_handle_validation_error": base.__dict__["_handle_validation_error"],
     }
 
 
-def test_uninstrument_restores_the_loop_exits_error_handlers_and_state_updates(
+def test_uninstrument_restores_the_loop_exits_error_handlers_state_updates_and_tool_node(
         guarded: Any) -> None:
     """instrument() twice wraps each of these once, directly around the original, and
     uninstrument() puts every original back."""
@@ -101,3 +105,33 @@ def test_instrument_before_langgraph_is_imported_traces_unknown_tool_calls() -> 
                           capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['execute_tool delete_everything']"
+
+
+_MIDDLEWARE_SCRIPT = """
+import agentguard
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+agentguard.instrument(exporter=exporter)
+from langchain.agents.middleware import wrap_tool_call
+from langchain_core.messages import ToolMessage
+from tests.integrations.langchain.agents import call, make_agent, say
+
+@wrap_tool_call
+def serve(request, handler):
+    return ToolMessage("served", tool_call_id=request.tool_call["id"])
+
+make_agent([say("", call("secret_tool")), say("ok")], middleware=[serve]).invoke(
+    {"messages": [("user", "go")]})
+agentguard.flush()
+print(sorted(s.name for s in exporter.get_finished_spans() if s.name.startswith("execute_tool")))
+"""
+
+
+def test_instrument_before_langgraph_is_imported_traces_calls_middleware_answers() -> None:
+    """instrument() run before LangGraph is imported still traces a call an agent middleware
+    answers without running a tool."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTGUARD_", "OTEL_"))}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_MIDDLEWARE_SCRIPT)],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['execute_tool secret_tool']"
