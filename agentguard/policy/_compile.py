@@ -9,8 +9,9 @@ and only when asked (a rule fired, or ``agentguard policy explain``), to say why
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -296,6 +297,13 @@ def _and_not(positive: Test, negative: Test | None) -> Test:
 
 
 def _globs_regex(globs: Sequence[str]) -> re.Pattern[str]:
+    return _globs_pattern(tuple(globs))
+
+
+@functools.lru_cache(maxsize=1024)
+def _globs_pattern(globs: tuple[str, ...]) -> re.Pattern[str]:
+    """The regex of shell patterns (made once for each set: every policy built in the process
+    has the built-in pack's, each of which takes milliseconds)."""
     if not globs:
         # No pattern (a list left empty by an unset environment variable) matches nothing; an
         # empty alternation would match everything.
@@ -327,6 +335,8 @@ class _Compiler:
         self.matchers: dict[tuple[str, ...], NameMatcher] = {}
         # Operators on named lists already built (see cached_op).
         self.ops: dict[tuple[Any, ...], Op | None] = {}
+        # Field paths already parsed (many rules test the same fields).
+        self.paths: dict[str, FieldPath] = {}
         # Values of the resolved lists together (MAX_LIST_VALUES).
         self.list_values = 0
         self.lists_too_large = False
@@ -557,12 +567,15 @@ class _Compiler:
 
     def field_path(self, text: str, source: int, path: Path,
                    kinds: tuple[str, ...] | None) -> FieldPath | None:
-        try:
-            parsed = FieldPath(text)
-        except PathSyntaxError as exc:
-            self.error(source, path, f"invalid field path: {exc}",
-                       "e.g. arguments.query.limit, result[*].email, argv[0], arguments.**")
-            return None
+        parsed = self.paths.get(text)
+        if parsed is None:
+            try:
+                parsed = FieldPath(text)
+            except PathSyntaxError as exc:
+                self.error(source, path, f"invalid field path: {exc}",
+                           "e.g. arguments.query.limit, result[*].email, argv[0], arguments.**")
+                return None
+            self.paths[text] = parsed
         allowed: set[str] = set()
         for kind in kinds or EVENT_KINDS:
             allowed |= KIND_FIELDS[kind]
@@ -939,22 +952,31 @@ class _Compiler:
                 continue
             compiled = earlier.get(rule.id)
             if compiled is not None:
-                compiled = dataclasses.replace(compiled, rate=RateWindow(
-                    compiled.rate.limit, compiled.rate.per) if compiled.rate is not None else None)
+                # The same rule with a rate window of its own (a shallow copy: the rest is
+                # never changed once compiled).
+                compiled = copy.copy(compiled)
+                if compiled.rate is not None:
+                    compiled.rate = RateWindow(compiled.rate.limit, compiled.rate.per)
             else:
                 compiled = self.rule(rule, index, path, extra_unless.get(rule.id, []))
             if compiled is not None:
                 rules.append(compiled)
         if self.issues:
             raise PolicyError(self.issues[:MAX_ISSUES], max(0, len(self.issues) - MAX_ISSUES))
+        # Per event kind, in rule order: the rules with a test for it, and their gates.
+        tested: dict[str, list[CompiledRule]] = {kind: [] for kind in EVENT_KINDS}
+        gating: dict[str, list[tuple[CompiledRule, Any]]] = {kind: [] for kind in EVENT_KINDS}
+        for compiled in rules:
+            for kind in compiled.tests:
+                tested[kind].append(compiled)
+            for kind, gate in compiled.gates.items():
+                gating[kind].append((compiled, gate))
         by_kind: dict[str, list[tuple[CompiledRule, str | None, Test, Gate | None]]] = {}
         for kind in EVENT_KINDS:
-            gated = _gates([(r, r.gates[kind]) for r in rules if kind in r.gates])
-            for compiled in rules:
-                if kind in compiled.tests:
-                    by_kind.setdefault(kind, []).append(
-                        (compiled, compiled.phases[kind], compiled.tests[kind],
-                         gated.get(compiled.id)))
+            if tested[kind]:
+                gated = _gates(gating[kind])
+                by_kind[kind] = [(compiled, compiled.phases[kind], compiled.tests[kind],
+                                  gated.get(compiled.id)) for compiled in tested[kind]]
         after_globs = [g for r in rules for a in r.after for g in a.tool_globs]
         return CompiledPolicy(
             rules=rules, lists=dict(self.lists),

@@ -287,6 +287,8 @@ class _Model(BaseModel):
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
             allowed = cls.keys()
+            if allowed.issuperset(data):
+                return data
             for key in data:
                 if key not in allowed:
                     raise PydanticCustomError(
@@ -315,6 +317,8 @@ class Bounds(_Model):
 _FIELD_OPS = ("equals", "not_equals", "in", "not_in", "contains", "startswith", "endswith",
               "glob", "regex", "cidr", "gt", "gte", "lt", "lte", "exists", "length", "count")
 _SHAPES = ("all", "any", "not", "macro", "field")
+# Each operator and the attribute holding it ('in' is a Python keyword).
+_OP_ATTRIBUTES = tuple((op, "in_" if op == "in" else op) for op in _FIELD_OPS)
 
 
 class Condition(_Model):
@@ -395,8 +399,8 @@ class Condition(_Model):
 
     def operators(self) -> list[str]:
         """The field operators this condition uses, by their names in the file."""
-        return [op for op in _FIELD_OPS
-                if getattr(self, "in_" if op == "in" else op) is not None]
+        values = self.__dict__
+        return [op for op, attribute in _OP_ATTRIBUTES if values[attribute] is not None]
 
 
 class Match(_Model):

@@ -8,11 +8,13 @@ let several rules share one linear search (see ``Gate`` in the compiler).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import operator
 import posixpath
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -294,12 +296,29 @@ def _prefilter(compiled: list[re.Pattern[str]]) -> Callable[[str], Any] | None:
     None when a pattern has a construct that could miss a match across a join."""
     if any(_NO_PREFILTER.search(regex.pattern) for regex in compiled):
         return None
-    ignore_case = compiled[0].flags & re.IGNORECASE
-    if any((regex.flags & re.IGNORECASE) != ignore_case for regex in compiled):
+    ignore_case = compiled[0].flags & _IGNORECASE
+    if any((regex.flags & _IGNORECASE) != ignore_case for regex in compiled):
         return None
+    return _joined_search(tuple(regex.pattern for regex in compiled), _MULTILINE | ignore_case)
+
+
+# The flags as plain ints: '&' of an int with a RegexFlag runs Python code of the enum module.
+_IGNORECASE = int(re.IGNORECASE)
+_MULTILINE = int(re.MULTILINE)
+
+
+# Global inline flags, '(?i)': Python 3.11 refuses them anywhere but at the very start.
+_GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)") if sys.version_info >= (3, 11) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _joined_search(patterns: tuple[str, ...], flags: int) -> Callable[[str], Any] | None:
+    """The search of the patterns joined as alternatives (made once for each set of patterns:
+    every policy built in the process has the built-in ones), or None when they cannot be."""
+    if _GLOBAL_FLAGS is not None and any(_GLOBAL_FLAGS.match(p) for p in patterns):
+        return None  # what re.compile below would refuse, known without parsing the patterns
     try:
-        return re.compile("|".join(f"(?:{regex.pattern})" for regex in compiled),
-                          re.MULTILINE | ignore_case).search
+        return re.compile("|".join(f"(?:{pattern})" for pattern in patterns), flags).search
     except re.error:
         # Inline global flags such as (?i) cannot be combined; keep the value-by-value test.
         return None
@@ -410,7 +429,7 @@ def regex_op(compiled: list[re.Pattern[str]], label: str, fold_text: bool) -> Op
     for regex in compiled:
         required = required_literals(regex.pattern)
         if required is None or literals is None or \
-                (regex.flags & re.IGNORECASE and not fold_text):
+                (regex.flags & _IGNORECASE and not fold_text):
             literals = None
             break
         literals.extend(required)

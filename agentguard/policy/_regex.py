@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -64,6 +63,8 @@ _MAX_VISITS = 100_000
 _CAP = 1 << 62
 _TOP = 0x10FFFF
 
+# A plain int: '&' of an int with a RegexFlag runs Python code of the enum module.
+_IGNORECASE = int(re.IGNORECASE)
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
 _POSSESSIVE = getattr(_c, "POSSESSIVE_REPEAT", None)
 _REPEATS = tuple(op for op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _POSSESSIVE) if op is not None)
@@ -177,24 +178,50 @@ def _in_set(items: list[tuple[Any, Any]]) -> Ranges:
     return _complement(ranges) if negate else ranges
 
 
+@functools.lru_cache(maxsize=1024)
+def _in_set_of(items: tuple[tuple[Any, Any], ...]) -> Ranges:
+    """:func:`_in_set` of a class's items as a tuple (the same classes, \\s or [a-z], recur)."""
+    return _in_set(list(items))
+
+
+_SINGLE = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY)
+
+
 class _Analyser:
     def __init__(self, ignore_case: bool) -> None:
         self.ignore_case = ignore_case
+        # What each one-character item consumes, by (op, argument; the id of a class's list):
+        # asked for each item again at every level of the checks.
+        self.leaves: dict[tuple[Any, Any], Ranges] = {}
+
+    def leaf(self, op: Any, av: Any) -> Ranges:
+        """What a one-character item (a literal, a class, '.', a category) consumes: the same
+        as ``chars([(op, av)])``."""
+        key = (op, id(av) if op == _c.IN else av)
+        ranges = self.leaves.get(key)
+        if ranges is None:
+            if op == _c.LITERAL:
+                ranges = ((av, av),)
+            elif op == _c.NOT_LITERAL:
+                ranges = _complement(((av, av),))
+            elif op == _c.ANY:
+                ranges = _ALL
+            elif op == _c.IN:
+                ranges = _in_set_of(tuple(av))
+            else:
+                ranges = _CATEGORIES.get(av, _ALL)
+            if self.ignore_case:
+                ranges = _fold(ranges)
+            self.leaves[key] = ranges
+        return ranges
 
     # What characters an item can consume anywhere inside it.
     def chars(self, seq: Any) -> Ranges:
         out: list[Ranges] = []
         for op, av in seq:
-            if op == _c.LITERAL:
-                out.append(((av, av),))
-            elif op == _c.NOT_LITERAL:
-                out.append(_complement(((av, av),)))
-            elif op == _c.ANY:
-                out.append(_ALL)
-            elif op == _c.IN:
-                out.append(_in_set(av))
-            elif op == _c.CATEGORY:
-                out.append(_CATEGORIES.get(av, _ALL))
+            if op in _SINGLE:
+                # Folded already: folding the union below again changes nothing.
+                out.append(self.leaf(op, av))
             elif op == _c.BRANCH:
                 out.extend(self.chars(alt) for alt in av[1])
             elif op == _c.SUBPATTERN:
@@ -233,7 +260,7 @@ class _Analyser:
                 if av[0] > 0 and not empty:
                     return _union(*out), False
                 continue
-            out.append(self.chars([(op, av)]))
+            out.append(self.leaf(op, av) if op in _SINGLE else self.chars([(op, av)]))
             return _union(*out), False
         return (_union(*out) if out else _NONE), True
 
@@ -331,6 +358,11 @@ class _Analyser:
         for op, av in _flatten(seq):
             if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
                 continue
+            if op in _SINGLE:
+                # One character: bounded, never empty (the general case below, faster).
+                if pending is not None and not _overlap(pending, self.leaf(op, av)):
+                    pending = None
+                continue
             item = [(op, av)]
             chars = self.chars(item)
             _, nullable = self.first(item)
@@ -364,26 +396,44 @@ class _Analyser:
 # while (?:\d{1,3}\.){1,4} stays at 3.
 
 
-@dataclass(frozen=True)
 class _Part:
-    """Quantifiers that may trade characters: what they can consume and how many ways."""
+    """Quantifiers that may trade characters: what they can consume and how many ways.
 
-    chars: Ranges
-    ways: int
-    # Quantifiers (or choices) with more than one way that it multiplies (0, 1, or 2 for "more").
-    variable: int
-    # The most ways any one of them has: ways // largest is how many splits share one end.
-    largest: int
-    # Joined by a required character: only that character links it to what follows.
-    pinned: bool
-    # The items it joined, numbered in pattern order: a choice carries on an earlier component
-    # when they share one, and components interleave when their ranges overlap. Not compared
-    # when finding that unrolling a repetition came back to the same state.
-    roots: frozenset[int] = field(compare=False)
+    Immutable. A plain class with slots rather than a frozen dataclass: one is made for every
+    item of every pattern, and a frozen dataclass takes several times as long to make.
+    """
+
+    __slots__ = ("chars", "largest", "pinned", "roots", "variable", "ways")
+
+    def __init__(self, chars: Ranges, ways: int, variable: int, largest: int, pinned: bool,
+                 roots: frozenset[int]) -> None:
+        self.chars = chars
+        self.ways = ways
+        # Quantifiers (or choices) with more than one way that it multiplies (0, 1, or 2 for
+        # "more").
+        self.variable = variable
+        # The most ways any one of them has: ways // largest is how many splits share one end.
+        self.largest = largest
+        # Joined by a required character: only that character links it to what follows.
+        self.pinned = pinned
+        # The items it joined, numbered in pattern order: a choice carries on an earlier
+        # component when they share one, and components interleave when their ranges overlap.
+        # Not compared when finding that unrolling a repetition came back to the same state.
+        self.roots = roots
+
+    def _key(self) -> tuple[Ranges, int, int, int, bool]:
+        return self.chars, self.ways, self.variable, self.largest, self.pinned
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Part):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 _State = tuple[tuple[_Part, ...], int]  # open components, splits alive at this point
-_SINGLE = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN, _c.CATEGORY)
 
 
 class _Splits:
@@ -431,7 +481,9 @@ class _Splits:
             elif op in _REPEATS:
                 state = self.repeat(op, av, state)
             else:
-                state = self.add(state, self.analyser.chars([(op, av)]), 1, True, narrow=True)
+                chars = self.analyser.leaf(op, av) if op in _SINGLE else \
+                    self.analyser.chars([(op, av)])
+                state = self.add(state, chars, 1, True, narrow=True)
         return state
 
     def repeat(self, op: Any, av: Any, state: _State) -> _State:
@@ -475,13 +527,13 @@ class _Splits:
         """``state`` followed by an item that consumes ``chars`` in ``ways`` ways (at least one
         character when ``required``)."""
         parts, live = state
-        joined = [part for part in parts if _overlap(part.chars, chars)]
+        joined: list[_Part] = []
         kept: list[_Part] = []
         closed: list[_Part] = []
         for part in parts:
             if _overlap(part.chars, chars):
-                continue
-            if not required or part.pinned:
+                joined.append(part)
+            elif not required or part.pinned:
                 kept.append(part)
             elif part.variable >= 2:
                 closed.append(part)
@@ -612,6 +664,26 @@ def _single(body: Any) -> bool:
     return len(body) == 1 and body[0][0] in _SINGLE
 
 
+def _lists(seq: Any) -> list[tuple[Any, Any]]:
+    """The parse tree with each sequence the checks walk as a plain list: ``re``'s SubPattern
+    runs a Python method for every item read, and the checks read each item many times."""
+    out: list[tuple[Any, Any]] = []
+    data: Any = seq.data if isinstance(seq, _parser.SubPattern) else seq
+    for op, av in data:
+        if op == _c.SUBPATTERN:
+            av = (av[0], av[1], av[2], _lists(av[3]))
+        elif op == _c.BRANCH:
+            av = (av[0], [_lists(alt) for alt in av[1]])
+        elif op in _REPEATS:
+            av = (av[0], av[1], _lists(av[2]))
+        elif op in (_c.ASSERT, _c.ASSERT_NOT):
+            av = (av[0], _lists(av[1]))
+        elif _ATOMIC is not None and op == _ATOMIC:
+            av = _lists(av)
+        out.append((op, av))
+    return out
+
+
 def _flatten(seq: Any) -> list[tuple[Any, Any]]:
     """Items of a sequence with plain (unrepeated) groups inlined."""
     out: list[tuple[Any, Any]] = []
@@ -638,6 +710,12 @@ def _trim(pattern: str) -> str:
 
 def check_regex(pattern: str, ignore_case: bool = False) -> str:
     """The pattern to compile (a leading/trailing ``.*`` dropped); raises :class:`RegexProblem`."""
+    return _check(pattern, ignore_case)[0]
+
+
+def _check(pattern: str, ignore_case: bool) -> tuple[str, Any, list[tuple[Any, Any]]]:
+    """:func:`check_regex`, the parse tree of what it returns but a look-behind in front, and
+    that tree as plain lists (:func:`_lists`)."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise RegexProblem(f"the pattern is longer than {MAX_PATTERN_LENGTH} characters",
                            "split it into several patterns (a list is any-of)")
@@ -649,15 +727,16 @@ def check_regex(pattern: str, ignore_case: bool = False) -> str:
                            "single-quote patterns so backslashes stay as written") from None
     # Case-insensitive anywhere (flag, inline group or the condition's ignore_case) folds the
     # character sets everywhere: stricter, never laxer.
-    folded = ignore_case or bool(tree.state.flags & re.IGNORECASE) or \
+    folded = ignore_case or bool(tree.state.flags & _IGNORECASE) or \
         re.search(r"\(\?[a-zA-Z]*i[a-zA-Z]*[:)]", trimmed) is not None
     analyser = _Analyser(folded)
     try:
-        analyser.check(tree, False, False)
-        _Splits(analyser).check(tree)
+        items = _lists(tree)
+        analyser.check(items, False, False)
+        _Splits(analyser).check(items)
     except RecursionError:
         raise RegexProblem("the pattern nests too deeply", "simplify the pattern") from None
-    return _anchor_leading_run(trimmed, tree)
+    return _anchor_leading_run(trimmed, tree), tree, items
 
 
 # A pattern's leading repeat of one character class (``\w+``, ``[a-z]*``, ``.{2,}``), as written.
@@ -695,11 +774,26 @@ def compile_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
     policy built in the process, and a pattern in a macro or a list again by each rule using it,
     so results are kept (a compiled pattern is immutable; a refused one is not kept).
     """
-    text = check_regex(pattern, ignore_case)
+    text, tree, items = _check(pattern, ignore_case)
     try:
-        return re.compile(text, re.IGNORECASE if ignore_case else 0)
+        compiled = re.compile(text, re.IGNORECASE if ignore_case else 0)
     except (re.error, OverflowError, RecursionError) as exc:
         raise RegexProblem(f"invalid regular expression: {exc}", "check the escaping") from None
+    # The literals of the pattern compiled are those of the tree checked (a look-behind put in
+    # front holds none), so the compiler's next question is answered without parsing again.
+    _remember_literals(text, _literals_of(items, tree.state.flags))
+    return compiled
+
+
+# required_literals by pattern: each regex of a policy is asked for once more after it compiled.
+_literals: dict[str, tuple[str, ...] | None] = {}
+_LITERALS_KEPT = 4096
+
+
+def _remember_literals(pattern: str, literals: tuple[str, ...] | None) -> None:
+    if len(_literals) >= _LITERALS_KEPT:
+        _literals.clear()
+    _literals[pattern] = literals
 
 
 def required_literals(pattern: str) -> tuple[str, ...] | None:
@@ -707,10 +801,22 @@ def required_literals(pattern: str) -> tuple[str, ...] | None:
     ignores case), or None when no such set is found. Used to skip regexes on text that holds
     none of them."""
     try:
+        return _literals[pattern]
+    except KeyError:
+        pass
+    try:
         tree = _parser.parse(pattern)
     except (re.error, OverflowError, RecursionError):
         return None
-    fold = bool(tree.state.flags & re.IGNORECASE)
+    found = _literals_of(tree, tree.state.flags)
+    _remember_literals(pattern, found)
+    return found
+
+
+def _literals_of(tree: Any, flags: int) -> tuple[str, ...] | None:
+    """:func:`required_literals` of a parsed pattern (a SubPattern or its :func:`_lists`) with
+    these global flags."""
+    fold = bool(flags & _IGNORECASE)
     try:
         found = _required(tree)
     except RecursionError:

@@ -7,7 +7,9 @@ the last), non-string keys, recursive aliases and alias or merge-key expansion b
 budget (the "billion laughs"), nesting deep enough to exhaust the stack, and files over a size
 limit. Booleans follow YAML 1.2 (``true``/``false`` only), so ``no`` stays the string ``"no"``.
 libyaml does the scanning and parsing when PyYAML has it (most of the time a large policy took to
-load); a document it refuses, or one it would read differently, goes to PyYAML's own parser.
+load); a document it refuses, or one it would read differently, goes to PyYAML's own parser. A
+document without anchors, aliases, explicit tags, merge keys or problems (nearly every policy) is
+built straight from libyaml's events, without the node tree in between.
 """
 
 from __future__ import annotations
@@ -106,6 +108,138 @@ else:
 # Byte order marks past the start and the line breaks YAML 1.1 adds to \n and \r: the parsers
 # split lines differently around them.
 _PYYAML_ONLY = re.compile("[\ufeff\x85\u2028\u2029]")
+
+_STR = "tag:yaml.org,2002:str"
+_VALUE = "tag:yaml.org,2002:value"
+_WILDCARD: tuple[tuple[str, Any], ...] = tuple(_Loader.yaml_implicit_resolvers.get(None, []))
+# First character of a plain scalar → the implicit resolvers Resolver.resolve tries, in its order
+# (a plain scalar starting with any other character is a string).
+_RESOLVERS: dict[str, tuple[tuple[str, Any], ...]] = {
+    first: tuple(resolvers) + _WILDCARD
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+    if first is not None and resolvers
+}
+# Tags of plain scalars whose SafeConstructor function returns the value (no generator, no
+# error for any text the resolver gave the tag).
+_SCALAR_CONSTRUCTORS: dict[str, Any] = {
+    f"tag:yaml.org,2002:{name}":
+        yaml.constructor.SafeConstructor.yaml_constructors[f"tag:yaml.org,2002:{name}"]
+    for name in ("null", "bool", "int", "float", "timestamp")
+}
+
+
+class _Unusual(Exception):
+    """The document needs the node tree (anchors, aliases, tags, merge keys) or has a problem:
+    build it the general way, which also words every problem."""
+
+
+def _plain_tag(value: str) -> str:
+    """The tag ``Resolver.resolve`` gives a plain (unquoted, untagged) scalar."""
+    for tag, regexp in _RESOLVERS.get(value[:1], _WILDCARD):
+        if regexp.match(value):
+            return tag
+    return _STR
+
+
+_Scalar = yaml.ScalarEvent
+_SequenceStart = yaml.SequenceStartEvent
+_MappingStart = yaml.MappingStartEvent
+_End = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _load_events(text: str, file: str) -> tuple[Any, Marks]:
+    """Build values and marks straight from libyaml's events: what :func:`_load` with libyaml
+    gives for a document without anchors, aliases, explicit tags, merge keys, keys that are not
+    strings, duplicate keys or limits exceeded; raises :class:`_Unusual` for anything else.
+
+    The general way composes a node for every value, then walks the nodes again and
+    constructs each scalar through PyYAML's constructor: three passes in Python over what is,
+    for a policy of thousands of rules, a quarter of a million values.
+    """
+    marks = Marks(file)
+    values = marks.values
+    keys = marks.keys
+    loader = _FastLoader(text)
+    try:
+        get = loader.get_event
+        get()  # stream start
+        if type(get()) is not yaml.DocumentStartEvent:
+            raise _Unusual
+        nodes = 0
+        # The tag of each plain scalar text met (keys and small values recur).
+        tags: dict[str, str] = {}
+        # Open collections, innermost last: [the list or dict, its path, and for a dict the path
+        # and name of the key whose value comes next (None: a key comes next)]. The document
+        # itself is the value of a mapping of our own, at path ().
+        document: dict[str, Any] = {}
+        stack: list[list[Any]] = [[document, (), (), ""]]
+        while True:
+            event = get()
+            kind = type(event)
+            if kind in _End:
+                stack.pop()
+                if len(stack) == 1:
+                    break
+                continue
+            if kind is not _Scalar and kind is not _MappingStart and kind is not _SequenceStart:
+                raise _Unusual  # an alias
+            if event.anchor is not None or event.tag is not None:
+                raise _Unusual
+            mark = event.start_mark
+            top = stack[-1]
+            container = top[0]
+            if type(container) is list:
+                path: Path = (*top[1], len(container))
+            elif top[2] is None:
+                # A key: a string (a plain '=' is one too), new in its mapping.
+                key = event.value if kind is _Scalar else None
+                if key is None or key in container:
+                    raise _Unusual
+                if event.implicit[0] and (key[:1] in _RESOLVERS or _WILDCARD):
+                    tag = tags.get(key)
+                    if tag is None:
+                        tag = tags[key] = _plain_tag(key)
+                    if tag != _STR and tag != _VALUE:
+                        raise _Unusual
+                key_path: Path = (*top[1], key)
+                top[2] = key_path
+                top[3] = key
+                keys[key_path] = (mark.line + 1, mark.column + 1)
+                continue
+            else:
+                path = top[2]
+            nodes += 1
+            if nodes > MAX_NODES or len(path) > MAX_DEPTH:
+                raise _Unusual
+            values[path] = (mark.line + 1, mark.column + 1)
+            if kind is _Scalar:
+                value: Any = event.value
+                if event.implicit[0] and (value[:1] in _RESOLVERS or _WILDCARD):
+                    tag = tags.get(value)
+                    if tag is None:
+                        tag = tags[value] = _plain_tag(value)
+                    if tag != _STR:
+                        construct = _SCALAR_CONSTRUCTORS.get(tag)
+                        if construct is None:
+                            raise _Unusual
+                        value = construct(loader, yaml.ScalarNode(
+                            tag, value, mark, event.end_mark, event.style))
+            else:
+                value = [] if kind is _SequenceStart else {}
+            if type(container) is list:
+                container.append(value)
+            else:
+                container[top[3]] = value
+                top[2] = None
+            if kind is not _Scalar:
+                stack.append([value, path, None, None])
+            elif len(stack) == 1:
+                break  # the document is one scalar
+        if type(get()) is not yaml.DocumentEndEvent or type(get()) is not yaml.StreamEndEvent:
+            raise _Unusual
+        return document[""], marks
+    finally:
+        loader.dispose()
 
 
 class _TooBig(Exception):
@@ -243,6 +377,10 @@ def load_yaml(text: str | bytes, file: str) -> tuple[Any, Marks]:
         raise PolicyError.single(file, f"the policy is larger than {MAX_SOURCE_BYTES} characters")
     if _FastLoader is not None and \
             not _PYYAML_ONLY.search(text, 1 if text.startswith("\ufeff") else 0):
+        try:
+            return _load_events(text, file)
+        except Exception:
+            pass  # built the general way below, which words any problem
         try:
             return _load(text, file, _FastLoader)
         except (PolicyError, _NotForLibyaml):

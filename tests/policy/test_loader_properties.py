@@ -225,3 +225,60 @@ def test_near_valid_documents_load_or_raise_policy_error(document: dict[str, Any
     never raise anything but PolicyError."""
     _accepts_or_refuses(lambda v: Policy.from_dict(v), document)
     _accepts_or_refuses(Policy.from_yaml, yaml.safe_dump(document))
+
+
+def _built(text: str, direct: bool) -> Any:
+    """Values, value positions and key positions of ``text`` built straight from libyaml's
+    events, or from the node tree PyYAML composes from them; None when the events are not
+    enough (anchors, aliases, tags, merge keys, problems), or the node tree's error."""
+    from agentguard.policy import _yaml
+
+    try:
+        data, marks = (_yaml._load_events(text, "p.yaml") if direct else
+                       _yaml._load(text, "p.yaml", _yaml._FastLoader))
+    except Exception as exc:  # the loader takes the node tree after any exception
+        return None if direct else str(exc)
+    return repr(data), marks.values, marks.keys
+
+
+@SETTINGS
+@given(structures, yaml_styles)
+def test_documents_built_from_events_give_what_the_node_tree_gives(
+        value: Any, style: dict[str, Any]) -> None:
+    """Ordinary documents (no anchors, tags or problems) are built straight from libyaml's
+    events, for speed: every one, in every YAML style, gives the same values, and the same
+    lines and columns for every value and key, as the node tree gives."""
+    text = yaml.safe_dump(value, **style)
+    direct = _built(text, direct=True)
+    # Quoted styles tag what is not a string ('!!int "1"'): those take the node tree.
+    assert direct is not None or "!!" in text, text
+    if direct is not None:
+        assert direct == _built(text, direct=False)
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from([*"ab0:-[]{},#&*!|>'\"%@`?<= \t\r\n\\x", "\u00e9"]),
+               max_size=60))
+def test_odd_documents_built_from_events_give_what_the_node_tree_gives(text: str) -> None:
+    """Text made of YAML's punctuation (anchors, aliases, tags, merge keys, repeated keys, keys
+    that are not strings) is built from the events only when that gives exactly what the node
+    tree gives; anything else is left to the node tree, which words every problem."""
+    direct = _built(text, direct=True)
+    if direct is not None:
+        assert direct == _built(text, direct=False)
+
+
+def test_anchors_repeated_keys_and_merge_keys_load_as_before() -> None:
+    """What the events alone cannot build still loads, through the node tree: aliases are
+    written out, merge keys merged, and a repeated key is reported at its line."""
+    from agentguard.policy import _yaml
+
+    data, _ = _yaml.load_yaml("base: &b {x: 1}\ncopy: *b\nmerged: {<<: *b, y: 2}\n", "p.yaml")
+    assert data == {"base": {"x": 1}, "copy": {"x": 1}, "merged": {"x": 1, "y": 2}}
+    try:
+        _yaml.load_yaml("a: 1\nb: 2\na: 3\n", "p.yaml")
+    except PolicyError as exc:
+        assert (exc.first.line, exc.first.field) == (3, "a")
+        assert exc.first.message == "duplicate key 'a' (first at line 1)"
+    else:
+        raise AssertionError("accepted")

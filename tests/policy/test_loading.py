@@ -3,9 +3,11 @@ name matching, and problems in large files reported with their hints."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 import agentguard
@@ -206,3 +208,116 @@ def test_lists_including_lists_are_written_out_once_and_bounded() -> None:
                "out" in str(exc) and "lists.copy_" in str(exc)
     else:
         raise AssertionError("accepted")
+
+
+def _rule_files(tmp_path: Path, parts: int = 3, count: int = 1000) -> list[Path]:
+    """``parts`` YAML files of ``count`` rules each (ids T<part>-<n>)."""
+    paths = []
+    for part in range(parts):
+        rules = [{"id": f"T{part}-{n}", "description": f"tool {n} argument",
+                  "match": {"kind": "tool_call", "tool": f"tool_{part}_{n}"},
+                  "when": {"field": "arguments.limit", "gt": 100}}
+                 for n in range(count)]
+        path = tmp_path / f"rules-{part}.yaml"
+        path.write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def _line_of(path: Path, text: str, after: int = 0) -> int:
+    """The number of the first line of ``path`` from line ``after`` on that holds ``text``."""
+    lines = path.read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if n >= after and text in line)
+
+
+def _refusal(paths: list[Path]) -> PolicyError:
+    try:
+        Policy.from_files(paths)
+    except PolicyError as exc:
+        return exc
+    raise AssertionError("the policy was accepted")
+
+
+def test_problems_deep_in_large_files_are_reported_at_their_file_line_and_field(
+        tmp_path: Path) -> None:
+    """In three files of 1000 rules, a rule id used again in another file, a value that is not
+    allowed and a key given twice are each reported at the file and line where they are, with
+    the field path; the repeated id names where it was first defined."""
+    paths = _rule_files(tmp_path)
+    text = paths[2].read_text()
+    paths[2].write_text(text.replace("- id: T2-500\n", "- id: T0-10\n"))
+    error = _refusal(paths)
+    [issue] = error.issues
+    assert (issue.file, issue.line, issue.field) == (
+        str(paths[2]), _line_of(paths[2], "- id: T0-10"), "rules[500].id")
+    assert f"first defined at {paths[0]}:{_line_of(paths[0], '- id: T0-10')}" in issue.message
+
+    paths = _rule_files(tmp_path)
+    start = _line_of(paths[1], "- id: T1-999")
+    lines = paths[1].read_text().splitlines(keepends=True)
+    lines.insert(start, "  severity: hihg\n")
+    paths[1].write_text("".join(lines))
+    [issue] = _refusal(paths).issues
+    assert (issue.file, issue.line, issue.column, issue.field) == (
+        str(paths[1]), start + 1, 13, "rules[999].severity")
+    assert issue.hint == "did you mean 'high'?"
+
+    paths = _rule_files(tmp_path)
+    start = _line_of(paths[0], "- id: T0-700")
+    lines = paths[0].read_text().splitlines(keepends=True)
+    lines.insert(start + 1, "  description: again\n")
+    paths[0].write_text("".join(lines))
+    [issue] = _refusal(paths).issues
+    assert (issue.file, issue.line, issue.field) == (str(paths[0]), start + 2,
+                                                     "rules[700].description")
+    assert issue.message == f"duplicate key 'description' (first at line {start + 1})"
+
+
+def test_a_large_load_runs_no_garbage_collection_and_leaves_the_collector_as_it_was(
+        tmp_path: Path) -> None:
+    """Loading 3000 rules runs no collection of the cyclic garbage collector while it runs
+    (everything loading builds stays alive, so each would free nothing, and their number and
+    cost grew with the rule count); afterwards the collector runs again, or stays off when it
+    was off, also after a load that failed."""
+    paths = _rule_files(tmp_path)
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    assert gc.isenabled()
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        policy = Policy.from_files(paths).with_builtin()
+    finally:
+        gc.callbacks.remove(count)
+    # Each of the two loads is followed by one young collection, which looks at what it built
+    # once; none runs while they run (hundreds did).
+    assert len(collections) <= 2 and len(policy.rules) > 3000
+    assert gc.isenabled()
+    with pytest.raises(PolicyError):
+        Policy.from_yaml("rules: [{id: R1}]")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Policy.from_files(paths[:1])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_loads_that_overlap_in_threads_resume_the_collector_after_the_last() -> None:
+    """Two loads in two threads that overlap (the first ends while the second runs) keep the
+    collector paused until the second ends, then resume it: it is neither left off nor
+    resumed under a load still running."""
+    from agentguard.policy._policy import _collector_paused
+
+    first, second = _collector_paused(), _collector_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()

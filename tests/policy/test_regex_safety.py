@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from agentguard.events import EventContext, ToolCall
@@ -73,18 +71,21 @@ rules:
     assert [d.rule_id for d in policy.evaluate(event) or []] == ["IN"]
 
 
-def test_worst_case_accepted_pattern_on_adversarial_input_is_fast() -> None:
+def test_worst_case_accepted_pattern_reads_only_the_bounded_head_of_each_value() -> None:
     """An accepted pattern with one unbounded quantifier, on text built to make it backtrack,
-    finishes quickly thanks to the input bound."""
+    is matched against the first MAX_REGEX_INPUT characters of each value only (so its work is
+    bounded): an ``x`` just past the bound is not found, one just inside it is."""
     policy = Policy.from_yaml(r"""
 rules:
   - {id: RX, description: d, match: {kind: tool_call}, when: {field: 'arguments.v[*]', regex: '[a-z]+x'}}
 """)
-    values = ["a" * 100_000] * 50
-    event = ToolCall(context=EventContext(), tool="t", arguments={"v": values})
-    start = time.perf_counter()
-    assert policy.evaluate(event) is None
-    assert time.perf_counter() - start < 1.0
+    past = ["a" * MAX_REGEX_INPUT + "x" + "a" * 100_000] * 50
+    assert policy.evaluate(ToolCall(context=EventContext(), tool="t",
+                                    arguments={"v": past})) is None
+    inside = ["a" * (MAX_REGEX_INPUT - 1) + "x"]
+    decision = policy.evaluate(ToolCall(context=EventContext(), tool="t",
+                                        arguments={"v": inside}))
+    assert [d.rule_id for d in decision or []] == ["RX"]
 
 
 def test_required_literals_are_found_for_gating() -> None:
@@ -93,3 +94,39 @@ def test_required_literals_are_found_for_gating() -> None:
     assert required_literals(r"/proc/(?:self|\d+)/environ") == ("/environ",)
     assert required_literals(r"(?i)\bDROP\s+TABLE\b") == ("table",)
     assert required_literals(r"\d+") is None
+
+
+@pytest.mark.parametrize(("patterns", "values", "fires"), [
+    (["(?i)secret"], ["a", "the SECRET"], True),
+    (["(?i)secret"], ["a", "b"], False),
+    (["(?i)secret", "token"], ["a", "TOKEN"], False),
+    (["(?i)secret", "token"], ["a", "a token"], True),
+    (["(?s)a.b"], ["x", "a\nb"], True),
+    (["^b", "c$"], ["a", "b"], True),
+    (["^b", "c$"], ["ab", "cd"], False),
+])
+def test_regexes_on_several_values_decide_value_by_value(patterns: list[str],
+                                                         values: list[str], fires: bool) -> None:
+    """A regex list on a path of several values fires when one value matches one pattern, as
+    the pattern reads it: patterns with global flags ('(?i)', which cannot be joined into one
+    search of all the values) as well as anchored ones (which can)."""
+    policy = Policy.from_dict({"rules": [{
+        "id": "RX", "description": "d", "match": {"kind": "tool_call"},
+        "when": {"field": "arguments.v[*]", "regex": patterns}}]})
+    event = ToolCall(context=EventContext(), tool="t", arguments={"v": values})
+    assert bool(policy.evaluate(event)) is fires
+
+
+@pytest.mark.parametrize("pattern", [*SAFE, r"\w+\s+table\b", r"(?i)\bDROP\s+TABLE\b"])
+def test_the_literals_a_compiled_regex_is_gated_on_are_those_of_its_pattern(pattern: str) -> None:
+    """Compiling a regex also gives the strings every match contains, which rules share as a
+    gate, without parsing the pattern again; they are the strings a fresh parse of the compiled
+    pattern (a look-behind put in front included) gives."""
+    from agentguard.policy import _regex
+
+    _regex.compile_regex.cache_clear()
+    _regex._literals.clear()
+    compiled = _regex.compile_regex(pattern)
+    remembered = required_literals(compiled.pattern)
+    _regex._literals.clear()
+    assert remembered == required_literals(compiled.pattern)
