@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain.agents import create_agent
+from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.tools import tool
 
 from agentguard.demo.scripted import ScriptedChatModel, call, say
@@ -41,3 +42,17 @@ tools = [lookup_customer, get_weather, async_weather, failing_tool]
 
 def make_agent(script: list[Any], *, name: str = "support", **kwargs: Any) -> Any:
     return create_agent(ScriptedChatModel(script=script), tools, name=name, **kwargs)
+
+
+class Recorder:
+    """A scripted step that records the messages the model was given, then answers."""
+
+    def __init__(self) -> None:
+        self.seen: list[BaseMessage] = []
+
+    def __call__(self, messages: list[BaseMessage]) -> Any:
+        self.seen = list(messages)
+        return say("done")
+
+    def tool_messages(self) -> list[ToolMessage]:
+        return [m for m in self.seen if isinstance(m, ToolMessage)]

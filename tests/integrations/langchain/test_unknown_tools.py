@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import AnyMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AnyMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -19,7 +19,7 @@ from typing_extensions import TypedDict
 
 import agentguard
 from agentguard.findings import Finding
-from tests.integrations.langchain.agents import ScriptedChatModel, call, get_weather, say
+from tests.integrations.langchain.agents import Recorder, ScriptedChatModel, call, get_weather, say
 
 # What ToolNode answers a call of an unknown tool with (its own wording).
 NOT_A_TOOL = "Error: delete_everything is not a valid tool, try one of [get_weather]."
@@ -33,20 +33,6 @@ rules:
     match: {kind: tool_call, tool: delete_everything}
 """
 QUIET = {"runtime_sensor": False, "injection_detection": False}
-
-
-class Recorder:
-    """A scripted step that records the messages the model was given, then answers."""
-
-    def __init__(self) -> None:
-        self.seen: list[BaseMessage] = []
-
-    def __call__(self, messages: list[BaseMessage]) -> Any:
-        self.seen = list(messages)
-        return say("done")
-
-    def tool_messages(self) -> list[ToolMessage]:
-        return [m for m in self.seen if isinstance(m, ToolMessage)]
 
 
 class _Chat(TypedDict):
