@@ -279,30 +279,26 @@ def _tool_output(output: Any, call_id: Any = None) -> tuple[Any, Any]:
         return output, None
 
 
-def _failed_text(message: Any) -> str:
-    """The ``error`` of a tool call a tool message reports as failed: the message's text."""
-    try:
-        return _content_text(message.content) or "tool error"
-    except Exception:  # the message's own content, whose lookup raises
-        return "tool error"
-
-
 # The conventions' ``error.type`` for an error whose class is not known.
 _ERROR_OTHER = "_OTHER"
 
 
-def _mark_tool_error(op: Operation, message: Any) -> None:
+def _mark_tool_error(op: Operation, message: Any) -> str:
     """Give ``op``'s span the error status of a tool failure LangChain reported to the model as
-    an error tool message (the exception itself was handled inside the tool and is gone)."""
+    an error tool message (the exception itself was handled inside the tool and is gone), and
+    return the call's ``error``: the message's text, the only part of the error left."""
+    error = "tool error"
     try:
+        content = _content_text(message.content)
+        error = content or error
         capture = op.guard.capture
-        text = capture.text(_content_text(message.content)) \
-            if capture.mode in ("full", "redacted") else None
+        text = capture.text(content) if capture.mode in ("full", "redacted") else None
         op.span.set_status(Status(StatusCode.ERROR, (f"tool error: {text}" if text else
                                                      "tool error")[:512]))
         op.span.set_attribute(semconv.ERROR_TYPE, _ERROR_OTHER)
     except Exception as exc:
         internal_error("tool error status", exc)
+    return error
 
 
 # Tool calls whose tool failed with an error LangChain handled (a ``ToolException`` with
@@ -378,9 +374,7 @@ def _finish_tool(op: Operation, output: Any) -> None:
         _mark_handled(op, handled)
         error = error_text(handled)
     elif failed is not None:
-        _mark_tool_error(op, failed)
-        # Only the tool message is left of the error: its text is the error.
-        error = _failed_text(failed)
+        error = _mark_tool_error(op, failed)
     verdict = op.end_tool(result, error=error)
     if verdict.blocked:
         finding = verdict.blocking_finding()
