@@ -532,8 +532,10 @@ MAX_SCAN_TOKENS = 1 << 18
 # of closing brackets, so a body of a million "[" is one token, not a million. A string that is
 # never closed runs to the end of the body, so a string always matches where it starts, in one
 # pass: else every quote inside an unclosed string starts another scan to the end (and another
-# round of backtracking), and a body of 100 KB of escaped quotes takes hours.
-_TOKEN = re.compile(rb'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)|[\[{]+|[\]}]+', re.S)
+# round of backtracking), and a body of 100 KB of escaped quotes takes hours. The string alone
+# also serves the scan that shortens long strings.
+_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)', re.S)
+_TOKEN = re.compile(_STRING.pattern + rb"|[\[{]+|[\]}]+", re.S)
 _DOCUMENT_START = re.compile(rb"\s*[\[{]")
 _NOT_READ = object()
 
@@ -570,8 +572,6 @@ def _cut_deep(data: bytes, limit: int) -> tuple[bytes, int] | None:
     return b"".join(out), cuts
 
 
-# A JSON string (the same as _TOKEN's), for the scan that shortens long strings.
-_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)', re.S)
 # A high surrogate written as an escape: cut after it, its low half would be lost.
 _HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
 
